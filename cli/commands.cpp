@@ -1,0 +1,194 @@
+#include "commands.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <numeric>
+
+#include <nlohmann/json.hpp>
+
+#include "headfuse/error.h"
+#include "headfuse/forward.h"
+#include "headfuse/fuse.h"
+#include "headfuse/gguf.h"
+#include "headfuse/model.h"
+#include "headfuse/verify.h"
+#include "progress.h"
+
+namespace headfuse::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::uint64_t file_size(const std::string& path) { return std::filesystem::file_size(path); }
+
+std::string type_label(std::uint32_t id) {
+    const TypeTraits* t = find_type(id);
+    return t ? std::string(t->name) : "type " + std::to_string(id);
+}
+
+// A metadata value for people: scalars as they are, arrays by type and length with their first items.
+std::string show(const Value& v) {
+    auto scalar = [](const Value& s) -> std::string {
+        return std::visit(
+            [&](const auto& x) -> std::string {
+                using T = std::decay_t<decltype(x)>;
+                if constexpr (std::is_same_v<T, std::string>) return "\"" + x + "\"";
+                else if constexpr (std::is_same_v<T, bool>) return x ? "true" : "false";
+                else if constexpr (std::is_same_v<T, double>) {
+                    char buf[32];
+                    std::snprintf(buf, sizeof buf, "%g", x);
+                    return buf;
+                } else return std::to_string(x);
+            },
+            s.scalar);
+    };
+    if (v.type != ValueType::ARRAY) return scalar(v);
+    std::string s = std::string(value_type_name(v.elem_type)) + "[" + std::to_string(v.items.size()) + "] [";
+    for (std::size_t i = 0; i < std::min<std::size_t>(v.items.size(), 5); ++i) s += (i ? ", " : "") + scalar(v.items[i]);
+    return s + (v.items.size() > 5 ? ", ...]" : "]");
+}
+
+nlohmann::json to_json(const Value& v) {
+    if (v.type == ValueType::ARRAY) {
+        nlohmann::json a = nlohmann::json::array();
+        for (const Value& item : v.items) a.push_back(to_json(item));
+        return a;
+    }
+    return std::visit([](const auto& x) { return nlohmann::json(x); }, v.scalar);
+}
+
+// What kind of model a file holds, if any: "per-head checkpoint", "fused llama file" or "".
+std::string model_kind(const GgufFile& f) {
+    if (f.find_tensor("blk.0.attn_q.head_0.weight")) return "per-head checkpoint";
+    if (f.find_tensor("blk.0.attn_q.weight")) return "fused llama file";
+    return "";
+}
+
+}  // namespace
+
+int run_init(const InitArgs& a, const Common& c) {
+    a.config.validate();
+    const auto t0 = Clock::now();
+    write_random_init(a.config, a.seed, a.out, make_progress("init", c.quiet), c.threads);
+    std::printf("wrote %s: per-head checkpoint, %s, seed %llu, %s in %.2f s\n", a.out.c_str(), describe(a.config).c_str(),
+                static_cast<unsigned long long>(a.seed), human_bytes(file_size(a.out)).c_str(), seconds_since(t0));
+    return 0;
+}
+
+int run_fuse(const FuseArgs& a, const Common& c) {
+    const auto t0 = Clock::now();
+    const PerHeadModel model = PerHeadModel::open(a.in);
+    std::optional<GgufFile> tok;
+    if (!a.tokenizer_from.empty()) tok = GgufFile::open(a.tokenizer_from);
+    FuseOptions opt;
+    opt.type = a.type;
+    opt.threads = c.threads;
+    opt.tokenizer_from = tok ? &*tok : nullptr;
+    opt.progress = make_progress("fuse", c.quiet);
+    opt.warn = [](const std::string& w) { std::fprintf(stderr, "headfuse: warning: %s\n", w.c_str()); };
+    fuse(model, a.out, opt);
+    std::printf("wrote %s: fused llama file, %s, %s, %s in %.2f s\n", a.out.c_str(), describe(model.config()).c_str(),
+                a.type ? std::string(type_name(*a.type)).c_str() : "types kept",
+                human_bytes(file_size(a.out)).c_str(), seconds_since(t0));
+    return 0;
+}
+
+int run_split(const SplitArgs& a, const Common& c) {
+    const auto t0 = Clock::now();
+    const FusedModel model = FusedModel::open(a.in);
+    split(model, a.out, {make_progress("split", c.quiet)});
+    std::printf("wrote %s: per-head checkpoint, %s, %s in %.2f s\n", a.out.c_str(), describe(model.config()).c_str(),
+                human_bytes(file_size(a.out)).c_str(), seconds_since(t0));
+    return 0;
+}
+
+int run_inspect(const InspectArgs& a) {
+    const GgufFile f = GgufFile::open(a.file);
+    const std::string kind = model_kind(f);
+    if (a.json) {
+        nlohmann::json j;
+        j["file"] = a.file;
+        j["version"] = f.version();
+        j["alignment"] = f.alignment();
+        j["data_offset"] = f.data_start();
+        j["kind"] = kind;
+        nlohmann::json md = nlohmann::json::object();
+        for (const auto& e : f.metadata().entries()) md[e.key] = {{"type", value_type_name(e.value.type)}, {"value", to_json(e.value)}};
+        j["metadata"] = md;
+        nlohmann::json ts = nlohmann::json::array();
+        for (const TensorInfo& t : f.tensors())
+            ts.push_back({{"name", t.name}, {"type", type_label(t.type)}, {"shape", std::vector<std::uint64_t>(t.ne.begin(), t.ne.begin() + t.n_dims)},
+                          {"offset", t.offset}, {"bytes", t.nbytes}});
+        j["tensors"] = ts;
+        std::printf("%s\n", j.dump(2).c_str());
+        return 0;
+    }
+    std::printf("%s: GGUF v%u, %zu keys, %zu tensors, alignment %u, data at byte %llu%s\n", a.file.c_str(), f.version(),
+                f.metadata().size(), f.tensors().size(), f.alignment(), static_cast<unsigned long long>(f.data_start()),
+                kind.empty() ? "" : (", " + kind).c_str());
+    if (!kind.empty()) {
+        try {
+            std::printf("model: %s\n", describe(open_model(a.file).config()).c_str());
+        } catch (const Error& e) {
+            std::printf("model: not valid: %s\n", e.what());
+        }
+    }
+    std::printf("\nmetadata:\n");
+    for (const auto& e : f.metadata().entries())
+        std::printf("  %-44s %-7s %s\n", e.key.c_str(), std::string(value_type_name(e.value.type)).c_str(), show(e.value).c_str());
+    std::printf("\ntensors:\n");
+    for (const TensorInfo& t : f.tensors())
+        std::printf("  %-36s %-6s %-20s %12llu bytes at %llu\n", t.name.c_str(), type_label(t.type).c_str(), format_shape(t).c_str(),
+                    static_cast<unsigned long long>(t.nbytes), static_cast<unsigned long long>(t.offset));
+    return 0;
+}
+
+int run_logits(const LogitsArgs& a, const Common& c) {
+    const PerHeadModel model = open_model(a.model);
+    const std::vector<float> logits = forward_logits(model.views(), a.tokens, c.threads);
+    const std::uint32_t vocab = model.config().vocab;
+    if (!a.out.empty()) {
+        const std::filesystem::path in = a.model;
+        write_file_atomically(a.out, {reinterpret_cast<const std::byte*>(logits.data()), logits.size() * sizeof(float)}, {&in, 1});
+        std::printf("wrote %s: %zu x %u f32 logits\n", a.out.c_str(), a.tokens.size(), vocab);
+        return 0;
+    }
+    const std::vector<double> lp = log_softmax(logits, vocab);
+    const std::size_t k = std::min<std::size_t>(a.top, vocab);
+    std::printf("%-4s %-8s  top %zu next tokens (id: log-probability)\n", "pos", "token", k);
+    for (std::size_t p = 0; p < a.tokens.size(); ++p) {
+        std::vector<std::uint32_t> ids(vocab);
+        std::iota(ids.begin(), ids.end(), 0u);
+        const double* row = lp.data() + p * vocab;
+        std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
+                          [&](std::uint32_t x, std::uint32_t y) { return row[x] > row[y] || (row[x] == row[y] && x < y); });
+        std::printf("%-4zu %-8u ", p, a.tokens[p]);
+        for (std::size_t i = 0; i < k; ++i) std::printf(" %u: %.4f", ids[i], row[ids[i]]);
+        std::printf("\n");
+    }
+    return 0;
+}
+
+int run_verify(const VerifyArgs& a, const Common& c) {
+    const PerHeadModel per_head = PerHeadModel::open(a.per_head);
+    const FusedModel fused = FusedModel::open(a.fused);
+    VerifyOptions opt;
+    opt.tokens = a.tokens;
+    opt.threads = c.threads;
+    opt.progress = make_progress("verify", c.quiet);
+    const VerifyReport r = verify(per_head, fused, opt);
+    for (const std::string& m : r.mismatches) std::printf("MISMATCH %s\n", m.c_str());
+    std::printf("tensors: %llu compared, %zu differ%s\n", static_cast<unsigned long long>(r.tensors_checked), r.mismatches.size(),
+                r.same_types ? "" : " (fused weights compared with their encoding of the per-head f32 weights)");
+    std::printf("logits:  %s, max |log-prob difference| %.3g, top token %s\n",
+                r.logits_identical ? "bit-identical" : "differ", r.max_logprob_diff, r.top_token_agrees ? "agrees at every position" : "differs");
+    if (!r.same_types && r.mismatches.empty())
+        std::printf("         (encoded file: accepted within %.3g, kEncodedLogprobTolerance)\n", kEncodedLogprobTolerance);
+    std::printf("verdict: %s\n", r.ok() ? "PASS: the fused file is the per-head model" : "FAIL");
+    return r.ok() ? 0 : 1;
+}
+
+}  // namespace headfuse::cli

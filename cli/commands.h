@@ -1,0 +1,58 @@
+// The headfuse commands: each one parses nothing, calls the library and prints. main.cpp holds the flags.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "headfuse/config.h"
+#include "headfuse/types.h"
+
+namespace headfuse::cli {
+
+struct Common {
+    unsigned threads = 0;
+    bool quiet = false;
+};
+
+struct InitArgs {
+    std::string out;
+    Config config;
+    std::uint64_t seed = 0;
+};
+
+struct FuseArgs {
+    std::string in, out, tokenizer_from;
+    std::optional<DType> type;
+};
+
+struct SplitArgs {
+    std::string in, out;
+};
+
+struct InspectArgs {
+    std::string file;
+    bool json = false;
+};
+
+struct LogitsArgs {
+    std::string model, out;
+    std::vector<std::uint32_t> tokens;
+    unsigned top = 5;
+};
+
+struct VerifyArgs {
+    std::string per_head, fused;
+    std::vector<std::uint32_t> tokens;
+};
+
+// Each returns the process exit code; errors are thrown as headfuse::Error.
+int run_init(const InitArgs& a, const Common& c);
+int run_fuse(const FuseArgs& a, const Common& c);
+int run_split(const SplitArgs& a, const Common& c);
+int run_inspect(const InspectArgs& a);
+int run_logits(const LogitsArgs& a, const Common& c);
+int run_verify(const VerifyArgs& a, const Common& c);
+
+}  // namespace headfuse::cli

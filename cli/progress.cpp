@@ -1,0 +1,58 @@
+#include "progress.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+namespace headfuse::cli {
+
+std::string human_bytes(double bytes) {
+    static const char* units[] = {"B", "kB", "MB", "GB", "TB"};
+    int u = 0;
+    while (bytes >= 1000 && u < 4) {
+        bytes /= 1000;
+        ++u;
+    }
+    char buf[32];
+    std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", bytes, units[u]);
+    return buf;
+}
+
+ProgressFn make_progress(std::string label, bool quiet) {
+    if (quiet || !::isatty(STDERR_FILENO)) return {};
+    using Clock = std::chrono::steady_clock;
+    struct State {
+        std::string label;
+        Clock::time_point start = Clock::now(), last{};
+        bool finished = false;
+    };
+    auto st = std::make_shared<State>();
+    st->label = std::move(label);
+    return [st](std::uint64_t done, std::uint64_t total) {
+        if (st->finished) return;
+        const auto now = Clock::now();
+        const bool end = total && done >= total;
+        if (!end && now - st->last < std::chrono::milliseconds(100)) return;
+        st->last = now;
+        const double secs = std::chrono::duration<double>(now - st->start).count();
+        const double rate = secs > 0 ? done / secs : 0;
+        const double frac = total ? static_cast<double>(done) / total : 0;
+        constexpr int kWidth = 30;
+        const int fill = static_cast<int>(frac * kWidth);
+        std::string bar(fill, '#');
+        bar.resize(kWidth, ' ');
+        char eta[32] = "";
+        if (!end && rate > 0) std::snprintf(eta, sizeof eta, " ETA %.0fs", (total - done) / rate);
+        std::fprintf(stderr, "\r%s [%s] %3.0f%% %s / %s  %s/s%s\033[K", st->label.c_str(), bar.c_str(), frac * 100,
+                     human_bytes(done).c_str(), human_bytes(total).c_str(), human_bytes(rate).c_str(), eta);
+        if (end) {
+            std::fprintf(stderr, "\n");
+            st->finished = true;
+        }
+        std::fflush(stderr);
+    };
+}
+
+}  // namespace headfuse::cli

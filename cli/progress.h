@@ -1,0 +1,16 @@
+// A progress bar on stderr for long work: bytes done, rate, time left. Only when stderr is a terminal.
+#pragma once
+
+#include <string>
+
+#include "headfuse/gguf.h"
+
+namespace headfuse::cli {
+
+// A progress callback labelled `label`, or an empty one when `quiet` or stderr is not a terminal.
+ProgressFn make_progress(std::string label, bool quiet);
+
+// "1.43 GB"
+std::string human_bytes(double bytes);
+
+}  // namespace headfuse::cli

@@ -1,0 +1,46 @@
+// headfuse: the hyperparameters of a LLaMA-family model, and their llama.* metadata form.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "headfuse/gguf.h"
+
+namespace headfuse {
+
+struct Config {
+    std::uint32_t d_model = 0;
+    std::uint32_t n_heads = 0;
+    std::uint32_t n_kv_heads = 0;  // divides n_heads (GQA; 1 is MQA)
+    std::uint32_t d_head = 0;      // may differ from d_model / n_heads; even (RoPE rotates pairs)
+    std::uint32_t d_ff = 0;
+    std::uint32_t n_layers = 0;
+    std::uint32_t vocab = 0;
+    std::uint32_t context_length = 2048;
+    float rms_eps = 1e-5f;
+    float rope_theta = 10000.0f;
+    bool tied = false;             // output layer reuses token_embd.weight
+    std::uint32_t donor_d_in = 0;  // > 0: a projection lens (donor embedding [donor_d_in, vocab] x lens.proj)
+
+    // Error with a one-line message naming the first field out of range.
+    void validate() const;
+
+    std::uint32_t q_dim() const noexcept { return n_heads * d_head; }
+    std::uint32_t kv_dim() const noexcept { return n_kv_heads * d_head; }
+    bool has_lens() const noexcept { return donor_d_in > 0; }
+
+    // Writes general.architecture = "llama" and every llama.* key llama.cpp reads (counts as u32, epsilon
+    // and theta as f32, key_length/value_length/rope.dimension_count = d_head always).
+    void write_metadata(Metadata& md) const;
+    // Reads the llama.* keys back, checking types. `tied` and `donor_d_in` are not metadata: the caller
+    // sets them from the tensors present. `where` (a file name) prefixes errors.
+    static Config from_metadata(const Metadata& md, std::string_view where);
+
+    bool operator==(const Config&) const = default;
+};
+
+// "d_model 2048, 16 heads (4 kv) x 128, d_ff 5632, 5 layers, vocab 32000, untied"
+std::string describe(const Config& c);
+
+}  // namespace headfuse

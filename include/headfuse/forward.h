@@ -1,0 +1,25 @@
+// headfuse: a reference LLaMA forward pass over per-head views.
+//
+// It reads only ModelViews, so it cannot tell an in-memory per-head model, a per-head file and a fused GGUF
+// realized as per-head views apart: that is the point. f32 throughout, llama.cpp's `llama` graph:
+//   x = token_embd[t]  (the lens fold of the donor row, with a lens)
+//   per layer: h = x + attn_output · attention(rope(q), rope(k), v)(rmsnorm(x) * attn_norm)
+//              x = h + ffn_down · (silu(ffn_gate · n) * (ffn_up · n)),  n = rmsnorm(h) * ffn_norm
+//   logits = output · (rmsnorm(x) * output_norm)   (token_embd when tied)
+// RoPE mode NORM (adjacent pairs), grouped-query causal attention scaled by 1/sqrt(d_head).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "headfuse/model.h"
+
+namespace headfuse {
+
+// Logits for every position: tokens.size() x vocab floats, position-major. `threads` 0 means all cores.
+// Error if a token is out of the vocabulary.
+std::vector<float> forward_logits(const ModelViews& model, std::span<const std::uint32_t> tokens,
+                                  unsigned threads = 0);
+
+}  // namespace headfuse

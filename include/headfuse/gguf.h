@@ -1,0 +1,224 @@
+// headfuse: GGUF v3, read by mapping and validating, written by streaming.
+//
+// File layout (all integers little-endian):
+//
+//   "GGUF"  u32 version (3)  u64 n_tensors  u64 n_kv
+//   n_kv x      { string key, u32 value_type, value }
+//   n_tensors x { string name, u32 n_dims, u64 ne[n_dims], u32 ggml_type, u64 offset }
+//   zero padding to general.alignment (u32, a power of two, default 32)
+//   data section: tensor i at data_start + offset_i, each padded with zeros to the alignment
+//
+//   string = u64 length + bytes (UTF-8, no NUL)
+//   value types: u8 0, i8 1, u16 2, i16 3, u32 4, i32 5, f32 6, bool 7, string 8,
+//                array 9 (u32 element type, u64 count, elements; no nested arrays), u64 10, i64 11, f64 12
+//
+// The reader applies ggml's own rules (ggml/src/gguf.cpp), which are stricter than the specification:
+// offsets contiguous in tensor-info order, names shorter than 64 bytes, n_dims <= 4, ne[0] a whole number of
+// blocks, no duplicate keys or names. The writer checks what it writes against the same rules.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "headfuse/types.h"
+
+namespace headfuse {
+
+inline constexpr std::uint32_t kGgufVersion = 3;
+inline constexpr std::uint32_t kDefaultAlignment = 32;
+inline constexpr std::size_t kMaxTensorName = 63;  // ggml: GGML_MAX_NAME 64, including the NUL
+inline constexpr std::uint32_t kMaxDims = 4;
+
+enum class ValueType : std::uint32_t {
+    U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, BOOL = 7,
+    STRING = 8, ARRAY = 9, U64 = 10, I64 = 11, F64 = 12,
+};
+std::string_view value_type_name(ValueType t) noexcept;
+
+// One metadata value. Integers are held widened; `type` keeps the exact type on the wire.
+struct Value {
+    ValueType type = ValueType::U32;
+    ValueType elem_type = ValueType::U8;  // arrays only
+    std::variant<std::uint64_t, std::int64_t, double, bool, std::string> scalar;
+    std::vector<Value> items;  // arrays only; never arrays themselves
+
+    static Value u8(std::uint8_t v);
+    static Value i8(std::int8_t v);
+    static Value u16(std::uint16_t v);
+    static Value i16(std::int16_t v);
+    static Value u32(std::uint32_t v);
+    static Value i32(std::int32_t v);
+    static Value u64(std::uint64_t v);
+    static Value i64(std::int64_t v);
+    static Value f32(float v);
+    static Value f64(double v);
+    static Value boolean(bool v);
+    static Value string(std::string v);
+    // An array of `elem` values; every item must have type `elem`.
+    static Value array(ValueType elem, std::vector<Value> items);
+
+    bool operator==(const Value&) const = default;
+};
+
+// Ordered key/value metadata. Keys are unique.
+class Metadata {
+public:
+    struct Entry {
+        std::string key;
+        Value value;
+        bool operator==(const Entry&) const = default;
+    };
+
+    const Value* find(std::string_view key) const noexcept;
+    // Replaces the value of an existing key, or appends a new one.
+    void set(std::string key, Value value);
+    bool erase(std::string_view key);
+    const std::vector<Entry>& entries() const noexcept { return entries_; }
+    std::size_t size() const noexcept { return entries_.size(); }
+
+    // Typed getters: Error naming `where` and the key when it is missing or of another type.
+    std::uint32_t get_u32(std::string_view key, std::string_view where) const;
+    float get_f32(std::string_view key, std::string_view where) const;
+    const std::string& get_string(std::string_view key, std::string_view where) const;
+
+private:
+    std::vector<Entry> entries_;
+};
+
+struct TensorInfo {
+    std::string name;
+    std::uint32_t type = 0;  // ggml type id (any type ggml defines)
+    std::uint32_t n_dims = 0;
+    std::array<std::uint64_t, kMaxDims> ne{1, 1, 1, 1};
+    std::uint64_t offset = 0;  // relative to the data section
+    std::uint64_t nbytes = 0;  // without padding
+
+    std::uint64_t n_elements() const noexcept { return ne[0] * ne[1] * ne[2] * ne[3]; }
+    std::uint64_t n_rows() const noexcept { return ne[1] * ne[2] * ne[3]; }
+};
+
+// "[2048, 32000]"
+std::string format_shape(std::span<const std::uint64_t> ne);
+inline std::string format_shape(const TensorInfo& t) { return format_shape({t.ne.data(), t.n_dims}); }
+
+// A read-only mapping of a whole file. Owns the descriptor and the mapping.
+class MappedFile {
+public:
+    static MappedFile open(const std::filesystem::path& path);
+    MappedFile() = default;
+    MappedFile(MappedFile&&) noexcept;
+    MappedFile& operator=(MappedFile&&) noexcept;
+    MappedFile(const MappedFile&) = delete;
+    MappedFile& operator=(const MappedFile&) = delete;
+    ~MappedFile();
+
+    std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
+    int fd() const noexcept { return fd_; }
+    const std::filesystem::path& path() const noexcept { return path_; }
+    // Drops the pages of [p, p+n) from this process's resident set (they stay in the page cache).
+    void release(const std::byte* p, std::size_t n) const noexcept;
+    // Asks the kernel to read [p, p+n) ahead.
+    void will_need(const std::byte* p, std::size_t n) const noexcept;
+
+private:
+    std::filesystem::path path_;
+    int fd_ = -1;
+    const std::byte* data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+// A parsed, validated GGUF file. Tensor data are zero-copy views into the bytes it was parsed from.
+class GgufFile {
+public:
+    // Maps and validates a file. Errors name the file.
+    static GgufFile open(const std::filesystem::path& path);
+    // Validates bytes held elsewhere (they must outlive the result). `name` prefixes the errors.
+    static GgufFile parse(std::span<const std::byte> bytes, std::string name);
+    // Applies every rule to a header alone (the bytes up to the data section), not to tensor data bounds.
+    static void validate_header(std::span<const std::byte> header, std::string name);
+
+    std::uint32_t version() const noexcept { return version_; }
+    std::uint32_t alignment() const noexcept { return alignment_; }
+    const Metadata& metadata() const noexcept { return metadata_; }
+    const std::vector<TensorInfo>& tensors() const noexcept { return tensors_; }
+    const TensorInfo* find_tensor(std::string_view name) const noexcept;
+    std::span<const std::byte> tensor_data(const TensorInfo& t) const noexcept;
+    // Absolute offset of the data section in the file.
+    std::uint64_t data_start() const noexcept { return data_start_; }
+    std::span<const std::byte> bytes() const noexcept { return bytes_; }
+    // The file name used in errors.
+    const std::string& name() const noexcept { return name_; }
+    // The mapping, when opened from a file (nullptr after parse()).
+    const MappedFile* mapping() const noexcept { return file_.get(); }
+
+private:
+    static GgufFile parse_impl(std::span<const std::byte> bytes, std::string name, bool check_data);
+
+    std::shared_ptr<MappedFile> file_;
+    std::span<const std::byte> bytes_;
+    std::string name_;
+    std::uint32_t version_ = 0;
+    std::uint32_t alignment_ = kDefaultAlignment;
+    Metadata metadata_;
+    std::vector<TensorInfo> tensors_;
+    std::uint64_t data_start_ = 0;
+};
+
+// Where a tensor's bytes go while it is written. Producers write exactly the tensor's nbytes.
+class ByteSink {
+public:
+    virtual ~ByteSink() = default;
+    virtual void write(std::span<const std::byte> bytes) = 0;
+    // Copies `len` bytes at `offset` of `file` (in the kernel where it can: copy_file_range).
+    virtual void copy_from(const MappedFile& file, std::uint64_t offset, std::uint64_t len) = 0;
+};
+
+// Progress of a long write: called with bytes done and bytes in all, from the writing thread.
+using ProgressFn = std::function<void(std::uint64_t done, std::uint64_t total)>;
+
+// One output tensor: its info (offset is computed by the writer) and how its bytes are produced.
+struct TensorPlan {
+    TensorInfo info;
+    std::function<void(ByteSink&)> produce;
+};
+
+// A GGUF file described before a byte is written: metadata, then tensors whose sizes are all known.
+class GgufWriter {
+public:
+    Metadata metadata;
+    std::uint32_t alignment = kDefaultAlignment;  // written as general.alignment when not 32
+
+    // Appends a tensor. nbytes is computed from type and shape; Error on a rule ggml's reader enforces.
+    void add_tensor(std::string name, std::uint32_t type, std::span<const std::uint64_t> ne,
+                    std::function<void(ByteSink&)> produce);
+    const std::vector<TensorPlan>& tensors() const noexcept { return tensors_; }
+
+    // The header: everything up to the data section, padding included.
+    std::vector<std::byte> header() const;
+    // Total bytes of the file.
+    std::uint64_t file_size() const;
+
+    // Writes the file to a temporary in the destination's folder, fsyncs it and renames it over `path`.
+    // On any error nothing is left behind and an existing `path` is untouched.
+    // `inputs` are files that must not be overwritten (same path, hard link or symlink): Error if `path` is one.
+    void write(const std::filesystem::path& path, std::span<const std::filesystem::path> inputs = {},
+               const ProgressFn& progress = {}) const;
+
+private:
+    std::vector<TensorPlan> tensors_;
+};
+
+// Writes `bytes` to `path` atomically (temporary, fsync, rename), refusing to overwrite any of `inputs`.
+void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes,
+                           std::span<const std::filesystem::path> inputs = {});
+
+}  // namespace headfuse

@@ -1,0 +1,154 @@
+// headfuse: per-head and fused models, and the per-head views both hand out.
+//
+// Per-head layout (ggml order: ne[0] is contiguous):          fused llama.cpp layout:
+//   token_embd.weight        [d_model | donor_d_in, vocab]      token_embd.weight   [d_model, vocab]
+//   lens.proj.weight         [donor_d_in, d_model]  (lens)      (folded into token_embd)
+//   output_norm.weight       [d_model]                          same
+//   output.weight            [d_model, vocab]       (untied)    same
+//   blk.N.attn_norm.weight   [d_model]                          same
+//   blk.N.attn_q.head_H.weight [d_model, d_head], H < n_heads    blk.N.attn_q.weight [d_model, n_heads*d_head]
+//   blk.N.attn_k.head_H.weight [d_model, d_head], H < n_kv       blk.N.attn_k.weight [d_model, n_kv*d_head]
+//   blk.N.attn_v.head_H.weight [d_model, d_head], H < n_kv       blk.N.attn_v.weight [d_model, n_kv*d_head]
+//   blk.N.attn_output.weight [n_heads*d_head, d_model]           same
+//   blk.N.ffn_norm.weight    [d_model]                          same
+//   blk.N.ffn_gate.weight, ffn_up.weight [d_model, d_ff]        same
+//   blk.N.ffn_down.weight    [d_ff, d_model]                    same
+//
+// Fusing is the identity layout: head h's d_head rows land at row h*d_head (byte offset h*head_nbytes), so a
+// fused tensor's per-head views are zero-copy slices, for F32 and block-encoded types alike.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "headfuse/config.h"
+#include "headfuse/gguf.h"
+#include "headfuse/types.h"
+
+namespace headfuse {
+
+// A borrowed view of one tensor's bytes: in a mapping, or in memory owned elsewhere.
+struct TensorView {
+    std::string name;
+    DType type = DType::F32;
+    std::uint32_t n_dims = 0;
+    std::array<std::uint64_t, kMaxDims> ne{1, 1, 1, 1};
+    std::span<const std::byte> bytes;
+    const MappedFile* file = nullptr;  // set when `bytes` lie in this mapping
+    std::uint64_t file_offset = 0;     // absolute offset of bytes[0] in `file`
+
+    std::uint64_t n_rows() const noexcept { return ne[1] * ne[2] * ne[3]; }
+    std::uint64_t row_nbytes() const noexcept { return n_rows() ? bytes.size() / n_rows() : 0; }
+    // Row r's bytes.
+    std::span<const std::byte> row(std::uint64_t r) const noexcept {
+        return bytes.subspan(r * row_nbytes(), row_nbytes());
+    }
+    // F32 data (type must be F32).
+    const float* f32() const noexcept { return reinterpret_cast<const float*>(bytes.data()); }
+    // Rows [r0, r0+n) as a view of the same tensor kind (a head of a fused projection).
+    TensorView rows(std::uint64_t r0, std::uint64_t n, std::string view_name) const;
+};
+
+struct LayerViews {
+    TensorView attn_norm;          // [d_model]
+    std::vector<TensorView> q;     // n_heads x [d_model, d_head]
+    std::vector<TensorView> k;     // n_kv_heads x [d_model, d_head]
+    std::vector<TensorView> v;     // n_kv_heads x [d_model, d_head]
+    TensorView attn_output;        // [n_heads*d_head, d_model]
+    TensorView ffn_norm;           // [d_model]
+    TensorView ffn_gate;           // [d_model, d_ff]
+    TensorView ffn_up;             // [d_model, d_ff]
+    TensorView ffn_down;           // [d_ff, d_model]
+};
+
+// The per-head interface: what the forward pass, fuse and verify see, whatever holds the bytes.
+struct ModelViews {
+    Config config;
+    TensorView token_embd;                // [d_model, vocab], or [donor_d_in, vocab] with a lens
+    std::optional<TensorView> lens_proj;  // [donor_d_in, d_model]
+    TensorView output_norm;               // [d_model]
+    std::optional<TensorView> output;     // [d_model, vocab]; absent when tied
+    std::vector<LayerViews> layers;
+};
+
+// Tensor names.
+std::string head_tensor_name(std::uint32_t layer, std::string_view proj, std::uint32_t head);  // blk.N.attn_q.head_H.weight
+std::string layer_tensor_name(std::uint32_t layer, std::string_view what);                      // blk.N.<what>.weight
+
+// A tensor handed in by a caller that owns its memory (a training engine): name, type, shape, bytes.
+struct ExternalTensor {
+    std::string name;
+    DType type = DType::F32;
+    std::vector<std::uint64_t> ne;
+    std::span<const std::byte> bytes;
+};
+
+// A per-head checkpoint: in memory (random_init, or tensors an engine hands in) or a mapped per-head GGUF.
+class PerHeadModel {
+public:
+    // Weights from N(0, 0.02) and norm weights 1.0, reproducible to the byte for a given seed.
+    static PerHeadModel random_init(const Config& config, std::uint64_t seed);
+    // Maps a per-head GGUF file and checks every tensor against its metadata.
+    static PerHeadModel open(const std::filesystem::path& path);
+    // Wraps tensors owned by the caller (they must outlive the model), checking names and shapes.
+    static PerHeadModel from_tensors(const Config& config, std::span<const ExternalTensor> tensors);
+
+    const Config& config() const noexcept { return views_.config; }
+    const ModelViews& views() const noexcept { return views_; }
+    // The source file, when opened from one.
+    const GgufFile* file() const noexcept { return file_.get(); }
+    // Metadata carried along besides the llama.* hyperparameters (tokenizer.*, general.name, ...).
+    const Metadata& metadata() const noexcept { return metadata_; }
+    void set_metadata(Metadata md) { metadata_ = std::move(md); }
+
+    // Writes this model as a per-head GGUF file (streamed, atomic).
+    void save(const std::filesystem::path& path, const ProgressFn& progress = {}) const;
+
+private:
+    friend class FusedModel;
+
+    ModelViews views_;
+    Metadata metadata_;
+    std::shared_ptr<const GgufFile> file_;
+    std::shared_ptr<const std::vector<std::byte>> storage_;
+};
+
+// Opens either kind of model file as a per-head model: a per-head checkpoint as it is, a fused file through
+// FusedModel::per_head().
+PerHeadModel open_model(const std::filesystem::path& path);
+
+// Writes random_init(config, seed) as a per-head GGUF file without holding it in memory: the same bytes as
+// random_init(config, seed).save(path), generated by `threads` threads (0: all cores).
+void write_random_init(const Config& config, std::uint64_t seed, const std::filesystem::path& path,
+                       const ProgressFn& progress = {}, unsigned threads = 0);
+
+// A fused llama.cpp GGUF, mapped and checked against its metadata, handing out per-head views.
+class FusedModel {
+public:
+    static FusedModel open(const std::filesystem::path& path);
+
+    const Config& config() const noexcept { return views_.config; }
+    const ModelViews& views() const noexcept { return views_; }
+    const GgufFile& file() const noexcept { return *file_; }
+    // Metadata besides the llama.* hyperparameters (tokenizer.*, general.name, ...).
+    const Metadata& metadata() const noexcept { return metadata_; }
+    // The fused projection tensors (blk.N.attn_q.weight ...), for comparisons.
+    const TensorView& fused(std::uint32_t layer, char proj) const;
+    // The same model as a per-head checkpoint whose head tensors are slices of this file (no copy).
+    PerHeadModel per_head() const;
+
+private:
+    ModelViews views_;
+    std::vector<std::array<TensorView, 3>> fused_;  // per layer: q, k, v
+    Metadata metadata_;
+    std::shared_ptr<const GgufFile> file_;
+};
+
+}  // namespace headfuse

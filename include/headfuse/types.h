@@ -1,0 +1,45 @@
+// headfuse: ggml tensor types. One table, read everywhere.
+//
+// Every ggml type id is known (so the reader can validate any GGUF file: block size and bytes per block).
+// headfuse reads and writes model weights in five of them: F32, F16, BF16, Q8_0 and Q4_0.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+
+namespace headfuse {
+
+// ggml's own type ids (ggml.h, enum ggml_type).
+enum class DType : std::uint32_t {
+    F32 = 0,
+    F16 = 1,
+    Q4_0 = 2,
+    Q8_0 = 8,
+    BF16 = 30,
+};
+
+struct TypeTraits {
+    std::uint32_t id;          // ggml type id
+    std::string_view name;     // ggml's name: "f32", "q8_0", ...
+    std::uint32_t block_size;  // elements per block
+    std::uint32_t type_size;   // bytes per block
+    bool model_type;           // headfuse encodes and decodes it (one of DType)
+};
+
+// The traits of a ggml type id, or nullptr for an id ggml does not define.
+const TypeTraits* find_type(std::uint32_t id) noexcept;
+const TypeTraits& traits(DType t) noexcept;
+inline std::string_view type_name(DType t) noexcept { return traits(t).name; }
+
+// "f32", "f16", "bf16", "q8_0", "q4_0" (case-insensitive) to a DType.
+std::optional<DType> parse_dtype(std::string_view name) noexcept;
+// The five model types, in the order the CLI lists them.
+std::span<const DType> model_dtypes() noexcept;
+
+// Bytes of one row of `ne0` elements; Error if ne0 is not a whole number of blocks or the size overflows.
+std::uint64_t row_bytes(std::uint32_t type_id, std::uint64_t ne0);
+inline std::uint64_t row_bytes(DType t, std::uint64_t ne0) { return row_bytes(static_cast<std::uint32_t>(t), ne0); }
+
+}  // namespace headfuse

@@ -1,0 +1,46 @@
+// headfuse: proof that a fused file is the per-head model it came from.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "headfuse/model.h"
+
+namespace headfuse {
+
+// Largest difference in next-token log-probability accepted between a per-head F32 model and its fused
+// file when the fused file is encoded (F16, BF16, Q8_0, Q4_0): the encoding changes the weights, so the
+// logits move. Measured on random N(0, 0.02) models of the test shapes (docs/VERIFY.md); F32 files must
+// match bit for bit instead.
+inline constexpr double kEncodedLogprobTolerance = 0.05;
+
+struct VerifyReport {
+    std::uint64_t tensors_checked = 0;
+    std::vector<std::string> mismatches;  // one line per tensor that differs
+    bool same_types = true;               // every fused weight has its per-head source's type
+    bool logits_identical = false;        // bit for bit
+    double max_logprob_diff = 0;          // over every position and token
+    bool top_token_agrees = true;         // the most likely next token is the same at every position
+    // Every tensor matches; logits bit-identical (same types) or within kEncodedLogprobTolerance (encoded).
+    bool ok() const noexcept;
+};
+
+struct VerifyOptions {
+    std::vector<std::uint32_t> tokens;  // empty: a default prompt within the vocabulary
+    unsigned threads = 0;
+    ProgressFn progress;  // tensors compared, in bytes of the per-head model
+};
+
+// Compares every tensor (fused against the concatenated heads, encoded as the fused file is; token_embd
+// against the recomputed lens fold) and the logits of both models on `tokens`.
+VerifyReport verify(const PerHeadModel& per_head, const FusedModel& fused, const VerifyOptions& options = {});
+
+// log-softmax of each row of `logits` (n_rows x vocab), in f64.
+std::vector<double> log_softmax(std::span<const float> logits, std::uint32_t vocab);
+
+// A short default prompt: tokens spread over the vocabulary.
+std::vector<std::uint32_t> default_tokens(std::uint32_t vocab, std::size_t n = 8);
+
+}  // namespace headfuse

@@ -1,0 +1,40 @@
+#include "headfuse/fold.h"
+
+#include <cblas.h>
+
+#include <string>
+
+#include "headfuse/error.h"
+
+namespace headfuse {
+
+LensFold::LensFold(const TensorView& donor, const TensorView& proj)
+    : donor_(donor), donor_d_in_(donor.ne[0]), d_model_(proj.ne[1]), vocab_(donor.ne[1]) {
+    if (donor.type != DType::F32 || proj.type != DType::F32)
+        fail("the lens fold needs F32 tensors, found " + std::string(type_name(donor.type)) + " and " +
+             std::string(type_name(proj.type)));
+    if (proj.ne[0] != donor_d_in_)
+        fail("tensor '" + proj.name + "' has " + std::to_string(proj.ne[0]) + " columns, expected donor_d_in " +
+             std::to_string(donor_d_in_));
+    const float* p = proj.f32();
+    proj_.assign(p, p + d_model_ * donor_d_in_);  // exact f32 -> f64 widening
+}
+
+void LensFold::rows(std::uint64_t v0, std::uint64_t n, float* out) const {
+    if (n == 0) return;
+    if (n > kFoldBlockRows || v0 + n > vocab_) fail("lens fold: rows out of range");
+    const std::uint64_t k = donor_d_in_;
+    std::vector<double> a(donor_.f32() + v0 * k, donor_.f32() + (v0 + n) * k);
+    std::vector<double> c(n * d_model_);
+    // C[n, d_model] = A[n, k] · Pᵀ  (P stored [d_model][k], row-major)
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(d_model_),
+                static_cast<int>(k), 1.0, a.data(), static_cast<int>(k), proj_.data(), static_cast<int>(k), 0.0,
+                c.data(), static_cast<int>(d_model_));
+    for (std::size_t i = 0; i < c.size(); ++i) out[i] = static_cast<float>(c[i]);  // the one rounding
+}
+
+void fold_rows(const TensorView& donor, const TensorView& proj, std::uint64_t v0, std::uint64_t n, float* out) {
+    LensFold(donor, proj).rows(v0, n, out);
+}
+
+}  // namespace headfuse

@@ -1,0 +1,215 @@
+// fuse and split: a write plan per output tensor (where its bytes come from: views to copy, rows to encode,
+// a lens to fold), streamed by the GGUF writer in bounded memory.
+#include "headfuse/fuse.h"
+
+#include <algorithm>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "headfuse/error.h"
+#include "headfuse/fold.h"
+#include "headfuse/quantize.h"
+#include "layout.h"
+#include "parallel.h"
+#include "tokenizer.h"
+
+namespace headfuse {
+namespace {
+
+// Input bytes handled per step of an encode: bounded memory whatever the tensor size.
+constexpr std::uint64_t kWindowBytes = std::uint64_t{16} << 20;
+
+// llama.cpp's general.file_type (enum llama_ftype) for a file whose 2-D weights are of type t.
+std::uint32_t file_type_of(DType t) {
+    switch (t) {
+        case DType::F32: return 0;
+        case DType::F16: return 1;
+        case DType::Q4_0: return 2;
+        case DType::Q8_0: return 7;
+        case DType::BF16: return 32;
+    }
+    return 0;
+}
+
+[[noreturn]] void non_finite(const std::string& tensor, std::uint64_t row) {
+    fail("tensor '" + tensor + "': non-finite weight (NaN or infinity) in row " + std::to_string(row));
+}
+
+// Encodes F32 rows [0, n_rows) of `rows` (row r at rows + r * ne0) to `type`, checking they are finite.
+void encode_rows(const std::string& tensor, std::uint64_t first_row, const float* rows, std::uint64_t n_rows,
+                 std::uint64_t ne0, DType type, unsigned threads, std::vector<std::byte>& out) {
+    const std::uint64_t rb = row_bytes(type, ne0);
+    out.resize(n_rows * rb);
+    parallel_for(n_rows, threads, [&](std::size_t r0, std::size_t r1) {
+        for (std::size_t r = r0; r < r1; ++r) {
+            const float* x = rows + r * ne0;
+            if (!all_finite(x, ne0)) non_finite(tensor, first_row + r);
+            encode_row(type, x, out.data() + r * rb, ne0);
+        }
+    });
+}
+
+// Writes one view's bytes as `type`: copied when the type is unchanged, encoded from F32 otherwise.
+void emit_view(const TensorView& v, const std::string& tensor, std::uint64_t first_row, DType type,
+               unsigned threads, ByteSink& sink) {
+    const std::uint64_t ne0 = v.ne[0], n_rows = v.n_rows();
+    const std::uint64_t rows_per_window = std::max<std::uint64_t>(1, kWindowBytes / std::max<std::uint64_t>(1, v.row_nbytes()));
+    if (v.type == type) {
+        for (std::uint64_t r = 0; r < n_rows; r += rows_per_window) {
+            const std::uint64_t n = std::min(rows_per_window, n_rows - r);
+            auto window = v.bytes.subspan(r * v.row_nbytes(), n * v.row_nbytes());
+            if (type == DType::F32) {  // weights are checked on the way through
+                const float* x = reinterpret_cast<const float*>(window.data());
+                for (std::uint64_t i = 0; i < n; ++i)
+                    if (!all_finite(x + i * ne0, ne0)) non_finite(tensor, first_row + r + i);
+            }
+            if (v.file) {
+                sink.copy_from(*v.file, v.file_offset + r * v.row_nbytes(), window.size());
+                v.file->release(window.data(), window.size());
+            } else {
+                sink.write(window);
+            }
+        }
+        return;
+    }
+    if (v.type != DType::F32)
+        fail("tensor '" + tensor + "' is " + std::string(type_name(v.type)) + "; headfuse encodes to " +
+             std::string(type_name(type)) + " from f32 weights only");
+    std::vector<std::byte> out;
+    for (std::uint64_t r = 0; r < n_rows; r += rows_per_window) {
+        const std::uint64_t n = std::min(rows_per_window, n_rows - r);
+        auto window = v.bytes.subspan(r * v.row_nbytes(), n * v.row_nbytes());
+        encode_rows(tensor, first_row + r, reinterpret_cast<const float*>(window.data()), n, ne0, type, threads, out);
+        sink.write(out);
+        if (v.file) v.file->release(window.data(), window.size());
+    }
+}
+
+struct Planner {
+    const ModelViews& m;
+    const FuseOptions& opt;
+
+    // The type a 2-D weight is written in.
+    DType weight_type(const std::string& name, const TensorView& src, std::uint64_t ne0) const {
+        if (!opt.type) return src.type;
+        const DType want = *opt.type;
+        if (ne0 % traits(want).block_size == 0) return want;
+        if (opt.warn)
+            opt.warn("tensor '" + name + "' has rows of " + std::to_string(ne0) + " elements, not whole " +
+                     std::string(type_name(want)) + " blocks of " + std::to_string(traits(want).block_size) +
+                     ": written as f16");
+        return DType::F16;
+    }
+
+    void add_copy(GgufWriter& w, const TensorSpec& s, const TensorView& v) const {
+        const DType t = s.kind == TensorKind::Norm ? DType::F32 : weight_type(s.name, v, s.ne[0]);
+        w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [v, t, name = s.name, threads = opt.threads](ByteSink& sink) {
+            emit_view(v, name, 0, t, threads, sink);
+        });
+    }
+
+    // A fused projection: the heads' rows, head after head.
+    void add_heads(GgufWriter& w, const TensorSpec& s, const std::vector<TensorView>& heads) const {
+        const DType t = weight_type(s.name, heads.front(), s.ne[0]);
+        for (const TensorView& h : heads)
+            if (h.type != heads.front().type)
+                fail("tensor '" + h.name + "' is " + std::string(type_name(h.type)) + ", head 0 is " +
+                     std::string(type_name(heads.front().type)));
+        w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [heads, t, name = s.name, threads = opt.threads](ByteSink& sink) {
+            std::uint64_t row = 0;
+            for (const TensorView& h : heads) {
+                emit_view(h, name, row, t, threads, sink);
+                row += h.n_rows();
+            }
+        });
+    }
+
+    // token_embd of a lens model: donor · projᵀ, folded block by block, rounded to f32, then encoded.
+    void add_fold(GgufWriter& w, const TensorSpec& s) const {
+        const DType t = weight_type(s.name, m.token_embd, s.ne[0]);
+        w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [this, t, name = s.name](ByteSink& sink) {
+            const LensFold fold(m.token_embd, *m.lens_proj);
+            const std::uint64_t dm = fold.d_model();
+            std::vector<float> block(kFoldBlockRows * dm);
+            std::vector<std::byte> out;
+            for (std::uint64_t v0 = 0; v0 < fold.vocab(); v0 += kFoldBlockRows) {
+                const std::uint64_t n = std::min(kFoldBlockRows, fold.vocab() - v0);
+                fold.rows(v0, n, block.data());
+                if (t == DType::F32) {
+                    for (std::uint64_t r = 0; r < n; ++r)
+                        if (!all_finite(block.data() + r * dm, dm)) non_finite(name, v0 + r);
+                    sink.write({reinterpret_cast<const std::byte*>(block.data()), n * dm * sizeof(float)});
+                } else {
+                    encode_rows(name, v0, block.data(), n, dm, t, opt.threads, out);
+                    sink.write(out);
+                }
+            }
+        });
+    }
+};
+
+Metadata fused_metadata(const PerHeadModel& model, const FuseOptions& opt) {
+    const Config& c = model.config();
+    Metadata md;
+    c.write_metadata(md);
+    md.set("general.file_type", Value::u32(file_type_of(opt.type.value_or(model.views().token_embd.type))));
+    for (const auto& e : model.metadata().entries())
+        if (e.key.rfind("tokenizer.", 0) != 0) md.set(e.key, e.value);
+    if (!md.find("general.name")) md.set("general.name", Value::string("headfuse"));
+    Metadata tok;
+    if (opt.tokenizer_from)
+        tok = tokenizer_keys(opt.tokenizer_from->metadata(), c.vocab, opt.tokenizer_from->name());
+    else if (has_tokenizer(model.metadata()))
+        tok = tokenizer_keys(model.metadata(), c.vocab, model.file() ? model.file()->name() : "the model");
+    else
+        tok = default_tokenizer(c.vocab);
+    for (const auto& e : tok.entries()) md.set(e.key, e.value);
+    return md;
+}
+
+std::vector<std::filesystem::path> input_paths(const GgufFile* f) {
+    if (f && f->mapping()) return {f->mapping()->path()};
+    return {};
+}
+
+}  // namespace
+
+void fuse(const PerHeadModel& model, const std::filesystem::path& out, const FuseOptions& options) {
+    const ModelViews& m = model.views();
+    const Config& c = m.config;
+    if (c.has_lens() && c.tied) fail("a projection lens requires an untied output layer (output.weight)");
+    GgufWriter w;
+    w.metadata = fused_metadata(model, options);
+    const Planner plan{m, options};
+    std::map<std::string, const TensorView*, std::less<>> single;
+    std::map<std::string, const std::vector<TensorView>*, std::less<>> heads;
+    if (!c.has_lens()) single["token_embd.weight"] = &m.token_embd;
+    single["output_norm.weight"] = &m.output_norm;
+    if (m.output) single["output.weight"] = &*m.output;
+    for (std::uint32_t l = 0; l < c.n_layers; ++l) {
+        const LayerViews& L = m.layers[l];
+        for (auto [what, v] : {std::pair{"attn_norm", &L.attn_norm}, {"attn_output", &L.attn_output},
+                               {"ffn_norm", &L.ffn_norm}, {"ffn_gate", &L.ffn_gate}, {"ffn_up", &L.ffn_up},
+                               {"ffn_down", &L.ffn_down}})
+            single[layer_tensor_name(l, what)] = v;
+        heads[layer_tensor_name(l, "attn_q")] = &L.q;
+        heads[layer_tensor_name(l, "attn_k")] = &L.k;
+        heads[layer_tensor_name(l, "attn_v")] = &L.v;
+    }
+    for (const TensorSpec& s : fused_layout(c)) {
+        if (auto it = single.find(s.name); it != single.end()) plan.add_copy(w, s, *it->second);
+        else if (auto jt = heads.find(s.name); jt != heads.end()) plan.add_heads(w, s, *jt->second);
+        else plan.add_fold(w, s);  // token_embd of a lens model
+    }
+    std::vector<std::filesystem::path> inputs = input_paths(model.file());
+    if (options.tokenizer_from && options.tokenizer_from->mapping())
+        inputs.push_back(options.tokenizer_from->mapping()->path());
+    w.write(out, inputs, options.progress);
+}
+
+void split(const FusedModel& model, const std::filesystem::path& out, const SplitOptions& options) {
+    model.per_head().save(out, options.progress);
+}
+
+}  // namespace headfuse

@@ -1,0 +1,181 @@
+// The GGUF writer: the header goes out first (every size is known from the plan), then each tensor is
+// streamed by its producer and padded, into an OutputFile that is published atomically.
+#include <cstring>
+#include <string>
+#include <unordered_set>
+
+#include "headfuse/checked.h"
+#include "headfuse/error.h"
+#include "headfuse/gguf.h"
+#include "output_file.h"
+
+namespace headfuse {
+namespace {
+
+class HeaderBuilder {
+public:
+    template <class T>
+    void put(T v) {
+        auto p = reinterpret_cast<const std::byte*>(&v);
+        out.insert(out.end(), p, p + sizeof(T));
+    }
+    void put_string(std::string_view s) {
+        put<std::uint64_t>(s.size());
+        auto p = reinterpret_cast<const std::byte*>(s.data());
+        out.insert(out.end(), p, p + s.size());
+    }
+    void put_scalar(const Value& v) {
+        switch (v.type) {
+            case ValueType::U8: put(static_cast<std::uint8_t>(std::get<std::uint64_t>(v.scalar))); break;
+            case ValueType::I8: put(static_cast<std::int8_t>(std::get<std::int64_t>(v.scalar))); break;
+            case ValueType::U16: put(static_cast<std::uint16_t>(std::get<std::uint64_t>(v.scalar))); break;
+            case ValueType::I16: put(static_cast<std::int16_t>(std::get<std::int64_t>(v.scalar))); break;
+            case ValueType::U32: put(static_cast<std::uint32_t>(std::get<std::uint64_t>(v.scalar))); break;
+            case ValueType::I32: put(static_cast<std::int32_t>(std::get<std::int64_t>(v.scalar))); break;
+            case ValueType::U64: put(std::get<std::uint64_t>(v.scalar)); break;
+            case ValueType::I64: put(std::get<std::int64_t>(v.scalar)); break;
+            case ValueType::F32: put(static_cast<float>(std::get<double>(v.scalar))); break;
+            case ValueType::F64: put(std::get<double>(v.scalar)); break;
+            case ValueType::BOOL: put(static_cast<std::uint8_t>(std::get<bool>(v.scalar) ? 1 : 0)); break;
+            case ValueType::STRING: put_string(std::get<std::string>(v.scalar)); break;
+            case ValueType::ARRAY: fail("GGUF arrays cannot hold arrays");
+        }
+    }
+    void put_value(const Value& v) {
+        put(static_cast<std::uint32_t>(v.type));
+        if (v.type != ValueType::ARRAY) return put_scalar(v);
+        put(static_cast<std::uint32_t>(v.elem_type));
+        put<std::uint64_t>(v.items.size());
+        for (const Value& item : v.items) {
+            if (item.type != v.elem_type) fail("array item type differs from the array's element type");
+            put_scalar(item);
+        }
+    }
+    std::vector<std::byte> out;
+};
+
+// The metadata as written: general.alignment reflects the writer's alignment.
+Metadata effective_metadata(const Metadata& md, std::uint32_t alignment) {
+    Metadata m = md;
+    if (alignment != kDefaultAlignment) m.set("general.alignment", Value::u32(alignment));
+    else if (const Value* a = m.find("general.alignment");
+             a && !(a->type == ValueType::U32 && std::get<std::uint64_t>(a->scalar) == kDefaultAlignment))
+        m.erase("general.alignment");
+    return m;
+}
+
+}  // namespace
+
+void GgufWriter::add_tensor(std::string name, std::uint32_t type, std::span<const std::uint64_t> ne,
+                            std::function<void(ByteSink&)> produce) {
+    const std::string tn = "tensor '" + name + "'";
+    if (name.size() > kMaxTensorName)
+        fail(tn + ": name is " + std::to_string(name.size()) + " bytes, at most " + std::to_string(kMaxTensorName));
+    for (const TensorPlan& p : tensors_)
+        if (p.info.name == name) fail("duplicate " + tn);
+    if (ne.empty() || ne.size() > kMaxDims) fail(tn + ": n_dims must be 1..4, found " + std::to_string(ne.size()));
+    if (!find_type(type)) fail(tn + ": unknown ggml type id " + std::to_string(type));
+    TensorPlan p;
+    p.info.name = std::move(name);
+    p.info.type = type;
+    p.info.n_dims = static_cast<std::uint32_t>(ne.size());
+    std::uint64_t n = 1;
+    for (std::size_t d = 0; d < ne.size(); ++d) {
+        p.info.ne[d] = ne[d];
+        n = checked_mul(n, ne[d], tn + " element count");
+    }
+    if (n > static_cast<std::uint64_t>(INT64_MAX)) fail(tn + ": element count overflows");
+    p.info.nbytes = checked_mul(row_bytes(type, ne[0]), p.info.n_rows(), tn + " size");
+    std::uint64_t offset = 0;
+    if (!tensors_.empty()) {
+        const TensorInfo& last = tensors_.back().info;
+        offset = checked_align(checked_add(last.offset, last.nbytes, tn), alignment, tn);
+    }
+    p.info.offset = offset;
+    p.produce = std::move(produce);
+    tensors_.push_back(std::move(p));
+}
+
+std::vector<std::byte> GgufWriter::header() const {
+    if (alignment == 0 || (alignment & (alignment - 1)) != 0)
+        fail("alignment must be a power of two, found " + std::to_string(alignment));
+    Metadata md = effective_metadata(metadata, alignment);
+    HeaderBuilder h;
+    h.out.insert(h.out.end(), {std::byte{'G'}, std::byte{'G'}, std::byte{'U'}, std::byte{'F'}});
+    h.put<std::uint32_t>(kGgufVersion);
+    h.put<std::uint64_t>(tensors_.size());
+    h.put<std::uint64_t>(md.size());
+    for (const auto& e : md.entries()) {
+        h.put_string(e.key);
+        h.put_value(e.value);
+    }
+    // Offsets are recomputed here so that a change of `alignment` after add_tensor stays consistent.
+    std::uint64_t offset = 0;
+    for (const TensorPlan& p : tensors_) {
+        h.put_string(p.info.name);
+        h.put<std::uint32_t>(p.info.n_dims);
+        for (std::uint32_t d = 0; d < p.info.n_dims; ++d) h.put<std::uint64_t>(p.info.ne[d]);
+        h.put<std::uint32_t>(p.info.type);
+        h.put<std::uint64_t>(offset);
+        offset = checked_align(checked_add(offset, p.info.nbytes, "data section"), alignment, "data section");
+    }
+    h.out.resize(checked_align(h.out.size(), alignment, "header"));
+    return h.out;
+}
+
+std::uint64_t GgufWriter::file_size() const {
+    std::uint64_t size = header().size();
+    for (const TensorPlan& p : tensors_)
+        size = checked_align(checked_add(size, p.info.nbytes, "file size"), alignment, "file size");
+    return size;
+}
+
+namespace {
+// Holds a producer to its promise of exactly nbytes.
+class CountingSink final : public ByteSink {
+public:
+    CountingSink(OutputFile& out, const TensorInfo& t) : out_(out), t_(t) {}
+    void write(std::span<const std::byte> bytes) override {
+        take(bytes.size());
+        out_.write(bytes);
+    }
+    void copy_from(const MappedFile& file, std::uint64_t offset, std::uint64_t len) override {
+        take(len);
+        out_.copy_from(file, offset, len);
+    }
+    void finish() const {
+        if (done_ != t_.nbytes)
+            fail("tensor '" + t_.name + "': produced " + std::to_string(done_) + " bytes, expected " +
+                 std::to_string(t_.nbytes));
+    }
+
+private:
+    void take(std::uint64_t n) {
+        if (n > t_.nbytes - done_)
+            fail("tensor '" + t_.name + "': producer wrote more than its " + std::to_string(t_.nbytes) + " bytes");
+        done_ += n;
+    }
+    OutputFile& out_;
+    const TensorInfo& t_;
+    std::uint64_t done_ = 0;
+};
+}  // namespace
+
+void GgufWriter::write(const std::filesystem::path& path, std::span<const std::filesystem::path> inputs,
+                       const ProgressFn& progress) const {
+    std::vector<std::byte> head = header();
+    // The writer agrees with the reader: parse what is about to go out with the reader's rules.
+    GgufFile::validate_header(head, path.string() + " (header about to be written)");
+    OutputFile out(path, inputs);
+    out.set_progress(progress, file_size());
+    out.write(head);
+    for (const TensorPlan& p : tensors_) {
+        CountingSink sink(out, p.info);
+        p.produce(sink);
+        sink.finish();
+        out.pad_to(alignment);
+    }
+    out.commit();
+}
+
+}  // namespace headfuse

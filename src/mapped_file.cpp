@@ -1,0 +1,77 @@
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "headfuse/error.h"
+#include "headfuse/gguf.h"
+
+namespace headfuse {
+
+MappedFile MappedFile::open(const std::filesystem::path& path) {
+    MappedFile m;
+    m.path_ = path;
+    m.fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (m.fd_ < 0) fail(path.string() + ": cannot open: " + std::strerror(errno));
+    struct stat st {};
+    if (::fstat(m.fd_, &st) != 0) fail(path.string() + ": cannot stat: " + std::strerror(errno));
+    if (!S_ISREG(st.st_mode)) fail(path.string() + ": not a regular file");
+    m.size_ = static_cast<std::size_t>(st.st_size);
+    if (m.size_ == 0) return m;
+    void* p = ::mmap(nullptr, m.size_, PROT_READ, MAP_SHARED, m.fd_, 0);
+    if (p == MAP_FAILED) fail(path.string() + ": cannot map: " + std::strerror(errno));
+    m.data_ = static_cast<const std::byte*>(p);
+    return m;
+}
+
+MappedFile::MappedFile(MappedFile&& o) noexcept
+    : path_(std::move(o.path_)),
+      fd_(std::exchange(o.fd_, -1)),
+      data_(std::exchange(o.data_, nullptr)),
+      size_(std::exchange(o.size_, 0)) {}
+
+MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
+    if (this != &o) {
+        this->~MappedFile();
+        new (this) MappedFile(std::move(o));
+    }
+    return *this;
+}
+
+MappedFile::~MappedFile() {
+    if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
+    if (fd_ >= 0) ::close(fd_);
+}
+
+namespace {
+// The page-aligned part of [p, p+n) that lies inside the mapping.
+std::pair<std::byte*, std::size_t> page_range(const std::byte* base, std::size_t size, const std::byte* p,
+                                              std::size_t n, bool inner) {
+    static const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    if (!base || p < base || p > base + size) return {nullptr, 0};
+    std::size_t begin = static_cast<std::size_t>(p - base);
+    std::size_t end = std::min(size, begin + n);
+    std::size_t b = inner ? (begin + page - 1) / page * page : begin / page * page;
+    std::size_t e = inner ? end / page * page : std::min(size, (end + page - 1) / page * page);
+    if (e <= b) return {nullptr, 0};
+    return {const_cast<std::byte*>(base) + b, e - b};
+}
+}  // namespace
+
+void MappedFile::release(const std::byte* p, std::size_t n) const noexcept {
+    // Only whole pages inside the range: a neighbouring tensor may still be in use.
+    auto [q, len] = page_range(data_, size_, p, n, /*inner=*/true);
+    if (len) ::madvise(q, len, MADV_DONTNEED);
+}
+
+void MappedFile::will_need(const std::byte* p, std::size_t n) const noexcept {
+    auto [q, len] = page_range(data_, size_, p, n, /*inner=*/false);
+    if (len) ::madvise(q, len, MADV_WILLNEED);
+}
+
+}  // namespace headfuse

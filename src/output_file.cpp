@@ -1,0 +1,193 @@
+#include "output_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "headfuse/error.h"
+
+namespace headfuse {
+namespace {
+
+constexpr std::size_t kBufferBytes = std::size_t{8} << 20;
+constexpr std::uint64_t kReportEvery = std::uint64_t{16} << 20;
+
+std::string quoted(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
+
+}  // namespace
+
+void refuse_overwrite(const std::filesystem::path& dest, std::span<const std::filesystem::path> inputs) {
+    struct stat d {};
+    if (::stat(dest.c_str(), &d) != 0) return;  // does not exist yet (or a dangling link): nothing to clobber
+    for (const auto& in : inputs) {
+        struct stat s {};
+        if (::stat(in.c_str(), &s) == 0 && s.st_dev == d.st_dev && s.st_ino == d.st_ino)
+            fail("refusing to write " + quoted(dest) + ": it is the input " + quoted(in) +
+                 " (same file, hard link or symlink)");
+    }
+}
+
+OutputFile::OutputFile(std::filesystem::path dest, std::span<const std::filesystem::path> inputs)
+    : dest_(std::move(dest)) {
+    refuse_overwrite(dest_, inputs);
+    struct stat d {};
+    if (::stat(dest_.c_str(), &d) == 0 && S_ISDIR(d.st_mode)) fail("cannot write " + quoted(dest_) + ": it is a directory");
+    std::filesystem::path dir = dest_.parent_path();
+    if (dir.empty()) dir = ".";
+    fd_ = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd_ < 0) {
+        // No O_TMPFILE on this file system: a named temporary, removed on error.
+        std::random_device rd;
+        for (int attempt = 0; attempt < 16 && fd_ < 0; ++attempt) {
+            temp_ = dir / ("." + dest_.filename().string() + "." + std::to_string(rd()) + ".tmp");
+            fd_ = ::open(temp_.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+            if (fd_ < 0 && errno != EEXIST) break;
+        }
+        if (fd_ < 0) {
+            int err = errno;
+            temp_.clear();
+            fail("cannot create a file in " + quoted(dir) + ": " + std::strerror(err));
+        }
+    }
+    buffer_.reserve(kBufferBytes);
+}
+
+OutputFile::~OutputFile() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!committed_ && !temp_.empty()) ::unlink(temp_.c_str());
+}
+
+void OutputFile::io_error(const char* what, int err) const {
+    fail(std::string(what) + " " + quoted(dest_) + ": " + std::strerror(err));
+}
+
+void OutputFile::write_all(const std::byte* p, std::size_t n) {
+    while (n > 0) {
+        ssize_t w = ::write(fd_, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            io_error("writing", errno);
+        }
+        if (w == 0) io_error("writing", ENOSPC);
+        p += w;
+        n -= static_cast<std::size_t>(w);
+        written_ += static_cast<std::uint64_t>(w);
+    }
+}
+
+void OutputFile::flush() {
+    write_all(buffer_.data(), buffer_.size());
+    buffer_.clear();
+}
+
+void OutputFile::write(std::span<const std::byte> bytes) {
+    while (!bytes.empty()) {
+        if (buffer_.empty() && bytes.size() >= kBufferBytes) {  // large writes go straight through
+            write_all(bytes.data(), bytes.size());
+            bytes = {};
+        } else {
+            std::size_t n = std::min(bytes.size(), kBufferBytes - buffer_.size());
+            buffer_.insert(buffer_.end(), bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(n));
+            bytes = bytes.subspan(n);
+            if (buffer_.size() == kBufferBytes) flush();
+        }
+        report();
+    }
+}
+
+void OutputFile::copy_from(const MappedFile& file, std::uint64_t offset, std::uint64_t len) {
+    flush();
+    loff_t in_off = static_cast<loff_t>(offset);
+    while (len > 0) {
+        // In slices, so that progress moves and a kill lands between system calls.
+        std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(len, std::uint64_t{64} << 20));
+        ssize_t n = ::copy_file_range(file.fd(), &in_off, fd_, nullptr, chunk, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            if (n < 0 && errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP)
+                io_error("writing", errno);
+            // The kernel cannot copy here: copy through the mapping instead.
+            auto src = file.bytes().subspan(static_cast<std::size_t>(in_off), static_cast<std::size_t>(len));
+            for (std::size_t done = 0; done < src.size(); done += kBufferBytes) {
+                auto part = src.subspan(done, std::min(kBufferBytes, src.size() - done));
+                write_all(part.data(), part.size());
+                file.release(part.data(), part.size());
+                report();
+            }
+            return;
+        }
+        written_ += static_cast<std::uint64_t>(n);
+        len -= static_cast<std::uint64_t>(n);
+        report();
+    }
+}
+
+void OutputFile::pad_to(std::uint64_t alignment) {
+    static constexpr std::byte zeros[256] = {};
+    std::uint64_t pad = (alignment - position() % alignment) % alignment;
+    while (pad > 0) {
+        std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(pad, sizeof zeros));
+        write({zeros, n});
+        pad -= n;
+    }
+}
+
+void OutputFile::set_progress(ProgressFn fn, std::uint64_t total) {
+    progress_ = std::move(fn);
+    total_ = total;
+    next_report_ = 0;
+}
+
+void OutputFile::report() {
+    if (progress_ && position() >= next_report_) {
+        progress_(position(), total_);
+        next_report_ = position() + kReportEvery;
+    }
+}
+
+void OutputFile::commit() {
+    flush();
+    if (::fsync(fd_) != 0) io_error("syncing", errno);
+    if (temp_.empty()) {
+        // Give the unnamed file a name next to the destination, then rename it over the destination.
+        std::filesystem::path dir = dest_.parent_path().empty() ? "." : dest_.parent_path();
+        std::random_device rd;
+        std::string proc = "/proc/self/fd/" + std::to_string(fd_);
+        for (int attempt = 0; attempt < 16; ++attempt) {
+            temp_ = dir / ("." + dest_.filename().string() + "." + std::to_string(rd()) + ".tmp");
+            if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, temp_.c_str(), AT_SYMLINK_FOLLOW) == 0) break;
+            int err = errno;
+            temp_.clear();
+            if (err != EEXIST) io_error("publishing", err);
+        }
+        if (temp_.empty()) io_error("publishing", EEXIST);
+    }
+    if (::rename(temp_.c_str(), dest_.c_str()) != 0) {
+        int err = errno;
+        ::unlink(temp_.c_str());
+        temp_.clear();
+        io_error("publishing", err);
+    }
+    committed_ = true;
+    std::filesystem::path dir = dest_.parent_path().empty() ? "." : dest_.parent_path();
+    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        ::fsync(dfd);
+        ::close(dfd);
+    }
+    if (progress_) progress_(position(), total_);
+}
+
+void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes,
+                           std::span<const std::filesystem::path> inputs) {
+    OutputFile out(path, inputs);
+    out.write(bytes);
+    out.commit();
+}
+
+}  // namespace headfuse

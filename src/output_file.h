@@ -1,0 +1,52 @@
+// An output file published atomically: written to an unnamed temporary in the destination's folder
+// (O_TMPFILE; a named, removed-on-error temporary where the file system lacks it), fsynced, then renamed
+// over the destination. A process killed mid-write leaves the destination as it was.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <vector>
+
+#include "headfuse/gguf.h"
+
+namespace headfuse {
+
+// Error if `dest` names the same file as one of `inputs` (same path, a hard link or a symlink to it).
+void refuse_overwrite(const std::filesystem::path& dest, std::span<const std::filesystem::path> inputs);
+
+class OutputFile final : public ByteSink {
+public:
+    OutputFile(std::filesystem::path dest, std::span<const std::filesystem::path> inputs);
+    ~OutputFile() override;  // removes the temporary unless committed
+    OutputFile(const OutputFile&) = delete;
+    OutputFile& operator=(const OutputFile&) = delete;
+
+    void write(std::span<const std::byte> bytes) override;
+    void copy_from(const MappedFile& file, std::uint64_t offset, std::uint64_t len) override;
+    // Pads with zeros to a multiple of `alignment`.
+    void pad_to(std::uint64_t alignment);
+    std::uint64_t position() const noexcept { return written_ + buffer_.size(); }
+
+    void set_progress(ProgressFn fn, std::uint64_t total);
+    // Flushes, fsyncs and renames over the destination.
+    void commit();
+
+private:
+    void flush();
+    void write_all(const std::byte* p, std::size_t n);
+    [[noreturn]] void io_error(const char* what, int err) const;
+    void report();
+
+    std::filesystem::path dest_;
+    std::filesystem::path temp_;  // named temporary (fallback), empty with O_TMPFILE
+    int fd_ = -1;
+    bool committed_ = false;
+    std::uint64_t written_ = 0;
+    std::vector<std::byte> buffer_;
+    ProgressFn progress_;
+    std::uint64_t total_ = 0;
+    std::uint64_t next_report_ = 0;
+};
+
+}  // namespace headfuse

@@ -1,0 +1,160 @@
+#include "headfuse/verify.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "headfuse/error.h"
+#include "headfuse/fold.h"
+#include "headfuse/forward.h"
+#include "headfuse/quantize.h"
+
+namespace headfuse {
+namespace {
+
+class Comparer {
+public:
+    Comparer(VerifyReport& r, const VerifyOptions& o, std::uint64_t total) : report_(r), opt_(o), total_(total) {}
+
+    // `expected` are the per-head rows of one fused tensor (several views for q/k/v), `actual` the fused
+    // tensor. Equal types compare bytes; an F32 source is encoded as the fused tensor is, then compared.
+    void compare(const std::vector<const TensorView*>& expected, const TensorView& actual) {
+        ++report_.tensors_checked;
+        std::uint64_t row = 0;
+        std::vector<std::byte> encoded;
+        for (const TensorView* e : expected) {
+            for (std::uint64_t r = 0; r < e->n_rows(); ++r, ++row) {
+                auto want = e->row(r);
+                auto got = actual.row(row);
+                if (e->type != actual.type) {
+                    report_.same_types = false;
+                    if (e->type != DType::F32) return mismatch(actual.name, "a " + std::string(type_name(e->type)) + " source and a " + std::string(type_name(actual.type)) + " file");
+                    encoded.resize(got.size());
+                    encode_row(actual.type, reinterpret_cast<const float*>(want.data()), encoded.data(), e->ne[0]);
+                    want = encoded;
+                }
+                if (want.size() != got.size() || std::memcmp(want.data(), got.data(), want.size()) != 0)
+                    return mismatch(actual.name, "row " + std::to_string(row) + " differs");
+            }
+            done_ += e->bytes.size();
+            if (opt_.progress) opt_.progress(done_, total_);
+        }
+    }
+
+    // token_embd of a lens model against the fold recomputed from the donor table and the projection.
+    void compare_fold(const TensorView& donor, const TensorView& proj, const TensorView& actual) {
+        ++report_.tensors_checked;
+        const LensFold fold(donor, proj);
+        const std::uint64_t dm = fold.d_model();
+        std::vector<float> block(kFoldBlockRows * dm);
+        std::vector<std::byte> encoded(row_bytes(actual.type, dm));
+        if (actual.type != DType::F32) report_.same_types = false;
+        for (std::uint64_t v0 = 0; v0 < fold.vocab(); v0 += kFoldBlockRows) {
+            const std::uint64_t n = std::min(kFoldBlockRows, fold.vocab() - v0);
+            fold.rows(v0, n, block.data());
+            for (std::uint64_t r = 0; r < n; ++r) {
+                encode_row(actual.type, block.data() + r * dm, encoded.data(), dm);
+                auto got = actual.row(v0 + r);
+                if (std::memcmp(encoded.data(), got.data(), got.size()) != 0)
+                    return mismatch(actual.name, "row " + std::to_string(v0 + r) + " differs from the lens fold");
+            }
+        }
+        done_ += donor.bytes.size();
+        if (opt_.progress) opt_.progress(done_, total_);
+    }
+
+private:
+    void mismatch(const std::string& name, const std::string& what) {
+        report_.mismatches.push_back("tensor '" + name + "': " + what);
+    }
+    VerifyReport& report_;
+    const VerifyOptions& opt_;
+    std::uint64_t total_, done_ = 0;
+};
+
+void check_same_config(const Config& a, const Config& b, const std::string& fused_name) {
+    Config x = a, y = b;
+    x.donor_d_in = y.donor_d_in = 0;  // the fused file has the lens folded away
+    if (!(x == y)) fail(fused_name + ": hyperparameters differ from the per-head model: " + describe(b) + " vs " + describe(a));
+}
+
+}  // namespace
+
+bool VerifyReport::ok() const noexcept {
+    if (!mismatches.empty()) return false;
+    return same_types ? logits_identical : max_logprob_diff <= kEncodedLogprobTolerance;
+}
+
+std::vector<double> log_softmax(std::span<const float> logits, std::uint32_t vocab) {
+    std::vector<double> out(logits.size());
+    for (std::size_t p = 0; p + vocab <= logits.size(); p += vocab) {
+        double mx = -INFINITY;
+        for (std::uint32_t i = 0; i < vocab; ++i) mx = std::max(mx, double{logits[p + i]});
+        double sum = 0;
+        for (std::uint32_t i = 0; i < vocab; ++i) sum += std::exp(double{logits[p + i]} - mx);
+        const double lse = mx + std::log(sum);
+        for (std::uint32_t i = 0; i < vocab; ++i) out[p + i] = double{logits[p + i]} - lse;
+    }
+    return out;
+}
+
+std::vector<std::uint32_t> default_tokens(std::uint32_t vocab, std::size_t n) {
+    std::vector<std::uint32_t> t(n);
+    for (std::size_t i = 0; i < n; ++i) t[i] = static_cast<std::uint32_t>((i * 7919 + 1) % vocab);
+    return t;
+}
+
+VerifyReport verify(const PerHeadModel& per_head, const FusedModel& fused, const VerifyOptions& options) {
+    const ModelViews& a = per_head.views();
+    const ModelViews& b = fused.views();
+    check_same_config(a.config, b.config, fused.file().name());
+    VerifyReport report;
+    std::uint64_t total = 0;
+    auto count = [&](const TensorView& v) { total += v.bytes.size(); };
+    count(a.token_embd);
+    count(a.output_norm);
+    if (a.output) count(*a.output);
+    for (const LayerViews& L : a.layers) {
+        for (const TensorView* v : {&L.attn_norm, &L.attn_output, &L.ffn_norm, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) count(*v);
+        for (const auto* heads : {&L.q, &L.k, &L.v})
+            for (const TensorView& h : *heads) count(h);
+    }
+    Comparer cmp(report, options, total);
+    if (a.lens_proj) cmp.compare_fold(a.token_embd, *a.lens_proj, b.token_embd);
+    else cmp.compare({&a.token_embd}, b.token_embd);
+    cmp.compare({&a.output_norm}, b.output_norm);
+    if (a.output) cmp.compare({&*a.output}, *b.output);
+    for (std::uint32_t l = 0; l < a.config.n_layers; ++l) {
+        const LayerViews& x = a.layers[l];
+        const LayerViews& y = b.layers[l];
+        cmp.compare({&x.attn_norm}, y.attn_norm);
+        for (auto [heads, proj] : {std::pair{&x.q, 'q'}, {&x.k, 'k'}, {&x.v, 'v'}}) {
+            std::vector<const TensorView*> hs;
+            for (const TensorView& h : *heads) hs.push_back(&h);
+            cmp.compare(hs, fused.fused(l, proj));
+        }
+        cmp.compare({&x.attn_output}, y.attn_output);
+        cmp.compare({&x.ffn_norm}, y.ffn_norm);
+        cmp.compare({&x.ffn_gate}, y.ffn_gate);
+        cmp.compare({&x.ffn_up}, y.ffn_up);
+        cmp.compare({&x.ffn_down}, y.ffn_down);
+    }
+
+    const std::vector<std::uint32_t> tokens = options.tokens.empty() ? default_tokens(a.config.vocab) : options.tokens;
+    const std::vector<float> la = forward_logits(a, tokens, options.threads);
+    const std::vector<float> lb = forward_logits(b, tokens, options.threads);
+    report.logits_identical = la.size() == lb.size() && std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)) == 0;
+    const std::uint32_t vocab = a.config.vocab;
+    const std::vector<double> pa = log_softmax(la, vocab), pb = log_softmax(lb, vocab);
+    for (std::size_t i = 0; i < pa.size(); ++i) report.max_logprob_diff = std::max(report.max_logprob_diff, std::abs(pa[i] - pb[i]));
+    for (std::size_t p = 0; p < tokens.size(); ++p) {
+        auto top = [&](const std::vector<double>& v) {
+            return std::max_element(v.begin() + static_cast<std::ptrdiff_t>(p * vocab), v.begin() + static_cast<std::ptrdiff_t>((p + 1) * vocab)) - v.begin();
+        };
+        if (top(pa) != top(pb)) report.top_token_agrees = false;
+    }
+    return report;
+}
+
+}  // namespace headfuse

@@ -1,0 +1,131 @@
+#include "support/models.h"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <stdexcept>
+
+extern char** environ;
+
+namespace headfuse::test {
+
+std::vector<Shape> shape_families() {
+    auto make = [](std::string name, std::uint32_t dm, std::uint32_t nh, std::uint32_t nkv, std::uint32_t dh,
+                   std::uint32_t ff, std::uint32_t nl, std::uint32_t vocab, bool tied, std::uint32_t donor = 0) {
+        Config c;
+        c.d_model = dm;
+        c.n_heads = nh;
+        c.n_kv_heads = nkv;
+        c.d_head = dh;
+        c.d_ff = ff;
+        c.n_layers = nl;
+        c.vocab = vocab;
+        c.tied = tied;
+        c.donor_d_in = donor;
+        c.context_length = 256;
+        return Shape{std::move(name), c};
+    };
+    return {
+        make("mha", 64, 4, 4, 16, 128, 2, 300, false),
+        make("gqa", 64, 8, 2, 8, 96, 2, 1000, false),
+        make("mqa_tied", 96, 6, 1, 16, 160, 2, 512, true),
+        make("wide_heads", 64, 4, 2, 32, 128, 2, 200, false),  // n_heads*d_head = 128 != d_model
+        make("tiny_vocab_tied", 32, 2, 1, 16, 64, 1, 100, true),
+        make("lens", 64, 4, 2, 16, 128, 2, 3000, false, 48),
+        make("vocab_4096", 128, 8, 4, 16, 256, 2, 4096, false),
+    };
+}
+
+std::uint64_t test_seed() {
+    static const std::uint64_t seed = [] {
+        const char* env = std::getenv("HEADFUSE_TEST_SEED");
+        const std::uint64_t s = env ? std::strtoull(env, nullptr, 10) : 20261128;
+        std::fprintf(stderr, "[headfuse] test seed %llu (set HEADFUSE_TEST_SEED to change)\n",
+                     static_cast<unsigned long long>(s));
+        return s;
+    }();
+    return seed;
+}
+
+TempDir::TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "headfuse-test-XXXXXX").string();
+    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+}
+
+namespace {
+std::string slurp(int fd) {
+    std::string s;
+    char buf[65536];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) s.append(buf, static_cast<std::size_t>(n));
+    return s;
+}
+}  // namespace
+
+RunResult run_program(const std::vector<std::string>& argv) {
+    // stdout and stderr go to temporary files: no pipe can fill up and block the child.
+    FILE* out = std::tmpfile();
+    FILE* err = std::tmpfile();
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fileno(out), 1);
+    posix_spawn_file_actions_adddup2(&fa, fileno(err), 2);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    pid_t pid = 0;
+    RunResult r;
+    if (posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), environ) != 0) {
+        r.err = "cannot start " + argv[0];
+    } else {
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+        r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    posix_spawn_file_actions_destroy(&fa);
+    std::rewind(out);
+    std::rewind(err);
+    r.out = slurp(fileno(out));
+    r.err = slurp(fileno(err));
+    std::fclose(out);
+    std::fclose(err);
+    return r;
+}
+
+RunResult run_cli(const std::vector<std::string>& args) {
+    std::vector<std::string> argv{HEADFUSE_CLI};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_program(argv);
+}
+
+std::vector<std::byte> read_bytes(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::vector<char> c((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<std::byte> b(c.size());
+    std::transform(c.begin(), c.end(), b.begin(), [](char x) { return std::byte(x); });
+    return b;
+}
+
+std::vector<std::string> list_dir(const std::filesystem::path& dir) {
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+}  // namespace headfuse::test

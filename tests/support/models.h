@@ -1,0 +1,53 @@
+// Shared test fixtures: the shape families every round trip runs over, temporary folders, the CLI.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "headfuse/config.h"
+
+namespace headfuse::test {
+
+struct Shape {
+    std::string name;
+    Config config;
+};
+
+// MHA, GQA, MQA, d_head != d_model/n_heads, tied and untied, a lens, vocabularies below 256 and in the
+// thousands. Every 2-D weight has rows of whole 32-element blocks, so every type applies.
+std::vector<Shape> shape_families();
+
+// The seed of randomised tests: HEADFUSE_TEST_SEED if set, else a fixed default. Printed once.
+std::uint64_t test_seed();
+
+// A fresh folder under the system's temporary folder, removed with its contents on destruction.
+class TempDir {
+public:
+    TempDir();
+    ~TempDir();
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+    const std::filesystem::path& path() const noexcept { return path_; }
+
+private:
+    std::filesystem::path path_;
+};
+
+struct RunResult {
+    int status = -1;  // exit code, or 128 + signal
+    std::string out, err;
+};
+
+// Runs the headfuse CLI built alongside the tests.
+RunResult run_cli(const std::vector<std::string>& args);
+// Runs any program (argv[0] looked up in PATH).
+RunResult run_program(const std::vector<std::string>& argv);
+
+std::vector<std::byte> read_bytes(const std::filesystem::path& p);
+// Files in `dir` (names only), sorted.
+std::vector<std::string> list_dir(const std::filesystem::path& dir);
+
+}  // namespace headfuse::test
