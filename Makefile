@@ -1,0 +1,48 @@
+# headfuse: the two commands of the README, and a few more.
+#   make demo   set up, build, and run the main job on an embedded default model
+#   make test   set up, build, and pass the tests (then again under ASan+UBSan)
+BUILD ?= build
+BUILD_SAN ?= build-san
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all setup build demo test test-fast test-sanitize bench fuzz install clean
+
+all: build
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+demo: build
+	@scripts/demo.sh $(BUILD)
+
+test: test-fast test-sanitize
+
+test-fast: build
+	@ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
+
+# The whole suite again under AddressSanitizer and UndefinedBehaviorSanitizer.
+test-sanitize: setup
+	@cmake -S . -B $(BUILD_SAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHEADFUSE_BUILD_BENCH=OFF \
+	  -DHEADFUSE_SANITIZE="address;undefined" $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD_SAN) -j$(JOBS)
+	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --test-dir $(BUILD_SAN) --output-on-failure -j$(JOBS) -LE no-sanitize
+
+bench: build
+	@bench/run.sh $(BUILD)
+
+fuzz: setup
+	@CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHEADFUSE_BUILD_FUZZ=ON \
+	  -DHEADFUSE_BUILD_TESTS=OFF -DHEADFUSE_BUILD_BENCH=OFF >/dev/null
+	@cmake --build build-fuzz -j$(JOBS)
+
+install: build
+	@cmake --install $(BUILD)
+
+clean:
+	@rm -rf $(BUILD) $(BUILD_SAN) build-fuzz

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what headfuse needs to build, test and benchmark: Debian packages, then the pinned Node.js judges
+# (llama.cpp through node-llama-cpp, ggml's own libggml-base.so, @huggingface/gguf). Quick when all is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(g++ clang cmake make libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
+          libopenblas-dev time)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The judges: exact versions from judge/package-lock.json, without the other platforms' binaries.
+stamp=judge/node_modules/.headfuse-lock
+if ! cmp -s judge/package-lock.json "$stamp" 2>/dev/null; then
+  echo "setup: installing the judges (node-llama-cpp, @huggingface/gguf) into judge/node_modules"
+  (cd judge && npm ci --omit=optional --no-audit --no-fund --loglevel=error)
+  cp judge/package-lock.json "$stamp"
+fi
