@@ -162,8 +162,12 @@ Metadata fused_metadata(const PerHeadModel& model, const FuseOptions& opt) {
         tok = tokenizer_keys(opt.tokenizer_from->metadata(), c.vocab, opt.tokenizer_from->name());
     else if (has_tokenizer(model.metadata()))
         tok = tokenizer_keys(model.metadata(), c.vocab, model.file() ? model.file()->name() : "the model");
-    else
+    else {
         tok = default_tokenizer(c.vocab);
+        if (c.vocab < kMinLoadableVocab && opt.warn)
+            opt.warn("a vocabulary of " + std::to_string(c.vocab) + " tokens is below the " +
+                     std::to_string(kMinLoadableVocab) + " node-llama-cpp needs to load a model; libllama loads it");
+    }
     for (const auto& e : tok.entries()) md.set(e.key, e.value);
     return md;
 }

@@ -13,6 +13,9 @@ namespace {
 constexpr std::int32_t kNormal = 1, kUnknown = 2, kControl = 3, kByte = 6;
 // Enough room below it for the LLaMA layout: 3 special tokens, 256 byte tokens, "▁", at least 2 fillers.
 constexpr std::uint32_t kFullLayoutVocab = 262;
+// node-llama-cpp tokenizes "\nsome test text here" while loading a model and aborts unless every character
+// is a token or falls back to byte tokens; with "▁" these are the bytes that text needs.
+constexpr unsigned char kLoadProbeBytes[] = {'\n', 'e', 'h', 'm', 'o', 'r', 's', 't', 'x'};
 
 std::string byte_token(unsigned b) {
     char buf[8];
@@ -36,7 +39,16 @@ Metadata default_tokenizer(std::uint32_t vocab) {
         add("</s>", 0.0f, kControl);
     }
     if (tokens.size() < vocab) add("\xE2\x96\x81", -1.0f, kNormal);  // "▁", SentencePiece's word boundary
-    for (unsigned b = 0; b < 256 && tokens.size() < vocab; ++b) add(byte_token(b), 0.0f, kByte);
+    // Below the full layout, the bytes of the text node-llama-cpp tokenizes while loading come first.
+    std::vector<bool> added(256, false);
+    if (!full)
+        for (unsigned char ch : kLoadProbeBytes)
+            if (tokens.size() < vocab) {
+                add(byte_token(ch), 0.0f, kByte);
+                added[ch] = true;
+            }
+    for (unsigned b = 0; b < 256 && tokens.size() < vocab; ++b)
+        if (!added[b]) add(byte_token(b), 0.0f, kByte);
     for (std::uint32_t i = 0; tokens.size() < vocab; ++i)
         add("\xE2\x96\x81t" + std::to_string(i), -2.0f - static_cast<float>(i), kNormal);
 

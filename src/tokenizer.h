@@ -10,9 +10,11 @@
 namespace headfuse {
 
 // A SentencePiece ("llama") vocabulary of exactly `vocab` unique tokens. From 262 tokens on it has the
-// LLaMA layout (<unk>, <s>, </s>, the 256 byte tokens <0x00>..<0xFF>, "▁", fillers); below that, "▁" then as
-// many byte tokens as fit, then fillers, so that any character still falls back to bytes.
+// LLaMA layout (<unk>, <s>, </s>, the 256 byte tokens <0x00>..<0xFF>, "▁", fillers); below that, "▁", the
+// byte tokens of the text node-llama-cpp tokenizes on load, the other byte tokens as fit, then fillers.
+// node-llama-cpp loads it from kMinLoadableVocab tokens on; libllama at any size.
 Metadata default_tokenizer(std::uint32_t vocab);
+inline constexpr std::uint32_t kMinLoadableVocab = 10;
 
 // The tokenizer.* keys of `md`; Error naming `where` if its token list does not hold `vocab` tokens.
 Metadata tokenizer_keys(const Metadata& md, std::uint32_t vocab, const std::string& where);

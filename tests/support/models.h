@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,8 @@ struct Shape {
     std::string name;
     Config config;
 };
+// gtest prints a parameter with this.
+inline void PrintTo(const Shape& s, std::ostream* os) { *os << s.name; }
 
 // MHA, GQA, MQA, d_head != d_model/n_heads, tied and untied, a lens, vocabularies below 256 and in the
 // thousands. Every 2-D weight has rows of whole 32-element blocks, so every type applies.

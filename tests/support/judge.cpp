@@ -1,0 +1,257 @@
+#include "support/judge.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <mutex>
+#include <stdexcept>
+#include <string_view>
+
+extern char** environ;
+
+namespace headfuse::test {
+
+namespace {
+
+std::string env_or(const char* name, std::string fallback) {
+    const char* v = std::getenv(name);
+    return (v != nullptr && *v != '\0') ? std::string(v) : std::move(fallback);
+}
+
+// Closes a descriptor once.
+struct Fd {
+    int fd = -1;
+    Fd() = default;
+    explicit Fd(int f) : fd(f) {}
+    Fd(const Fd&) = delete;
+    Fd& operator=(const Fd&) = delete;
+    ~Fd() { reset(); }
+    void reset() {
+        if (fd >= 0) ::close(fd);
+        fd = -1;
+    }
+};
+
+int timeout_seconds() {
+    const std::string v = env_or("HEADFUSE_JUDGE_TIMEOUT", "600");
+    char* end = nullptr;
+    const long n = std::strtol(v.c_str(), &end, 10);
+    return (end != v.c_str() && *end == '\0' && n > 0 && n < 86400) ? static_cast<int>(n) : 600;
+}
+
+// Runs argv (argv[0] looked up in PATH), stdin from /dev/null, capturing stdout and stderr.
+JudgeRun run(const std::vector<std::string>& argv) {
+    int out_pipe[2], err_pipe[2];
+    if (::pipe2(out_pipe, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+    Fd out_r(out_pipe[0]), out_w(out_pipe[1]);
+    if (::pipe2(err_pipe, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+    Fd err_r(err_pipe[0]), err_w(err_pipe[1]);
+
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, out_w.fd, 1);  // dup2 clears FD_CLOEXEC on the target
+    posix_spawn_file_actions_adddup2(&actions, err_w.fd, 2);
+
+    std::vector<char*> cargv;
+    cargv.reserve(argv.size() + 1);
+    for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+    cargv.push_back(nullptr);
+
+    pid_t pid = -1;
+    const int rc = ::posix_spawnp(&pid, cargv[0], &actions, nullptr, cargv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) throw std::runtime_error("cannot start " + argv[0] + ": " + std::strerror(rc));
+    out_w.reset();
+    err_w.reset();
+
+    JudgeRun result;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds());
+    bool timed_out = false;
+    char buf[65536];
+    while (out_r.fd >= 0 || err_r.fd >= 0) {
+        pollfd fds[2];
+        nfds_t n = 0;
+        if (out_r.fd >= 0) fds[n++] = {out_r.fd, POLLIN, 0};
+        if (err_r.fd >= 0) fds[n++] = {err_r.fd, POLLIN, 0};
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+            timed_out = true;
+            break;
+        }
+        const int ready = ::poll(fds, n, static_cast<int>(std::min<long long>(left.count(), 1000)));
+        if (ready < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        for (nfds_t i = 0; i < n; ++i) {
+            if ((fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+            const bool is_out = fds[i].fd == out_r.fd;
+            const ssize_t got = ::read(fds[i].fd, buf, sizeof buf);
+            if (got > 0) {
+                (is_out ? result.out : result.err).append(buf, static_cast<std::size_t>(got));
+            } else if (got == 0 || errno != EINTR) {
+                (is_out ? out_r : err_r).reset();
+            }
+        }
+    }
+    if (timed_out) ::kill(pid, SIGKILL);
+
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) throw std::runtime_error(std::string("waitpid: ") + std::strerror(errno));
+    }
+    if (timed_out) {
+        throw std::runtime_error(argv.size() > 1 ? argv[1] + " timed out" : argv[0] + " timed out");
+    }
+    if (WIFEXITED(status)) result.status = WEXITSTATUS(status);
+    else if (WIFSIGNALED(status)) result.status = 128 + WTERMSIG(status);
+    return result;
+}
+
+std::string trimmed(std::string s) {
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+    return s;
+}
+
+std::string describe_failure(const std::string& what, const JudgeRun& r) {
+    std::string msg = what + " failed (exit " + std::to_string(r.status) + ")";
+    const std::string err = trimmed(r.err);
+    if (!err.empty()) msg += ": " + (err.size() > 4000 ? "..." + err.substr(err.size() - 4000) : err);
+    return msg;
+}
+
+}  // namespace
+
+std::string judge_dir() { return env_or("HEADFUSE_JUDGE_DIR", HEADFUSE_SOURCE_DIR "/judge"); }
+
+std::string node_program() { return env_or("HEADFUSE_NODE", "node"); }
+
+bool judges_available(std::string* why) {
+    static std::once_flag once;
+    static bool available = false;
+    static std::string reason;
+    std::call_once(once, [] {
+        namespace fs = std::filesystem;
+        const fs::path dir = judge_dir();
+        const std::string install_hint = " (run `npm ci --omit=optional` in " + dir.string() + ")";
+        for (const char* script : {"llama_eval.mjs", "hf_parse.mjs"}) {
+            if (!fs::exists(dir / script)) {
+                reason = "judge script " + (dir / script).string() + " is missing";
+                return;
+            }
+        }
+        for (const char* pkg : {"node-llama-cpp", "@node-llama-cpp/linux-x64", "@huggingface/gguf"}) {
+            if (!fs::exists(dir / "node_modules" / pkg / "package.json")) {
+                reason = std::string("judge package ") + pkg + " is not installed" + install_hint;
+                return;
+            }
+        }
+        JudgeRun r;
+        try {
+            r = run({node_program(), "--version"});
+        } catch (const std::exception& e) {
+            reason = std::string("Node.js is not available: ") + e.what();
+            return;
+        }
+        const std::string version = trimmed(r.out);
+        if (r.status != 0 || version.size() < 2 || version[0] != 'v') {
+            reason = "`" + node_program() + " --version` failed" + (r.err.empty() ? "" : ": " + trimmed(r.err));
+            return;
+        }
+        if (std::atoi(version.c_str() + 1) < 20) {
+            reason = "Node.js " + version + " is too old for the judges (need 20 or newer)";
+            return;
+        }
+        available = true;
+    });
+    if (why != nullptr) *why = reason;
+    return available;
+}
+
+JudgeRun run_judge(const std::string& script, const std::vector<std::string>& args) {
+    std::vector<std::string> argv{node_program(), (std::filesystem::path(judge_dir()) / script).string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run(argv);
+}
+
+LlamaEval llama_eval(const std::string& model, const std::vector<std::uint32_t>& tokens) {
+    if (tokens.empty()) throw std::invalid_argument("llama_eval: no tokens");
+    std::string list;
+    for (std::uint32_t t : tokens) {
+        if (!list.empty()) list += ',';
+        list += std::to_string(t);
+    }
+    const JudgeRun r = run_judge("llama_eval.mjs", {model, list});
+    if (r.status != 0) throw std::runtime_error(describe_failure("llama_eval.mjs on " + model, r));
+
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(r.out);
+    } catch (const nlohmann::json::exception& e) {
+        throw std::runtime_error("llama_eval.mjs on " + model + " printed invalid JSON: " + e.what());
+    }
+    LlamaEval result;
+    try {
+        result.vocab = j.at("vocab").get<std::size_t>();
+        const auto& positions = j.at("positions");
+        if (!positions.is_array() || positions.size() != tokens.size()) {
+            throw std::runtime_error("llama_eval.mjs on " + model + " returned " + std::to_string(positions.size()) +
+                                     " positions for " + std::to_string(tokens.size()) + " tokens");
+        }
+        result.logprobs.reserve(positions.size());
+        for (const auto& row : positions) {
+            if (!row.is_array() || row.size() != result.vocab) {
+                throw std::runtime_error("llama_eval.mjs on " + model + " returned a row of the wrong length");
+            }
+            std::vector<double> lp;
+            lp.reserve(row.size());
+            for (const auto& v : row) {
+                lp.push_back(v.is_null() ? -std::numeric_limits<double>::infinity() : v.get<double>());
+            }
+            result.logprobs.push_back(std::move(lp));
+        }
+    } catch (const nlohmann::json::exception& e) {
+        throw std::runtime_error("llama_eval.mjs on " + model + " printed unexpected JSON: " + e.what());
+    }
+    return result;
+}
+
+bool llama_loads(const std::string& model, std::string* why) {
+    JudgeRun r;
+    try {
+        r = run_judge("llama_eval.mjs", {"--check", model});
+    } catch (const std::exception& e) {
+        if (why != nullptr) *why = e.what();
+        return false;
+    }
+    const bool ok = r.status == 0 && trimmed(r.out) == "ok";
+    if (why != nullptr) *why = ok ? std::string() : describe_failure("llama_eval.mjs --check on " + model, r);
+    return ok;
+}
+
+nlohmann::json hf_parse(const std::string& path, bool full_arrays) {
+    std::vector<std::string> args;
+    if (full_arrays) args.emplace_back("--full-arrays");
+    args.push_back(path);
+    const JudgeRun r = run_judge("hf_parse.mjs", args);
+    if (r.status != 0) throw std::runtime_error(describe_failure("hf_parse.mjs on " + path, r));
+    try {
+        return nlohmann::json::parse(r.out);
+    } catch (const nlohmann::json::exception& e) {
+        throw std::runtime_error("hf_parse.mjs on " + path + " printed invalid JSON: " + e.what());
+    }
+}
+
+}  // namespace headfuse::test

@@ -1,0 +1,86 @@
+// headfuse tests: the external judges in judge/, run through Node.js.
+//
+//  - judge/llama_eval.mjs: llama.cpp (npm node-llama-cpp 3.21.1, prebuilt CPU binaries) loads a GGUF file and
+//    gives the log-softmax of its logits at every position of a token sequence (F32 KV cache, no flash
+//    attention; float64 renormalisation of the addon's float32 softmax).
+//  - judge/hf_parse.mjs: Hugging Face's JavaScript GGUF parser (npm @huggingface/gguf 0.4.6) reads the header.
+//
+// The judge folder is $HEADFUSE_JUDGE_DIR, else <source dir>/judge; its packages are installed with
+// `npm ci --omit=optional` there. Node is $HEADFUSE_NODE, else `node` from PATH (version 20 or newer).
+// Each run is a fresh Node process (about 1-3 s: node-llama-cpp tests its binary on every start), so evaluate
+// a whole sequence per call rather than one token at a time.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#ifndef HEADFUSE_SOURCE_DIR
+#define HEADFUSE_SOURCE_DIR "/work/main"
+#endif
+
+namespace headfuse::test {
+
+// The folder holding the judge scripts and their node_modules: $HEADFUSE_JUDGE_DIR, else HEADFUSE_SOURCE_DIR/judge.
+std::string judge_dir();
+
+// The Node.js executable: $HEADFUSE_NODE, else "node" (looked up in PATH).
+std::string node_program();
+
+// True when Node.js (>= 20) runs and the judge packages are installed; otherwise false with the reason in *why.
+// Checked once per process.
+bool judges_available(std::string* why = nullptr);
+
+// The raw outcome of one judge run.
+struct JudgeRun {
+    int status = -1;  // exit code, or 128 + signal (134: llama.cpp aborted)
+    std::string out, err;
+};
+
+// Runs `node <judge_dir>/<script> args...` with stdin from /dev/null and both outputs captured. Killed after
+// $HEADFUSE_JUDGE_TIMEOUT seconds (default 600), which throws. Throws std::runtime_error when node cannot start.
+JudgeRun run_judge(const std::string& script, const std::vector<std::string>& args);
+
+struct LlamaEval {
+    std::size_t vocab = 0;
+    // logprobs[i][t]: natural log of the probability llama.cpp gives token t after tokens[0..i]; rows are
+    // `vocab` long. -infinity where the probability is exactly 0.
+    std::vector<std::vector<double>> logprobs;
+};
+
+// llama.cpp's next-token log-probabilities at every position of `tokens` (no BOS is added). Throws
+// std::runtime_error, carrying the judge's stderr, when the model does not load or evaluate (including a
+// llama.cpp abort), and std::invalid_argument when tokens is empty.
+LlamaEval llama_eval(const std::string& model, const std::vector<std::uint32_t>& tokens);
+
+// llama_eval.mjs --check: llama.cpp loads the model and evaluates three tokens. False with the judge's stderr
+// in *why (when given) otherwise; never throws for a bad model.
+bool llama_loads(const std::string& model, std::string* why = nullptr);
+
+// @huggingface/gguf's reading of the file's header:
+//   {"version", "tensor_count", "kv_count", "little_endian", "tensor_data_offset",
+//    "metadata": {key: value}, "metadata_types": {key: "UINT32" | "FLOAT32" | "STRING" | "ARRAY[INT32]" ...},
+//    "tensors": [{"name", "shape" (ggml order), "dtype" (ggml type id), "dtype_name", "offset", "nbytes"}]}
+// Arrays longer than 16 elements appear as {"array_length": n} unless full_arrays. 64-bit integers beyond 2^53
+// are decimal strings; NaN and infinities are strings. Throws std::runtime_error with the parser's message when
+// the file does not parse (or is truncated, or has duplicate keys).
+nlohmann::json hf_parse(const std::string& path, bool full_arrays = false);
+
+// True when the environment says the tests run in CI (CI=true), where a missing judge is a failure.
+// (Defined in support/ggml_lib.cpp.)
+bool running_in_ci();
+
+}  // namespace headfuse::test
+
+// In a test body: ends the test when the judges are missing, as a failure in CI and as a skip elsewhere.
+#define HEADFUSE_REQUIRE_JUDGES()                                                                          \
+    do {                                                                                                   \
+        std::string headfuse_judges_why_;                                                                  \
+        if (!::headfuse::test::judges_available(&headfuse_judges_why_)) {                                  \
+            if (::headfuse::test::running_in_ci()) FAIL() << headfuse_judges_why_;                         \
+            GTEST_SKIP() << headfuse_judges_why_;                                                          \
+        }                                                                                                  \
+    } while (0)
