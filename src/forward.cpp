@@ -1,0 +1,316 @@
+// headfuse: the reference forward pass, llama.cpp's `llama` graph evaluated in f32 over per-head views.
+//
+// It reads like llama2.c's run.c: the weights are the ModelViews (shapes in model.h and beside each use
+// below), a small run state holds the activations, and one function walks the layers top to bottom. Every
+// position is evaluated at once, as llama.cpp evaluates a prompt, so each weight row is decoded once a call.
+//
+// Numerics follow ggml-cpu's kernels, so that the only disagreement left with llama.cpp (F32 weights, F32
+// KV cache) is the order in which ggml sums its dot products:
+// - rms_norm, rope, soft_max and silu use ggml's f32 formulas, and its f64 sums where it has them;
+// - matmul dot products accumulate in f64 and round once to f32. ggml sums them in f32 SIMD lanes (or
+//   llamafile tiles) in an order that depends on the CPU; an f64 sum is the exactly rounded dot product to
+//   within ~1e-16, so our error adds nothing to ggml's. An f32 product is exact in f64 (24 + 24 bits < 53),
+//   so FMA contraction cannot change a result either.
+// - Weights of type F16, BF16, Q8_0 and Q4_0 are decoded to f32 and used the same way. (llama.cpp would also
+//   round the activations to F16 or Q8_0 for those; this pass keeps them f32.)
+// Matmuls split their output rows, and attention its heads, over threads (parallel_for): every output element
+// is computed by one thread in a fixed order, so the logits are bit-identical for any thread count.
+#include "headfuse/forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "headfuse/checked.h"
+#include "headfuse/error.h"
+#include "headfuse/fold.h"
+#include "headfuse/quantize.h"
+#include "parallel.h"
+
+namespace headfuse {
+namespace {
+
+// ----------------------------------------------------------------------------------------------------------
+// Checking the views against the config: a hand-built ModelViews must not make us read out of bounds.
+
+std::string shape_of(const TensorView& w) { return format_shape({w.ne.data(), std::max(w.n_dims, 1u)}); }
+
+// w must be a matrix of n_out rows of n_in elements of a model type, with the bytes to match.
+void check_matrix(const TensorView& w, std::uint64_t n_in, std::uint64_t n_out) {
+    const TypeTraits* t = find_type(static_cast<std::uint32_t>(w.type));
+    if (!t || !t->model_type)
+        fail("forward: tensor '" + w.name + "' has type id " + std::to_string(static_cast<std::uint32_t>(w.type)) +
+             "; expected f32, f16, bf16, q8_0 or q4_0");
+    if (w.ne[0] != n_in || w.n_rows() != n_out)
+        fail("forward: tensor '" + w.name + "' has wrong shape; expected [" + std::to_string(n_in) + ", " +
+             std::to_string(n_out) + "], got " + shape_of(w));
+    const std::uint64_t want = checked_mul(row_bytes(w.type, n_in), n_out, w.name);
+    if (w.bytes.size() != want)
+        fail("forward: tensor '" + w.name + "' holds " + std::to_string(w.bytes.size()) + " bytes; expected " +
+             std::to_string(want));
+}
+
+// Norm weights are F32 vectors of n elements.
+void check_norm(const TensorView& w, std::uint64_t n) {
+    if (w.type != DType::F32 || w.ne[0] != n || w.n_rows() != 1 || w.bytes.size() != n * sizeof(float))
+        fail("forward: norm tensor '" + w.name + "' must be f32 [" + std::to_string(n) + "], found " +
+             std::string(w.type == DType::F32 ? "f32 " : "another type, ") + shape_of(w));
+}
+
+void check_model(const ModelViews& m) {
+    const Config& c = m.config;
+    c.validate();
+    if (c.tied == m.output.has_value())
+        fail(std::string("forward: config says ") + (c.tied ? "tied" : "untied") + " but output.weight is " +
+             (m.output ? "present" : "absent"));
+    if (c.has_lens() != m.lens_proj.has_value())
+        fail("forward: config says donor_d_in " + std::to_string(c.donor_d_in) + " but lens.proj.weight is " +
+             (m.lens_proj ? "present" : "absent"));
+    if (m.lens_proj) {
+        check_matrix(m.token_embd, c.donor_d_in, c.vocab);
+        check_matrix(*m.lens_proj, c.donor_d_in, c.d_model);
+        if (m.token_embd.type != DType::F32 || m.lens_proj->type != DType::F32)
+            fail("forward: a projection lens needs f32 token_embd.weight and lens.proj.weight");
+    } else {
+        check_matrix(m.token_embd, c.d_model, c.vocab);
+    }
+    check_norm(m.output_norm, c.d_model);
+    if (m.output) check_matrix(*m.output, c.d_model, c.vocab);
+    if (m.layers.size() != c.n_layers)
+        fail("forward: " + std::to_string(m.layers.size()) + " layers given; expected " + std::to_string(c.n_layers));
+    for (const LayerViews& l : m.layers) {
+        if (l.q.size() != c.n_heads || l.k.size() != c.n_kv_heads || l.v.size() != c.n_kv_heads)
+            fail("forward: a layer has " + std::to_string(l.q.size()) + "/" + std::to_string(l.k.size()) + "/" +
+                 std::to_string(l.v.size()) + " q/k/v heads; expected " + std::to_string(c.n_heads) + "/" +
+                 std::to_string(c.n_kv_heads) + "/" + std::to_string(c.n_kv_heads));
+        for (const auto* heads : {&l.q, &l.k, &l.v})
+            for (const TensorView& h : *heads) check_matrix(h, c.d_model, c.d_head);
+        check_norm(l.attn_norm, c.d_model);
+        check_matrix(l.attn_output, c.q_dim(), c.d_model);
+        check_norm(l.ffn_norm, c.d_model);
+        check_matrix(l.ffn_gate, c.d_model, c.d_ff);
+        check_matrix(l.ffn_up, c.d_model, c.d_ff);
+        check_matrix(l.ffn_down, c.d_ff, c.d_model);
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// The run state: activations of every position, position-major (row t belongs to tokens[t]).
+
+struct RunState {
+    std::vector<float> x;       // [n_tok, d_model]       the residual stream
+    std::vector<float> xn;      // [n_tok, d_model]       x normed: the input of attention or of the FFN
+    std::vector<float> q;       // [n_tok, n_heads*d_head]
+    std::vector<float> k;       // [n_tok, n_kv*d_head]   the KV cache: every position, k roped
+    std::vector<float> v;       // [n_tok, n_kv*d_head]
+    std::vector<float> att;     // [n_tok, n_heads*d_head] attention output, heads concatenated
+    std::vector<float> gate;    // [n_tok, d_ff]
+    std::vector<float> up;      // [n_tok, d_ff]
+    std::vector<float> y;       // [n_tok, d_model]       a projection back into the residual stream
+    std::vector<float> rope;    // [n_tok, d_head]        (cos, sin) of each pair's angle at each position
+    std::vector<float> logits;  // [n_tok, vocab]
+
+    RunState(const Config& c, std::size_t n)
+        : x(n * c.d_model), xn(n * c.d_model), q(n * c.q_dim()), k(n * c.kv_dim()), v(n * c.kv_dim()),
+          att(n * c.q_dim()), gate(n * c.d_ff), up(n * c.d_ff), y(n * c.d_model), rope(n * c.d_head),
+          logits(n * c.vocab) {}
+};
+
+// ----------------------------------------------------------------------------------------------------------
+// The building blocks.
+
+// The hot loop. Eight f64 lanes (lane j sums the terms i = j mod 8, in order), added pairwise at the end:
+// a fixed order, independent of threads, that the compiler may vectorize without changing a bit. So it is
+// also built for AVX2 (3x faster than baseline x86-64's SSE2), picked at load time, with the same results.
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+float dot(const float* a, const float* b, std::size_t n) {
+    double acc[8] = {};
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (std::size_t j = 0; j < 8; ++j) acc[j] += double(a[i + j]) * double(b[i + j]);
+    for (std::size_t j = 0; i < n; ++i, ++j) acc[j] += double(a[i]) * double(b[i]);
+    return float(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+}
+
+// y[t, o] = W[o] · x[t] for t < n_tok, W being `parts` stacked row after row: the heads of a projection in
+// head order, which is exactly the layout of the fused tensor. Rows are decoded one at a time into scratch.
+void matmul(float* y, const float* x, std::size_t n_tok, std::span<const TensorView> parts, unsigned threads) {
+    const std::uint64_t n_in = parts[0].ne[0];
+    std::uint64_t n_out = 0;
+    for (const TensorView& w : parts) n_out += w.n_rows();
+    parallel_for(n_out, threads, [&](std::uint64_t o0, std::uint64_t o1) {
+        std::vector<float> scratch(n_in);
+        std::uint64_t base = 0;  // first output row of the current part
+        for (const TensorView& w : parts) {
+            const std::uint64_t lo = std::max(o0, base), hi = std::min(o1, base + w.n_rows());
+            for (std::uint64_t o = lo; o < hi; ++o) {
+                const float* row = scratch.data();
+                if (w.type == DType::F32)
+                    row = reinterpret_cast<const float*>(w.row(o - base).data());
+                else
+                    decode_row(w.type, w.row(o - base).data(), scratch.data(), n_in);
+                for (std::size_t t = 0; t < n_tok; ++t) y[t * n_out + o] = dot(row, x + t * n_in, n_in);
+            }
+            base += w.n_rows();
+        }
+    });
+}
+
+void matmul(float* y, const float* x, std::size_t n_tok, const TensorView& w, unsigned threads) {
+    matmul(y, x, n_tok, std::span(&w, 1), threads);
+}
+
+// ggml_rms_norm then ggml_mul: f32 squares summed in f64, the mean rounded to f32, x * (1/sqrtf(mean + eps)),
+// then times the weight.
+void rmsnorm(float* out, const float* x, const float* w, std::size_t n, float eps) {
+    double sum = 0;
+    for (std::size_t i = 0; i < n; ++i) sum += double(x[i] * x[i]);
+    const float mean = float(sum / double(n));
+    const float scale = 1.0f / std::sqrt(mean + eps);
+    for (std::size_t i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
+}
+
+// RoPE angles as ggml-cpu builds them (ggml_rope_cache_init; rope_yarn without YaRN and with freq_scale 1
+// leaves the angle as is): theta_i = pos * base^(-2i/d_head), built by repeated f32 multiplication by
+// powf(base, -2/d_head) rather than by a pow per pair. The two differ by a few ulps of theta, and at a far
+// position one ulp of theta (2.4e-4 at 2048) moves cos and sin by as much: following ggml's recurrence keeps
+// the angles, and so cos and sin (same libm), identical to llama.cpp's.
+void rope_angles(float* cs, std::uint32_t pos, std::uint32_t d_head, float base) {
+    const float theta_scale = std::pow(base, -2.0f / float(d_head));  // float overload: powf
+    float theta = float(pos);
+    for (std::uint32_t i = 0; i < d_head; i += 2) {
+        cs[i] = std::cos(theta);
+        cs[i + 1] = std::sin(theta);
+        theta *= theta_scale;
+    }
+}
+
+// RoPE mode NORM (llama): rotate the adjacent pairs (x[2i], x[2i+1]) of one head.
+void rope(float* x, const float* cs, std::uint32_t d_head) {
+    for (std::uint32_t i = 0; i < d_head; i += 2) {
+        const float x0 = x[i], x1 = x[i + 1], c = cs[i], s = cs[i + 1];
+        x[i] = x0 * c - x1 * s;
+        x[i + 1] = x0 * s + x1 * c;
+    }
+}
+
+// Causal grouped-query attention, heads split over threads. ggml's soft_max_ext(kq, mask, 1/sqrt(d_head)):
+// each score is (q·k) * scale in f32, exp(s - max) is summed in f64, and each weight is scaled by float(1/sum).
+void attention(RunState& s, const Config& c, std::size_t n_tok, unsigned threads) {
+    const std::uint32_t dh = c.d_head, q_dim = c.q_dim(), kv_dim = c.kv_dim();
+    const std::uint32_t group = c.n_heads / c.n_kv_heads;  // q heads per kv head
+    const float scale = 1.0f / std::sqrt(float(dh));
+    parallel_for(c.n_heads, threads, [&](std::uint64_t h0, std::uint64_t h1) {
+        std::vector<float> p(n_tok);
+        std::vector<double> acc(dh);
+        for (std::uint64_t h = h0; h < h1; ++h) {
+            const std::uint64_t g = h / group;
+            for (std::size_t t = 0; t < n_tok; ++t) {
+                const float* q = &s.q[t * q_dim + h * dh];
+                float max = -INFINITY;
+                for (std::size_t j = 0; j <= t; ++j) {
+                    p[j] = dot(q, &s.k[j * kv_dim + g * dh], dh) * scale;
+                    max = std::max(max, p[j]);
+                }
+                double sum = 0;
+                for (std::size_t j = 0; j <= t; ++j) {
+                    p[j] = std::exp(p[j] - max);
+                    sum += p[j];
+                }
+                const float inv = float(1.0 / sum);
+                std::fill(acc.begin(), acc.end(), 0.0);
+                for (std::size_t j = 0; j <= t; ++j) {
+                    const float pj = p[j] * inv;
+                    const float* v = &s.v[j * kv_dim + g * dh];
+                    for (std::uint32_t d = 0; d < dh; ++d) acc[d] += double(pj) * double(v[d]);
+                }
+                float* out = &s.att[t * q_dim + h * dh];
+                for (std::uint32_t d = 0; d < dh; ++d) out[d] = float(acc[d]);
+            }
+        }
+    });
+}
+
+// x[t] = row tokens[t] of token_embd. With a lens, the row of the folded table E = D · Pᵀ, folded in the
+// same kFoldBlockRows-row blocks fuse folds, so the bits equal those of the fused file's token_embd.
+void embed(const ModelViews& m, std::span<const std::uint32_t> tokens, float* x) {
+    const std::uint64_t d = m.config.d_model, vocab = m.config.vocab;
+    std::optional<LensFold> fold;                        // built at the first lens row
+    std::map<std::uint64_t, std::vector<float>> blocks;  // folded blocks by first row, for this call
+    for (std::size_t t = 0; t < tokens.size(); ++t) {
+        const std::uint64_t tok = tokens[t];
+        if (!m.lens_proj) {
+            decode_row(m.token_embd.type, m.token_embd.row(tok).data(), x + t * d, d);
+            continue;
+        }
+        const std::uint64_t v0 = tok - tok % kFoldBlockRows;
+        auto [it, fresh] = blocks.try_emplace(v0);
+        if (fresh) {
+            if (!fold) fold.emplace(m.token_embd, *m.lens_proj);
+            const std::uint64_t n = std::min(kFoldBlockRows, vocab - v0);
+            it->second.resize(n * d);
+            fold->rows(v0, n, it->second.data());
+        }
+        std::memcpy(x + t * d, it->second.data() + (tok - v0) * d, d * sizeof(float));
+    }
+}
+
+float silu(float x) { return x / (1.0f + std::exp(-x)); }  // ggml_silu_f32
+
+}  // namespace
+
+// ----------------------------------------------------------------------------------------------------------
+// The forward pass.
+
+std::vector<float> forward_logits(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads) {
+    check_model(model);
+    const Config& c = model.config;
+    for (std::size_t t = 0; t < tokens.size(); ++t)
+        if (tokens[t] >= c.vocab)
+            fail("forward: token " + std::to_string(tokens[t]) + " at position " + std::to_string(t) +
+                 " is out of the vocabulary (vocab " + std::to_string(c.vocab) + ")");
+    threads = resolve_threads(threads);
+
+    const std::size_t n = tokens.size();
+    if (n == 0) return {};
+    const std::uint32_t d = c.d_model, dh = c.d_head;
+    RunState s(c, n);
+
+    embed(model, tokens, s.x.data());
+    for (std::size_t t = 0; t < n; ++t) rope_angles(&s.rope[t * dh], std::uint32_t(t), dh, c.rope_theta);
+
+    for (const LayerViews& l : model.layers) {
+        // attention: h = x + attn_output · attention(rope(q), rope(k), v), all of rmsnorm(x) * attn_norm
+        for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], l.attn_norm.f32(), d, c.rms_eps);
+        matmul(s.q.data(), s.xn.data(), n, l.q, threads);  // n_heads x [d_model, d_head]
+        matmul(s.k.data(), s.xn.data(), n, l.k, threads);  // n_kv    x [d_model, d_head]
+        matmul(s.v.data(), s.xn.data(), n, l.v, threads);  // n_kv    x [d_model, d_head]
+        for (std::size_t t = 0; t < n; ++t) {
+            for (std::uint32_t h = 0; h < c.n_heads; ++h) rope(&s.q[t * c.q_dim() + h * dh], &s.rope[t * dh], dh);
+            for (std::uint32_t g = 0; g < c.n_kv_heads; ++g) rope(&s.k[t * c.kv_dim() + g * dh], &s.rope[t * dh], dh);
+        }
+        attention(s, c, n, threads);
+        matmul(s.y.data(), s.att.data(), n, l.attn_output, threads);  // [n_heads*d_head, d_model]
+        for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
+
+        // FFN: x = h + ffn_down · (silu(ffn_gate · xn) * (ffn_up · xn)), xn = rmsnorm(h) * ffn_norm
+        for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], l.ffn_norm.f32(), d, c.rms_eps);
+        matmul(s.gate.data(), s.xn.data(), n, l.ffn_gate, threads);  // [d_model, d_ff]
+        matmul(s.up.data(), s.xn.data(), n, l.ffn_up, threads);      // [d_model, d_ff]
+        for (std::size_t i = 0; i < s.gate.size(); ++i) s.gate[i] = silu(s.gate[i]) * s.up[i];
+        matmul(s.y.data(), s.gate.data(), n, l.ffn_down, threads);   // [d_ff, d_model]
+        for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
+    }
+
+    // logits = output · (rmsnorm(x) * output_norm); token_embd [d_model, vocab] when tied
+    for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], model.output_norm.f32(), d, c.rms_eps);
+    matmul(s.logits.data(), s.xn.data(), n, model.output ? *model.output : model.token_embd, threads);
+    return std::move(s.logits);
+}
+
+}  // namespace headfuse
