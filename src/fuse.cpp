@@ -17,8 +17,11 @@
 namespace headfuse {
 namespace {
 
-// Input bytes handled per step of an encode: bounded memory whatever the tensor size.
-constexpr std::uint64_t kWindowBytes = std::uint64_t{16} << 20;
+// Input bytes handled per step. A copy checks a window for non-finite weights and writes it while it is still
+// in the core's cache (one trip through memory, as a plain copy makes); an encode hands a window to every
+// thread. Either way memory stays bounded whatever the tensor size.
+constexpr std::uint64_t kCopyWindowBytes = std::uint64_t{1} << 20;
+constexpr std::uint64_t kEncodeWindowBytes = std::uint64_t{8} << 20;
 
 // llama.cpp's general.file_type (enum llama_ftype) for a file whose 2-D weights are of type t.
 std::uint32_t file_type_of(DType t) {
@@ -50,26 +53,34 @@ void encode_rows(const std::string& tensor, std::uint64_t first_row, const float
     });
 }
 
-// Writes one view's bytes as `type`: copied when the type is unchanged, encoded from F32 otherwise.
+// Rows per window of `window_bytes` (at least one row).
+std::uint64_t rows_per(const TensorView& v, std::uint64_t window_bytes) {
+    return std::max<std::uint64_t>(1, window_bytes / std::max<std::uint64_t>(1, v.row_nbytes()));
+}
+
+// Writes one view's bytes as `type`: copied when the type is unchanged, encoded from F32 otherwise. Pages of
+// a mapped source are released once written, so a whole model never becomes resident.
 void emit_view(const TensorView& v, const std::string& tensor, std::uint64_t first_row, DType type,
                unsigned threads, ByteSink& sink) {
-    const std::uint64_t ne0 = v.ne[0], n_rows = v.n_rows();
-    const std::uint64_t rows_per_window = std::max<std::uint64_t>(1, kWindowBytes / std::max<std::uint64_t>(1, v.row_nbytes()));
-    if (v.type == type) {
-        for (std::uint64_t r = 0; r < n_rows; r += rows_per_window) {
-            const std::uint64_t n = std::min(rows_per_window, n_rows - r);
-            auto window = v.bytes.subspan(r * v.row_nbytes(), n * v.row_nbytes());
-            if (type == DType::F32) {  // weights are checked on the way through
-                const float* x = reinterpret_cast<const float*>(window.data());
-                for (std::uint64_t i = 0; i < n; ++i)
-                    if (!all_finite(x + i * ne0, ne0)) non_finite(tensor, first_row + r + i);
-            }
-            if (v.file) {
-                sink.copy_from(*v.file, v.file_offset + r * v.row_nbytes(), window.size());
-                v.file->release(window.data(), window.size());
-            } else {
-                sink.write(window);
-            }
+    const std::uint64_t ne0 = v.ne[0], n_rows = v.n_rows(), rb = v.row_nbytes();
+    auto release = [&](std::span<const std::byte> w) {
+        if (v.file) v.file->release(w.data(), w.size());
+    };
+    if (v.type == type && type != DType::F32) {  // nothing to look at: the kernel copies it
+        if (v.file) sink.copy_from(*v.file, v.file_offset, v.bytes.size());
+        else sink.write(v.bytes);
+        return;
+    }
+    if (v.type == type) {  // F32: each weight is checked on the way through
+        const std::uint64_t step = rows_per(v, kCopyWindowBytes);
+        for (std::uint64_t r = 0; r < n_rows; r += step) {
+            const std::uint64_t n = std::min(step, n_rows - r);
+            const auto window = v.bytes.subspan(r * rb, n * rb);
+            const float* x = reinterpret_cast<const float*>(window.data());
+            for (std::uint64_t i = 0; i < n; ++i)
+                if (!all_finite(x + i * ne0, ne0)) non_finite(tensor, first_row + r + i);
+            sink.write(window);
+            release(window);
         }
         return;
     }
@@ -77,12 +88,13 @@ void emit_view(const TensorView& v, const std::string& tensor, std::uint64_t fir
         fail("tensor '" + tensor + "' is " + std::string(type_name(v.type)) + "; headfuse encodes to " +
              std::string(type_name(type)) + " from f32 weights only");
     std::vector<std::byte> out;
-    for (std::uint64_t r = 0; r < n_rows; r += rows_per_window) {
-        const std::uint64_t n = std::min(rows_per_window, n_rows - r);
-        auto window = v.bytes.subspan(r * v.row_nbytes(), n * v.row_nbytes());
+    const std::uint64_t step = rows_per(v, kEncodeWindowBytes);
+    for (std::uint64_t r = 0; r < n_rows; r += step) {
+        const std::uint64_t n = std::min(step, n_rows - r);
+        const auto window = v.bytes.subspan(r * rb, n * rb);
         encode_rows(tensor, first_row + r, reinterpret_cast<const float*>(window.data()), n, ne0, type, threads, out);
         sink.write(out);
-        if (v.file) v.file->release(window.data(), window.size());
+        release(window);
     }
 }
 
