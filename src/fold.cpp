@@ -20,12 +20,14 @@ LensFold::LensFold(const TensorView& donor, const TensorView& proj)
     proj_.assign(p, p + d_model_ * donor_d_in_);  // exact f32 -> f64 widening
 }
 
-void LensFold::rows(std::uint64_t v0, std::uint64_t n, float* out) const {
+void LensFold::rows(std::uint64_t v0, std::uint64_t n, float* out) {
     if (n == 0) return;
     if (n > kFoldBlockRows || v0 + n > vocab_) fail("lens fold: rows out of range");
     const std::uint64_t k = donor_d_in_;
-    std::vector<double> a(donor_.f32() + v0 * k, donor_.f32() + (v0 + n) * k);
-    std::vector<double> c(n * d_model_);
+    std::vector<double>& a = a_;
+    std::vector<double>& c = c_;
+    a.assign(donor_.f32() + v0 * k, donor_.f32() + (v0 + n) * k);
+    c.resize(n * d_model_);  // dgemm with beta 0 writes every element
     // C[n, d_model] = A[n, k] · Pᵀ  (P stored [d_model][k], row-major)
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(d_model_),
                 static_cast<int>(k), 1.0, a.data(), static_cast<int>(k), proj_.data(), static_cast<int>(k), 0.0,

@@ -137,6 +137,9 @@ float dot(const float* a, const float* b, std::size_t n) {
     return float(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
 }
 
+// Weight bytes a thread reads before it hands their pages back: a mapped model never becomes resident whole.
+constexpr std::uint64_t kReleaseBytes = std::uint64_t{4} << 20;
+
 // y[t, o] = W[o] · x[t] for t < n_tok, W being `parts` stacked row after row: the heads of a projection in
 // head order, which is exactly the layout of the fused tensor. Rows are decoded one at a time into scratch.
 void matmul(float* y, const float* x, std::size_t n_tok, std::span<const TensorView> parts, unsigned threads) {
@@ -148,13 +151,18 @@ void matmul(float* y, const float* x, std::size_t n_tok, std::span<const TensorV
         std::uint64_t base = 0;  // first output row of the current part
         for (const TensorView& w : parts) {
             const std::uint64_t lo = std::max(o0, base), hi = std::min(o1, base + w.n_rows());
+            std::uint64_t unreleased = lo;  // first row whose pages this thread still holds
             for (std::uint64_t o = lo; o < hi; ++o) {
                 const float* row = scratch.data();
                 if (w.type == DType::F32)
                     row = reinterpret_cast<const float*>(w.row(o - base).data());
                 else
                     decode_row(w.type, w.row(o - base).data(), scratch.data(), n_in);
-                for (std::size_t t = 0; t < n_tok; ++t) y[t * n_out + o] = dot(row, x + t * n_in, n_in);
+                for (std::size_t t = 0; t < n_tok; ++t) y[t * n_out + o] = dot(row, x + t * n_in, n_in);  // hot loop
+                if (w.file && ((o + 1 - unreleased) * w.row_nbytes() >= kReleaseBytes || o + 1 == hi)) {
+                    w.file->release(w.row(unreleased - base).data(), (o + 1 - unreleased) * w.row_nbytes());
+                    unreleased = o + 1;
+                }
             }
             base += w.n_rows();
         }

@@ -141,13 +141,15 @@ struct Planner {
     void add_fold(GgufWriter& w, const TensorSpec& s) const {
         const DType t = weight_type(s.name, m.token_embd, s.ne[0]);
         w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [this, t, name = s.name](ByteSink& sink) {
-            const LensFold fold(m.token_embd, *m.lens_proj);
+            LensFold fold(m.token_embd, *m.lens_proj);
             const std::uint64_t dm = fold.d_model();
             std::vector<float> block(kFoldBlockRows * dm);
             std::vector<std::byte> out;
             for (std::uint64_t v0 = 0; v0 < fold.vocab(); v0 += kFoldBlockRows) {
                 const std::uint64_t n = std::min(kFoldBlockRows, fold.vocab() - v0);
                 fold.rows(v0, n, block.data());
+                if (const TensorView& d = m.token_embd; d.file)  // the donor rows are done with
+                    d.file->release(d.row(v0).data(), n * d.row_nbytes());
                 if (t == DType::F32) {
                     for (std::uint64_t r = 0; r < n; ++r)
                         if (!all_finite(block.data() + r * dm, dm)) non_finite(name, v0 + r);

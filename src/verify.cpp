@@ -13,6 +13,26 @@
 namespace headfuse {
 namespace {
 
+// Hands a mapped view's pages back to the page cache as its rows are read, a few MiB at a time, so that
+// neither model becomes resident whole.
+class Releaser {
+public:
+    explicit Releaser(const TensorView& v) : v_(v) {}
+    ~Releaser() { release_to(v_.n_rows()); }
+    void read_to(std::uint64_t row_end) {
+        if ((row_end - from_) * v_.row_nbytes() >= kWindowBytes) release_to(row_end);
+    }
+
+private:
+    static constexpr std::uint64_t kWindowBytes = std::uint64_t{4} << 20;
+    void release_to(std::uint64_t row_end) {
+        if (v_.file && row_end > from_) v_.file->release(v_.row(from_).data(), (row_end - from_) * v_.row_nbytes());
+        from_ = row_end;
+    }
+    const TensorView& v_;
+    std::uint64_t from_ = 0;
+};
+
 class Comparer {
 public:
     Comparer(VerifyReport& r, const VerifyOptions& o, std::uint64_t total) : report_(r), opt_(o), total_(total) {}
@@ -23,8 +43,12 @@ public:
         ++report_.tensors_checked;
         std::uint64_t row = 0;
         std::vector<std::byte> encoded;
+        Releaser actual_pages(actual);
         for (const TensorView* e : expected) {
+            Releaser expected_pages(*e);
             for (std::uint64_t r = 0; r < e->n_rows(); ++r, ++row) {
+                expected_pages.read_to(r);
+                actual_pages.read_to(row);
                 auto want = e->row(r);
                 auto got = actual.row(row);
                 if (e->type != actual.type) {
@@ -45,12 +69,15 @@ public:
     // token_embd of a lens model against the fold recomputed from the donor table and the projection.
     void compare_fold(const TensorView& donor, const TensorView& proj, const TensorView& actual) {
         ++report_.tensors_checked;
-        const LensFold fold(donor, proj);
+        LensFold fold(donor, proj);
         const std::uint64_t dm = fold.d_model();
         std::vector<float> block(kFoldBlockRows * dm);
         std::vector<std::byte> encoded(row_bytes(actual.type, dm));
         if (actual.type != DType::F32) report_.same_types = false;
+        Releaser donor_pages(donor), actual_pages(actual);
         for (std::uint64_t v0 = 0; v0 < fold.vocab(); v0 += kFoldBlockRows) {
+            donor_pages.read_to(v0);
+            actual_pages.read_to(v0);
             const std::uint64_t n = std::min(kFoldBlockRows, fold.vocab() - v0);
             fold.rows(v0, n, block.data());
             for (std::uint64_t r = 0; r < n; ++r) {

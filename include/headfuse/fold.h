@@ -16,7 +16,7 @@
 
 namespace headfuse {
 
-inline constexpr std::uint64_t kFoldBlockRows = 512;
+inline constexpr std::uint64_t kFoldBlockRows = 2048;
 
 // The fold of one lens model, with the projection widened to f64 once.
 class LensFold {
@@ -26,12 +26,14 @@ public:
     std::uint64_t vocab() const noexcept { return vocab_; }
     std::uint64_t d_model() const noexcept { return d_model_; }
     // Folds vocabulary rows [v0, v0 + n) (n <= kFoldBlockRows) into out[(v - v0) * d_model + r].
-    void rows(std::uint64_t v0, std::uint64_t n, float* out) const;
+    // Not reentrant: it reuses this object's f64 workspace.
+    void rows(std::uint64_t v0, std::uint64_t n, float* out);
 
 private:
     TensorView donor_;
     std::uint64_t donor_d_in_, d_model_, vocab_;
     std::vector<double> proj_;  // [d_model][donor_d_in]
+    std::vector<double> a_, c_;  // one block of donor rows, and its fold
 };
 
 // Folds vocabulary rows [v0, v0 + n) (n <= kFoldBlockRows, v0 a multiple of kFoldBlockRows) of the donor

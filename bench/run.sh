@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# headfuse's speed and memory, side by side with baselines in one run (issue: convert at copy speed, in
+# memory that does not grow with the model). Prints one table: the median wall time of each operation, its
+# median ratio to its baseline over REPS runs, and its peak RSS as /usr/bin/time -v reports it.
+#
+#   bench/run.sh [BUILD_DIR]          env: REPS (5), SIZE (1.4g | 8g), BENCH_DIR (out/bench), KEEP (0)
+#
+# Baselines: a durable copy of the same input (`cp IN OUT && sync OUT`, since headfuse fsyncs what it
+# publishes), and for the lens fold one f64 GEMM of the fold's shape by the same BLAS (bench/gemm_baseline).
+# Every output is removed before it is written again, for headfuse and cp alike. The page cache is warm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+hf="$build/headfuse"
+gemm="$build/bench/gemm_baseline"
+reps=${REPS:-5}
+size=${SIZE:-1.4g}
+dir=${BENCH_DIR:-out/bench}
+mkdir -p "$dir"
+[ -x "$hf" ] && [ -x "$gemm" ] || { echo "bench: build first (make build)" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "bench: /usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
+
+case "$size" in
+  1.4g) shape=(--d-model 2048 --n-heads 16 --n-kv-heads 4 --d-head 128 --d-ff 5632 --n-layers 5 --vocab 32000) ;;
+  8g)   shape=(--d-model 4096 --n-heads 32 --n-kv-heads 8 --d-head 128 --d-ff 11008 --n-layers 10 --vocab 32000) ;;
+  *) echo "bench: SIZE is 1.4g or 8g" >&2; exit 1 ;;
+esac
+lens_shape=(--d-model 1024 --n-heads 8 --n-kv-heads 8 --d-head 128 --d-ff 1024 --n-layers 1 --vocab 32000 --donor-d-in 1024)
+
+results="$dir/results.txt"
+: > "$results"
+# measure NAME CMD...: appends "NAME seconds peak_kib" to the results.
+measure() {
+  local name=$1; shift
+  /usr/bin/time -f "%e %M" -o "$dir/time.txt" "$@" >/dev/null
+  echo "$name $(cat "$dir/time.txt")" >> "$results"
+}
+
+ph="$dir/per-head.gguf"
+echo "bench: models in $dir ($size, $reps runs)" >&2
+[ -f "$ph" ] || "$hf" init -q -o "$ph" "${shape[@]}" --seed 1 >/dev/null
+[ -f "$dir/lens.gguf" ] || "$hf" init -q -o "$dir/lens.gguf" "${lens_shape[@]}" --seed 1 >/dev/null
+cat "$ph" "$dir/lens.gguf" > /dev/null  # warm the page cache
+
+for rep in $(seq 1 "$reps"); do
+  echo "bench: run $rep/$reps" >&2
+  rm -f "$dir"/out-*.gguf; sync
+  measure copy          sh -c 'cp "$1" "$2" && sync "$2"' copy "$ph" "$dir/out-copy.gguf";  rm -f "$dir/out-copy.gguf"
+  measure init          "$hf" init -q -o "$dir/out-init.gguf" "${shape[@]}" --seed 1; rm -f "$dir/out-init.gguf"
+  measure fuse_f32      "$hf" fuse -q "$ph" -o "$dir/out-f32.gguf"
+  for t in f16 bf16 q8_0 q4_0; do
+    measure "fuse_$t"   "$hf" fuse -q "$ph" -o "$dir/out-$t.gguf" --type "$t"; rm -f "$dir/out-$t.gguf"
+  done
+  measure split         "$hf" split -q "$dir/out-f32.gguf" -o "$dir/out-split.gguf"; rm -f "$dir/out-split.gguf"
+  measure verify        "$hf" verify -q "$ph" "$dir/out-f32.gguf"
+  rm -f "$dir/out-f32.gguf"
+  measure gemm          "$gemm" 32000 1024 1024
+  measure fuse_lens     "$hf" fuse -q "$dir/lens.gguf" -o "$dir/out-lens.gguf"; rm -f "$dir/out-lens.gguf"
+  # Every run's ratios are taken within the run, against that run's baseline.
+  awk -v rep="$rep" 'BEGIN{n=0} {t[$1]=$2} END{for (k in t) print "ratio", rep, k, t[k] / (k=="fuse_lens" ? t["gemm"] : t["copy"])}' \
+    <(tail -n 11 "$results") >> "$dir/ratios.txt.$$"
+done
+[ "${KEEP:-0}" = 1 ] || rm -f "$dir/time.txt"
+
+echo
+printf 'headfuse benchmark: %s per-head checkpoint (%s), %s runs, %s cores; medians\n' \
+  "$(du -h --apparent-size "$ph" | cut -f1)" "$size" "$reps" "$(nproc)"
+echo
+awk -v ratios="$dir/ratios.txt.$$" '
+function median(arr, n,    i, j, tmp) {
+  for (i = 2; i <= n; i++) { tmp = arr[i]; for (j = i - 1; j >= 1 && arr[j] > tmp; j--) arr[j + 1] = arr[j]; arr[j + 1] = tmp }
+  return n % 2 ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
+}
+{ n[$1]++; secs[$1, n[$1]] = $2; rss[$1, n[$1]] = $3 }
+END {
+  while ((getline line < ratios) > 0) { split(line, f, " "); m[f[3]]++; r[f[3], m[f[3]]] = f[4] }
+  split("init fuse_f32 fuse_f16 fuse_bf16 fuse_q8_0 fuse_q4_0 split verify fuse_lens copy gemm", order, " ")
+  target["init"] = 2.0; target["fuse_f32"] = 1.0; target["fuse_q8_0"] = 1.0; target["fuse_lens"] = 3.0
+  printf "%-11s %9s  %-14s %7s %8s  %9s %8s\n", "operation", "median s", "baseline", "ratio", "target", "peak RSS", "target"
+  for (i = 1; i <= 11; i++) {
+    k = order[i]; if (!(k in n)) continue
+    delete a; for (j = 1; j <= n[k]; j++) a[j] = secs[k, j]; s = median(a, n[k])
+    delete a; for (j = 1; j <= n[k]; j++) a[j] = rss[k, j]; peak = 0; for (j = 1; j <= n[k]; j++) if (a[j] > peak) peak = a[j]
+    base = (k == "fuse_lens") ? "1 f64 GEMM" : (k == "copy" || k == "gemm") ? "-" : "durable copy"
+    ratio = "-"; if (k in m) { delete a; for (j = 1; j <= m[k]; j++) a[j] = r[k, j]; ratio = sprintf("%.2f", median(a, m[k])) }
+    tgt = (k in target) ? sprintf("<= %.1f", target[k]) : "-"
+    rtgt = (k == "copy" || k == "gemm") ? "-" : "<= 256"
+    verdict = ""
+    if (k in target && ratio != "-" && ratio + 0 > target[k]) verdict = verdict " SLOW"
+    if (rtgt != "-" && peak / 1024 > 256) verdict = verdict " RSS"
+    printf "%-11s %9.2f  %-14s %7s %8s  %6.0f MiB %8s%s\n", k, s, base, ratio, tgt, peak / 1024, rtgt, verdict
+  }
+}' "$results"
+rm -f "$dir/ratios.txt.$$"
