@@ -3,6 +3,8 @@
 #include "headfuse/fuse.h"
 
 #include <algorithm>
+#include <exception>
+#include <future>
 #include <map>
 #include <string>
 #include <vector>
@@ -71,16 +73,37 @@ void emit_view(const TensorView& v, const std::string& tensor, std::uint64_t fir
         else sink.write(v.bytes);
         return;
     }
-    if (v.type == type) {  // F32: each weight is checked on the way through
+    if (v.type == type) {  // F32: every weight is checked
         const std::uint64_t step = rows_per(v, kCopyWindowBytes);
-        for (std::uint64_t r = 0; r < n_rows; r += step) {
-            const std::uint64_t n = std::min(step, n_rows - r);
-            const auto window = v.bytes.subspan(r * rb, n * rb);
-            const float* x = reinterpret_cast<const float*>(window.data());
+        auto check = [&](std::uint64_t r, std::uint64_t n) {
+            const float* x = reinterpret_cast<const float*>(v.bytes.data() + r * rb);
             for (std::uint64_t i = 0; i < n; ++i)
                 if (!all_finite(x + i * ne0, ne0)) non_finite(tensor, first_row + r + i);
-            sink.write(window);
-            release(window);
+        };
+        if (v.file && resolve_threads(threads) > 1) {
+            // The kernel copies the file's bytes while another core checks them through the mapping.
+            auto checked = std::async(std::launch::async, [&] {
+                for (std::uint64_t r = 0; r < n_rows; r += step) {
+                    const std::uint64_t n = std::min(step, n_rows - r);
+                    check(r, n);
+                    release(v.bytes.subspan(r * rb, n * rb));
+                }
+            });
+            std::exception_ptr copy_error;
+            try {
+                sink.copy_from(*v.file, v.file_offset, v.bytes.size());
+            } catch (...) {
+                copy_error = std::current_exception();
+            }
+            checked.get();  // a non-finite weight is the error to report first
+            if (copy_error) std::rethrow_exception(copy_error);
+            return;
+        }
+        for (std::uint64_t r = 0; r < n_rows; r += step) {  // check a window, write it while it is in cache
+            const std::uint64_t n = std::min(step, n_rows - r);
+            check(r, n);
+            sink.write(v.bytes.subspan(r * rb, n * rb));
+            release(v.bytes.subspan(r * rb, n * rb));
         }
         return;
     }

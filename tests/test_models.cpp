@@ -241,3 +241,43 @@ TEST(Cli, TokenizerFromAnotherFile) {
     EXPECT_NE(r.err.find("300 tokens"), std::string::npos) << r.err;
     EXPECT_FALSE(std::filesystem::exists(dir / "g.gguf"));
 }
+
+TEST(Encode, RowsThatAreNotWholeBlocksFallBackToF16AndSaySo) {
+    Config c;
+    c.d_model = 48; c.n_heads = 3; c.n_kv_heads = 1; c.d_head = 16; c.d_ff = 64; c.n_layers = 1; c.vocab = 120;
+    TempDir dir;
+    write_random_init(c, 3, dir / "ph.gguf");
+    FuseOptions opt;
+    opt.type = DType::Q8_0;
+    std::vector<std::string> warnings;
+    opt.warn = [&](const std::string& w) { warnings.push_back(w); };
+    fuse(PerHeadModel::open(dir / "ph.gguf"), dir / "f.gguf", opt);
+    const GgufFile f = GgufFile::open(dir / "f.gguf");
+    for (const TensorInfo& t : f.tensors()) {
+        if (t.n_dims == 1) continue;
+        const auto want = t.ne[0] % 32 == 0 ? DType::Q8_0 : DType::F16;  // ffn_down's rows are 64 wide
+        EXPECT_EQ(t.type, static_cast<std::uint32_t>(want)) << t.name;
+    }
+    ASSERT_FALSE(warnings.empty());
+    EXPECT_NE(warnings[0].find("not whole q8_0 blocks of 32: written as f16"), std::string::npos) << warnings[0];
+    const auto r = test::run_cli({"fuse", (dir / "ph.gguf").string(), "-o", (dir / "g.gguf").string(), "--type", "q4_0"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.err.find("warning: tensor 'token_embd.weight' has rows of 48 elements"), std::string::npos) << r.err;
+}
+
+TEST(Encode, AnEncodedSourceIsNotReencoded) {
+    Config c = test::shape_families()[0].config;
+    TempDir dir;
+    write_random_init(c, 4, dir / "ph.gguf");
+    FuseOptions q8;
+    q8.type = DType::Q8_0;
+    fuse(PerHeadModel::open(dir / "ph.gguf"), dir / "q8.gguf", q8);
+    split(FusedModel::open(dir / "q8.gguf"), dir / "q8-ph.gguf");
+    // Fusing the Q8_0 checkpoint again as Q8_0 copies its bytes; asking for Q4_0 is refused.
+    fuse(PerHeadModel::open(dir / "q8-ph.gguf"), dir / "q8-again.gguf", q8);
+    EXPECT_EQ(test::read_bytes(dir / "q8.gguf"), test::read_bytes(dir / "q8-again.gguf"));
+    FuseOptions q4;
+    q4.type = DType::Q4_0;
+    EXPECT_THROW(fuse(PerHeadModel::open(dir / "q8-ph.gguf"), dir / "q4.gguf", q4), Error);
+    EXPECT_FALSE(std::filesystem::exists(dir / "q4.gguf"));
+}
