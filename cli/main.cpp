@@ -41,6 +41,22 @@ std::vector<std::uint32_t> parse_tokens(const std::string& text) {
     return out;
 }
 
+// An error as one line: names read from a file may hold newlines or terminal escapes; show those as \xNN.
+std::string one_line(const char* message) {
+    std::string s;
+    for (const char* p = message; *p; ++p) {
+        const auto c = static_cast<unsigned char>(*p);
+        if (c < 0x20 || c == 0x7f) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\x%02x", c);
+            s += buf;
+        } else {
+            s += *p;
+        }
+    }
+    return s;
+}
+
 void add_common(CLI::App* cmd, Common& c, bool threads = true) {
     if (threads) cmd->add_option("--threads", c.threads, "Worker threads (default: all cores)")->check(CLI::Range(1u, 1024u));
     cmd->add_flag("-q,--quiet", c.quiet, "No progress bar");
@@ -145,13 +161,13 @@ int main(int argc, char** argv) {
             return run_verify(verify, common);
         }
     } catch (const Error& e) {
-        std::fprintf(stderr, "headfuse: %s\n", e.what());
+        std::fprintf(stderr, "headfuse: %s\n", one_line(e.what()).c_str());
         return 1;
     } catch (const std::bad_alloc&) {
         std::fprintf(stderr, "headfuse: out of memory\n");
         return 1;
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "headfuse: %s\n", e.what());
+        std::fprintf(stderr, "headfuse: %s\n", one_line(e.what()).c_str());
         return 1;
     }
     return 1;

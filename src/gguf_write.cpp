@@ -71,8 +71,7 @@ void GgufWriter::add_tensor(std::string name, std::uint32_t type, std::span<cons
     const std::string tn = "tensor '" + name + "'";
     if (name.size() > kMaxTensorName)
         fail(tn + ": name is " + std::to_string(name.size()) + " bytes, at most " + std::to_string(kMaxTensorName));
-    for (const TensorPlan& p : tensors_)
-        if (p.info.name == name) fail("duplicate " + tn);
+    if (names_.contains(name)) fail("duplicate " + tn);
     if (ne.empty() || ne.size() > kMaxDims) fail(tn + ": n_dims must be 1..4, found " + std::to_string(ne.size()));
     if (!find_type(type)) fail(tn + ": unknown ggml type id " + std::to_string(type));
     TensorPlan p;
@@ -93,6 +92,7 @@ void GgufWriter::add_tensor(std::string name, std::uint32_t type, std::span<cons
     }
     p.info.offset = offset;
     p.produce = std::move(produce);
+    names_.insert(p.info.name);
     tensors_.push_back(std::move(p));
 }
 

@@ -62,23 +62,27 @@ Value Value::array(ValueType elem, std::vector<Value> items) {
 }
 
 const Value* Metadata::find(std::string_view key) const noexcept {
-    auto it = std::find_if(entries_.begin(), entries_.end(), [key](const Entry& e) { return e.key == key; });
-    return it == entries_.end() ? nullptr : &it->value;
+    auto it = index_.find(key);
+    return it == index_.end() ? nullptr : &entries_[it->second].value;
 }
 
 void Metadata::set(std::string key, Value value) {
-    for (Entry& e : entries_)
-        if (e.key == key) {
-            e.value = std::move(value);
-            return;
-        }
+    if (auto it = index_.find(key); it != index_.end()) {
+        entries_[it->second].value = std::move(value);
+        return;
+    }
+    index_.emplace(key, entries_.size());
     entries_.push_back({std::move(key), std::move(value)});
 }
 
 bool Metadata::erase(std::string_view key) {
-    auto it = std::find_if(entries_.begin(), entries_.end(), [key](const Entry& e) { return e.key == key; });
-    if (it == entries_.end()) return false;
-    entries_.erase(it);
+    auto it = index_.find(key);
+    if (it == index_.end()) return false;
+    const std::size_t pos = it->second;
+    index_.erase(it);
+    entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(pos));
+    for (auto& [k, i] : index_)
+        if (i > pos) --i;
     return true;
 }
 

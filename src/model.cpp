@@ -108,6 +108,20 @@ Config config_of(const GgufFile& f) {
     return c;
 }
 
+// The metadata may describe a model of millions of tensors (4096 layers of 4096 heads) in a file of a few
+// bytes: compare the count it implies with the file's before building the layout, which would hold them all.
+// A near miss (a tensor or a few missing) goes on to the layout check, which names the missing tensor.
+void check_tensor_count(const GgufFile& f, const Config& c, bool per_head) {
+    const std::uint64_t per_layer = per_head ? 6 + std::uint64_t{c.n_heads} + 2 * std::uint64_t{c.n_kv_heads} : 9;
+    const std::uint64_t expected = 2 + (c.has_lens() ? 1 : 0) + (c.tied ? 0 : 1) + c.n_layers * per_layer;
+    const std::uint64_t found = f.tensors().size();
+    if (expected > 2 * found + 16)
+        fail(f.name() + ": metadata describes a " + (per_head ? "per-head checkpoint" : "fused llama file") + " of " +
+             std::to_string(expected) + " tensors (block_count " + std::to_string(c.n_layers) + ", head_count " +
+             std::to_string(c.n_heads) + ", head_count_kv " + std::to_string(c.n_kv_heads) + "), the file has " +
+             std::to_string(found));
+}
+
 Metadata carried_metadata(const Metadata& md) {
     Metadata out;
     for (const auto& e : md.entries())
@@ -126,6 +140,9 @@ std::uint64_t elements(const std::vector<std::uint64_t>& ne) {
 }  // namespace
 
 std::vector<TensorView> check_tensors(const GgufFile& f, const std::vector<TensorSpec>& layout, std::string_view what) {
+    // One index, so that checking n tensors costs n log n, not n^2 (a hostile file may hold millions).
+    std::map<std::string_view, const TensorInfo*> by_name;
+    for (const TensorInfo& t : f.tensors()) by_name.emplace(t.name, &t);
     if (f.tensors().size() != layout.size()) {
         std::map<std::string_view, bool> expected;
         for (const TensorSpec& s : layout) expected[s.name] = true;
@@ -136,7 +153,8 @@ std::vector<TensorView> check_tensors(const GgufFile& f, const std::vector<Tenso
     std::vector<TensorView> views;
     views.reserve(layout.size());
     for (const TensorSpec& s : layout) {
-        const TensorInfo* t = f.find_tensor(s.name);
+        const auto it = by_name.find(s.name);
+        const TensorInfo* t = it == by_name.end() ? nullptr : it->second;
         if (!t) fail(f.name() + ": missing tensor '" + s.name + "' (expected shape " + format_shape(s.ne) + ")");
         if (std::vector<std::uint64_t>(t->ne.begin(), t->ne.begin() + t->n_dims) != s.ne)
             fail(f.name() + ": tensor '" + s.name + "' has wrong shape; expected " + format_shape(s.ne) + ", got " +
@@ -182,6 +200,7 @@ PerHeadModel PerHeadModel::open(const std::filesystem::path& path) {
     const Config c = config_of(*file);
     if (file->find_tensor("blk.0.attn_q.weight") && !file->find_tensor("blk.0.attn_q.head_0.weight"))
         fail(file->name() + ": a fused file (it has blk.0.attn_q.weight), expected a per-head checkpoint");
+    check_tensor_count(*file, c, true);
     PerHeadModel m;
     m.views_ = assemble(c, check_tensors(*file, per_head_layout(c), "per-head checkpoint"));
     m.metadata_ = carried_metadata(file->metadata());
@@ -229,6 +248,7 @@ FusedModel FusedModel::open(const std::filesystem::path& path) {
     if (c.has_lens()) fail(file->name() + ": unexpected tensor 'lens.proj.weight' in a fused file");
     if (file->find_tensor("blk.0.attn_q.head_0.weight"))
         fail(file->name() + ": a per-head checkpoint (it has blk.0.attn_q.head_0.weight), expected a fused file");
+    check_tensor_count(*file, c, false);
     const std::vector<TensorView> views = check_tensors(*file, fused_layout(c), "fused llama file");
     FusedModel m;
     m.views_ = assemble(c, views);

@@ -22,10 +22,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <variant>
 #include <vector>
 
@@ -92,6 +94,8 @@ public:
 
 private:
     std::vector<Entry> entries_;
+    // key -> position in entries_: find and set cost log n, so that a file of a million keys reads in n log n.
+    std::map<std::string, std::size_t, std::less<>> index_;
 };
 
 struct TensorInfo {
@@ -124,6 +128,8 @@ public:
     std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
     int fd() const noexcept { return fd_; }
     const std::filesystem::path& path() const noexcept { return path_; }
+    // Copies out.size() bytes at `offset` into `out` with pread (Error naming the file on failure).
+    void read(std::uint64_t offset, std::span<std::byte> out) const;
     // Drops the pages of [p, p+n) from this process's resident set (they stay in the page cache).
     void release(const std::byte* p, std::size_t n) const noexcept;
     // Asks the kernel to read [p, p+n) ahead.
@@ -215,6 +221,7 @@ public:
 
 private:
     std::vector<TensorPlan> tensors_;
+    std::unordered_set<std::string> names_;  // duplicate names found in O(1), not by a scan per tensor
 };
 
 // Writes `bytes` to `path` atomically (temporary, fsync, rename), refusing to overwrite any of `inputs`.
