@@ -3,8 +3,6 @@
 #include "headfuse/fuse.h"
 
 #include <algorithm>
-#include <exception>
-#include <future>
 #include <map>
 #include <string>
 #include <vector>
@@ -20,10 +18,10 @@ namespace headfuse {
 namespace {
 
 // Input bytes handled per step. A copy checks a window for non-finite weights and writes it while it is still
-// in the core's cache (one trip through memory, as a plain copy makes); an encode hands a window to every
-// thread. Either way memory stays bounded whatever the tensor size.
-constexpr std::uint64_t kCopyWindowBytes = std::uint64_t{1} << 20;
-constexpr std::uint64_t kEncodeWindowBytes = std::uint64_t{8} << 20;
+// in the core's cache, so the bytes make one trip through memory, as a plain copy's do; an encode shares a
+// window out to every thread.
+constexpr std::uint64_t kCopyWindowBytes = std::uint64_t{512} << 10;
+constexpr std::uint64_t kEncodeWindowBytes = std::uint64_t{4} << 20;
 
 // llama.cpp's general.file_type (enum llama_ftype) for a file whose 2-D weights are of type t.
 std::uint32_t file_type_of(DType t) {
@@ -60,64 +58,44 @@ std::uint64_t rows_per(const TensorView& v, std::uint64_t window_bytes) {
     return std::max<std::uint64_t>(1, window_bytes / std::max<std::uint64_t>(1, v.row_nbytes()));
 }
 
-// Writes one view's bytes as `type`: copied when the type is unchanged, encoded from F32 otherwise. Pages of
-// a mapped source are released once written, so a whole model never becomes resident.
+// Rows [r, r + n) of a view: read from its file into `buf`, or borrowed from memory. Reading beats touching
+// the mapping: a page fault costs more than copying the page, and nothing becomes resident.
+std::span<const std::byte> rows_of(const TensorView& v, std::uint64_t r, std::uint64_t n, std::vector<std::byte>& buf) {
+    const std::uint64_t rb = v.row_nbytes();
+    if (!v.file) return v.bytes.subspan(r * rb, n * rb);
+    buf.resize(n * rb);
+    v.file->read(v.file_offset + r * rb, buf);
+    return buf;
+}
+
+// Writes one view's bytes as `type`: copied when the type is unchanged (F32 checked for non-finite weights
+// on the way), encoded from F32 otherwise. Memory stays bounded by the window whatever the tensor size.
 void emit_view(const TensorView& v, const std::string& tensor, std::uint64_t first_row, DType type,
                unsigned threads, ByteSink& sink) {
-    const std::uint64_t ne0 = v.ne[0], n_rows = v.n_rows(), rb = v.row_nbytes();
-    auto release = [&](std::span<const std::byte> w) {
-        if (v.file) v.file->release(w.data(), w.size());
-    };
     if (v.type == type && type != DType::F32) {  // nothing to look at: the kernel copies it
         if (v.file) sink.copy_from(*v.file, v.file_offset, v.bytes.size());
         else sink.write(v.bytes);
         return;
     }
-    if (v.type == type) {  // F32: every weight is checked
-        const std::uint64_t step = rows_per(v, kCopyWindowBytes);
-        auto check = [&](std::uint64_t r, std::uint64_t n) {
-            const float* x = reinterpret_cast<const float*>(v.bytes.data() + r * rb);
-            for (std::uint64_t i = 0; i < n; ++i)
-                if (!all_finite(x + i * ne0, ne0)) non_finite(tensor, first_row + r + i);
-        };
-        if (v.file && resolve_threads(threads) > 1) {
-            // The kernel copies the file's bytes while another core checks them through the mapping.
-            auto checked = std::async(std::launch::async, [&] {
-                for (std::uint64_t r = 0; r < n_rows; r += step) {
-                    const std::uint64_t n = std::min(step, n_rows - r);
-                    check(r, n);
-                    release(v.bytes.subspan(r * rb, n * rb));
-                }
-            });
-            std::exception_ptr copy_error;
-            try {
-                sink.copy_from(*v.file, v.file_offset, v.bytes.size());
-            } catch (...) {
-                copy_error = std::current_exception();
-            }
-            checked.get();  // a non-finite weight is the error to report first
-            if (copy_error) std::rethrow_exception(copy_error);
-            return;
-        }
-        for (std::uint64_t r = 0; r < n_rows; r += step) {  // check a window, write it while it is in cache
-            const std::uint64_t n = std::min(step, n_rows - r);
-            check(r, n);
-            sink.write(v.bytes.subspan(r * rb, n * rb));
-            release(v.bytes.subspan(r * rb, n * rb));
-        }
-        return;
-    }
-    if (v.type != DType::F32)
+    if (v.type != type && v.type != DType::F32)
         fail("tensor '" + tensor + "' is " + std::string(type_name(v.type)) + "; headfuse encodes to " +
              std::string(type_name(type)) + " from f32 weights only");
-    std::vector<std::byte> out;
-    const std::uint64_t step = rows_per(v, kEncodeWindowBytes);
+    const bool copy = v.type == type;
+    const std::uint64_t ne0 = v.ne[0], n_rows = v.n_rows();
+    const std::uint64_t step = rows_per(v, copy ? kCopyWindowBytes : kEncodeWindowBytes);
+    std::vector<std::byte> in, out;
     for (std::uint64_t r = 0; r < n_rows; r += step) {
         const std::uint64_t n = std::min(step, n_rows - r);
-        const auto window = v.bytes.subspan(r * rb, n * rb);
-        encode_rows(tensor, first_row + r, reinterpret_cast<const float*>(window.data()), n, ne0, type, threads, out);
-        sink.write(out);
-        release(window);
+        const auto window = rows_of(v, r, n, in);
+        const float* x = reinterpret_cast<const float*>(window.data());
+        if (copy) {  // check the window, then write it while it is still in cache
+            for (std::uint64_t i = 0; i < n; ++i)
+                if (!all_finite(x + i * ne0, ne0)) non_finite(tensor, first_row + r + i);
+            sink.write(window);
+        } else {
+            encode_rows(tensor, first_row + r, x, n, ne0, type, threads, out);
+            sink.write(out);
+        }
     }
 }
 

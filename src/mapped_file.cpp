@@ -48,6 +48,19 @@ MappedFile::~MappedFile() {
     if (fd_ >= 0) ::close(fd_);
 }
 
+void MappedFile::read(std::uint64_t offset, std::span<std::byte> out) const {
+    if (offset > size_ || out.size() > size_ - offset)
+        fail(path_.string() + ": read of " + std::to_string(out.size()) + " bytes at offset " + std::to_string(offset) +
+             " is past the end of the file (" + std::to_string(size_) + " bytes)");
+    std::size_t done = 0;
+    while (done < out.size()) {
+        const ssize_t n = ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) fail(path_.string() + ": cannot read: " + (n < 0 ? std::strerror(errno) : "the file shrank"));
+        done += static_cast<std::size_t>(n);
+    }
+}
+
 namespace {
 // The page-aligned part of [p, p+n) that lies inside the mapping.
 std::pair<std::byte*, std::size_t> page_range(const std::byte* base, std::size_t size, const std::byte* p,

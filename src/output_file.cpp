@@ -19,6 +19,9 @@ namespace {
 constexpr std::size_t kBufferBytes = std::size_t{1} << 20;
 constexpr std::size_t kDirectBytes = std::size_t{256} << 10;
 constexpr std::uint64_t kReportEvery = std::uint64_t{16} << 20;
+// Writeback is started every kWritebackBytes, so that the disk works while we produce and the final fsync
+// finds little left to do.
+constexpr std::uint64_t kWritebackBytes = std::uint64_t{32} << 20;
 
 std::string quoted(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
 
@@ -81,6 +84,15 @@ void OutputFile::write_all(const std::byte* p, std::size_t n) {
         n -= static_cast<std::size_t>(w);
         written_ += static_cast<std::uint64_t>(w);
     }
+    start_writeback();
+}
+
+void OutputFile::start_writeback() {
+    if (written_ - writeback_from_ < kWritebackBytes) return;
+    // Asynchronous: it only queues the range for writing. Failure is harmless, fsync still follows.
+    ::sync_file_range(fd_, static_cast<off64_t>(writeback_from_), static_cast<off64_t>(written_ - writeback_from_),
+                      SYNC_FILE_RANGE_WRITE);
+    writeback_from_ = written_;
 }
 
 void OutputFile::flush() {
@@ -109,7 +121,7 @@ void OutputFile::copy_from(const MappedFile& file, std::uint64_t offset, std::ui
     loff_t in_off = static_cast<loff_t>(offset);
     while (len > 0) {
         // In slices, so that progress moves and a kill lands between system calls.
-        std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(len, std::uint64_t{64} << 20));
+        std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(len, std::uint64_t{32} << 20));
         ssize_t n = ::copy_file_range(file.fd(), &in_off, fd_, nullptr, chunk, 0);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
@@ -127,6 +139,7 @@ void OutputFile::copy_from(const MappedFile& file, std::uint64_t offset, std::ui
         }
         written_ += static_cast<std::uint64_t>(n);
         len -= static_cast<std::uint64_t>(n);
+        start_writeback();
         report();
     }
 }

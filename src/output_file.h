@@ -37,12 +37,14 @@ private:
     void write_all(const std::byte* p, std::size_t n);
     [[noreturn]] void io_error(const char* what, int err) const;
     void report();
+    void start_writeback();
 
     std::filesystem::path dest_;
     std::filesystem::path temp_;  // named temporary (fallback), empty with O_TMPFILE
     int fd_ = -1;
     bool committed_ = false;
     std::uint64_t written_ = 0;
+    std::uint64_t writeback_from_ = 0;  // bytes before it have been handed to the disk
     std::vector<std::byte> buffer_;
     ProgressFn progress_;
     std::uint64_t total_ = 0;

@@ -10,7 +10,9 @@
 namespace headfuse {
 
 inline unsigned resolve_threads(unsigned threads) noexcept {
-    return threads ? threads : std::max(1u, std::thread::hardware_concurrency());
+    // hardware_concurrency() reads /sys on every call: ask once.
+    static const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    return threads ? threads : cores;
 }
 
 // Calls f(begin, end) on up to `threads` disjoint ranges covering [0, n); rethrows the first exception.
