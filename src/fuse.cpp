@@ -35,19 +35,20 @@ std::uint32_t file_type_of(DType t) {
     return 0;
 }
 
-[[noreturn]] void non_finite(const std::string& tensor, std::uint64_t row) {
-    fail("tensor '" + tensor + "': non-finite weight (NaN or infinity) in row " + std::to_string(row));
+// `source` names the input file ("ph.gguf: "), or is empty for a model in memory.
+[[noreturn]] void non_finite(const std::string& source, const std::string& tensor, std::uint64_t row) {
+    fail(source + "tensor '" + tensor + "': non-finite weight (NaN or infinity) in row " + std::to_string(row));
 }
 
 // Encodes F32 rows [0, n_rows) of `rows` (row r at rows + r * ne0) to `type`, checking they are finite.
-void encode_rows(const std::string& tensor, std::uint64_t first_row, const float* rows, std::uint64_t n_rows,
+void encode_rows(const std::string& source, const std::string& tensor, std::uint64_t first_row, const float* rows, std::uint64_t n_rows,
                  std::uint64_t ne0, DType type, unsigned threads, std::vector<std::byte>& out) {
     const std::uint64_t rb = row_bytes(type, ne0);
     out.resize(n_rows * rb);
     parallel_for(n_rows, threads, [&](std::size_t r0, std::size_t r1) {
         for (std::size_t r = r0; r < r1; ++r) {
             const float* x = rows + r * ne0;
-            if (!all_finite(x, ne0)) non_finite(tensor, first_row + r);
+            if (!all_finite(x, ne0)) non_finite(source, tensor, first_row + r);
             encode_row(type, x, out.data() + r * rb, ne0);
         }
     });
@@ -70,15 +71,14 @@ std::span<const std::byte> rows_of(const TensorView& v, std::uint64_t r, std::ui
 
 // Writes one view's bytes as `type`: copied when the type is unchanged (F32 checked for non-finite weights
 // on the way), encoded from F32 otherwise. Memory stays bounded by the window whatever the tensor size.
-void emit_view(const TensorView& v, const std::string& tensor, std::uint64_t first_row, DType type,
-               unsigned threads, ByteSink& sink) {
+void emit_view(const TensorView& v, const std::string& source, DType type, unsigned threads, ByteSink& sink) {
     if (v.type == type && type != DType::F32) {  // nothing to look at: the kernel copies it
         if (v.file) sink.copy_from(*v.file, v.file_offset, v.bytes.size());
         else sink.write(v.bytes);
         return;
     }
     if (v.type != type && v.type != DType::F32)
-        fail("tensor '" + tensor + "' is " + std::string(type_name(v.type)) + "; headfuse encodes to " +
+        fail(source + "tensor '" + v.name + "' is " + std::string(type_name(v.type)) + "; headfuse encodes to " +
              std::string(type_name(type)) + " from f32 weights only");
     const bool copy = v.type == type;
     const std::uint64_t ne0 = v.ne[0], n_rows = v.n_rows();
@@ -90,10 +90,10 @@ void emit_view(const TensorView& v, const std::string& tensor, std::uint64_t fir
         const float* x = reinterpret_cast<const float*>(window.data());
         if (copy) {  // check the window, then write it while it is still in cache
             for (std::uint64_t i = 0; i < n; ++i)
-                if (!all_finite(x + i * ne0, ne0)) non_finite(tensor, first_row + r + i);
+                if (!all_finite(x + i * ne0, ne0)) non_finite(source, v.name, r + i);
             sink.write(window);
         } else {
-            encode_rows(tensor, first_row + r, x, n, ne0, type, threads, out);
+            encode_rows(source, v.name, r, x, n, ne0, type, threads, out);
             sink.write(out);
         }
     }
@@ -102,6 +102,7 @@ void emit_view(const TensorView& v, const std::string& tensor, std::uint64_t fir
 struct Planner {
     const ModelViews& m;
     const FuseOptions& opt;
+    std::string source;  // "ph.gguf: " for a model read from a file, prefixing errors about its weights
 
     // The type a 2-D weight is written in.
     DType weight_type(const std::string& name, const TensorView& src, std::uint64_t ne0) const {
@@ -117,8 +118,8 @@ struct Planner {
 
     void add_copy(GgufWriter& w, const TensorSpec& s, const TensorView& v) const {
         const DType t = s.kind == TensorKind::Norm ? DType::F32 : weight_type(s.name, v, s.ne[0]);
-        w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [v, t, name = s.name, threads = opt.threads](ByteSink& sink) {
-            emit_view(v, name, 0, t, threads, sink);
+        w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [this, v, t](ByteSink& sink) {
+            emit_view(v, source, t, opt.threads, sink);
         });
     }
 
@@ -129,12 +130,8 @@ struct Planner {
             if (h.type != heads.front().type)
                 fail("tensor '" + h.name + "' is " + std::string(type_name(h.type)) + ", head 0 is " +
                      std::string(type_name(heads.front().type)));
-        w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [heads, t, name = s.name, threads = opt.threads](ByteSink& sink) {
-            std::uint64_t row = 0;
-            for (const TensorView& h : heads) {
-                emit_view(h, name, row, t, threads, sink);
-                row += h.n_rows();
-            }
+        w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [this, &heads, t](ByteSink& sink) {
+            for (const TensorView& h : heads) emit_view(h, source, t, opt.threads, sink);
         });
     }
 
@@ -153,10 +150,10 @@ struct Planner {
                     d.file->release(d.row(v0).data(), n * d.row_nbytes());
                 if (t == DType::F32) {
                     for (std::uint64_t r = 0; r < n; ++r)
-                        if (!all_finite(block.data() + r * dm, dm)) non_finite(name, v0 + r);
+                        if (!all_finite(block.data() + r * dm, dm)) non_finite(source, name, v0 + r);
                     sink.write({reinterpret_cast<const std::byte*>(block.data()), n * dm * sizeof(float)});
                 } else {
-                    encode_rows(name, v0, block.data(), n, dm, t, opt.threads, out);
+                    encode_rows(source, name, v0, block.data(), n, dm, t, opt.threads, out);
                     sink.write(out);
                 }
             }
@@ -200,7 +197,7 @@ void fuse(const PerHeadModel& model, const std::filesystem::path& out, const Fus
     if (c.has_lens() && c.tied) fail("a projection lens requires an untied output layer (output.weight)");
     GgufWriter w;
     w.metadata = fused_metadata(model, options);
-    const Planner plan{m, options};
+    const Planner plan{m, options, model.file() ? model.file()->name() + ": " : ""};
     std::map<std::string, const TensorView*, std::less<>> single;
     std::map<std::string, const std::vector<TensorView>*, std::less<>> heads;
     if (!c.has_lens()) single["token_embd.weight"] = &m.token_embd;

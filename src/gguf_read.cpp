@@ -88,7 +88,11 @@ Value read_scalar(Cursor& c, ValueType t, const std::string& key) {
     c.error("key '" + key + "': unexpected value type");
 }
 
-Value read_value(Cursor& c, ValueType t, const std::string& key) {
+// Array items held in memory for one file, at most. A Value takes ~80 bytes, so a file of one-byte items
+// could otherwise ask for 80 times its size; the largest real tokenizers hold a few million items.
+constexpr std::uint64_t kMaxArrayItems = std::uint64_t{1} << 24;
+
+Value read_value(Cursor& c, ValueType t, const std::string& key, std::uint64_t& items_left) {
     if (t != ValueType::ARRAY) return read_scalar(c, t, key);
     auto elem = c.read<std::uint32_t>("array type of key '" + key + "'");
     if (!valid_value_type(elem))
@@ -101,6 +105,10 @@ Value read_value(Cursor& c, ValueType t, const std::string& key) {
         c.error("key '" + key + "': array of " + std::to_string(count) + " " +
                 std::string(value_type_name(et)) + " values cannot fit in the " + std::to_string(c.remaining()) +
                 " bytes that remain");
+    if (count > items_left)
+        c.error("key '" + key + "': array of " + std::to_string(count) + " items takes the file's arrays past " +
+                std::to_string(kMaxArrayItems) + " items in all, the most headfuse reads");
+    items_left -= count;
     Value v;
     v.type = ValueType::ARRAY;
     v.elem_type = et;
@@ -145,12 +153,13 @@ GgufFile GgufFile::parse_impl(std::span<const std::byte> bytes, std::string name
         c.error("metadata count " + std::to_string(n_kv) + " cannot fit in the " +
                 std::to_string(c.remaining()) + " bytes that remain");
     std::unordered_set<std::string> keys;
+    std::uint64_t items_left = kMaxArrayItems;
     for (std::uint64_t i = 0; i < n_kv; ++i) {
         std::string key = c.read_string("key " + std::to_string(i));
         auto type = c.read<std::uint32_t>("type of key '" + key + "'");
         if (!valid_value_type(type))
             c.error("key '" + key + "': value type must be 0..12, found " + std::to_string(type));
-        Value v = read_value(c, static_cast<ValueType>(type), key);
+        Value v = read_value(c, static_cast<ValueType>(type), key, items_left);
         if (!keys.insert(key).second) c.error("duplicate key '" + key + "'");
         g.metadata_.set(std::move(key), std::move(v));
     }

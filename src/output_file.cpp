@@ -127,12 +127,14 @@ void OutputFile::copy_from(const MappedFile& file, std::uint64_t offset, std::ui
         if (n <= 0) {
             if (n < 0 && errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP)
                 io_error("writing", errno);
-            // The kernel cannot copy here: copy through the mapping instead.
-            auto src = file.bytes().subspan(static_cast<std::size_t>(in_off), static_cast<std::size_t>(len));
-            for (std::size_t done = 0; done < src.size(); done += kBufferBytes) {
-                auto part = src.subspan(done, std::min(kBufferBytes, src.size() - done));
+            // The kernel cannot copy here: read and write through a buffer instead.
+            std::vector<std::byte> part;
+            while (len > 0) {
+                part.resize(static_cast<std::size_t>(std::min<std::uint64_t>(len, kBufferBytes)));
+                file.read(static_cast<std::uint64_t>(in_off), part);
                 write_all(part.data(), part.size());
-                file.release(part.data(), part.size());
+                in_off += static_cast<loff_t>(part.size());
+                len -= part.size();
                 report();
             }
             return;

@@ -383,7 +383,7 @@ std::vector<Case> cases() {
         // ---- weights
         {"nan_weight", Base::PerHead, Cmd::Fuse, {"blk.1.ffn_up.weight", "non-finite", "row 1"},
          [=](RawGguf& g) { set_float(g.tensor("blk.1.ffn_up.weight"), 13, nan); }, {}, false},
-        {"inf_weight_in_head", Base::PerHead, Cmd::Fuse, {"blk.0.attn_k.weight", "non-finite", "row 5"},
+        {"inf_weight_in_head", Base::PerHead, Cmd::Fuse, {"blk.0.attn_k.head_1.weight", "non-finite", "row 1"},
          [=](RawGguf& g) { set_float(g.tensor("blk.0.attn_k.head_1.weight"), 8 + 3, -inf); }, {}, false},
         {"nan_in_norm", Base::PerHead, Cmd::Fuse, {"output_norm.weight", "non-finite", "row 0"},
          [=](RawGguf& g) { set_float(g.tensor("output_norm.weight"), 2, nan); }, {}, false},

@@ -106,7 +106,7 @@ std::vector<float> draw(RandomIsa isa, std::uint64_t seed, std::uint64_t hash, s
 }
 
 bool same_bytes(const std::vector<float>& a, const std::vector<float>& b) {
-    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+    return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
 // FNV-1a over the bytes of a float array.
