@@ -3,6 +3,8 @@
 #include "headfuse/fuse.h"
 
 #include <algorithm>
+#include <exception>
+#include <future>
 #include <map>
 #include <string>
 #include <vector>
@@ -83,17 +85,36 @@ void emit_view(const TensorView& v, const std::string& source, DType type, unsig
     const bool copy = v.type == type;
     const std::uint64_t ne0 = v.ne[0], n_rows = v.n_rows();
     const std::uint64_t step = rows_per(v, copy ? kCopyWindowBytes : kEncodeWindowBytes);
+    auto check = [&](std::span<const std::byte> window, std::uint64_t r) {
+        const float* x = reinterpret_cast<const float*>(window.data());
+        for (std::uint64_t i = 0; i < window.size() / v.row_nbytes(); ++i)
+            if (!all_finite(x + i * ne0, ne0)) non_finite(source, v.name, r + i);
+    };
+    if (copy && v.file && resolve_threads(threads) > 1) {
+        // The kernel copies the bytes while another core reads and checks them.
+        auto checked = std::async(std::launch::async, [&] {
+            std::vector<std::byte> in;
+            for (std::uint64_t r = 0; r < n_rows; r += step) check(rows_of(v, r, std::min(step, n_rows - r), in), r);
+        });
+        std::exception_ptr copy_error;
+        try {
+            sink.copy_from(*v.file, v.file_offset, v.bytes.size());
+        } catch (...) {
+            copy_error = std::current_exception();
+        }
+        checked.get();  // a non-finite weight is the error to report first
+        if (copy_error) std::rethrow_exception(copy_error);
+        return;
+    }
     std::vector<std::byte> in, out;
     for (std::uint64_t r = 0; r < n_rows; r += step) {
         const std::uint64_t n = std::min(step, n_rows - r);
         const auto window = rows_of(v, r, n, in);
-        const float* x = reinterpret_cast<const float*>(window.data());
         if (copy) {  // check the window, then write it while it is still in cache
-            for (std::uint64_t i = 0; i < n; ++i)
-                if (!all_finite(x + i * ne0, ne0)) non_finite(source, v.name, r + i);
+            check(window, r);
             sink.write(window);
         } else {
-            encode_rows(source, v.name, r, x, n, ne0, type, threads, out);
+            encode_rows(source, v.name, r, reinterpret_cast<const float*>(window.data()), n, ne0, type, threads, out);
             sink.write(out);
         }
     }
@@ -180,7 +201,7 @@ Metadata fused_metadata(const PerHeadModel& model, const FuseOptions& opt) {
             opt.warn("a vocabulary of " + std::to_string(c.vocab) + " tokens is below the " +
                      std::to_string(kMinLoadableVocab) + " node-llama-cpp needs to load a model; libllama loads it");
     }
-    for (const auto& e : tok.entries()) md.set(e.key, e.value);
+    md.merge(std::move(tok));
     return md;
 }
 
@@ -196,6 +217,7 @@ void fuse(const PerHeadModel& model, const std::filesystem::path& out, const Fus
     const Config& c = m.config;
     if (c.has_lens() && c.tied) fail("a projection lens requires an untied output layer (output.weight)");
     GgufWriter w;
+    w.alignment = kModelAlignment;
     w.metadata = fused_metadata(model, options);
     const Planner plan{m, options, model.file() ? model.file()->name() + ": " : ""};
     std::map<std::string, const TensorView*, std::less<>> single;

@@ -92,7 +92,8 @@ Value read_scalar(Cursor& c, ValueType t, const std::string& key) {
 // could otherwise ask for 80 times its size; the largest real tokenizers hold a few million items.
 constexpr std::uint64_t kMaxArrayItems = std::uint64_t{1} << 24;
 
-Value read_value(Cursor& c, ValueType t, const std::string& key, std::uint64_t& items_left) {
+// `keep_items` false: array items are read and checked but not kept (validating a header costs no copy).
+Value read_value(Cursor& c, ValueType t, const std::string& key, std::uint64_t& items_left, bool keep_items) {
     if (t != ValueType::ARRAY) return read_scalar(c, t, key);
     auto elem = c.read<std::uint32_t>("array type of key '" + key + "'");
     if (!valid_value_type(elem))
@@ -112,8 +113,11 @@ Value read_value(Cursor& c, ValueType t, const std::string& key, std::uint64_t& 
     Value v;
     v.type = ValueType::ARRAY;
     v.elem_type = et;
-    v.items.reserve(count);
-    for (std::uint64_t i = 0; i < count; ++i) v.items.push_back(read_scalar(c, et, key));
+    if (keep_items) v.items.reserve(count);
+    for (std::uint64_t i = 0; i < count; ++i) {
+        Value item = read_scalar(c, et, key);
+        if (keep_items) v.items.push_back(std::move(item));
+    }
     return v;
 }
 
@@ -159,7 +163,7 @@ GgufFile GgufFile::parse_impl(std::span<const std::byte> bytes, std::string name
         auto type = c.read<std::uint32_t>("type of key '" + key + "'");
         if (!valid_value_type(type))
             c.error("key '" + key + "': value type must be 0..12, found " + std::to_string(type));
-        Value v = read_value(c, static_cast<ValueType>(type), key, items_left);
+        Value v = read_value(c, static_cast<ValueType>(type), key, items_left, check_data);
         if (!keys.insert(key).second) c.error("duplicate key '" + key + "'");
         g.metadata_.set(std::move(key), std::move(v));
     }

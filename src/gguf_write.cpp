@@ -54,16 +54,6 @@ public:
     std::vector<std::byte> out;
 };
 
-// The metadata as written: general.alignment reflects the writer's alignment.
-Metadata effective_metadata(const Metadata& md, std::uint32_t alignment) {
-    Metadata m = md;
-    if (alignment != kDefaultAlignment) m.set("general.alignment", Value::u32(alignment));
-    else if (const Value* a = m.find("general.alignment");
-             a && !(a->type == ValueType::U32 && std::get<std::uint64_t>(a->scalar) == kDefaultAlignment))
-        m.erase("general.alignment");
-    return m;
-}
-
 }  // namespace
 
 void GgufWriter::add_tensor(std::string name, std::uint32_t type, std::span<const std::uint64_t> ne,
@@ -99,16 +89,29 @@ void GgufWriter::add_tensor(std::string name, std::uint32_t type, std::span<cons
 std::vector<std::byte> GgufWriter::header() const {
     if (alignment == 0 || (alignment & (alignment - 1)) != 0)
         fail("alignment must be a power of two, found " + std::to_string(alignment));
-    Metadata md = effective_metadata(metadata, alignment);
+    // general.alignment is written as the writer's alignment: in its place if the metadata has it, else last;
+    // and not at all when it is the default.
+    const bool has_key = metadata.find("general.alignment") != nullptr;
+    const bool write_key = alignment != kDefaultAlignment;
+    const std::uint64_t n_kv = metadata.size() - (has_key ? 1 : 0) + (write_key ? 1 : 0);
     HeaderBuilder h;
     h.out.insert(h.out.end(), {std::byte{'G'}, std::byte{'G'}, std::byte{'U'}, std::byte{'F'}});
     h.put<std::uint32_t>(kGgufVersion);
     h.put<std::uint64_t>(tensors_.size());
-    h.put<std::uint64_t>(md.size());
-    for (const auto& e : md.entries()) {
+    h.put<std::uint64_t>(n_kv);
+    auto put_alignment = [&] {
+        h.put_string("general.alignment");
+        h.put_value(Value::u32(alignment));
+    };
+    for (const auto& e : metadata.entries()) {
+        if (e.key == "general.alignment") {
+            if (write_key) put_alignment();
+            continue;
+        }
         h.put_string(e.key);
         h.put_value(e.value);
     }
+    if (write_key && !has_key) put_alignment();
     // Offsets are recomputed here so that a change of `alignment` after add_tensor stays consistent.
     std::uint64_t offset = 0;
     for (const TensorPlan& p : tensors_) {
@@ -123,8 +126,10 @@ std::vector<std::byte> GgufWriter::header() const {
     return h.out;
 }
 
-std::uint64_t GgufWriter::file_size() const {
-    std::uint64_t size = header().size();
+std::uint64_t GgufWriter::file_size() const { return file_size(header().size()); }
+
+std::uint64_t GgufWriter::file_size(std::uint64_t header_size) const {
+    std::uint64_t size = header_size;
     for (const TensorPlan& p : tensors_)
         size = checked_align(checked_add(size, p.info.nbytes, "file size"), alignment, "file size");
     return size;
@@ -167,7 +172,7 @@ void GgufWriter::write(const std::filesystem::path& path, std::span<const std::f
     // The writer agrees with the reader: parse what is about to go out with the reader's rules.
     GgufFile::validate_header(head, path.string() + " (header about to be written)");
     OutputFile out(path, inputs);
-    out.set_progress(progress, file_size());
+    out.set_progress(progress, file_size(head.size()));
     out.write(head);
     for (const TensorPlan& p : tensors_) {
         CountingSink sink(out, p.info);

@@ -61,6 +61,7 @@ void add_view(GgufWriter& w, const TensorView& v) {
 void PerHeadModel::save(const std::filesystem::path& path, const ProgressFn& progress) const {
     const ModelViews& m = views_;
     GgufWriter w;
+    w.alignment = kModelAlignment;
     w.metadata = per_head_metadata(m.config, metadata_);
     add_view(w, m.token_embd);
     if (m.lens_proj) add_view(w, *m.lens_proj);
@@ -199,6 +200,7 @@ void write_random_init(const Config& config, std::uint64_t seed, const std::file
     config.validate();
     const std::vector<TensorSpec> layout = per_head_layout(config);
     GgufWriter w;
+    w.alignment = kModelAlignment;
     w.metadata = per_head_metadata(config, {});
     // One writer takes whatever a few generators make (~2 GB/s each with AVX-512): more would only cost memory.
     RandomPipeline pipeline(layout, seed, std::min(resolve_threads(threads), 32u));

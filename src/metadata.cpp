@@ -75,6 +75,11 @@ void Metadata::set(std::string key, Value value) {
     entries_.push_back({std::move(key), std::move(value)});
 }
 
+void Metadata::merge(Metadata&& other) {
+    for (Entry& e : other.entries_) set(std::move(e.key), std::move(e.value));
+    other = Metadata();
+}
+
 bool Metadata::erase(std::string_view key) {
     auto it = index_.find(key);
     if (it == index_.end()) return false;

@@ -27,6 +27,9 @@ std::string byte_token(unsigned b) {
 
 Metadata default_tokenizer(std::uint32_t vocab) {
     std::vector<Value> tokens, scores, types;
+    tokens.reserve(vocab);
+    scores.reserve(vocab);
+    types.reserve(vocab);
     auto add = [&](std::string text, float score, std::int32_t type) {
         tokens.push_back(Value::string(std::move(text)));
         scores.push_back(Value::f32(score));

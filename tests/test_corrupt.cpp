@@ -146,6 +146,12 @@ struct RawGguf {
     }
     void set(std::string_view key, const Value& v) { kv(key).value = encode(v); }
     void add(std::string key, const Value& v) { kvs.push_back({std::move(key), encode(v)}); }
+    // set() when the key is there, add() when it is not.
+    void put_kv(std::string key, const Value& v) {
+        for (auto& e : kvs)
+            if (e.key == key) return void(e.value = encode(v));
+        add(std::move(key), v);
+    }
     void erase_kv(std::string_view key) {
         std::erase_if(kvs, [&](const RawKV& e) { return e.key == key; });
     }
@@ -159,6 +165,15 @@ struct RawGguf {
         std::size_t at = tensor_infos_at();
         for (const RawTensor& t : tensors) at += 8 + t.name.size() + 4 + 8 * t.ne.size() + 4 + 8;
         return (at + alignment - 1) / alignment * alignment;
+    }
+    // The data offset a tensor gets when none lies: contiguous, each padded to the alignment.
+    std::uint64_t natural_offset(std::string_view name) const {
+        std::uint64_t offset = 0;
+        for (const RawTensor& t : tensors) {
+            if (t.name == name) return offset;
+            offset = (offset + t.data.size() + alignment - 1) / alignment * alignment;
+        }
+        throw std::runtime_error("test bug: no tensor " + std::string(name));
     }
     RawTensor& tensor(std::string_view name) {
         for (RawTensor& t : tensors)
@@ -290,14 +305,17 @@ std::vector<Case> cases() {
         {"ne0_not_whole_blocks", Base::Fused, Cmd::Inspect, {"token_embd.weight", "not a multiple of the q8_0 block size 32"},
          [](RawGguf& g) { g.tensor("token_embd.weight").type = 8; }},
         // ---- offsets and data
-        {"offset_misaligned", Base::Fused, Cmd::Split, {"output_norm.weight", "data offset is 388, expected 384"},
-         [](RawGguf& g) { g.tensor("output_norm.weight").offset = 388; }},
-        {"offset_overlapping", Base::PerHead, Cmd::Fuse, {"output_norm.weight", "data offset is 0, expected 384"},
+        {"offset_misaligned", Base::Fused, Cmd::Split, {"output_norm.weight", "data offset is", "tensors are contiguous"},
+         [](RawGguf& g) { g.tensor("output_norm.weight").offset = g.natural_offset("output_norm.weight") + 4; }},
+        {"offset_overlapping", Base::PerHead, Cmd::Fuse, {"output_norm.weight", "data offset is 0, expected"},
          [](RawGguf& g) { g.tensor("output_norm.weight").offset = 0; }},
         {"offset_past_the_end", Base::Fused, Cmd::Inspect, {"blk.1.ffn_down.weight", "data offset is"},
          [](RawGguf& g) { g.tensors.back().offset = std::uint64_t{1} << 40; }},
         {"data_truncated", Base::Fused, Cmd::Split, {"blk.1.ffn_down.weight", "needs 384 bytes at offset"}, {},
-         [](const RawGguf&, Bytes& b) { b.resize(b.size() - 200); }},
+         [](const RawGguf& g, Bytes& b) {  // cut into the last tensor, not only its padding
+             const RawTensor& last = g.tensors.back();
+             b.resize(g.data_at() + g.natural_offset(last.name) + last.data.size() - 200);
+         }},
         {"data_missing", Base::PerHead, Cmd::Logits, {"token_embd.weight", "needs 384 bytes"},
          {}, [](const RawGguf& g, Bytes& b) { b.resize(g.data_at()); }},
         // ---- duplicates
@@ -312,13 +330,13 @@ std::vector<Case> cases() {
          [](RawGguf& g) { g.tensor("blk.0.ffn_norm.weight").name = "blk.0.attn_norm.weight"; }},
         // ---- alignment
         {"alignment_0", Base::Fused, Cmd::Inspect, {"general.alignment", "power of two, found 0"},
-         [](RawGguf& g) { g.add("general.alignment", Value::u32(0)); }},
+         [](RawGguf& g) { g.put_kv("general.alignment", Value::u32(0)); }},
         {"alignment_48", Base::PerHead, Cmd::Fuse, {"general.alignment", "power of two, found 48"},
-         [](RawGguf& g) { g.add("general.alignment", Value::u32(48)); }},
+         [](RawGguf& g) { g.put_kv("general.alignment", Value::u32(48)); }},
         {"alignment_wrong_type", Base::Fused, Cmd::Split, {"general.alignment", "type u64, expected u32"},
-         [](RawGguf& g) { g.add("general.alignment", Value::u64(32)); }},
-        {"alignment_lie", Base::Fused, Cmd::Inspect, {"output_norm.weight", "expected 512"},
-         [](RawGguf& g) { g.add("general.alignment", Value::u32(256)); }},
+         [](RawGguf& g) { g.put_kv("general.alignment", Value::u64(32)); }},
+        {"alignment_lie", Base::Fused, Cmd::Inspect, {"output_norm.weight", "padded to 256 bytes"},
+         [](RawGguf& g) { g.put_kv("general.alignment", Value::u32(256)); }},
         // ---- tensors against the model
         {"missing_tensor", Base::PerHead, Cmd::Fuse, {"missing tensor 'blk.0.ffn_up.weight'", "[8, 12]"},
          [](RawGguf& g) { g.erase_tensor("blk.0.ffn_up.weight"); }},

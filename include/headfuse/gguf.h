@@ -83,6 +83,8 @@ public:
     const Value* find(std::string_view key) const noexcept;
     // Replaces the value of an existing key, or appends a new one.
     void set(std::string key, Value value);
+    // set() for every entry of `other`, moving the values.
+    void merge(Metadata&& other);
     bool erase(std::string_view key);
     const std::vector<Entry>& entries() const noexcept { return entries_; }
     std::size_t size() const noexcept { return entries_.size(); }
@@ -150,6 +152,7 @@ public:
     // Validates bytes held elsewhere (they must outlive the result). `name` prefixes the errors.
     static GgufFile parse(std::span<const std::byte> bytes, std::string name);
     // Applies every rule to a header alone (the bytes up to the data section), not to tensor data bounds.
+    // Nothing is kept: it only throws.
     static void validate_header(std::span<const std::byte> header, std::string name);
 
     std::uint32_t version() const noexcept { return version_; }
@@ -220,6 +223,8 @@ public:
                const ProgressFn& progress = {}) const;
 
 private:
+    std::uint64_t file_size(std::uint64_t header_size) const;
+
     std::vector<TensorPlan> tensors_;
     std::unordered_set<std::string> names_;  // duplicate names found in O(1), not by a scan per tensor
 };
