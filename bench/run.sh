@@ -36,26 +36,33 @@ measure() {
   echo "$name $(cat "$dir/time.txt")" >> "$results"
 }
 
+# Every measured command finds its inputs in the same state: in the page cache, read back from disk. On these
+# virtual machines pages that a write has just put in the cache copy up to ten times slower, the first time,
+# than pages read in from disk; without this the baseline would depend on which command wrote its input last.
+warm() {
+  for f in "$@"; do dd if="$f" iflag=nocache count=0 status=none; cat "$f" > /dev/null; done
+}
+
 ph="$dir/per-head.gguf"
 echo "bench: models in $dir ($size, $reps runs)" >&2
 [ -f "$ph" ] || "$hf" init -q -o "$ph" "${shape[@]}" --seed 1 >/dev/null
 [ -f "$dir/lens.gguf" ] || "$hf" init -q -o "$dir/lens.gguf" "${lens_shape[@]}" --seed 1 >/dev/null
-cat "$ph" "$dir/lens.gguf" > /dev/null  # warm the page cache
 
 for rep in $(seq 1 "$reps"); do
   echo "bench: run $rep/$reps" >&2
   rm -f "$dir"/out-*.gguf; sync
-  measure copy          sh -c 'cp "$1" "$2" && sync "$2"' copy "$ph" "$dir/out-copy.gguf";  rm -f "$dir/out-copy.gguf"
-  measure init          "$hf" init -q -o "$dir/out-init.gguf" "${shape[@]}" --seed 1; rm -f "$dir/out-init.gguf"
-  measure fuse_f32      "$hf" fuse -q "$ph" -o "$dir/out-f32.gguf"
+  warm "$ph";                 measure copy sh -c 'cp "$1" "$2" && sync "$2"' copy "$ph" "$dir/out-copy.gguf"
+  rm -f "$dir/out-copy.gguf"; measure init "$hf" init -q -o "$dir/out-init.gguf" "${shape[@]}" --seed 1
+  rm -f "$dir/out-init.gguf"; warm "$ph"; measure fuse_f32 "$hf" fuse -q "$ph" -o "$dir/out-f32.gguf"
   for t in f16 bf16 q8_0 q4_0; do
-    measure "fuse_$t"   "$hf" fuse -q "$ph" -o "$dir/out-$t.gguf" --type "$t"; rm -f "$dir/out-$t.gguf"
+    warm "$ph"; measure "fuse_$t" "$hf" fuse -q "$ph" -o "$dir/out-$t.gguf" --type "$t"; rm -f "$dir/out-$t.gguf"
   done
-  measure split         "$hf" split -q "$dir/out-f32.gguf" -o "$dir/out-split.gguf"; rm -f "$dir/out-split.gguf"
-  measure verify        "$hf" verify -q "$ph" "$dir/out-f32.gguf"
+  warm "$dir/out-f32.gguf";   measure split "$hf" split -q "$dir/out-f32.gguf" -o "$dir/out-split.gguf"
+  rm -f "$dir/out-split.gguf"; warm "$ph" "$dir/out-f32.gguf"; measure verify "$hf" verify -q "$ph" "$dir/out-f32.gguf"
   rm -f "$dir/out-f32.gguf"
-  measure gemm          "$gemm" 32000 1024 1024
-  measure fuse_lens     "$hf" fuse -q "$dir/lens.gguf" -o "$dir/out-lens.gguf"; rm -f "$dir/out-lens.gguf"
+  measure gemm "$gemm" 32000 1024 1024
+  warm "$dir/lens.gguf";      measure fuse_lens "$hf" fuse -q "$dir/lens.gguf" -o "$dir/out-lens.gguf"
+  rm -f "$dir/out-lens.gguf"
   # Every run's ratios are taken within the run, against that run's baseline.
   awk -v rep="$rep" 'BEGIN{n=0} {t[$1]=$2} END{for (k in t) print "ratio", rep, k, t[k] / (k=="fuse_lens" ? t["gemm"] : t["copy"])}' \
     <(tail -n 11 "$results") >> "$dir/ratios.txt.$$"
