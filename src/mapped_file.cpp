@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -61,30 +62,14 @@ void MappedFile::read(std::uint64_t offset, std::span<std::byte> out) const {
     }
 }
 
-namespace {
-// The page-aligned part of [p, p+n) that lies inside the mapping.
-std::pair<std::byte*, std::size_t> page_range(const std::byte* base, std::size_t size, const std::byte* p,
-                                              std::size_t n, bool inner) {
-    static const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-    if (!base || p < base || p > base + size) return {nullptr, 0};
-    std::size_t begin = static_cast<std::size_t>(p - base);
-    std::size_t end = std::min(size, begin + n);
-    std::size_t b = inner ? (begin + page - 1) / page * page : begin / page * page;
-    std::size_t e = inner ? end / page * page : std::min(size, (end + page - 1) / page * page);
-    if (e <= b) return {nullptr, 0};
-    return {const_cast<std::byte*>(base) + b, e - b};
-}
-}  // namespace
-
 void MappedFile::release(const std::byte* p, std::size_t n) const noexcept {
     // Only whole pages inside the range: a neighbouring tensor may still be in use.
-    auto [q, len] = page_range(data_, size_, p, n, /*inner=*/true);
-    if (len) ::madvise(q, len, MADV_DONTNEED);
-}
-
-void MappedFile::will_need(const std::byte* p, std::size_t n) const noexcept {
-    auto [q, len] = page_range(data_, size_, p, n, /*inner=*/false);
-    if (len) ::madvise(q, len, MADV_WILLNEED);
+    static const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    if (!data_ || p < data_ || p > data_ + size_) return;
+    const std::size_t begin = static_cast<std::size_t>(p - data_);
+    const std::size_t end = std::min(size_, begin + n);
+    const std::size_t b = (begin + page - 1) / page * page, e = end / page * page;
+    if (e > b) ::madvise(const_cast<std::byte*>(data_) + b, e - b, MADV_DONTNEED);
 }
 
 }  // namespace headfuse

@@ -134,8 +134,6 @@ public:
     void read(std::uint64_t offset, std::span<std::byte> out) const;
     // Drops the pages of [p, p+n) from this process's resident set (they stay in the page cache).
     void release(const std::byte* p, std::size_t n) const noexcept;
-    // Asks the kernel to read [p, p+n) ahead.
-    void will_need(const std::byte* p, std::size_t n) const noexcept;
 
 private:
     std::filesystem::path path_;
