@@ -26,18 +26,9 @@ int main(int argc, char** argv) {
         // Stand-in for an engine's own buffers: random_init's tensors, handed over as borrowed memory.
         const headfuse::PerHeadModel source = headfuse::PerHeadModel::random_init(cfg, 42);
         std::vector<headfuse::ExternalTensor> tensors;
-        auto add = [&](const headfuse::TensorView& v) {
+        headfuse::for_each_view(source.views(), [&](const headfuse::TensorView& v) {
             tensors.push_back({v.name, v.type, {v.ne.begin(), v.ne.begin() + v.n_dims}, v.bytes});
-        };
-        const headfuse::ModelViews& m = source.views();
-        add(m.token_embd);
-        add(m.output_norm);
-        add(*m.output);
-        for (const headfuse::LayerViews& L : m.layers) {
-            for (const auto* v : {&L.attn_norm, &L.attn_output, &L.ffn_norm, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) add(*v);
-            for (const auto* heads : {&L.q, &L.k, &L.v})
-                for (const auto& h : *heads) add(h);
-        }
+        });
         const headfuse::PerHeadModel engine = headfuse::PerHeadModel::from_tensors(cfg, tensors);
 
         headfuse::fuse(engine, out);

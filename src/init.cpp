@@ -63,20 +63,7 @@ void PerHeadModel::save(const std::filesystem::path& path, const ProgressFn& pro
     GgufWriter w;
     w.alignment = kModelAlignment;
     w.metadata = per_head_metadata(m.config, metadata_);
-    add_view(w, m.token_embd);
-    if (m.lens_proj) add_view(w, *m.lens_proj);
-    add_view(w, m.output_norm);
-    if (m.output) add_view(w, *m.output);
-    for (const LayerViews& L : m.layers) {
-        add_view(w, L.attn_norm);
-        for (const auto* heads : {&L.q, &L.k, &L.v})
-            for (const TensorView& h : *heads) add_view(w, h);
-        add_view(w, L.attn_output);
-        add_view(w, L.ffn_norm);
-        add_view(w, L.ffn_gate);
-        add_view(w, L.ffn_up);
-        add_view(w, L.ffn_down);
-    }
+    for_each_view(m, [&](const TensorView& v) { add_view(w, v); });
     std::vector<std::filesystem::path> inputs;
     if (file_ && file_->mapping()) inputs.push_back(file_->mapping()->path());
     w.write(path, inputs, progress);

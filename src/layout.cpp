@@ -12,6 +12,23 @@ std::string layer_tensor_name(std::uint32_t layer, std::string_view what) {
     return "blk." + std::to_string(layer) + "." + std::string(what) + ".weight";
 }
 
+void for_each_view(const ModelViews& m, const std::function<void(const TensorView&)>& f) {
+    f(m.token_embd);
+    if (m.lens_proj) f(*m.lens_proj);
+    f(m.output_norm);
+    if (m.output) f(*m.output);
+    for (const LayerViews& L : m.layers) {
+        f(L.attn_norm);
+        for (const auto* heads : {&L.q, &L.k, &L.v})
+            for (const TensorView& h : *heads) f(h);
+        f(L.attn_output);
+        f(L.ffn_norm);
+        f(L.ffn_gate);
+        f(L.ffn_up);
+        f(L.ffn_down);
+    }
+}
+
 namespace {
 
 std::vector<TensorSpec> layout(const Config& c, bool per_head) {

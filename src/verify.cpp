@@ -87,7 +87,7 @@ public:
                     return mismatch(actual.name, "row " + std::to_string(v0 + r) + " differs from the lens fold");
             }
         }
-        done_ += donor.bytes.size();
+        done_ += donor.bytes.size() + proj.bytes.size();
         if (opt_.progress) opt_.progress(done_, total_);
     }
 
@@ -138,15 +138,7 @@ VerifyReport verify(const PerHeadModel& per_head, const FusedModel& fused, const
     check_same_config(a.config, b.config, fused.file().name());
     VerifyReport report;
     std::uint64_t total = 0;
-    auto count = [&](const TensorView& v) { total += v.bytes.size(); };
-    count(a.token_embd);
-    count(a.output_norm);
-    if (a.output) count(*a.output);
-    for (const LayerViews& L : a.layers) {
-        for (const TensorView* v : {&L.attn_norm, &L.attn_output, &L.ffn_norm, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) count(*v);
-        for (const auto* heads : {&L.q, &L.k, &L.v})
-            for (const TensorView& h : *heads) count(h);
-    }
+    for_each_view(a, [&](const TensorView& v) { total += v.bytes.size(); });
     Comparer cmp(report, options, total);
     if (a.lens_proj) cmp.compare_fold(a.token_embd, *a.lens_proj, b.token_embd);
     else cmp.compare({&a.token_embd}, b.token_embd);

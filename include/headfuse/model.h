@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -77,6 +78,9 @@ struct ModelViews {
     std::optional<TensorView> output;     // [d_model, vocab]; absent when tied
     std::vector<LayerViews> layers;
 };
+
+// Calls f(view) for every tensor of the model, in per-head checkpoint file order.
+void for_each_view(const ModelViews& m, const std::function<void(const TensorView&)>& f);
 
 // Tensor names.
 std::string head_tensor_name(std::uint32_t layer, std::string_view proj, std::uint32_t head);  // blk.N.attn_q.head_H.weight
