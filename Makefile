@@ -6,7 +6,7 @@ BUILD_SAN ?= build-san
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup build demo test test-fast test-sanitize bench fuzz install clean
+.PHONY: all setup build demo test test-fast test-sanitize format format-check bench fuzz install clean
 
 all: build
 
@@ -20,7 +20,14 @@ build: setup
 demo: build
 	@scripts/demo.sh $(BUILD)
 
-test: test-fast test-sanitize
+test: format-check test-fast test-sanitize
+
+# The house style (.clang-format): `make format` applies it, `make format-check` fails on any difference.
+format:
+	@git ls-files '*.h' '*.cpp' | xargs clang-format -i
+
+format-check: setup
+	@git ls-files '*.h' '*.cpp' | xargs clang-format --dry-run -Werror
 
 test-fast: build
 	@ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)

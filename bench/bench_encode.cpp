@@ -26,8 +26,10 @@ void encode(benchmark::State& state) {
     for (auto _ : state) {
         for (std::size_t r = 0; r < kRows; ++r) {
             std::byte* dst = out.data() + r * headfuse::row_bytes(type, kRow);
-            if constexpr (Fast) headfuse::encode_row(type, x.data() + r * kRow, dst, kRow);
-            else headfuse::reference::encode_row(type, x.data() + r * kRow, dst, kRow);
+            if constexpr (Fast)
+                headfuse::encode_row(type, x.data() + r * kRow, dst, kRow);
+            else
+                headfuse::reference::encode_row(type, x.data() + r * kRow, dst, kRow);
         }
         benchmark::DoNotOptimize(out.data());
     }

@@ -35,19 +35,23 @@ std::string show(const Value& v) {
         return std::visit(
             [&](const auto& x) -> std::string {
                 using T = std::decay_t<decltype(x)>;
-                if constexpr (std::is_same_v<T, std::string>) return "\"" + x + "\"";
-                else if constexpr (std::is_same_v<T, bool>) return x ? "true" : "false";
+                if constexpr (std::is_same_v<T, std::string>)
+                    return "\"" + x + "\"";
+                else if constexpr (std::is_same_v<T, bool>)
+                    return x ? "true" : "false";
                 else if constexpr (std::is_same_v<T, double>) {
                     char buf[32];
                     std::snprintf(buf, sizeof buf, "%g", x);
                     return buf;
-                } else return std::to_string(x);
+                } else
+                    return std::to_string(x);
             },
             s.scalar);
     };
     if (v.type != ValueType::ARRAY) return scalar(v);
     std::string s = std::string(value_type_name(v.elem_type)) + "[" + std::to_string(v.items.size()) + "] [";
-    for (std::size_t i = 0; i < std::min<std::size_t>(v.items.size(), 5); ++i) s += (i ? ", " : "") + scalar(v.items[i]);
+    for (std::size_t i = 0; i < std::min<std::size_t>(v.items.size(), 5); ++i)
+        s += (i ? ", " : "") + scalar(v.items[i]);
     return s + (v.items.size() > 5 ? ", ...]" : "]");
 }
 
@@ -73,8 +77,9 @@ int run_init(const InitArgs& a, const Common& c) {
     a.config.validate();
     const auto t0 = Clock::now();
     write_random_init(a.config, a.seed, a.out, make_progress("init", c.quiet), c.threads);
-    std::printf("wrote %s: per-head checkpoint, %s, seed %llu, %s in %.2f s\n", a.out.c_str(), describe(a.config).c_str(),
-                static_cast<unsigned long long>(a.seed), human_bytes(file_size(a.out)).c_str(), seconds_since(t0));
+    std::printf("wrote %s: per-head checkpoint, %s, seed %llu, %s in %.2f s\n", a.out.c_str(),
+                describe(a.config).c_str(), static_cast<unsigned long long>(a.seed),
+                human_bytes(file_size(a.out)).c_str(), seconds_since(t0));
     return 0;
 }
 
@@ -91,8 +96,8 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     opt.warn = [](const std::string& w) { std::fprintf(stderr, "headfuse: warning: %s\n", w.c_str()); };
     fuse(model, a.out, opt);
     std::printf("wrote %s: fused llama file, %s, %s, %s in %.2f s\n", a.out.c_str(), describe(model.config()).c_str(),
-                a.type ? std::string(type_name(*a.type)).c_str() : "types kept",
-                human_bytes(file_size(a.out)).c_str(), seconds_since(t0));
+                a.type ? std::string(type_name(*a.type)).c_str() : "types kept", human_bytes(file_size(a.out)).c_str(),
+                seconds_since(t0));
     return 0;
 }
 
@@ -116,12 +121,16 @@ int run_inspect(const InspectArgs& a) {
         j["data_offset"] = f.data_start();
         j["kind"] = kind;
         nlohmann::json md = nlohmann::json::object();
-        for (const auto& e : f.metadata().entries()) md[e.key] = {{"type", value_type_name(e.value.type)}, {"value", to_json(e.value)}};
+        for (const auto& e : f.metadata().entries())
+            md[e.key] = {{"type", value_type_name(e.value.type)}, {"value", to_json(e.value)}};
         j["metadata"] = md;
         nlohmann::json ts = nlohmann::json::array();
         for (const TensorInfo& t : f.tensors())
-            ts.push_back({{"name", t.name}, {"type", type_label(t.type)}, {"shape", std::vector<std::uint64_t>(t.ne.begin(), t.ne.begin() + t.n_dims)},
-                          {"offset", t.offset}, {"bytes", t.nbytes}});
+            ts.push_back({{"name", t.name},
+                          {"type", type_label(t.type)},
+                          {"shape", std::vector<std::uint64_t>(t.ne.begin(), t.ne.begin() + t.n_dims)},
+                          {"offset", t.offset},
+                          {"bytes", t.nbytes}});
         j["tensors"] = ts;
         std::printf("%s\n", j.dump(2).c_str());
         return 0;
@@ -138,11 +147,13 @@ int run_inspect(const InspectArgs& a) {
     }
     std::printf("\nmetadata:\n");
     for (const auto& e : f.metadata().entries())
-        std::printf("  %-44s %-7s %s\n", e.key.c_str(), std::string(value_type_name(e.value.type)).c_str(), show(e.value).c_str());
+        std::printf("  %-44s %-7s %s\n", e.key.c_str(), std::string(value_type_name(e.value.type)).c_str(),
+                    show(e.value).c_str());
     std::printf("\ntensors:\n");
     for (const TensorInfo& t : f.tensors())
-        std::printf("  %-36s %-6s %-20s %12llu bytes at %llu\n", t.name.c_str(), type_label(t.type).c_str(), format_shape(t).c_str(),
-                    static_cast<unsigned long long>(t.nbytes), static_cast<unsigned long long>(t.offset));
+        std::printf("  %-36s %-6s %-20s %12llu bytes at %llu\n", t.name.c_str(), type_label(t.type).c_str(),
+                    format_shape(t).c_str(), static_cast<unsigned long long>(t.nbytes),
+                    static_cast<unsigned long long>(t.offset));
     return 0;
 }
 
@@ -152,7 +163,8 @@ int run_logits(const LogitsArgs& a, const Common& c) {
     const std::uint32_t vocab = model.config().vocab;
     if (!a.out.empty()) {
         const std::filesystem::path in = a.model;
-        write_file_atomically(a.out, {reinterpret_cast<const std::byte*>(logits.data()), logits.size() * sizeof(float)}, {&in, 1});
+        write_file_atomically(a.out, {reinterpret_cast<const std::byte*>(logits.data()), logits.size() * sizeof(float)},
+                              {&in, 1});
         std::printf("wrote %s: %zu x %u f32 logits\n", a.out.c_str(), a.tokens.size(), vocab);
         return 0;
     }
@@ -163,8 +175,9 @@ int run_logits(const LogitsArgs& a, const Common& c) {
         std::vector<std::uint32_t> ids(vocab);
         std::iota(ids.begin(), ids.end(), 0u);
         const double* row = lp.data() + p * vocab;
-        std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
-                          [&](std::uint32_t x, std::uint32_t y) { return row[x] > row[y] || (row[x] == row[y] && x < y); });
+        std::partial_sort(
+            ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
+            [&](std::uint32_t x, std::uint32_t y) { return row[x] > row[y] || (row[x] == row[y] && x < y); });
         std::printf("%-4zu %-8u ", p, a.tokens[p]);
         for (std::size_t i = 0; i < k; ++i) std::printf(" %u: %.4f", ids[i], row[ids[i]]);
         std::printf("\n");
@@ -181,12 +194,15 @@ int run_verify(const VerifyArgs& a, const Common& c) {
     opt.progress = make_progress("verify", c.quiet);
     const VerifyReport r = verify(per_head, fused, opt);
     for (const std::string& m : r.mismatches) std::printf("MISMATCH %s\n", m.c_str());
-    std::printf("tensors: %llu compared, %zu differ%s\n", static_cast<unsigned long long>(r.tensors_checked), r.mismatches.size(),
+    std::printf("tensors: %llu compared, %zu differ%s\n", static_cast<unsigned long long>(r.tensors_checked),
+                r.mismatches.size(),
                 r.same_types ? "" : " (fused weights compared with their encoding of the per-head f32 weights)");
     std::printf("logits:  %s, max |log-prob difference| %.3g, top token %s\n",
-                r.logits_identical ? "bit-identical" : "differ", r.max_logprob_diff, r.top_token_agrees ? "agrees at every position" : "differs");
+                r.logits_identical ? "bit-identical" : "differ", r.max_logprob_diff,
+                r.top_token_agrees ? "agrees at every position" : "differs");
     if (!r.same_types)
-        std::printf("         (an encoded file: the difference is the encoding's rounding; the tensors are the proof)\n");
+        std::printf(
+            "         (an encoded file: the difference is the encoding's rounding; the tensors are the proof)\n");
     std::printf("verdict: %s\n", r.ok() ? "PASS: the fused file is the per-head model" : "FAIL");
     return r.ok() ? 0 : 1;
 }

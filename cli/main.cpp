@@ -58,7 +58,8 @@ std::string one_line(const char* message) {
 }
 
 void add_common(CLI::App* cmd, Common& c, bool threads = true) {
-    if (threads) cmd->add_option("--threads", c.threads, "Worker threads (default: all cores)")->check(CLI::Range(1u, 1024u));
+    if (threads)
+        cmd->add_option("--threads", c.threads, "Worker threads (default: all cores)")->check(CLI::Range(1u, 1024u));
     cmd->add_flag("-q,--quiet", c.quiet, "No progress bar");
 }
 
@@ -76,7 +77,8 @@ int main(int argc, char** argv) {
 
     InitArgs init;
     Config& cfg = init.config;
-    auto* c_init = app.add_subcommand("init", "Write a randomly initialised per-head checkpoint (weights N(0, 0.02), norms 1)");
+    auto* c_init =
+        app.add_subcommand("init", "Write a randomly initialised per-head checkpoint (weights N(0, 0.02), norms 1)");
     c_init->add_option("-o,--output", init.out, "Output per-head GGUF file")->required();
     c_init->add_option("--d-model", cfg.d_model, "Model width")->required();
     c_init->add_option("--n-heads", cfg.n_heads, "Query heads")->required();
@@ -87,7 +89,8 @@ int main(int argc, char** argv) {
     c_init->add_option("--vocab", cfg.vocab, "Vocabulary size")->required();
     c_init->add_option("--seed", init.seed, "Random seed (same seed, same bytes)")->capture_default_str();
     c_init->add_flag("--tied", cfg.tied, "Tie the output layer to token_embd (no output.weight)");
-    c_init->add_option("--donor-d-in", cfg.donor_d_in, "Train under a projection lens from a donor embedding of this width");
+    c_init->add_option("--donor-d-in", cfg.donor_d_in,
+                       "Train under a projection lens from a donor embedding of this width");
     c_init->add_option("--context", cfg.context_length, "Context length")->capture_default_str();
     c_init->add_option("--rms-eps", cfg.rms_eps, "RMSNorm epsilon")->capture_default_str();
     c_init->add_option("--rope-theta", cfg.rope_theta, "RoPE frequency base")->capture_default_str();
@@ -95,11 +98,13 @@ int main(int argc, char** argv) {
 
     FuseArgs fuse;
     std::string fuse_type;
-    auto* c_fuse = app.add_subcommand("fuse", "Per-head checkpoint -> llama.cpp GGUF (fused q/k/v, lens folded, tokenizer)");
+    auto* c_fuse =
+        app.add_subcommand("fuse", "Per-head checkpoint -> llama.cpp GGUF (fused q/k/v, lens folded, tokenizer)");
     c_fuse->add_option("input", fuse.in, "Per-head GGUF checkpoint")->required();
     c_fuse->add_option("-o,--output", fuse.out, "Output llama.cpp GGUF file")->required();
     c_fuse->add_option("--type", fuse_type, "Type of 2-D weights: " + type_list() + " (default: keep the input's)");
-    c_fuse->add_option("--tokenizer-from", fuse.tokenizer_from, "Carry this GGUF file's tokenizer over (its size must match)");
+    c_fuse->add_option("--tokenizer-from", fuse.tokenizer_from,
+                       "Carry this GGUF file's tokenizer over (its size must match)");
     add_common(c_fuse, common);
 
     SplitArgs split;
@@ -124,10 +129,12 @@ int main(int argc, char** argv) {
 
     VerifyArgs verify;
     std::string verify_tokens;
-    auto* c_verify = app.add_subcommand("verify", "Prove a fused file is its per-head checkpoint: every tensor and the logits");
+    auto* c_verify =
+        app.add_subcommand("verify", "Prove a fused file is its per-head checkpoint: every tensor and the logits");
     c_verify->add_option("per_head", verify.per_head, "Per-head GGUF checkpoint")->required();
     c_verify->add_option("fused", verify.fused, "Fused llama.cpp GGUF file")->required();
-    c_verify->add_option("--tokens", verify_tokens, "Comma-separated token ids (default: 8 tokens across the vocabulary)");
+    c_verify->add_option("--tokens", verify_tokens,
+                         "Comma-separated token ids (default: 8 tokens across the vocabulary)");
     add_common(c_verify, common);
 
     try {

@@ -38,7 +38,8 @@ void Config::validate() const {
     check_range("n_layers", n_layers, 1, kMaxLayers);
     check_range("vocab", vocab, 1, kMaxVocab);
     check_range("context_length", context_length, 1, kMaxDim * 16);
-    if (!(std::isfinite(rms_eps) && rms_eps > 0)) fail("rms_eps must be a positive number, found " + std::to_string(rms_eps));
+    if (!(std::isfinite(rms_eps) && rms_eps > 0))
+        fail("rms_eps must be a positive number, found " + std::to_string(rms_eps));
     if (!(std::isfinite(rope_theta) && rope_theta > 0))
         fail("rope_theta must be a positive number, found " + std::to_string(rope_theta));
     if (donor_d_in > 0) {
@@ -73,13 +74,13 @@ Config Config::from_metadata(const Metadata& md, std::string_view where) {
     c.n_layers = md.get_u32("llama.block_count", where);
     c.d_ff = md.get_u32("llama.feed_forward_length", where);
     c.n_heads = md.get_u32("llama.attention.head_count", where);
-    c.n_kv_heads = md.find("llama.attention.head_count_kv") ? md.get_u32("llama.attention.head_count_kv", where)
-                                                             : c.n_heads;
+    c.n_kv_heads =
+        md.find("llama.attention.head_count_kv") ? md.get_u32("llama.attention.head_count_kv", where) : c.n_heads;
     c.rms_eps = md.get_f32("llama.attention.layer_norm_rms_epsilon", where);
     c.rope_theta = md.find("llama.rope.freq_base") ? md.get_f32("llama.rope.freq_base", where) : 10000.0f;
     if (c.n_heads == 0) fail(std::string(where) + ": key 'llama.attention.head_count' must be positive, found 0");
-    c.d_head = md.find("llama.attention.key_length") ? md.get_u32("llama.attention.key_length", where)
-                                                      : c.d_model / c.n_heads;
+    c.d_head =
+        md.find("llama.attention.key_length") ? md.get_u32("llama.attention.key_length", where) : c.d_model / c.n_heads;
     auto same_as_d_head = [&](std::string_view key) {
         if (!md.find(key)) return;
         std::uint32_t v = md.get_u32(key, where);

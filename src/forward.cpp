@@ -114,8 +114,16 @@ struct RunState {
     std::vector<float> logits;  // [n_tok, vocab]
 
     RunState(const Config& c, std::size_t n)
-        : x(n * c.d_model), xn(n * c.d_model), q(n * c.q_dim()), k(n * c.kv_dim()), v(n * c.kv_dim()),
-          att(n * c.q_dim()), gate(n * c.d_ff), up(n * c.d_ff), y(n * c.d_model), rope(n * c.d_head),
+        : x(n * c.d_model),
+          xn(n * c.d_model),
+          q(n * c.q_dim()),
+          k(n * c.kv_dim()),
+          v(n * c.kv_dim()),
+          att(n * c.q_dim()),
+          gate(n * c.d_ff),
+          up(n * c.d_ff),
+          y(n * c.d_model),
+          rope(n * c.d_head),
           logits(n * c.vocab) {}
 };
 
@@ -311,7 +319,7 @@ std::vector<float> forward_logits(const ModelViews& model, std::span<const std::
         matmul(s.gate.data(), s.xn.data(), n, l.ffn_gate, threads);  // [d_model, d_ff]
         matmul(s.up.data(), s.xn.data(), n, l.ffn_up, threads);      // [d_model, d_ff]
         for (std::size_t i = 0; i < s.gate.size(); ++i) s.gate[i] = silu(s.gate[i]) * s.up[i];
-        matmul(s.y.data(), s.gate.data(), n, l.ffn_down, threads);   // [d_ff, d_model]
+        matmul(s.y.data(), s.gate.data(), n, l.ffn_down, threads);  // [d_ff, d_model]
         for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
     }
 

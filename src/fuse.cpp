@@ -43,8 +43,8 @@ std::uint32_t file_type_of(DType t) {
 }
 
 // Encodes F32 rows [0, n_rows) of `rows` (row r at rows + r * ne0) to `type`, checking they are finite.
-void encode_rows(const std::string& source, const std::string& tensor, std::uint64_t first_row, const float* rows, std::uint64_t n_rows,
-                 std::uint64_t ne0, DType type, unsigned threads, std::vector<std::byte>& out) {
+void encode_rows(const std::string& source, const std::string& tensor, std::uint64_t first_row, const float* rows,
+                 std::uint64_t n_rows, std::uint64_t ne0, DType type, unsigned threads, std::vector<std::byte>& out) {
     const std::uint64_t rb = row_bytes(type, ne0);
     out.resize(n_rows * rb);
     parallel_for(n_rows, threads, [&](std::size_t r0, std::size_t r1) {
@@ -75,8 +75,10 @@ std::span<const std::byte> rows_of(const TensorView& v, std::uint64_t r, std::ui
 // on the way), encoded from F32 otherwise. Memory stays bounded by the window whatever the tensor size.
 void emit_view(const TensorView& v, const std::string& source, DType type, unsigned threads, ByteSink& sink) {
     if (v.type == type && type != DType::F32) {  // nothing to look at: the kernel copies it
-        if (v.file) sink.copy_from(*v.file, v.file_offset, v.bytes.size());
-        else sink.write(v.bytes);
+        if (v.file)
+            sink.copy_from(*v.file, v.file_offset, v.bytes.size());
+        else
+            sink.write(v.bytes);
         return;
     }
     if (v.type != type && v.type != DType::F32)
@@ -139,9 +141,8 @@ struct Planner {
 
     void add_copy(GgufWriter& w, const TensorSpec& s, const TensorView& v) const {
         const DType t = s.kind == TensorKind::Norm ? DType::F32 : weight_type(s.name, v, s.ne[0]);
-        w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [this, v, t](ByteSink& sink) {
-            emit_view(v, source, t, opt.threads, sink);
-        });
+        w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne,
+                     [this, v, t](ByteSink& sink) { emit_view(v, source, t, opt.threads, sink); });
     }
 
     // A fused projection: the heads' rows, head after head.
@@ -227,8 +228,11 @@ void fuse(const PerHeadModel& model, const std::filesystem::path& out, const Fus
     if (m.output) single["output.weight"] = &*m.output;
     for (std::uint32_t l = 0; l < c.n_layers; ++l) {
         const LayerViews& L = m.layers[l];
-        for (auto [what, v] : {std::pair{"attn_norm", &L.attn_norm}, {"attn_output", &L.attn_output},
-                               {"ffn_norm", &L.ffn_norm}, {"ffn_gate", &L.ffn_gate}, {"ffn_up", &L.ffn_up},
+        for (auto [what, v] : {std::pair{"attn_norm", &L.attn_norm},
+                               {"attn_output", &L.attn_output},
+                               {"ffn_norm", &L.ffn_norm},
+                               {"ffn_gate", &L.ffn_gate},
+                               {"ffn_up", &L.ffn_up},
                                {"ffn_down", &L.ffn_down}})
             single[layer_tensor_name(l, what)] = v;
         heads[layer_tensor_name(l, "attn_q")] = &L.q;
@@ -236,9 +240,12 @@ void fuse(const PerHeadModel& model, const std::filesystem::path& out, const Fus
         heads[layer_tensor_name(l, "attn_v")] = &L.v;
     }
     for (const TensorSpec& s : fused_layout(c)) {
-        if (auto it = single.find(s.name); it != single.end()) plan.add_copy(w, s, *it->second);
-        else if (auto jt = heads.find(s.name); jt != heads.end()) plan.add_heads(w, s, *jt->second);
-        else plan.add_fold(w, s);  // token_embd of a lens model
+        if (auto it = single.find(s.name); it != single.end())
+            plan.add_copy(w, s, *it->second);
+        else if (auto jt = heads.find(s.name); jt != heads.end())
+            plan.add_heads(w, s, *jt->second);
+        else
+            plan.add_fold(w, s);  // token_embd of a lens model
     }
     std::vector<std::filesystem::path> inputs = input_paths(model.file());
     if (options.tokenizer_from && options.tokenizer_from->mapping())

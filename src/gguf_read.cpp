@@ -25,8 +25,8 @@ public:
 
     void need(std::uint64_t n, std::string_view what) const {
         if (n > remaining())
-            error(std::string(what) + " needs " + std::to_string(n) + " bytes, only " +
-                  std::to_string(remaining()) + " remain in the file");
+            error(std::string(what) + " needs " + std::to_string(n) + " bytes, only " + std::to_string(remaining()) +
+                  " remain in the file");
     }
 
     template <class T>
@@ -57,9 +57,14 @@ bool valid_value_type(std::uint32_t t) noexcept { return t <= static_cast<std::u
 // Bytes a value of scalar type t occupies at least (strings: their length field).
 std::uint64_t min_value_size(ValueType t) noexcept {
     switch (t) {
-        case ValueType::U8: case ValueType::I8: case ValueType::BOOL: return 1;
-        case ValueType::U16: case ValueType::I16: return 2;
-        case ValueType::U32: case ValueType::I32: case ValueType::F32: return 4;
+        case ValueType::U8:
+        case ValueType::I8:
+        case ValueType::BOOL: return 1;
+        case ValueType::U16:
+        case ValueType::I16: return 2;
+        case ValueType::U32:
+        case ValueType::I32:
+        case ValueType::F32: return 4;
         default: return 8;
     }
 }
@@ -103,9 +108,8 @@ Value read_value(Cursor& c, ValueType t, const std::string& key, std::uint64_t& 
     auto count = c.read<std::uint64_t>("array length of key '" + key + "'");
     // Bound the count by the bytes left before reserving anything.
     if (count > c.remaining() / min_value_size(et))
-        c.error("key '" + key + "': array of " + std::to_string(count) + " " +
-                std::string(value_type_name(et)) + " values cannot fit in the " + std::to_string(c.remaining()) +
-                " bytes that remain");
+        c.error("key '" + key + "': array of " + std::to_string(count) + " " + std::string(value_type_name(et)) +
+                " values cannot fit in the " + std::to_string(c.remaining()) + " bytes that remain");
     if (count > items_left)
         c.error("key '" + key + "': array of " + std::to_string(count) + " items takes the file's arrays past " +
                 std::to_string(kMaxArrayItems) + " items in all, the most headfuse reads");
@@ -147,15 +151,14 @@ GgufFile GgufFile::parse_impl(std::span<const std::byte> bytes, std::string name
     if (bytes.size() < 4 || std::memcmp(bytes.data(), "GGUF", 4) != 0) c.error("not a GGUF file: bad magic");
     c.read<std::uint32_t>("magic");
     g.version_ = c.read<std::uint32_t>("version");
-    if (g.version_ != 2 && g.version_ != 3)
-        c.error("GGUF version must be 2 or 3, found " + std::to_string(g.version_));
+    if (g.version_ != 2 && g.version_ != 3) c.error("GGUF version must be 2 or 3, found " + std::to_string(g.version_));
     auto n_tensors = c.read<std::uint64_t>("tensor count");
     auto n_kv = c.read<std::uint64_t>("metadata count");
 
     // A key is at least a length, a type and one byte of value; a tensor info at least 8+4+8+4+8 bytes.
     if (n_kv > c.remaining() / 13)
-        c.error("metadata count " + std::to_string(n_kv) + " cannot fit in the " +
-                std::to_string(c.remaining()) + " bytes that remain");
+        c.error("metadata count " + std::to_string(n_kv) + " cannot fit in the " + std::to_string(c.remaining()) +
+                " bytes that remain");
     std::unordered_set<std::string> keys;
     std::uint64_t items_left = kMaxArrayItems;
     for (std::uint64_t i = 0; i < n_kv; ++i) {
@@ -170,8 +173,7 @@ GgufFile GgufFile::parse_impl(std::span<const std::byte> bytes, std::string name
 
     if (const Value* a = g.metadata_.find("general.alignment")) {
         if (a->type != ValueType::U32)
-            c.error("key 'general.alignment' has type " + std::string(value_type_name(a->type)) +
-                    ", expected u32");
+            c.error("key 'general.alignment' has type " + std::string(value_type_name(a->type)) + ", expected u32");
         auto al = std::get<std::uint64_t>(a->scalar);
         if (al == 0 || (al & (al - 1)) != 0)
             c.error("key 'general.alignment' must be a power of two, found " + std::to_string(al));
@@ -179,8 +181,8 @@ GgufFile GgufFile::parse_impl(std::span<const std::byte> bytes, std::string name
     }
 
     if (n_tensors > c.remaining() / 32)
-        c.error("tensor count " + std::to_string(n_tensors) + " cannot fit in the " +
-                std::to_string(c.remaining()) + " bytes that remain");
+        c.error("tensor count " + std::to_string(n_tensors) + " cannot fit in the " + std::to_string(c.remaining()) +
+                " bytes that remain");
     std::unordered_set<std::string> names;
     std::uint64_t expected_offset = 0;
     g.tensors_.reserve(n_tensors);
@@ -208,16 +210,16 @@ GgufFile GgufFile::parse_impl(std::span<const std::byte> bytes, std::string name
         const TypeTraits* tt = find_type(t.type);
         if (!tt) c.error(tn + ": unknown ggml type id " + std::to_string(t.type));
         if (t.ne[0] % tt->block_size != 0)
-            c.error(tn + ": ne[0] = " + std::to_string(t.ne[0]) + " is not a multiple of the " +
-                    std::string(tt->name) + " block size " + std::to_string(tt->block_size));
+            c.error(tn + ": ne[0] = " + std::to_string(t.ne[0]) + " is not a multiple of the " + std::string(tt->name) +
+                    " block size " + std::to_string(tt->block_size));
         t.offset = c.read<std::uint64_t>(tn + " offset");
         t.nbytes = checked_mul(row_bytes(t.type, t.ne[0]), t.n_rows(), g.name_ + ": " + tn + " size");
         if (t.offset != expected_offset)
             c.error(tn + ": data offset is " + std::to_string(t.offset) + ", expected " +
                     std::to_string(expected_offset) + " (tensors are contiguous, each padded to " +
                     std::to_string(g.alignment_) + " bytes)");
-        expected_offset = checked_align(checked_add(t.offset, t.nbytes, g.name_ + ": " + tn + " end"),
-                                        g.alignment_, g.name_ + ": " + tn + " end");
+        expected_offset = checked_align(checked_add(t.offset, t.nbytes, g.name_ + ": " + tn + " end"), g.alignment_,
+                                        g.name_ + ": " + tn + " end");
         g.tensors_.push_back(std::move(t));
     }
 

@@ -47,8 +47,10 @@ namespace {
 
 std::function<void(ByteSink&)> copy_of(const TensorView& v) {
     return [v](ByteSink& sink) {
-        if (v.file) sink.copy_from(*v.file, v.file_offset, v.bytes.size());
-        else sink.write(v.bytes);
+        if (v.file)
+            sink.copy_from(*v.file, v.file_offset, v.bytes.size());
+        else
+            sink.write(v.bytes);
     };
 }
 

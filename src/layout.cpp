@@ -46,7 +46,8 @@ std::vector<TensorSpec> layout(const Config& c, bool per_head) {
         out.push_back({layer_tensor_name(l, "attn_norm"), {dm}, TensorKind::Norm});
         for (auto [proj, n] : {std::pair{"attn_q", c.n_heads}, {"attn_k", c.n_kv_heads}, {"attn_v", c.n_kv_heads}}) {
             if (per_head)
-                for (std::uint32_t h = 0; h < n; ++h) out.push_back({head_tensor_name(l, proj, h), {dm, dh}, TensorKind::Weight});
+                for (std::uint32_t h = 0; h < n; ++h)
+                    out.push_back({head_tensor_name(l, proj, h), {dm, dh}, TensorKind::Weight});
             else
                 out.push_back({layer_tensor_name(l, proj), {dm, n * dh}, TensorKind::Weight});
         }

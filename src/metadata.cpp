@@ -96,8 +96,8 @@ const Value& typed(const Metadata& md, std::string_view key, ValueType want, std
     const Value* v = md.find(key);
     if (!v) fail(std::string(where) + ": missing key '" + std::string(key) + "'");
     if (v->type != want)
-        fail(std::string(where) + ": key '" + std::string(key) + "' has type " +
-             std::string(value_type_name(v->type)) + ", expected " + std::string(value_type_name(want)));
+        fail(std::string(where) + ": key '" + std::string(key) + "' has type " + std::string(value_type_name(v->type)) +
+             ", expected " + std::string(value_type_name(want)));
     return *v;
 }
 }  // namespace

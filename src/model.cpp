@@ -68,12 +68,13 @@ ModelViews assemble(const Config& c, const std::vector<TensorView>& views) {
         L.ffn_gate = get(layer_tensor_name(l, "ffn_gate"));
         L.ffn_up = get(layer_tensor_name(l, "ffn_up"));
         L.ffn_down = get(layer_tensor_name(l, "ffn_down"));
-        for (auto [proj, heads, n] : {std::tuple{"attn_q", &L.q, c.n_heads}, {"attn_k", &L.k, c.n_kv_heads},
-                                      {"attn_v", &L.v, c.n_kv_heads}}) {
+        for (auto [proj, heads, n] :
+             {std::tuple{"attn_q", &L.q, c.n_heads}, {"attn_k", &L.k, c.n_kv_heads}, {"attn_v", &L.v, c.n_kv_heads}}) {
             heads->reserve(n);
             if (auto it = by_name.find(layer_tensor_name(l, proj)); it != by_name.end()) {
                 for (std::uint32_t h = 0; h < n; ++h)  // zero-copy slices of the fused tensor
-                    heads->push_back(it->second->rows(std::uint64_t{h} * c.d_head, c.d_head, head_tensor_name(l, proj, h)));
+                    heads->push_back(
+                        it->second->rows(std::uint64_t{h} * c.d_head, c.d_head, head_tensor_name(l, proj, h)));
             } else {
                 for (std::uint32_t h = 0; h < n; ++h) heads->push_back(get(head_tensor_name(l, proj, h)));
             }
@@ -220,9 +221,11 @@ PerHeadModel PerHeadModel::from_tensors(const Config& config, std::span<const Ex
         if (it == by_name.end()) fail("missing tensor '" + s.name + "' (expected shape " + format_shape(s.ne) + ")");
         const ExternalTensor& t = *it->second;
         if (t.ne != s.ne)
-            fail("tensor '" + s.name + "' has wrong shape; expected " + format_shape(s.ne) + ", got " + format_shape(t.ne));
+            fail("tensor '" + s.name + "' has wrong shape; expected " + format_shape(s.ne) + ", got " +
+                 format_shape(t.ne));
         if (!type_allowed(s.kind, static_cast<std::uint32_t>(t.type)))
-            fail("tensor '" + s.name + "' has type " + std::string(type_name(t.type)) + ", expected " + allowed_types(s.kind));
+            fail("tensor '" + s.name + "' has type " + std::string(type_name(t.type)) + ", expected " +
+                 allowed_types(s.kind));
         const std::uint64_t nbytes = row_bytes(t.type, s.ne[0]) * (elements(s.ne) / s.ne[0]);
         if (t.bytes.size() != nbytes)
             fail("tensor '" + s.name + "' holds " + std::to_string(t.bytes.size()) + " bytes, expected " +

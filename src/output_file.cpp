@@ -42,7 +42,8 @@ OutputFile::OutputFile(std::filesystem::path dest, std::span<const std::filesyst
     : dest_(std::move(dest)) {
     refuse_overwrite(dest_, inputs);
     struct stat d {};
-    if (::stat(dest_.c_str(), &d) == 0 && S_ISDIR(d.st_mode)) fail("cannot write " + quoted(dest_) + ": it is a directory");
+    if (::stat(dest_.c_str(), &d) == 0 && S_ISDIR(d.st_mode))
+        fail("cannot write " + quoted(dest_) + ": it is a directory");
     std::filesystem::path dir = dest_.parent_path();
     if (dir.empty()) dir = ".";
     fd_ = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);

@@ -88,8 +88,8 @@ inline double log_normal(double x) noexcept {
     const double z2 = z * z;
     // Estrin's scheme: short dependency chains, which the SIMD paths need to be fast.
     const double z4 = z2 * z2, z8 = z4 * z4, z16 = z8 * z8;
-    const double a0 = kC[0] + kC[1] * z2, a1 = kC[2] + kC[3] * z2, a2 = kC[4] + kC[5] * z2,
-                 a3 = kC[6] + kC[7] * z2, a4 = kC[8] + kC[9] * z2;
+    const double a0 = kC[0] + kC[1] * z2, a1 = kC[2] + kC[3] * z2, a2 = kC[4] + kC[5] * z2, a3 = kC[6] + kC[7] * z2,
+                 a4 = kC[8] + kC[9] * z2;
     const double p = ((a0 + a1 * z4) + (a2 + a3 * z4) * z8) + a4 * z16;
     return 2.0 * (z + (z * z2) * p) + k * kLn2;
 }
@@ -144,17 +144,17 @@ alignas(32) constexpr Pack4 kPack4;
 
 // A chunk's rounds: `ROUND(dst)` stores up to 16 floats at dst (any of them may be scratch) and yields how many
 // are real. Straight to `out` while 16 fit; the last rounds go through a bounce buffer.
-#define HEADFUSE_RUN_ROUNDS(ROUND)                                  \
-    do {                                                            \
-        std::size_t i = 0;                                          \
-        while (n - i >= 16) i += ROUND(out + i);                    \
-        alignas(64) float tmp[16];                                  \
-        while (i < n) {                                             \
-            const std::size_t got = ROUND(tmp);                     \
-            const std::size_t take = got < n - i ? got : n - i;     \
-            std::memcpy(out + i, tmp, take * sizeof(float));        \
-            i += take;                                              \
-        }                                                           \
+#define HEADFUSE_RUN_ROUNDS(ROUND)                              \
+    do {                                                        \
+        std::size_t i = 0;                                      \
+        while (n - i >= 16) i += ROUND(out + i);                \
+        alignas(64) float tmp[16];                              \
+        while (i < n) {                                         \
+            const std::size_t got = ROUND(tmp);                 \
+            const std::size_t take = got < n - i ? got : n - i; \
+            std::memcpy(out + i, tmp, take * sizeof(float));    \
+            i += take;                                          \
+        }                                                       \
     } while (0)
 
 #define HEADFUSE_AVX2 __attribute__((target("avx2,popcnt")))
@@ -184,7 +184,8 @@ struct Avx2Group {
     }
 
     HEADFUSE_AVX2 static inline __m256d uniform(__m256i r) noexcept {
-        const __m256i bits = _mm256_or_si256(_mm256_srli_epi64(r, 12), _mm256_set1_epi64x(static_cast<long long>(kUniformExp)));
+        const __m256i bits =
+            _mm256_or_si256(_mm256_srli_epi64(r, 12), _mm256_set1_epi64x(static_cast<long long>(kUniformExp)));
         return _mm256_sub_pd(_mm256_castsi256_pd(bits), _mm256_set1_pd(kUniformShift));
     }
 
@@ -193,7 +194,8 @@ struct Avx2Group {
         const __m256i d = _mm256_sub_epi64(b, _mm256_set1_epi64x(static_cast<long long>(kSqrtHalfBits)));
         const __m256d m = _mm256_castsi256_pd(
             _mm256_sub_epi64(b, _mm256_and_si256(d, _mm256_set1_epi64x(static_cast<long long>(kHighMask)))));
-        const __m256i kb = _mm256_srli_epi64(_mm256_xor_si256(d, _mm256_set1_epi64x(static_cast<long long>(kSignBit))), 52);
+        const __m256i kb =
+            _mm256_srli_epi64(_mm256_xor_si256(d, _mm256_set1_epi64x(static_cast<long long>(kSignBit))), 52);
         const __m256d k = _mm256_sub_pd(
             _mm256_castsi256_pd(_mm256_or_si256(kb, _mm256_set1_epi64x(static_cast<long long>(kExpBits)))),
             _mm256_set1_pd(kExpBias));
@@ -285,7 +287,8 @@ HEADFUSE_AVX512 inline __m512i avx512_next(__m512i& s0, __m512i& s1, __m512i& s2
 }
 
 HEADFUSE_AVX512 inline __m512d avx512_uniform(__m512i r) noexcept {
-    const __m512i bits = _mm512_or_si512(_mm512_srli_epi64(r, 12), _mm512_set1_epi64(static_cast<long long>(kUniformExp)));
+    const __m512i bits =
+        _mm512_or_si512(_mm512_srli_epi64(r, 12), _mm512_set1_epi64(static_cast<long long>(kUniformExp)));
     return _mm512_sub_pd(_mm512_castsi512_pd(bits), _mm512_set1_pd(kUniformShift));
 }
 
@@ -295,9 +298,9 @@ HEADFUSE_AVX512 inline __m512d avx512_log(__m512d x) noexcept {
     const __m512d m = _mm512_castsi512_pd(
         _mm512_sub_epi64(b, _mm512_and_si512(d, _mm512_set1_epi64(static_cast<long long>(kHighMask)))));
     const __m512i kb = _mm512_srli_epi64(_mm512_xor_si512(d, _mm512_set1_epi64(static_cast<long long>(kSignBit))), 52);
-    const __m512d k = _mm512_sub_pd(
-        _mm512_castsi512_pd(_mm512_or_si512(kb, _mm512_set1_epi64(static_cast<long long>(kExpBits)))),
-        _mm512_set1_pd(kExpBias));
+    const __m512d k =
+        _mm512_sub_pd(_mm512_castsi512_pd(_mm512_or_si512(kb, _mm512_set1_epi64(static_cast<long long>(kExpBits)))),
+                      _mm512_set1_pd(kExpBias));
     const __m512d one = _mm512_set1_pd(1.0);
     const __m512d z = _mm512_div_pd(_mm512_sub_pd(m, one), _mm512_add_pd(m, one));
     const __m512d z2 = _mm512_mul_pd(z, z);
@@ -402,7 +405,8 @@ std::uint64_t name_hash(std::string_view name) noexcept {
 }
 
 double portable_log(double x) noexcept {
-    if (!(x > 0.0)) return x == 0.0 ? -std::numeric_limits<double>::infinity() : std::numeric_limits<double>::quiet_NaN();
+    if (!(x > 0.0))
+        return x == 0.0 ? -std::numeric_limits<double>::infinity() : std::numeric_limits<double>::quiet_NaN();
     if (x == std::numeric_limits<double>::infinity()) return x;
     if (x < std::numeric_limits<double>::min()) return log_normal(x * 0x1.0p54) - 54.0 * kLn2;
     return log_normal(x);
@@ -414,7 +418,8 @@ bool random_isa_supported(RandomIsa isa) noexcept {
 #if HEADFUSE_RANDOM_X86
         case RandomIsa::Avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
         case RandomIsa::Avx512:
-            return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+            return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+                   __builtin_cpu_supports("popcnt");
 #endif
         default: return false;
     }

@@ -50,8 +50,8 @@ bool random_isa_supported(RandomIsa isa) noexcept;  // compiled in and supported
 RandomIsa random_isa_in_use() noexcept;             // the one random_normal_chunk dispatches to
 const char* random_isa_name(RandomIsa isa) noexcept;
 // Precondition: random_isa_supported(isa).
-void random_normal_chunk_isa(RandomIsa isa, std::uint64_t seed, std::uint64_t hash, std::uint64_t chunk,
-                             float* out, std::size_t n) noexcept;
+void random_normal_chunk_isa(RandomIsa isa, std::uint64_t seed, std::uint64_t hash, std::uint64_t chunk, float* out,
+                             std::size_t n) noexcept;
 
 // A deterministic natural logarithm for x > 0 (exposed for tests): the L of step 4 above for normal x, extended
 // to subnormals (scaled by 2^54 first), 0 (-inf), +inf, and negative or NaN x (NaN).

@@ -53,7 +53,9 @@ public:
                 auto got = actual.row(row);
                 if (e->type != actual.type) {
                     report_.same_types = false;
-                    if (e->type != DType::F32) return mismatch(actual.name, "a " + std::string(type_name(e->type)) + " source and a " + std::string(type_name(actual.type)) + " file");
+                    if (e->type != DType::F32)
+                        return mismatch(actual.name, "a " + std::string(type_name(e->type)) + " source and a " +
+                                                         std::string(type_name(actual.type)) + " file");
                     encoded.resize(got.size());
                     encode_row(actual.type, reinterpret_cast<const float*>(want.data()), encoded.data(), e->ne[0]);
                     want = encoded;
@@ -103,7 +105,8 @@ private:
 void check_same_config(const Config& a, const Config& b, const std::string& fused_name) {
     Config x = a, y = b;
     x.donor_d_in = y.donor_d_in = 0;  // the fused file has the lens folded away
-    if (!(x == y)) fail(fused_name + ": hyperparameters differ from the per-head model: " + describe(b) + " vs " + describe(a));
+    if (!(x == y))
+        fail(fused_name + ": hyperparameters differ from the per-head model: " + describe(b) + " vs " + describe(a));
 }
 
 }  // namespace
@@ -140,8 +143,10 @@ VerifyReport verify(const PerHeadModel& per_head, const FusedModel& fused, const
     std::uint64_t total = 0;
     for_each_view(a, [&](const TensorView& v) { total += v.bytes.size(); });
     Comparer cmp(report, options, total);
-    if (a.lens_proj) cmp.compare_fold(a.token_embd, *a.lens_proj, b.token_embd);
-    else cmp.compare({&a.token_embd}, b.token_embd);
+    if (a.lens_proj)
+        cmp.compare_fold(a.token_embd, *a.lens_proj, b.token_embd);
+    else
+        cmp.compare({&a.token_embd}, b.token_embd);
     cmp.compare({&a.output_norm}, b.output_norm);
     if (a.output) cmp.compare({&*a.output}, *b.output);
     for (std::uint32_t l = 0; l < a.config.n_layers; ++l) {
@@ -163,14 +168,18 @@ VerifyReport verify(const PerHeadModel& per_head, const FusedModel& fused, const
     const std::vector<std::uint32_t> tokens = options.tokens.empty() ? default_tokens(a.config.vocab) : options.tokens;
     const std::vector<float> la = forward_logits(a, tokens, options.threads);
     const std::vector<float> lb = forward_logits(b, tokens, options.threads);
-    report.logits_identical = la.size() == lb.size() && std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)) == 0;
+    report.logits_identical =
+        la.size() == lb.size() && std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)) == 0;
     report.logits_finite = std::all_of(lb.begin(), lb.end(), [](float x) { return std::isfinite(x); });
     const std::uint32_t vocab = a.config.vocab;
     const std::vector<double> pa = log_softmax(la, vocab), pb = log_softmax(lb, vocab);
-    for (std::size_t i = 0; i < pa.size(); ++i) report.max_logprob_diff = std::max(report.max_logprob_diff, std::abs(pa[i] - pb[i]));
+    for (std::size_t i = 0; i < pa.size(); ++i)
+        report.max_logprob_diff = std::max(report.max_logprob_diff, std::abs(pa[i] - pb[i]));
     for (std::size_t p = 0; p < tokens.size(); ++p) {
         auto top = [&](const std::vector<double>& v) {
-            return std::max_element(v.begin() + static_cast<std::ptrdiff_t>(p * vocab), v.begin() + static_cast<std::ptrdiff_t>((p + 1) * vocab)) - v.begin();
+            return std::max_element(v.begin() + static_cast<std::ptrdiff_t>(p * vocab),
+                                    v.begin() + static_cast<std::ptrdiff_t>((p + 1) * vocab)) -
+                   v.begin();
         };
         if (top(pa) != top(pb)) report.top_token_agrees = false;
     }

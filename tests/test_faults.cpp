@@ -41,11 +41,11 @@ using Clock = std::chrono::steady_clock;
 using Args = std::vector<std::string>;
 
 // The kill test's model: d_model 1024, 16 heads (4 kv) x 64, d_ff 2816, 2 layers, vocab 8192 = 157 MB of F32.
-const Args kLargeModel{"--d-model", "1024", "--n-heads", "16", "--n-kv-heads", "4", "--d-ff", "2816",
-                       "--n-layers", "2", "--vocab", "8192", "--seed", "11"};
+const Args kLargeModel{"--d-model", "1024",       "--n-heads", "16",      "--n-kv-heads", "4",      "--d-ff",
+                       "2816",      "--n-layers", "2",         "--vocab", "8192",         "--seed", "11"};
 // The other tests' model: 4.4 MB, larger than the 2 MB file system and the 64 kB size limit below.
-const Args kSmallModel{"--d-model", "64", "--n-heads", "4", "--n-kv-heads", "2", "--d-ff", "128",
-                       "--n-layers", "2", "--vocab", "8192", "--seed", "5"};
+const Args kSmallModel{"--d-model", "64",         "--n-heads", "4",       "--n-kv-heads", "2",      "--d-ff",
+                       "128",       "--n-layers", "2",         "--vocab", "8192",         "--seed", "5"};
 
 Args concat(Args a, const Args& b) {
     a.insert(a.end(), b.begin(), b.end());
@@ -89,7 +89,9 @@ std::vector<std::string> strays(const fs::path& dir, const std::vector<std::stri
     return out;
 }
 
-bool one_line(const std::string& s) { return !s.empty() && s.back() == '\n' && std::count(s.begin(), s.end(), '\n') == 1; }
+bool one_line(const std::string& s) {
+    return !s.empty() && s.back() == '\n' && std::count(s.begin(), s.end(), '\n') == 1;
+}
 
 // The CLI started in the background, output discarded.
 pid_t spawn_cli(const Args& args) {
@@ -229,9 +231,12 @@ KillOutcomes kill_during_write(const std::string& what, const std::function<Args
 }
 
 TEST(Faults, KillDuringInit) {
-    kill_during_write("init", [](const fs::path& d) {
-        return concat({"init", "-q", "-o", (d / "model.gguf").string()}, kLargeModel);
-    }, "model.gguf");
+    kill_during_write(
+        "init",
+        [](const fs::path& d) {
+            return concat({"init", "-q", "-o", (d / "model.gguf").string()}, kLargeModel);
+        },
+        "model.gguf");
 }
 
 class KillDuringFuse : public ::testing::TestWithParam<std::string> {};
@@ -245,9 +250,12 @@ TEST_P(KillDuringFuse, LeavesTheDestinationAsItWasOrComplete) {
         return p;
     }();
     const std::string type = GetParam();
-    kill_during_write("fuse --type " + type, [&](const fs::path& d) {
-        return Args{"fuse", "-q", input.string(), "-o", (d / "fused.gguf").string(), "--type", type};
-    }, "fused.gguf");
+    kill_during_write(
+        "fuse --type " + type,
+        [&](const fs::path& d) {
+            return Args{"fuse", "-q", input.string(), "-o", (d / "fused.gguf").string(), "--type", type};
+        },
+        "fused.gguf");
 }
 
 // f32: the tensors are copied by copy_file_range; q8_0: encoded in memory and written.
@@ -282,11 +290,21 @@ std::vector<WriteCase> write_cases() {
     const Inputs& in = inputs();
     const std::string ph = in.per_head.string(), fu = in.fused.string();
     return {
-        {"init", [](const fs::path& d) { return concat({"init", "-q", "-o", d.string()}, kSmallModel); }},
-        {"fuse_f32", [=](const fs::path& d) { return Args{"fuse", "-q", ph, "-o", d.string()}; }},
+        {"init",
+         [](const fs::path& d) {
+             return concat({"init", "-q", "-o", d.string()}, kSmallModel);
+         }},
+        {"fuse_f32",
+         [=](const fs::path& d) {
+             return Args{"fuse", "-q", ph, "-o", d.string()};
+         }},
         {"fuse_q8_0", [=](const fs::path& d) { return Args{"fuse", "-q", ph, "-o", d.string(), "--type", "q8_0"}; }},
-        {"split", [=](const fs::path& d) { return Args{"split", "-q", fu, "-o", d.string()}; }},
-        {"logits", [=](const fs::path& d) { return Args{"logits", "-q", fu, "--tokens", "1,2,3,4", "-o", d.string()}; }},
+        {"split",
+         [=](const fs::path& d) {
+             return Args{"split", "-q", fu, "-o", d.string()};
+         }},
+        {"logits",
+         [=](const fs::path& d) { return Args{"logits", "-q", fu, "--tokens", "1,2,3,4", "-o", d.string()}; }},
     };
 }
 
@@ -297,8 +315,10 @@ void expect_clean_failure(const RunResult& r, const std::string& reason, const f
     EXPECT_TRUE(one_line(r.err)) << r.err;
     EXPECT_NE(r.err.find(reason), std::string::npos) << r.err;
     EXPECT_NE(r.err.find(dest.filename().string()), std::string::npos) << "the destination is not named: " << r.err;
-    if (preexisting) EXPECT_EQ(read_bytes(dest), bytes_of(old)) << "the destination changed";
-    else EXPECT_FALSE(fs::exists(dest)) << "a partial destination was left";
+    if (preexisting)
+        EXPECT_EQ(read_bytes(dest), bytes_of(old)) << "the destination changed";
+    else
+        EXPECT_FALSE(fs::exists(dest)) << "a partial destination was left";
     EXPECT_EQ(list_dir(dest.parent_path()), folder_before) << "a temporary file was left";
 }
 
@@ -309,8 +329,10 @@ class Tmpfs {
 public:
     Tmpfs(const fs::path& dir, const char* options) : dir_(dir) {
         fs::create_directories(dir);
-        if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, options) == 0) mounted_ = true;
-        else error_ = std::strerror(errno);
+        if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, options) == 0)
+            mounted_ = true;
+        else
+            error_ = std::strerror(errno);
     }
     ~Tmpfs() {
         if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
@@ -357,7 +379,8 @@ TEST(Faults, FullDiskEndsInAClearErrorAndLeavesNothing) {
             const RunResult r = run_cli(c.args(dest));
             expect_clean_failure(r, "No space left on device", dest, preexisting, old, before);
             EXPECT_EQ(free_bytes(mnt), free_before) << "space still held by an unnamed temporary";
-            std::printf("[faults] full disk, %-10s%s: %s", c.name.c_str(), preexisting ? " (dest existed)" : "", r.err.c_str());
+            std::printf("[faults] full disk, %-10s%s: %s", c.name.c_str(), preexisting ? " (dest existed)" : "",
+                        r.err.c_str());
             fs::remove(dest);
         }
     }
@@ -380,7 +403,8 @@ TEST(Faults, FileSizeLimitEndsInAClearErrorAndLeavesNothing) {
             const RunResult r = run_cli_fsize(c.args(dest), 64 * 1024);
             EXPECT_NE(r.status, 128 + SIGXFSZ) << "killed by SIGXFSZ";
             expect_clean_failure(r, "File too large", dest, preexisting, old, before);
-            std::printf("[faults] size limit, %-10s%s: %s", c.name.c_str(), preexisting ? " (dest existed)" : "", r.err.c_str());
+            std::printf("[faults] size limit, %-10s%s: %s", c.name.c_str(), preexisting ? " (dest existed)" : "",
+                        r.err.c_str());
             fs::remove(dest);
         }
     }

@@ -65,21 +65,28 @@ TestModel random_model(const Config& c, std::uint64_t seed) {
     TestModel m;
     m.views.config = c;
     auto matrix = [&](std::string name, std::uint64_t n_in, std::uint64_t n_out) {
-        return m.add_f32(std::move(name), {n_in, n_out}, random_vector(rng, n_in * n_out, 1.0f / std::sqrt(float(n_in))));
+        return m.add_f32(std::move(name), {n_in, n_out},
+                         random_vector(rng, n_in * n_out, 1.0f / std::sqrt(float(n_in))));
     };
-    auto norm = [&](std::string name) { return m.add_f32(std::move(name), {c.d_model}, random_vector(rng, c.d_model, 0.2f, 1.0f)); };
+    auto norm = [&](std::string name) {
+        return m.add_f32(std::move(name), {c.d_model}, random_vector(rng, c.d_model, 0.2f, 1.0f));
+    };
 
     const std::uint64_t embd_in = c.has_lens() ? c.donor_d_in : c.d_model;
-    m.views.token_embd = m.add_f32("token_embd.weight", {embd_in, c.vocab}, random_vector(rng, embd_in * c.vocab, 1.0f));
+    m.views.token_embd =
+        m.add_f32("token_embd.weight", {embd_in, c.vocab}, random_vector(rng, embd_in * c.vocab, 1.0f));
     if (c.has_lens()) m.views.lens_proj = matrix("lens.proj.weight", c.donor_d_in, c.d_model);
     m.views.output_norm = norm("output_norm.weight");
     if (!c.tied) m.views.output = matrix("output.weight", c.d_model, c.vocab);
     for (std::uint32_t il = 0; il < c.n_layers; ++il) {
         LayerViews l;
         l.attn_norm = norm("attn_norm");
-        for (std::uint32_t h = 0; h < c.n_heads; ++h) l.q.push_back(matrix("q" + std::to_string(h), c.d_model, c.d_head));
-        for (std::uint32_t g = 0; g < c.n_kv_heads; ++g) l.k.push_back(matrix("k" + std::to_string(g), c.d_model, c.d_head));
-        for (std::uint32_t g = 0; g < c.n_kv_heads; ++g) l.v.push_back(matrix("v" + std::to_string(g), c.d_model, c.d_head));
+        for (std::uint32_t h = 0; h < c.n_heads; ++h)
+            l.q.push_back(matrix("q" + std::to_string(h), c.d_model, c.d_head));
+        for (std::uint32_t g = 0; g < c.n_kv_heads; ++g)
+            l.k.push_back(matrix("k" + std::to_string(g), c.d_model, c.d_head));
+        for (std::uint32_t g = 0; g < c.n_kv_heads; ++g)
+            l.v.push_back(matrix("v" + std::to_string(g), c.d_model, c.d_head));
         l.attn_output = matrix("attn_output", c.q_dim(), c.d_model);
         l.ffn_norm = norm("ffn_norm");
         l.ffn_gate = matrix("ffn_gate", c.d_model, c.d_ff);
@@ -169,9 +176,20 @@ std::vector<double> reference_logits(const ModelViews& m, const std::vector<std:
         std::vector<Vec> q(n), k(n), v(n);
         for (std::size_t t = 0; t < n; ++t) {
             const Vec xn = rmsnorm(x[t], l.attn_norm, c.rms_eps);
-            for (const TensorView& w : l.q) { Vec h = mul(w, xn); rope(h.data(), t, dh, c.rope_theta); q[t].insert(q[t].end(), h.begin(), h.end()); }
-            for (const TensorView& w : l.k) { Vec h = mul(w, xn); rope(h.data(), t, dh, c.rope_theta); k[t].insert(k[t].end(), h.begin(), h.end()); }
-            for (const TensorView& w : l.v) { Vec h = mul(w, xn); v[t].insert(v[t].end(), h.begin(), h.end()); }
+            for (const TensorView& w : l.q) {
+                Vec h = mul(w, xn);
+                rope(h.data(), t, dh, c.rope_theta);
+                q[t].insert(q[t].end(), h.begin(), h.end());
+            }
+            for (const TensorView& w : l.k) {
+                Vec h = mul(w, xn);
+                rope(h.data(), t, dh, c.rope_theta);
+                k[t].insert(k[t].end(), h.begin(), h.end());
+            }
+            for (const TensorView& w : l.v) {
+                Vec h = mul(w, xn);
+                v[t].insert(v[t].end(), h.begin(), h.end());
+            }
         }
         for (std::size_t t = 0; t < n; ++t) {
             Vec att(c.q_dim(), 0.0);
@@ -220,7 +238,8 @@ void expect_near_oracle(const ModelViews& m, const std::vector<std::uint32_t>& t
     const std::vector<double> want = reference_logits(m, tokens);
     ASSERT_EQ(got.size(), want.size());
     double worst = 0;
-    for (std::size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::abs(double(got[i]) - want[i]) / (1.0 + std::abs(want[i])));
+    for (std::size_t i = 0; i < got.size(); ++i)
+        worst = std::max(worst, std::abs(double(got[i]) - want[i]) / (1.0 + std::abs(want[i])));
     EXPECT_LE(worst, kOracleTolerance);
 }
 
@@ -258,15 +277,15 @@ TEST_P(ForwardShapes, CausalPrefixIsBitIdentical) {
     EXPECT_TRUE(bit_identical(prefix, std::vector<float>(all.begin(), all.begin() + 4 * c.vocab)));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Attention, ForwardShapes,
-    testing::Values(Shape{"mha", make_config(64, 4, 4, 16, 96, 2, 101)},
-                    Shape{"gqa", make_config(64, 4, 2, 16, 96, 2, 101)},
-                    Shape{"mqa", make_config(64, 4, 1, 16, 96, 2, 101)},
-                    Shape{"wide_heads", make_config(48, 4, 2, 24, 80, 2, 101)},  // q_dim 96 != d_model 48
-                    Shape{"tied", make_config(64, 4, 2, 16, 96, 2, 101, true)},
-                    Shape{"one_layer_odd_sizes", make_config(40, 3, 3, 10, 70, 1, 37)}),
-    [](const testing::TestParamInfo<Shape>& p) { return std::string(p.param.name); });
+INSTANTIATE_TEST_SUITE_P(Attention, ForwardShapes,
+                         testing::Values(Shape{"mha", make_config(64, 4, 4, 16, 96, 2, 101)},
+                                         Shape{"gqa", make_config(64, 4, 2, 16, 96, 2, 101)},
+                                         Shape{"mqa", make_config(64, 4, 1, 16, 96, 2, 101)},
+                                         Shape{"wide_heads",
+                                               make_config(48, 4, 2, 24, 80, 2, 101)},  // q_dim 96 != d_model 48
+                                         Shape{"tied", make_config(64, 4, 2, 16, 96, 2, 101, true)},
+                                         Shape{"one_layer_odd_sizes", make_config(40, 3, 3, 10, 70, 1, 37)}),
+                         [](const testing::TestParamInfo<Shape>& p) { return std::string(p.param.name); });
 
 // ----------------------------------------------------------------------------------------------------------
 
@@ -307,8 +326,8 @@ TEST(Forward, LensMatchesFoldedTable) {
     folded.views.lens_proj.reset();
     std::vector<float> table(std::uint64_t{c.vocab} * c.d_model);
     for (std::uint64_t v0 = 0; v0 < c.vocab; v0 += kFoldBlockRows)
-        fold_rows(lens.views.token_embd, *lens.views.lens_proj, v0, std::min<std::uint64_t>(kFoldBlockRows, c.vocab - v0),
-                  table.data() + v0 * c.d_model);
+        fold_rows(lens.views.token_embd, *lens.views.lens_proj, v0,
+                  std::min<std::uint64_t>(kFoldBlockRows, c.vocab - v0), table.data() + v0 * c.d_model);
     folded.views.token_embd = folded.add_f32("token_embd.weight", {c.d_model, c.vocab}, table);
     EXPECT_TRUE(bit_identical(forward_logits(lens.views, tokens), forward_logits(folded.views, tokens)));
 }

@@ -37,7 +37,8 @@ Metadata every_value_type() {
     md.set("t.array_f32", Value::array(ValueType::F32, {Value::f32(0.5f)}));
     md.set("t.array_f64", Value::array(ValueType::F64, {Value::f64(2.5), Value::f64(-0.0)}));
     md.set("t.array_bool", Value::array(ValueType::BOOL, {Value::boolean(false), Value::boolean(true)}));
-    md.set("t.array_string", Value::array(ValueType::STRING, {Value::string("a"), Value::string(""), Value::string("ccc")}));
+    md.set("t.array_string",
+           Value::array(ValueType::STRING, {Value::string("a"), Value::string(""), Value::string("ccc")}));
     md.set("t.array_u64", Value::array(ValueType::U64, {Value::u64(1ull << 60)}));
     md.set("t.array_empty", Value::array(ValueType::I16, {}));
     return md;
@@ -81,8 +82,8 @@ TEST(Gguf, TensorsOfEveryTypeAndAlignmentRoundTripAndGgmlAgrees) {
                 std::uint64_t rows = 1;
                 for (std::size_t d = 1; d < ne.size(); ++d) rows *= ne[d];
                 data.push_back(random_bytes(row_bytes(t, ne[0]) * rows, rng));
-                w.add_tensor("t" + std::to_string(i++) + "." + std::string(type_name(t)), static_cast<std::uint32_t>(t), ne,
-                             bytes_of(data.back()));
+                w.add_tensor("t" + std::to_string(i++) + "." + std::string(type_name(t)), static_cast<std::uint32_t>(t),
+                             ne, bytes_of(data.back()));
             }
         }
         const auto path = dir / "tensors.gguf";
@@ -129,13 +130,13 @@ TEST(Gguf, WriterRefusesWhatTheReaderWould) {
     GgufWriter w;
     const std::vector<std::uint64_t> ok{32, 2};
     w.add_tensor("a", 0, ok, {});
-    EXPECT_THROW(w.add_tensor("a", 0, ok, {}), Error);                                // duplicate name
-    EXPECT_THROW(w.add_tensor(std::string(64, 'n'), 0, ok, {}), Error);               // name too long
-    EXPECT_THROW(w.add_tensor("q", 8, std::vector<std::uint64_t>{48, 2}, {}), Error);  // not whole q8_0 blocks
+    EXPECT_THROW(w.add_tensor("a", 0, ok, {}), Error);                                         // duplicate name
+    EXPECT_THROW(w.add_tensor(std::string(64, 'n'), 0, ok, {}), Error);                        // name too long
+    EXPECT_THROW(w.add_tensor("q", 8, std::vector<std::uint64_t>{48, 2}, {}), Error);          // not whole q8_0 blocks
     EXPECT_THROW(w.add_tensor("d", 0, std::vector<std::uint64_t>{1, 1, 1, 1, 1}, {}), Error);  // 5 dims
-    EXPECT_THROW(w.add_tensor("u", 99, ok, {}), Error);                                // unknown type
+    EXPECT_THROW(w.add_tensor("u", 99, ok, {}), Error);                                        // unknown type
     EXPECT_THROW(w.add_tensor("o", 0, std::vector<std::uint64_t>{1ull << 40, 1ull << 40}, {}), Error);  // overflow
-    EXPECT_THROW(Value::array(ValueType::ARRAY, {}), Error);                           // nested arrays
+    EXPECT_THROW(Value::array(ValueType::ARRAY, {}), Error);                                            // nested arrays
     w.alignment = 48;
     EXPECT_THROW(w.header(), Error);  // alignment not a power of two
 }
@@ -143,7 +144,11 @@ TEST(Gguf, WriterRefusesWhatTheReaderWould) {
 TEST(Gguf, FailedWriteLeavesNothingAndKeepsTheOldFile) {
     TempDir dir;
     const auto path = dir / "out.gguf";
-    { GgufWriter w; w.metadata.set("k", Value::u32(1)); w.write(path); }
+    {
+        GgufWriter w;
+        w.metadata.set("k", Value::u32(1));
+        w.write(path);
+    }
     const auto before = test::read_bytes(path);
     GgufWriter w;
     w.add_tensor("short", 0, std::vector<std::uint64_t>{32}, [](ByteSink& s) {

@@ -154,7 +154,8 @@ TEST_P(JudgeType, EncodedFileEqualsGgmlAndRunsInLlamaCpp) {
             want.resize(h.size() * 2);
             std::memcpy(want.data(), h.data(), want.size());
         } else {
-            want = ggml->quantize(type, x, static_cast<std::int64_t>(src.n_rows()), static_cast<std::int64_t>(src.ne[0]));
+            want =
+                ggml->quantize(type, x, static_cast<std::int64_t>(src.n_rows()), static_cast<std::int64_t>(src.ne[0]));
         }
         const auto got = enc.tensor_data(dst);
         ASSERT_EQ(got.size(), want.size()) << dst.name;

@@ -38,8 +38,12 @@ void expect_same_heads(const ModelViews& a, const ModelViews& b, bool compare_em
             ASSERT_EQ(p->size(), q->size());
             for (std::size_t h = 0; h < p->size(); ++h) EXPECT_TRUE(same_bytes((*p)[h], (*q)[h])) << (*p)[h].name;
         }
-        for (auto [p, q] : {std::pair{&x.attn_norm, &y.attn_norm}, {&x.attn_output, &y.attn_output}, {&x.ffn_norm, &y.ffn_norm},
-                            {&x.ffn_gate, &y.ffn_gate}, {&x.ffn_up, &y.ffn_up}, {&x.ffn_down, &y.ffn_down}})
+        for (auto [p, q] : {std::pair{&x.attn_norm, &y.attn_norm},
+                            {&x.attn_output, &y.attn_output},
+                            {&x.ffn_norm, &y.ffn_norm},
+                            {&x.ffn_gate, &y.ffn_gate},
+                            {&x.ffn_up, &y.ffn_up},
+                            {&x.ffn_down, &y.ffn_down}})
             EXPECT_TRUE(same_bytes(*p, *q)) << p->name;
     }
 }
@@ -69,7 +73,8 @@ TEST_P(ShapeTest, FuseRealizeSplitIsBitExact) {
     const PerHeadModel ph = PerHeadModel::open(dir / "ph.gguf");
     fuse(ph, dir / "fused.gguf");
     fuse(ph, dir / "fused-again.gguf");
-    EXPECT_EQ(test::read_bytes(dir / "fused.gguf"), test::read_bytes(dir / "fused-again.gguf")) << "fuse is not deterministic";
+    EXPECT_EQ(test::read_bytes(dir / "fused.gguf"), test::read_bytes(dir / "fused-again.gguf"))
+        << "fuse is not deterministic";
 
     const FusedModel fused = FusedModel::open(dir / "fused.gguf");
     Config expect = c;
@@ -98,7 +103,8 @@ TEST_P(ShapeTest, InMemoryEngineModelFusesToTheSameFile) {
     std::vector<ExternalTensor> tensors;
     const PerHeadModel file = PerHeadModel::open(dir / "ph.gguf");
     for (const TensorInfo& t : file.file()->tensors())
-        tensors.push_back({t.name, static_cast<DType>(t.type), {t.ne.begin(), t.ne.begin() + t.n_dims}, file.file()->tensor_data(t)});
+        tensors.push_back(
+            {t.name, static_cast<DType>(t.type), {t.ne.begin(), t.ne.begin() + t.n_dims}, file.file()->tensor_data(t)});
     const PerHeadModel engine = PerHeadModel::from_tensors(c, tensors);
     fuse(engine, dir / "a.gguf");
     fuse(file, dir / "b.gguf");
@@ -115,8 +121,14 @@ constexpr int kFoldMaxUlps = 1;
 
 TEST(Lens, FoldMatchesAPlainF64Loop) {
     Config c;
-    c.d_model = 64; c.n_heads = 4; c.n_kv_heads = 2; c.d_head = 16; c.d_ff = 64; c.n_layers = 1;
-    c.vocab = 1500; c.donor_d_in = 80;  // 1500: the last fold block is partial
+    c.d_model = 64;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.d_head = 16;
+    c.d_ff = 64;
+    c.n_layers = 1;
+    c.vocab = 1500;
+    c.donor_d_in = 80;  // 1500: the last fold block is partial
     const PerHeadModel m = PerHeadModel::random_init(c, test::test_seed());
     const TensorView& donor = m.views().token_embd;
     const TensorView& proj = *m.views().lens_proj;
@@ -132,7 +144,10 @@ TEST(Lens, FoldMatchesAPlainF64Loop) {
                 acc += double{donor.f32()[v * c.donor_d_in + k]} * double{proj.f32()[r * c.donor_d_in + k]};
             const float want = static_cast<float>(acc), got = embd[v * c.d_model + r];
             ++total;
-            if (want == got) { ++exact; continue; }
+            if (want == got) {
+                ++exact;
+                continue;
+            }
             const float next = std::nextafter(want, got);
             ASSERT_EQ(next, got) << "row " << v << " col " << r << " differs by more than " << kFoldMaxUlps << " ulp";
         }
@@ -141,7 +156,13 @@ TEST(Lens, FoldMatchesAPlainF64Loop) {
 
 TEST(Lens, TiedOutputIsRefused) {
     Config c;
-    c.d_model = 32; c.n_heads = 2; c.n_kv_heads = 1; c.d_head = 16; c.d_ff = 32; c.n_layers = 1; c.vocab = 50;
+    c.d_model = 32;
+    c.n_heads = 2;
+    c.n_kv_heads = 1;
+    c.d_head = 16;
+    c.d_ff = 32;
+    c.n_layers = 1;
+    c.vocab = 50;
     c.donor_d_in = 16;
     c.tied = true;
     EXPECT_THROW(PerHeadModel::random_init(c, 1), Error);
@@ -149,14 +170,22 @@ TEST(Lens, TiedOutputIsRefused) {
 
 TEST(RandomInit, NormalWithStd002AndNormsOne) {
     Config c;
-    c.d_model = 256; c.n_heads = 4; c.n_kv_heads = 4; c.d_head = 64; c.d_ff = 512; c.n_layers = 1; c.vocab = 2000;
+    c.d_model = 256;
+    c.n_heads = 4;
+    c.n_kv_heads = 4;
+    c.d_head = 64;
+    c.d_ff = 512;
+    c.n_layers = 1;
+    c.vocab = 2000;
     const PerHeadModel m = PerHeadModel::random_init(c, test::test_seed());
     const TensorView& e = m.views().token_embd;
     const std::size_t n = e.bytes.size() / 4;
     double s1 = 0, s2 = 0, s4 = 0;
     for (std::size_t i = 0; i < n; ++i) {
         const double x = e.f32()[i];
-        s1 += x; s2 += x * x; s4 += x * x * x * x;
+        s1 += x;
+        s2 += x * x;
+        s4 += x * x * x * x;
     }
     const double mean = s1 / n, var = s2 / n, kurt = (s4 / n) / (var * var);
     // 512000 draws: the standard error of the mean is 0.02/sqrt(n) = 2.8e-5; of the std about 0.1%;
@@ -221,7 +250,10 @@ TEST(Cli, TokenizerFromAnotherFile) {
     Metadata md;
     std::vector<Value> tokens;
     tokens.push_back(Value::string("<unk>"));
-    for (std::uint32_t i = 1; i < c.vocab; ++i) tokens.push_back(Value::string(i < 257 ? "<0x" + std::string(1, "0123456789ABCDEF"[(i - 1) >> 4]) + std::string(1, "0123456789ABCDEF"[(i - 1) & 15]) + ">" : "w" + std::to_string(i)));
+    for (std::uint32_t i = 1; i < c.vocab; ++i)
+        tokens.push_back(Value::string(i < 257 ? "<0x" + std::string(1, "0123456789ABCDEF"[(i - 1) >> 4]) +
+                                                     std::string(1, "0123456789ABCDEF"[(i - 1) & 15]) + ">"
+                                               : "w" + std::to_string(i)));
     md.set("tokenizer.ggml.model", Value::string("llama"));
     md.set("tokenizer.ggml.tokens", Value::array(ValueType::STRING, tokens));
     with_tok.set_metadata(md);
@@ -244,7 +276,13 @@ TEST(Cli, TokenizerFromAnotherFile) {
 
 TEST(Encode, RowsThatAreNotWholeBlocksFallBackToF16AndSaySo) {
     Config c;
-    c.d_model = 48; c.n_heads = 3; c.n_kv_heads = 1; c.d_head = 16; c.d_ff = 64; c.n_layers = 1; c.vocab = 120;
+    c.d_model = 48;
+    c.n_heads = 3;
+    c.n_kv_heads = 1;
+    c.d_head = 16;
+    c.d_ff = 64;
+    c.n_layers = 1;
+    c.vocab = 120;
     TempDir dir;
     write_random_init(c, 3, dir / "ph.gguf");
     FuseOptions opt;
@@ -260,7 +298,8 @@ TEST(Encode, RowsThatAreNotWholeBlocksFallBackToF16AndSaySo) {
     }
     ASSERT_FALSE(warnings.empty());
     EXPECT_NE(warnings[0].find("not whole q8_0 blocks of 32: written as f16"), std::string::npos) << warnings[0];
-    const auto r = test::run_cli({"fuse", (dir / "ph.gguf").string(), "-o", (dir / "g.gguf").string(), "--type", "q4_0"});
+    const auto r =
+        test::run_cli({"fuse", (dir / "ph.gguf").string(), "-o", (dir / "g.gguf").string(), "--type", "q4_0"});
     EXPECT_EQ(r.status, 0) << r.err;
     EXPECT_NE(r.err.find("warning: tensor 'token_embd.weight' has rows of 48 elements"), std::string::npos) << r.err;
 }

@@ -223,9 +223,23 @@ std::vector<EdgeBlock> edge_blocks(std::mt19937_64& rng) {
 
     // fp16's largest finite value, 65504; from 65520 (the midpoint to the next power) F16 rounds to infinity.
     {
-        const float around_max[] = {
-            65504.0f, -65504.0f, 65519.0f, float_of(0x477FEFFF), 65520.0f, -65520.0f, 65536.0f, float_of(0x477FE001),
-            float_of(0x477FDFFF), 1e5f, -1e6f, 65505.0f, 65500.0f, 32768.0f, 65503.0f, float_of(0x477FF001), -65519.0f};
+        const float around_max[] = {65504.0f,
+                                    -65504.0f,
+                                    65519.0f,
+                                    float_of(0x477FEFFF),
+                                    65520.0f,
+                                    -65520.0f,
+                                    65536.0f,
+                                    float_of(0x477FE001),
+                                    float_of(0x477FDFFF),
+                                    1e5f,
+                                    -1e6f,
+                                    65505.0f,
+                                    65500.0f,
+                                    32768.0f,
+                                    65503.0f,
+                                    float_of(0x477FF001),
+                                    -65519.0f};
         std::vector<float> x = normal_values(rng, kBlock, 1000.0f);
         std::copy(std::begin(around_max), std::end(around_max), x.begin());
         add("fp16 max", x);

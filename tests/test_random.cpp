@@ -100,7 +100,8 @@ std::vector<float> draw(RandomIsa isa, std::uint64_t seed, std::uint64_t hash, s
     // Guard values past n catch a path that stores beyond its range.
     std::vector<float> out(n + 64, -7.0f);
     random_normal_chunk_isa(isa, seed, hash, c, out.data(), n);
-    for (std::size_t i = n; i < out.size(); ++i) EXPECT_EQ(out[i], -7.0f) << random_isa_name(isa) << " wrote past n=" << n;
+    for (std::size_t i = n; i < out.size(); ++i)
+        EXPECT_EQ(out[i], -7.0f) << random_isa_name(isa) << " wrote past n=" << n;
     out.resize(n);
     return out;
 }
@@ -120,7 +121,8 @@ std::uint64_t fnv(const std::vector<float>& v) {
     return h;
 }
 
-const std::size_t kLengths[] = {0, 1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 18, 31, 32, 33, 63, 100, 1001, 4097, 65535, kRandomChunk};
+const std::size_t kLengths[] = {0,  1,  2,  3,  5,  7,   8,    9,    15,    16,          17,
+                                18, 31, 32, 33, 63, 100, 1001, 4097, 65535, kRandomChunk};
 
 }  // namespace
 
@@ -154,7 +156,8 @@ TEST(Random, ImplementationsAgreeOverManyChunks) {
         const std::uint64_t seed = k * 0x9e3779b97f4a7c15ULL + 3, hash = name_hash("token_embd.weight") ^ k;
         const std::size_t n = k % 3 == 0 ? kRandomChunk : (k * 7919) % kRandomChunk;  // many odd lengths too
         const std::vector<float> scalar = draw(RandomIsa::Scalar, seed, hash, k, n);
-        for (RandomIsa isa : isas) ASSERT_TRUE(same_bytes(draw(isa, seed, hash, k, n), scalar)) << random_isa_name(isa) << " k " << k;
+        for (RandomIsa isa : isas)
+            ASSERT_TRUE(same_bytes(draw(isa, seed, hash, k, n), scalar)) << random_isa_name(isa) << " k " << k;
     }
 }
 
@@ -196,13 +199,23 @@ TEST(Random, FillRandomSlicesEqualTheWhole) {
         const std::vector<float> want = Reference::chunk(11, name_hash(spec.name), c, n);
         ASSERT_TRUE(std::equal(want.begin(), want.end(), whole.begin() + static_cast<std::ptrdiff_t>(c * C))) << c;
     }
-    const std::pair<std::uint64_t, std::uint64_t> ranges[] = {
-        {0, 1}, {0, C}, {1, 2}, {5, 17}, {C - 1, C + 1}, {C, 2 * C}, {C - 3, 3 * C + 5}, {100, 200000},
-        {3 * C + 7, 3 * C + 8}, {4 * C, total}, {total - 1, total}, {12345, total}};
+    const std::pair<std::uint64_t, std::uint64_t> ranges[] = {{0, 1},
+                                                              {0, C},
+                                                              {1, 2},
+                                                              {5, 17},
+                                                              {C - 1, C + 1},
+                                                              {C, 2 * C},
+                                                              {C - 3, 3 * C + 5},
+                                                              {100, 200000},
+                                                              {3 * C + 7, 3 * C + 8},
+                                                              {4 * C, total},
+                                                              {total - 1, total},
+                                                              {12345, total}};
     for (auto [a, b] : ranges) {
         std::vector<float> part(b - a);
         fill_random(spec, 11, a, b - a, part.data());
-        EXPECT_TRUE(std::equal(part.begin(), part.end(), whole.begin() + static_cast<std::ptrdiff_t>(a))) << a << ".." << b;
+        EXPECT_TRUE(std::equal(part.begin(), part.end(), whole.begin() + static_cast<std::ptrdiff_t>(a)))
+            << a << ".." << b;
     }
     // Different seeds, names and chunks give different streams; norms are ones.
     std::vector<float> other(C);
@@ -224,12 +237,16 @@ TEST(Random, ValuesAreNormalWithStd002) {
     const std::size_t n = per_chunk * chunks;
     std::vector<float> x(n);
     for (std::size_t c = 0; c < chunks; ++c)
-        random_normal_chunk(2024, name_hash("tensor." + std::to_string(c % 8)), c / 8, x.data() + c * per_chunk, per_chunk);
+        random_normal_chunk(2024, name_hash("tensor." + std::to_string(c % 8)), c / 8, x.data() + c * per_chunk,
+                            per_chunk);
     const double sigma = kInitStd;
     double s1 = 0, s2 = 0, s3 = 0, s4 = 0, lag = 0;
     for (std::size_t i = 0; i < n; ++i) {
         const double z = x[i] / sigma;
-        s1 += z; s2 += z * z; s3 += z * z * z; s4 += z * z * z * z;
+        s1 += z;
+        s2 += z * z;
+        s3 += z * z * z;
+        s4 += z * z * z * z;
         if (i + 1 < n) lag += z * (x[i + 1] / sigma);
     }
     const double N = static_cast<double>(n);
@@ -288,7 +305,8 @@ TEST(Random, PortableLogMatchesTheDefinitionAndTheLibm) {
     for (double x = 1e-300; x < 4.0; x *= 1.0173) {
         ASSERT_EQ(portable_log(x), Reference::log(x)) << x;
         const double want = std::log(x);
-        if (want != 0) worst = std::max(worst, std::abs(portable_log(x) - want) / std::abs(std::nextafter(want, 0.0) - want));
+        if (want != 0)
+            worst = std::max(worst, std::abs(portable_log(x) - want) / std::abs(std::nextafter(want, 0.0) - want));
     }
     for (double x = 0.5; x < 1.0; x += 1.0 / 65536 + 1e-12) {
         ASSERT_EQ(portable_log(x), Reference::log(x)) << x;

@@ -32,7 +32,7 @@ public:
 private:
     TensorView donor_;
     std::uint64_t donor_d_in_, d_model_, vocab_;
-    std::vector<double> proj_;  // [d_model][donor_d_in]
+    std::vector<double> proj_;   // [d_model][donor_d_in]
     std::vector<double> a_, c_;  // one block of donor rows, and its fold
 };
 

@@ -19,7 +19,6 @@ namespace headfuse {
 
 // Logits for every position: tokens.size() x vocab floats, position-major. `threads` 0 means all cores.
 // Error if a token is out of the vocabulary.
-std::vector<float> forward_logits(const ModelViews& model, std::span<const std::uint32_t> tokens,
-                                  unsigned threads = 0);
+std::vector<float> forward_logits(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads = 0);
 
 }  // namespace headfuse

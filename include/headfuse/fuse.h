@@ -26,7 +26,6 @@ struct FuseOptions {
 // Writes the fused llama.cpp GGUF of `model` to `out`. The same input always gives the same bytes.
 void fuse(const PerHeadModel& model, const std::filesystem::path& out, const FuseOptions& options = {});
 
-
 struct SplitOptions {
     ProgressFn progress;
 };

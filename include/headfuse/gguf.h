@@ -41,8 +41,19 @@ inline constexpr std::size_t kMaxTensorName = 63;  // ggml: GGML_MAX_NAME 64, in
 inline constexpr std::uint32_t kMaxDims = 4;
 
 enum class ValueType : std::uint32_t {
-    U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, BOOL = 7,
-    STRING = 8, ARRAY = 9, U64 = 10, I64 = 11, F64 = 12,
+    U8 = 0,
+    I8 = 1,
+    U16 = 2,
+    I16 = 3,
+    U32 = 4,
+    I32 = 5,
+    F32 = 6,
+    BOOL = 7,
+    STRING = 8,
+    ARRAY = 9,
+    U64 = 10,
+    I64 = 11,
+    F64 = 12,
 };
 std::string_view value_type_name(ValueType t) noexcept;
 

@@ -58,15 +58,15 @@ struct TensorView {
 };
 
 struct LayerViews {
-    TensorView attn_norm;          // [d_model]
-    std::vector<TensorView> q;     // n_heads x [d_model, d_head]
-    std::vector<TensorView> k;     // n_kv_heads x [d_model, d_head]
-    std::vector<TensorView> v;     // n_kv_heads x [d_model, d_head]
-    TensorView attn_output;        // [n_heads*d_head, d_model]
-    TensorView ffn_norm;           // [d_model]
-    TensorView ffn_gate;           // [d_model, d_ff]
-    TensorView ffn_up;             // [d_model, d_ff]
-    TensorView ffn_down;           // [d_ff, d_model]
+    TensorView attn_norm;       // [d_model]
+    std::vector<TensorView> q;  // n_heads x [d_model, d_head]
+    std::vector<TensorView> k;  // n_kv_heads x [d_model, d_head]
+    std::vector<TensorView> v;  // n_kv_heads x [d_model, d_head]
+    TensorView attn_output;     // [n_heads*d_head, d_model]
+    TensorView ffn_norm;        // [d_model]
+    TensorView ffn_gate;        // [d_model, d_ff]
+    TensorView ffn_up;          // [d_model, d_ff]
+    TensorView ffn_down;        // [d_ff, d_model]
 };
 
 // The per-head interface: what the forward pass, fuse and verify see, whatever holds the bytes.
@@ -83,8 +83,9 @@ struct ModelViews {
 void for_each_view(const ModelViews& m, const std::function<void(const TensorView&)>& f);
 
 // Tensor names.
-std::string head_tensor_name(std::uint32_t layer, std::string_view proj, std::uint32_t head);  // blk.N.attn_q.head_H.weight
-std::string layer_tensor_name(std::uint32_t layer, std::string_view what);                      // blk.N.<what>.weight
+std::string head_tensor_name(std::uint32_t layer, std::string_view proj,
+                             std::uint32_t head);                           // blk.N.attn_q.head_H.weight
+std::string layer_tensor_name(std::uint32_t layer, std::string_view what);  // blk.N.<what>.weight
 
 // A tensor handed in by a caller that owns its memory (a training engine): name, type, shape, bytes.
 struct ExternalTensor {

@@ -16,9 +16,9 @@
 
 namespace headfuse {
 
-std::uint16_t fp32_to_fp16(float f) noexcept;   // round to nearest even, overflow to inf
+std::uint16_t fp32_to_fp16(float f) noexcept;  // round to nearest even, overflow to inf
 float fp16_to_fp32(std::uint16_t h) noexcept;
-std::uint16_t fp32_to_bf16(float f) noexcept;   // ggml_compute_fp32_to_bf16
+std::uint16_t fp32_to_bf16(float f) noexcept;  // ggml_compute_fp32_to_bf16
 float bf16_to_fp32(std::uint16_t h) noexcept;
 
 // Encodes n floats (n a multiple of the type's block size) into row_bytes(t, n) bytes at dst. Fast path.

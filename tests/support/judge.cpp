@@ -85,7 +85,8 @@ JudgeRun run(const std::vector<std::string>& argv) {
         nfds_t n = 0;
         if (out_r.fd >= 0) fds[n++] = {out_r.fd, POLLIN, 0};
         if (err_r.fd >= 0) fds[n++] = {err_r.fd, POLLIN, 0};
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
         if (left.count() <= 0) {
             timed_out = true;
             break;
@@ -115,8 +116,10 @@ JudgeRun run(const std::vector<std::string>& argv) {
     if (timed_out) {
         throw std::runtime_error(argv.size() > 1 ? argv[1] + " timed out" : argv[0] + " timed out");
     }
-    if (WIFEXITED(status)) result.status = WEXITSTATUS(status);
-    else if (WIFSIGNALED(status)) result.status = 128 + WTERMSIG(status);
+    if (WIFEXITED(status))
+        result.status = WEXITSTATUS(status);
+    else if (WIFSIGNALED(status))
+        result.status = 128 + WTERMSIG(status);
     return result;
 }
 

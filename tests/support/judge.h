@@ -76,11 +76,11 @@ bool running_in_ci();
 }  // namespace headfuse::test
 
 // In a test body: ends the test when the judges are missing, as a failure in CI and as a skip elsewhere.
-#define HEADFUSE_REQUIRE_JUDGES()                                                                          \
-    do {                                                                                                   \
-        std::string headfuse_judges_why_;                                                                  \
-        if (!::headfuse::test::judges_available(&headfuse_judges_why_)) {                                  \
-            if (::headfuse::test::running_in_ci()) FAIL() << headfuse_judges_why_;                         \
-            GTEST_SKIP() << headfuse_judges_why_;                                                          \
-        }                                                                                                  \
+#define HEADFUSE_REQUIRE_JUDGES()                                                  \
+    do {                                                                           \
+        std::string headfuse_judges_why_;                                          \
+        if (!::headfuse::test::judges_available(&headfuse_judges_why_)) {          \
+            if (::headfuse::test::running_in_ci()) FAIL() << headfuse_judges_why_; \
+            GTEST_SKIP() << headfuse_judges_why_;                                  \
+        }                                                                          \
     } while (0)
