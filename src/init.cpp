@@ -11,6 +11,7 @@
 #include "layout.h"
 #include "parallel.h"
 #include "random.h"
+#include "view_rows.h"
 
 namespace headfuse {
 
@@ -47,7 +48,10 @@ namespace {
 
 std::function<void(ByteSink&)> copy_of(const TensorView& v) {
     return [v](ByteSink& sink) {
-        if (v.file)
+        if (!v.plain())  // a foreign checkpoint's order: whole rows, a window at a time
+            for_each_window(v, std::uint64_t{4} << 20,
+                            [&](std::span<const std::byte> rows, std::uint64_t, std::uint64_t) { sink.write(rows); });
+        else if (v.file)
             sink.copy_from(*v.file, v.file_offset, v.bytes.size());
         else
             sink.write(v.bytes);

@@ -14,6 +14,11 @@ namespace headfuse {
 TensorView TensorView::rows(std::uint64_t r0, std::uint64_t n, std::string view_name) const {
     TensorView v = *this;
     const std::uint64_t rb = row_nbytes();
+    if (!plain()) {  // a slice of whole groups keeps its storage order
+        const std::uint64_t g = group_rows ? group_rows : n_rows();
+        if (r0 % g != 0 || n % g != 0) fail("tensor '" + name + "': rows cut across a group of " + std::to_string(g));
+        v.group_rows = g;
+    }
     v.name = std::move(view_name);
     v.n_dims = 2;
     v.ne = {ne[0], n, 1, 1};
