@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "headfuse/checkpoint.h"
 #include "headfuse/error.h"
 #include "headfuse/forward.h"
 #include "headfuse/fuse.h"
@@ -83,9 +84,30 @@ int run_init(const InitArgs& a, const Common& c) {
     return 0;
 }
 
+// The folder's own tokenizer (tokenizer.json beside a Hugging Face checkpoint), as tokenizer.* keys, when
+// headfuse can convert it; empty otherwise. The hook where a tokenizer converter plugs in.
+std::optional<Metadata> folder_tokenizer(const OpenedCheckpoint& src) {
+    if (src.layout == Layout::Gguf || !std::filesystem::exists(src.folder / "tokenizer.json")) return std::nullopt;
+    std::fprintf(stderr, "headfuse: warning: %s is not converted yet; give --tokenizer-from a GGUF file to carry one\n",
+                 (src.folder / "tokenizer.json").c_str());
+    return std::nullopt;
+}
+
+OpenedCheckpoint open_source(const std::string& in, const std::string& config) {
+    return open_checkpoint(in, config.empty() ? std::nullopt : std::optional<std::filesystem::path>(config));
+}
+
 int run_fuse(const FuseArgs& a, const Common& c) {
     const auto t0 = Clock::now();
-    const PerHeadModel model = PerHeadModel::open(a.in);
+    OpenedCheckpoint src = open_source(a.in, a.config);
+    if (src.layout == Layout::Gguf && !a.config.empty()) fail("--config applies to safetensors inputs only");
+    PerHeadModel& model = src.model;
+    if (a.tokenizer_from.empty())
+        if (std::optional<Metadata> tok = folder_tokenizer(src)) {
+            Metadata md = model.metadata();
+            md.merge(std::move(*tok));
+            model.set_metadata(std::move(md));
+        }
     std::optional<GgufFile> tok;
     if (!a.tokenizer_from.empty()) tok = GgufFile::open(a.tokenizer_from);
     FuseOptions opt;
@@ -94,6 +116,7 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     opt.tokenizer_from = tok ? &*tok : nullptr;
     opt.progress = make_progress("fuse", c.quiet);
     opt.warn = [](const std::string& w) { std::fprintf(stderr, "headfuse: warning: %s\n", w.c_str()); };
+    opt.inputs = src.inputs;
     fuse(model, a.out, opt);
     std::printf("wrote %s: fused llama file, %s, %s, %s in %.2f s\n", a.out.c_str(), describe(model.config()).c_str(),
                 a.type ? std::string(type_name(*a.type)).c_str() : "types kept", human_bytes(file_size(a.out)).c_str(),
@@ -107,6 +130,24 @@ int run_split(const SplitArgs& a, const Common& c) {
     split(model, a.out, {make_progress("split", c.quiet)});
     std::printf("wrote %s: per-head checkpoint, %s, %s in %.2f s\n", a.out.c_str(), describe(model.config()).c_str(),
                 human_bytes(file_size(a.out)).c_str(), seconds_since(t0));
+    return 0;
+}
+
+int run_export(const ExportArgs& a, const Common& c) {
+    const auto t0 = Clock::now();
+    const OpenedCheckpoint src = open_source(a.in, a.config);
+    ExportOptions opt;
+    opt.format = a.format == "hf" ? ExportFormat::HuggingFace : ExportFormat::TransformerLens;
+    opt.max_shard_bytes = a.max_shard_bytes;
+    opt.progress = make_progress("export", c.quiet);
+    std::vector<std::filesystem::path> inputs = src.inputs;
+    if (inputs.empty()) inputs.push_back(a.in);
+    const auto files = export_checkpoint(src.model, a.out, opt, inputs);
+    std::uint64_t bytes = 0;
+    for (const auto& f : files) bytes += file_size(f);
+    std::printf("wrote %s: %s checkpoint, %s, %zu files, %s in %.2f s\n", a.out.c_str(),
+                a.format == "hf" ? "Hugging Face" : "TransformerLens", describe(src.model.config()).c_str(),
+                files.size(), human_bytes(bytes).c_str(), seconds_since(t0));
     return 0;
 }
 

@@ -100,12 +100,32 @@ int main(int argc, char** argv) {
     std::string fuse_type;
     auto* c_fuse =
         app.add_subcommand("fuse", "Per-head checkpoint -> llama.cpp GGUF (fused q/k/v, lens folded, tokenizer)");
-    c_fuse->add_option("input", fuse.in, "Per-head GGUF checkpoint")->required();
+    c_fuse->add_option("input", fuse.in,
+                       "Per-head or fused GGUF file, .safetensors file, model.safetensors.index.json, or a folder "
+                       "with config.json and the weights (Hugging Face, TransformerLens or headfuse names)")
+        ->required();
     c_fuse->add_option("-o,--output", fuse.out, "Output llama.cpp GGUF file")->required();
     c_fuse->add_option("--type", fuse_type, "Type of 2-D weights: " + type_list() + " (default: keep the input's)");
     c_fuse->add_option("--tokenizer-from", fuse.tokenizer_from,
                        "Carry this GGUF file's tokenizer over (its size must match)");
+    c_fuse->add_option("--config", fuse.config,
+                       "Hyperparameters of a safetensors checkpoint (default: config.json beside the weights)");
     add_common(c_fuse, common);
+
+    ExportArgs exp;
+    auto* c_export = app.add_subcommand(
+        "export", "Any model -> safetensors in Hugging Face or TransformerLens layout (config.json, weights)");
+    c_export->add_option("input", exp.in, "GGUF file (per-head or fused) or safetensors checkpoint")->required();
+    c_export->add_option("-o,--output", exp.out, "Output folder")->required();
+    c_export->add_option("--format", exp.format, "hf or transformer-lens")
+        ->check(CLI::IsMember({"hf", "transformer-lens"}))
+        ->capture_default_str();
+    c_export->add_option("--max-shard-size", exp.max_shard_bytes,
+                         "Bytes per safetensors file; more go to shards with an index")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    c_export->add_option("--config", exp.config, "Hyperparameters of a safetensors input");
+    add_common(c_export, common, false);
 
     SplitArgs split;
     auto* c_split = app.add_subcommand("split", "llama.cpp GGUF -> per-head checkpoint (byte-identical heads)");
@@ -158,6 +178,7 @@ int main(int argc, char** argv) {
             return run_fuse(fuse, common);
         }
         if (*c_split) return run_split(split, common);
+        if (*c_export) return run_export(exp, common);
         if (*c_inspect) return run_inspect(inspect);
         if (*c_logits) {
             logits.tokens = parse_tokens(logits_tokens);

@@ -251,6 +251,7 @@ void fuse(const PerHeadModel& model, const std::filesystem::path& out, const Fus
             plan.add_fold(w, s);  // token_embd of a lens model
     }
     std::vector<std::filesystem::path> inputs = input_paths(model.file());
+    inputs.insert(inputs.end(), options.inputs.begin(), options.inputs.end());
     if (options.tokenizer_from && options.tokenizer_from->mapping())
         inputs.push_back(options.tokenizer_from->mapping()->path());
     w.write(out, inputs, options.progress);

@@ -250,6 +250,14 @@ PerHeadModel PerHeadModel::from_tensors(const Config& config, std::span<const Ex
     return m;
 }
 
+PerHeadModel PerHeadModel::from_views(ModelViews views, Metadata metadata, std::shared_ptr<const void> owner) {
+    PerHeadModel m;
+    m.views_ = std::move(views);
+    m.metadata_ = std::move(metadata);
+    m.owner_ = std::move(owner);
+    return m;
+}
+
 FusedModel FusedModel::open(const std::filesystem::path& path) {
     auto file = std::make_shared<const GgufFile>(GgufFile::open(path));
     const Config c = config_of(*file);

@@ -5,6 +5,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "headfuse/gguf.h"
 #include "headfuse/model.h"
@@ -19,6 +20,7 @@ struct FuseOptions {
     std::optional<DType> type;
     unsigned threads = 0;                      // encoding threads; 0 means all cores
     const GgufFile* tokenizer_from = nullptr;  // carry this file's tokenizer.* keys over
+    std::vector<std::filesystem::path> inputs;  // more files the output must not overwrite (a checkpoint's)
     ProgressFn progress;
     std::function<void(const std::string&)> warn;
 };

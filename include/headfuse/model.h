@@ -116,6 +116,8 @@ public:
     static PerHeadModel open(const std::filesystem::path& path);
     // Wraps tensors owned by the caller (they must outlive the model), checking names and shapes.
     static PerHeadModel from_tensors(const Config& config, std::span<const ExternalTensor> tensors);
+    // Wraps views whose bytes `owner` keeps alive (a mapped foreign checkpoint: open_checkpoint builds them).
+    static PerHeadModel from_views(ModelViews views, Metadata metadata, std::shared_ptr<const void> owner);
 
     const Config& config() const noexcept { return views_.config; }
     const ModelViews& views() const noexcept { return views_; }
@@ -135,6 +137,7 @@ private:
     Metadata metadata_;
     std::shared_ptr<const GgufFile> file_;
     std::shared_ptr<const std::vector<std::byte>> storage_;
+    std::shared_ptr<const void> owner_;
 };
 
 // Opens either kind of model file as a per-head model: a per-head checkpoint as it is, a fused file through
