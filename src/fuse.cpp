@@ -5,15 +5,14 @@
 #include <algorithm>
 #include <exception>
 #include <future>
-#include <map>
 #include <string>
 #include <vector>
 
 #include "headfuse/error.h"
 #include "headfuse/fold.h"
 #include "headfuse/quantize.h"
-#include "layout.h"
 #include "parallel.h"
+#include "roles.h"
 #include "tokenizer.h"
 #include "view_rows.h"
 
@@ -26,13 +25,24 @@ namespace {
 constexpr std::uint64_t kCopyWindowBytes = std::uint64_t{512} << 10;
 constexpr std::uint64_t kEncodeWindowBytes = std::uint64_t{4} << 20;
 
-// llama.cpp's general.file_type (enum llama_ftype) for a file whose 2-D weights are of type t.
+// llama.cpp's general.file_type (enum llama_ftype) for a file whose 2-D weights are of type t. A K-quant
+// without a mix is the ftype llama-quantize's aliases Q3_K, Q4_K and Q5_K name (the _M mixes).
 std::uint32_t file_type_of(DType t) {
     switch (t) {
         case DType::F32: return 0;
         case DType::F16: return 1;
         case DType::Q4_0: return 2;
+        case DType::Q4_1: return 3;
         case DType::Q8_0: return 7;
+        case DType::Q5_0: return 8;
+        case DType::Q5_1: return 9;
+        case DType::Q2_K: return 10;
+        case DType::Q3_K: return 12;
+        case DType::Q4_K: return 15;
+        case DType::Q5_K: return 17;
+        case DType::Q6_K: return 18;
+        case DType::IQ4_NL: return 25;
+        case DType::IQ4_XS: return 30;
         case DType::BF16: return 32;
     }
     return 0;
@@ -224,32 +234,14 @@ void fuse(const PerHeadModel& model, const std::filesystem::path& out, const Fus
     w.alignment = kModelAlignment;
     w.metadata = fused_metadata(model, options);
     const Planner plan{m, options, model.file() ? model.file()->name() + ": " : ""};
-    std::map<std::string, const TensorView*, std::less<>> single;
-    std::map<std::string, const std::vector<TensorView>*, std::less<>> heads;
-    if (!c.has_lens()) single["token_embd.weight"] = &m.token_embd;
-    single["output_norm.weight"] = &m.output_norm;
-    if (m.output) single["output.weight"] = &*m.output;
-    for (std::uint32_t l = 0; l < c.n_layers; ++l) {
-        const LayerViews& L = m.layers[l];
-        for (auto [what, v] : {std::pair{"attn_norm", &L.attn_norm},
-                               {"attn_output", &L.attn_output},
-                               {"ffn_norm", &L.ffn_norm},
-                               {"ffn_gate", &L.ffn_gate},
-                               {"ffn_up", &L.ffn_up},
-                               {"ffn_down", &L.ffn_down}})
-            single[layer_tensor_name(l, what)] = v;
-        heads[layer_tensor_name(l, "attn_q")] = &L.q;
-        heads[layer_tensor_name(l, "attn_k")] = &L.k;
-        heads[layer_tensor_name(l, "attn_v")] = &L.v;
-    }
-    for (const TensorSpec& s : fused_layout(c)) {
-        if (auto it = single.find(s.name); it != single.end())
-            plan.add_copy(w, s, *it->second);
-        else if (auto jt = heads.find(s.name); jt != heads.end())
-            plan.add_heads(w, s, *jt->second);
+    for_each_spec(c, ModelKind::Fused, [&](TensorSpec&& s) {
+        if (is_head_role(*s.role))
+            plan.add_heads(w, s, role_heads(m, *s.role, s.layer));
+        else if (s.role->role == Role::TokenEmbd && m.lens_proj)
+            plan.add_fold(w, s);
         else
-            plan.add_fold(w, s);  // token_embd of a lens model
-    }
+            plan.add_copy(w, s, *role_view(m, *s.role, s.layer));
+    });
     std::vector<std::filesystem::path> inputs = input_paths(model.file());
     inputs.insert(inputs.end(), options.inputs.begin(), options.inputs.end());
     if (options.tokenizer_from && options.tokenizer_from->mapping())
