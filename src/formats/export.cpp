@@ -184,7 +184,7 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
             const TensorView* v = role_view(m, *s.role, s.layer);
             element_size(*v);
             p.type = s.kind == TensorKind::Norm && v->type == DType::F32 ? norm_type : v->type;
-            if (row->storage == Transposed)
+            if (row->storage == Transposed || row->storage == OutHeads)
                 p.produce = [v](ByteSink& sink) { emit_transposed(*v, sink); };
             else
                 p.produce = [v, t = p.type](ByteSink& sink) { emit_rows(*v, t, sink); };

@@ -43,7 +43,7 @@ constexpr NameMap kTl[] = {
     {Role::AttnQ, "blocks.{L}.attn.W_Q", HeadsT, true, false},
     {Role::AttnK, "blocks.{L}.attn.{G}W_K", HeadsT, true, false},
     {Role::AttnV, "blocks.{L}.attn.{G}W_V", HeadsT, false, false},
-    {Role::AttnOutput, "blocks.{L}.attn.W_O", Transposed, false, false},
+    {Role::AttnOutput, "blocks.{L}.attn.W_O", OutHeads, false, false},
     {Role::FfnNorm, "blocks.{L}.ln2.w", Rows, false, true},
     {Role::FfnGate, "blocks.{L}.mlp.W_gate", Transposed, false, false},
     {Role::FfnUp, "blocks.{L}.mlp.W_in", Transposed, false, false},
@@ -122,6 +122,7 @@ std::vector<std::uint64_t> foreign_shape(const NameMap& m, std::span<const std::
         case Rows: return {ne.rbegin(), ne.rend()};
         case Transposed: return {ne.begin(), ne.end()};
         case HeadsT: return {ne[1] / c.d_head, ne[0], c.d_head};
+        case OutHeads: return {ne[0] / c.d_head, c.d_head, ne[1]};
     }
     return {};
 }

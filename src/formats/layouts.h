@@ -21,6 +21,7 @@ enum class Storage {
     Rows,        // the same rows: row-major shape [ne1, ne0]
     Transposed,  // the transpose: row-major [ne0, ne1]
     HeadsT,      // each head transposed: [n_heads, ne0, d_head] (TransformerLens W_Q, W_K, W_V)
+    OutHeads,    // the transpose, its rows split by head: [n_heads, d_head, ne1] (TransformerLens W_O)
 };
 
 struct NameMap {

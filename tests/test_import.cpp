@@ -1,0 +1,229 @@
+// Hugging Face and TransformerLens checkpoints in and out, judged by an independent reference and by llama.cpp:
+// tests/support/hf_reference.py (numpy, Debian's python3-numpy) writes random checkpoints with its own
+// safetensors code and computes next-token log-probabilities in Hugging Face's convention (rotate-half RoPE on
+// the unpermuted weights, float64); llama.cpp (node-llama-cpp) runs the GGUF headfuse makes of them. Exports
+// must give back the same tensor bytes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "formats/safetensors.h"
+#include "headfuse/gguf.h"
+#include "support/judge.h"
+#include "support/models.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace headfuse;
+using headfuse::test::list_dir;
+using headfuse::test::run_cli;
+using headfuse::test::run_program;
+using headfuse::test::TempDir;
+
+// llama.cpp (f32 weights, f32 KV cache) against a float64 reference: the bound. Measured agreement is
+// about 1e-6 (the reference pass's own llama.cpp agreement, docs/FORMATS.md).
+constexpr double kLogprobTolerance = 1e-4;
+
+const std::string kPython = "/usr/bin/python3";  // Debian's, with python3-numpy
+const std::string kReference = std::string(HEADFUSE_SOURCE_DIR) + "/tests/support/hf_reference.py";
+
+void reference(const std::vector<std::string>& args) {
+    std::vector<std::string> argv{kPython, kReference};
+    argv.insert(argv.end(), args.begin(), args.end());
+    const auto r = run_program(argv);
+    ASSERT_EQ(r.status, 0) << r.err;
+}
+
+std::vector<std::uint32_t> prompt(std::uint32_t vocab) {
+    std::vector<std::uint32_t> t;
+    for (std::uint32_t i = 0; i < 8; ++i) t.push_back((i * 37 + 5) % vocab);
+    return t;
+}
+
+std::string csv(const std::vector<std::uint32_t>& t) {
+    std::string s;
+    for (auto x : t) s += (s.empty() ? "" : ",") + std::to_string(x);
+    return s;
+}
+
+std::vector<std::vector<double>> reference_logprobs(const fs::path& hf, const std::vector<std::uint32_t>& tokens) {
+    const auto r = run_program({kPython, kReference, "logprobs", hf.string(), csv(tokens)});
+    if (r.status != 0) throw std::runtime_error(r.err);
+    return nlohmann::json::parse(r.out).get<std::vector<std::vector<double>>>();
+}
+
+double max_diff(const std::vector<std::vector<double>>& a, const std::vector<std::vector<double>>& b) {
+    double d = 0;
+    EXPECT_EQ(a.size(), b.size());
+    for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+        EXPECT_EQ(a[i].size(), b[i].size());
+        for (std::size_t t = 0; t < std::min(a[i].size(), b[i].size()); ++t) d = std::max(d, std::abs(a[i][t] - b[i][t]));
+    }
+    return d;
+}
+
+void fuse_ok(const std::vector<std::string>& args) {
+    const auto r = run_cli(args);
+    ASSERT_EQ(r.status, 0) << r.err;
+}
+
+// Same tensor names, dtypes, shapes and bytes.
+void expect_same_tensors(const fs::path& a, const fs::path& b) {
+    const SafetensorsSet x = SafetensorsSet::open(a), y = SafetensorsSet::open(b);
+    EXPECT_EQ(x.tensors().size(), y.tensors().size());
+    for (const StTensor* t : x.tensors()) {
+        const StTensor* u = y.find(t->name);
+        ASSERT_NE(u, nullptr) << t->name << " missing from " << b;
+        EXPECT_EQ(t->dtype, u->dtype) << t->name;
+        EXPECT_EQ(t->shape, u->shape) << t->name;
+        EXPECT_TRUE(std::equal(t->bytes.begin(), t->bytes.end(), u->bytes.begin(), u->bytes.end()))
+            << t->name << " differs";
+    }
+}
+
+struct HfCase {
+    std::string name;
+    std::vector<std::string> args;  // make-hf flags
+    std::uint32_t vocab;
+};
+void PrintTo(const HfCase& c, std::ostream* os) { *os << c.name; }
+
+std::vector<HfCase> hf_cases() {
+    const std::vector<std::string> base{"--d-model", "64", "--d-ff", "96", "--n-layers", "2", "--vocab", "300"};
+    auto with = [&](std::vector<std::string> extra) {
+        std::vector<std::string> a = base;
+        a.insert(a.end(), extra.begin(), extra.end());
+        return a;
+    };
+    return {
+        {"mha", with({"--n-heads", "4", "--n-kv-heads", "4", "--seed", "1"}), 300},
+        {"gqa", with({"--n-heads", "8", "--n-kv-heads", "2", "--seed", "2"}), 300},
+        {"tied", with({"--n-heads", "4", "--n-kv-heads", "2", "--tied", "--seed", "3"}), 300},
+        {"head_dim", with({"--n-heads", "4", "--n-kv-heads", "2", "--head-dim", "32", "--seed", "4"}), 300},
+        {"sharded", with({"--n-heads", "4", "--n-kv-heads", "1", "--shard-bytes", "60000", "--seed", "5"}), 300},
+    };
+}
+
+class HfImport : public ::testing::TestWithParam<HfCase> {};
+
+TEST_P(HfImport, LlamaCppGivesTheReferenceDistributionAndExportGivesTheSameBytes) {
+    const HfCase& c = GetParam();
+    TempDir dir;
+    const fs::path hf = dir / "hf";
+    std::vector<std::string> make{"make-hf", hf.string()};
+    make.insert(make.end(), c.args.begin(), c.args.end());
+    reference(make);
+    if (c.name == "sharded") ASSERT_TRUE(fs::exists(hf / "model.safetensors.index.json"));
+    // The folder, the index or the single file: each is a source.
+    const fs::path src = c.name == "sharded" ? hf / "model.safetensors.index.json" : hf;
+    fuse_ok({"fuse", "-q", src.string(), "-o", (dir / "model.gguf").string()});
+
+    // HF -> GGUF -> HF: the same tensors, byte for byte.
+    fuse_ok({"export", "-q", (dir / "model.gguf").string(), "-o", (dir / "back").string(), "--format", "hf"});
+    expect_same_tensors(hf, dir / "back");
+    // ... and straight from the checkpoint, undoing the views' own order.
+    fuse_ok({"export", "-q", hf.string(), "-o", (dir / "direct").string(), "--format", "hf"});
+    expect_same_tensors(hf, dir / "direct");
+
+    HEADFUSE_REQUIRE_JUDGES();
+    const auto tokens = prompt(c.vocab);
+    const auto want = reference_logprobs(hf, tokens);
+    const auto got = test::llama_eval((dir / "model.gguf").string(), tokens).logprobs;
+    const double d = max_diff(want, got);
+    std::printf("[headfuse] HF %s: llama.cpp vs numpy reference max |dlogp| %.3g\n", c.name.c_str(), d);
+    EXPECT_LE(d, kLogprobTolerance);
+    // The exported checkpoint is the same model to the reference (its config's epsilon and theta went through
+    // GGUF's f32, hence not 0).
+    EXPECT_LE(max_diff(want, reference_logprobs(dir / "back", tokens)), 1e-9);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, HfImport, ::testing::ValuesIn(hf_cases()),
+                         [](const auto& info) { return info.param.name; });
+
+TEST(HfImport, Bf16KeepsItsTypeAndComesBackByteIdentical) {
+    TempDir dir;
+    const fs::path hf = dir / "hf";
+    reference({"make-hf", hf.string(), "--d-model", "64", "--n-heads", "4", "--n-kv-heads", "2", "--d-ff", "96",
+               "--n-layers", "1", "--vocab", "300", "--dtype", "BF16"});
+    fuse_ok({"fuse", "-q", hf.string(), "-o", (dir / "model.gguf").string()});
+    const GgufFile g = GgufFile::open(dir / "model.gguf");
+    EXPECT_EQ(g.find_tensor("blk.0.attn_q.weight")->type, static_cast<std::uint32_t>(DType::BF16));
+    EXPECT_EQ(g.find_tensor("blk.0.attn_norm.weight")->type, static_cast<std::uint32_t>(DType::F32))
+        << "llama.cpp wants f32 norms";
+    fuse_ok({"export", "-q", (dir / "model.gguf").string(), "-o", (dir / "back").string()});
+    expect_same_tensors(hf, dir / "back");
+    // --type f32 widens every weight exactly.
+    fuse_ok({"fuse", "-q", hf.string(), "-o", (dir / "f32.gguf").string(), "--type", "f32"});
+    fuse_ok({"export", "-q", (dir / "f32.gguf").string(), "-o", (dir / "f32").string()});
+    const SafetensorsSet a = SafetensorsSet::open(hf), b = SafetensorsSet::open(dir / "f32");
+    const StTensor* q16 = a.find("model.layers.0.self_attn.q_proj.weight");
+    const StTensor* q32 = b.find("model.layers.0.self_attn.q_proj.weight");
+    ASSERT_EQ(q32->dtype, "F32");
+    for (std::size_t i = 0; i < q16->bytes.size() / 2; ++i) {
+        std::uint16_t h;
+        std::uint32_t f;
+        std::memcpy(&h, q16->bytes.data() + 2 * i, 2);
+        std::memcpy(&f, q32->bytes.data() + 4 * i, 4);
+        ASSERT_EQ(f, std::uint32_t{h} << 16) << "element " << i;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// TransformerLens.
+
+struct TlCase {
+    std::string name;
+    std::vector<std::string> make_tl;  // flags of make-tl
+    std::string n_kv;
+};
+void PrintTo(const TlCase& c, std::ostream* os) { *os << c.name; }
+
+class TlImport : public ::testing::TestWithParam<TlCase> {};
+
+TEST_P(TlImport, FoldedAndUnprocessedGiveTheReferenceDistributionAndComeBackByteIdentical) {
+    const TlCase& c = GetParam();
+    TempDir dir;
+    const fs::path hf = dir / "hf", tl = dir / "tl";
+    reference({"make-hf", hf.string(), "--d-model", "64", "--n-heads", "4", "--n-kv-heads", c.n_kv, "--d-ff", "96",
+               "--n-layers", "2", "--vocab", "300", "--seed", "11"});
+    std::vector<std::string> make{"make-tl", hf.string(), tl.string()};
+    make.insert(make.end(), c.make_tl.begin(), c.make_tl.end());
+    reference(make);
+    fuse_ok({"fuse", "-q", tl.string(), "-o", (dir / "model.gguf").string()});
+    fuse_ok({"export", "-q", (dir / "model.gguf").string(), "-o", (dir / "back").string(), "--format",
+             "transformer-lens"});
+    expect_same_tensors(tl, dir / "back");
+    const auto cfg = nlohmann::json::parse(std::ifstream(dir / "back" / "config.json"));
+    const auto src = nlohmann::json::parse(std::ifstream(tl / "config.json"));
+    EXPECT_EQ(cfg["normalization_type"], src["normalization_type"]);
+
+    HEADFUSE_REQUIRE_JUDGES();
+    const auto tokens = prompt(300);
+    const double d = max_diff(reference_logprobs(hf, tokens), test::llama_eval((dir / "model.gguf").string(), tokens).logprobs);
+    std::printf("[headfuse] TL %s: llama.cpp vs numpy reference of the Hugging Face model max |dlogp| %.3g\n",
+                c.name.c_str(), d);
+    EXPECT_LE(d, kLogprobTolerance);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, TlImport,
+                         ::testing::Values(TlCase{"unprocessed", {}, "4"}, TlCase{"folded_centred", {"--processed"}, "4"},
+                                           TlCase{"folded_gqa", {"--processed"}, "2"}),
+                         [](const auto& info) { return info.param.name; });
+
+TEST(TlImport, RefusesNonZeroBiasesByName) {
+    TempDir dir;
+    reference({"make-hf", (dir / "hf").string(), "--d-model", "32", "--n-heads", "2", "--n-kv-heads", "2", "--d-ff",
+               "32", "--n-layers", "1", "--vocab", "64"});
+    reference({"make-tl", (dir / "hf").string(), (dir / "tl").string(), "--biases"});
+    const auto r = run_cli({"fuse", "-q", (dir / "tl").string(), "-o", (dir / "out.gguf").string()});
+    EXPECT_EQ(r.status, 1);
+    EXPECT_NE(r.err.find("tensor 'blocks.0.attn.b_Q' is not zero"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "out.gguf"));
+}
+
+}  // namespace
