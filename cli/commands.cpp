@@ -93,10 +93,10 @@ nlohmann::json to_json(const TokenizerSummary& t) {
 }
 
 // What kind of model a file holds, if any: "per-head checkpoint", "fused llama file" or "".
-std::string model_kind(const GgufFile& f) {
-    if (f.find_tensor("blk.0.attn_q.head_0.weight")) return "per-head checkpoint";
-    if (f.find_tensor("blk.0.attn_q.weight")) return "fused llama file";
-    return "";
+std::string kind_name(const GgufFile& f) {
+    const std::optional<ModelKind> kind = headfuse::model_kind(f);
+    if (!kind) return "";
+    return *kind == ModelKind::PerHead ? "per-head checkpoint" : "fused llama file";
 }
 
 }  // namespace
@@ -145,7 +145,7 @@ int run_split(const SplitArgs& a, const Common& c) {
 
 int run_inspect(const InspectArgs& a) {
     const GgufFile f = GgufFile::open(a.file);
-    const std::string kind = model_kind(f);
+    const std::string kind = kind_name(f);
     if (a.json) {
         nlohmann::json j;
         j["file"] = a.file;
