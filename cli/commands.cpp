@@ -14,6 +14,7 @@
 #include "headfuse/gguf.h"
 #include "headfuse/model.h"
 #include "headfuse/verify.h"
+#include "headfuse/vocab.h"
 #include "progress.h"
 
 namespace headfuse::cli {
@@ -65,6 +66,33 @@ nlohmann::json to_json(const Value& v) {
     return std::visit([](const auto& x) { return nlohmann::json(x); }, v.scalar);
 }
 
+// "llama (SentencePiece-style BPE), 32000 tokens, bos 1 '<s>', eos 2 '</s>', unk 0 '<unk>', adds bos, chat template"
+std::string describe(const TokenizerSummary& t) {
+    std::string s = t.model;
+    if (t.model == "llama") s += " (SentencePiece-style BPE)";
+    if (t.model == "gpt2") s += " (byte-level BPE" + (t.pre.empty() ? "" : ", pre-tokenizer " + t.pre) + ")";
+    s += ", " + std::to_string(t.n_tokens) + " tokens";
+    if (t.n_merges) s += ", " + std::to_string(t.n_merges) + " merges";
+    for (const auto& sp : t.specials)
+        s +=
+            ", " + sp.role + " " + std::to_string(sp.id) + (sp.text.empty() ? " (out of range)" : " '" + sp.text + "'");
+    if (t.add_bos.value_or(false)) s += ", adds bos";
+    if (t.add_eos.value_or(false)) s += ", adds eos";
+    if (t.chat_template) s += ", chat template";
+    return s;
+}
+
+nlohmann::json to_json(const TokenizerSummary& t) {
+    nlohmann::json j = {{"model", t.model}, {"pre", t.pre}, {"tokens", t.n_tokens}, {"merges", t.n_merges}};
+    nlohmann::json sp = nlohmann::json::object();
+    for (const auto& s : t.specials) sp[s.role] = {{"id", s.id}, {"text", s.text}};
+    j["special"] = sp;
+    if (t.add_bos) j["add_bos"] = *t.add_bos;
+    if (t.add_eos) j["add_eos"] = *t.add_eos;
+    j["chat_template"] = t.chat_template;
+    return j;
+}
+
 // What kind of model a file holds, if any: "per-head checkpoint", "fused llama file" or "".
 std::string kind_name(const GgufFile& f) {
     const std::optional<ModelKind> kind = headfuse::model_kind(f);
@@ -84,38 +112,27 @@ int run_init(const InitArgs& a, const Common& c) {
     return 0;
 }
 
-// The folder's own tokenizer (tokenizer.json beside a Hugging Face checkpoint), as tokenizer.* keys, when
-// headfuse can convert it; empty otherwise. The hook where a tokenizer converter plugs in.
-std::optional<Metadata> folder_tokenizer(const OpenedCheckpoint& src) {
-    if (src.layout == Layout::Gguf || !std::filesystem::exists(src.folder / "tokenizer.json")) return std::nullopt;
-    std::fprintf(stderr, "headfuse: warning: %s is not converted yet; give --tokenizer-from a GGUF file to carry one\n",
-                 (src.folder / "tokenizer.json").c_str());
-    return std::nullopt;
-}
-
 OpenedCheckpoint open_source(const std::string& in, const std::string& config) {
     return open_checkpoint(in, config.empty() ? std::nullopt : std::optional<std::filesystem::path>(config));
 }
 
 int run_fuse(const FuseArgs& a, const Common& c) {
     const auto t0 = Clock::now();
-    OpenedCheckpoint src = open_source(a.in, a.config);
+    const auto warn = [](const std::string& w) { std::fprintf(stderr, "headfuse: warning: %s\n", w.c_str()); };
+    const OpenedCheckpoint src = open_source(a.in, a.config);
     if (src.layout == Layout::Gguf && !a.config.empty()) fail("--config applies to safetensors inputs only");
-    PerHeadModel& model = src.model;
-    if (a.tokenizer_from.empty())
-        if (std::optional<Metadata> tok = folder_tokenizer(src)) {
-            Metadata md = model.metadata();
-            md.merge(std::move(*tok));
-            model.set_metadata(std::move(md));
-        }
-    std::optional<GgufFile> tok;
-    if (!a.tokenizer_from.empty()) tok = GgufFile::open(a.tokenizer_from);
+    const PerHeadModel& model = src.model;
+    std::optional<Tokenizer> tok;
+    if (!a.tokenizer_from.empty())
+        tok = read_tokenizer(a.tokenizer_from, warn);
+    else if (std::filesystem::exists(src.folder / "tokenizer.json") && src.layout != Layout::Gguf)
+        tok = read_tokenizer(src.folder, warn);  // a Hugging Face folder brings its own tokenizer
     FuseOptions opt;
     opt.type = a.type;
     opt.threads = c.threads;
-    opt.tokenizer_from = tok ? &*tok : nullptr;
+    opt.tokenizer = tok ? &*tok : nullptr;
     opt.progress = make_progress("fuse", c.quiet);
-    opt.warn = [](const std::string& w) { std::fprintf(stderr, "headfuse: warning: %s\n", w.c_str()); };
+    opt.warn = warn;
     opt.inputs = src.inputs;
     fuse(model, a.out, opt);
     std::printf("wrote %s: fused llama file, %s, %s, %s in %.2f s\n", a.out.c_str(), describe(model.config()).c_str(),
@@ -161,6 +178,7 @@ int run_inspect(const InspectArgs& a) {
         j["alignment"] = f.alignment();
         j["data_offset"] = f.data_start();
         j["kind"] = kind;
+        if (const auto t = summarize_tokenizer(f.metadata())) j["tokenizer"] = to_json(*t);
         nlohmann::json md = nlohmann::json::object();
         for (const auto& e : f.metadata().entries())
             md[e.key] = {{"type", value_type_name(e.value.type)}, {"value", to_json(e.value)}};
@@ -186,6 +204,7 @@ int run_inspect(const InspectArgs& a) {
             std::printf("model: not valid: %s\n", e.what());
         }
     }
+    if (const auto t = summarize_tokenizer(f.metadata())) std::printf("tokenizer: %s\n", describe(*t).c_str());
     std::printf("\nmetadata:\n");
     for (const auto& e : f.metadata().entries())
         std::printf("  %-44s %-7s %s\n", e.key.c_str(), std::string(value_type_name(e.value.type)).c_str(),
@@ -234,6 +253,7 @@ int run_verify(const VerifyArgs& a, const Common& c) {
     opt.threads = c.threads;
     opt.progress = make_progress("verify", c.quiet);
     const VerifyReport r = verify(per_head, fused, opt);
+    for (const std::string& d : r.config_differences) std::printf("MISMATCH hyperparameter %s\n", d.c_str());
     for (const std::string& m : r.mismatches) std::printf("MISMATCH %s\n", m.c_str());
     std::printf("tensors: %llu compared, %zu differ%s\n", static_cast<unsigned long long>(r.tensors_checked),
                 r.mismatches.size(),

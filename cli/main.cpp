@@ -107,7 +107,9 @@ int main(int argc, char** argv) {
     c_fuse->add_option("-o,--output", fuse.out, "Output llama.cpp GGUF file")->required();
     c_fuse->add_option("--type", fuse_type, "Type of 2-D weights: " + type_list() + " (default: keep the input's)");
     c_fuse->add_option("--tokenizer-from", fuse.tokenizer_from,
-                       "Carry this GGUF file's tokenizer over (its size must match)");
+                       "Tokenizer to write: a GGUF file's, or a Hugging Face folder's or tokenizer.json's, converted "
+                       "(its size must match the vocabulary; checked as llama.cpp's loader checks it). Default: "
+                       "the input's own, else a SentencePiece placeholder");
     c_fuse->add_option("--config", fuse.config,
                        "Hyperparameters of a safetensors checkpoint (default: config.json beside the weights)");
     add_common(c_fuse, common);
@@ -156,12 +158,15 @@ int main(int argc, char** argv) {
     c_verify->add_option("--tokens", verify_tokens,
                          "Comma-separated token ids (default: 8 tokens across the vocabulary)");
     add_common(c_verify, common);
+    c_verify->footer("Exit status: 0 the same model (PASS), 1 they differ (FAIL), 2 they could not be compared.");
 
+    // verify answers as cmp does: 0 the same model, 1 they differ, 2 they could not be compared.
+    const int failure = argc > 1 && std::string_view(argv[1]) == "verify" ? 2 : 1;
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         const int code = app.exit(e);
-        return code == 0 ? 0 : 1;
+        return code == 0 ? 0 : failure;
     }
 
     try {
@@ -190,13 +195,13 @@ int main(int argc, char** argv) {
         }
     } catch (const Error& e) {
         std::fprintf(stderr, "headfuse: %s\n", one_line(e.what()).c_str());
-        return 1;
+        return failure;
     } catch (const std::bad_alloc&) {
         std::fprintf(stderr, "headfuse: out of memory\n");
-        return 1;
+        return failure;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "headfuse: %s\n", one_line(e.what()).c_str());
-        return 1;
+        return failure;
     }
-    return 1;
+    return failure;
 }

@@ -205,9 +205,10 @@ Metadata fused_metadata(const PerHeadModel& model, const FuseOptions& opt) {
         if (e.key.rfind("tokenizer.", 0) != 0) md.set(e.key, e.value);
     if (!md.find("general.name")) md.set("general.name", Value::string("headfuse"));
     Metadata tok;
-    if (opt.tokenizer_from)
-        tok = tokenizer_keys(opt.tokenizer_from->metadata(), c.vocab, opt.tokenizer_from->name());
-    else if (has_tokenizer(model.metadata()))
+    if (opt.tokenizer) {
+        check_tokenizer(opt.tokenizer->keys, c.vocab, opt.tokenizer->source);
+        tok = opt.tokenizer->keys;
+    } else if (has_tokenizer(model.metadata()))
         tok = tokenizer_keys(model.metadata(), c.vocab, model.file() ? model.file()->name() : "the model");
     else {
         tok = default_tokenizer(c.vocab);
@@ -244,8 +245,8 @@ void fuse(const PerHeadModel& model, const std::filesystem::path& out, const Fus
     });
     std::vector<std::filesystem::path> inputs = input_paths(model.file());
     inputs.insert(inputs.end(), options.inputs.begin(), options.inputs.end());
-    if (options.tokenizer_from && options.tokenizer_from->mapping())
-        inputs.push_back(options.tokenizer_from->mapping()->path());
+    if (options.tokenizer)
+        inputs.insert(inputs.end(), options.tokenizer->inputs.begin(), options.tokenizer->inputs.end());
     w.write(out, inputs, options.progress);
 }
 
