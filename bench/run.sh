@@ -6,7 +6,8 @@
 #   bench/run.sh [BUILD_DIR]          env: REPS (5), SIZE (1.4g | 8g), BENCH_DIR (out/bench), KEEP (0)
 #
 # Baselines: a durable copy of the same input (`cp IN OUT && sync OUT`, since headfuse fsyncs what it
-# publishes), and for the lens fold one f64 GEMM of the fold's shape by the same BLAS (bench/gemm_baseline).
+# publishes; for the safetensors import, a durable copy of the model.safetensors it reads), and for the lens fold
+# one f64 GEMM of the fold's shape by the same BLAS (bench/gemm_baseline).
 # Every output is removed before it is written again, for headfuse and cp alike. The page cache is warm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,9 @@ ph="$dir/per-head.gguf"
 echo "bench: models in $dir ($size, $reps runs)" >&2
 [ -f "$ph" ] || "$hf" init -q -o "$ph" "${shape[@]}" --seed 1 >/dev/null
 [ -f "$dir/lens.gguf" ] || "$hf" init -q -o "$dir/lens.gguf" "${lens_shape[@]}" --seed 1 >/dev/null
+# The same model as a Hugging Face checkpoint (one model.safetensors, rotate-half Q/K rows), for the import.
+st="$dir/hf/model.safetensors"
+[ -f "$st" ] || "$hf" export -q "$ph" -o "$dir/hf" --format hf --max-shard-size 100000000000 >/dev/null
 
 for rep in $(seq 1 "$reps"); do
   echo "bench: run $rep/$reps" >&2
@@ -63,9 +67,12 @@ for rep in $(seq 1 "$reps"); do
   measure gemm "$gemm" 32000 1024 1024
   warm "$dir/lens.gguf";      measure fuse_lens "$hf" fuse -q "$dir/lens.gguf" -o "$dir/out-lens.gguf"
   rm -f "$dir/out-lens.gguf"
+  warm "$st";                 measure copy_st sh -c 'cp "$1" "$2" && sync "$2"' copy "$st" "$dir/out-copy.st"
+  rm -f "$dir/out-copy.st"; warm "$st"; measure import "$hf" fuse -q "$dir/hf" -o "$dir/out-import.gguf"
+  rm -f "$dir/out-import.gguf"
   # Every run's ratios are taken within the run, against that run's baseline.
-  awk -v rep="$rep" 'BEGIN{n=0} {t[$1]=$2} END{for (k in t) print "ratio", rep, k, t[k] / (k=="fuse_lens" ? t["gemm"] : t["copy"])}' \
-    <(tail -n 11 "$results") >> "$dir/ratios.txt.$$"
+  awk -v rep="$rep" 'BEGIN{n=0} {t[$1]=$2} END{for (k in t) print "ratio", rep, k, t[k] / (k=="fuse_lens" ? t["gemm"] : k=="import" ? t["copy_st"] : t["copy"])}' \
+    <(tail -n 13 "$results") >> "$dir/ratios.txt.$$"
 done
 [ "${KEEP:-0}" = 1 ] || rm -f "$dir/time.txt"
 
@@ -81,17 +88,18 @@ function median(arr, n,    i, j, tmp) {
 { n[$1]++; secs[$1, n[$1]] = $2; rss[$1, n[$1]] = $3 }
 END {
   while ((getline line < ratios) > 0) { split(line, f, " "); m[f[3]]++; r[f[3], m[f[3]]] = f[4] }
-  split("init fuse_f32 fuse_f16 fuse_bf16 fuse_q8_0 fuse_q4_0 split verify fuse_lens copy gemm", order, " ")
+  split("init fuse_f32 fuse_f16 fuse_bf16 fuse_q8_0 fuse_q4_0 split verify fuse_lens import copy copy_st gemm", order, " ")
   target["init"] = 2.0; target["fuse_f32"] = 1.0; target["fuse_q8_0"] = 1.0; target["fuse_lens"] = 3.0
+  target["import"] = 1.2
   printf "%-11s %9s  %-14s %7s %8s  %9s %8s\n", "operation", "median s", "baseline", "ratio", "target", "peak RSS", "target"
-  for (i = 1; i <= 11; i++) {
+  for (i = 1; i <= 13; i++) {
     k = order[i]; if (!(k in n)) continue
     delete a; for (j = 1; j <= n[k]; j++) a[j] = secs[k, j]; s = median(a, n[k])
     delete a; for (j = 1; j <= n[k]; j++) a[j] = rss[k, j]; peak = 0; for (j = 1; j <= n[k]; j++) if (a[j] > peak) peak = a[j]
-    base = (k == "fuse_lens") ? "1 f64 GEMM" : (k == "copy" || k == "gemm") ? "-" : "durable copy"
+    base = (k == "fuse_lens") ? "1 f64 GEMM" : (k == "import") ? "copy of .st" : (k == "copy" || k == "copy_st" || k == "gemm") ? "-" : "durable copy"
     ratio = "-"; if (k in m) { delete a; for (j = 1; j <= m[k]; j++) a[j] = r[k, j]; ratio = sprintf("%.2f", median(a, m[k])) }
     tgt = (k in target) ? sprintf("<= %.1f", target[k]) : "-"
-    rtgt = (k == "copy" || k == "gemm") ? "-" : "<= 256"
+    rtgt = (k == "copy" || k == "copy_st" || k == "gemm") ? "-" : "<= 256"
     verdict = ""
     if (k in target && ratio != "-" && ratio + 0 > target[k]) verdict = verdict " SLOW"
     if (rtgt != "-" && peak / 1024 > 256) verdict = verdict " RSS"

@@ -100,9 +100,10 @@ int main(int argc, char** argv) {
     std::string fuse_type;
     auto* c_fuse =
         app.add_subcommand("fuse", "Per-head checkpoint -> llama.cpp GGUF (fused q/k/v, lens folded, tokenizer)");
-    c_fuse->add_option("input", fuse.in,
-                       "Per-head or fused GGUF file, .safetensors file, model.safetensors.index.json, or a folder "
-                       "with config.json and the weights (Hugging Face, TransformerLens or headfuse names)")
+    c_fuse
+        ->add_option("input", fuse.in,
+                     "Per-head or fused GGUF file, .safetensors file, model.safetensors.index.json, or a folder "
+                     "with config.json and the weights (Hugging Face, TransformerLens or headfuse names)")
         ->required();
     c_fuse->add_option("-o,--output", fuse.out, "Output llama.cpp GGUF file")->required();
     c_fuse->add_option("--type", fuse_type, "Type of 2-D weights: " + type_list() + " (default: keep the input's)");
@@ -122,8 +123,9 @@ int main(int argc, char** argv) {
     c_export->add_option("--format", exp.format, "hf or transformer-lens")
         ->check(CLI::IsMember({"hf", "transformer-lens"}))
         ->capture_default_str();
-    c_export->add_option("--max-shard-size", exp.max_shard_bytes,
-                         "Bytes per safetensors file; more go to shards with an index")
+    c_export
+        ->add_option("--max-shard-size", exp.max_shard_bytes,
+                     "Bytes per safetensors file; more go to shards with an index")
         ->check(CLI::PositiveNumber)
         ->capture_default_str();
     c_export->add_option("--config", exp.config, "Hyperparameters of a safetensors input");

@@ -5,8 +5,11 @@
 // must give back the same tensor bytes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -62,7 +65,8 @@ double max_diff(const std::vector<std::vector<double>>& a, const std::vector<std
     EXPECT_EQ(a.size(), b.size());
     for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
         EXPECT_EQ(a[i].size(), b[i].size());
-        for (std::size_t t = 0; t < std::min(a[i].size(), b[i].size()); ++t) d = std::max(d, std::abs(a[i][t] - b[i][t]));
+        for (std::size_t t = 0; t < std::min(a[i].size(), b[i].size()); ++t)
+            d = std::max(d, std::abs(a[i][t] - b[i][t]));
     }
     return d;
 }
@@ -195,8 +199,8 @@ TEST_P(TlImport, FoldedAndUnprocessedGiveTheReferenceDistributionAndComeBackByte
     make.insert(make.end(), c.make_tl.begin(), c.make_tl.end());
     reference(make);
     fuse_ok({"fuse", "-q", tl.string(), "-o", (dir / "model.gguf").string()});
-    fuse_ok({"export", "-q", (dir / "model.gguf").string(), "-o", (dir / "back").string(), "--format",
-             "transformer-lens"});
+    fuse_ok(
+        {"export", "-q", (dir / "model.gguf").string(), "-o", (dir / "back").string(), "--format", "transformer-lens"});
     expect_same_tensors(tl, dir / "back");
     const auto cfg = nlohmann::json::parse(std::ifstream(dir / "back" / "config.json"));
     const auto src = nlohmann::json::parse(std::ifstream(tl / "config.json"));
@@ -204,14 +208,16 @@ TEST_P(TlImport, FoldedAndUnprocessedGiveTheReferenceDistributionAndComeBackByte
 
     HEADFUSE_REQUIRE_JUDGES();
     const auto tokens = prompt(300);
-    const double d = max_diff(reference_logprobs(hf, tokens), test::llama_eval((dir / "model.gguf").string(), tokens).logprobs);
+    const double d =
+        max_diff(reference_logprobs(hf, tokens), test::llama_eval((dir / "model.gguf").string(), tokens).logprobs);
     std::printf("[headfuse] TL %s: llama.cpp vs numpy reference of the Hugging Face model max |dlogp| %.3g\n",
                 c.name.c_str(), d);
     EXPECT_LE(d, kLogprobTolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, TlImport,
-                         ::testing::Values(TlCase{"unprocessed", {}, "4"}, TlCase{"folded_centred", {"--processed"}, "4"},
+                         ::testing::Values(TlCase{"unprocessed", {}, "4"},
+                                           TlCase{"folded_centred", {"--processed"}, "4"},
                                            TlCase{"folded_gqa", {"--processed"}, "2"}),
                          [](const auto& info) { return info.param.name; });
 
@@ -225,5 +231,148 @@ TEST(TlImport, RefusesNonZeroBiasesByName) {
     EXPECT_NE(r.err.find("tensor 'blocks.0.attn.b_Q' is not zero"), std::string::npos) << r.err;
     EXPECT_FALSE(fs::exists(dir / "out.gguf"));
 }
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------------------
+// Hostile checkpoints through the CLI: one line on stderr naming the file, tensor or key; exit 1; no output.
+
+namespace {
+
+struct BadCase {
+    std::string name;
+    std::function<void(const fs::path& hf)> spoil;  // edits a valid Hugging Face folder
+    std::string expect;
+};
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.name; }
+
+void edit_config(const fs::path& hf, const std::function<void(nlohmann::json&)>& f) {
+    nlohmann::json j = nlohmann::json::parse(std::ifstream(hf / "config.json"));
+    f(j);
+    std::ofstream(hf / "config.json", std::ios::trunc) << j.dump();
+}
+
+// Rewrites model.safetensors through the library's writer, letting f rename, retype or change tensors.
+struct Tensor {
+    std::string name, dtype;
+    std::vector<std::uint64_t> shape;
+    std::vector<std::byte> bytes;
+};
+void edit_tensors(const fs::path& hf, const std::function<void(std::vector<Tensor>&)>& f) {
+    std::vector<Tensor> ts;
+    {
+        const SafetensorsFile s = SafetensorsFile::open(hf / "model.safetensors");
+        for (const StTensor& t : s.tensors())
+            ts.push_back({t.name, std::string(t.dtype), t.shape, {t.bytes.begin(), t.bytes.end()}});
+    }
+    f(ts);
+    // The header by hand: the writer would refuse the dtypes headfuse does not write.
+    nlohmann::ordered_json h = nlohmann::ordered_json::object();
+    std::uint64_t at = 0;
+    for (const Tensor& t : ts) {
+        h[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {at, at + t.bytes.size()}}};
+        at += t.bytes.size();
+    }
+    const std::string text = h.dump();
+    std::ofstream o(hf / "model.safetensors", std::ios::binary | std::ios::trunc);
+    const std::uint64_t n = text.size();
+    o.write(reinterpret_cast<const char*>(&n), 8);
+    o << text;
+    for (const Tensor& t : ts) o.write(reinterpret_cast<const char*>(t.bytes.data()), std::streamsize(t.bytes.size()));
+}
+
+std::vector<BadCase> bad_cases() {
+    const std::string q0 = "model.layers.0.self_attn.q_proj.weight";
+    return {
+        {"no_config", [](const fs::path& hf) { fs::remove(hf / "config.json"); },
+         "does not exist (give one with --config)"},
+        {"config_not_json", [](const fs::path& hf) { std::ofstream(hf / "config.json") << "{\"hidden_size\":"; },
+         "config.json: not valid JSON"},
+        {"missing_key", [](const fs::path& hf) { edit_config(hf, [](auto& j) { j.erase("hidden_size"); }); },
+         "config.json: missing key 'hidden_size'"},
+        {"negative_count", [](const fs::path& hf) { edit_config(hf, [](auto& j) { j["num_hidden_layers"] = -1; }); },
+         "key 'num_hidden_layers' must be an integer"},
+        {"rope_scaling",
+         [](const fs::path& hf) {
+             edit_config(hf, [](auto& j) { j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}}; });
+         },
+         "key 'rope_scaling' is"},
+        {"not_llama", [](const fs::path& hf) { edit_config(hf, [](auto& j) { j["model_type"] = "gpt2"; }); },
+         "key 'model_type' is \"gpt2\""},
+        {"wrong_width", [](const fs::path& hf) { edit_config(hf, [](auto& j) { j["intermediate_size"] = 97; }); },
+         "tensor 'model.layers.0.mlp.gate_proj.weight' has shape [96, 32], expected [97, 32]"},
+        {"missing_tensor",
+         [q0](const fs::path& hf) {
+             edit_tensors(hf, [&](auto& ts) { std::erase_if(ts, [&](const Tensor& t) { return t.name == q0; }); });
+         },
+         "missing tensor 'model.layers.0.self_attn.q_proj.weight' (expected shape [32, 32])"},
+        {"extra_tensor",
+         [](const fs::path& hf) {
+             edit_tensors(hf, [](auto& ts) { ts.push_back({"extra.weight", "F32", {1}, std::vector<std::byte>(4)}); });
+         },
+         "unexpected tensor 'extra.weight' in a Hugging Face checkpoint"},
+        {"dtype_i8",
+         [q0](const fs::path& hf) {
+             edit_tensors(hf, [&](auto& ts) {
+                 for (Tensor& t : ts)
+                     if (t.name == q0) {
+                         t.dtype = "I8";
+                         t.bytes.resize(32 * 32);
+                     }
+             });
+         },
+         "tensor 'model.layers.0.self_attn.q_proj.weight' has dtype I8; headfuse reads F32, F16 and BF16"},
+        {"nan_weight",
+         [q0](const fs::path& hf) {
+             edit_tensors(hf, [&](auto& ts) {
+                 for (Tensor& t : ts)
+                     if (t.name == q0) {
+                         const float nan = std::nanf("");
+                         std::memcpy(t.bytes.data() + 4 * 40, &nan, 4);
+                     }
+             });
+         },
+         "non-finite weight"},
+        {"unknown_names",
+         [](const fs::path& hf) {
+             edit_tensors(hf, [](auto& ts) {
+                 for (Tensor& t : ts) t.name = "x." + t.name;
+             });
+         },
+         "match no layout"},
+        {"truncated",
+         [](const fs::path& hf) {
+             fs::resize_file(hf / "model.safetensors", fs::file_size(hf / "model.safetensors") - 4);
+         },
+         "data buffer of"},
+        {"index_missing_shard",
+         [](const fs::path& hf) {
+             std::ofstream(hf / "model.safetensors.index.json") << R"({"weight_map":{"w":"gone.safetensors"}})";
+         },
+         "gone.safetensors: cannot open"},
+    };
+}
+
+class BadCheckpoint : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(BadCheckpoint, EndsInOneClearLineAndNoOutput) {
+    TempDir dir;
+    const fs::path hf = dir / "hf";
+    reference({"make-hf", hf.string(), "--d-model", "32", "--n-heads", "2", "--n-kv-heads", "1", "--d-ff", "96",
+               "--n-layers", "1", "--vocab", "64"});
+    GetParam().spoil(hf);
+    const auto r = run_cli({"fuse", "-q", hf.string(), "-o", (dir / "out.gguf").string()});
+    EXPECT_EQ(r.status, 1) << r.out << r.err;
+    EXPECT_NE(r.err.find(GetParam().expect), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "out.gguf"));
+    if (GetParam().name == "nan_weight") return;  // export copies bytes as they are
+    const auto e = run_cli({"export", "-q", hf.string(), "-o", (dir / "out").string()});
+    EXPECT_EQ(e.status, 1) << e.err;
+    EXPECT_FALSE(fs::exists(dir / "out" / "model.safetensors"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, BadCheckpoint, ::testing::ValuesIn(bad_cases()),
+                         [](const auto& info) { return info.param.name; });
 
 }  // namespace

@@ -109,8 +109,8 @@ std::string_view torch_dtype(DType t) {
 
 }  // namespace
 
-std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::path& folder,
-                                        const ExportOptions& options, std::span<const fs::path> inputs) {
+std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::path& folder, const ExportOptions& options,
+                                        std::span<const fs::path> inputs) {
     const ModelViews& m = model.views();
     const Config& c = m.config;
     if (c.has_lens()) fail("export: a per-head lens model has no token embedding yet: fuse it first (the fold)");

@@ -133,7 +133,8 @@ Config hf_config(const json& j, const std::string& where) {
     expect_string(j, "hidden_act", "silu", where);
     for (const char* flag : {"attention_bias", "mlp_bias"})
         if (const json* v = field(j, flag); v && *v != false)
-            fail(where + ": key '" + std::string(flag) + "' is " + v->dump() + "; headfuse converts LLaMA without biases");
+            fail(where + ": key '" + std::string(flag) + "' is " + v->dump() +
+                 "; headfuse converts LLaMA without biases");
     if (const json* rs = field(j, "rope_scaling"))
         fail(where + ": key 'rope_scaling' is " + rs->dump() +
              "; headfuse converts only models without RoPE scaling (llama.cpp's llama graph has other rules)");
@@ -264,8 +265,9 @@ Layout detect(const SafetensorsSet& s) {
     if (s.find("embed.W_E") || s.find("blocks.0.attn.W_Q")) return Layout::TransformerLens;
     if (s.find("token_embd.weight")) return Layout::PerHeadNames;
     const auto ts = s.tensors();
-    fail(s.name() + ": the tensor names match no layout headfuse reads (Hugging Face model.embed_tokens.weight, "
-                    "TransformerLens embed.W_E, headfuse token_embd.weight); the first is '" +
+    fail(s.name() +
+         ": the tensor names match no layout headfuse reads (Hugging Face model.embed_tokens.weight, "
+         "TransformerLens embed.W_E, headfuse token_embd.weight); the first is '" +
          (ts.empty() ? std::string() : ts.front()->name) + "'");
 }
 
@@ -335,8 +337,8 @@ PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::s
             continue;
         }
         if (!t)
-            fail(where + ": missing tensor '" + name + "' (expected shape " +
-                 format_shape(foreign_shape(*m, s.ne, c)) + ")");
+            fail(where + ": missing tensor '" + name + "' (expected shape " + format_shape(foreign_shape(*m, s.ne, c)) +
+                 ")");
         check_shape(*t, foreign_shape(*m, s.ne, c), where);
         used.insert(name);
         TensorView v = view_of(*t, s.ne);
@@ -424,8 +426,8 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
     const Layout layout = detect(owner->set);
     const fs::path config_path = config ? *config : owner->set.folder() / "config.json";
     if (!fs::exists(config_path, ec))
-        fail(owner->set.name() + ": a " + std::string(layout_name(layout)) + " checkpoint needs its config: " +
-             config_path.string() + " does not exist (give one with --config)");
+        fail(owner->set.name() + ": a " + std::string(layout_name(layout)) +
+             " checkpoint needs its config: " + config_path.string() + " does not exist (give one with --config)");
     const json j = read_json(config_path);
     const std::string where = config_path.string();
     OpenedCheckpoint out{PerHeadModel{}, layout, owner->set.folder(), owner->set.paths()};

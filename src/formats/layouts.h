@@ -28,8 +28,8 @@ struct NameMap {
     Role role;
     std::string_view name;  // "{L}" is the layer, "{G}" is "_" for TransformerLens's GQA key/value names
     Storage storage;
-    bool rope_rows;   // Q and K: rows in the layout's RoPE order (rotate-half for Hugging Face)
-    bool may_be_ones; // a norm TransformerLens drops when it folds it (then all ones)
+    bool rope_rows;    // Q and K: rows in the layout's RoPE order (rotate-half for Hugging Face)
+    bool may_be_ones;  // a norm TransformerLens drops when it folds it (then all ones)
 };
 
 std::span<const NameMap> hf_names();
@@ -43,8 +43,8 @@ std::vector<std::uint64_t> foreign_shape(const NameMap& m, std::span<const std::
 
 // TransformerLens's names for the biases and buffers of a LLaMA state dict, which carry no weights headfuse
 // keeps: biases must be zero, buffers are ignored.
-inline constexpr std::string_view kTlBiases[] = {"attn.b_Q", "attn.{G}b_K", "attn.{G}b_V", "attn.b_O", "mlp.b_in",
-                                                 "mlp.b_out"};
+inline constexpr std::string_view kTlBiases[] = {"attn.b_Q", "attn.{G}b_K", "attn.{G}b_V",
+                                                 "attn.b_O", "mlp.b_in",    "mlp.b_out"};
 
 // Hyperparameters from config.json (Hugging Face) and from the JSON of HookedTransformerConfig. `where` names
 // the file in errors.
