@@ -115,7 +115,9 @@ int main(int argc, char** argv) {
                        "Type of 2-D weights: " + type_list() +
                            " (a K-quant mix chooses per tensor as llama-quantize does; default: keep the input's)");
     c_fuse->add_option("--tokenizer-from", fuse.tokenizer_from,
-                       "Carry this GGUF file's tokenizer over (its size must match)");
+                       "Tokenizer to write: a GGUF file's, or a Hugging Face folder's or tokenizer.json's, converted "
+                       "(its size must match the vocabulary; checked as llama.cpp's loader checks it). Default: "
+                       "the input's own, else a SentencePiece placeholder");
     add_common(c_fuse, common);
 
     SplitArgs split;

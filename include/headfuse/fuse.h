@@ -10,6 +10,7 @@
 #include "headfuse/mix.h"
 #include "headfuse/model.h"
 #include "headfuse/types.h"
+#include "headfuse/vocab.h"
 
 namespace headfuse {
 
@@ -21,8 +22,10 @@ struct FuseOptions {
     std::optional<DType> type;
     // llama.cpp's K-quant mix instead of one type: each tensor's type as llama_tensor_get_type chooses it.
     std::optional<Mix> mix;
-    unsigned threads = 0;                      // encoding threads; 0 means all cores
-    const GgufFile* tokenizer_from = nullptr;  // carry this file's tokenizer.* keys over
+    unsigned threads = 0;  // encoding threads; 0 means all cores
+    // The tokenizer to write (see read_tokenizer); unset: the model's own, else a default SentencePiece one.
+    // Its token count must be the model's vocabulary.
+    const Tokenizer* tokenizer = nullptr;
     ProgressFn progress;
     std::function<void(const std::string&)> warn;
 };
