@@ -112,7 +112,9 @@ int main(int argc, char** argv) {
     c_fuse->add_option("-o,--output", fuse.out, "Output llama.cpp GGUF file")->required();
     c_fuse->add_option("--type", fuse_type, "Type of 2-D weights: " + type_list() + " (default: keep the input's)");
     c_fuse->add_option("--tokenizer-from", fuse.tokenizer_from,
-                       "Carry this GGUF file's tokenizer over (its size must match)");
+                       "Tokenizer to write: a GGUF file's, or a Hugging Face folder's or tokenizer.json's, converted "
+                       "(its size must match the vocabulary; checked as llama.cpp's loader checks it). Default: "
+                       "the input's own, else a SentencePiece placeholder");
     add_common(c_fuse, common);
 
     SplitArgs split;

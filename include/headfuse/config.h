@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "headfuse/gguf.h"
+#include "headfuse/role.h"
 
 namespace headfuse {
 
@@ -40,6 +41,8 @@ struct Config {
     // ("key 'llama.attention.causal' = false"): forward_logits, and so logits and verify, refuse the model,
     // naming the first. fuse and split carry such keys over untouched.
     std::vector<std::string> unmodeled;
+    // The optional roles (src/roles.cpp) the model has, in every layer. Not metadata: read off the tensors.
+    RoleSet optional_roles;
 
     // Error with a one-line message naming the first field out of range.
     void validate() const;
