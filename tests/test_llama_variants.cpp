@@ -12,7 +12,7 @@
 #include "headfuse/fuse.h"
 #include "headfuse/model.h"
 #include "headfuse/verify.h"
-#include "layout.h"
+#include "roles.h"
 #include "support/judge.h"
 #include "support/models.h"
 
@@ -32,7 +32,7 @@ void write_sharp_model(const Config& c, std::uint64_t seed, const std::filesyste
     std::mt19937_64 rng(seed);
     std::vector<std::vector<float>> data;
     std::vector<ExternalTensor> tensors;
-    const std::vector<TensorSpec> layout = per_head_layout(c);
+    const std::vector<TensorSpec> layout = tensor_layout(c, ModelKind::PerHead);
     data.reserve(layout.size());
     for (const TensorSpec& s : layout) {
         std::uint64_t n = 1;
