@@ -157,8 +157,9 @@ TEST(RopeScaling, VerifyFailsOnAScalingKeyAlone) {
     write_random_init(other, 1, dir / "ph_other.gguf");
     fuse(PerHeadModel::open(dir / "ph_other.gguf"), dir / "fused_other.gguf");
     const auto r = test::run_cli({"verify", (dir / "ph.gguf").string(), (dir / "fused_other.gguf").string()});
-    EXPECT_NE(r.status, 0) << r.out;
-    EXPECT_NE((r.out + r.err).find("rope"), std::string::npos) << r.out << r.err;
+    EXPECT_EQ(r.status, 1) << r.out << r.err;  // 1: they differ
+    EXPECT_NE(r.out.find("llama.rope.scaling.factor"), std::string::npos) << r.out << r.err;
+    EXPECT_NE(r.out.find("FAIL"), std::string::npos) << r.out;
     // The same pair with the same key passes.
     fuse(PerHeadModel::open(dir / "ph.gguf"), dir / "fused.gguf");
     const auto ok = test::run_cli({"verify", (dir / "ph.gguf").string(), (dir / "fused.gguf").string()});
