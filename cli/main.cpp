@@ -103,6 +103,14 @@ int main(int argc, char** argv) {
     c_init->add_option("--context", cfg.context_length, "Context length")->capture_default_str();
     c_init->add_option("--rms-eps", cfg.rms_eps, "RMSNorm epsilon")->capture_default_str();
     c_init->add_option("--rope-theta", cfg.rope_theta, "RoPE frequency base")->capture_default_str();
+    std::string rope_scaling = "none";
+    c_init->add_option("--rope-scaling", rope_scaling, "RoPE context scaling: none|linear|yarn")
+        ->check(CLI::IsMember({"none", "linear", "yarn"}))
+        ->capture_default_str();
+    c_init->add_option("--rope-scaling-factor", cfg.rope_scaling_factor, "Context multiplier of linear or YaRN scaling")
+        ->capture_default_str();
+    c_init->add_option("--rope-original-context", cfg.rope_original_context,
+                       "YaRN: the context length before scaling (default: --context)");
     add_common(c_init, common);
 
     FuseArgs fuse;
@@ -149,18 +157,24 @@ int main(int argc, char** argv) {
     c_verify->add_option("--tokens", verify_tokens,
                          "Comma-separated token ids (default: 8 tokens across the vocabulary)");
     add_common(c_verify, common);
+    c_verify->footer("Exit status: 0 the same model (PASS), 1 they differ (FAIL), 2 they could not be compared.");
 
+    // verify answers as cmp does: 0 the same model, 1 they differ, 2 they could not be compared.
+    const int failure = argc > 1 && std::string_view(argv[1]) == "verify" ? 2 : 1;
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         const int code = app.exit(e);
-        return code == 0 ? 0 : 1;
+        return code == 0 ? 0 : failure;
     }
 
     try {
         if (*c_init) {
             if (!cfg.n_kv_heads) cfg.n_kv_heads = cfg.n_heads;
             if (!cfg.d_head && cfg.n_heads) cfg.d_head = cfg.d_model / cfg.n_heads;
+            cfg.rope_scaling = rope_scaling == "yarn"     ? RopeScaling::Yarn
+                               : rope_scaling == "linear" ? RopeScaling::Linear
+                                                          : RopeScaling::None;
             return run_init(init, common);
         }
         if (*c_fuse) {
@@ -184,13 +198,13 @@ int main(int argc, char** argv) {
         }
     } catch (const Error& e) {
         std::fprintf(stderr, "headfuse: %s\n", one_line(e.what()).c_str());
-        return 1;
+        return failure;
     } catch (const std::bad_alloc&) {
         std::fprintf(stderr, "headfuse: out of memory\n");
-        return 1;
+        return failure;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "headfuse: %s\n", one_line(e.what()).c_str());
-        return 1;
+        return failure;
     }
-    return 1;
+    return failure;
 }
