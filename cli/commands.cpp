@@ -228,6 +228,7 @@ int run_verify(const VerifyArgs& a, const Common& c) {
     opt.threads = c.threads;
     opt.progress = make_progress("verify", c.quiet);
     const VerifyReport r = verify(per_head, fused, opt);
+    for (const std::string& d : r.config_differences) std::printf("MISMATCH hyperparameter %s\n", d.c_str());
     for (const std::string& m : r.mismatches) std::printf("MISMATCH %s\n", m.c_str());
     std::printf("tensors: %llu compared, %zu differ%s\n", static_cast<unsigned long long>(r.tensors_checked),
                 r.mismatches.size(),

@@ -138,12 +138,15 @@ int main(int argc, char** argv) {
     c_verify->add_option("--tokens", verify_tokens,
                          "Comma-separated token ids (default: 8 tokens across the vocabulary)");
     add_common(c_verify, common);
+    c_verify->footer("Exit status: 0 the same model (PASS), 1 they differ (FAIL), 2 they could not be compared.");
 
+    // verify answers as cmp does: 0 the same model, 1 they differ, 2 they could not be compared.
+    const int failure = argc > 1 && std::string_view(argv[1]) == "verify" ? 2 : 1;
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         const int code = app.exit(e);
-        return code == 0 ? 0 : 1;
+        return code == 0 ? 0 : failure;
     }
 
     try {
@@ -171,13 +174,13 @@ int main(int argc, char** argv) {
         }
     } catch (const Error& e) {
         std::fprintf(stderr, "headfuse: %s\n", one_line(e.what()).c_str());
-        return 1;
+        return failure;
     } catch (const std::bad_alloc&) {
         std::fprintf(stderr, "headfuse: out of memory\n");
-        return 1;
+        return failure;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "headfuse: %s\n", one_line(e.what()).c_str());
-        return 1;
+        return failure;
     }
-    return 1;
+    return failure;
 }
