@@ -94,6 +94,14 @@ int main(int argc, char** argv) {
     c_init->add_option("--context", cfg.context_length, "Context length")->capture_default_str();
     c_init->add_option("--rms-eps", cfg.rms_eps, "RMSNorm epsilon")->capture_default_str();
     c_init->add_option("--rope-theta", cfg.rope_theta, "RoPE frequency base")->capture_default_str();
+    std::string rope_scaling = "none";
+    c_init->add_option("--rope-scaling", rope_scaling, "RoPE context scaling: none|linear|yarn")
+        ->check(CLI::IsMember({"none", "linear", "yarn"}))
+        ->capture_default_str();
+    c_init->add_option("--rope-scaling-factor", cfg.rope_scaling_factor, "Context multiplier of linear or YaRN scaling")
+        ->capture_default_str();
+    c_init->add_option("--rope-original-context", cfg.rope_original_context,
+                       "YaRN: the context length before scaling (default: --context)");
     add_common(c_init, common);
 
     FuseArgs fuse;
@@ -153,6 +161,9 @@ int main(int argc, char** argv) {
         if (*c_init) {
             if (!cfg.n_kv_heads) cfg.n_kv_heads = cfg.n_heads;
             if (!cfg.d_head && cfg.n_heads) cfg.d_head = cfg.d_model / cfg.n_heads;
+            cfg.rope_scaling = rope_scaling == "yarn"     ? RopeScaling::Yarn
+                               : rope_scaling == "linear" ? RopeScaling::Linear
+                                                          : RopeScaling::None;
             return run_init(init, common);
         }
         if (*c_fuse) {
