@@ -153,6 +153,17 @@ TEST(Lens, TiedOutputIsRefused) {
     EXPECT_THROW(PerHeadModel::random_init(c, 1), Error);
 }
 
+TEST(RandomInit, AModelLargerThanMemoryIsAHeadfuseError) {
+    // 16 layers of three 2^20 x 2^20 matrices: 192 TiB of f32.
+    const Config c = test::make_config(1u << 20, 4, 4, 1u << 18, 1u << 20, 16, 1000);
+    try {
+        PerHeadModel::random_init(c, 1);
+        ADD_FAILURE() << "a 192 TiB model was allocated";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("random_init"), std::string::npos) << e.what();
+    }
+}
+
 TEST(RandomInit, NormalWithStd002AndNormsOne) {
     const Config c = test::make_config(256, 4, 4, 64, 512, 1, 2000);
     const PerHeadModel m = PerHeadModel::random_init(c, test::test_seed());
