@@ -329,7 +329,7 @@ PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::s
             }
         if (!t && m->may_be_ones) {  // folded into the next weights: a norm of ones
             TensorView v;
-            v.name = name;
+            v.name = s.name;
             v.n_dims = 1;
             v.ne[0] = s.ne[0];
             v.bytes = {reinterpret_cast<const std::byte*>(owner->ones.data()), s.ne[0] * sizeof(float)};
@@ -342,6 +342,7 @@ PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::s
         check_shape(*t, foreign_shape(*m, s.ne, c), where);
         used.insert(name);
         TensorView v = view_of(*t, s.ne);
+        v.name = s.name;  // the role table's name, as assemble_views expects
         if (s.kind == TensorKind::Norm && v.type != DType::F32) {
             norms_non_f32 = true;
             norm_type = v.type;
