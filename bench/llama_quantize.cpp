@@ -26,8 +26,9 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "llama_quantize: %s\n", LlamaQuantizer::load_error().c_str());
             return 1;
         }
-        q->quantize(argv[1], argv[2],
-                    {.ftype = static_cast<LlamaFtype>(std::atoi(argv[3])), .pure = false, .threads = std::atoi(argv[4])});
+        q->quantize(
+            argv[1], argv[2],
+            {.ftype = static_cast<LlamaFtype>(std::atoi(argv[3])), .pure = false, .threads = std::atoi(argv[4])});
         return 0;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "llama_quantize: %s\n", e.what());

@@ -120,7 +120,8 @@ END {
   if ("q4_k_m_vs_llama" in m) {
     delete a; for (j = 1; j <= m["q4_k_m_vs_llama"]; j++) a[j] = r["q4_k_m_vs_llama", j]
     v = median(a, m["q4_k_m_vs_llama"])
-    printf "\nfuse_q4_k_m / llama_model_quantize (same model, F32 fused input, 2 threads): %.2f (target <= 0.33)%s\n", v, v > 1 / 3 ? " SLOW" : ""
+    slow = (v > 1 / 3) ? " SLOW" : ""
+    printf "\nfuse_q4_k_m / llama_model_quantize (same model, F32 fused input, 2 threads): %.2f (target <= 0.33)%s\n", v, slow
   }
 }' "$results"
 rm -f "$dir/ratios.txt.$$"
