@@ -81,6 +81,10 @@ struct LayerViews {
 };
 
 // The per-head interface: what the forward pass, fuse and verify see, whatever holds the bytes.
+//
+// Views borrow. A ModelViews from PerHeadModel::open, random_init or FusedModel::open shares ownership of the
+// mapping or memory it points into (`owner`), so a copy kept after its model is gone stays valid. Views of
+// caller-owned tensors (PerHeadModel::from_tensors) have no owner: the caller keeps those bytes alive.
 struct ModelViews {
     Config config;
     TensorView token_embd;                 // [d_model, vocab], or [donor_d_in, vocab] with a lens
@@ -89,6 +93,7 @@ struct ModelViews {
     std::optional<TensorView> output;      // [d_model, vocab]; absent when tied
     std::optional<TensorView> rope_freqs;  // [d_head/2] f32: RoPE's angle of pair i is divided by element i
     std::vector<LayerViews> layers;
+    std::shared_ptr<const void> owner;  // keeps the bytes alive; null for caller-owned tensors
 };
 
 // Calls f(view) for every tensor of the model, in per-head checkpoint file order.
