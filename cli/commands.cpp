@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <numeric>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -83,8 +85,30 @@ int run_init(const InitArgs& a, const Common& c) {
     return 0;
 }
 
+// Warnings are held until the command has succeeded: a warning followed by an error would be two lines.
+class Warnings {
+public:
+    std::function<void(const std::string&)> sink() {
+        return [this](const std::string& w) { held_.push_back(w); };
+    }
+    void print() const {
+        for (const std::string& w : held_) std::fprintf(stderr, "headfuse: warning: %s\n", w.c_str());
+    }
+
+private:
+    std::vector<std::string> held_;
+};
+
+// More tokens than the model's context: llama.cpp would not evaluate them in one sequence.
+void warn_context(Warnings& w, const Config& c, std::size_t n_tokens) {
+    if (n_tokens > c.context_length)
+        w.sink()(std::to_string(n_tokens) + " tokens, more than the model's context length " +
+                 std::to_string(c.context_length) + " (llama.cpp evaluates at most that many in a sequence)");
+}
+
 int run_fuse(const FuseArgs& a, const Common& c) {
     const auto t0 = Clock::now();
+    Warnings warnings;
     const PerHeadModel model = PerHeadModel::open(a.in);
     std::optional<GgufFile> tok;
     if (!a.tokenizer_from.empty()) tok = GgufFile::open(a.tokenizer_from);
@@ -93,11 +117,16 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     opt.threads = c.threads;
     opt.tokenizer_from = tok ? &*tok : nullptr;
     opt.progress = make_progress("fuse", c.quiet);
-    opt.warn = [](const std::string& w) { std::fprintf(stderr, "headfuse: warning: %s\n", w.c_str()); };
+    opt.warn = warnings.sink();
     fuse(model, a.out, opt);
-    std::printf("wrote %s: fused llama file, %s, %s, %s in %.2f s\n", a.out.c_str(), describe(model.config()).c_str(),
-                a.type ? std::string(type_name(*a.type)).c_str() : "types kept", human_bytes(file_size(a.out)).c_str(),
-                seconds_since(t0));
+    warnings.print();
+    Config fused = model.config();  // the lens is folded into token_embd: the fused file has none
+    std::string lens;
+    if (fused.has_lens())
+        lens = ", lens folded (donor_d_in " + std::to_string(std::exchange(fused.donor_d_in, 0)) + ")";
+    std::printf("wrote %s: fused llama file, %s%s, %s, %s in %.2f s\n", a.out.c_str(), describe(fused).c_str(),
+                lens.c_str(), a.type ? std::string(type_name(*a.type)).c_str() : "types kept",
+                human_bytes(file_size(a.out)).c_str(), seconds_since(t0));
     return 0;
 }
 
@@ -161,11 +190,14 @@ int run_logits(const LogitsArgs& a, const Common& c) {
     const PerHeadModel model = open_model(a.model);
     const std::vector<float> logits = forward_logits(model.views(), a.tokens, c.threads);
     const std::uint32_t vocab = model.config().vocab;
+    Warnings warnings;
+    warn_context(warnings, model.config(), a.tokens.size());
     if (!a.out.empty()) {
         const std::filesystem::path in = a.model;
         write_file_atomically(a.out, {reinterpret_cast<const std::byte*>(logits.data()), logits.size() * sizeof(float)},
                               {&in, 1});
         std::printf("wrote %s: %zu x %u f32 logits\n", a.out.c_str(), a.tokens.size(), vocab);
+        warnings.print();
         return 0;
     }
     const std::vector<double> lp = log_softmax(logits, vocab);
@@ -182,6 +214,7 @@ int run_logits(const LogitsArgs& a, const Common& c) {
         for (std::size_t i = 0; i < k; ++i) std::printf(" %u: %.4f", ids[i], row[ids[i]]);
         std::printf("\n");
     }
+    warnings.print();
     return 0;
 }
 
@@ -193,6 +226,9 @@ int run_verify(const VerifyArgs& a, const Common& c) {
     opt.threads = c.threads;
     opt.progress = make_progress("verify", c.quiet);
     const VerifyReport r = verify(per_head, fused, opt);
+    Warnings warnings;
+    warn_context(warnings, per_head.config(), a.tokens.size());
+    warnings.print();
     for (const std::string& m : r.mismatches) std::printf("MISMATCH %s\n", m.c_str());
     std::printf("tensors: %llu compared, %zu differ%s\n", static_cast<unsigned long long>(r.tensors_checked),
                 r.mismatches.size(),

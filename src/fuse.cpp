@@ -127,16 +127,29 @@ struct Planner {
     const FuseOptions& opt;
     std::string source;  // "ph.gguf: " for a model read from a file, prefixing errors about its weights
 
-    // The type a 2-D weight is written in.
+    // 2-D weights whose rows are not whole blocks of the requested type, written as F16: reported once.
+    mutable std::vector<std::string> f16_fallback;
+
+    // The type a 2-D weight is written in. Only F32 weights are encoded: anything else keeps its type.
     DType weight_type(const std::string& name, const TensorView& src, std::uint64_t ne0) const {
-        if (!opt.type) return src.type;
+        if (!opt.type || *opt.type == src.type) return src.type;
         const DType want = *opt.type;
+        if (src.type != DType::F32)
+            fail(source + "tensor '" + src.name + "' is " + std::string(type_name(src.type)) +
+                 ": headfuse encodes f32 weights only; fuse this checkpoint without a type to keep its types");
         if (ne0 % traits(want).block_size == 0) return want;
-        if (opt.warn)
-            opt.warn("tensor '" + name + "' has rows of " + std::to_string(ne0) + " elements, not whole " +
-                     std::string(type_name(want)) + " blocks of " + std::to_string(traits(want).block_size) +
-                     ": written as f16");
+        f16_fallback.push_back(name);
         return DType::F16;
+    }
+
+    void report_fallback() const {
+        if (f16_fallback.empty() || !opt.warn) return;
+        const DType want = *opt.type;
+        const bool one = f16_fallback.size() == 1;
+        opt.warn(std::to_string(f16_fallback.size()) + (one ? " tensor ('" : " tensors (first '") +
+                 f16_fallback.front() + (one ? "') has" : "') have") + " rows that are not whole " +
+                 std::string(type_name(want)) + " blocks of " + std::to_string(traits(want).block_size) +
+                 " elements: written as f16");
     }
 
     void add_copy(GgufWriter& w, const TensorSpec& s, const TensorView& v) const {
@@ -150,8 +163,9 @@ struct Planner {
         const DType t = weight_type(s.name, heads.front(), s.ne[0]);
         for (const TensorView& h : heads)
             if (h.type != heads.front().type)
-                fail("tensor '" + h.name + "' is " + std::string(type_name(h.type)) + ", head 0 is " +
-                     std::string(type_name(heads.front().type)));
+                fail(source + "tensor '" + h.name + "' is " + std::string(type_name(h.type)) + ", but '" +
+                     heads.front().name + "' is " + std::string(type_name(heads.front().type)) +
+                     ": the heads of a projection must share a type");
         w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [this, &heads, t](ByteSink& sink) {
             for (const TensorView& h : heads) emit_view(h, source, t, opt.threads, sink);
         });
@@ -247,6 +261,7 @@ void fuse(const PerHeadModel& model, const std::filesystem::path& out, const Fus
         else
             plan.add_fold(w, s);  // token_embd of a lens model
     }
+    plan.report_fallback();
     std::vector<std::filesystem::path> inputs = input_paths(model.file());
     if (options.tokenizer_from && options.tokenizer_from->mapping())
         inputs.push_back(options.tokenizer_from->mapping()->path());
