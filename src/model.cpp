@@ -39,7 +39,7 @@ TensorView view_of(const GgufFile& f, const TensorInfo& t) {
 bool type_allowed(TensorKind kind, std::uint32_t type) {
     if (kind == TensorKind::Weight) {
         const TypeTraits* t = find_type(type);
-        return t && t->model_type;
+        return t && t->writes;
     }
     return type == static_cast<std::uint32_t>(DType::F32);
 }
