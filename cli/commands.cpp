@@ -15,6 +15,7 @@
 #include "headfuse/gguf.h"
 #include "headfuse/model.h"
 #include "headfuse/verify.h"
+#include "headfuse/vocab.h"
 #include "progress.h"
 
 namespace headfuse::cli {
@@ -66,11 +67,38 @@ nlohmann::json to_json(const Value& v) {
     return std::visit([](const auto& x) { return nlohmann::json(x); }, v.scalar);
 }
 
+// "llama (SentencePiece-style BPE), 32000 tokens, bos 1 '<s>', eos 2 '</s>', unk 0 '<unk>', adds bos, chat template"
+std::string describe(const TokenizerSummary& t) {
+    std::string s = t.model;
+    if (t.model == "llama") s += " (SentencePiece-style BPE)";
+    if (t.model == "gpt2") s += " (byte-level BPE" + (t.pre.empty() ? "" : ", pre-tokenizer " + t.pre) + ")";
+    s += ", " + std::to_string(t.n_tokens) + " tokens";
+    if (t.n_merges) s += ", " + std::to_string(t.n_merges) + " merges";
+    for (const auto& sp : t.specials)
+        s +=
+            ", " + sp.role + " " + std::to_string(sp.id) + (sp.text.empty() ? " (out of range)" : " '" + sp.text + "'");
+    if (t.add_bos.value_or(false)) s += ", adds bos";
+    if (t.add_eos.value_or(false)) s += ", adds eos";
+    if (t.chat_template) s += ", chat template";
+    return s;
+}
+
+nlohmann::json to_json(const TokenizerSummary& t) {
+    nlohmann::json j = {{"model", t.model}, {"pre", t.pre}, {"tokens", t.n_tokens}, {"merges", t.n_merges}};
+    nlohmann::json sp = nlohmann::json::object();
+    for (const auto& s : t.specials) sp[s.role] = {{"id", s.id}, {"text", s.text}};
+    j["special"] = sp;
+    if (t.add_bos) j["add_bos"] = *t.add_bos;
+    if (t.add_eos) j["add_eos"] = *t.add_eos;
+    j["chat_template"] = t.chat_template;
+    return j;
+}
+
 // What kind of model a file holds, if any: "per-head checkpoint", "fused llama file" or "".
-std::string model_kind(const GgufFile& f) {
-    if (f.find_tensor("blk.0.attn_q.head_0.weight")) return "per-head checkpoint";
-    if (f.find_tensor("blk.0.attn_q.weight")) return "fused llama file";
-    return "";
+std::string kind_name(const GgufFile& f) {
+    const std::optional<ModelKind> kind = headfuse::model_kind(f);
+    if (!kind) return "";
+    return *kind == ModelKind::PerHead ? "per-head checkpoint" : "fused llama file";
 }
 
 }  // namespace
@@ -109,15 +137,20 @@ void warn_context(Warnings& w, const Config& c, std::size_t n_tokens) {
 int run_fuse(const FuseArgs& a, const Common& c) {
     const auto t0 = Clock::now();
     Warnings warnings;
+    const auto warn = warnings.sink();
+    // The tokenizer is read and checked before the model, so a bad one fails before any work.
+    std::optional<Tokenizer> tok;
+    if (!a.tokenizer_from.empty())
+        tok = read_tokenizer(a.tokenizer_from, warn);
+    else if (std::filesystem::exists(std::filesystem::path(a.in) / "tokenizer.json"))
+        tok = read_tokenizer(a.in, warn);  // a Hugging Face folder brings its own tokenizer
     const PerHeadModel model = PerHeadModel::open(a.in);
-    std::optional<GgufFile> tok;
-    if (!a.tokenizer_from.empty()) tok = GgufFile::open(a.tokenizer_from);
     FuseOptions opt;
     opt.type = a.type;
     opt.threads = c.threads;
-    opt.tokenizer_from = tok ? &*tok : nullptr;
+    opt.tokenizer = tok ? &*tok : nullptr;
     opt.progress = make_progress("fuse", c.quiet);
-    opt.warn = warnings.sink();
+    opt.warn = warn;
     fuse(model, a.out, opt);
     warnings.print();
     Config fused = model.config();  // the lens is folded into token_embd: the fused file has none
@@ -141,7 +174,7 @@ int run_split(const SplitArgs& a, const Common& c) {
 
 int run_inspect(const InspectArgs& a) {
     const GgufFile f = GgufFile::open(a.file);
-    const std::string kind = model_kind(f);
+    const std::string kind = kind_name(f);
     if (a.json) {
         nlohmann::json j;
         j["file"] = a.file;
@@ -149,6 +182,7 @@ int run_inspect(const InspectArgs& a) {
         j["alignment"] = f.alignment();
         j["data_offset"] = f.data_start();
         j["kind"] = kind;
+        if (const auto t = summarize_tokenizer(f.metadata())) j["tokenizer"] = to_json(*t);
         nlohmann::json md = nlohmann::json::object();
         for (const auto& e : f.metadata().entries())
             md[e.key] = {{"type", value_type_name(e.value.type)}, {"value", to_json(e.value)}};
@@ -174,6 +208,7 @@ int run_inspect(const InspectArgs& a) {
             std::printf("model: not valid: %s\n", e.what());
         }
     }
+    if (const auto t = summarize_tokenizer(f.metadata())) std::printf("tokenizer: %s\n", describe(*t).c_str());
     std::printf("\nmetadata:\n");
     for (const auto& e : f.metadata().entries())
         std::printf("  %-44s %-7s %s\n", e.key.c_str(), std::string(value_type_name(e.value.type)).c_str(),

@@ -210,7 +210,9 @@ int main(int argc, char** argv) {
             ->type_name("TYPE");
     c_fuse
         ->add_option("--tokenizer-from", fuse.tokenizer_from,
-                     "Carry this GGUF file's tokenizer over (its size must match)")
+                     "Tokenizer to write: a GGUF file's, or a Hugging Face folder's or tokenizer.json's, converted "
+                     "(its size must match the vocabulary; checked as llama.cpp's loader checks it). Default: "
+                     "the input's own, else a SentencePiece placeholder")
         ->type_name("FILE");
     add_common(c_fuse, deferred, common);
 

@@ -30,6 +30,7 @@
 #include "headfuse/fold.h"
 #include "headfuse/quantize.h"
 #include "parallel.h"
+#include "roles.h"
 
 namespace headfuse {
 namespace {
@@ -70,32 +71,28 @@ void check_model(const ModelViews& m) {
     if (c.has_lens() != m.lens_proj.has_value())
         fail("forward: config says donor_d_in " + std::to_string(c.donor_d_in) + " but lens.proj.weight is " +
              (m.lens_proj ? "present" : "absent"));
-    if (m.lens_proj) {
-        check_matrix(m.token_embd, c.donor_d_in, c.vocab);
-        check_matrix(*m.lens_proj, c.donor_d_in, c.d_model);
-        if (m.token_embd.type != DType::F32 || m.lens_proj->type != DType::F32)
-            fail("forward: a projection lens needs f32 token_embd.weight and lens.proj.weight");
-    } else {
-        check_matrix(m.token_embd, c.d_model, c.vocab);
-    }
-    check_norm(m.output_norm, c.d_model);
-    if (m.output) check_matrix(*m.output, c.d_model, c.vocab);
     if (m.layers.size() != c.n_layers)
         fail("forward: " + std::to_string(m.layers.size()) + " layers given; expected " + std::to_string(c.n_layers));
-    for (const LayerViews& l : m.layers) {
-        if (l.q.size() != c.n_heads || l.k.size() != c.n_kv_heads || l.v.size() != c.n_kv_heads)
-            fail("forward: a layer has " + std::to_string(l.q.size()) + "/" + std::to_string(l.k.size()) + "/" +
-                 std::to_string(l.v.size()) + " q/k/v heads; expected " + std::to_string(c.n_heads) + "/" +
-                 std::to_string(c.n_kv_heads) + "/" + std::to_string(c.n_kv_heads));
-        for (const auto* heads : {&l.q, &l.k, &l.v})
-            for (const TensorView& h : *heads) check_matrix(h, c.d_model, c.d_head);
-        check_norm(l.attn_norm, c.d_model);
-        check_matrix(l.attn_output, c.q_dim(), c.d_model);
-        check_norm(l.ffn_norm, c.d_model);
-        check_matrix(l.ffn_gate, c.d_model, c.d_ff);
-        check_matrix(l.ffn_up, c.d_model, c.d_ff);
-        check_matrix(l.ffn_down, c.d_ff, c.d_model);
-    }
+    // Every tensor the role table gives the per-head layout of this config, with its shape and type.
+    auto check = [](const TensorSpec& s, const TensorView& w) {
+        if (s.kind == TensorKind::Norm) return check_norm(w, s.ne[0]);
+        check_matrix(w, s.ne[0], s.ne[1]);
+        if ((s.kind == TensorKind::Donor || s.kind == TensorKind::Lens) && w.type != DType::F32)
+            fail("forward: a projection lens needs f32 token_embd.weight and lens.proj.weight");
+    };
+    for_each_spec(c, ModelKind::PerHead, [&](TensorSpec&& s) {
+        const RoleSpec& r = *s.role;
+        if (!is_head_role(r)) {
+            const TensorView* w = role_view(m, r, s.layer);
+            if (!w) fail("forward: config says the model has " + s.name + ", but it is absent");
+            return check(s, *w);
+        }
+        const std::vector<TensorView>& heads = role_heads(m, r, s.layer);
+        if (heads.size() != head_count(r, c, s.layer))
+            fail("forward: layer " + std::to_string(s.layer) + " has " + std::to_string(heads.size()) + " " +
+                 std::string(r.name) + " heads; expected " + std::to_string(head_count(r, c, s.layer)));
+        check(s, heads[s.head]);
+    });
 }
 
 // ----------------------------------------------------------------------------------------------------------

@@ -5,15 +5,14 @@
 #include <algorithm>
 #include <exception>
 #include <future>
-#include <map>
 #include <string>
 #include <vector>
 
 #include "headfuse/error.h"
 #include "headfuse/fold.h"
 #include "headfuse/quantize.h"
-#include "layout.h"
 #include "parallel.h"
+#include "roles.h"
 #include "tokenizer.h"
 
 namespace headfuse {
@@ -217,9 +216,10 @@ Metadata fused_metadata(const PerHeadModel& model, const FuseOptions& opt) {
         if (e.key.rfind("tokenizer.", 0) != 0) md.set(e.key, e.value);
     if (!md.find("general.name")) md.set("general.name", Value::string("headfuse"));
     Metadata tok;
-    if (opt.tokenizer_from)
-        tok = tokenizer_keys(opt.tokenizer_from->metadata(), c.vocab, opt.tokenizer_from->name());
-    else if (has_tokenizer(model.metadata()))
+    if (opt.tokenizer) {
+        check_tokenizer(opt.tokenizer->keys, c.vocab, opt.tokenizer->source);
+        tok = opt.tokenizer->keys;
+    } else if (has_tokenizer(model.metadata()))
         tok = tokenizer_keys(model.metadata(), c.vocab, model.file() ? model.file()->name() : "the model");
     else {
         tok = default_tokenizer(c.vocab);
@@ -246,36 +246,18 @@ void fuse(const PerHeadModel& model, const std::filesystem::path& out, const Fus
     w.alignment = kModelAlignment;
     w.metadata = fused_metadata(model, options);
     const Planner plan{m, options, model.file() ? model.file()->name() + ": " : ""};
-    std::map<std::string, const TensorView*, std::less<>> single;
-    std::map<std::string, const std::vector<TensorView>*, std::less<>> heads;
-    if (!c.has_lens()) single["token_embd.weight"] = &m.token_embd;
-    single["output_norm.weight"] = &m.output_norm;
-    if (m.output) single["output.weight"] = &*m.output;
-    for (std::uint32_t l = 0; l < c.n_layers; ++l) {
-        const LayerViews& L = m.layers[l];
-        for (auto [what, v] : {std::pair{"attn_norm", &L.attn_norm},
-                               {"attn_output", &L.attn_output},
-                               {"ffn_norm", &L.ffn_norm},
-                               {"ffn_gate", &L.ffn_gate},
-                               {"ffn_up", &L.ffn_up},
-                               {"ffn_down", &L.ffn_down}})
-            single[layer_tensor_name(l, what)] = v;
-        heads[layer_tensor_name(l, "attn_q")] = &L.q;
-        heads[layer_tensor_name(l, "attn_k")] = &L.k;
-        heads[layer_tensor_name(l, "attn_v")] = &L.v;
-    }
-    for (const TensorSpec& s : fused_layout(c)) {
-        if (auto it = single.find(s.name); it != single.end())
-            plan.add_copy(w, s, *it->second);
-        else if (auto jt = heads.find(s.name); jt != heads.end())
-            plan.add_heads(w, s, *jt->second);
+    for_each_spec(c, ModelKind::Fused, [&](TensorSpec&& s) {
+        if (is_head_role(*s.role))
+            plan.add_heads(w, s, role_heads(m, *s.role, s.layer));
+        else if (s.role->role == Role::TokenEmbd && m.lens_proj)
+            plan.add_fold(w, s);
         else
-            plan.add_fold(w, s);  // token_embd of a lens model
-    }
+            plan.add_copy(w, s, *role_view(m, *s.role, s.layer));
+    });
     plan.report_fallback();
     std::vector<std::filesystem::path> inputs = input_paths(model.file());
-    if (options.tokenizer_from && options.tokenizer_from->mapping())
-        inputs.push_back(options.tokenizer_from->mapping()->path());
+    if (options.tokenizer)
+        inputs.insert(inputs.end(), options.tokenizer->inputs.begin(), options.tokenizer->inputs.end());
     w.write(out, inputs, options.progress);
 }
 

@@ -8,9 +8,9 @@
 
 #include "headfuse/error.h"
 #include "headfuse/model.h"
-#include "layout.h"
 #include "parallel.h"
 #include "random.h"
+#include "roles.h"
 
 namespace headfuse {
 
@@ -187,7 +187,7 @@ private:
 void write_random_init(const Config& config, std::uint64_t seed, const std::filesystem::path& path,
                        const ProgressFn& progress, unsigned threads) {
     config.validate();
-    const std::vector<TensorSpec> layout = per_head_layout(config);
+    const std::vector<TensorSpec> layout = tensor_layout(config, ModelKind::PerHead);
     GgufWriter w;
     w.alignment = kModelAlignment;
     w.metadata = per_head_metadata(config, {});

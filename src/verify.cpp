@@ -9,6 +9,7 @@
 #include "headfuse/fold.h"
 #include "headfuse/forward.h"
 #include "headfuse/quantize.h"
+#include "roles.h"
 
 namespace headfuse {
 namespace {
@@ -146,27 +147,18 @@ VerifyReport verify(const PerHeadModel& per_head, const FusedModel& fused, const
     std::uint64_t total = 0;
     for_each_view(a, [&](const TensorView& v) { total += v.bytes.size(); });
     Comparer cmp(report, options, total);
-    if (a.lens_proj)
-        cmp.compare_fold(a.token_embd, *a.lens_proj, b.token_embd);
-    else
-        cmp.compare({&a.token_embd}, b.token_embd);
-    cmp.compare({&a.output_norm}, b.output_norm);
-    if (a.output) cmp.compare({&*a.output}, *b.output);
-    for (std::uint32_t l = 0; l < a.config.n_layers; ++l) {
-        const LayerViews& x = a.layers[l];
-        const LayerViews& y = b.layers[l];
-        cmp.compare({&x.attn_norm}, y.attn_norm);
-        for (auto [heads, proj] : {std::pair{&x.q, 'q'}, {&x.k, 'k'}, {&x.v, 'v'}}) {
-            std::vector<const TensorView*> hs;
-            for (const TensorView& h : *heads) hs.push_back(&h);
-            cmp.compare(hs, fused.fused(l, proj));
+    for_each_spec(a.config, ModelKind::Fused, [&](TensorSpec&& s) {
+        const RoleSpec& r = *s.role;
+        if (is_head_role(r)) {
+            std::vector<const TensorView*> heads;
+            for (const TensorView& h : role_heads(a, r, s.layer)) heads.push_back(&h);
+            cmp.compare(heads, fused.fused(s.layer, r.role));
+        } else if (r.role == Role::TokenEmbd && a.lens_proj) {
+            cmp.compare_fold(a.token_embd, *a.lens_proj, b.token_embd);
+        } else {
+            cmp.compare({role_view(a, r, s.layer)}, *role_view(b, r, s.layer));
         }
-        cmp.compare({&x.attn_output}, y.attn_output);
-        cmp.compare({&x.ffn_norm}, y.ffn_norm);
-        cmp.compare({&x.ffn_gate}, y.ffn_gate);
-        cmp.compare({&x.ffn_up}, y.ffn_up);
-        cmp.compare({&x.ffn_down}, y.ffn_down);
-    }
+    });
 
     const std::vector<std::uint32_t> tokens = options.tokens.empty() ? default_tokens(a.config.vocab) : options.tokens;
     const std::vector<float> la = forward_logits(a, tokens, options.threads);

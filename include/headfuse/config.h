@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "headfuse/gguf.h"
+#include "headfuse/role.h"
 
 namespace headfuse {
 
@@ -33,6 +34,8 @@ struct Config {
     float rope_theta = 10000.0f;
     bool tied = false;             // output layer reuses token_embd.weight
     std::uint32_t donor_d_in = 0;  // > 0: a projection lens (donor embedding [donor_d_in, vocab] x lens.proj)
+    // The optional roles (src/roles.cpp) the model has, in every layer. Not metadata: read off the tensors.
+    RoleSet optional_roles;
 
     // Error with a one-line message naming the first field out of range.
     void validate() const;

@@ -9,6 +9,7 @@
 #include "headfuse/gguf.h"
 #include "headfuse/model.h"
 #include "headfuse/types.h"
+#include "headfuse/vocab.h"
 
 namespace headfuse {
 
@@ -17,8 +18,10 @@ struct FuseOptions {
     // F32 weights only; a 2-D weight whose rows are not whole blocks of the type is written as F16 (as
     // llama.cpp's converter does) and reported through `warn`.
     std::optional<DType> type;
-    unsigned threads = 0;                      // encoding threads; 0 means all cores
-    const GgufFile* tokenizer_from = nullptr;  // carry this file's tokenizer.* keys over
+    unsigned threads = 0;  // encoding threads; 0 means all cores
+    // The tokenizer to write (see read_tokenizer); unset: the model's own, else a default SentencePiece one.
+    // Its token count must be the model's vocabulary.
+    const Tokenizer* tokenizer = nullptr;
     ProgressFn progress;
     std::function<void(const std::string&)> warn;
 };
