@@ -261,9 +261,7 @@ int run_verify(const VerifyArgs& a, const Common& c) {
     opt.threads = c.threads;
     opt.progress = make_progress("verify", c.quiet);
     const VerifyReport r = verify(per_head, fused, opt);
-    Warnings warnings;
-    warn_context(warnings, per_head.config(), a.tokens.size());
-    warnings.print();
+    for (const std::string& d : r.config_differences) std::printf("MISMATCH hyperparameter %s\n", d.c_str());
     for (const std::string& m : r.mismatches) std::printf("MISMATCH %s\n", m.c_str());
     std::printf("tensors: %llu compared, %zu differ%s\n", static_cast<unsigned long long>(r.tensors_checked),
                 r.mismatches.size(),
@@ -275,6 +273,9 @@ int run_verify(const VerifyArgs& a, const Common& c) {
         std::printf(
             "         (an encoded file: the difference is the encoding's rounding; the tensors are the proof)\n");
     std::printf("verdict: %s\n", r.ok() ? "PASS: the fused file is the per-head model" : "FAIL");
+    Warnings warnings;
+    warn_context(warnings, per_head.config(), a.tokens.size());
+    warnings.print();
     return r.ok() ? 0 : 1;
 }
 

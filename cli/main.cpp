@@ -251,6 +251,10 @@ int main(int argc, char** argv) {
                                                "Comma-separated token ids (default: 8 tokens across the vocabulary)")
                                   ->type_name("IDS");
     add_common(c_verify, deferred, common);
+    c_verify->footer("Exit status: 0 the same model (PASS), 1 they differ (FAIL), 2 they could not be compared.");
+
+    // verify answers as cmp does: 0 the same model, 1 they differ, 2 they could not be compared.
+    const int failure = argc > 1 && std::string_view(argv[1]) == "verify" ? 2 : 1;
 
     // An unknown command is named, not reported as a missing one.
     if (argc > 1 && argv[1][0] != '-' && std::find_if(std::begin(kCommands), std::end(kCommands), [&](const char* c) {
@@ -260,7 +264,7 @@ int main(int argc, char** argv) {
                      "headfuse: unknown command '%s'; the commands are init, fuse, split, inspect, logits, "
                      "verify (see 'headfuse --help')\n",
                      one_line(argv[1]).c_str());
-        return 1;
+        return failure;
     }
     try {
         app.parse(argc, argv);
@@ -271,7 +275,7 @@ int main(int argc, char** argv) {
         std::string message = e.what();
         if (message == "A subcommand is required") message = "a command is required";
         std::fprintf(stderr, "headfuse: %s (see '%s --help')\n", one_line(message.c_str()).c_str(), where.c_str());
-        return 1;
+        return failure;
     }
 
     try {
@@ -301,13 +305,13 @@ int main(int argc, char** argv) {
         }
     } catch (const Error& e) {
         std::fprintf(stderr, "headfuse: %s\n", one_line(e.what()).c_str());
-        return 1;
+        return failure;
     } catch (const std::bad_alloc&) {
         std::fprintf(stderr, "headfuse: out of memory\n");
-        return 1;
+        return failure;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "headfuse: %s\n", one_line(e.what()).c_str());
-        return 1;
+        return failure;
     }
-    return 1;
+    return failure;
 }

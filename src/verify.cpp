@@ -1,7 +1,9 @@
 #include "headfuse/verify.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -106,17 +108,51 @@ private:
     std::uint64_t total_, done_ = 0;
 };
 
-void check_same_config(const Config& a, const Config& b, const std::string& fused_name) {
-    Config x = a, y = b;
-    x.donor_d_in = y.donor_d_in = 0;  // the fused file has the lens folded away
-    if (!(x == y))
-        fail(fused_name + ": hyperparameters differ from the per-head model: " + describe(b) + " vs " + describe(a));
+// The shortest decimal that reads back as x, so one ulp of rms_eps shows: "500000", "1e-05", "1.0000001e-05"
+// (plain digits for exponents -4 to 15, as Python's repr).
+std::string shortest(float x) {
+    char buf[64];
+    auto r = std::to_chars(buf, buf + sizeof buf, x, std::chars_format::scientific);
+    const int exponent = std::atoi(std::find(buf, r.ptr, 'e') + 1);
+    if (exponent >= -4 && exponent < 16) r = std::to_chars(buf, buf + sizeof buf, x, std::chars_format::fixed);
+    return std::string(buf, r.ptr);
+}
+
+// One line per hyperparameter that differs, naming the field, its metadata key and both values. `shapes` is
+// set when a difference changes the tensors' shapes or list, so that they cannot be compared.
+std::vector<std::string> config_differences(const Config& a, const Config& b, bool& shapes) {
+    std::vector<std::string> out;
+    auto differ = [&](std::string_view field, std::string_view key, const std::string& x, const std::string& y,
+                      bool shape) {
+        if (x == y) return;
+        out.push_back(std::string(field) + (key.empty() ? "" : " (" + std::string(key) + ")") + ": per-head " + x +
+                      ", fused " + y);
+        shapes = shapes || shape;
+    };
+    auto u = [](std::uint32_t v) { return std::to_string(v); };
+    shapes = false;
+    differ("d_model", "llama.embedding_length", u(a.d_model), u(b.d_model), true);
+    differ("n_heads", "llama.attention.head_count", u(a.n_heads), u(b.n_heads), true);
+    differ("n_kv_heads", "llama.attention.head_count_kv", u(a.n_kv_heads), u(b.n_kv_heads), true);
+    differ("d_head", "llama.attention.key_length", u(a.d_head), u(b.d_head), true);
+    differ("d_ff", "llama.feed_forward_length", u(a.d_ff), u(b.d_ff), true);
+    differ("n_layers", "llama.block_count", u(a.n_layers), u(b.n_layers), true);
+    differ("vocab", "llama.vocab_size", u(a.vocab), u(b.vocab), true);
+    differ("context_length", "llama.context_length", u(a.context_length), u(b.context_length), false);
+    differ("rms_eps", "llama.attention.layer_norm_rms_epsilon", shortest(a.rms_eps), shortest(b.rms_eps), false);
+    differ("rope_theta", "llama.rope.freq_base", shortest(a.rope_theta), shortest(b.rope_theta), false);
+    differ("output", "", a.tied ? "tied" : "untied", b.tied ? "tied" : "untied", true);
+    for (const RoleSpec& r : role_table())
+        if (r.presence == Presence::Optional)
+            differ(tensor_name(r, 0), "", a.optional_roles.contains(r.role) ? "present" : "absent",
+                   b.optional_roles.contains(r.role) ? "present" : "absent", true);
+    return out;  // donor_d_in is not compared: the fused file has the lens folded away
 }
 
 }  // namespace
 
 bool VerifyReport::ok() const noexcept {
-    if (!mismatches.empty()) return false;
+    if (!mismatches.empty() || !config_differences.empty()) return false;
     return same_types ? logits_identical : logits_finite;
 }
 
@@ -142,8 +178,10 @@ std::vector<std::uint32_t> default_tokens(std::uint32_t vocab, std::size_t n) {
 VerifyReport verify(const PerHeadModel& per_head, const FusedModel& fused, const VerifyOptions& options) {
     const ModelViews& a = per_head.views();
     const ModelViews& b = fused.views();
-    check_same_config(a.config, b.config, fused.file().name());
     VerifyReport report;
+    bool shapes_differ = false;
+    report.config_differences = config_differences(a.config, b.config, shapes_differ);
+    if (shapes_differ) return report;  // no tensor has a counterpart to compare with
     std::uint64_t total = 0;
     for_each_view(a, [&](const TensorView& v) { total += v.bytes.size(); });
     Comparer cmp(report, options, total);
