@@ -197,6 +197,14 @@ int main(int argc, char** argv) {
                     "Context length (default: " + std::to_string(cfg.context_length) + ")");
     deferred.positive(c_init, "--rms-eps", cfg.rms_eps, "RMSNorm epsilon (default: 1e-05)");
     deferred.positive(c_init, "--rope-theta", cfg.rope_theta, "RoPE frequency base (default: 10000)");
+    std::string rope_scaling = "none";
+    c_init->add_option("--rope-scaling", rope_scaling, "RoPE context scaling: none|linear|yarn (default: none)")
+        ->check(CLI::IsMember({"none", "linear", "yarn"}))
+        ->type_name("KIND");
+    deferred.positive(c_init, "--rope-scaling-factor", cfg.rope_scaling_factor,
+                      "Context multiplier of linear or YaRN scaling (default: 1)");
+    deferred.number(c_init, "--rope-original-context", cfg.rope_original_context, 1, kMaxContext,
+                    "YaRN: the context length before scaling (default: --context)");
     add_common(c_init, deferred, common);
 
     FuseArgs fuse;
@@ -281,6 +289,9 @@ int main(int argc, char** argv) {
     try {
         for (const CLI::App* cmd : app.get_subcommands()) deferred.apply(cmd);
         if (*c_init) {
+            cfg.rope_scaling = rope_scaling == "yarn"     ? RopeScaling::Yarn
+                               : rope_scaling == "linear" ? RopeScaling::Linear
+                                                          : RopeScaling::None;
             complete_config(cfg, d_head->count() > 0, n_kv->count() > 0);
             return run_init(init, common);
         }

@@ -112,7 +112,8 @@ private:
 // (plain digits for exponents -4 to 15, as Python's repr).
 std::string shortest(float x) {
     char buf[64];
-    auto r = std::to_chars(buf, buf + sizeof buf, x, std::chars_format::scientific);
+    auto r = std::to_chars(buf, buf + sizeof buf - 1, x, std::chars_format::scientific);
+    *r.ptr = '\0';  // atoi reads up to a terminator
     const int exponent = std::atoi(std::find(buf, r.ptr, 'e') + 1);
     if (exponent >= -4 && exponent < 16) r = std::to_chars(buf, buf + sizeof buf, x, std::chars_format::fixed);
     return std::string(buf, r.ptr);
@@ -141,6 +142,20 @@ std::vector<std::string> config_differences(const Config& a, const Config& b, bo
     differ("context_length", "llama.context_length", u(a.context_length), u(b.context_length), false);
     differ("rms_eps", "llama.attention.layer_norm_rms_epsilon", shortest(a.rms_eps), shortest(b.rms_eps), false);
     differ("rope_theta", "llama.rope.freq_base", shortest(a.rope_theta), shortest(b.rope_theta), false);
+    differ("rope_scaling", "llama.rope.scaling.type", std::string(rope_scaling_name(a.rope_scaling)),
+           std::string(rope_scaling_name(b.rope_scaling)), false);
+    differ("rope_scaling_factor", "llama.rope.scaling.factor", shortest(a.rope_scaling_factor),
+           shortest(b.rope_scaling_factor), false);
+    differ("rope_original_context", "llama.rope.scaling.original_context_length", u(a.rope_original_context),
+           u(b.rope_original_context), false);
+    differ("rope_attn_factor", "llama.rope.scaling.attn_factor", shortest(a.rope_attn_factor),
+           shortest(b.rope_attn_factor), false);
+    auto joined = [](const std::vector<std::string>& v) {
+        std::string s;
+        for (const std::string& x : v) s += (s.empty() ? "" : "; ") + x;
+        return s.empty() ? std::string("none") : s;
+    };
+    differ("unmodelled keys", "", joined(a.unmodeled), joined(b.unmodeled), false);
     differ("output", "", a.tied ? "tied" : "untied", b.tied ? "tied" : "untied", true);
     for (const RoleSpec& r : role_table())
         if (r.presence == Presence::Optional)
