@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <numeric>
 #include <utility>
 
@@ -147,6 +148,7 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     const PerHeadModel model = PerHeadModel::open(a.in);
     FuseOptions opt;
     opt.type = a.type;
+    opt.mix = a.mix;
     opt.threads = c.threads;
     opt.tokenizer = tok ? &*tok : nullptr;
     opt.progress = make_progress("fuse", c.quiet);
@@ -158,7 +160,10 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     if (fused.has_lens())
         lens = ", lens folded (donor_d_in " + std::to_string(std::exchange(fused.donor_d_in, 0)) + ")";
     std::printf("wrote %s: fused llama file, %s%s, %s, %s in %.2f s\n", a.out.c_str(), describe(fused).c_str(),
-                lens.c_str(), a.type ? std::string(type_name(*a.type)).c_str() : "types kept",
+                lens.c_str(),
+                a.mix    ? std::string(mix_name(*a.mix)).c_str()
+                : a.type ? std::string(type_name(*a.type)).c_str()
+                         : "types kept",
                 human_bytes(file_size(a.out)).c_str(), seconds_since(t0));
     return 0;
 }
@@ -170,6 +175,22 @@ int run_split(const SplitArgs& a, const Common& c) {
     std::printf("wrote %s: per-head checkpoint, %s, %s in %.2f s\n", a.out.c_str(), describe(model.config()).c_str(),
                 human_bytes(file_size(a.out)).c_str(), seconds_since(t0));
     return 0;
+}
+
+struct TypeTotal {
+    std::size_t tensors = 0;
+    std::uint64_t bytes = 0;
+};
+
+// The number of tensors and their bytes per tensor type, by type name.
+std::map<std::string, TypeTotal> bytes_by_type(const GgufFile& f) {
+    std::map<std::string, TypeTotal> out;
+    for (const TensorInfo& t : f.tensors()) {
+        TypeTotal& total = out[type_label(t.type)];
+        ++total.tensors;
+        total.bytes += t.nbytes;
+    }
+    return out;
 }
 
 int run_inspect(const InspectArgs& a) {
@@ -195,6 +216,9 @@ int run_inspect(const InspectArgs& a) {
                           {"offset", t.offset},
                           {"bytes", t.nbytes}});
         j["tensors"] = ts;
+        nlohmann::json by_type = nlohmann::json::object();
+        for (const auto& [type, n] : bytes_by_type(f)) by_type[type] = {{"tensors", n.tensors}, {"bytes", n.bytes}};
+        j["bytes_by_type"] = by_type;
         std::printf("%s\n", j.dump(2).c_str());
         return 0;
     }
@@ -218,6 +242,10 @@ int run_inspect(const InspectArgs& a) {
         std::printf("  %-36s %-6s %-20s %12llu bytes at %llu\n", t.name.c_str(), type_label(t.type).c_str(),
                     format_shape(t).c_str(), static_cast<unsigned long long>(t.nbytes),
                     static_cast<unsigned long long>(t.offset));
+    std::printf("\nbytes by type:\n");
+    for (const auto& [type, n] : bytes_by_type(f))
+        std::printf("  %-8s %3zu tensors %16llu bytes (%s)\n", type.c_str(), n.tensors,
+                    static_cast<unsigned long long>(n.bytes), human_bytes(n.bytes).c_str());
     return 0;
 }
 

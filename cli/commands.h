@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "headfuse/config.h"
+#include "headfuse/mix.h"
 #include "headfuse/types.h"
 
 namespace headfuse::cli {
@@ -25,6 +26,7 @@ struct InitArgs {
 struct FuseArgs {
     std::string in, out, tokenizer_from;
     std::optional<DType> type;
+    std::optional<Mix> mix;
 };
 
 struct SplitArgs {

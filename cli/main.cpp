@@ -1,5 +1,6 @@
 // headfuse: the command line. Flags live here; the work lives in the library (commands.cpp calls it).
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <csignal>
@@ -21,9 +22,17 @@ namespace {
 
 const char* const kCommands[] = {"init", "fuse", "split", "inspect", "logits", "verify"};
 
+std::string lowercase(std::string_view s) {
+    std::string out(s);
+    for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return out;
+}
+
+// The --type values: every type headfuse writes, then llama.cpp's K-quant mixes.
 std::string type_list() {
     std::string s;
-    for (DType t : model_dtypes()) s += (s.empty() ? "" : "|") + std::string(type_name(t));
+    for (DType t : model_dtypes()) s += (s.empty() ? "" : "|") + lowercase(type_name(t));
+    for (Mix m : all_mixes()) s += "|" + std::string(mix_name(m));
     return s;
 }
 
@@ -213,9 +222,12 @@ int main(int argc, char** argv) {
         app.add_subcommand("fuse", "Per-head checkpoint -> llama.cpp GGUF (fused q/k/v, lens folded, tokenizer)");
     c_fuse->add_option("input", fuse.in, "Per-head GGUF checkpoint")->required()->type_name("FILE");
     deferred.output(c_fuse, fuse.out, "Output llama.cpp GGUF file")->required();
-    auto* type_opt =
-        c_fuse->add_option("--type", fuse_type, "Type of 2-D weights: " + type_list() + " (default: keep the input's)")
-            ->type_name("TYPE");
+    auto* type_opt = c_fuse
+                         ->add_option("--type", fuse_type,
+                                      "Type of 2-D weights: " + type_list() +
+                                          " (a K-quant mix chooses per tensor as llama-quantize does; default: keep "
+                                          "the input's)")
+                         ->type_name("TYPE");
     c_fuse
         ->add_option("--tokenizer-from", fuse.tokenizer_from,
                      "Tokenizer to write: a GGUF file's, or a Hugging Face folder's or tokenizer.json's, converted "
@@ -298,7 +310,9 @@ int main(int argc, char** argv) {
         if (*c_fuse) {
             if (type_opt->count() > 0) {
                 fuse.type = parse_dtype(fuse_type);
-                if (!fuse.type) fail("--type: expected one of " + type_list() + ", found '" + fuse_type + "'");
+                fuse.mix = parse_mix(fuse_type);
+                if (!fuse.type && !fuse.mix)
+                    fail("--type: expected one of " + type_list() + ", found '" + fuse_type + "'");
             }
             return run_fuse(fuse, common);
         }

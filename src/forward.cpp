@@ -43,9 +43,9 @@ std::string shape_of(const TensorView& w) { return format_shape({w.ne.data(), st
 // w must be a matrix of n_out rows of n_in elements of a model type, with the bytes to match.
 void check_matrix(const TensorView& w, std::uint64_t n_in, std::uint64_t n_out) {
     const TypeTraits* t = find_type(static_cast<std::uint32_t>(w.type));
-    if (!t || !t->writes)
+    if (!t || !t->reads)
         fail("forward: tensor '" + w.name + "' has type id " + std::to_string(static_cast<std::uint32_t>(w.type)) +
-             "; expected f32, f16, bf16, q8_0 or q4_0");
+             "; expected " + readable_type_names());
     if (w.ne[0] != n_in || w.n_rows() != n_out)
         fail("forward: tensor '" + w.name + "' has wrong shape; expected [" + std::to_string(n_in) + ", " +
              std::to_string(n_out) + "], got " + shape_of(w));

@@ -10,6 +10,7 @@
 
 #include "headfuse/error.h"
 #include "headfuse/fold.h"
+#include "headfuse/mix.h"
 #include "headfuse/quantize.h"
 #include "parallel.h"
 #include "roles.h"
@@ -23,29 +24,6 @@ namespace {
 // window out to every thread.
 constexpr std::uint64_t kCopyWindowBytes = std::uint64_t{512} << 10;
 constexpr std::uint64_t kEncodeWindowBytes = std::uint64_t{4} << 20;
-
-// llama.cpp's general.file_type (enum llama_ftype) for a file whose 2-D weights are of type t. A K-quant
-// without a mix is the ftype llama-quantize's aliases Q3_K, Q4_K and Q5_K name (the _M mixes).
-std::uint32_t file_type_of(DType t) {
-    switch (t) {
-        case DType::F32: return 0;
-        case DType::F16: return 1;
-        case DType::Q4_0: return 2;
-        case DType::Q4_1: return 3;
-        case DType::Q8_0: return 7;
-        case DType::Q5_0: return 8;
-        case DType::Q5_1: return 9;
-        case DType::Q2_K: return 10;
-        case DType::Q3_K: return 12;
-        case DType::Q4_K: return 15;
-        case DType::Q5_K: return 17;
-        case DType::Q6_K: return 18;
-        case DType::IQ4_NL: return 25;
-        case DType::IQ4_XS: return 30;
-        case DType::BF16: return 32;
-    }
-    return 0;
-}
 
 // `source` names the input file ("ph.gguf: "), or is empty for a model in memory.
 [[noreturn]] void non_finite(const std::string& source, const std::string& tensor, std::uint64_t row) {
@@ -91,9 +69,10 @@ void emit_view(const TensorView& v, const std::string& source, DType type, unsig
             sink.write(v.bytes);
         return;
     }
-    if (v.type != type && v.type != DType::F32)
+    const bool widen = v.type == DType::F16 || v.type == DType::BF16;  // exactly, to F32, then encoded
+    if (v.type != type && v.type != DType::F32 && !widen)
         fail(source + "tensor '" + v.name + "' is " + std::string(type_name(v.type)) + "; headfuse encodes to " +
-             std::string(type_name(type)) + " from f32 weights only");
+             std::string(type_name(type)) + " from f32, f16 or bf16 weights only");
     const bool copy = v.type == type;
     const std::uint64_t ne0 = v.ne[0], n_rows = v.n_rows();
     const std::uint64_t step = rows_per(v, copy ? kCopyWindowBytes : kEncodeWindowBytes);
@@ -119,16 +98,23 @@ void emit_view(const TensorView& v, const std::string& source, DType type, unsig
         return;
     }
     std::vector<std::byte> in, out;
+    std::vector<float> wide;
     for (std::uint64_t r = 0; r < n_rows; r += step) {
         const std::uint64_t n = std::min(step, n_rows - r);
         const auto window = rows_of(v, r, n, in);
         if (copy) {  // check the window, then write it while it is still in cache
             check(window, r);
             sink.write(window);
-        } else {
-            encode_rows(source, v.name, r, reinterpret_cast<const float*>(window.data()), n, ne0, type, threads, out);
-            sink.write(out);
+            continue;
         }
+        const float* x = reinterpret_cast<const float*>(window.data());
+        if (widen) {
+            wide.resize(n * ne0);
+            decode_row(v.type, window.data(), wide.data(), n * ne0);
+            x = wide.data();
+        }
+        encode_rows(source, v.name, r, x, n, ne0, type, threads, out);
+        sink.write(out);
     }
 }
 
@@ -137,19 +123,40 @@ struct Planner {
     const FuseOptions& opt;
     std::string source;  // "ph.gguf: " for a model read from a file, prefixing errors about its weights
 
-    // 2-D weights whose rows are not whole blocks of the requested type, written as F16: reported once.
-    mutable std::vector<std::string> f16_fallback;
+    // 2-D weights whose rows are not whole blocks of the requested type: reported once, with the count.
+    mutable std::vector<std::string> fallback;
+    mutable DType fallback_type_ = DType::F16;
 
-    // The type a 2-D weight is written in. Only F32 weights are encoded: anything else keeps its type.
+    // The type a 2-D weight is written in: the input's, the pure type or the mix's choice, each with
+    // llama.cpp's fallback when the rows are not whole blocks. Only F32 weights are encoded.
     DType weight_type(const std::string& name, const TensorView& src, std::uint64_t ne0) const {
-        if (!opt.type || *opt.type == src.type) return src.type;
-        const DType want = *opt.type;
+        if (!opt.type && !opt.mix) return src.type;
+        const DType want = opt.mix ? mix_base_type(*opt.mix) : *opt.type;
+        const DType t = opt.mix ? mix_tensor_type(*opt.mix, name, ne0, mix_model()) : fallback_type(want, ne0);
+        if (t == src.type) return t;
         if (src.type != DType::F32)
             fail(source + "tensor '" + src.name + "' is " + std::string(type_name(src.type)) +
                  ": headfuse encodes f32 weights only; fuse this checkpoint without a type to keep its types");
-        if (ne0 % traits(want).block_size == 0) return want;
-        f16_fallback.push_back(name);
-        return DType::F16;
+        if (ne0 % traits(want).block_size != 0) {
+            if (fallback.empty()) fallback_type_ = t;
+            fallback.push_back(name);
+        }
+        return t;
+    }
+
+    void report_fallback() const {
+        if (fallback.empty() || !opt.warn) return;
+        const DType want = opt.mix ? mix_base_type(*opt.mix) : *opt.type;
+        const bool one = fallback.size() == 1;
+        opt.warn(std::to_string(fallback.size()) + (one ? " tensor ('" : " tensors (first '") + fallback.front() +
+                 (one ? "') has" : "') have") + " rows that are not whole " + std::string(type_name(want)) +
+                 " blocks of " + std::to_string(traits(want).block_size) + " elements: written as " +
+                 std::string(type_name(fallback_type_)) + (one ? "" : " (or llama.cpp's fallback for each)"));
+    }
+
+    MixModel mix_model() const {
+        const Config& c = m.config;
+        return {.n_layers = c.n_layers, .tied = !m.output, .is_70b = c.n_layers == 80 && c.n_heads != c.n_kv_heads};
     }
 
     void report_fallback() const {
@@ -211,7 +218,9 @@ Metadata fused_metadata(const PerHeadModel& model, const FuseOptions& opt) {
     const Config& c = model.config();
     Metadata md;
     c.write_metadata(md);
-    md.set("general.file_type", Value::u32(file_type_of(opt.type.value_or(model.views().token_embd.type))));
+    const DType base = opt.mix ? mix_base_type(*opt.mix) : opt.type.value_or(model.views().token_embd.type);
+    md.set("general.file_type", Value::u32(opt.mix ? file_type(*opt.mix) : file_type(base)));
+    if (traits(base).block_size > 1) md.set("general.quantization_version", Value::u32(kQuantizationVersion));
     for (const auto& e : model.metadata().entries())
         if (e.key.rfind("tokenizer.", 0) != 0) md.set(e.key, e.value);
     if (!md.find("general.name")) md.set("general.name", Value::string("headfuse"));

@@ -39,14 +39,12 @@ TensorView view_of(const GgufFile& f, const TensorInfo& t) {
 bool type_allowed(TensorKind kind, std::uint32_t type) {
     if (kind == TensorKind::Weight) {
         const TypeTraits* t = find_type(type);
-        return t && t->writes;
+        return t && t->reads;
     }
     return type == static_cast<std::uint32_t>(DType::F32);
 }
 
-std::string allowed_types(TensorKind kind) {
-    return kind == TensorKind::Weight ? "f32, f16, bf16, q8_0 or q4_0" : "f32";
-}
+std::string allowed_types(TensorKind kind) { return kind == TensorKind::Weight ? readable_type_names() : "f32"; }
 
 std::string what_kind(ModelKind kind) {
     return kind == ModelKind::PerHead ? "per-head checkpoint" : "fused llama file";
@@ -101,7 +99,7 @@ Metadata carried_metadata(const Metadata& md) {
     Metadata out;
     for (const auto& e : md.entries())
         if (e.key.rfind("llama.", 0) != 0 && e.key != "general.architecture" && e.key != "general.alignment" &&
-            e.key != "general.file_type")
+            e.key != "general.file_type" && e.key != "general.quantization_version")
             out.set(e.key, e.value);
     return out;
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace headfuse {
@@ -48,6 +49,9 @@ inline std::string_view type_name(DType t) noexcept { return traits(t).name; }
 std::optional<DType> parse_dtype(std::string_view name) noexcept;
 // The types headfuse writes, in the order the CLI lists them.
 std::span<const DType> model_dtypes() noexcept;
+
+// "f32, f16, ..., or iq4_xs": the types headfuse reads, for messages.
+std::string readable_type_names();
 
 // Bytes of one row of `ne0` elements; Error if ne0 is not a whole number of blocks or the size overflows.
 std::uint64_t row_bytes(std::uint32_t type_id, std::uint64_t ne0);
