@@ -159,16 +159,6 @@ struct Planner {
         return {.n_layers = c.n_layers, .tied = !m.output, .is_70b = c.n_layers == 80 && c.n_heads != c.n_kv_heads};
     }
 
-    void report_fallback() const {
-        if (f16_fallback.empty() || !opt.warn) return;
-        const DType want = *opt.type;
-        const bool one = f16_fallback.size() == 1;
-        opt.warn(std::to_string(f16_fallback.size()) + (one ? " tensor ('" : " tensors (first '") +
-                 f16_fallback.front() + (one ? "') has" : "') have") + " rows that are not whole " +
-                 std::string(type_name(want)) + " blocks of " + std::to_string(traits(want).block_size) +
-                 " elements: written as f16");
-    }
-
     void add_copy(GgufWriter& w, const TensorSpec& s, const TensorView& v) const {
         const DType t = s.kind == TensorKind::Norm ? DType::F32 : weight_type(s.name, v, s.ne[0]);
         w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne,
