@@ -78,7 +78,7 @@ void check_model(const ModelViews& m) {
         fail("forward: " + std::to_string(m.layers.size()) + " layers given; expected " + std::to_string(c.n_layers));
     // Every tensor the role table gives the per-head layout of this config, with its shape and type.
     auto check = [](const TensorSpec& s, const TensorView& w) {
-        if (s.kind == TensorKind::Norm) return check_norm(w, s.ne[0]);
+        if (s.kind == TensorKind::Norm || s.kind == TensorKind::Bias) return check_norm(w, s.ne[0]);
         check_matrix(w, s.ne[0], s.ne[1]);
         if ((s.kind == TensorKind::Donor || s.kind == TensorKind::Lens) && w.type != DType::F32)
             fail("forward: a projection lens needs f32 token_embd.weight and lens.proj.weight");
@@ -354,6 +354,25 @@ void embed(const ModelViews& m, std::span<const std::uint32_t> tokens, float* x)
     }
 }
 
+// y[t] += b for every position t, b being `parts` concatenated (the heads of a projection's bias): ggml_add
+// in f32 after the matmul. No parts, no bias.
+void add_bias(float* y, std::size_t n_tok, std::span<const TensorView> parts) {
+    std::size_t n_out = 0;
+    for (const TensorView& b : parts) n_out += b.ne[0];
+    for (std::size_t t = 0; t < n_tok; ++t) {
+        float* row = y + t * n_out;
+        for (const TensorView& b : parts) {
+            const float* w = b.f32();
+            for (std::uint64_t i = 0; i < b.ne[0]; ++i) row[i] += w[i];
+            row += b.ne[0];
+        }
+    }
+}
+
+void add_bias(float* y, std::size_t n_tok, const std::optional<TensorView>& b) {
+    if (b) add_bias(y, n_tok, std::span(&*b, 1));
+}
+
 float silu(float x) { return x / (1.0f + std::exp(-x)); }  // ggml_silu_f32
 
 }  // namespace
@@ -378,7 +397,8 @@ std::vector<float> forward_logits(const ModelViews& model, std::span<const std::
 
     embed(model, tokens, s.x.data());
     const RopeParams rope_p = rope_params(c);
-    for (std::size_t t = 0; t < n; ++t) rope_angles(&s.rope[t * dh], std::uint32_t(t), rope_p, nullptr);
+    const float* freq_factors = model.rope_freqs ? model.rope_freqs->f32() : nullptr;  // rope_freqs.weight
+    for (std::size_t t = 0; t < n; ++t) rope_angles(&s.rope[t * dh], std::uint32_t(t), rope_p, freq_factors);
 
     for (const LayerViews& l : model.layers) {
         const std::vector<float> attn_norm = load_norm(l.attn_norm), ffn_norm = load_norm(l.ffn_norm);  // [d_model]
@@ -387,20 +407,27 @@ std::vector<float> forward_logits(const ModelViews& model, std::span<const std::
         matmul(s.q.data(), s.xn.data(), n, l.q, threads);  // n_heads x [d_model, d_head]
         matmul(s.k.data(), s.xn.data(), n, l.k, threads);  // n_kv    x [d_model, d_head]
         matmul(s.v.data(), s.xn.data(), n, l.v, threads);  // n_kv    x [d_model, d_head]
+        add_bias(s.q.data(), n, l.q_bias);                 // n_heads x [d_head], before RoPE
+        add_bias(s.k.data(), n, l.k_bias);
+        add_bias(s.v.data(), n, l.v_bias);
         for (std::size_t t = 0; t < n; ++t) {
             for (std::uint32_t h = 0; h < c.n_heads; ++h) rope(&s.q[t * c.q_dim() + h * dh], &s.rope[t * dh], dh);
             for (std::uint32_t g = 0; g < c.n_kv_heads; ++g) rope(&s.k[t * c.kv_dim() + g * dh], &s.rope[t * dh], dh);
         }
         attention(s, c, n, threads);
         matmul(s.y.data(), s.att.data(), n, l.attn_output, threads);  // [n_heads*d_head, d_model]
+        add_bias(s.y.data(), n, l.attn_output_bias);                  // [d_model]
         for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
 
         // FFN: x = h + ffn_down · (silu(ffn_gate · xn) * (ffn_up · xn)), xn = rmsnorm(h) * ffn_norm
         for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], ffn_norm.data(), d, c.rms_eps);
         matmul(s.gate.data(), s.xn.data(), n, l.ffn_gate, threads);  // [d_model, d_ff]
+        add_bias(s.gate.data(), n, l.ffn_gate_bias);                 // [d_ff]
         matmul(s.up.data(), s.xn.data(), n, l.ffn_up, threads);      // [d_model, d_ff]
+        add_bias(s.up.data(), n, l.ffn_up_bias);                     // [d_ff]
         for (std::size_t i = 0; i < s.gate.size(); ++i) s.gate[i] = silu(s.gate[i]) * s.up[i];
         matmul(s.y.data(), s.gate.data(), n, l.ffn_down, threads);  // [d_ff, d_model]
+        add_bias(s.y.data(), n, l.ffn_down_bias);                   // [d_model]
         for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
     }
 

@@ -160,7 +160,8 @@ struct Planner {
     }
 
     void add_copy(GgufWriter& w, const TensorSpec& s, const TensorView& v) const {
-        const DType t = s.kind == TensorKind::Norm ? DType::F32 : weight_type(s.name, v, s.ne[0]);
+        const DType t =
+            s.kind == TensorKind::Norm || s.kind == TensorKind::Bias ? DType::F32 : weight_type(s.name, v, s.ne[0]);
         w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne,
                      [this, v, t](ByteSink& sink) { emit_view(v, source, t, opt.threads, sink); });
     }

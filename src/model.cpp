@@ -197,6 +197,7 @@ PerHeadModel PerHeadModel::random_init(const Config& config, std::uint64_t seed)
     }
     PerHeadModel m;
     m.views_ = assemble_views(config, ModelKind::PerHead, views);
+    m.views_.owner = storage;
     m.storage_ = std::move(storage);
     return m;
 }
@@ -211,6 +212,7 @@ PerHeadModel PerHeadModel::open(const std::filesystem::path& path) {
     m.views_ = assemble_views(c, ModelKind::PerHead,
                               check_tensors(*file, tensor_layout(c, ModelKind::PerHead), ModelKind::PerHead));
     m.metadata_ = carried_metadata(file->metadata());
+    m.views_.owner = file;
     m.file_ = std::move(file);
     return m;
 }
@@ -266,6 +268,7 @@ FusedModel FusedModel::open(const std::filesystem::path& path) {
     for (std::size_t i = 0; i < layout.size(); ++i)
         if (is_head_role(*layout[i].role)) m.fused_.emplace(std::pair{layout[i].layer, layout[i].role->role}, views[i]);
     m.metadata_ = carried_metadata(file->metadata());
+    m.views_.owner = file;
     m.file_ = std::move(file);
     return m;
 }
