@@ -123,17 +123,16 @@ struct Planner {
     mutable DType fallback_type_ = DType::F16;
 
     // The type a 2-D weight is written in: the input's, the pure type or the mix's choice, each with
-    // llama.cpp's fallback when the rows are not whole blocks. Only F32 weights are encoded (f16/bf16 widen to f32).
+    // llama.cpp's fallback when the rows are not whole blocks. Only F32 weights are encoded.
     DType weight_type(const std::string& name, const TensorView& src, std::uint64_t ne0) const {
         if (!opt.type && !opt.mix) return src.type;
         const DType want = opt.mix ? mix_base_type(*opt.mix) : *opt.type;
         const DType t = opt.mix ? mix_tensor_type(*opt.mix, name, ne0, mix_model()) : fallback_type(want, ne0);
         if (t == src.type) return t;
-        // f16 and bf16 widen to f32 exactly; anything else is encoded from f32 only.
-        const bool widen = t == DType::F32 && (src.type == DType::F16 || src.type == DType::BF16);
-        if (src.type != DType::F32 && !widen)
+        if (src.type != DType::F32 && src.type != DType::F16 && src.type != DType::BF16)
             fail(source + "tensor '" + src.name + "' is " + std::string(type_name(src.type)) +
-                 ": headfuse encodes f32 weights only; fuse this checkpoint without a type to keep its types");
+                 ": headfuse encodes from f32, f16 or bf16 weights only; fuse this checkpoint without a type to "
+                 "keep its types");
         if (ne0 % traits(want).block_size != 0) {
             if (fallback.empty()) fallback_type_ = t;
             fallback.push_back(name);
