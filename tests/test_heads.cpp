@@ -454,3 +454,51 @@ TEST(HeadsCli, HelpForEveryVerb) {
     EXPECT_EQ(r.status, 0);
     EXPECT_NE(r.out.find("pool-kv"), std::string::npos);
 }
+
+// Encoded inputs: a Q8_0 model pruned (whole-block heads move as bytes) is its ablated self; pooled from Q8_0, the
+// K/V heads are the F32 means of the decoded heads; a per-head checkpoint is edited as its fused file would be.
+// llama.cpp runs each within the Q8_0 bound of tests/test_judges.cpp (it rounds activations to Q8_0 too).
+TEST(HeadsEncoded, PruneAndPoolQ8_0AndPerHeadInputs) {
+    constexpr double kQ8_0LogprobTolerance = 2e-2;
+    TempDir dir;
+    const Config c = gqa_config();
+    const auto src = fused_model(dir, c, "q8", 0, DType::Q8_0);
+    const auto tokens = default_tokens(c.vocab, 7);
+    const auto pruned = dir / "pruned.gguf";
+    auto r = run_cli({"heads", "prune", src.string(), "-o", pruned.string(), "--heads", "0:0,0:3,1:1,1:2", "-q"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const auto ablated = parse_heads("0:0,0:3,1:1,1:2", "--heads");
+    EXPECT_LT(max_diff(logprobs(pruned, tokens), logprobs(src, tokens, ablated)), kPrunedLogprobTolerance);
+    const GgufFile a = GgufFile::open(src), b = GgufFile::open(pruned);
+    EXPECT_EQ(b.find_tensor("blk.0.attn_output.weight")->type, static_cast<std::uint32_t>(DType::Q8_0));
+
+    const auto pooled = dir / "pooled.gguf";
+    r = run_cli({"heads", "pool-kv", src.string(), "-o", pooled.string(), "--kv-heads", "1", "-q"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const GgufFile p = GgufFile::open(pooled);
+    const auto k = tensor(a, "blk.1.attn_k.weight");
+    const std::uint64_t n = std::uint64_t{c.d_model} * c.d_head, half = k.size() / 2;
+    std::vector<float> h0(n), h1(n);
+    decode_row(DType::Q8_0, k.data(), h0.data(), n);
+    decode_row(DType::Q8_0, k.data() + half, h1.data(), n);
+    const auto got = f32_of(tensor(p, "blk.1.attn_k.weight"));
+    ASSERT_EQ(got.size(), n);
+    for (std::uint64_t i = 0; i < n; ++i)
+        ASSERT_EQ(got[i], static_cast<float>((double{h0[i]} + double{h1[i]}) / 2.0)) << i;
+
+    // The per-head checkpoint behind the Q8_0 file, ablated with --type q8_0: the same tensors as the Q8_0 file's
+    // ablation.
+    const auto from_ph = dir / "from_ph.gguf", from_fused = dir / "from_fused.gguf";
+    ASSERT_EQ(run_cli({"heads", "ablate", (dir / "q8.ph.gguf").string(), "-o", from_ph.string(), "--heads", "1:1",
+                       "--type", "q8_0", "-q"})
+                  .status,
+              0);
+    ASSERT_EQ(run_cli({"heads", "ablate", src.string(), "-o", from_fused.string(), "--heads", "1:1", "-q"}).status, 0);
+    const GgufFile x = GgufFile::open(from_ph), y = GgufFile::open(from_fused);
+    for (const TensorInfo& t : y.tensors()) EXPECT_TRUE(same_bytes(y.tensor_data(t), tensor(x, t.name))) << t.name;
+
+    if (test::judges_available()) {
+        EXPECT_LT(llama_diff(pruned, tokens), kQ8_0LogprobTolerance);
+        EXPECT_LT(llama_diff(pooled, tokens), kQ8_0LogprobTolerance);
+    }
+}
