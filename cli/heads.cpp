@@ -55,13 +55,15 @@ std::string heatmap_svg(const HeadScan& s) {
     double top = 0;
     for (const auto& row : s.loss)
         for (double l : row) top = std::max(top, std::abs(l - s.base_loss));
-    const int cell = 24, left = 70, head_row = 40;
-    const int w = left + int(heads) * cell + 20, h = head_row + int(layers) * cell + 40;
+    const int cell = 24, left = 70, head_row = 56;
+    const int w = std::max(left + int(heads) * cell + 20, 560), h = head_row + int(layers) * cell + 20;
     std::ostringstream o;
     o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << w << "\" height=\"" << h
       << "\" font-family=\"sans-serif\" font-size=\"11\">\n";
-    o << "<text x=\"" << left << "\" y=\"14\">change of mean next-token loss when a head is ablated (base "
-      << s.base_loss << " nats; red: loss rises, blue: falls; max |change| " << top << ")</text>\n";
+    o << "<text x=\"4\" y=\"14\">Change of the mean next-token loss when a head is ablated (base " << s.base_loss
+      << " nats)</text>\n";
+    o << "<text x=\"4\" y=\"30\">red: the loss rises, blue: it falls; full colour: |change| " << top
+      << " nats. Columns are heads.</text>\n";
     for (std::size_t hd = 0; hd < heads; ++hd)
         o << "<text x=\"" << left + int(hd) * cell + 6 << "\" y=\"" << head_row - 6 << "\">" << hd << "</text>\n";
     for (std::size_t l = 0; l < layers; ++l) {

@@ -144,7 +144,9 @@ TEST(HeadsAblate, ZeroesOnlyTheHeadsColumns) {
                     }
                 }
         }
-        EXPECT_NE(b.metadata().find(kEditsKey), nullptr);
+        const auto shown = run_cli({"inspect", out.string()});
+        EXPECT_NE(shown.out.find("edit: ablate: heads 0:0, 1:2, 1:3 (attn_output columns zeroed)"), std::string::npos)
+            << shown.out;
         std::filesystem::remove(out);
     }
 }
@@ -273,6 +275,24 @@ TEST(HeadsPrune, EqualsTheAblatedModelAndLlamaCppAgrees) {
         }
         std::filesystem::remove(out);
     }
+}
+
+// --kv-groups L:G removes a whole group: the same file as naming its query heads.
+TEST(HeadsPrune, KvGroupsAreTheirQueryHeads) {
+    TempDir dir;
+    const Config c = gqa_config();
+    const auto src = fused_model(dir, c, "src");
+    const auto by_group = dir / "groups.gguf", by_heads = dir / "heads.gguf";
+    ASSERT_EQ(run_cli({"heads", "prune", src.string(), "-o", by_group.string(), "--kv-groups", "0:1,1:0", "-q"}).status,
+              0);
+    ASSERT_EQ(
+        run_cli({"heads", "prune", src.string(), "-o", by_heads.string(), "--heads", "0:2,0:3,1:0,1:1", "-q"}).status,
+        0);
+    const GgufFile a = GgufFile::open(by_group), b = GgufFile::open(by_heads);
+    ASSERT_EQ(a.tensors().size(), b.tensors().size());
+    for (const TensorInfo& t : a.tensors()) EXPECT_TRUE(same_bytes(a.tensor_data(t), tensor(b, t.name))) << t.name;
+    expect_refused({"heads", "prune", src.string(), "-o", (dir / "x.gguf").string(), "--kv-groups", "0:2"},
+                   dir / "x.gguf", "--kv-groups: group 0:2 is out of range: the model has 2 layers of 2 kv groups");
 }
 
 // The pooled key/value heads are numpy's float64 mean of each group, rounded once to float32; the query heads
