@@ -522,3 +522,54 @@ TEST(HeadsEncoded, PruneAndPoolQ8_0AndPerHeadInputs) {
         EXPECT_LT(llama_diff(pooled, tokens), kQ8_0LogprobTolerance);
     }
 }
+
+// Foreign inputs: a Hugging Face checkpoint with q/k/v/o biases (rotate-half Q and K rows) and its TransformerLens
+// state dict (transposed heads), made by tests/support/hf_reference.py. Each edit gives the tensors its fuse gives,
+// but for the edited ones; the pruned and pooled models' biases go with their heads, and llama.cpp agrees.
+TEST(HeadsForeign, HuggingFaceWithBiasesAndTransformerLens) {
+    TempDir dir;
+    const std::string reference = std::string(HEADFUSE_SOURCE_DIR) + "/tests/support/hf_reference.py";
+    auto make = [&](std::vector<std::string> args) {
+        args.insert(args.begin(), {kPython, reference});
+        const auto r = test::run_program(args);
+        ASSERT_EQ(r.status, 0) << r.err;
+    };
+    make({"make-hf", (dir / "hf").string(), "--d-model", "64", "--n-heads", "4", "--n-kv-heads", "2", "--d-ff", "96",
+          "--n-layers", "2", "--vocab", "300", "--attention-bias"});
+    make({"make-hf", (dir / "hf_plain").string(), "--d-model", "64", "--n-heads", "4", "--n-kv-heads", "2", "--d-ff",
+          "96", "--n-layers", "2", "--vocab", "300"});
+    make({"make-tl", (dir / "hf_plain").string(), (dir / "tl").string()});
+    const auto tokens = default_tokens(300, 7);
+    for (const std::string src : {"hf", "tl"}) {
+        const auto in = (dir / src).string(), plain = (dir / (src + ".gguf")).string();
+        ASSERT_EQ(run_cli({"fuse", in, "-o", plain, "-q"}).status, 0) << src;
+        const auto ablated = dir / (src + ".ablated.gguf"), pruned = dir / (src + ".pruned.gguf"),
+                   pooled = dir / (src + ".pooled.gguf");
+        auto r = run_cli({"heads", "ablate", in, "-o", ablated.string(), "--heads", "1:2", "-q"});
+        ASSERT_EQ(r.status, 0) << r.err;
+        const GgufFile a = GgufFile::open(plain), b = GgufFile::open(ablated);
+        for (const TensorInfo& t : a.tensors())
+            if (t.name != "blk.1.attn_output.weight")
+                EXPECT_TRUE(same_bytes(a.tensor_data(t), tensor(b, t.name))) << src << " " << t.name;
+        const HeadRef masked[] = {{1, 2}};
+        EXPECT_EQ(logprobs(ablated, tokens), logprobs(plain, tokens, masked)) << src;
+
+        r = run_cli({"heads", "prune", in, "-o", pruned.string(), "--heads", "0:1,0:3,1:0,1:2", "-q"});
+        ASSERT_EQ(r.status, 0) << r.err;
+        const auto gone = parse_heads("0:1,0:3,1:0,1:2", "--heads");
+        EXPECT_LT(max_diff(logprobs(pruned, tokens), logprobs(plain, tokens, gone)), kPrunedLogprobTolerance) << src;
+        r = run_cli({"heads", "pool-kv", in, "-o", pooled.string(), "--kv-heads", "1", "-q"});
+        ASSERT_EQ(r.status, 0) << r.err;
+        if (src == "hf") {  // the pooled k bias is the mean of the two, rounded once
+            const GgufFile p = GgufFile::open(pooled);
+            const auto kb = f32_of(tensor(a, "blk.0.attn_k.bias")), got = f32_of(tensor(p, "blk.0.attn_k.bias"));
+            ASSERT_EQ(got.size(), 16u);
+            for (std::size_t i = 0; i < 16; ++i)
+                EXPECT_EQ(got[i], static_cast<float>((double{kb[i]} + double{kb[16 + i]}) / 2.0));
+        }
+        if (test::judges_available()) {
+            EXPECT_LT(llama_diff(pruned, tokens), kF32LogprobTolerance) << src;
+            EXPECT_LT(llama_diff(pooled, tokens), kF32LogprobTolerance) << src;
+        }
+    }
+}
