@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "headfuse/config.h"
+#include "headfuse/gguf.h"
 #include "headfuse/types.h"
 
 namespace headfuse::cli {
@@ -14,6 +15,7 @@ namespace headfuse::cli {
 struct Common {
     unsigned threads = 0;
     bool quiet = false;
+    SplitLimits split;  // writing commands: cut the output into a split set
 };
 
 struct InitArgs {

@@ -63,6 +63,17 @@ void add_common(CLI::App* cmd, Common& c, bool threads = true) {
     cmd->add_flag("-q,--quiet", c.quiet, "No progress bar");
 }
 
+// --split-max-size / --split-max-tensors on a command that writes a model: the output becomes a split set,
+// PREFIX-00001-of-0000N.gguf ..., as llama-gguf-split writes it (-o PREFIX or -o PREFIX.gguf).
+void add_split(CLI::App* cmd, std::string& max_size, std::uint64_t& max_tensors) {
+    cmd->add_option("--split-max-size", max_size,
+                    "Write a split set: at most N[M|G] of tensor data per shard (M = 10^6 bytes, G = 10^9), named "
+                    "PREFIX-00001-of-0000N.gguf from -o PREFIX[.gguf]")
+        ->type_name("N[M|G]");
+    cmd->add_option("--split-max-tensors", max_tensors, "Write a split set: at most N tensors per shard")
+        ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 31));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -95,33 +106,39 @@ int main(int argc, char** argv) {
     c_init->add_option("--rms-eps", cfg.rms_eps, "RMSNorm epsilon")->capture_default_str();
     c_init->add_option("--rope-theta", cfg.rope_theta, "RoPE frequency base")->capture_default_str();
     add_common(c_init, common);
+    std::string split_max_size;
+    std::uint64_t split_max_tensors = 0;
+    add_split(c_init, split_max_size, split_max_tensors);
 
     FuseArgs fuse;
     std::string fuse_type;
     auto* c_fuse =
         app.add_subcommand("fuse", "Per-head checkpoint -> llama.cpp GGUF (fused q/k/v, lens folded, tokenizer)");
-    c_fuse->add_option("input", fuse.in, "Per-head GGUF checkpoint")->required();
+    c_fuse->add_option("input", fuse.in, "Per-head GGUF checkpoint (or any shard of a split set)")->required();
     c_fuse->add_option("-o,--output", fuse.out, "Output llama.cpp GGUF file")->required();
     c_fuse->add_option("--type", fuse_type, "Type of 2-D weights: " + type_list() + " (default: keep the input's)");
     c_fuse->add_option("--tokenizer-from", fuse.tokenizer_from,
                        "Carry this GGUF file's tokenizer over (its size must match)");
     add_common(c_fuse, common);
+    add_split(c_fuse, split_max_size, split_max_tensors);
 
     SplitArgs split;
     auto* c_split = app.add_subcommand("split", "llama.cpp GGUF -> per-head checkpoint (byte-identical heads)");
-    c_split->add_option("input", split.in, "Fused llama.cpp GGUF file")->required();
+    c_split->add_option("input", split.in, "Fused llama.cpp GGUF file (or any shard of a split set)")->required();
     c_split->add_option("-o,--output", split.out, "Output per-head GGUF checkpoint")->required();
     add_common(c_split, common, false);
+    add_split(c_split, split_max_size, split_max_tensors);
 
     InspectArgs inspect;
     auto* c_inspect = app.add_subcommand("inspect", "Show a GGUF file's header, metadata and tensors");
-    c_inspect->add_option("file", inspect.file, "GGUF file")->required();
+    c_inspect->add_option("file", inspect.file, "GGUF file (a shard of a split set: the whole set)")->required();
     c_inspect->add_flag("--json", inspect.json, "Print JSON");
 
     LogitsArgs logits;
     std::string logits_tokens;
     auto* c_logits = app.add_subcommand("logits", "Run the reference forward pass on a per-head or fused file");
-    c_logits->add_option("model", logits.model, "Per-head or fused GGUF file")->required();
+    c_logits->add_option("model", logits.model, "Per-head or fused GGUF file (or any shard of a split set)")
+        ->required();
     c_logits->add_option("--tokens", logits_tokens, "Comma-separated token ids, e.g. 1,2,3")->required();
     c_logits->add_option("-o,--output", logits.out, "Write raw little-endian f32 logits (n_tokens x vocab) here");
     c_logits->add_option("--top", logits.top, "Without -o: show the top K tokens per position")->capture_default_str();
@@ -131,8 +148,9 @@ int main(int argc, char** argv) {
     std::string verify_tokens;
     auto* c_verify =
         app.add_subcommand("verify", "Prove a fused file is its per-head checkpoint: every tensor and the logits");
-    c_verify->add_option("per_head", verify.per_head, "Per-head GGUF checkpoint")->required();
-    c_verify->add_option("fused", verify.fused, "Fused llama.cpp GGUF file")->required();
+    c_verify->add_option("per_head", verify.per_head, "Per-head GGUF checkpoint (or any shard of a split set)")
+        ->required();
+    c_verify->add_option("fused", verify.fused, "Fused llama.cpp GGUF file (or any shard of a split set)")->required();
     c_verify->add_option("--tokens", verify_tokens,
                          "Comma-separated token ids (default: 8 tokens across the vocabulary)");
     add_common(c_verify, common);
@@ -145,6 +163,8 @@ int main(int argc, char** argv) {
     }
 
     try {
+        if (!split_max_size.empty()) common.split.max_bytes = parse_split_size(split_max_size, "--split-max-size");
+        common.split.max_tensors = split_max_tensors;
         if (*c_init) {
             if (!cfg.n_kv_heads) cfg.n_kv_heads = cfg.n_heads;
             if (!cfg.d_head && cfg.n_heads) cfg.d_head = cfg.d_model / cfg.n_heads;

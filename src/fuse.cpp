@@ -13,6 +13,7 @@
 #include "headfuse/fold.h"
 #include "headfuse/quantize.h"
 #include "layout.h"
+#include "order.h"
 #include "parallel.h"
 #include "tokenizer.h"
 
@@ -183,42 +184,45 @@ struct Planner {
     }
 };
 
+// The source's keys in their order, the hyperparameters set in place (per_head_metadata), and what fusing
+// changes: general.file_type when the weights change type, the tokenizer when another file's is asked for.
 Metadata fused_metadata(const PerHeadModel& model, const FuseOptions& opt) {
     const Config& c = model.config();
-    Metadata md;
-    c.write_metadata(md);
-    md.set("general.file_type", Value::u32(file_type_of(opt.type.value_or(model.views().token_embd.type))));
-    for (const auto& e : model.metadata().entries())
-        if (e.key.rfind("tokenizer.", 0) != 0) md.set(e.key, e.value);
+    Metadata md = per_head_metadata(c, model.metadata());
+    if (opt.type || !md.find("general.file_type"))
+        md.set("general.file_type", Value::u32(file_type_of(opt.type.value_or(model.views().token_embd.type))));
     if (!md.find("general.name")) md.set("general.name", Value::string("headfuse"));
-    Metadata tok;
-    if (opt.tokenizer_from)
-        tok = tokenizer_keys(opt.tokenizer_from->metadata(), c.vocab, opt.tokenizer_from->name());
-    else if (has_tokenizer(model.metadata()))
-        tok = tokenizer_keys(model.metadata(), c.vocab, model.file() ? model.file()->name() : "the model");
-    else {
-        tok = default_tokenizer(c.vocab);
+    if (opt.tokenizer_from) {
+        std::vector<std::string> old;
+        for (const auto& e : md.entries())
+            if (e.key.rfind("tokenizer.", 0) == 0) old.push_back(e.key);
+        for (const std::string& k : old) md.erase(k);
+        md.merge(tokenizer_keys(opt.tokenizer_from->metadata(), c.vocab, opt.tokenizer_from->name()));
+    } else if (has_tokenizer(model.metadata())) {
+        tokenizer_keys(model.metadata(), c.vocab, model.file() ? model.file()->name() : "the model");  // checks it
+    } else {
         if (c.vocab < kMinLoadableVocab && opt.warn)
             opt.warn("a vocabulary of " + std::to_string(c.vocab) + " tokens is below the " +
                      std::to_string(kMinLoadableVocab) + " node-llama-cpp needs to load a model; libllama loads it");
+        md.merge(default_tokenizer(c.vocab));
     }
-    md.merge(std::move(tok));
     return md;
 }
 
 std::vector<std::filesystem::path> input_paths(const GgufFile* f) {
-    if (f && f->mapping()) return {f->mapping()->path()};
-    return {};
+    return f ? f->paths() : std::vector<std::filesystem::path>{};
 }
 
 }  // namespace
 
-void fuse(const PerHeadModel& model, const std::filesystem::path& out, const FuseOptions& options) {
+std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::filesystem::path& out,
+                                        const FuseOptions& options) {
     const ModelViews& m = model.views();
     const Config& c = m.config;
     if (c.has_lens() && c.tied) fail("a projection lens requires an untied output layer (output.weight)");
     GgufWriter w;
-    w.alignment = kModelAlignment;
+    w.alignment = model.file() ? model.file()->alignment() : kModelAlignment;
+    w.split = options.split;
     w.metadata = fused_metadata(model, options);
     const Planner plan{m, options, model.file() ? model.file()->name() + ": " : ""};
     std::map<std::string, const TensorView*, std::less<>> single;
@@ -239,7 +243,12 @@ void fuse(const PerHeadModel& model, const std::filesystem::path& out, const Fus
         heads[layer_tensor_name(l, "attn_k")] = &L.k;
         heads[layer_tensor_name(l, "attn_v")] = &L.v;
     }
-    for (const TensorSpec& s : fused_layout(c)) {
+    // In the source file's order: a fused tensor where its first head was.
+    const std::vector<TensorSpec> layout = fused_layout(c);
+    std::vector<std::string> names;
+    for (const TensorSpec& s : layout) names.push_back(s.name);
+    for (std::size_t i : source_order(model.file(), names)) {
+        const TensorSpec& s = layout[i];
         if (auto it = single.find(s.name); it != single.end())
             plan.add_copy(w, s, *it->second);
         else if (auto jt = heads.find(s.name); jt != heads.end())
@@ -248,13 +257,14 @@ void fuse(const PerHeadModel& model, const std::filesystem::path& out, const Fus
             plan.add_fold(w, s);  // token_embd of a lens model
     }
     std::vector<std::filesystem::path> inputs = input_paths(model.file());
-    if (options.tokenizer_from && options.tokenizer_from->mapping())
-        inputs.push_back(options.tokenizer_from->mapping()->path());
-    w.write(out, inputs, options.progress);
+    if (options.tokenizer_from)
+        for (const auto& p : options.tokenizer_from->paths()) inputs.push_back(p);
+    return w.write(out, inputs, options.progress);
 }
 
-void split(const FusedModel& model, const std::filesystem::path& out, const SplitOptions& options) {
-    model.per_head().save(out, options.progress);
+std::vector<std::filesystem::path> split(const FusedModel& model, const std::filesystem::path& out,
+                                         const SplitOptions& options) {
+    return model.per_head().save(out, options.progress, options.split);
 }
 
 }  // namespace headfuse

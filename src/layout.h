@@ -48,7 +48,9 @@ namespace headfuse {
 // other tensor N(0, 0.02) from its own seeded streams (random.h).
 void fill_random(const TensorSpec& s, std::uint64_t seed, std::uint64_t begin, std::uint64_t n, float* out);
 
-// The metadata of a per-head checkpoint: the llama.* hyperparameters, then the carried keys.
+// The metadata of a model file written from a model whose metadata is `carried`: from a file, its keys in
+// their order with the llama.* hyperparameters of c set in place (added only when llama.cpp would not infer
+// them); from memory, the hyperparameters, then the carried keys.
 class Metadata;
 Metadata per_head_metadata(const Config& c, const Metadata& carried);
 

@@ -31,8 +31,8 @@ TensorView view_of(const GgufFile& f, const TensorInfo& t) {
     v.n_dims = t.n_dims;
     v.ne = t.ne;
     v.bytes = f.tensor_data(t);
-    v.file = f.mapping();
-    v.file_offset = f.data_start() + t.offset;
+    v.file = f.mapping(t);  // a split set: the shard that holds t
+    v.file_offset = f.file_offset(t);
     return v;
 }
 
@@ -123,15 +123,6 @@ void check_tensor_count(const GgufFile& f, const Config& c, bool per_head) {
              std::to_string(found));
 }
 
-Metadata carried_metadata(const Metadata& md) {
-    Metadata out;
-    for (const auto& e : md.entries())
-        if (e.key.rfind("llama.", 0) != 0 && e.key != "general.architecture" && e.key != "general.alignment" &&
-            e.key != "general.file_type")
-            out.set(e.key, e.value);
-    return out;
-}
-
 std::uint64_t elements(const std::vector<std::uint64_t>& ne) {
     std::uint64_t n = 1;
     for (auto d : ne) n *= d;
@@ -204,7 +195,7 @@ PerHeadModel PerHeadModel::open(const std::filesystem::path& path) {
     check_tensor_count(*file, c, true);
     PerHeadModel m;
     m.views_ = assemble(c, check_tensors(*file, per_head_layout(c), "per-head checkpoint"));
-    m.metadata_ = carried_metadata(file->metadata());
+    m.metadata_ = file->metadata();
     m.file_ = std::move(file);
     return m;
 }
@@ -260,7 +251,7 @@ FusedModel FusedModel::open(const std::filesystem::path& path) {
     for (std::uint32_t l = 0; l < c.n_layers; ++l)
         m.fused_.push_back({*by_name.at(layer_tensor_name(l, "attn_q")), *by_name.at(layer_tensor_name(l, "attn_k")),
                             *by_name.at(layer_tensor_name(l, "attn_v"))});
-    m.metadata_ = carried_metadata(file->metadata());
+    m.metadata_ = file->metadata();
     m.file_ = std::move(file);
     return m;
 }
