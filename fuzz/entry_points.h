@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "formats/safetensors.h"
 #include "headfuse/config.h"
 #include "headfuse/error.h"
 #include "headfuse/forward.h"
@@ -114,6 +115,23 @@ inline bool fused(std::span<const std::byte> data) {
         const FusedModel m = FusedModel::open(file.path());
         const PerHeadModel heads = m.per_head();
         forward_if_small(heads.views(), data.size());
+        return true;
+    } catch (const Error&) {
+        return false;
+    }
+}
+
+// SafetensorsFile::parse: the safetensors reader on bytes in memory; every tensor's last byte is read.
+inline bool safetensors(std::span<const std::byte> data) {
+    try {
+        const SafetensorsFile f = SafetensorsFile::parse(data, "fuzz.safetensors");
+        std::uint64_t total = 0;
+        for (const StTensor& t : f.tensors()) {
+            if (f.find(t.name) != &t) fail("tensor lookup disagrees");
+            total += t.bytes.size();
+            if (!t.bytes.empty()) (void)*(volatile const std::byte*)&t.bytes.back();  // ASan checks the end
+        }
+        if (total > data.size()) fail("tensors hold more bytes than the file");
         return true;
     } catch (const Error&) {
         return false;

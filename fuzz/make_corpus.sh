@@ -47,6 +47,46 @@ kvs = [kv_str('general.architecture', 'llama'), kv_u32('llama.context_length', 2
 open('meta_only.gguf', 'wb').write(b'GGUF' + struct.pack('<IQQ', 3, 0, len(kvs)) + b''.join(kvs))
 PY
 
+# safetensors: small valid files (each dtype, a scalar, an empty tensor, metadata) and broken ones.
+python3 - <<'PY'
+import json, struct
+def st(entries, data, meta=None, pad=True, raw=None):
+    h = {}
+    if meta is not None: h['__metadata__'] = meta
+    h.update(entries)
+    text = raw if raw is not None else json.dumps(h, separators=(',', ':')).encode()
+    if pad: text += b' ' * ((8 - len(text) % 8) % 8)
+    return struct.pack('<Q', len(text)) + text + data
+def ent(dtype, shape, b, e): return {'dtype': dtype, 'shape': shape, 'data_offsets': [b, e]}
+f32 = struct.pack('<6f', 1, -2, 3.5, 0, 1e-3, 7)
+valid = {
+  'st_f32': st({'w': ent('F32', [2, 3], 0, 24)}, f32, {'format': 'pt'}),
+  'st_mixed': st({'a': ent('F16', [4], 0, 8), 'b': ent('BF16', [2, 2], 8, 16), 'c': ent('F32', [], 16, 20),
+                  'z': ent('F32', [0, 5], 20, 20)}, bytes(range(20))),
+  'st_hf_names': st({'model.embed_tokens.weight': ent('F32', [3, 2], 0, 24),
+                     'model.norm.weight': ent('F32', [2], 24, 32)}, f32 + f32[:8], {'format': 'pt'}),
+  'st_empty': st({}, b''),
+}
+broken = {
+  'broken_short': b'\x05\x00',
+  'broken_len_huge': struct.pack('<Q', 2**63) + b'{}',
+  'broken_len_past_end': struct.pack('<Q', 64) + b'{}',
+  'broken_not_object': st({}, b'', raw=b'[1,2]'),
+  'broken_dtype_f64': st({'w': ent('F64', [3], 0, 24)}, f32),
+  'broken_len_mismatch': st({'w': ent('F32', [5], 0, 24)}, f32),
+  'broken_gap': st({'w': ent('F32', [5], 4, 24)}, f32),
+  'broken_overlap': st({'a': ent('F32', [3], 0, 12), 'b': ent('F32', [3], 8, 20)}, f32[:20]),
+  'broken_trailing': st({'w': ent('F32', [5], 0, 20)}, f32),
+  'broken_overflow': st({'w': ent('F32', [2**62, 8], 0, 24)}, f32),
+  'broken_duplicate': st({}, f32, raw=b'{"w":{"dtype":"F32","shape":[6],"data_offsets":[0,24]},'
+                                     b'"w":{"dtype":"F32","shape":[6],"data_offsets":[0,24]}}'),
+  'broken_negative': st({'w': ent('F32', [-6], 0, 24)}, f32),
+  'broken_deep': st({}, b'', raw=b'{"w":{"shape":[[[[1]]]]}}'),
+}
+for k, v in list(valid.items()) + list(broken.items()):
+    open(k + '.safetensors', 'wb').write(v)
+PY
+
 put() {  # put TARGET FILE...
     mkdir -p "$C/$1"
     t=$1
@@ -58,4 +98,5 @@ put gguf *.gguf
 put config fu_f32_tiny.gguf ph_f32_tied.gguf ph_f32_lens.gguf fu_q8_0.gguf meta_only.gguf $broken
 put per_head ph_*.gguf fu_f32_tiny.gguf $broken
 put fused fu_*.gguf ph_f32_tiny.gguf $broken
+put safetensors st_*.safetensors broken_*.safetensors
 du -sh "$C"

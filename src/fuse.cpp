@@ -26,13 +26,24 @@ namespace {
 constexpr std::uint64_t kCopyWindowBytes = std::uint64_t{512} << 10;
 constexpr std::uint64_t kEncodeWindowBytes = std::uint64_t{4} << 20;
 
-// llama.cpp's general.file_type (enum llama_ftype) for a file whose 2-D weights are of type t.
+// llama.cpp's general.file_type (enum llama_ftype) for a file whose 2-D weights are of type t. A K-quant
+// without a mix is the ftype llama-quantize's aliases Q3_K, Q4_K and Q5_K name (the _M mixes).
 std::uint32_t file_type_of(DType t) {
     switch (t) {
         case DType::F32: return 0;
         case DType::F16: return 1;
         case DType::Q4_0: return 2;
+        case DType::Q4_1: return 3;
         case DType::Q8_0: return 7;
+        case DType::Q5_0: return 8;
+        case DType::Q5_1: return 9;
+        case DType::Q2_K: return 10;
+        case DType::Q3_K: return 12;
+        case DType::Q4_K: return 15;
+        case DType::Q5_K: return 17;
+        case DType::Q6_K: return 18;
+        case DType::IQ4_NL: return 25;
+        case DType::IQ4_XS: return 30;
         case DType::BF16: return 32;
     }
     return 0;

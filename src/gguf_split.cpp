@@ -95,9 +95,10 @@ GgufFile GgufFile::open(const std::filesystem::path& path) {
         fail(named.name() + ": key 'split.no' is " + std::to_string(*no) + ", expected 0.." + std::to_string(n - 1));
     const auto name = parse_shard_name(path.string());
     if (!name || name->index != *no || name->count != n)
-        fail(named.name() + ": shard " + std::to_string(*no + 1) + " of a split set of " + std::to_string(n) +
-             " must be named PREFIX-" + five_digits(static_cast<std::uint32_t>(*no) + 1) + "-of-" + five_digits(n) +
-             ".gguf");
+        fail(named.name() + ": keys 'split.no' " + std::to_string(*no) + " and 'split.count' " + std::to_string(n) +
+             " make it shard " + std::to_string(*no + 1) + " of " + std::to_string(n) +
+             ", which must be named PREFIX-" + five_digits(static_cast<std::uint32_t>(*no) + 1) + "-of-" +
+             five_digits(n) + ".gguf");
 
     // Shard 0 first, then the others in order; the named one is not opened twice.
     std::vector<GgufFile> all;

@@ -137,37 +137,6 @@ std::uint64_t GgufWriter::file_size(std::uint64_t header_size) const {
     return size;
 }
 
-namespace {
-// Holds a producer to its promise of exactly nbytes.
-class CountingSink final : public ByteSink {
-public:
-    CountingSink(OutputFile& out, const TensorInfo& t) : out_(out), t_(t) {}
-    void write(std::span<const std::byte> bytes) override {
-        take(bytes.size());
-        out_.write(bytes);
-    }
-    void copy_from(const MappedFile& file, std::uint64_t offset, std::uint64_t len) override {
-        take(len);
-        out_.copy_from(file, offset, len);
-    }
-    void finish() const {
-        if (done_ != t_.nbytes)
-            fail("tensor '" + t_.name + "': produced " + std::to_string(done_) + " bytes, expected " +
-                 std::to_string(t_.nbytes));
-    }
-
-private:
-    void take(std::uint64_t n) {
-        if (n > t_.nbytes - done_)
-            fail("tensor '" + t_.name + "': producer wrote more than its " + std::to_string(t_.nbytes) + " bytes");
-        done_ += n;
-    }
-    OutputFile& out_;
-    const TensorInfo& t_;
-    std::uint64_t done_ = 0;
-};
-}  // namespace
-
 std::vector<std::filesystem::path> GgufWriter::write(const std::filesystem::path& path,
                                                      std::span<const std::filesystem::path> inputs,
                                                      const ProgressFn& progress) const {
@@ -179,7 +148,7 @@ std::vector<std::filesystem::path> GgufWriter::write(const std::filesystem::path
     out.set_progress(progress, file_size(head.size()));
     out.write(head);
     for (const TensorPlan& p : tensors_) {
-        CountingSink sink(out, p.info);
+        CountingSink sink(out, p.info.name, p.info.nbytes);
         p.produce(sink);
         sink.finish();
         out.pad_to(alignment);
@@ -247,7 +216,7 @@ std::vector<std::filesystem::path> GgufWriter::write_split(const std::filesystem
                     total);
             out.write(sh.head);
             for (const TensorPlan& p : sh.tensors) {
-                CountingSink sink(out, p.info);
+                CountingSink sink(out, p.info.name, p.info.nbytes);
                 p.produce(sink);
                 sink.finish();
                 out.pad_to(alignment);

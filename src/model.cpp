@@ -39,14 +39,12 @@ TensorView view_of(const GgufFile& f, const TensorInfo& t) {
 bool type_allowed(TensorKind kind, std::uint32_t type) {
     if (kind == TensorKind::Weight) {
         const TypeTraits* t = find_type(type);
-        return t && t->model_type;
+        return t && t->reads;
     }
     return type == static_cast<std::uint32_t>(DType::F32);
 }
 
-std::string allowed_types(TensorKind kind) {
-    return kind == TensorKind::Weight ? "f32, f16, bf16, q8_0 or q4_0" : "f32";
-}
+std::string allowed_types(TensorKind kind) { return kind == TensorKind::Weight ? read_type_list() : "f32"; }
 
 // Builds the per-head interface from views in layout order.
 ModelViews assemble(const Config& c, const std::vector<TensorView>& views) {

@@ -210,4 +210,26 @@ void write_file_atomically(const std::filesystem::path& path, std::span<const st
     out.commit();
 }
 
+void CountingSink::write(std::span<const std::byte> bytes) {
+    take(bytes.size());
+    out_.write(bytes);
+}
+
+void CountingSink::copy_from(const MappedFile& file, std::uint64_t offset, std::uint64_t len) {
+    take(len);
+    out_.copy_from(file, offset, len);
+}
+
+void CountingSink::finish() const {
+    if (done_ != want_)
+        fail("tensor '" + tensor_ + "': produced " + std::to_string(done_) + " bytes, expected " +
+             std::to_string(want_));
+}
+
+void CountingSink::take(std::uint64_t n) {
+    if (n > want_ - done_)
+        fail("tensor '" + tensor_ + "': producer wrote more than its " + std::to_string(want_) + " bytes");
+    done_ += n;
+}
+
 }  // namespace headfuse

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "headfuse/gguf.h"
@@ -49,6 +50,24 @@ private:
     ProgressFn progress_;
     std::uint64_t total_ = 0;
     std::uint64_t next_report_ = 0;
+};
+
+// Holds a tensor's producer to its promise of exactly `nbytes` bytes, passing them on to `out`.
+class CountingSink final : public ByteSink {
+public:
+    CountingSink(OutputFile& out, std::string tensor, std::uint64_t nbytes)
+        : out_(out), tensor_(std::move(tensor)), want_(nbytes) {}
+    void write(std::span<const std::byte> bytes) override;
+    void copy_from(const MappedFile& file, std::uint64_t offset, std::uint64_t len) override;
+    // Error unless exactly nbytes were produced.
+    void finish() const;
+
+private:
+    void take(std::uint64_t n);
+    OutputFile& out_;
+    std::string tensor_;
+    std::uint64_t want_;
+    std::uint64_t done_ = 0;
 };
 
 }  // namespace headfuse

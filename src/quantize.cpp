@@ -12,6 +12,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "quant_blocks.h"
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define HEADFUSE_X86_KERNELS 1
 #include <cpuid.h>
@@ -31,12 +33,8 @@ constexpr std::size_t kQ4Bytes = 18;  // fp16 d + 16 bytes of nibble pairs
 std::uint32_t bits_of(float f) { return std::bit_cast<std::uint32_t>(f); }
 float float_of(std::uint32_t u) { return std::bit_cast<float>(u); }
 
-void store_u16(std::byte* p, std::uint16_t v) { std::memcpy(p, &v, sizeof v); }
-std::uint16_t load_u16(const std::byte* p) {
-    std::uint16_t v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
+using blocks::load_u16;
+using blocks::store_u16;
 
 // Returns v unchanged, but hides it from the optimizer so that a product is rounded to float before the next
 // operation: with FMA available a compiler may otherwise fuse x*id + 8.5f, which ggml computes in two steps.
@@ -47,14 +45,8 @@ float rounded(float v) {
     return v;
 }
 
-// ggml casts float to int8_t in C; its x86 build compiles that to cvttss2si (truncate to int32, INT32_MIN when
-// NaN or out of range) and keeps the low byte. Out-of-range values arise only when a block's scale d is so small
-// that 1/d overflows to infinity (x*id is then infinite or NaN); these two functions give ggml's bytes there too.
-std::int32_t truncate_like_x86(float v) {
-    if (v >= -2147483648.0f && v < 2147483648.0f) return static_cast<std::int32_t>(v);
-    return INT32_MIN;
-}
-std::int8_t low_byte(std::int32_t v) { return static_cast<std::int8_t>(static_cast<std::uint8_t>(v)); }
+using blocks::low_byte;
+using blocks::truncate_like_x86;
 
 // ---- scalar reference encoders (ggml-quants.c: quantize_row_q8_0_ref, quantize_row_q4_0_ref) ----
 
@@ -536,9 +528,7 @@ void copy_floats(void* dst, const void* src, std::size_t n) {
     if (n != 0) std::memcpy(dst, src, n * sizeof(float));
 }
 
-[[maybe_unused]] bool whole_blocks(DType t, std::size_t n) {
-    return (t != DType::Q8_0 && t != DType::Q4_0) || n % kBlock == 0;
-}
+[[maybe_unused]] bool whole_blocks(DType t, std::size_t n) { return n % traits(t).block_size == 0; }
 
 void encode_with(const Kernels& k, DType t, const float* src, void* dst, std::size_t n) {
     assert(whole_blocks(t, n));
@@ -549,8 +539,18 @@ void encode_with(const Kernels& k, DType t, const float* src, void* dst, std::si
         case DType::BF16: k.encode_bf16(src, out, n); return;
         case DType::Q8_0: k.encode_q8_0(src, out, n); return;
         case DType::Q4_0: k.encode_q4_0(src, out, n); return;
+        case DType::Q4_1: blocks::encode_q4_1(src, out, n); return;
+        case DType::Q5_0: blocks::encode_q5_0(src, out, n); return;
+        case DType::Q5_1: blocks::encode_q5_1(src, out, n); return;
+        case DType::Q2_K: blocks::encode_q2_k(src, out, n); return;
+        case DType::Q3_K: blocks::encode_q3_k(src, out, n); return;
+        case DType::Q4_K: blocks::encode_q4_k(src, out, n); return;
+        case DType::Q5_K: blocks::encode_q5_k(src, out, n); return;
+        case DType::Q6_K: blocks::encode_q6_k(src, out, n); return;
+        case DType::IQ4_NL:
+        case DType::IQ4_XS: break;
     }
-    assert(!"encode_row: not a model type");
+    assert(!"encode_row: not a type headfuse writes");
 }
 
 void decode_with(const Kernels& k, DType t, const void* src, float* dst, std::size_t n) {
@@ -562,8 +562,18 @@ void decode_with(const Kernels& k, DType t, const void* src, float* dst, std::si
         case DType::BF16: k.decode_bf16(in, dst, n); return;
         case DType::Q8_0: k.decode_q8_0(in, dst, n); return;
         case DType::Q4_0: k.decode_q4_0(in, dst, n); return;
+        case DType::Q4_1: blocks::decode_q4_1(in, dst, n); return;
+        case DType::Q5_0: blocks::decode_q5_0(in, dst, n); return;
+        case DType::Q5_1: blocks::decode_q5_1(in, dst, n); return;
+        case DType::Q2_K: blocks::decode_q2_k(in, dst, n); return;
+        case DType::Q3_K: blocks::decode_q3_k(in, dst, n); return;
+        case DType::Q4_K: blocks::decode_q4_k(in, dst, n); return;
+        case DType::Q5_K: blocks::decode_q5_k(in, dst, n); return;
+        case DType::Q6_K: blocks::decode_q6_k(in, dst, n); return;
+        case DType::IQ4_NL: blocks::decode_iq4_nl(in, dst, n); return;
+        case DType::IQ4_XS: blocks::decode_iq4_xs(in, dst, n); return;
     }
-    assert(!"decode_row: not a model type");
+    assert(!"decode_row: not a type headfuse reads");
 }
 
 }  // namespace

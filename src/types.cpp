@@ -11,28 +11,37 @@
 namespace headfuse {
 namespace {
 
-// ggml's type table (ggml.c, type_traits): block size and bytes per block of every type id it defines.
-// Ids 4, 5 (removed Q4_2, Q4_3) and 31-33, 36-38 (removed) are not types.
+// ggml's type table (ggml.c, type_traits): block size and bytes per block of every type id it defines, and
+// which of them headfuse decodes (reads) and encodes (writes). Ids 4, 5 (removed Q4_2, Q4_3) and 31-33, 36-38
+// (removed) are not types.
+constexpr bool R = true, W = true, o = false;
 constexpr std::array kTypes{
-    TypeTraits{0, "f32", 1, 4, true},          TypeTraits{1, "f16", 1, 2, true},
-    TypeTraits{2, "q4_0", 32, 18, true},       TypeTraits{3, "q4_1", 32, 20, false},
-    TypeTraits{6, "q5_0", 32, 22, false},      TypeTraits{7, "q5_1", 32, 24, false},
-    TypeTraits{8, "q8_0", 32, 34, true},       TypeTraits{9, "q8_1", 32, 36, false},
-    TypeTraits{10, "q2_K", 256, 84, false},    TypeTraits{11, "q3_K", 256, 110, false},
-    TypeTraits{12, "q4_K", 256, 144, false},   TypeTraits{13, "q5_K", 256, 176, false},
-    TypeTraits{14, "q6_K", 256, 210, false},   TypeTraits{15, "q8_K", 256, 292, false},
-    TypeTraits{16, "iq2_xxs", 256, 66, false}, TypeTraits{17, "iq2_xs", 256, 74, false},
-    TypeTraits{18, "iq3_xxs", 256, 98, false}, TypeTraits{19, "iq1_s", 256, 50, false},
-    TypeTraits{20, "iq4_nl", 32, 18, false},   TypeTraits{21, "iq3_s", 256, 110, false},
-    TypeTraits{22, "iq2_s", 256, 82, false},   TypeTraits{23, "iq4_xs", 256, 136, false},
-    TypeTraits{24, "i8", 1, 1, false},         TypeTraits{25, "i16", 1, 2, false},
-    TypeTraits{26, "i32", 1, 4, false},        TypeTraits{27, "i64", 1, 8, false},
-    TypeTraits{28, "f64", 1, 8, false},        TypeTraits{29, "iq1_m", 256, 56, false},
-    TypeTraits{30, "bf16", 1, 2, true},        TypeTraits{34, "tq1_0", 256, 54, false},
-    TypeTraits{35, "tq2_0", 256, 66, false},   TypeTraits{39, "mxfp4", 32, 17, false},
+    TypeTraits{0, "f32", 1, 4, R, W},         TypeTraits{1, "f16", 1, 2, R, W},
+    TypeTraits{2, "q4_0", 32, 18, R, W},      TypeTraits{3, "q4_1", 32, 20, R, o},
+    TypeTraits{6, "q5_0", 32, 22, R, o},      TypeTraits{7, "q5_1", 32, 24, R, o},
+    TypeTraits{8, "q8_0", 32, 34, R, W},      TypeTraits{9, "q8_1", 32, 36, o, o},
+    TypeTraits{10, "q2_K", 256, 84, R, o},    TypeTraits{11, "q3_K", 256, 110, R, o},
+    TypeTraits{12, "q4_K", 256, 144, R, o},   TypeTraits{13, "q5_K", 256, 176, R, o},
+    TypeTraits{14, "q6_K", 256, 210, R, o},   TypeTraits{15, "q8_K", 256, 292, o, o},
+    TypeTraits{16, "iq2_xxs", 256, 66, o, o}, TypeTraits{17, "iq2_xs", 256, 74, o, o},
+    TypeTraits{18, "iq3_xxs", 256, 98, o, o}, TypeTraits{19, "iq1_s", 256, 50, o, o},
+    TypeTraits{20, "iq4_nl", 32, 18, R, o},   TypeTraits{21, "iq3_s", 256, 110, o, o},
+    TypeTraits{22, "iq2_s", 256, 82, o, o},   TypeTraits{23, "iq4_xs", 256, 136, R, o},
+    TypeTraits{24, "i8", 1, 1, o, o},         TypeTraits{25, "i16", 1, 2, o, o},
+    TypeTraits{26, "i32", 1, 4, o, o},        TypeTraits{27, "i64", 1, 8, o, o},
+    TypeTraits{28, "f64", 1, 8, o, o},        TypeTraits{29, "iq1_m", 256, 56, o, o},
+    TypeTraits{30, "bf16", 1, 2, R, W},       TypeTraits{34, "tq1_0", 256, 54, o, o},
+    TypeTraits{35, "tq2_0", 256, 66, o, o},   TypeTraits{39, "mxfp4", 32, 17, o, o},
 };
 
+// The written types in the CLI's order: floats, then the 32-wide types, then the K-quants.
 constexpr std::array kModelTypes{DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0};
+
+std::string lower(std::string_view s) {
+    std::string out(s);
+    std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
+    return out;
+}
 
 }  // namespace
 
@@ -44,11 +53,28 @@ const TypeTraits* find_type(std::uint32_t id) noexcept {
 const TypeTraits& traits(DType t) noexcept { return *find_type(static_cast<std::uint32_t>(t)); }
 
 std::optional<DType> parse_dtype(std::string_view name) noexcept {
-    std::string lower(name);
-    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+    const std::string want = lower(name);
     for (DType t : kModelTypes)
-        if (traits(t).name == lower) return t;
+        if (lower(traits(t).name) == want) return t;
     return std::nullopt;
+}
+
+std::span<const DType> read_dtypes() noexcept {
+    static constexpr std::array kRead{DType::F32,  DType::F16,  DType::BF16, DType::Q4_0,   DType::Q4_1,
+                                      DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2_K,   DType::Q3_K,
+                                      DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::IQ4_NL, DType::IQ4_XS};
+    return kRead;
+}
+
+const std::string& read_type_list() {
+    static const std::string list = [] {
+        std::string s;
+        const auto types = read_dtypes();
+        for (std::size_t i = 0; i < types.size(); ++i)
+            s += (i == 0 ? "" : i + 1 == types.size() ? " or " : ", ") + std::string(type_name(types[i]));
+        return s;
+    }();
+    return list;
 }
 
 std::span<const DType> model_dtypes() noexcept { return kModelTypes; }

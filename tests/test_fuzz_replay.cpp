@@ -50,7 +50,8 @@ INSTANTIATE_TEST_SUITE_P(Corpus, FuzzReplay,
                          ::testing::Values(Target{"gguf", headfuse::fuzz::gguf, "fu_"},
                                            Target{"config", headfuse::fuzz::config, "fu_"},
                                            Target{"per_head", headfuse::fuzz::per_head, "ph_"},
-                                           Target{"fused", headfuse::fuzz::fused, "fu_"}),
+                                           Target{"fused", headfuse::fuzz::fused, "fu_"},
+                                           Target{"safetensors", headfuse::fuzz::safetensors, "st_"}),
                          [](const auto& info) { return info.param.name; });
 
 }  // namespace

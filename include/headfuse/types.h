@@ -1,12 +1,13 @@
 // headfuse: ggml tensor types. One table, read everywhere.
 //
 // Every ggml type id is known (so the reader can validate any GGUF file: block size and bytes per block).
-// headfuse reads and writes model weights in five of them: F32, F16, BF16, Q8_0 and Q4_0.
+// Model weights are decoded from the types in DType and encoded to those flagged `writes` in the table.
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace headfuse {
@@ -16,7 +17,17 @@ enum class DType : std::uint32_t {
     F32 = 0,
     F16 = 1,
     Q4_0 = 2,
+    Q4_1 = 3,
+    Q5_0 = 6,
+    Q5_1 = 7,
     Q8_0 = 8,
+    Q2_K = 10,
+    Q3_K = 11,
+    Q4_K = 12,
+    Q5_K = 13,
+    Q6_K = 14,
+    IQ4_NL = 20,
+    IQ4_XS = 23,
     BF16 = 30,
 };
 
@@ -25,7 +36,8 @@ struct TypeTraits {
     std::string_view name;     // ggml's name: "f32", "q8_0", ...
     std::uint32_t block_size;  // elements per block
     std::uint32_t type_size;   // bytes per block
-    bool model_type;           // headfuse encodes and decodes it (one of DType)
+    bool reads;                // decode_row turns it into floats (every DType)
+    bool writes;               // encode_row produces it from floats
 };
 
 // The traits of a ggml type id, or nullptr for an id ggml does not define.
@@ -33,10 +45,14 @@ const TypeTraits* find_type(std::uint32_t id) noexcept;
 const TypeTraits& traits(DType t) noexcept;
 inline std::string_view type_name(DType t) noexcept { return traits(t).name; }
 
-// "f32", "f16", "bf16", "q8_0", "q4_0" (case-insensitive) to a DType.
+// The name of a type headfuse writes ("f32", "q8_0", "q4_k", ...; case-insensitive) to its DType.
 std::optional<DType> parse_dtype(std::string_view name) noexcept;
-// The five model types, in the order the CLI lists them.
+// The types headfuse writes, in the order the CLI lists them.
 std::span<const DType> model_dtypes() noexcept;
+// The types headfuse reads model weights in (every DType: each has a decoder), and them as words for
+// messages: "f32, f16, bf16, q4_0, ..., iq4_nl or iq4_xs".
+std::span<const DType> read_dtypes() noexcept;
+const std::string& read_type_list();
 
 // Bytes of one row of `ne0` elements; Error if ne0 is not a whole number of blocks or the size overflows.
 std::uint64_t row_bytes(std::uint32_t type_id, std::uint64_t ne0);

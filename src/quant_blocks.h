@@ -1,0 +1,62 @@
+// headfuse internal: the scalar block codecs behind encode_row/decode_row for the types without a vector path,
+// and the few bit-level helpers they share with quantize.cpp.
+//
+// Every function here follows one function of ggml/src/ggml-quants.c operation for operation, in the same
+// order, so that each float operation rounds exactly where ggml's does (the library is built with
+// -ffp-contract=off; see docs/ENCODING.md). n is a whole number of the type's blocks.
+#pragma once
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace headfuse::blocks {
+
+inline void store_u16(std::byte* p, std::uint16_t v) { std::memcpy(p, &v, sizeof v); }
+inline std::uint16_t load_u16(const std::byte* p) {
+    std::uint16_t v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+inline std::uint8_t u8(std::byte b) { return static_cast<std::uint8_t>(b); }
+
+// ggml's nearest_int: adding 1.5 * 2^23 leaves round(f) (ties to even) in the low mantissa bits. For
+// |f| > 2^22 the result is what the same bit operations give (ggml asserts, but its release build does not).
+inline int nearest_int(float f) {
+    const float biased = f + 12582912.0f;
+    const auto i = std::bit_cast<std::int32_t>(biased);
+    return (i & 0x007FFFFF) - 0x00400000;
+}
+
+// ggml casts float to int8_t in C; its x86 build compiles that to cvttss2si (truncate to int32, INT32_MIN when
+// NaN or out of range) and keeps the low byte.
+inline std::int32_t truncate_like_x86(float v) {
+    if (v >= -2147483648.0f && v < 2147483648.0f) return static_cast<std::int32_t>(v);
+    return INT32_MIN;
+}
+inline std::int8_t low_byte(std::int32_t v) { return static_cast<std::int8_t>(static_cast<std::uint8_t>(v)); }
+
+// Legacy 32-wide types (ggml-quants.c: quantize_row_q{4_1,5_0,5_1}_ref, dequantize_row_*).
+void encode_q4_1(const float* x, std::byte* out, std::size_t n);
+void encode_q5_0(const float* x, std::byte* out, std::size_t n);
+void encode_q5_1(const float* x, std::byte* out, std::size_t n);
+void decode_q4_1(const std::byte* in, float* y, std::size_t n);
+void decode_q5_0(const std::byte* in, float* y, std::size_t n);
+void decode_q5_1(const std::byte* in, float* y, std::size_t n);
+void decode_iq4_nl(const std::byte* in, float* y, std::size_t n);
+
+// 256-wide super-blocks (quantize_row_q{2..6}_K_ref, dequantize_row_q{2..6}_K, dequantize_row_iq4_xs).
+void encode_q2_k(const float* x, std::byte* out, std::size_t n);
+void encode_q3_k(const float* x, std::byte* out, std::size_t n);
+void encode_q4_k(const float* x, std::byte* out, std::size_t n);
+void encode_q5_k(const float* x, std::byte* out, std::size_t n);
+void encode_q6_k(const float* x, std::byte* out, std::size_t n);
+void decode_q2_k(const std::byte* in, float* y, std::size_t n);
+void decode_q3_k(const std::byte* in, float* y, std::size_t n);
+void decode_q4_k(const std::byte* in, float* y, std::size_t n);
+void decode_q5_k(const std::byte* in, float* y, std::size_t n);
+void decode_q6_k(const std::byte* in, float* y, std::size_t n);
+void decode_iq4_xs(const std::byte* in, float* y, std::size_t n);
+
+}  // namespace headfuse::blocks
