@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <numeric>
 
 #include <nlohmann/json.hpp>
@@ -13,6 +14,7 @@
 #include "headfuse/gguf.h"
 #include "headfuse/model.h"
 #include "headfuse/verify.h"
+#include "headfuse/vocab.h"
 #include "progress.h"
 
 namespace headfuse::cli {
@@ -71,11 +73,38 @@ nlohmann::json to_json(const Value& v) {
     return std::visit([](const auto& x) { return nlohmann::json(x); }, v.scalar);
 }
 
+// "llama (SentencePiece-style BPE), 32000 tokens, bos 1 '<s>', eos 2 '</s>', unk 0 '<unk>', adds bos, chat template"
+std::string describe(const TokenizerSummary& t) {
+    std::string s = t.model;
+    if (t.model == "llama") s += " (SentencePiece-style BPE)";
+    if (t.model == "gpt2") s += " (byte-level BPE" + (t.pre.empty() ? "" : ", pre-tokenizer " + t.pre) + ")";
+    s += ", " + std::to_string(t.n_tokens) + " tokens";
+    if (t.n_merges) s += ", " + std::to_string(t.n_merges) + " merges";
+    for (const auto& sp : t.specials)
+        s +=
+            ", " + sp.role + " " + std::to_string(sp.id) + (sp.text.empty() ? " (out of range)" : " '" + sp.text + "'");
+    if (t.add_bos.value_or(false)) s += ", adds bos";
+    if (t.add_eos.value_or(false)) s += ", adds eos";
+    if (t.chat_template) s += ", chat template";
+    return s;
+}
+
+nlohmann::json to_json(const TokenizerSummary& t) {
+    nlohmann::json j = {{"model", t.model}, {"pre", t.pre}, {"tokens", t.n_tokens}, {"merges", t.n_merges}};
+    nlohmann::json sp = nlohmann::json::object();
+    for (const auto& s : t.specials) sp[s.role] = {{"id", s.id}, {"text", s.text}};
+    j["special"] = sp;
+    if (t.add_bos) j["add_bos"] = *t.add_bos;
+    if (t.add_eos) j["add_eos"] = *t.add_eos;
+    j["chat_template"] = t.chat_template;
+    return j;
+}
+
 // What kind of model a file holds, if any: "per-head checkpoint", "fused llama file" or "".
-std::string model_kind(const GgufFile& f) {
-    if (f.find_tensor("blk.0.attn_q.head_0.weight")) return "per-head checkpoint";
-    if (f.find_tensor("blk.0.attn_q.weight")) return "fused llama file";
-    return "";
+std::string kind_name(const GgufFile& f) {
+    const std::optional<ModelKind> kind = headfuse::model_kind(f);
+    if (!kind) return "";
+    return *kind == ModelKind::PerHead ? "per-head checkpoint" : "fused llama file";
 }
 
 }  // namespace
@@ -91,19 +120,28 @@ int run_init(const InitArgs& a, const Common& c) {
 
 int run_fuse(const FuseArgs& a, const Common& c) {
     const auto t0 = Clock::now();
+    const auto warn = [](const std::string& w) { std::fprintf(stderr, "headfuse: warning: %s\n", w.c_str()); };
+    // The tokenizer is read and checked before the model, so a bad one fails before any work.
+    std::optional<Tokenizer> tok;
+    if (!a.tokenizer_from.empty())
+        tok = read_tokenizer(a.tokenizer_from, warn);
+    else if (std::filesystem::exists(std::filesystem::path(a.in) / "tokenizer.json"))
+        tok = read_tokenizer(a.in, warn);  // a Hugging Face folder brings its own tokenizer
     const PerHeadModel model = PerHeadModel::open(a.in);
-    std::optional<GgufFile> tok;
-    if (!a.tokenizer_from.empty()) tok = GgufFile::open(a.tokenizer_from);
     FuseOptions opt;
     opt.type = a.type;
+    opt.mix = a.mix;
     opt.threads = c.threads;
-    opt.tokenizer_from = tok ? &*tok : nullptr;
+    opt.tokenizer = tok ? &*tok : nullptr;
     opt.progress = make_progress("fuse", c.quiet);
     opt.split = c.split;
-    opt.warn = [](const std::string& w) { std::fprintf(stderr, "headfuse: warning: %s\n", w.c_str()); };
+    opt.warn = warn;
     const auto files = fuse(model, a.out, opt);
     std::printf("wrote %s: fused llama file, %s, %s in %.2f s\n", written(files).c_str(),
-                describe(model.config()).c_str(), a.type ? std::string(type_name(*a.type)).c_str() : "types kept",
+                describe(model.config()).c_str(),
+                a.mix    ? std::string(mix_name(*a.mix)).c_str()
+                : a.type ? std::string(type_name(*a.type)).c_str()
+                         : "types kept",
                 seconds_since(t0));
     return 0;
 }
@@ -117,9 +155,25 @@ int run_split(const SplitArgs& a, const Common& c) {
     return 0;
 }
 
+struct TypeTotal {
+    std::size_t tensors = 0;
+    std::uint64_t bytes = 0;
+};
+
+// The number of tensors and their bytes per tensor type, by type name.
+std::map<std::string, TypeTotal> bytes_by_type(const GgufFile& f) {
+    std::map<std::string, TypeTotal> out;
+    for (const TensorInfo& t : f.tensors()) {
+        TypeTotal& total = out[type_label(t.type)];
+        ++total.tensors;
+        total.bytes += t.nbytes;
+    }
+    return out;
+}
+
 int run_inspect(const InspectArgs& a) {
     const GgufFile f = GgufFile::open(a.file);
-    const std::string kind = model_kind(f);
+    const std::string kind = kind_name(f);
     if (a.json) {
         nlohmann::json j;
         j["file"] = a.file;
@@ -130,6 +184,7 @@ int run_inspect(const InspectArgs& a) {
         nlohmann::json shards = nlohmann::json::array();
         for (const auto& p : f.paths()) shards.push_back(p.string());
         j["shards"] = shards;
+        if (const auto t = summarize_tokenizer(f.metadata())) j["tokenizer"] = to_json(*t);
         nlohmann::json md = nlohmann::json::object();
         for (const auto& e : f.metadata().entries())
             md[e.key] = {{"type", value_type_name(e.value.type)}, {"value", to_json(e.value)}};
@@ -143,6 +198,9 @@ int run_inspect(const InspectArgs& a) {
                           {"shard", t.shard},
                           {"bytes", t.nbytes}});
         j["tensors"] = ts;
+        nlohmann::json by_type = nlohmann::json::object();
+        for (const auto& [type, n] : bytes_by_type(f)) by_type[type] = {{"tensors", n.tensors}, {"bytes", n.bytes}};
+        j["bytes_by_type"] = by_type;
         std::printf("%s\n", j.dump(2).c_str());
         return 0;
     }
@@ -159,6 +217,7 @@ int run_inspect(const InspectArgs& a) {
             std::printf("model: not valid: %s\n", e.what());
         }
     }
+    if (const auto t = summarize_tokenizer(f.metadata())) std::printf("tokenizer: %s\n", describe(*t).c_str());
     std::printf("\nmetadata:\n");
     for (const auto& e : f.metadata().entries())
         std::printf("  %-44s %-7s %s\n", e.key.c_str(), std::string(value_type_name(e.value.type)).c_str(),
@@ -171,6 +230,10 @@ int run_inspect(const InspectArgs& a) {
         if (f.shard_count() > 1) std::printf(" in shard %u", t.shard + 1);
         std::printf("\n");
     }
+    std::printf("\nbytes by type:\n");
+    for (const auto& [type, n] : bytes_by_type(f))
+        std::printf("  %-8s %3zu tensors %16llu bytes (%s)\n", type.c_str(), n.tensors,
+                    static_cast<unsigned long long>(n.bytes), human_bytes(n.bytes).c_str());
     return 0;
 }
 
@@ -210,6 +273,7 @@ int run_verify(const VerifyArgs& a, const Common& c) {
     opt.threads = c.threads;
     opt.progress = make_progress("verify", c.quiet);
     const VerifyReport r = verify(per_head, fused, opt);
+    for (const std::string& d : r.config_differences) std::printf("MISMATCH hyperparameter %s\n", d.c_str());
     for (const std::string& m : r.mismatches) std::printf("MISMATCH %s\n", m.c_str());
     std::printf("tensors: %llu compared, %zu differ%s\n", static_cast<unsigned long long>(r.tensors_checked),
                 r.mismatches.size(),

@@ -8,6 +8,7 @@
 
 #include "headfuse/config.h"
 #include "headfuse/gguf.h"
+#include "headfuse/mix.h"
 #include "headfuse/types.h"
 
 namespace headfuse::cli {
@@ -27,6 +28,7 @@ struct InitArgs {
 struct FuseArgs {
     std::string in, out, tokenizer_from;
     std::optional<DType> type;
+    std::optional<Mix> mix;
 };
 
 struct SplitArgs {

@@ -1,4 +1,5 @@
 // headfuse: the command line. Flags live here; the work lives in the library (commands.cpp calls it).
+#include <cctype>
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -13,9 +14,17 @@ using namespace headfuse::cli;
 
 namespace {
 
+std::string lowercase(std::string_view s) {
+    std::string out(s);
+    for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return out;
+}
+
+// The --type values: every type headfuse writes, then llama.cpp's K-quant mixes.
 std::string type_list() {
     std::string s;
-    for (DType t : model_dtypes()) s += (s.empty() ? "" : "|") + std::string(type_name(t));
+    for (DType t : model_dtypes()) s += (s.empty() ? "" : "|") + lowercase(type_name(t));
+    for (Mix m : all_mixes()) s += "|" + std::string(mix_name(m));
     return s;
 }
 
@@ -105,6 +114,14 @@ int main(int argc, char** argv) {
     c_init->add_option("--context", cfg.context_length, "Context length")->capture_default_str();
     c_init->add_option("--rms-eps", cfg.rms_eps, "RMSNorm epsilon")->capture_default_str();
     c_init->add_option("--rope-theta", cfg.rope_theta, "RoPE frequency base")->capture_default_str();
+    std::string rope_scaling = "none";
+    c_init->add_option("--rope-scaling", rope_scaling, "RoPE context scaling: none|linear|yarn")
+        ->check(CLI::IsMember({"none", "linear", "yarn"}))
+        ->capture_default_str();
+    c_init->add_option("--rope-scaling-factor", cfg.rope_scaling_factor, "Context multiplier of linear or YaRN scaling")
+        ->capture_default_str();
+    c_init->add_option("--rope-original-context", cfg.rope_original_context,
+                       "YaRN: the context length before scaling (default: --context)");
     add_common(c_init, common);
     std::string split_max_size;
     std::uint64_t split_max_tensors = 0;
@@ -116,9 +133,13 @@ int main(int argc, char** argv) {
         app.add_subcommand("fuse", "Per-head checkpoint -> llama.cpp GGUF (fused q/k/v, lens folded, tokenizer)");
     c_fuse->add_option("input", fuse.in, "Per-head GGUF checkpoint (or any shard of a split set)")->required();
     c_fuse->add_option("-o,--output", fuse.out, "Output llama.cpp GGUF file")->required();
-    c_fuse->add_option("--type", fuse_type, "Type of 2-D weights: " + type_list() + " (default: keep the input's)");
+    c_fuse->add_option("--type", fuse_type,
+                       "Type of 2-D weights: " + type_list() +
+                           " (a K-quant mix chooses per tensor as llama-quantize does; default: keep the input's)");
     c_fuse->add_option("--tokenizer-from", fuse.tokenizer_from,
-                       "Carry this GGUF file's tokenizer over (its size must match)");
+                       "Tokenizer to write: a GGUF file's, or a Hugging Face folder's or tokenizer.json's, converted "
+                       "(its size must match the vocabulary; checked as llama.cpp's loader checks it). Default: "
+                       "the input's own, else a SentencePiece placeholder");
     add_common(c_fuse, common);
     add_split(c_fuse, split_max_size, split_max_tensors);
 
@@ -154,12 +175,15 @@ int main(int argc, char** argv) {
     c_verify->add_option("--tokens", verify_tokens,
                          "Comma-separated token ids (default: 8 tokens across the vocabulary)");
     add_common(c_verify, common);
+    c_verify->footer("Exit status: 0 the same model (PASS), 1 they differ (FAIL), 2 they could not be compared.");
 
+    // verify answers as cmp does: 0 the same model, 1 they differ, 2 they could not be compared.
+    const int failure = argc > 1 && std::string_view(argv[1]) == "verify" ? 2 : 1;
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         const int code = app.exit(e);
-        return code == 0 ? 0 : 1;
+        return code == 0 ? 0 : failure;
     }
 
     try {
@@ -168,12 +192,17 @@ int main(int argc, char** argv) {
         if (*c_init) {
             if (!cfg.n_kv_heads) cfg.n_kv_heads = cfg.n_heads;
             if (!cfg.d_head && cfg.n_heads) cfg.d_head = cfg.d_model / cfg.n_heads;
+            cfg.rope_scaling = rope_scaling == "yarn"     ? RopeScaling::Yarn
+                               : rope_scaling == "linear" ? RopeScaling::Linear
+                                                          : RopeScaling::None;
             return run_init(init, common);
         }
         if (*c_fuse) {
             if (!fuse_type.empty()) {
                 fuse.type = parse_dtype(fuse_type);
-                if (!fuse.type) fail("--type: expected one of " + type_list() + ", found '" + fuse_type + "'");
+                fuse.mix = parse_mix(fuse_type);
+                if (!fuse.type && !fuse.mix)
+                    fail("--type: expected one of " + type_list() + ", found '" + fuse_type + "'");
             }
             return run_fuse(fuse, common);
         }
@@ -189,13 +218,13 @@ int main(int argc, char** argv) {
         }
     } catch (const Error& e) {
         std::fprintf(stderr, "headfuse: %s\n", one_line(e.what()).c_str());
-        return 1;
+        return failure;
     } catch (const std::bad_alloc&) {
         std::fprintf(stderr, "headfuse: out of memory\n");
-        return 1;
+        return failure;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "headfuse: %s\n", one_line(e.what()).c_str());
-        return 1;
+        return failure;
     }
-    return 1;
+    return failure;
 }

@@ -21,8 +21,12 @@ fi
 
 # The judges: exact versions from judge/package-lock.json, without the other platforms' binaries.
 stamp=judge/node_modules/.headfuse-lock
-if ! cmp -s judge/package-lock.json "$stamp" 2>/dev/null; then
-  echo "setup: installing the judges (node-llama-cpp, @huggingface/gguf) into judge/node_modules"
+if [ -L judge/node_modules ]; then
+  # A link to an install shared between work trees: `npm ci` through it would empty the shared copy.
+  cmp -s judge/package-lock.json "$stamp" 2>/dev/null ||
+    echo "setup: judge/node_modules is a link to a shared install; not reinstalling it from judge/package-lock.json"
+elif ! cmp -s judge/package-lock.json "$stamp" 2>/dev/null; then
+  echo "setup: installing the judges (node-llama-cpp, @huggingface/gguf, @lenml/tokenizers) into judge/node_modules"
   (cd judge && npm ci --omit=optional --no-audit --no-fund --loglevel=error)
   cp judge/package-lock.json "$stamp"
 fi

@@ -1,6 +1,7 @@
 #include "headfuse/config.h"
 
 #include <cmath>
+#include <cstdio>
 #include <string>
 
 #include "headfuse/error.h"
@@ -21,7 +22,60 @@ void check_range(std::string_view field, std::uint32_t v, std::uint32_t lo, std:
              std::to_string(v));
 }
 
+// RoPE scaling as llama.cpp's loader reads it (llama_model_base::load_hparams): the type defaults to
+// "linear", the factor to the old key rope.scale_linear and then to 0, and a factor of 0 means 1.
+void read_rope_scaling(const Metadata& md, std::string_view where, Config& c) {
+    constexpr std::string_view kType = "llama.rope.scaling.type";
+    float factor = 0.0f;
+    if (md.find("llama.rope.scaling.factor"))
+        factor = md.get_f32("llama.rope.scaling.factor", where);
+    else if (md.find("llama.rope.scale_linear"))
+        factor = md.get_f32("llama.rope.scale_linear", where);
+    c.rope_scaling_factor = factor == 0.0f ? 1.0f : factor;
+    if (md.find(kType)) {
+        const std::string& type = md.get_string(kType, where);
+        if (type == "none")
+            c.rope_scaling = RopeScaling::None;
+        else if (type == "linear")
+            c.rope_scaling = RopeScaling::Linear;
+        else if (type == "yarn")
+            c.rope_scaling = RopeScaling::Yarn;
+        else
+            fail(std::string(where) + ": key '" + std::string(kType) + "' is \"" + type +
+                 "\"; headfuse reads none, linear and yarn");
+    } else {
+        c.rope_scaling = c.rope_scaling_factor == 1.0f ? RopeScaling::None : RopeScaling::Linear;
+    }
+    if (md.find("llama.rope.scaling.original_context_length"))
+        c.rope_original_context = md.get_u32("llama.rope.scaling.original_context_length", where);
+    if (md.find("llama.rope.scaling.attn_factor"))
+        c.rope_attn_factor = md.get_f32("llama.rope.scaling.attn_factor", where);
+}
+
+// Keys the llama graph reads that change its result and that the forward pass does not model.
+void note_unmodeled(const Metadata& md, std::string_view where, Config& c) {
+    auto note = [&](std::string_view key, const std::string& value) {
+        c.unmodeled.push_back("key '" + std::string(key) + "' = " + value);
+    };
+    if (const Value* v = md.find("llama.attention.causal"); v && v->type == ValueType::BOOL) {
+        if (!std::get<bool>(v->scalar)) note("llama.attention.causal", "false (non-causal attention)");
+    }
+    if (md.find("llama.expert_count")) {
+        const std::uint32_t n = md.get_u32("llama.expert_count", where);
+        if (n > 0) note("llama.expert_count", std::to_string(n) + " (a mixture of experts)");
+    }
+}
+
 }  // namespace
+
+std::string_view rope_scaling_name(RopeScaling s) noexcept {
+    switch (s) {
+        case RopeScaling::None: return "none";
+        case RopeScaling::Linear: return "linear";
+        case RopeScaling::Yarn: return "yarn";
+    }
+    return "none";
+}
 
 void Config::validate() const {
     check_range("d_model", d_model, 1, kMaxDim);
@@ -42,6 +96,11 @@ void Config::validate() const {
         fail("rms_eps must be a positive number, found " + std::to_string(rms_eps));
     if (!(std::isfinite(rope_theta) && rope_theta > 0))
         fail("rope_theta must be a positive number, found " + std::to_string(rope_theta));
+    if (!(std::isfinite(rope_scaling_factor) && rope_scaling_factor > 0))
+        fail("rope_scaling_factor must be a positive number, found " + std::to_string(rope_scaling_factor));
+    if (!(std::isfinite(rope_attn_factor) && rope_attn_factor > 0))
+        fail("rope_attn_factor must be a positive number, found " + std::to_string(rope_attn_factor));
+    check_range("rope_original_context", rope_original_context, 0, kMaxDim * 16);
     if (donor_d_in > 0) {
         check_range("donor_d_in", donor_d_in, 1, kMaxDim);
         if (tied) fail("a projection lens (donor_d_in > 0) requires an untied output layer");
@@ -61,6 +120,12 @@ void Config::write_metadata(Metadata& md) const {
     md.set("llama.attention.value_length", Value::u32(d_head));
     md.set("llama.rope.dimension_count", Value::u32(d_head));
     md.set("llama.rope.freq_base", Value::f32(rope_theta));
+    if (rope_scaling != RopeScaling::None) {
+        md.set("llama.rope.scaling.type", Value::string(std::string(rope_scaling_name(rope_scaling))));
+        md.set("llama.rope.scaling.factor", Value::f32(rope_scaling_factor));
+    }
+    if (rope_original_context) md.set("llama.rope.scaling.original_context_length", Value::u32(rope_original_context));
+    if (rope_attn_factor != 1.0f) md.set("llama.rope.scaling.attn_factor", Value::f32(rope_attn_factor));
     md.set("llama.attention.layer_norm_rms_epsilon", Value::f32(rms_eps));
 }
 
@@ -91,6 +156,8 @@ Config Config::from_metadata(const Metadata& md, std::string_view where) {
     same_as_d_head("llama.attention.value_length");
     same_as_d_head("llama.rope.dimension_count");
     if (md.find("llama.vocab_size")) c.vocab = md.get_u32("llama.vocab_size", where);
+    read_rope_scaling(md, where, c);
+    note_unmodeled(md, where, c);
     return c;
 }
 
@@ -100,6 +167,12 @@ std::string describe(const Config& c) {
                     std::to_string(c.d_ff) + ", " + std::to_string(c.n_layers) + " layers, vocab " +
                     std::to_string(c.vocab) + ", " + (c.tied ? "tied" : "untied");
     if (c.has_lens()) s += ", lens from donor_d_in " + std::to_string(c.donor_d_in);
+    if (c.rope_scaling != RopeScaling::None) {
+        char factor[32];
+        std::snprintf(factor, sizeof factor, "%g", double(c.rope_scaling_factor));
+        s += ", rope " + std::string(rope_scaling_name(c.rope_scaling)) + " x" + factor;
+        if (c.rope_original_context) s += " from context " + std::to_string(c.rope_original_context);
+    }
     return s;
 }
 

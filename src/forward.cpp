@@ -30,6 +30,7 @@
 #include "headfuse/fold.h"
 #include "headfuse/quantize.h"
 #include "parallel.h"
+#include "roles.h"
 
 namespace headfuse {
 namespace {
@@ -44,7 +45,7 @@ void check_matrix(const TensorView& w, std::uint64_t n_in, std::uint64_t n_out) 
     const TypeTraits* t = find_type(static_cast<std::uint32_t>(w.type));
     if (!t || !t->reads)
         fail("forward: tensor '" + w.name + "' has type id " + std::to_string(static_cast<std::uint32_t>(w.type)) +
-             "; expected " + read_type_list());
+             "; expected " + readable_type_names());
     if (w.ne[0] != n_in || w.n_rows() != n_out)
         fail("forward: tensor '" + w.name + "' has wrong shape; expected [" + std::to_string(n_in) + ", " +
              std::to_string(n_out) + "], got " + shape_of(w));
@@ -64,38 +65,37 @@ void check_norm(const TensorView& w, std::uint64_t n) {
 void check_model(const ModelViews& m) {
     const Config& c = m.config;
     c.validate();
+    if (!c.unmodeled.empty())
+        fail("forward: the model has " + c.unmodeled.front() +
+             ", which changes what llama.cpp computes and which the reference forward pass does not model");
     if (c.tied == m.output.has_value())
         fail(std::string("forward: config says ") + (c.tied ? "tied" : "untied") + " but output.weight is " +
              (m.output ? "present" : "absent"));
     if (c.has_lens() != m.lens_proj.has_value())
         fail("forward: config says donor_d_in " + std::to_string(c.donor_d_in) + " but lens.proj.weight is " +
              (m.lens_proj ? "present" : "absent"));
-    if (m.lens_proj) {
-        check_matrix(m.token_embd, c.donor_d_in, c.vocab);
-        check_matrix(*m.lens_proj, c.donor_d_in, c.d_model);
-        if (m.token_embd.type != DType::F32 || m.lens_proj->type != DType::F32)
-            fail("forward: a projection lens needs f32 token_embd.weight and lens.proj.weight");
-    } else {
-        check_matrix(m.token_embd, c.d_model, c.vocab);
-    }
-    check_norm(m.output_norm, c.d_model);
-    if (m.output) check_matrix(*m.output, c.d_model, c.vocab);
     if (m.layers.size() != c.n_layers)
         fail("forward: " + std::to_string(m.layers.size()) + " layers given; expected " + std::to_string(c.n_layers));
-    for (const LayerViews& l : m.layers) {
-        if (l.q.size() != c.n_heads || l.k.size() != c.n_kv_heads || l.v.size() != c.n_kv_heads)
-            fail("forward: a layer has " + std::to_string(l.q.size()) + "/" + std::to_string(l.k.size()) + "/" +
-                 std::to_string(l.v.size()) + " q/k/v heads; expected " + std::to_string(c.n_heads) + "/" +
-                 std::to_string(c.n_kv_heads) + "/" + std::to_string(c.n_kv_heads));
-        for (const auto* heads : {&l.q, &l.k, &l.v})
-            for (const TensorView& h : *heads) check_matrix(h, c.d_model, c.d_head);
-        check_norm(l.attn_norm, c.d_model);
-        check_matrix(l.attn_output, c.q_dim(), c.d_model);
-        check_norm(l.ffn_norm, c.d_model);
-        check_matrix(l.ffn_gate, c.d_model, c.d_ff);
-        check_matrix(l.ffn_up, c.d_model, c.d_ff);
-        check_matrix(l.ffn_down, c.d_ff, c.d_model);
-    }
+    // Every tensor the role table gives the per-head layout of this config, with its shape and type.
+    auto check = [](const TensorSpec& s, const TensorView& w) {
+        if (s.kind == TensorKind::Norm) return check_norm(w, s.ne[0]);
+        check_matrix(w, s.ne[0], s.ne[1]);
+        if ((s.kind == TensorKind::Donor || s.kind == TensorKind::Lens) && w.type != DType::F32)
+            fail("forward: a projection lens needs f32 token_embd.weight and lens.proj.weight");
+    };
+    for_each_spec(c, ModelKind::PerHead, [&](TensorSpec&& s) {
+        const RoleSpec& r = *s.role;
+        if (!is_head_role(r)) {
+            const TensorView* w = role_view(m, r, s.layer);
+            if (!w) fail("forward: config says the model has " + s.name + ", but it is absent");
+            return check(s, *w);
+        }
+        const std::vector<TensorView>& heads = role_heads(m, r, s.layer);
+        if (heads.size() != head_count(r, c, s.layer))
+            fail("forward: layer " + std::to_string(s.layer) + " has " + std::to_string(heads.size()) + " " +
+                 std::string(r.name) + " heads; expected " + std::to_string(head_count(r, c, s.layer)));
+        check(s, heads[s.head]);
+    });
 }
 
 // ----------------------------------------------------------------------------------------------------------
@@ -192,17 +192,67 @@ void rmsnorm(float* out, const float* x, const float* w, std::size_t n, float ep
     for (std::size_t i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
 }
 
-// RoPE angles as ggml-cpu builds them (ggml_rope_cache_init; rope_yarn without YaRN and with freq_scale 1
-// leaves the angle as is): theta_i = pos * base^(-2i/d_head), built by repeated f32 multiplication by
-// powf(base, -2/d_head) rather than by a pow per pair. The two differ by a few ulps of theta, and at a far
-// position one ulp of theta (2.4e-4 at 2048) moves cos and sin by as much: following ggml's recurrence keeps
-// the angles, and so cos and sin (same libm), identical to llama.cpp's.
-void rope_angles(float* cs, std::uint32_t pos, std::uint32_t d_head, float base) {
-    const float theta_scale = std::pow(base, -2.0f / float(d_head));  // float overload: powf
+// RoPE's parameters as llama.cpp derives them from the model's keys (llama_context's constructor) and hands
+// them to ggml_rope_ext: freq_scale is the inverse of the scaling factor (1 without scaling), YaRN sets
+// ext_factor 1 and an attention factor that ggml's rope_yarn multiplies back by 1 + 0.1 ln(1/freq_scale), and
+// YaRN's correction dimensions come from beta_fast 32 and beta_slow 1 (the `llama` graph reads no keys for them).
+struct RopeParams {
+    std::uint32_t n_dims = 0;
+    float freq_base = 10000.0f, freq_scale = 1.0f, ext_factor = 0.0f, attn_factor = 1.0f;
+    float corr_low = 0.0f, corr_high = 0.0f;  // ggml_rope_yarn_corr_dims
+};
+
+constexpr float kYarnBetaFast = 32.0f, kYarnBetaSlow = 1.0f;  // llama_hparams' defaults
+
+RopeParams rope_params(const Config& c) {
+    RopeParams r;
+    r.n_dims = c.d_head;
+    r.freq_base = c.rope_theta;
+    r.freq_scale = c.rope_scaling == RopeScaling::None ? 1.0f : 1.0f / c.rope_scaling_factor;
+    r.ext_factor = c.rope_scaling == RopeScaling::Yarn ? 1.0f : 0.0f;
+    if (r.ext_factor != 0.0f) {
+        const float factor = 1.0f / r.freq_scale;  // not always the factor itself: llama.cpp inverts twice
+        r.attn_factor = factor <= 1.0f ? 1.0f : 0.1f * 1.0f * std::log(factor) + 1.0f;
+        r.attn_factor *= 1.0f / (1.0f + 0.1f * std::log(factor));
+    }
+    r.attn_factor *= c.rope_attn_factor;
+    const std::uint32_t n_ctx_orig = c.rope_original_context ? c.rope_original_context : c.context_length;
+    const float pi = 3.14159265358979323846f;
+    auto corr_dim = [&](float n_rot) {
+        return float(r.n_dims) * std::log(float(n_ctx_orig) / (n_rot * 2 * pi)) / (2 * std::log(r.freq_base));
+    };
+    r.corr_low = std::max(0.0f, std::floor(corr_dim(kYarnBetaFast)));
+    r.corr_high = std::min(float(r.n_dims - 1), std::ceil(corr_dim(kYarnBetaSlow)));
+    return r;
+}
+
+// ggml's rope_yarn_ramp: 1 below the low correction dimension, 0 above the high one, linear between.
+float yarn_ramp(float low, float high, std::uint32_t i0) {
+    const float y = (float(i0 / 2) - low) / std::max(0.001f, high - low);
+    return 1.0f - std::min(1.0f, std::max(0.0f, y));
+}
+
+// RoPE (cos, sin) pairs of one position as ggml-cpu builds them (ggml_rope_cache_init, rope_yarn): the angle
+// theta_i = pos * base^(-2i/d_head) is built by repeated f32 multiplication by powf(base, -2/d_head) rather
+// than by a pow per pair. The two differ by a few ulps of theta, and at a far position one ulp of theta
+// (2.4e-4 at 2048) moves cos and sin by as much: following ggml's recurrence keeps the angles, and so cos and
+// sin (same libm), identical to llama.cpp's. Then each pair's angle is divided by its frequency factor
+// (rope_freqs.weight, when given), scaled (linear), or blended per dimension (YaRN), and cos and sin are
+// multiplied by the attention factor.
+void rope_angles(float* cs, std::uint32_t pos, const RopeParams& r, const float* freq_factors) {
+    const float theta_scale = std::pow(r.freq_base, -2.0f / float(r.n_dims));  // float overload: powf
     float theta = float(pos);
-    for (std::uint32_t i = 0; i < d_head; i += 2) {
-        cs[i] = std::cos(theta);
-        cs[i + 1] = std::sin(theta);
+    for (std::uint32_t i = 0; i < r.n_dims; i += 2) {
+        const float extrap = theta / (freq_factors ? freq_factors[i / 2] : 1.0f);
+        const float interp = r.freq_scale * extrap;
+        float angle = interp, mscale = r.attn_factor;
+        if (r.ext_factor != 0.0f) {
+            const float mix = yarn_ramp(r.corr_low, r.corr_high, i) * r.ext_factor;
+            angle = interp * (1 - mix) + extrap * mix;
+            mscale *= 1.0f + 0.1f * std::log(1.0f / r.freq_scale);
+        }
+        cs[i] = std::cos(angle) * mscale;
+        cs[i + 1] = std::sin(angle) * mscale;
         theta *= theta_scale;
     }
 }
@@ -299,7 +349,8 @@ std::vector<float> forward_logits(const ModelViews& model, std::span<const std::
     RunState s(c, n);
 
     embed(model, tokens, s.x.data());
-    for (std::size_t t = 0; t < n; ++t) rope_angles(&s.rope[t * dh], std::uint32_t(t), dh, c.rope_theta);
+    const RopeParams rope_p = rope_params(c);
+    for (std::size_t t = 0; t < n; ++t) rope_angles(&s.rope[t * dh], std::uint32_t(t), rope_p, nullptr);
 
     for (const LayerViews& l : model.layers) {
         // attention: h = x + attn_output · attention(rope(q), rope(k), v), all of rmsnorm(x) * attn_norm

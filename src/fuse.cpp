@@ -5,16 +5,16 @@
 #include <algorithm>
 #include <exception>
 #include <future>
-#include <map>
 #include <string>
 #include <vector>
 
 #include "headfuse/error.h"
 #include "headfuse/fold.h"
+#include "headfuse/mix.h"
 #include "headfuse/quantize.h"
-#include "layout.h"
 #include "order.h"
 #include "parallel.h"
+#include "roles.h"
 #include "tokenizer.h"
 
 namespace headfuse {
@@ -25,29 +25,6 @@ namespace {
 // window out to every thread.
 constexpr std::uint64_t kCopyWindowBytes = std::uint64_t{512} << 10;
 constexpr std::uint64_t kEncodeWindowBytes = std::uint64_t{4} << 20;
-
-// llama.cpp's general.file_type (enum llama_ftype) for a file whose 2-D weights are of type t. A K-quant
-// without a mix is the ftype llama-quantize's aliases Q3_K, Q4_K and Q5_K name (the _M mixes).
-std::uint32_t file_type_of(DType t) {
-    switch (t) {
-        case DType::F32: return 0;
-        case DType::F16: return 1;
-        case DType::Q4_0: return 2;
-        case DType::Q4_1: return 3;
-        case DType::Q8_0: return 7;
-        case DType::Q5_0: return 8;
-        case DType::Q5_1: return 9;
-        case DType::Q2_K: return 10;
-        case DType::Q3_K: return 12;
-        case DType::Q4_K: return 15;
-        case DType::Q5_K: return 17;
-        case DType::Q6_K: return 18;
-        case DType::IQ4_NL: return 25;
-        case DType::IQ4_XS: return 30;
-        case DType::BF16: return 32;
-    }
-    return 0;
-}
 
 // `source` names the input file ("ph.gguf: "), or is empty for a model in memory.
 [[noreturn]] void non_finite(const std::string& source, const std::string& tensor, std::uint64_t row) {
@@ -93,9 +70,10 @@ void emit_view(const TensorView& v, const std::string& source, DType type, unsig
             sink.write(v.bytes);
         return;
     }
-    if (v.type != type && v.type != DType::F32)
+    const bool widen = v.type == DType::F16 || v.type == DType::BF16;  // exactly, to F32, then encoded
+    if (v.type != type && v.type != DType::F32 && !widen)
         fail(source + "tensor '" + v.name + "' is " + std::string(type_name(v.type)) + "; headfuse encodes to " +
-             std::string(type_name(type)) + " from f32 weights only");
+             std::string(type_name(type)) + " from f32, f16 or bf16 weights only");
     const bool copy = v.type == type;
     const std::uint64_t ne0 = v.ne[0], n_rows = v.n_rows();
     const std::uint64_t step = rows_per(v, copy ? kCopyWindowBytes : kEncodeWindowBytes);
@@ -121,16 +99,23 @@ void emit_view(const TensorView& v, const std::string& source, DType type, unsig
         return;
     }
     std::vector<std::byte> in, out;
+    std::vector<float> wide;
     for (std::uint64_t r = 0; r < n_rows; r += step) {
         const std::uint64_t n = std::min(step, n_rows - r);
         const auto window = rows_of(v, r, n, in);
         if (copy) {  // check the window, then write it while it is still in cache
             check(window, r);
             sink.write(window);
-        } else {
-            encode_rows(source, v.name, r, reinterpret_cast<const float*>(window.data()), n, ne0, type, threads, out);
-            sink.write(out);
+            continue;
         }
+        const float* x = reinterpret_cast<const float*>(window.data());
+        if (widen) {
+            wide.resize(n * ne0);
+            decode_row(v.type, window.data(), wide.data(), n * ne0);
+            x = wide.data();
+        }
+        encode_rows(source, v.name, r, x, n, ne0, type, threads, out);
+        sink.write(out);
     }
 }
 
@@ -139,16 +124,22 @@ struct Planner {
     const FuseOptions& opt;
     std::string source;  // "ph.gguf: " for a model read from a file, prefixing errors about its weights
 
-    // The type a 2-D weight is written in.
+    // The type a 2-D weight is written in: the input's, the pure type or the mix's choice, each with
+    // llama.cpp's fallback when the rows are not whole blocks.
     DType weight_type(const std::string& name, const TensorView& src, std::uint64_t ne0) const {
-        if (!opt.type) return src.type;
-        const DType want = *opt.type;
-        if (ne0 % traits(want).block_size == 0) return want;
-        if (opt.warn)
+        if (!opt.type && !opt.mix) return src.type;
+        const DType want = opt.mix ? mix_base_type(*opt.mix) : *opt.type;
+        const DType t = opt.mix ? mix_tensor_type(*opt.mix, name, ne0, mix_model()) : fallback_type(want, ne0);
+        if (ne0 % traits(want).block_size != 0 && opt.warn)
             opt.warn("tensor '" + name + "' has rows of " + std::to_string(ne0) + " elements, not whole " +
                      std::string(type_name(want)) + " blocks of " + std::to_string(traits(want).block_size) +
-                     ": written as f16");
-        return DType::F16;
+                     ": written as " + std::string(type_name(t)));
+        return t;
+    }
+
+    MixModel mix_model() const {
+        const Config& c = m.config;
+        return {.n_layers = c.n_layers, .tied = !m.output, .is_70b = c.n_layers == 80 && c.n_heads != c.n_kv_heads};
     }
 
     void add_copy(GgufWriter& w, const TensorSpec& s, const TensorView& v) const {
@@ -200,17 +191,23 @@ struct Planner {
 Metadata fused_metadata(const PerHeadModel& model, const FuseOptions& opt) {
     const Config& c = model.config();
     Metadata md = per_head_metadata(c, model.metadata());
-    if (opt.type || !md.find("general.file_type"))
-        md.set("general.file_type", Value::u32(file_type_of(opt.type.value_or(model.views().token_embd.type))));
+    const bool retyped = opt.type || opt.mix;
+    const DType base = opt.mix ? mix_base_type(*opt.mix) : opt.type.value_or(model.views().token_embd.type);
+    if (retyped || !md.find("general.file_type"))
+        md.set("general.file_type", Value::u32(opt.mix ? file_type(*opt.mix) : file_type(base)));
+    if (traits(base).block_size > 1 && (retyped || !md.find("general.quantization_version")))
+        md.set("general.quantization_version", Value::u32(kQuantizationVersion));
     if (!md.find("general.name")) md.set("general.name", Value::string("headfuse"));
-    if (opt.tokenizer_from) {
+    if (opt.tokenizer) {  // another tokenizer replaces the model's
+        check_tokenizer(opt.tokenizer->keys, c.vocab, opt.tokenizer->source);
         std::vector<std::string> old;
         for (const auto& e : md.entries())
             if (e.key.rfind("tokenizer.", 0) == 0) old.push_back(e.key);
         for (const std::string& k : old) md.erase(k);
-        md.merge(tokenizer_keys(opt.tokenizer_from->metadata(), c.vocab, opt.tokenizer_from->name()));
-    } else if (has_tokenizer(model.metadata())) {
-        tokenizer_keys(model.metadata(), c.vocab, model.file() ? model.file()->name() : "the model");  // checks it
+        Metadata tok = opt.tokenizer->keys;
+        md.merge(std::move(tok));
+    } else if (has_tokenizer(model.metadata())) {  // the model's own, checked, stays in its place
+        tokenizer_keys(model.metadata(), c.vocab, model.file() ? model.file()->name() : "the model");
     } else {
         if (c.vocab < kMinLoadableVocab && opt.warn)
             opt.warn("a vocabulary of " + std::to_string(c.vocab) + " tokens is below the " +
@@ -236,40 +233,22 @@ std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::fi
     w.split = options.split;
     w.metadata = fused_metadata(model, options);
     const Planner plan{m, options, model.file() ? model.file()->name() + ": " : ""};
-    std::map<std::string, const TensorView*, std::less<>> single;
-    std::map<std::string, const std::vector<TensorView>*, std::less<>> heads;
-    if (!c.has_lens()) single["token_embd.weight"] = &m.token_embd;
-    single["output_norm.weight"] = &m.output_norm;
-    if (m.output) single["output.weight"] = &*m.output;
-    for (std::uint32_t l = 0; l < c.n_layers; ++l) {
-        const LayerViews& L = m.layers[l];
-        for (auto [what, v] : {std::pair{"attn_norm", &L.attn_norm},
-                               {"attn_output", &L.attn_output},
-                               {"ffn_norm", &L.ffn_norm},
-                               {"ffn_gate", &L.ffn_gate},
-                               {"ffn_up", &L.ffn_up},
-                               {"ffn_down", &L.ffn_down}})
-            single[layer_tensor_name(l, what)] = v;
-        heads[layer_tensor_name(l, "attn_q")] = &L.q;
-        heads[layer_tensor_name(l, "attn_k")] = &L.k;
-        heads[layer_tensor_name(l, "attn_v")] = &L.v;
-    }
     // In the source file's order: a fused tensor where its first head was.
-    const std::vector<TensorSpec> layout = fused_layout(c);
+    std::vector<TensorSpec> layout = tensor_layout(c, ModelKind::Fused);
     std::vector<std::string> names;
     for (const TensorSpec& s : layout) names.push_back(s.name);
     for (std::size_t i : source_order(model.file(), names)) {
         const TensorSpec& s = layout[i];
-        if (auto it = single.find(s.name); it != single.end())
-            plan.add_copy(w, s, *it->second);
-        else if (auto jt = heads.find(s.name); jt != heads.end())
-            plan.add_heads(w, s, *jt->second);
+        if (is_head_role(*s.role))
+            plan.add_heads(w, s, role_heads(m, *s.role, s.layer));
+        else if (s.role->role == Role::TokenEmbd && m.lens_proj)
+            plan.add_fold(w, s);
         else
-            plan.add_fold(w, s);  // token_embd of a lens model
+            plan.add_copy(w, s, *role_view(m, *s.role, s.layer));
     }
     std::vector<std::filesystem::path> inputs = input_paths(model.file());
-    if (options.tokenizer_from)
-        for (const auto& p : options.tokenizer_from->paths()) inputs.push_back(p);
+    if (options.tokenizer)
+        inputs.insert(inputs.end(), options.tokenizer->inputs.begin(), options.tokenizer->inputs.end());
     return w.write(out, inputs, options.progress);
 }
 

@@ -8,10 +8,10 @@
 
 #include "headfuse/error.h"
 #include "headfuse/model.h"
-#include "layout.h"
 #include "order.h"
 #include "parallel.h"
 #include "random.h"
+#include "roles.h"
 
 namespace headfuse {
 
@@ -225,7 +225,7 @@ std::vector<std::filesystem::path> write_random_init(const Config& config, std::
                                                      const std::filesystem::path& path, const ProgressFn& progress,
                                                      unsigned threads, const SplitLimits& split) {
     config.validate();
-    const std::vector<TensorSpec> layout = per_head_layout(config);
+    const std::vector<TensorSpec> layout = tensor_layout(config, ModelKind::PerHead);
     GgufWriter w;
     w.alignment = kModelAlignment;
     w.split = split;

@@ -6,8 +6,8 @@
 #include <thread>
 
 #include "headfuse/error.h"
-#include "layout.h"
 #include "random.h"
+#include "roles.h"
 
 namespace headfuse {
 
@@ -44,61 +44,37 @@ bool type_allowed(TensorKind kind, std::uint32_t type) {
     return type == static_cast<std::uint32_t>(DType::F32);
 }
 
-std::string allowed_types(TensorKind kind) { return kind == TensorKind::Weight ? read_type_list() : "f32"; }
+std::string allowed_types(TensorKind kind) { return kind == TensorKind::Weight ? readable_type_names() : "f32"; }
 
-// Builds the per-head interface from views in layout order.
-ModelViews assemble(const Config& c, const std::vector<TensorView>& views) {
-    std::map<std::string, const TensorView*, std::less<>> by_name;
-    for (const TensorView& v : views) by_name[v.name] = &v;
-    auto get = [&](const std::string& name) -> const TensorView& { return *by_name.at(name); };
-    ModelViews m;
-    m.config = c;
-    m.token_embd = get("token_embd.weight");
-    if (c.has_lens()) m.lens_proj = get("lens.proj.weight");
-    m.output_norm = get("output_norm.weight");
-    if (!c.tied) m.output = get("output.weight");
-    m.layers.resize(c.n_layers);
-    for (std::uint32_t l = 0; l < c.n_layers; ++l) {
-        LayerViews& L = m.layers[l];
-        L.attn_norm = get(layer_tensor_name(l, "attn_norm"));
-        L.attn_output = get(layer_tensor_name(l, "attn_output"));
-        L.ffn_norm = get(layer_tensor_name(l, "ffn_norm"));
-        L.ffn_gate = get(layer_tensor_name(l, "ffn_gate"));
-        L.ffn_up = get(layer_tensor_name(l, "ffn_up"));
-        L.ffn_down = get(layer_tensor_name(l, "ffn_down"));
-        for (auto [proj, heads, n] :
-             {std::tuple{"attn_q", &L.q, c.n_heads}, {"attn_k", &L.k, c.n_kv_heads}, {"attn_v", &L.v, c.n_kv_heads}}) {
-            heads->reserve(n);
-            if (auto it = by_name.find(layer_tensor_name(l, proj)); it != by_name.end()) {
-                for (std::uint32_t h = 0; h < n; ++h)  // zero-copy slices of the fused tensor
-                    heads->push_back(
-                        it->second->rows(std::uint64_t{h} * c.d_head, c.d_head, head_tensor_name(l, proj, h)));
-            } else {
-                for (std::uint32_t h = 0; h < n; ++h) heads->push_back(get(head_tensor_name(l, proj, h)));
-            }
-        }
-    }
-    return m;
+std::string what_kind(ModelKind kind) {
+    return kind == ModelKind::PerHead ? "per-head checkpoint" : "fused llama file";
 }
 
 // Config of a model file: llama.* metadata, with vocab, tied and the lens read off the tensors.
-Config config_of(const GgufFile& f) {
+Config config_of(const GgufFile& f, ModelKind kind) {
     Config c = Config::from_metadata(f.metadata(), f.name());
-    const TensorInfo* embd = f.find_tensor("token_embd.weight");
-    if (!embd) fail(f.name() + ": missing tensor 'token_embd.weight'");
+    const std::string embd_name = tensor_name(role_spec(Role::TokenEmbd));
+    const TensorInfo* embd = f.find_tensor(embd_name);
+    if (!embd) fail(f.name() + ": missing tensor '" + embd_name + "'");
     if (embd->n_dims != 2)
-        fail(f.name() + ": tensor 'token_embd.weight' has shape " + format_shape(*embd) + ", expected 2 dimensions");
-    if (embd->ne[1] > UINT32_MAX) fail(f.name() + ": tensor 'token_embd.weight' has too many rows");
+        fail(f.name() + ": tensor '" + embd_name + "' has shape " + format_shape(*embd) + ", expected 2 dimensions");
+    if (embd->ne[1] > UINT32_MAX) fail(f.name() + ": tensor '" + embd_name + "' has too many rows");
     const auto vocab = static_cast<std::uint32_t>(embd->ne[1]);
     if (f.metadata().find("llama.vocab_size") && c.vocab != vocab)
-        fail(f.name() + ": key 'llama.vocab_size' is " + std::to_string(c.vocab) + ", but token_embd.weight has " +
+        fail(f.name() + ": key 'llama.vocab_size' is " + std::to_string(c.vocab) + ", but " + embd_name + " has " +
              std::to_string(vocab) + " rows");
     c.vocab = vocab;
-    c.tied = f.find_tensor("output.weight") == nullptr;
-    if (const TensorInfo* lens = f.find_tensor("lens.proj.weight")) {
-        if (lens->ne[0] > UINT32_MAX) fail(f.name() + ": tensor 'lens.proj.weight' is too wide");
+    c.tied = f.find_tensor(tensor_name(role_spec(Role::Output))) == nullptr;
+    const std::string lens_name = tensor_name(role_spec(Role::LensProj));
+    if (const TensorInfo* lens = f.find_tensor(lens_name)) {
+        if (lens->ne[0] > UINT32_MAX) fail(f.name() + ": tensor '" + lens_name + "' is too wide");
         c.donor_d_in = static_cast<std::uint32_t>(lens->ne[0]);
     }
+    // An optional role is present when its first tensor (layer 0, head 0) is; the layout check then wants it in
+    // every layer.
+    for (const RoleSpec& r : role_table())
+        if (r.presence == Presence::Optional && f.find_tensor(first_tensor_name(r, kind)))
+            c.optional_roles.insert(r.role);
     try {
         c.validate();
     } catch (const Error& e) {
@@ -110,15 +86,13 @@ Config config_of(const GgufFile& f) {
 // The metadata may describe a model of millions of tensors (4096 layers of 4096 heads) in a file of a few
 // bytes: compare the count it implies with the file's before building the layout, which would hold them all.
 // A near miss (a tensor or a few missing) goes on to the layout check, which names the missing tensor.
-void check_tensor_count(const GgufFile& f, const Config& c, bool per_head) {
-    const std::uint64_t per_layer = per_head ? 6 + std::uint64_t{c.n_heads} + 2 * std::uint64_t{c.n_kv_heads} : 9;
-    const std::uint64_t expected = 2 + (c.has_lens() ? 1 : 0) + (c.tied ? 0 : 1) + c.n_layers * per_layer;
+void check_tensor_count(const GgufFile& f, const Config& c, ModelKind kind) {
+    const std::uint64_t expected = tensor_count(c, kind);
     const std::uint64_t found = f.tensors().size();
     if (expected > 2 * found + 16)
-        fail(f.name() + ": metadata describes a " + (per_head ? "per-head checkpoint" : "fused llama file") + " of " +
-             std::to_string(expected) + " tensors (block_count " + std::to_string(c.n_layers) + ", head_count " +
-             std::to_string(c.n_heads) + ", head_count_kv " + std::to_string(c.n_kv_heads) + "), the file has " +
-             std::to_string(found));
+        fail(f.name() + ": metadata describes a " + what_kind(kind) + " of " + std::to_string(expected) +
+             " tensors (block_count " + std::to_string(c.n_layers) + ", head_count " + std::to_string(c.n_heads) +
+             ", head_count_kv " + std::to_string(c.n_kv_heads) + "), the file has " + std::to_string(found));
 }
 
 std::uint64_t elements(const std::vector<std::uint64_t>& ne) {
@@ -127,9 +101,10 @@ std::uint64_t elements(const std::vector<std::uint64_t>& ne) {
     return n;
 }
 
-}  // namespace
-
-std::vector<TensorView> check_tensors(const GgufFile& f, const std::vector<TensorSpec>& layout, std::string_view what) {
+// Checks a file's tensors against a layout: every tensor present, with its shape and a type its kind allows,
+// and no other tensor. Returns the views in layout order.
+std::vector<TensorView> check_tensors(const GgufFile& f, const std::vector<TensorSpec>& layout, ModelKind kind) {
+    const std::string what = what_kind(kind);
     // One index, so that checking n tensors costs n log n, not n^2 (a hostile file may hold millions).
     std::map<std::string_view, const TensorInfo*> by_name;
     for (const TensorInfo& t : f.tensors()) by_name.emplace(t.name, &t);
@@ -159,9 +134,21 @@ std::vector<TensorView> check_tensors(const GgufFile& f, const std::vector<Tenso
     return views;
 }
 
+}  // namespace
+
+void for_each_view(const ModelViews& m, const std::function<void(const TensorView&)>& f) {
+    for_each_spec(m.config, ModelKind::PerHead, [&](TensorSpec&& s) {
+        if (is_head_role(*s.role)) {
+            f(role_heads(m, *s.role, s.layer).at(s.head));
+        } else if (const TensorView* v = role_view(m, *s.role, s.layer)) {
+            f(*v);
+        }
+    });
+}
+
 PerHeadModel PerHeadModel::random_init(const Config& config, std::uint64_t seed) {
     config.validate();
-    const std::vector<TensorSpec> layout = per_head_layout(config);
+    const std::vector<TensorSpec> layout = tensor_layout(config, ModelKind::PerHead);
     std::uint64_t total = 0;
     for (const TensorSpec& s : layout) total += elements(s.ne);
     auto storage = std::make_shared<std::vector<std::byte>>(total * sizeof(float));
@@ -180,19 +167,20 @@ PerHeadModel PerHeadModel::random_init(const Config& config, std::uint64_t seed)
         p += n;
     }
     PerHeadModel m;
-    m.views_ = assemble(config, views);
+    m.views_ = assemble_views(config, ModelKind::PerHead, views);
     m.storage_ = std::move(storage);
     return m;
 }
 
 PerHeadModel PerHeadModel::open(const std::filesystem::path& path) {
     auto file = std::make_shared<const GgufFile>(GgufFile::open(path));
-    const Config c = config_of(*file);
-    if (file->find_tensor("blk.0.attn_q.weight") && !file->find_tensor("blk.0.attn_q.head_0.weight"))
-        fail(file->name() + ": a fused file (it has blk.0.attn_q.weight), expected a per-head checkpoint");
-    check_tensor_count(*file, c, true);
+    if (const TensorInfo* t = kind_evidence(*file, ModelKind::Fused); t && !kind_evidence(*file, ModelKind::PerHead))
+        fail(file->name() + ": a fused file (it has " + t->name + "), expected a per-head checkpoint");
+    const Config c = config_of(*file, ModelKind::PerHead);
+    check_tensor_count(*file, c, ModelKind::PerHead);
     PerHeadModel m;
-    m.views_ = assemble(c, check_tensors(*file, per_head_layout(c), "per-head checkpoint"));
+    m.views_ = assemble_views(c, ModelKind::PerHead,
+                              check_tensors(*file, tensor_layout(c, ModelKind::PerHead), ModelKind::PerHead));
     m.metadata_ = file->metadata();
     m.file_ = std::move(file);
     return m;
@@ -200,7 +188,7 @@ PerHeadModel PerHeadModel::open(const std::filesystem::path& path) {
 
 PerHeadModel PerHeadModel::from_tensors(const Config& config, std::span<const ExternalTensor> tensors) {
     config.validate();
-    const std::vector<TensorSpec> layout = per_head_layout(config);
+    const std::vector<TensorSpec> layout = tensor_layout(config, ModelKind::PerHead);
     std::map<std::string_view, const ExternalTensor*> by_name;
     for (const ExternalTensor& t : tensors)
         if (!by_name.emplace(t.name, &t).second) fail("duplicate tensor '" + t.name + "'");
@@ -230,25 +218,24 @@ PerHeadModel PerHeadModel::from_tensors(const Config& config, std::span<const Ex
     }
     if (!by_name.empty()) fail("unexpected tensor '" + std::string(by_name.begin()->first) + "' in a per-head model");
     PerHeadModel m;
-    m.views_ = assemble(config, views);
+    m.views_ = assemble_views(config, ModelKind::PerHead, views);
     return m;
 }
 
 FusedModel FusedModel::open(const std::filesystem::path& path) {
     auto file = std::make_shared<const GgufFile>(GgufFile::open(path));
-    const Config c = config_of(*file);
-    if (c.has_lens()) fail(file->name() + ": unexpected tensor 'lens.proj.weight' in a fused file");
-    if (file->find_tensor("blk.0.attn_q.head_0.weight"))
-        fail(file->name() + ": a per-head checkpoint (it has blk.0.attn_q.head_0.weight), expected a fused file");
-    check_tensor_count(*file, c, false);
-    const std::vector<TensorView> views = check_tensors(*file, fused_layout(c), "fused llama file");
+    const Config c = config_of(*file, ModelKind::Fused);
+    if (c.has_lens())
+        fail(file->name() + ": unexpected tensor '" + tensor_name(role_spec(Role::LensProj)) + "' in a fused file");
+    if (const TensorInfo* t = kind_evidence(*file, ModelKind::PerHead))
+        fail(file->name() + ": a per-head checkpoint (it has " + t->name + "), expected a fused file");
+    check_tensor_count(*file, c, ModelKind::Fused);
+    const std::vector<TensorSpec> layout = tensor_layout(c, ModelKind::Fused);
+    const std::vector<TensorView> views = check_tensors(*file, layout, ModelKind::Fused);
     FusedModel m;
-    m.views_ = assemble(c, views);
-    std::map<std::string, const TensorView*, std::less<>> by_name;
-    for (const TensorView& v : views) by_name[v.name] = &v;
-    for (std::uint32_t l = 0; l < c.n_layers; ++l)
-        m.fused_.push_back({*by_name.at(layer_tensor_name(l, "attn_q")), *by_name.at(layer_tensor_name(l, "attn_k")),
-                            *by_name.at(layer_tensor_name(l, "attn_v"))});
+    m.views_ = assemble_views(c, ModelKind::Fused, views);
+    for (std::size_t i = 0; i < layout.size(); ++i)
+        if (is_head_role(*layout[i].role)) m.fused_.emplace(std::pair{layout[i].layer, layout[i].role->role}, views[i]);
     m.metadata_ = file->metadata();
     m.file_ = std::move(file);
     return m;
@@ -262,19 +249,18 @@ PerHeadModel FusedModel::per_head() const {
     return m;
 }
 
-const TensorView& FusedModel::fused(std::uint32_t layer, char proj) const {
-    const std::size_t i = proj == 'q' ? 0 : proj == 'k' ? 1 : 2;
-    return fused_.at(layer)[i];
+const TensorView& FusedModel::fused(std::uint32_t layer, Role role) const {
+    const auto it = fused_.find({layer, role});
+    if (it == fused_.end())
+        fail("fused model: no fused tensor of role " + tensor_name(role_spec(role), layer) + " in layer " +
+             std::to_string(layer));
+    return it->second;
 }
-
-}  // namespace headfuse
-
-namespace headfuse {
 
 PerHeadModel open_model(const std::filesystem::path& path) {
     // Peek at the tensor names; both opens below map the same file, which costs nothing extra.
-    const bool fused = GgufFile::open(path).find_tensor("blk.0.attn_q.weight") != nullptr;
-    return fused ? FusedModel::open(path).per_head() : PerHeadModel::open(path);
+    return model_kind(GgufFile::open(path)) == ModelKind::Fused ? FusedModel::open(path).per_head()
+                                                                : PerHeadModel::open(path);
 }
 
 }  // namespace headfuse

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "headfuse/error.h"
+#include "headfuse/vocab.h"
 
 namespace headfuse {
 namespace {
@@ -73,17 +74,10 @@ Metadata default_tokenizer(std::uint32_t vocab) {
 bool has_tokenizer(const Metadata& md) { return md.find("tokenizer.ggml.model") != nullptr; }
 
 Metadata tokenizer_keys(const Metadata& md, std::uint32_t vocab, const std::string& where) {
-    const Value* tokens = md.find("tokenizer.ggml.tokens");
-    if (!has_tokenizer(md) || !tokens)
-        fail(where + ": no tokenizer (keys 'tokenizer.ggml.model' and 'tokenizer.ggml.tokens')");
-    if (tokens->type != ValueType::ARRAY || tokens->elem_type != ValueType::STRING)
-        fail(where + ": key 'tokenizer.ggml.tokens' must be an array of strings");
-    if (tokens->items.size() != vocab)
-        fail(where + ": tokenizer has " + std::to_string(tokens->items.size()) + " tokens, the model's vocabulary " +
-             std::to_string(vocab));
     Metadata out;
     for (const auto& e : md.entries())
         if (e.key.rfind("tokenizer.", 0) == 0) out.set(e.key, e.value);
+    check_tokenizer(out, vocab, where);
     return out;
 }
 

@@ -16,7 +16,7 @@ namespace headfuse {
 Metadata default_tokenizer(std::uint32_t vocab);
 inline constexpr std::uint32_t kMinLoadableVocab = 10;
 
-// The tokenizer.* keys of `md`; Error naming `where` if its token list does not hold `vocab` tokens.
+// The tokenizer.* keys of `md`, checked by check_tokenizer (Error naming `where`) for `vocab` tokens.
 Metadata tokenizer_keys(const Metadata& md, std::uint32_t vocab, const std::string& where);
 
 // True when md has a tokenizer (tokenizer.ggml.model).

@@ -17,12 +17,12 @@ namespace {
 constexpr bool R = true, W = true, o = false;
 constexpr std::array kTypes{
     TypeTraits{0, "f32", 1, 4, R, W},         TypeTraits{1, "f16", 1, 2, R, W},
-    TypeTraits{2, "q4_0", 32, 18, R, W},      TypeTraits{3, "q4_1", 32, 20, R, o},
-    TypeTraits{6, "q5_0", 32, 22, R, o},      TypeTraits{7, "q5_1", 32, 24, R, o},
+    TypeTraits{2, "q4_0", 32, 18, R, W},      TypeTraits{3, "q4_1", 32, 20, R, W},
+    TypeTraits{6, "q5_0", 32, 22, R, W},      TypeTraits{7, "q5_1", 32, 24, R, W},
     TypeTraits{8, "q8_0", 32, 34, R, W},      TypeTraits{9, "q8_1", 32, 36, o, o},
-    TypeTraits{10, "q2_K", 256, 84, R, o},    TypeTraits{11, "q3_K", 256, 110, R, o},
-    TypeTraits{12, "q4_K", 256, 144, R, o},   TypeTraits{13, "q5_K", 256, 176, R, o},
-    TypeTraits{14, "q6_K", 256, 210, R, o},   TypeTraits{15, "q8_K", 256, 292, o, o},
+    TypeTraits{10, "q2_K", 256, 84, R, W},    TypeTraits{11, "q3_K", 256, 110, R, W},
+    TypeTraits{12, "q4_K", 256, 144, R, W},   TypeTraits{13, "q5_K", 256, 176, R, W},
+    TypeTraits{14, "q6_K", 256, 210, R, W},   TypeTraits{15, "q8_K", 256, 292, o, o},
     TypeTraits{16, "iq2_xxs", 256, 66, o, o}, TypeTraits{17, "iq2_xs", 256, 74, o, o},
     TypeTraits{18, "iq3_xxs", 256, 98, o, o}, TypeTraits{19, "iq1_s", 256, 50, o, o},
     TypeTraits{20, "iq4_nl", 32, 18, R, o},   TypeTraits{21, "iq3_s", 256, 110, o, o},
@@ -35,7 +35,9 @@ constexpr std::array kTypes{
 };
 
 // The written types in the CLI's order: floats, then the 32-wide types, then the K-quants.
-constexpr std::array kModelTypes{DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0};
+constexpr std::array kModelTypes{DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0,
+                                 DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q2_K, DType::Q3_K,
+                                 DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
 std::string lower(std::string_view s) {
     std::string out(s);
@@ -59,25 +61,18 @@ std::optional<DType> parse_dtype(std::string_view name) noexcept {
     return std::nullopt;
 }
 
-std::span<const DType> read_dtypes() noexcept {
-    static constexpr std::array kRead{DType::F32,  DType::F16,  DType::BF16, DType::Q4_0,   DType::Q4_1,
-                                      DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2_K,   DType::Q3_K,
-                                      DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::IQ4_NL, DType::IQ4_XS};
-    return kRead;
-}
-
-const std::string& read_type_list() {
-    static const std::string list = [] {
-        std::string s;
-        const auto types = read_dtypes();
-        for (std::size_t i = 0; i < types.size(); ++i)
-            s += (i == 0 ? "" : i + 1 == types.size() ? " or " : ", ") + std::string(type_name(types[i]));
-        return s;
-    }();
-    return list;
-}
-
 std::span<const DType> model_dtypes() noexcept { return kModelTypes; }
+
+std::string readable_type_names() {
+    std::string out;
+    for (const TypeTraits& t : kTypes) {
+        if (!t.reads) continue;
+        if (!out.empty()) out += ", ";
+        out += t.name;
+    }
+    const std::size_t last = out.rfind(", ");
+    return last == std::string::npos ? out : out.replace(last, 2, " or ");
+}
 
 std::uint64_t row_bytes(std::uint32_t type_id, std::uint64_t ne0) {
     const TypeTraits* t = find_type(type_id);

@@ -1,7 +1,9 @@
 #include "headfuse/verify.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -9,6 +11,7 @@
 #include "headfuse/fold.h"
 #include "headfuse/forward.h"
 #include "headfuse/quantize.h"
+#include "roles.h"
 
 namespace headfuse {
 namespace {
@@ -102,17 +105,66 @@ private:
     std::uint64_t total_, done_ = 0;
 };
 
-void check_same_config(const Config& a, const Config& b, const std::string& fused_name) {
-    Config x = a, y = b;
-    x.donor_d_in = y.donor_d_in = 0;  // the fused file has the lens folded away
-    if (!(x == y))
-        fail(fused_name + ": hyperparameters differ from the per-head model: " + describe(b) + " vs " + describe(a));
+// The shortest decimal that reads back as x, so one ulp of rms_eps shows: "500000", "1e-05", "1.0000001e-05"
+// (plain digits for exponents -4 to 15, as Python's repr).
+std::string shortest(float x) {
+    char buf[64];
+    auto r = std::to_chars(buf, buf + sizeof buf - 1, x, std::chars_format::scientific);
+    *r.ptr = '\0';  // atoi reads up to a terminator
+    const int exponent = std::atoi(std::find(buf, r.ptr, 'e') + 1);
+    if (exponent >= -4 && exponent < 16) r = std::to_chars(buf, buf + sizeof buf, x, std::chars_format::fixed);
+    return std::string(buf, r.ptr);
+}
+
+// One line per hyperparameter that differs, naming the field, its metadata key and both values. `shapes` is
+// set when a difference changes the tensors' shapes or list, so that they cannot be compared.
+std::vector<std::string> config_differences(const Config& a, const Config& b, bool& shapes) {
+    std::vector<std::string> out;
+    auto differ = [&](std::string_view field, std::string_view key, const std::string& x, const std::string& y,
+                      bool shape) {
+        if (x == y) return;
+        out.push_back(std::string(field) + (key.empty() ? "" : " (" + std::string(key) + ")") + ": per-head " + x +
+                      ", fused " + y);
+        shapes = shapes || shape;
+    };
+    auto u = [](std::uint32_t v) { return std::to_string(v); };
+    shapes = false;
+    differ("d_model", "llama.embedding_length", u(a.d_model), u(b.d_model), true);
+    differ("n_heads", "llama.attention.head_count", u(a.n_heads), u(b.n_heads), true);
+    differ("n_kv_heads", "llama.attention.head_count_kv", u(a.n_kv_heads), u(b.n_kv_heads), true);
+    differ("d_head", "llama.attention.key_length", u(a.d_head), u(b.d_head), true);
+    differ("d_ff", "llama.feed_forward_length", u(a.d_ff), u(b.d_ff), true);
+    differ("n_layers", "llama.block_count", u(a.n_layers), u(b.n_layers), true);
+    differ("vocab", "llama.vocab_size", u(a.vocab), u(b.vocab), true);
+    differ("context_length", "llama.context_length", u(a.context_length), u(b.context_length), false);
+    differ("rms_eps", "llama.attention.layer_norm_rms_epsilon", shortest(a.rms_eps), shortest(b.rms_eps), false);
+    differ("rope_theta", "llama.rope.freq_base", shortest(a.rope_theta), shortest(b.rope_theta), false);
+    differ("rope_scaling", "llama.rope.scaling.type", std::string(rope_scaling_name(a.rope_scaling)),
+           std::string(rope_scaling_name(b.rope_scaling)), false);
+    differ("rope_scaling_factor", "llama.rope.scaling.factor", shortest(a.rope_scaling_factor),
+           shortest(b.rope_scaling_factor), false);
+    differ("rope_original_context", "llama.rope.scaling.original_context_length", u(a.rope_original_context),
+           u(b.rope_original_context), false);
+    differ("rope_attn_factor", "llama.rope.scaling.attn_factor", shortest(a.rope_attn_factor),
+           shortest(b.rope_attn_factor), false);
+    auto joined = [](const std::vector<std::string>& v) {
+        std::string s;
+        for (const std::string& x : v) s += (s.empty() ? "" : "; ") + x;
+        return s.empty() ? std::string("none") : s;
+    };
+    differ("unmodelled keys", "", joined(a.unmodeled), joined(b.unmodeled), false);
+    differ("output", "", a.tied ? "tied" : "untied", b.tied ? "tied" : "untied", true);
+    for (const RoleSpec& r : role_table())
+        if (r.presence == Presence::Optional)
+            differ(tensor_name(r, 0), "", a.optional_roles.contains(r.role) ? "present" : "absent",
+                   b.optional_roles.contains(r.role) ? "present" : "absent", true);
+    return out;  // donor_d_in is not compared: the fused file has the lens folded away
 }
 
 }  // namespace
 
 bool VerifyReport::ok() const noexcept {
-    if (!mismatches.empty()) return false;
+    if (!mismatches.empty() || !config_differences.empty()) return false;
     return same_types ? logits_identical : logits_finite;
 }
 
@@ -138,32 +190,25 @@ std::vector<std::uint32_t> default_tokens(std::uint32_t vocab, std::size_t n) {
 VerifyReport verify(const PerHeadModel& per_head, const FusedModel& fused, const VerifyOptions& options) {
     const ModelViews& a = per_head.views();
     const ModelViews& b = fused.views();
-    check_same_config(a.config, b.config, fused.file().name());
     VerifyReport report;
+    bool shapes_differ = false;
+    report.config_differences = config_differences(a.config, b.config, shapes_differ);
+    if (shapes_differ) return report;  // no tensor has a counterpart to compare with
     std::uint64_t total = 0;
     for_each_view(a, [&](const TensorView& v) { total += v.bytes.size(); });
     Comparer cmp(report, options, total);
-    if (a.lens_proj)
-        cmp.compare_fold(a.token_embd, *a.lens_proj, b.token_embd);
-    else
-        cmp.compare({&a.token_embd}, b.token_embd);
-    cmp.compare({&a.output_norm}, b.output_norm);
-    if (a.output) cmp.compare({&*a.output}, *b.output);
-    for (std::uint32_t l = 0; l < a.config.n_layers; ++l) {
-        const LayerViews& x = a.layers[l];
-        const LayerViews& y = b.layers[l];
-        cmp.compare({&x.attn_norm}, y.attn_norm);
-        for (auto [heads, proj] : {std::pair{&x.q, 'q'}, {&x.k, 'k'}, {&x.v, 'v'}}) {
-            std::vector<const TensorView*> hs;
-            for (const TensorView& h : *heads) hs.push_back(&h);
-            cmp.compare(hs, fused.fused(l, proj));
+    for_each_spec(a.config, ModelKind::Fused, [&](TensorSpec&& s) {
+        const RoleSpec& r = *s.role;
+        if (is_head_role(r)) {
+            std::vector<const TensorView*> heads;
+            for (const TensorView& h : role_heads(a, r, s.layer)) heads.push_back(&h);
+            cmp.compare(heads, fused.fused(s.layer, r.role));
+        } else if (r.role == Role::TokenEmbd && a.lens_proj) {
+            cmp.compare_fold(a.token_embd, *a.lens_proj, b.token_embd);
+        } else {
+            cmp.compare({role_view(a, r, s.layer)}, *role_view(b, r, s.layer));
         }
-        cmp.compare({&x.attn_output}, y.attn_output);
-        cmp.compare({&x.ffn_norm}, y.ffn_norm);
-        cmp.compare({&x.ffn_gate}, y.ffn_gate);
-        cmp.compare({&x.ffn_up}, y.ffn_up);
-        cmp.compare({&x.ffn_down}, y.ffn_down);
-    }
+    });
 
     const std::vector<std::uint32_t> tokens = options.tokens.empty() ? default_tokens(a.config.vocab) : options.tokens;
     const std::vector<float> la = forward_logits(a, tokens, options.threads);

@@ -79,6 +79,7 @@ TEST(Gguf, TensorsOfEveryTypeAndAlignmentRoundTripAndGgmlAgrees) {
         std::uint32_t i = 0;
         for (DType t : model_dtypes()) {
             for (std::vector<std::uint64_t> ne : {std::vector<std::uint64_t>{64}, {32, 3}, {96, 5, 2}, {32, 1, 1, 3}}) {
+                if (traits(t).block_size > 32) ne[0] *= traits(t).block_size / 32;  // whole K-quant super-blocks
                 std::uint64_t rows = 1;
                 for (std::size_t d = 1; d < ne.size(); ++d) rows *= ne[d];
                 data.push_back(random_bytes(row_bytes(t, ne[0]) * rows, rng));

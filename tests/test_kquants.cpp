@@ -7,23 +7,24 @@
 
 #include <bit>
 #include <cfloat>
-#include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "headfuse/quantize.h"
+#include "support/codec_checks.h"
 #include "support/ggml_lib.h"
 
 namespace headfuse {
 namespace {
 
 using test::GgmlLib;
+using test::same_bits;
+using test::same_encoding;
 
 // Every type headfuse decodes.
 constexpr DType kReadTypes[] = {DType::F16,  DType::BF16, DType::Q4_0,   DType::Q4_1,  DType::Q5_0,
@@ -33,19 +34,7 @@ constexpr DType kReadTypes[] = {DType::F16,  DType::BF16, DType::Q4_0,   DType::
 constexpr DType kNewEncoders[] = {DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q2_K,
                                   DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
-std::uint64_t test_seed(std::uint64_t salt) {
-    static const std::uint64_t seed = [] {
-        std::uint64_t s = 20240611;
-        if (const char* env = std::getenv("HEADFUSE_TEST_SEED"); env != nullptr && *env != '\0')
-            s = std::strtoull(env, nullptr, 0);
-        std::printf("headfuse: test seed %" PRIu64 " (set HEADFUSE_TEST_SEED to change it)\n", s);
-        return s;
-    }();
-    ::testing::Test::RecordProperty("seed", std::to_string(seed));
-    return seed ^ (salt * 0x9E3779B97F4A7C15ull);
-}
-
-std::uint32_t bits_of(float f) { return std::bit_cast<std::uint32_t>(f); }
+std::uint64_t test_seed(std::uint64_t salt) { return test::salted_seed(salt); }
 
 // Byte offsets of the fp16 scales inside one block of t (ggml-common.h's block structs).
 std::vector<std::size_t> fp16_fields(DType t) {
@@ -85,51 +74,6 @@ std::vector<std::byte> random_blocks(std::mt19937_64& rng, DType t, std::size_t 
     for (std::size_t b = 0; b < bytes.size(); b += block_bytes)
         for (std::size_t at : fp16_fields(t)) make_finite(b + at, 0x7C00);
     return bytes;
-}
-
-::testing::AssertionResult same_bits(const std::vector<float>& got, const std::vector<float>& want) {
-    if (got.size() != want.size())
-        return ::testing::AssertionFailure() << "size " << got.size() << " != " << want.size();
-    for (std::size_t i = 0; i < got.size(); ++i)
-        if (bits_of(got[i]) != bits_of(want[i]))
-            return ::testing::AssertionFailure()
-                   << "element " << i << ": got " << got[i] << " (bits " << std::hex << bits_of(got[i]) << "), want "
-                   << want[i] << " (bits " << bits_of(want[i]) << ")";
-    return ::testing::AssertionSuccess();
-}
-
-std::string hex_bytes(const std::byte* p, std::size_t n) {
-    std::string s;
-    char buf[4];
-    for (std::size_t i = 0; i < n; ++i) {
-        std::snprintf(buf, sizeof buf, "%02x", static_cast<unsigned>(p[i]));
-        s += buf;
-    }
-    return s;
-}
-
-// Equal encodings, or a message naming the first differing block, both encodings of it and its input.
-::testing::AssertionResult same_encoding(DType t, const std::vector<std::byte>& got, const std::vector<std::byte>& want,
-                                         const std::vector<float>& x) {
-    if (got.size() != want.size())
-        return ::testing::AssertionFailure() << "size " << got.size() << " != " << want.size();
-    const std::size_t block_bytes = traits(t).type_size;
-    const std::size_t block_n = traits(t).block_size;
-    for (std::size_t b = 0; b * block_bytes < got.size(); ++b) {
-        const std::byte* g = got.data() + b * block_bytes;
-        const std::byte* w = want.data() + b * block_bytes;
-        if (std::memcmp(g, w, block_bytes) == 0) continue;
-        std::ostringstream msg;
-        msg << type_name(t) << " block " << b << ": got " << hex_bytes(g, block_bytes) << ", want "
-            << hex_bytes(w, block_bytes) << "; input";
-        for (std::size_t j = 0; j < block_n && j < 64; ++j) {
-            char buf[48];
-            std::snprintf(buf, sizeof buf, " %a", static_cast<double>(x[b * block_n + j]));
-            msg << buf;
-        }
-        return ::testing::AssertionFailure() << msg.str();
-    }
-    return ::testing::AssertionSuccess();
 }
 
 std::vector<float> decode(DType t, const std::vector<std::byte>& bytes, std::size_t n) {

@@ -84,7 +84,8 @@ TEST_P(ShapeTest, FuseRealizeSplitIsBitExact) {
     // Head views are zero-copy slices at h * head_nbytes of the fused tensor.
     const std::uint64_t head_nbytes = std::uint64_t{c.d_model} * c.d_head * sizeof(float);
     for (std::uint32_t h = 0; h < c.n_heads; ++h)
-        EXPECT_EQ(fused.views().layers[0].q[h].bytes.data(), fused.fused(0, 'q').bytes.data() + h * head_nbytes);
+        EXPECT_EQ(fused.views().layers[0].q[h].bytes.data(),
+                  fused.fused(0, Role::AttnQ).bytes.data() + h * head_nbytes);
 
     split(fused, dir / "split.gguf");
     const PerHeadModel back = PerHeadModel::open(dir / "split.gguf");

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "headfuse/quantize.h"
+#include "support/codec_checks.h"
 #include "support/ggml_lib.h"
 
 namespace headfuse {
@@ -25,23 +26,13 @@ namespace {
 
 using kernels::Isa;
 using test::GgmlLib;
+using test::same_bits;
+using test::same_encoding;
 
 constexpr std::size_t kBlock = 32;  // Q8_0 and Q4_0 block size
 constexpr DType kEncodedTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0};
 
-// The seed of every random input here: HEADFUSE_TEST_SEED when set, else a fixed default. Each test mixes in
-// its own salt so that tests stay independent of each other's draws.
-std::uint64_t test_seed(std::uint64_t salt) {
-    static const std::uint64_t seed = [] {
-        std::uint64_t s = 20240611;
-        if (const char* env = std::getenv("HEADFUSE_TEST_SEED"); env != nullptr && *env != '\0')
-            s = std::strtoull(env, nullptr, 0);
-        std::printf("headfuse: test seed %" PRIu64 " (set HEADFUSE_TEST_SEED to change it)\n", s);
-        return s;
-    }();
-    ::testing::Test::RecordProperty("seed", std::to_string(seed));
-    return seed ^ (salt * 0x9E3779B97F4A7C15ull);
-}
+std::uint64_t test_seed(std::uint64_t salt) { return test::salted_seed(salt); }
 
 float float_of(std::uint32_t u) { return std::bit_cast<float>(u); }
 std::uint32_t bits_of(float f) { return std::bit_cast<std::uint32_t>(f); }
@@ -69,8 +60,6 @@ const char* isa_name(Isa isa) {
     return "?";
 }
 
-std::size_t block_elements(DType t) { return traits(t).block_size; }
-
 std::vector<std::byte> encode_reference(DType t, const std::vector<float>& x) {
     std::vector<std::byte> out(row_bytes(t, x.size()));
     reference::encode_row(t, x.data(), out.data(), x.size());
@@ -87,40 +76,6 @@ std::vector<std::byte> encode_with(Isa isa, DType t, const std::vector<float>& x
     std::vector<std::byte> out(row_bytes(t, x.size()));
     kernels::encode_row(isa, t, x.data(), out.data(), x.size());
     return out;
-}
-
-std::string hex_bytes(const std::byte* p, std::size_t n) {
-    std::string s;
-    char buf[4];
-    for (std::size_t i = 0; i < n; ++i) {
-        std::snprintf(buf, sizeof buf, "%02x", static_cast<unsigned>(p[i]));
-        s += buf;
-    }
-    return s;
-}
-
-// Equal encodings, or a message naming the first differing block, both encodings of it and its input.
-::testing::AssertionResult same_encoding(DType t, const std::vector<std::byte>& got, const std::vector<std::byte>& want,
-                                         const std::vector<float>& x) {
-    if (got.size() != want.size())
-        return ::testing::AssertionFailure() << "size " << got.size() << " != " << want.size();
-    const std::size_t block_bytes = traits(t).type_size;
-    const std::size_t block_n = block_elements(t);
-    for (std::size_t b = 0; b * block_bytes < got.size(); ++b) {
-        const std::byte* g = got.data() + b * block_bytes;
-        const std::byte* w = want.data() + b * block_bytes;
-        if (std::memcmp(g, w, block_bytes) == 0) continue;
-        std::ostringstream msg;
-        msg << type_name(t) << " block " << b << ": got " << hex_bytes(g, block_bytes) << ", want "
-            << hex_bytes(w, block_bytes) << "; input";
-        for (std::size_t j = 0; j < block_n; ++j) {
-            char buf[48];
-            std::snprintf(buf, sizeof buf, " %a", static_cast<double>(x[b * block_n + j]));
-            msg << buf;
-        }
-        return ::testing::AssertionFailure() << msg.str();
-    }
-    return ::testing::AssertionSuccess();
 }
 
 // ggml's encoding of `rows` rows of x, against the reference, the public fast path and every kernel.
@@ -536,17 +491,6 @@ std::vector<float> decode_with(Isa isa, DType t, const std::vector<std::byte>& b
     std::vector<float> out(n);
     kernels::decode_row(isa, t, bytes.data(), out.data(), n);
     return out;
-}
-
-::testing::AssertionResult same_bits(const std::vector<float>& got, const std::vector<float>& want) {
-    if (got.size() != want.size())
-        return ::testing::AssertionFailure() << "size " << got.size() << " != " << want.size();
-    for (std::size_t i = 0; i < got.size(); ++i)
-        if (bits_of(got[i]) != bits_of(want[i]))
-            return ::testing::AssertionFailure()
-                   << "element " << i << ": got " << got[i] << " (bits " << std::hex << bits_of(got[i]) << "), want "
-                   << want[i] << " (bits " << bits_of(want[i]) << ")";
-    return ::testing::AssertionSuccess();
 }
 
 // ggml's dequantize_row_q8_0 / q4_0 written out: d * q and d * (q - 8), d read as fp16.

@@ -9,8 +9,8 @@
 #include <cstring>
 #include <vector>
 
-#include "layout.h"
 #include "random.h"
+#include "roles.h"
 
 using namespace headfuse;
 

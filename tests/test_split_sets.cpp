@@ -275,7 +275,8 @@ TEST(SplitSets, UnownedKeysPassThroughInTheirPlaces) {
     });
     auto r = cli({"split", (dir / "x.gguf").string(), "-o", (dir / "ph2.gguf").string()});
     ASSERT_EQ(r.status, 0) << r.err;
-    const Metadata& split_md = GgufFile::open(dir / "ph2.gguf").metadata();
+    const GgufFile split_file = GgufFile::open(dir / "ph2.gguf");
+    const Metadata& split_md = split_file.metadata();
     EXPECT_EQ(split_md.entries().front().key, "aaa.first");
     EXPECT_EQ(split_md.entries().back().key, "zzz.last");
     r = cli({"fuse", (dir / "ph2.gguf").string(), "-o", (dir / "x2.gguf").string()});

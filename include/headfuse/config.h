@@ -4,10 +4,21 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "headfuse/gguf.h"
+#include "headfuse/role.h"
 
 namespace headfuse {
+
+// RoPE context scaling, as llama.cpp reads `llama.rope.scaling.type`.
+enum class RopeScaling : std::uint8_t {
+    None,    // positions as they are
+    Linear,  // positions divided by the factor (position interpolation)
+    Yarn,    // YaRN: interpolation blended with extrapolation per dimension, magnitudes rescaled
+};
+
+std::string_view rope_scaling_name(RopeScaling s) noexcept;  // "none", "linear", "yarn"
 
 struct Config {
     std::uint32_t d_model = 0;
@@ -20,8 +31,18 @@ struct Config {
     std::uint32_t context_length = 2048;
     float rms_eps = 1e-5f;
     float rope_theta = 10000.0f;
-    bool tied = false;             // output layer reuses token_embd.weight
+    RopeScaling rope_scaling = RopeScaling::None;
+    float rope_scaling_factor = 1.0f;         // context multiplier (llama.cpp's freq_scale is its inverse)
+    std::uint32_t rope_original_context = 0;  // YaRN: the context before scaling; 0 means context_length
+    float rope_attn_factor = 1.0f;            // rope.scaling.attn_factor: multiplies cos and sin
+    bool tied = false;                        // output layer reuses token_embd.weight
     std::uint32_t donor_d_in = 0;  // > 0: a projection lens (donor embedding [donor_d_in, vocab] x lens.proj)
+    // Keys present in the file that change what llama.cpp computes and that the forward pass does not model
+    // ("key 'llama.attention.causal' = false"): forward_logits, and so logits and verify, refuse the model,
+    // naming the first. fuse and split carry such keys over untouched.
+    std::vector<std::string> unmodeled;
+    // The optional roles (src/roles.cpp) the model has, in every layer. Not metadata: read off the tensors.
+    RoleSet optional_roles;
 
     // Error with a one-line message naming the first field out of range.
     void validate() const;
@@ -31,10 +52,14 @@ struct Config {
     bool has_lens() const noexcept { return donor_d_in > 0; }
 
     // Writes general.architecture = "llama" and every llama.* key llama.cpp reads (counts as u32, epsilon
-    // and theta as f32, key_length/value_length/rope.dimension_count = d_head always).
+    // and theta as f32, key_length/value_length/rope.dimension_count = d_head always). The rope.scaling.*
+    // keys are written when they say something: a scaling type other than none, an original context, an
+    // attention factor other than 1.
     void write_metadata(Metadata& md) const;
-    // Reads the llama.* keys back, checking types. `tied` and `donor_d_in` are not metadata: the caller
-    // sets them from the tensors present. `where` (a file name) prefixes errors.
+    // Reads the llama.* keys back, checking types, with llama.cpp's defaults for absent ones (a missing
+    // rope.scaling.type is "linear", a missing factor 1, the old key rope.scale_linear stands in for the
+    // factor). `tied` and `donor_d_in` are not metadata: the caller sets them from the tensors present.
+    // `where` (a file name) prefixes errors.
     static Config from_metadata(const Metadata& md, std::string_view where);
 
     bool operator==(const Config&) const = default;

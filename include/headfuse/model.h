@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -31,6 +32,7 @@
 
 #include "headfuse/config.h"
 #include "headfuse/gguf.h"
+#include "headfuse/role.h"
 #include "headfuse/types.h"
 
 namespace headfuse {
@@ -82,10 +84,15 @@ struct ModelViews {
 // Calls f(view) for every tensor of the model, in per-head checkpoint file order.
 void for_each_view(const ModelViews& m, const std::function<void(const TensorView&)>& f);
 
-// Tensor names.
-std::string head_tensor_name(std::uint32_t layer, std::string_view proj,
-                             std::uint32_t head);                           // blk.N.attn_q.head_H.weight
-std::string layer_tensor_name(std::uint32_t layer, std::string_view what);  // blk.N.<what>.weight
+// The two layouts a model file can have.
+enum class ModelKind {
+    PerHead,  // a per-head checkpoint: blk.N.attn_q.head_H.weight, ...
+    Fused,    // llama.cpp's layout: blk.N.attn_q.weight, ...
+};
+
+// What a file's tensor names say it holds: a per-head tensor makes it a per-head checkpoint, else a fused head
+// tensor a fused file; neither (not a model, or a model missing its attention): nullopt.
+std::optional<ModelKind> model_kind(const GgufFile& file);
 
 // A tensor handed in by a caller that owns its memory (a training engine): name, type, shape, bytes.
 struct ExternalTensor {
@@ -149,14 +156,14 @@ public:
     const GgufFile& file() const noexcept { return *file_; }
     // The file's metadata, every key in its order (a split set: its first shard's, without split.*).
     const Metadata& metadata() const noexcept { return metadata_; }
-    // The fused projection tensors (blk.N.attn_q.weight ...), for comparisons.
-    const TensorView& fused(std::uint32_t layer, char proj) const;
+    // The fused tensor of a head role (Role::AttnQ, AttnK, AttnV) in `layer` (blk.N.attn_q.weight ...).
+    const TensorView& fused(std::uint32_t layer, Role role) const;
     // The same model as a per-head checkpoint whose head tensors are slices of this file (no copy).
     PerHeadModel per_head() const;
 
 private:
     ModelViews views_;
-    std::vector<std::array<TensorView, 3>> fused_;  // per layer: q, k, v
+    std::map<std::pair<std::uint32_t, Role>, TensorView> fused_;  // (layer, head role) -> fused tensor
     Metadata metadata_;
     std::shared_ptr<const GgufFile> file_;
 };

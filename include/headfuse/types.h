@@ -49,10 +49,9 @@ inline std::string_view type_name(DType t) noexcept { return traits(t).name; }
 std::optional<DType> parse_dtype(std::string_view name) noexcept;
 // The types headfuse writes, in the order the CLI lists them.
 std::span<const DType> model_dtypes() noexcept;
-// The types headfuse reads model weights in (every DType: each has a decoder), and them as words for
-// messages: "f32, f16, bf16, q4_0, ..., iq4_nl or iq4_xs".
-std::span<const DType> read_dtypes() noexcept;
-const std::string& read_type_list();
+
+// "f32, f16, ..., or iq4_xs": the types headfuse reads, for messages.
+std::string readable_type_names();
 
 // Bytes of one row of `ne0` elements; Error if ne0 is not a whole number of blocks or the size overflows.
 std::uint64_t row_bytes(std::uint32_t type_id, std::uint64_t ne0);

