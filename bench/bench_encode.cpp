@@ -38,7 +38,9 @@ void encode(benchmark::State& state) {
 }
 
 void types(benchmark::internal::Benchmark* b) {
-    for (auto t : {headfuse::DType::F16, headfuse::DType::BF16, headfuse::DType::Q8_0, headfuse::DType::Q4_0})
+    using headfuse::DType;
+    for (auto t : {DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
+                   DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K})
         b->Arg(static_cast<int>(t));
 }
 

@@ -3,16 +3,20 @@
 # memory that does not grow with the model). Prints one table: the median wall time of each operation, its
 # median ratio to its baseline over REPS runs, and its peak RSS as /usr/bin/time -v reports it.
 #
-#   bench/run.sh [BUILD_DIR]          env: REPS (5), SIZE (1.4g | 8g), BENCH_DIR (out/bench), KEEP (0)
+#   bench/run.sh [BUILD_DIR]          env: REPS (5), SIZE (1.4g | 8g), BENCH_DIR (out/bench), KEEP (0),
+#                                          ONLY (operations to run, e.g. "fuse_q4_k_m llama_q4_k_m"; default all)
 #
 # Baselines: a durable copy of the same input (`cp IN OUT && sync OUT`, since headfuse fsyncs what it
 # publishes), and for the lens fold one f64 GEMM of the fold's shape by the same BLAS (bench/gemm_baseline).
 # Every output is removed before it is written again, for headfuse and cp alike. The page cache is warm.
+# fuse --type q4_k_m is also compared with llama.cpp's llama_model_quantize (bench/llama_quantize, libllama from
+# the judge) turning the same model's F32 fused file into Q4_K_M, both with the same 2 threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 hf="$build/headfuse"
 gemm="$build/bench/gemm_baseline"
+lq="$build/bench/llama_quantize"
 reps=${REPS:-5}
 size=${SIZE:-1.4g}
 dir=${BENCH_DIR:-out/bench}
@@ -29,9 +33,11 @@ lens_shape=(--d-model 1024 --n-heads 8 --n-kv-heads 8 --d-head 128 --d-ff 1024 -
 
 results="$dir/results.txt"
 : > "$results"
-# measure NAME CMD...: appends "NAME seconds peak_kib" to the results.
+only=" ${ONLY:-} "
+# measure NAME CMD...: appends "NAME seconds peak_kib" to the results (unless ONLY leaves NAME out).
 measure() {
   local name=$1; shift
+  if [ "$only" != "  " ] && [ "$name" != copy ] && [[ "$only" != *" $name "* ]]; then return 0; fi
   /usr/bin/time -f "%e %M" -o "$dir/time.txt" "$@" >/dev/null
   echo "$name $(cat "$dir/time.txt")" >> "$results"
 }
@@ -40,13 +46,18 @@ measure() {
 # virtual machines pages that a write has just put in the cache copy up to ten times slower, the first time,
 # than pages read in from disk; without this the baseline would depend on which command wrote its input last.
 warm() {
-  for f in "$@"; do dd if="$f" iflag=nocache count=0 status=none; cat "$f" > /dev/null; done
+  for f in "$@"; do [ -f "$f" ] || continue; dd if="$f" iflag=nocache count=0 status=none; cat "$f" > /dev/null; done
 }
 
 ph="$dir/per-head.gguf"
 echo "bench: models in $dir ($size, $reps runs)" >&2
 [ -f "$ph" ] || "$hf" init -q -o "$ph" "${shape[@]}" --seed 1 >/dev/null
 [ -f "$dir/lens.gguf" ] || "$hf" init -q -o "$dir/lens.gguf" "${lens_shape[@]}" --seed 1 >/dev/null
+# llama.cpp's input: the same model fused to F32, with the default alignment llama.cpp needs.
+f32_32="$dir/fused-f32-align32.gguf"
+if [ -x "$lq" ] && [ ! -f "$f32_32" ]; then
+  "$hf" fuse -q "$ph" -o "$dir/fused-f32.gguf" && "$lq" --realign "$dir/fused-f32.gguf" "$f32_32" && rm -f "$dir/fused-f32.gguf"
+fi
 
 for rep in $(seq 1 "$reps"); do
   echo "bench: run $rep/$reps" >&2
@@ -60,12 +71,20 @@ for rep in $(seq 1 "$reps"); do
   warm "$dir/out-f32.gguf";   measure split "$hf" split -q "$dir/out-f32.gguf" -o "$dir/out-split.gguf"
   rm -f "$dir/out-split.gguf"; warm "$ph" "$dir/out-f32.gguf"; measure verify "$hf" verify -q "$ph" "$dir/out-f32.gguf"
   rm -f "$dir/out-f32.gguf"
+  warm "$ph";                 measure fuse_q4_k_m "$hf" fuse -q --threads 2 "$ph" -o "$dir/out-q4km.gguf" --type q4_k_m
+  rm -f "$dir/out-q4km.gguf"
+  if [ -x "$lq" ]; then
+    warm "$f32_32";           measure llama_q4_k_m "$lq" "$f32_32" "$dir/out-llama-q4km.gguf" 15 2
+    rm -f "$dir/out-llama-q4km.gguf"
+  fi
   measure gemm "$gemm" 32000 1024 1024
   warm "$dir/lens.gguf";      measure fuse_lens "$hf" fuse -q "$dir/lens.gguf" -o "$dir/out-lens.gguf"
   rm -f "$dir/out-lens.gguf"
   # Every run's ratios are taken within the run, against that run's baseline.
-  awk -v rep="$rep" 'BEGIN{n=0} {t[$1]=$2} END{for (k in t) print "ratio", rep, k, t[k] / (k=="fuse_lens" ? t["gemm"] : t["copy"])}' \
-    <(tail -n 11 "$results") >> "$dir/ratios.txt.$$"
+  awk -v rep="$rep" '{t[$1] = $2} END {
+      for (k in t) if (k != "copy" && k != "gemm" && k != "llama_q4_k_m") print "ratio", rep, k, t[k] / (k == "fuse_lens" ? t["gemm"] : t["copy"])
+      if ("fuse_q4_k_m" in t && "llama_q4_k_m" in t) print "ratio", rep, "q4_k_m_vs_llama", t["fuse_q4_k_m"] / t["llama_q4_k_m"]
+    }' <(awk -v rep="$rep" '$1 == "copy" {c++} c == rep' "$results") >> "$dir/ratios.txt.$$"
 done
 [ "${KEEP:-0}" = 1 ] || rm -f "$dir/time.txt"
 
@@ -81,21 +100,28 @@ function median(arr, n,    i, j, tmp) {
 { n[$1]++; secs[$1, n[$1]] = $2; rss[$1, n[$1]] = $3 }
 END {
   while ((getline line < ratios) > 0) { split(line, f, " "); m[f[3]]++; r[f[3], m[f[3]]] = f[4] }
-  split("init fuse_f32 fuse_f16 fuse_bf16 fuse_q8_0 fuse_q4_0 split verify fuse_lens copy gemm", order, " ")
+  split("init fuse_f32 fuse_f16 fuse_bf16 fuse_q8_0 fuse_q4_0 fuse_q4_k_m split verify fuse_lens copy gemm llama_q4_k_m", order, " ")
   target["init"] = 2.0; target["fuse_f32"] = 1.0; target["fuse_q8_0"] = 1.0; target["fuse_lens"] = 3.0
-  printf "%-11s %9s  %-14s %7s %8s  %9s %8s\n", "operation", "median s", "baseline", "ratio", "target", "peak RSS", "target"
-  for (i = 1; i <= 11; i++) {
+  target["fuse_q4_k_m"] = 1.0
+  printf "%-12s %9s  %-14s %7s %8s  %9s %8s\n", "operation", "median s", "baseline", "ratio", "target", "peak RSS", "target"
+  for (i = 1; i <= 13; i++) {
     k = order[i]; if (!(k in n)) continue
     delete a; for (j = 1; j <= n[k]; j++) a[j] = secs[k, j]; s = median(a, n[k])
     delete a; for (j = 1; j <= n[k]; j++) a[j] = rss[k, j]; peak = 0; for (j = 1; j <= n[k]; j++) if (a[j] > peak) peak = a[j]
-    base = (k == "fuse_lens") ? "1 f64 GEMM" : (k == "copy" || k == "gemm") ? "-" : "durable copy"
+    base = (k == "fuse_lens") ? "1 f64 GEMM" : (k == "copy" || k == "gemm" || k == "llama_q4_k_m") ? "-" : "durable copy"
     ratio = "-"; if (k in m) { delete a; for (j = 1; j <= m[k]; j++) a[j] = r[k, j]; ratio = sprintf("%.2f", median(a, m[k])) }
     tgt = (k in target) ? sprintf("<= %.1f", target[k]) : "-"
-    rtgt = (k == "copy" || k == "gemm") ? "-" : "<= 256"
+    rtgt = (k == "copy" || k == "gemm" || k == "llama_q4_k_m") ? "-" : "<= 256"
     verdict = ""
     if (k in target && ratio != "-" && ratio + 0 > target[k]) verdict = verdict " SLOW"
     if (rtgt != "-" && peak / 1024 > 256) verdict = verdict " RSS"
-    printf "%-11s %9.2f  %-14s %7s %8s  %6.0f MiB %8s%s\n", k, s, base, ratio, tgt, peak / 1024, rtgt, verdict
+    printf "%-12s %9.2f  %-14s %7s %8s  %6.0f MiB %8s%s\n", k, s, base, ratio, tgt, peak / 1024, rtgt, verdict
+  }
+  if ("q4_k_m_vs_llama" in m) {
+    delete a; for (j = 1; j <= m["q4_k_m_vs_llama"]; j++) a[j] = r["q4_k_m_vs_llama", j]
+    v = median(a, m["q4_k_m_vs_llama"])
+    slow = (v > 1 / 3) ? " SLOW" : ""
+    printf "\nfuse_q4_k_m / llama_model_quantize (same model, F32 fused input, 2 threads): %.2f (target <= 0.33)%s\n", v, slow
   }
 }' "$results"
 rm -f "$dir/ratios.txt.$$"

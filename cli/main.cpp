@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
     std::signal(SIGXFSZ, SIG_IGN);
 
     CLI::App app{"headfuse: per-head LLaMA checkpoints to llama.cpp GGUF files and back, exactly."};
-    app.set_version_flag("--version", "headfuse 0.1.0");
+    app.set_version_flag("--version", "headfuse " HEADFUSE_VERSION);  // the project version, from CMake
     app.require_subcommand(1);
     app.footer("Run 'headfuse COMMAND --help' for a command's options.");
     Common common;

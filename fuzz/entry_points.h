@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <span>
 #include <string>
@@ -22,6 +23,7 @@
 #include "headfuse/forward.h"
 #include "headfuse/gguf.h"
 #include "headfuse/model.h"
+#include "headfuse/vocab.h"
 
 namespace headfuse::fuzz {
 
@@ -132,6 +134,26 @@ inline bool safetensors(std::span<const std::byte> data) {
             if (!t.bytes.empty()) (void)*(volatile const std::byte*)&t.bytes.back();  // ASan checks the end
         }
         if (total > data.size()) fail("tensors hold more bytes than the file");
+        return true;
+    } catch (const Error&) {
+        return false;
+    }
+}
+
+// Tokenizers: a GGUF file's tokenizer keys through check_tokenizer, anything else as a tokenizer.json through
+// the Hugging Face conversion (which checks its result too); then the summary inspect prints.
+inline bool tokenizer(std::span<const std::byte> data) {
+    try {
+        Metadata keys;
+        if (data.size() >= 4 && std::memcmp(data.data(), "GGUF", 4) == 0) {
+            keys = GgufFile::parse(data, "fuzz.gguf").metadata();
+            check_tokenizer(keys, 0, "fuzz.gguf");
+        } else {
+            const MemFile file(data);
+            if (!file.ok()) return false;
+            keys = read_hf_tokenizer(file.path()).keys;
+        }
+        if (!summarize_tokenizer(keys)) fail("a checked tokenizer has no summary");
         return true;
     } catch (const Error&) {
         return false;

@@ -99,4 +99,8 @@ put config fu_f32_tiny.gguf ph_f32_tied.gguf ph_f32_lens.gguf fu_q8_0.gguf meta_
 put per_head ph_*.gguf fu_f32_tiny.gguf $broken
 put fused fu_*.gguf ph_f32_tiny.gguf $broken
 put safetensors st_*.safetensors broken_*.safetensors
+# tokenizer: a fused file's tokenizer keys; its tokenizer.json seeds (seed-tk_*.json, seed-broken_*.json) are
+# small hand-made files kept in the corpus itself.
+cp fu_f32_tiny.gguf tk_fused.gguf
+put tokenizer tk_fused.gguf
 du -sh "$C"

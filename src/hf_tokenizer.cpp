@@ -45,9 +45,37 @@ constexpr KnownPre kLlama3Pre{
 // ByteLevel with use_regex: GPT-2's own regex, llama.cpp's "gpt-2".
 constexpr KnownPre kGpt2Pre{"", "gpt-2", false};
 
+// Deeper nesting than any tokenizer file has; refused before parsing, as printing or freeing a deeply nested
+// value recurses.
+constexpr int kMaxJsonDepth = 64;
+
+// The deepest nesting of arrays and objects in `text`, outside strings (stops counting past the limit).
+int json_depth(std::string_view text) {
+    int depth = 0, deepest = 0;
+    bool in_string = false;
+    for (std::size_t i = 0; i < text.size() && deepest <= kMaxJsonDepth; ++i) {
+        const char c = text[i];
+        if (in_string) {
+            if (c == '\\')
+                ++i;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            deepest = std::max(deepest, ++depth);
+        } else if (c == ']' || c == '}') {
+            --depth;
+        }
+    }
+    return deepest;
+}
+
 json read_json(const fs::path& path) {
     const MappedFile f = MappedFile::open(path);
     const auto bytes = f.bytes();
+    if (json_depth({reinterpret_cast<const char*>(bytes.data()), bytes.size()}) > kMaxJsonDepth)
+        fail(path.string() + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
     try {
         return json::parse(reinterpret_cast<const char*>(bytes.data()),
                            reinterpret_cast<const char*>(bytes.data()) + bytes.size());
@@ -219,6 +247,7 @@ struct Converter {
                 const json& st = field(item, "SpecialToken");
                 if (st.is_null()) return -1;
                 const json& name = field(st, "id");
+                if (!name.is_string()) return -1;
                 const json& known = field(field(field(*p, "special_tokens"), name.get<std::string>().c_str()), "ids");
                 if (known.is_array() && known.size() == 1 && known[0].is_number_unsigned())
                     return known[0].get<std::int64_t>();
@@ -356,7 +385,8 @@ struct Converter {
     // Byte-level: the llama.cpp pre-tokenizer whose regex is the tokenizer.json's.
     const KnownPre& byte_level_pre() const {
         if (!field(tj, "normalizer").is_null())
-            bad("normalizer " + dump(tj["normalizer"]) + " has no llama.cpp equivalent for a byte-level tokenizer");
+            bad("normalizer " + dump(field(tj, "normalizer")) +
+                " has no llama.cpp equivalent for a byte-level tokenizer");
         const auto parts = flatten(field(tj, "pre_tokenizer"), "pretokenizers");
         auto byte_level = [&](const json& j, bool regex) {
             return type_of(j) == "ByteLevel" && field(j, "add_prefix_space") != json(true) &&

@@ -2,9 +2,14 @@
 
 #include <cstring>
 #include <map>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
+#include <unistd.h>
+
+#include "headfuse/checked.h"
 #include "headfuse/error.h"
 #include "random.h"
 #include "roles.h"
@@ -151,7 +156,22 @@ PerHeadModel PerHeadModel::random_init(const Config& config, std::uint64_t seed)
     const std::vector<TensorSpec> layout = tensor_layout(config, ModelKind::PerHead);
     std::uint64_t total = 0;
     for (const TensorSpec& s : layout) total += elements(s.ne);
-    auto storage = std::make_shared<std::vector<std::byte>>(total * sizeof(float));
+    const std::uint64_t nbytes = checked_mul(total, sizeof(float), "random_init");
+    // More than the machine's memory would only end in the allocator (or the OOM killer): refuse it first.
+    const auto pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0 && nbytes / static_cast<std::uint64_t>(page) > static_cast<std::uint64_t>(pages))
+        fail("random_init: the model needs " + std::to_string(nbytes) + " bytes of memory, the machine has " +
+             std::to_string(static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page)) +
+             "; write_random_init streams it to a file instead");
+    std::shared_ptr<std::vector<std::byte>> storage;
+    try {
+        storage = std::make_shared<std::vector<std::byte>>(nbytes);
+    } catch (const std::bad_alloc&) {
+        fail("random_init: the model needs " + std::to_string(nbytes) +
+             " bytes of memory, which could not be allocated; write_random_init streams it to a file instead");
+    } catch (const std::length_error&) {
+        fail("random_init: the model needs " + std::to_string(nbytes) + " bytes of memory, more than a vector holds");
+    }
     std::vector<TensorView> views;
     auto* p = reinterpret_cast<float*>(storage->data());
     for (const TensorSpec& s : layout) {

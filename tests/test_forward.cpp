@@ -14,8 +14,11 @@
 #include "headfuse/fold.h"
 #include "headfuse/forward.h"
 #include "headfuse/quantize.h"
+#include "support/models.h"
 
 using namespace headfuse;
+using headfuse::test::make_config;
+using headfuse::test::Shape;
 
 namespace {
 
@@ -95,20 +98,6 @@ TestModel random_model(const Config& c, std::uint64_t seed) {
         m.views.layers.push_back(std::move(l));
     }
     return m;
-}
-
-Config make_config(std::uint32_t d_model, std::uint32_t n_heads, std::uint32_t n_kv, std::uint32_t d_head,
-                   std::uint32_t d_ff, std::uint32_t n_layers, std::uint32_t vocab, bool tied = false) {
-    Config c;
-    c.d_model = d_model;
-    c.n_heads = n_heads;
-    c.n_kv_heads = n_kv;
-    c.d_head = d_head;
-    c.d_ff = d_ff;
-    c.n_layers = n_layers;
-    c.vocab = vocab;
-    c.tied = tied;
-    return c;
 }
 
 std::vector<std::uint32_t> random_tokens(std::uint64_t seed, std::size_t n, std::uint32_t vocab) {
@@ -242,12 +231,6 @@ void expect_near_oracle(const ModelViews& m, const std::vector<std::uint32_t>& t
         worst = std::max(worst, std::abs(double(got[i]) - want[i]) / (1.0 + std::abs(want[i])));
     EXPECT_LE(worst, kOracleTolerance);
 }
-
-struct Shape {
-    const char* name;
-    Config config;
-};
-void PrintTo(const Shape& s, std::ostream* os) { *os << s.name; }
 
 class ForwardShapes : public testing::TestWithParam<Shape> {};
 

@@ -51,7 +51,8 @@ INSTANTIATE_TEST_SUITE_P(Corpus, FuzzReplay,
                                            Target{"config", headfuse::fuzz::config, "fu_"},
                                            Target{"per_head", headfuse::fuzz::per_head, "ph_"},
                                            Target{"fused", headfuse::fuzz::fused, "fu_"},
-                                           Target{"safetensors", headfuse::fuzz::safetensors, "st_"}),
+                                           Target{"safetensors", headfuse::fuzz::safetensors, "st_"},
+                                           Target{"tokenizer", headfuse::fuzz::tokenizer, "tk_"}),
                          [](const auto& info) { return info.param.name; });
 
 }  // namespace

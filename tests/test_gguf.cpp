@@ -68,7 +68,7 @@ TEST(Gguf, EveryValueTypeRoundTrips) {
 }
 
 TEST(Gguf, TensorsOfEveryTypeAndAlignmentRoundTripAndGgmlAgrees) {
-    HEADFUSE_REQUIRE_GGML(ggml);
+    HEADFUSE_OPTIONAL_GGML(ggml);
     std::mt19937_64 rng(test::test_seed());
     for (std::uint32_t alignment : {32u, 64u, 1u, 4096u}) {
         TempDir dir;
@@ -93,19 +93,24 @@ TEST(Gguf, TensorsOfEveryTypeAndAlignmentRoundTripAndGgmlAgrees) {
         const GgufFile f = GgufFile::open(path);
         EXPECT_EQ(f.alignment(), alignment);
         ASSERT_EQ(f.tensors().size(), data.size());
-        const auto summary = ggml->read_gguf(path.string());
-        ASSERT_TRUE(summary.ok) << "ggml rejected a file headfuse wrote, alignment " << alignment;
-        EXPECT_EQ(summary.data_offset, f.data_start());
-        EXPECT_EQ(static_cast<std::size_t>(summary.n_kv), f.metadata().size());
         for (std::size_t k = 0; k < data.size(); ++k) {
             const TensorInfo& t = f.tensors()[k];
             const auto got = f.tensor_data(t);
             ASSERT_EQ(got.size(), data[k].size());
             EXPECT_EQ(std::memcmp(got.data(), data[k].data(), got.size()), 0) << t.name;
+            EXPECT_EQ(t.offset % alignment, 0u);
+        }
+        if (!ggml) continue;
+        const auto summary = ggml->read_gguf(path.string());
+        ASSERT_TRUE(summary.ok) << "ggml rejected a file headfuse wrote, alignment " << alignment;
+        EXPECT_EQ(summary.data_offset, f.data_start());
+        EXPECT_EQ(static_cast<std::size_t>(summary.n_kv), f.metadata().size());
+        ASSERT_EQ(summary.names.size(), f.tensors().size());
+        for (std::size_t k = 0; k < data.size(); ++k) {
+            const TensorInfo& t = f.tensors()[k];
             EXPECT_EQ(summary.names[k], t.name);
             EXPECT_EQ(summary.offsets[k], t.offset);
             EXPECT_EQ(summary.types[k], t.type);
-            EXPECT_EQ(t.offset % alignment, 0u);
         }
     }
 }

@@ -17,19 +17,26 @@ extern char** environ;
 
 namespace headfuse::test {
 
+Config make_config(std::uint32_t d_model, std::uint32_t n_heads, std::uint32_t n_kv_heads, std::uint32_t d_head,
+                   std::uint32_t d_ff, std::uint32_t n_layers, std::uint32_t vocab, bool tied,
+                   std::uint32_t donor_d_in) {
+    Config c;
+    c.d_model = d_model;
+    c.n_heads = n_heads;
+    c.n_kv_heads = n_kv_heads;
+    c.d_head = d_head;
+    c.d_ff = d_ff;
+    c.n_layers = n_layers;
+    c.vocab = vocab;
+    c.tied = tied;
+    c.donor_d_in = donor_d_in;
+    return c;
+}
+
 std::vector<Shape> shape_families() {
     auto make = [](std::string name, std::uint32_t dm, std::uint32_t nh, std::uint32_t nkv, std::uint32_t dh,
                    std::uint32_t ff, std::uint32_t nl, std::uint32_t vocab, bool tied, std::uint32_t donor = 0) {
-        Config c;
-        c.d_model = dm;
-        c.n_heads = nh;
-        c.n_kv_heads = nkv;
-        c.d_head = dh;
-        c.d_ff = ff;
-        c.n_layers = nl;
-        c.vocab = vocab;
-        c.tied = tied;
-        c.donor_d_in = donor;
+        Config c = make_config(dm, nh, nkv, dh, ff, nl, vocab, tied, donor);
         c.context_length = 256;
         return Shape{std::move(name), c};
     };

@@ -18,6 +18,11 @@ struct Shape {
 // gtest prints a parameter with this.
 inline void PrintTo(const Shape& s, std::ostream* os) { *os << s.name; }
 
+// A config of these sizes (context 2048, the default rms_eps and rope_theta, no lens).
+Config make_config(std::uint32_t d_model, std::uint32_t n_heads, std::uint32_t n_kv_heads, std::uint32_t d_head,
+                   std::uint32_t d_ff, std::uint32_t n_layers, std::uint32_t vocab, bool tied = false,
+                   std::uint32_t donor_d_in = 0);
+
 // MHA, GQA, MQA, d_head != d_model/n_heads, tied and untied, a lens, vocabularies below 256 and in the
 // thousands. Every 2-D weight has rows of whole 32-element blocks, so every type applies.
 std::vector<Shape> shape_families();
