@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <numeric>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -118,9 +120,31 @@ int run_init(const InitArgs& a, const Common& c) {
     return 0;
 }
 
+// Warnings are held until the command has succeeded: a warning followed by an error would be two lines.
+class Warnings {
+public:
+    std::function<void(const std::string&)> sink() {
+        return [this](const std::string& w) { held_.push_back(w); };
+    }
+    void print() const {
+        for (const std::string& w : held_) std::fprintf(stderr, "headfuse: warning: %s\n", w.c_str());
+    }
+
+private:
+    std::vector<std::string> held_;
+};
+
+// More tokens than the model's context: llama.cpp would not evaluate them in one sequence.
+void warn_context(Warnings& w, const Config& c, std::size_t n_tokens) {
+    if (n_tokens > c.context_length)
+        w.sink()(std::to_string(n_tokens) + " tokens, more than the model's context length " +
+                 std::to_string(c.context_length) + " (llama.cpp evaluates at most that many in a sequence)");
+}
+
 int run_fuse(const FuseArgs& a, const Common& c) {
     const auto t0 = Clock::now();
-    const auto warn = [](const std::string& w) { std::fprintf(stderr, "headfuse: warning: %s\n", w.c_str()); };
+    Warnings warnings;
+    const auto warn = warnings.sink();
     // The tokenizer is read and checked before the model, so a bad one fails before any work.
     std::optional<Tokenizer> tok;
     if (!a.tokenizer_from.empty())
@@ -137,8 +161,13 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     opt.split = c.split;
     opt.warn = warn;
     const auto files = fuse(model, a.out, opt);
-    std::printf("wrote %s: fused llama file, %s, %s in %.2f s\n", written(files).c_str(),
-                describe(model.config()).c_str(),
+    warnings.print();
+    Config fused = model.config();  // the lens is folded into token_embd: the fused file has none
+    std::string lens;
+    if (fused.has_lens())
+        lens = ", lens folded (donor_d_in " + std::to_string(std::exchange(fused.donor_d_in, 0)) + ")";
+    std::printf("wrote %s: fused llama file, %s%s, %s in %.2f s\n", written(files).c_str(), describe(fused).c_str(),
+                lens.c_str(),
                 a.mix    ? std::string(mix_name(*a.mix)).c_str()
                 : a.type ? std::string(type_name(*a.type)).c_str()
                          : "types kept",
@@ -241,11 +270,14 @@ int run_logits(const LogitsArgs& a, const Common& c) {
     const PerHeadModel model = open_model(a.model);
     const std::vector<float> logits = forward_logits(model.views(), a.tokens, c.threads);
     const std::uint32_t vocab = model.config().vocab;
+    Warnings warnings;
+    warn_context(warnings, model.config(), a.tokens.size());
     if (!a.out.empty()) {
         const std::filesystem::path in = a.model;
         write_file_atomically(a.out, {reinterpret_cast<const std::byte*>(logits.data()), logits.size() * sizeof(float)},
                               {&in, 1});
         std::printf("wrote %s: %zu x %u f32 logits\n", a.out.c_str(), a.tokens.size(), vocab);
+        warnings.print();
         return 0;
     }
     const std::vector<double> lp = log_softmax(logits, vocab);
@@ -262,6 +294,7 @@ int run_logits(const LogitsArgs& a, const Common& c) {
         for (std::size_t i = 0; i < k; ++i) std::printf(" %u: %.4f", ids[i], row[ids[i]]);
         std::printf("\n");
     }
+    warnings.print();
     return 0;
 }
 
@@ -285,6 +318,9 @@ int run_verify(const VerifyArgs& a, const Common& c) {
         std::printf(
             "         (an encoded file: the difference is the encoding's rounding; the tensors are the proof)\n");
     std::printf("verdict: %s\n", r.ok() ? "PASS: the fused file is the per-head model" : "FAIL");
+    Warnings warnings;
+    warn_context(warnings, per_head.config(), a.tokens.size());
+    warnings.print();
     return r.ok() ? 0 : 1;
 }
 

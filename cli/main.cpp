@@ -1,7 +1,13 @@
 // headfuse: the command line. Flags live here; the work lives in the library (commands.cpp calls it).
+#include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <functional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -13,6 +19,8 @@ using namespace headfuse;
 using namespace headfuse::cli;
 
 namespace {
+
+const char* const kCommands[] = {"init", "fuse", "split", "inspect", "logits", "verify"};
 
 std::string lowercase(std::string_view s) {
     std::string out(s);
@@ -28,6 +36,30 @@ std::string type_list() {
     return s;
 }
 
+// Numbers are decimal everywhere: "010" is ten and "0x10" an error (CLI11 alone would read them as octal and
+// hex), and each is checked against its range, zero included, before anything runs.
+std::uint64_t parse_decimal(const std::string& flag, const std::string& text, std::uint64_t lo, std::uint64_t hi) {
+    const bool digits = !text.empty() && text.size() <= 20 &&
+                        std::all_of(text.begin(), text.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+    errno = 0;
+    const unsigned long long v = digits ? std::strtoull(text.c_str(), nullptr, 10) : 0;
+    if (!digits || errno == ERANGE || v < lo || v > hi)
+        fail(flag + ": expected a decimal whole number from " + std::to_string(lo) + " to " + std::to_string(hi) +
+             ", found '" + text + "'");
+    return v;
+}
+
+// A positive, finite decimal number ("1e-5", "10000"); no hex floats, infinities or NaN.
+float parse_positive(const std::string& flag, const std::string& text) {
+    const bool plain = !text.empty() && text.find_first_not_of("0123456789.eE+-") == std::string::npos;
+    char* end = nullptr;
+    errno = 0;
+    const float v = plain ? std::strtof(text.c_str(), &end) : 0.0f;
+    if (!plain || end != text.c_str() + text.size() || errno == ERANGE || !(v > 0) || !std::isfinite(v))
+        fail(flag + ": expected a positive decimal number, found '" + text + "'");
+    return v;
+}
+
 // "1,2,3" -> {1, 2, 3}
 std::vector<std::uint32_t> parse_tokens(const std::string& text) {
     std::vector<std::uint32_t> out;
@@ -35,16 +67,9 @@ std::vector<std::uint32_t> parse_tokens(const std::string& text) {
     while (pos <= text.size()) {
         const std::size_t comma = std::min(text.find(',', pos), text.size());
         const std::string item = text.substr(pos, comma - pos);
-        std::size_t used = 0;
-        unsigned long long v = 0;
-        try {
-            v = std::stoull(item, &used);
-        } catch (...) {
-            used = 0;
-        }
-        if (item.empty() || used != item.size() || item[0] == '-' || v > UINT32_MAX)
-            fail("--tokens: expected comma-separated token ids, found '" + item + "'");
-        out.push_back(static_cast<std::uint32_t>(v));
+        const bool digits = !item.empty() && item.find_first_not_of("0123456789") == std::string::npos;
+        if (!digits) fail("--tokens: expected comma-separated decimal token ids, found '" + item + "'");
+        out.push_back(static_cast<std::uint32_t>(parse_decimal("--tokens", item, 0, UINT32_MAX)));
         pos = comma + 1;
     }
     return out;
@@ -66,21 +91,94 @@ std::string one_line(const char* message) {
     return s;
 }
 
-void add_common(CLI::App* cmd, Common& c, bool threads = true) {
-    if (threads)
-        cmd->add_option("--threads", c.threads, "Worker threads (default: all cores)")->check(CLI::Range(1u, 1024u));
+// Flags whose values are read as text and converted after parsing, so that every number goes through
+// parse_decimal or parse_positive and every file name is checked the same way.
+class Deferred {
+public:
+    // A whole-number flag in [lo, hi], stored in `target` when given.
+    template <class T>
+    CLI::Option* number(CLI::App* cmd, const std::string& names, T& target, std::uint64_t lo, std::uint64_t hi,
+                        const std::string& help) {
+        Item& it = items_.emplace_back();
+        it.cmd = cmd;
+        it.opt = cmd->add_option(names, it.text, help)->type_name("N");
+        it.apply = [&target, lo, hi](const std::string& flag, const std::string& text) {
+            target = static_cast<T>(parse_decimal(flag, text, lo, hi));
+        };
+        return it.opt;
+    }
+    CLI::Option* positive(CLI::App* cmd, const std::string& names, float& target, const std::string& help) {
+        Item& it = items_.emplace_back();
+        it.cmd = cmd;
+        it.opt = cmd->add_option(names, it.text, help)->type_name("X");
+        it.apply = [&target](const std::string& flag, const std::string& text) { target = parse_positive(flag, text); };
+        return it.opt;
+    }
+    // A file to write: a name, not empty and not "-" (headfuse writes files, not standard output).
+    CLI::Option* output(CLI::App* cmd, std::string& target, const std::string& help) {
+        Item& it = items_.emplace_back();
+        it.cmd = cmd;
+        it.opt = cmd->add_option("-o,--output", it.text, help)->type_name("FILE");
+        it.apply = [&target](const std::string& flag, const std::string& text) {
+            if (text.empty()) fail(flag + ": expected a file name, found ''");
+            if (text == "-")
+                fail(flag +
+                     ": headfuse writes files, not standard output; give a file name ('./-' for a file "
+                     "named '-')");
+            target = text;
+        };
+        return it.opt;
+    }
+    // Converts the flags of `cmd` that were given.
+    void apply(const CLI::App* cmd) {
+        for (Item& it : items_)
+            if (it.cmd == cmd && it.opt->count() > 0) it.apply(it.opt->get_name(), it.text);
+    }
+
+private:
+    struct Item {
+        const CLI::App* cmd = nullptr;
+        CLI::Option* opt = nullptr;
+        std::string text;
+        std::function<void(const std::string&, const std::string&)> apply;
+    };
+    std::deque<Item> items_;  // stable addresses: CLI11 holds pointers to `text`
+};
+
+void add_common(CLI::App* cmd, Deferred& d, Common& c, bool threads = true) {
+    if (threads) d.number(cmd, "--threads", c.threads, 1, 1024, "Worker threads, 1 to 1024 (default: all cores)");
     cmd->add_flag("-q,--quiet", c.quiet, "No progress bar");
 }
 
 // --split-max-size / --split-max-tensors on a command that writes a model: the output becomes a split set,
 // PREFIX-00001-of-0000N.gguf ..., as llama-gguf-split writes it (-o PREFIX or -o PREFIX.gguf).
-void add_split(CLI::App* cmd, std::string& max_size, std::uint64_t& max_tensors) {
+void add_split(CLI::App* cmd, Deferred& d, std::string& max_size, std::uint64_t& max_tensors) {
     cmd->add_option("--split-max-size", max_size,
                     "Write a split set: at most N[M|G] of tensor data per shard (M = 10^6 bytes, G = 10^9), named "
                     "PREFIX-00001-of-0000N.gguf from -o PREFIX[.gguf]")
         ->type_name("N[M|G]");
-    cmd->add_option("--split-max-tensors", max_tensors, "Write a split set: at most N tensors per shard")
-        ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 31));
+    d.number(cmd, "--split-max-tensors", max_tensors, 1, std::uint64_t{1} << 31,
+             "Write a split set: at most N tensors per shard");
+}
+
+// d_head and n_kv_heads when not given, and errors that say which values were derived.
+void complete_config(Config& cfg, bool d_head_given, bool n_kv_given) {
+    if (!n_kv_given) cfg.n_kv_heads = cfg.n_heads;
+    std::string derived;
+    if (!d_head_given) {
+        if (cfg.d_model % cfg.n_heads != 0)
+            fail("--d-head not given, and d_model " + std::to_string(cfg.d_model) + " is not a multiple of n_heads " +
+                 std::to_string(cfg.n_heads) + " (d_head defaults to d_model / n_heads): pass --d-head");
+        cfg.d_head = cfg.d_model / cfg.n_heads;
+        derived = " (d_head " + std::to_string(cfg.d_head) + " = d_model " + std::to_string(cfg.d_model) +
+                  " / n_heads " + std::to_string(cfg.n_heads) + ", as --d-head was not given)";
+    }
+    try {
+        cfg.validate();
+    } catch (const Error& e) {
+        const std::string m = e.what();
+        fail(m + (m.find("d_head") != std::string::npos ? derived : ""));
+    }
 }
 
 }  // namespace
@@ -90,115 +188,157 @@ int main(int argc, char** argv) {
     std::signal(SIGXFSZ, SIG_IGN);
 
     CLI::App app{"headfuse: per-head LLaMA checkpoints to llama.cpp GGUF files and back, exactly."};
+    app.name("headfuse");
     app.set_version_flag("--version", "headfuse " HEADFUSE_VERSION);  // the project version, from CMake
     app.require_subcommand(1);
     app.footer("Run 'headfuse COMMAND --help' for a command's options.");
     Common common;
+    Deferred deferred;
 
     InitArgs init;
     Config& cfg = init.config;
     auto* c_init =
         app.add_subcommand("init", "Write a randomly initialised per-head checkpoint (weights N(0, 0.02), norms 1)");
-    c_init->add_option("-o,--output", init.out, "Output per-head GGUF file")->required();
-    c_init->add_option("--d-model", cfg.d_model, "Model width")->required();
-    c_init->add_option("--n-heads", cfg.n_heads, "Query heads")->required();
-    c_init->add_option("--n-kv-heads", cfg.n_kv_heads, "Key/value heads (default: n-heads; 1 is MQA)");
-    c_init->add_option("--d-head", cfg.d_head, "Head width (default: d-model / n-heads)");
-    c_init->add_option("--d-ff", cfg.d_ff, "Feed-forward width")->required();
-    c_init->add_option("--n-layers", cfg.n_layers, "Layers")->required();
-    c_init->add_option("--vocab", cfg.vocab, "Vocabulary size")->required();
-    c_init->add_option("--seed", init.seed, "Random seed (same seed, same bytes)")->capture_default_str();
+    deferred.output(c_init, init.out, "Output per-head GGUF file")->required();
+    deferred.number(c_init, "--d-model", cfg.d_model, 1, kMaxDim, "Model width")->required();
+    deferred.number(c_init, "--n-heads", cfg.n_heads, 1, kMaxHeads, "Query heads")->required();
+    auto* n_kv = deferred.number(c_init, "--n-kv-heads", cfg.n_kv_heads, 1, kMaxHeads,
+                                 "Key/value heads, dividing n-heads (default: n-heads; 1 is MQA)");
+    auto* d_head =
+        deferred.number(c_init, "--d-head", cfg.d_head, 2, kMaxDim, "Head width, even (default: d-model / n-heads)");
+    deferred.number(c_init, "--d-ff", cfg.d_ff, 1, kMaxDim, "Feed-forward width")->required();
+    deferred.number(c_init, "--n-layers", cfg.n_layers, 1, kMaxLayers, "Layers")->required();
+    deferred.number(c_init, "--vocab", cfg.vocab, 1, kMaxVocab, "Vocabulary size")->required();
+    deferred.number(c_init, "--seed", init.seed, 0, UINT64_MAX, "Random seed (same seed, same bytes; default: 0)");
     c_init->add_flag("--tied", cfg.tied, "Tie the output layer to token_embd (no output.weight)");
-    c_init->add_option("--donor-d-in", cfg.donor_d_in,
-                       "Train under a projection lens from a donor embedding of this width");
-    c_init->add_option("--context", cfg.context_length, "Context length")->capture_default_str();
-    c_init->add_option("--rms-eps", cfg.rms_eps, "RMSNorm epsilon")->capture_default_str();
-    c_init->add_option("--rope-theta", cfg.rope_theta, "RoPE frequency base")->capture_default_str();
+    deferred.number(c_init, "--donor-d-in", cfg.donor_d_in, 1, kMaxDim,
+                    "Train under a projection lens from a donor embedding of this width");
+    deferred.number(c_init, "--context", cfg.context_length, 1, kMaxContext,
+                    "Context length (default: " + std::to_string(cfg.context_length) + ")");
+    deferred.positive(c_init, "--rms-eps", cfg.rms_eps, "RMSNorm epsilon (default: 1e-05)");
+    deferred.positive(c_init, "--rope-theta", cfg.rope_theta, "RoPE frequency base (default: 10000)");
     std::string rope_scaling = "none";
-    c_init->add_option("--rope-scaling", rope_scaling, "RoPE context scaling: none|linear|yarn")
+    c_init->add_option("--rope-scaling", rope_scaling, "RoPE context scaling: none|linear|yarn (default: none)")
         ->check(CLI::IsMember({"none", "linear", "yarn"}))
-        ->capture_default_str();
-    c_init->add_option("--rope-scaling-factor", cfg.rope_scaling_factor, "Context multiplier of linear or YaRN scaling")
-        ->capture_default_str();
-    c_init->add_option("--rope-original-context", cfg.rope_original_context,
-                       "YaRN: the context length before scaling (default: --context)");
-    add_common(c_init, common);
+        ->type_name("KIND");
+    deferred.positive(c_init, "--rope-scaling-factor", cfg.rope_scaling_factor,
+                      "Context multiplier of linear or YaRN scaling (default: 1)");
+    deferred.number(c_init, "--rope-original-context", cfg.rope_original_context, 1, kMaxContext,
+                    "YaRN: the context length before scaling (default: --context)");
+    add_common(c_init, deferred, common);
     std::string split_max_size;
     std::uint64_t split_max_tensors = 0;
-    add_split(c_init, split_max_size, split_max_tensors);
+    add_split(c_init, deferred, split_max_size, split_max_tensors);
 
     FuseArgs fuse;
     std::string fuse_type;
     auto* c_fuse =
         app.add_subcommand("fuse", "Per-head checkpoint -> llama.cpp GGUF (fused q/k/v, lens folded, tokenizer)");
-    c_fuse->add_option("input", fuse.in, "Per-head GGUF checkpoint (or any shard of a split set)")->required();
-    c_fuse->add_option("-o,--output", fuse.out, "Output llama.cpp GGUF file")->required();
-    c_fuse->add_option("--type", fuse_type,
-                       "Type of 2-D weights: " + type_list() +
-                           " (a K-quant mix chooses per tensor as llama-quantize does; default: keep the input's)");
-    c_fuse->add_option("--tokenizer-from", fuse.tokenizer_from,
-                       "Tokenizer to write: a GGUF file's, or a Hugging Face folder's or tokenizer.json's, converted "
-                       "(its size must match the vocabulary; checked as llama.cpp's loader checks it). Default: "
-                       "the input's own, else a SentencePiece placeholder");
-    add_common(c_fuse, common);
-    add_split(c_fuse, split_max_size, split_max_tensors);
+    c_fuse->add_option("input", fuse.in, "Per-head GGUF checkpoint (or any shard of a split set)")
+        ->required()
+        ->type_name("FILE");
+    deferred.output(c_fuse, fuse.out, "Output llama.cpp GGUF file")->required();
+    auto* type_opt = c_fuse
+                         ->add_option("--type", fuse_type,
+                                      "Type of 2-D weights: " + type_list() +
+                                          " (a K-quant mix chooses per tensor as llama-quantize does; default: keep "
+                                          "the input's)")
+                         ->type_name("TYPE");
+    c_fuse
+        ->add_option("--tokenizer-from", fuse.tokenizer_from,
+                     "Tokenizer to write: a GGUF file's, or a Hugging Face folder's or tokenizer.json's, converted "
+                     "(its size must match the vocabulary; checked as llama.cpp's loader checks it). Default: "
+                     "the input's own, else a SentencePiece placeholder")
+        ->type_name("FILE");
+    add_common(c_fuse, deferred, common);
+    add_split(c_fuse, deferred, split_max_size, split_max_tensors);
 
     SplitArgs split;
     auto* c_split = app.add_subcommand("split", "llama.cpp GGUF -> per-head checkpoint (byte-identical heads)");
-    c_split->add_option("input", split.in, "Fused llama.cpp GGUF file (or any shard of a split set)")->required();
-    c_split->add_option("-o,--output", split.out, "Output per-head GGUF checkpoint")->required();
-    add_common(c_split, common, false);
-    add_split(c_split, split_max_size, split_max_tensors);
+    c_split->add_option("input", split.in, "Fused llama.cpp GGUF file (or any shard of a split set)")
+        ->required()
+        ->type_name("FILE");
+    deferred.output(c_split, split.out, "Output per-head GGUF checkpoint")->required();
+    add_common(c_split, deferred, common, false);
+    add_split(c_split, deferred, split_max_size, split_max_tensors);
 
     InspectArgs inspect;
     auto* c_inspect = app.add_subcommand("inspect", "Show a GGUF file's header, metadata and tensors");
-    c_inspect->add_option("file", inspect.file, "GGUF file (a shard of a split set: the whole set)")->required();
+    c_inspect->add_option("file", inspect.file, "GGUF file (a shard of a split set: the whole set)")
+        ->required()
+        ->type_name("FILE");
     c_inspect->add_flag("--json", inspect.json, "Print JSON");
 
     LogitsArgs logits;
     std::string logits_tokens;
     auto* c_logits = app.add_subcommand("logits", "Run the reference forward pass on a per-head or fused file");
     c_logits->add_option("model", logits.model, "Per-head or fused GGUF file (or any shard of a split set)")
-        ->required();
-    c_logits->add_option("--tokens", logits_tokens, "Comma-separated token ids, e.g. 1,2,3")->required();
-    c_logits->add_option("-o,--output", logits.out, "Write raw little-endian f32 logits (n_tokens x vocab) here");
-    c_logits->add_option("--top", logits.top, "Without -o: show the top K tokens per position")->capture_default_str();
-    add_common(c_logits, common);
+        ->required()
+        ->type_name("FILE");
+    c_logits->add_option("--tokens", logits_tokens, "Comma-separated token ids, e.g. 1,2,3")
+        ->required()
+        ->type_name("IDS");
+    auto* logits_out =
+        deferred.output(c_logits, logits.out, "Write raw little-endian f32 logits (n_tokens x vocab) here");
+    auto* top = deferred.number(c_logits, "--top", logits.top, 1, kMaxVocab,
+                                "Without -o: show the top K tokens per position (default: 5)");
+    add_common(c_logits, deferred, common);
 
     VerifyArgs verify;
     std::string verify_tokens;
     auto* c_verify =
         app.add_subcommand("verify", "Prove a fused file is its per-head checkpoint: every tensor and the logits");
     c_verify->add_option("per_head", verify.per_head, "Per-head GGUF checkpoint (or any shard of a split set)")
-        ->required();
-    c_verify->add_option("fused", verify.fused, "Fused llama.cpp GGUF file (or any shard of a split set)")->required();
-    c_verify->add_option("--tokens", verify_tokens,
-                         "Comma-separated token ids (default: 8 tokens across the vocabulary)");
-    add_common(c_verify, common);
+        ->required()
+        ->type_name("FILE");
+    c_verify->add_option("fused", verify.fused, "Fused llama.cpp GGUF file (or any shard of a split set)")
+        ->required()
+        ->type_name("FILE");
+    auto* verify_tokens_opt = c_verify
+                                  ->add_option("--tokens", verify_tokens,
+                                               "Comma-separated token ids (default: 8 tokens across the vocabulary)")
+                                  ->type_name("IDS");
+    add_common(c_verify, deferred, common);
     c_verify->footer("Exit status: 0 the same model (PASS), 1 they differ (FAIL), 2 they could not be compared.");
 
     // verify answers as cmp does: 0 the same model, 1 they differ, 2 they could not be compared.
     const int failure = argc > 1 && std::string_view(argv[1]) == "verify" ? 2 : 1;
+
+    // An unknown command is named, not reported as a missing one.
+    if (argc > 1 && argv[1][0] != '-' && std::find_if(std::begin(kCommands), std::end(kCommands), [&](const char* c) {
+                                             return std::string(c) == argv[1];
+                                         }) == std::end(kCommands)) {
+        std::fprintf(stderr,
+                     "headfuse: unknown command '%s'; the commands are init, fuse, split, inspect, logits, "
+                     "verify (see 'headfuse --help')\n",
+                     one_line(argv[1]).c_str());
+        return failure;
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
-        const int code = app.exit(e);
-        return code == 0 ? 0 : failure;
+        if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+        std::string where = "headfuse";
+        if (argc > 1 && argv[1][0] != '-') where += " " + std::string(argv[1]);
+        std::string message = e.what();
+        if (message == "A subcommand is required") message = "a command is required";
+        std::fprintf(stderr, "headfuse: %s (see '%s --help')\n", one_line(message.c_str()).c_str(), where.c_str());
+        return failure;
     }
 
     try {
+        for (const CLI::App* cmd : app.get_subcommands()) deferred.apply(cmd);
         if (!split_max_size.empty()) common.split.max_bytes = parse_split_size(split_max_size, "--split-max-size");
         common.split.max_tensors = split_max_tensors;
         if (*c_init) {
-            if (!cfg.n_kv_heads) cfg.n_kv_heads = cfg.n_heads;
-            if (!cfg.d_head && cfg.n_heads) cfg.d_head = cfg.d_model / cfg.n_heads;
             cfg.rope_scaling = rope_scaling == "yarn"     ? RopeScaling::Yarn
                                : rope_scaling == "linear" ? RopeScaling::Linear
                                                           : RopeScaling::None;
+            complete_config(cfg, d_head->count() > 0, n_kv->count() > 0);
             return run_init(init, common);
         }
         if (*c_fuse) {
-            if (!fuse_type.empty()) {
+            if (type_opt->count() > 0) {
                 fuse.type = parse_dtype(fuse_type);
                 fuse.mix = parse_mix(fuse_type);
                 if (!fuse.type && !fuse.mix)
@@ -209,11 +349,13 @@ int main(int argc, char** argv) {
         if (*c_split) return run_split(split, common);
         if (*c_inspect) return run_inspect(inspect);
         if (*c_logits) {
+            if (top->count() > 0 && logits_out->count() > 0)
+                fail("--top chooses the rows of the table, and -o writes every logit instead: give one of them");
             logits.tokens = parse_tokens(logits_tokens);
             return run_logits(logits, common);
         }
         if (*c_verify) {
-            if (!verify_tokens.empty()) verify.tokens = parse_tokens(verify_tokens);
+            if (verify_tokens_opt->count() > 0) verify.tokens = parse_tokens(verify_tokens);
             return run_verify(verify, common);
         }
     } catch (const Error& e) {

@@ -9,17 +9,17 @@
 namespace headfuse {
 namespace {
 
-// Upper bounds that keep every size computed from a config far from overflow, and a hostile file's
-// metadata from asking for absurd allocations before its tensors are checked.
-constexpr std::uint32_t kMaxDim = 1u << 20;
-constexpr std::uint32_t kMaxHeads = 1u << 12;
-constexpr std::uint32_t kMaxLayers = 1u << 12;
-constexpr std::uint32_t kMaxVocab = 1u << 24;
-
 void check_range(std::string_view field, std::uint32_t v, std::uint32_t lo, std::uint32_t hi) {
     if (v < lo || v > hi)
         fail(std::string(field) + " must be in " + std::to_string(lo) + ".." + std::to_string(hi) + ", found " +
              std::to_string(v));
+}
+
+// A float as people write it: "1e-09", not std::to_string's "0.000000".
+std::string number(float x) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", double{x});
+    return buf;
 }
 
 // RoPE scaling as llama.cpp's loader reads it (llama_model_base::load_hparams): the type defaults to
@@ -91,20 +91,25 @@ void Config::validate() const {
     check_range("d_ff", d_ff, 1, kMaxDim);
     check_range("n_layers", n_layers, 1, kMaxLayers);
     check_range("vocab", vocab, 1, kMaxVocab);
-    check_range("context_length", context_length, 1, kMaxDim * 16);
-    if (!(std::isfinite(rms_eps) && rms_eps > 0))
-        fail("rms_eps must be a positive number, found " + std::to_string(rms_eps));
+    check_range("context_length", context_length, 1, kMaxContext);
+    if (!(std::isfinite(rms_eps) && rms_eps > 0)) fail("rms_eps must be a positive number, found " + number(rms_eps));
     if (!(std::isfinite(rope_theta) && rope_theta > 0))
-        fail("rope_theta must be a positive number, found " + std::to_string(rope_theta));
+        fail("rope_theta must be a positive number, found " + number(rope_theta));
     if (!(std::isfinite(rope_scaling_factor) && rope_scaling_factor > 0))
-        fail("rope_scaling_factor must be a positive number, found " + std::to_string(rope_scaling_factor));
+        fail("rope_scaling_factor must be a positive number, found " + number(rope_scaling_factor));
     if (!(std::isfinite(rope_attn_factor) && rope_attn_factor > 0))
-        fail("rope_attn_factor must be a positive number, found " + std::to_string(rope_attn_factor));
-    check_range("rope_original_context", rope_original_context, 0, kMaxDim * 16);
+        fail("rope_attn_factor must be a positive number, found " + number(rope_attn_factor));
+    check_range("rope_original_context", rope_original_context, 0, kMaxContext);
     if (donor_d_in > 0) {
         check_range("donor_d_in", donor_d_in, 1, kMaxDim);
         if (tied) fail("a projection lens (donor_d_in > 0) requires an untied output layer");
     }
+    // The per-head layout's tensor count: the reader refuses files of more than kMaxTensors.
+    const std::uint64_t n_tensors = 4 + std::uint64_t{n_layers} * (6 + std::uint64_t{n_heads} + 2 * n_kv_heads);
+    if (n_tensors > kMaxTensors)
+        fail("n_layers " + std::to_string(n_layers) + " x (6 + n_heads " + std::to_string(n_heads) +
+             " + 2 x n_kv_heads " + std::to_string(n_kv_heads) + ") makes " + std::to_string(n_tensors) +
+             " tensors, more than the " + std::to_string(kMaxTensors) + " a GGUF file headfuse reads may hold");
 }
 
 void Config::write_metadata(Metadata& md) const {
@@ -164,8 +169,9 @@ Config Config::from_metadata(const Metadata& md, std::string_view where) {
 std::string describe(const Config& c) {
     std::string s = "d_model " + std::to_string(c.d_model) + ", " + std::to_string(c.n_heads) + " heads (" +
                     std::to_string(c.n_kv_heads) + " kv) x " + std::to_string(c.d_head) + ", d_ff " +
-                    std::to_string(c.d_ff) + ", " + std::to_string(c.n_layers) + " layers, vocab " +
-                    std::to_string(c.vocab) + ", " + (c.tied ? "tied" : "untied");
+                    std::to_string(c.d_ff) + ", " + std::to_string(c.n_layers) +
+                    (c.n_layers == 1 ? " layer" : " layers") + ", vocab " + std::to_string(c.vocab) + ", " +
+                    (c.tied ? "tied" : "untied");
     if (c.has_lens()) s += ", lens from donor_d_in " + std::to_string(c.donor_d_in);
     if (c.rope_scaling != RopeScaling::None) {
         char factor[32];

@@ -2,7 +2,9 @@
 
 #include <cblas.h>
 
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "headfuse/error.h"
 
@@ -16,8 +18,10 @@ LensFold::LensFold(const TensorView& donor, const TensorView& proj)
     if (proj.ne[0] != donor_d_in_)
         fail("tensor '" + proj.name + "' has " + std::to_string(proj.ne[0]) + " columns, expected donor_d_in " +
              std::to_string(donor_d_in_));
-    const float* p = proj.f32();
-    proj_.assign(p, p + d_model_ * donor_d_in_);  // exact f32 -> f64 widening
+    // Through a copy: a file may align its tensors to 1 byte, too little for float loads.
+    std::vector<float> p(d_model_ * donor_d_in_);
+    if (!p.empty()) std::memcpy(p.data(), proj.bytes.data(), p.size() * sizeof(float));
+    proj_.assign(p.begin(), p.end());  // exact f32 -> f64 widening
 }
 
 void LensFold::rows(std::uint64_t v0, std::uint64_t n, float* out) {
@@ -26,7 +30,9 @@ void LensFold::rows(std::uint64_t v0, std::uint64_t n, float* out) {
     const std::uint64_t k = donor_d_in_;
     std::vector<double>& a = a_;
     std::vector<double>& c = c_;
-    a.assign(donor_.f32() + v0 * k, donor_.f32() + (v0 + n) * k);
+    std::vector<float> rows(n * k);
+    std::memcpy(rows.data(), donor_.bytes.data() + v0 * k * sizeof(float), rows.size() * sizeof(float));
+    a.assign(rows.begin(), rows.end());
     c.resize(n * d_model_);  // dgemm with beta 0 writes every element
     // C[n, d_model] = A[n, k] · Pᵀ  (P stored [d_model][k], row-major)
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(d_model_),

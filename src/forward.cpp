@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -78,7 +79,7 @@ void check_model(const ModelViews& m) {
         fail("forward: " + std::to_string(m.layers.size()) + " layers given; expected " + std::to_string(c.n_layers));
     // Every tensor the role table gives the per-head layout of this config, with its shape and type.
     auto check = [](const TensorSpec& s, const TensorView& w) {
-        if (s.kind == TensorKind::Norm) return check_norm(w, s.ne[0]);
+        if (s.kind == TensorKind::Norm || s.kind == TensorKind::Bias) return check_norm(w, s.ne[0]);
         check_matrix(w, s.ne[0], s.ne[1]);
         if ((s.kind == TensorKind::Donor || s.kind == TensorKind::Lens) && w.type != DType::F32)
             fail("forward: a projection lens needs f32 token_embd.weight and lens.proj.weight");
@@ -149,6 +150,35 @@ float dot(const float* a, const float* b, std::size_t n) {
 // Weight bytes a thread reads before it hands their pages back: a mapped model never becomes resident whole.
 constexpr std::uint64_t kReleaseBytes = std::uint64_t{4} << 20;
 
+// "ph.gguf: " for a view of a mapped file, "" for one in memory: errors about weights name their file.
+std::string source_of(const TensorView& w) { return w.file ? w.file->path().string() + ": " : ""; }
+
+[[noreturn]] void non_finite(const TensorView& w, std::uint64_t row) {
+    fail(source_of(w) + "tensor '" + w.name + "': non-finite weight (NaN or infinity) in row " + std::to_string(row));
+}
+
+// Row r of w as f32, checked finite: F32 rows in place when the file aligns them for float loads (a file may
+// set general.alignment to 1), anything else decoded (or copied) into `scratch`.
+const float* load_row(const TensorView& w, std::uint64_t r, float* scratch) {
+    const std::byte* p = w.row(r).data();
+    const std::uint64_t n = w.ne[0];
+    const float* row = scratch;
+    if (w.type == DType::F32 && reinterpret_cast<std::uintptr_t>(p) % alignof(float) == 0)
+        row = reinterpret_cast<const float*>(p);
+    else
+        decode_row(w.type, p, scratch, n);
+    if (!all_finite(row, n)) non_finite(w, r);
+    return row;
+}
+
+// A norm's weights, copied out of the file (whatever its alignment) and checked finite.
+std::vector<float> load_norm(const TensorView& w) {
+    std::vector<float> out(w.ne[0]);
+    const float* row = load_row(w, 0, out.data());
+    if (row != out.data()) std::copy(row, row + out.size(), out.begin());
+    return out;
+}
+
 // y[t, o] = W[o] · x[t] for t < n_tok, W being `parts` stacked row after row: the heads of a projection in
 // head order, which is exactly the layout of the fused tensor. Rows are decoded one at a time into scratch.
 void matmul(float* y, const float* x, std::size_t n_tok, std::span<const TensorView> parts, unsigned threads) {
@@ -162,11 +192,7 @@ void matmul(float* y, const float* x, std::size_t n_tok, std::span<const TensorV
             const std::uint64_t lo = std::max(o0, base), hi = std::min(o1, base + w.n_rows());
             std::uint64_t unreleased = lo;  // first row whose pages this thread still holds
             for (std::uint64_t o = lo; o < hi; ++o) {
-                const float* row = scratch.data();
-                if (w.type == DType::F32)
-                    row = reinterpret_cast<const float*>(w.row(o - base).data());
-                else
-                    decode_row(w.type, w.row(o - base).data(), scratch.data(), n_in);
+                const float* row = load_row(w, o - base, scratch.data());
                 for (std::size_t t = 0; t < n_tok; ++t) y[t * n_out + o] = dot(row, x + t * n_in, n_in);  // hot loop
                 if (w.file && ((o + 1 - unreleased) * w.row_nbytes() >= kReleaseBytes || o + 1 == hi)) {
                     w.file->release(w.row(unreleased - base).data(), (o + 1 - unreleased) * w.row_nbytes());
@@ -312,7 +338,8 @@ void embed(const ModelViews& m, std::span<const std::uint32_t> tokens, float* x)
     for (std::size_t t = 0; t < tokens.size(); ++t) {
         const std::uint64_t tok = tokens[t];
         if (!m.lens_proj) {
-            decode_row(m.token_embd.type, m.token_embd.row(tok).data(), x + t * d, d);
+            const float* row = load_row(m.token_embd, tok, x + t * d);
+            if (row != x + t * d) std::memcpy(x + t * d, row, d * sizeof(float));
             continue;
         }
         const std::uint64_t v0 = tok - tok % kFoldBlockRows;
@@ -323,8 +350,28 @@ void embed(const ModelViews& m, std::span<const std::uint32_t> tokens, float* x)
             it->second.resize(n * d);
             fold->rows(v0, n, it->second.data());
         }
+        if (!all_finite(it->second.data() + (tok - v0) * d, d)) non_finite(m.token_embd, tok);
         std::memcpy(x + t * d, it->second.data() + (tok - v0) * d, d * sizeof(float));
     }
+}
+
+// y[t] += b for every position t, b being `parts` concatenated (the heads of a projection's bias): ggml_add
+// in f32 after the matmul. No parts, no bias.
+void add_bias(float* y, std::size_t n_tok, std::span<const TensorView> parts) {
+    std::size_t n_out = 0;
+    for (const TensorView& b : parts) n_out += b.ne[0];
+    for (std::size_t t = 0; t < n_tok; ++t) {
+        float* row = y + t * n_out;
+        for (const TensorView& b : parts) {
+            const float* w = b.f32();
+            for (std::uint64_t i = 0; i < b.ne[0]; ++i) row[i] += w[i];
+            row += b.ne[0];
+        }
+    }
+}
+
+void add_bias(float* y, std::size_t n_tok, const std::optional<TensorView>& b) {
+    if (b) add_bias(y, n_tok, std::span(&*b, 1));
 }
 
 float silu(float x) { return x / (1.0f + std::exp(-x)); }  // ggml_silu_f32
@@ -339,8 +386,9 @@ std::vector<float> forward_logits(const ModelViews& model, std::span<const std::
     const Config& c = model.config;
     for (std::size_t t = 0; t < tokens.size(); ++t)
         if (tokens[t] >= c.vocab)
-            fail("forward: token " + std::to_string(tokens[t]) + " at position " + std::to_string(t) +
-                 " is out of the vocabulary (vocab " + std::to_string(c.vocab) + ")");
+            fail(source_of(model.token_embd) + "token " + std::to_string(tokens[t]) + " at position " +
+                 std::to_string(t) + " is out of the vocabulary (vocab " + std::to_string(c.vocab) + ", ids 0 to " +
+                 std::to_string(c.vocab - 1) + ")");
     threads = resolve_threads(threads);
 
     const std::size_t n = tokens.size();
@@ -350,33 +398,43 @@ std::vector<float> forward_logits(const ModelViews& model, std::span<const std::
 
     embed(model, tokens, s.x.data());
     const RopeParams rope_p = rope_params(c);
-    for (std::size_t t = 0; t < n; ++t) rope_angles(&s.rope[t * dh], std::uint32_t(t), rope_p, nullptr);
+    const float* freq_factors = model.rope_freqs ? model.rope_freqs->f32() : nullptr;  // rope_freqs.weight
+    for (std::size_t t = 0; t < n; ++t) rope_angles(&s.rope[t * dh], std::uint32_t(t), rope_p, freq_factors);
 
     for (const LayerViews& l : model.layers) {
+        const std::vector<float> attn_norm = load_norm(l.attn_norm), ffn_norm = load_norm(l.ffn_norm);  // [d_model]
         // attention: h = x + attn_output · attention(rope(q), rope(k), v), all of rmsnorm(x) * attn_norm
-        for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], l.attn_norm.f32(), d, c.rms_eps);
+        for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], attn_norm.data(), d, c.rms_eps);
         matmul(s.q.data(), s.xn.data(), n, l.q, threads);  // n_heads x [d_model, d_head]
         matmul(s.k.data(), s.xn.data(), n, l.k, threads);  // n_kv    x [d_model, d_head]
         matmul(s.v.data(), s.xn.data(), n, l.v, threads);  // n_kv    x [d_model, d_head]
+        add_bias(s.q.data(), n, l.q_bias);                 // n_heads x [d_head], before RoPE
+        add_bias(s.k.data(), n, l.k_bias);
+        add_bias(s.v.data(), n, l.v_bias);
         for (std::size_t t = 0; t < n; ++t) {
             for (std::uint32_t h = 0; h < c.n_heads; ++h) rope(&s.q[t * c.q_dim() + h * dh], &s.rope[t * dh], dh);
             for (std::uint32_t g = 0; g < c.n_kv_heads; ++g) rope(&s.k[t * c.kv_dim() + g * dh], &s.rope[t * dh], dh);
         }
         attention(s, c, n, threads);
         matmul(s.y.data(), s.att.data(), n, l.attn_output, threads);  // [n_heads*d_head, d_model]
+        add_bias(s.y.data(), n, l.attn_output_bias);                  // [d_model]
         for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
 
         // FFN: x = h + ffn_down · (silu(ffn_gate · xn) * (ffn_up · xn)), xn = rmsnorm(h) * ffn_norm
-        for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], l.ffn_norm.f32(), d, c.rms_eps);
+        for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], ffn_norm.data(), d, c.rms_eps);
         matmul(s.gate.data(), s.xn.data(), n, l.ffn_gate, threads);  // [d_model, d_ff]
+        add_bias(s.gate.data(), n, l.ffn_gate_bias);                 // [d_ff]
         matmul(s.up.data(), s.xn.data(), n, l.ffn_up, threads);      // [d_model, d_ff]
+        add_bias(s.up.data(), n, l.ffn_up_bias);                     // [d_ff]
         for (std::size_t i = 0; i < s.gate.size(); ++i) s.gate[i] = silu(s.gate[i]) * s.up[i];
         matmul(s.y.data(), s.gate.data(), n, l.ffn_down, threads);  // [d_ff, d_model]
+        add_bias(s.y.data(), n, l.ffn_down_bias);                   // [d_model]
         for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
     }
 
     // logits = output · (rmsnorm(x) * output_norm); token_embd [d_model, vocab] when tied
-    for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], model.output_norm.f32(), d, c.rms_eps);
+    const std::vector<float> output_norm = load_norm(model.output_norm);
+    for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], output_norm.data(), d, c.rms_eps);
     matmul(s.logits.data(), s.xn.data(), n, model.output ? *model.output : model.token_embd, threads);
     return std::move(s.logits);
 }

@@ -124,17 +124,35 @@ struct Planner {
     const FuseOptions& opt;
     std::string source;  // "ph.gguf: " for a model read from a file, prefixing errors about its weights
 
+    // 2-D weights whose rows are not whole blocks of the requested type: reported once, with the count.
+    mutable std::vector<std::string> fallback;
+    mutable DType fallback_type_ = DType::F16;
+
     // The type a 2-D weight is written in: the input's, the pure type or the mix's choice, each with
-    // llama.cpp's fallback when the rows are not whole blocks.
+    // llama.cpp's fallback when the rows are not whole blocks. Only F32 weights are encoded.
     DType weight_type(const std::string& name, const TensorView& src, std::uint64_t ne0) const {
         if (!opt.type && !opt.mix) return src.type;
         const DType want = opt.mix ? mix_base_type(*opt.mix) : *opt.type;
         const DType t = opt.mix ? mix_tensor_type(*opt.mix, name, ne0, mix_model()) : fallback_type(want, ne0);
-        if (ne0 % traits(want).block_size != 0 && opt.warn)
-            opt.warn("tensor '" + name + "' has rows of " + std::to_string(ne0) + " elements, not whole " +
-                     std::string(type_name(want)) + " blocks of " + std::to_string(traits(want).block_size) +
-                     ": written as " + std::string(type_name(t)));
+        if (t == src.type) return t;
+        if (src.type != DType::F32)
+            fail(source + "tensor '" + src.name + "' is " + std::string(type_name(src.type)) +
+                 ": headfuse encodes f32 weights only; fuse this checkpoint without a type to keep its types");
+        if (ne0 % traits(want).block_size != 0) {
+            if (fallback.empty()) fallback_type_ = t;
+            fallback.push_back(name);
+        }
         return t;
+    }
+
+    void report_fallback() const {
+        if (fallback.empty() || !opt.warn) return;
+        const DType want = opt.mix ? mix_base_type(*opt.mix) : *opt.type;
+        const bool one = fallback.size() == 1;
+        opt.warn(std::to_string(fallback.size()) + (one ? " tensor ('" : " tensors (first '") + fallback.front() +
+                 (one ? "') has" : "') have") + " rows that are not whole " + std::string(type_name(want)) +
+                 " blocks of " + std::to_string(traits(want).block_size) + " elements: written as " +
+                 std::string(type_name(fallback_type_)) + (one ? "" : " (or llama.cpp's fallback for each)"));
     }
 
     MixModel mix_model() const {
@@ -143,7 +161,8 @@ struct Planner {
     }
 
     void add_copy(GgufWriter& w, const TensorSpec& s, const TensorView& v) const {
-        const DType t = s.kind == TensorKind::Norm ? DType::F32 : weight_type(s.name, v, s.ne[0]);
+        const DType t =
+            s.kind == TensorKind::Norm || s.kind == TensorKind::Bias ? DType::F32 : weight_type(s.name, v, s.ne[0]);
         w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne,
                      [this, v, t](ByteSink& sink) { emit_view(v, source, t, opt.threads, sink); });
     }
@@ -153,8 +172,9 @@ struct Planner {
         const DType t = weight_type(s.name, heads.front(), s.ne[0]);
         for (const TensorView& h : heads)
             if (h.type != heads.front().type)
-                fail("tensor '" + h.name + "' is " + std::string(type_name(h.type)) + ", head 0 is " +
-                     std::string(type_name(heads.front().type)));
+                fail(source + "tensor '" + h.name + "' is " + std::string(type_name(h.type)) + ", but '" +
+                     heads.front().name + "' is " + std::string(type_name(heads.front().type)) +
+                     ": the heads of a projection must share a type");
         w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [this, &heads, t](ByteSink& sink) {
             for (const TensorView& h : heads) emit_view(h, source, t, opt.threads, sink);
         });
@@ -246,6 +266,7 @@ std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::fi
         else
             plan.add_copy(w, s, *role_view(m, *s.role, s.layer));
     }
+    plan.report_fallback();
     std::vector<std::filesystem::path> inputs = input_paths(model.file());
     if (options.tokenizer)
         inputs.insert(inputs.end(), options.tokenizer->inputs.begin(), options.tokenizer->inputs.end());

@@ -93,10 +93,6 @@ Value read_scalar(Cursor& c, ValueType t, const std::string& key) {
     c.error("key '" + key + "': unexpected value type");
 }
 
-// Array items held in memory for one file, at most. A Value takes ~80 bytes, so a file of one-byte items
-// could otherwise ask for 80 times its size; the largest real tokenizers hold a few million items.
-constexpr std::uint64_t kMaxArrayItems = std::uint64_t{1} << 24;
-
 // `keep_items` false: array items are read and checked but not kept (validating a header costs no copy).
 Value read_value(Cursor& c, ValueType t, const std::string& key, std::uint64_t& items_left, bool keep_items) {
     if (t != ValueType::ARRAY) return read_scalar(c, t, key);
@@ -183,6 +179,9 @@ GgufFile GgufFile::parse_impl(std::span<const std::byte> bytes, std::string name
     if (n_tensors > c.remaining() / 32)
         c.error("tensor count " + std::to_string(n_tensors) + " cannot fit in the " + std::to_string(c.remaining()) +
                 " bytes that remain");
+    if (n_tensors > kMaxTensors)
+        c.error("tensor count " + std::to_string(n_tensors) + " is more than the " + std::to_string(kMaxTensors) +
+                " headfuse reads");
     std::unordered_set<std::string> names;
     std::uint64_t expected_offset = 0;
     g.tensors_.reserve(n_tensors);

@@ -188,6 +188,7 @@ PerHeadModel PerHeadModel::random_init(const Config& config, std::uint64_t seed)
     }
     PerHeadModel m;
     m.views_ = assemble_views(config, ModelKind::PerHead, views);
+    m.views_.owner = storage;
     m.storage_ = std::move(storage);
     return m;
 }
@@ -202,6 +203,7 @@ PerHeadModel PerHeadModel::open(const std::filesystem::path& path) {
     m.views_ = assemble_views(c, ModelKind::PerHead,
                               check_tensors(*file, tensor_layout(c, ModelKind::PerHead), ModelKind::PerHead));
     m.metadata_ = file->metadata();
+    m.views_.owner = file;
     m.file_ = std::move(file);
     return m;
 }
@@ -257,6 +259,7 @@ FusedModel FusedModel::open(const std::filesystem::path& path) {
     for (std::size_t i = 0; i < layout.size(); ++i)
         if (is_head_role(*layout[i].role)) m.fused_.emplace(std::pair{layout[i].layer, layout[i].role->role}, views[i]);
     m.metadata_ = file->metadata();
+    m.views_.owner = file;
     m.file_ = std::move(file);
     return m;
 }

@@ -24,6 +24,9 @@ Shape attn_output(const Config& c, std::uint32_t layer) {
     return {std::uint64_t{head_count(role_spec(Role::AttnQ), c, layer)} * c.d_head, dm(c)};
 }
 Shape ffn_in(const Config& c, std::uint32_t) { return {dm(c), c.d_ff}; }
+Shape head_vector(const Config& c, std::uint32_t) { return {c.d_head}; }
+Shape ffn_vector(const Config& c, std::uint32_t) { return {c.d_ff}; }
+Shape rope_pairs(const Config& c, std::uint32_t) { return {c.d_head / 2}; }
 Shape ffn_out(const Config& c, std::uint32_t) { return {c.d_ff, dm(c)}; }
 
 // The table. Rows in file order; a role's name appears here and nowhere else.
@@ -33,15 +36,23 @@ const RoleSpec kRoles[] = {
     {Role::LensProj, "lens.proj", "weight", Global, Lens, LensOnly, lens_proj, &ModelViews::lens_proj},
     {Role::OutputNorm, "output_norm", "weight", Global, Norm, Required, model_vector, &ModelViews::output_norm},
     {Role::Output, "output", "weight", Global, Weight, Untied, vocab_embd, &ModelViews::output},
+    {Role::RopeFreqs, "rope_freqs", "weight", Global, Norm, Optional, rope_pairs, &ModelViews::rope_freqs},
     {Role::AttnNorm, "attn_norm", "weight", Layer, Norm, Required, model_vector, &LayerViews::attn_norm},
     {Role::AttnQ, "attn_q", "weight", HeadQ, Weight, Required, head_matrix, &LayerViews::q},
     {Role::AttnK, "attn_k", "weight", HeadKV, Weight, Required, head_matrix, &LayerViews::k},
     {Role::AttnV, "attn_v", "weight", HeadKV, Weight, Required, head_matrix, &LayerViews::v},
+    {Role::AttnQBias, "attn_q", "bias", HeadQ, Bias, Optional, head_vector, &LayerViews::q_bias},
+    {Role::AttnKBias, "attn_k", "bias", HeadKV, Bias, Optional, head_vector, &LayerViews::k_bias},
+    {Role::AttnVBias, "attn_v", "bias", HeadKV, Bias, Optional, head_vector, &LayerViews::v_bias},
     {Role::AttnOutput, "attn_output", "weight", Layer, Weight, Required, attn_output, &LayerViews::attn_output},
+    {Role::AttnOutputBias, "attn_output", "bias", Layer, Bias, Optional, model_vector, &LayerViews::attn_output_bias},
     {Role::FfnNorm, "ffn_norm", "weight", Layer, Norm, Required, model_vector, &LayerViews::ffn_norm},
     {Role::FfnGate, "ffn_gate", "weight", Layer, Weight, Required, ffn_in, &LayerViews::ffn_gate},
+    {Role::FfnGateBias, "ffn_gate", "bias", Layer, Bias, Optional, ffn_vector, &LayerViews::ffn_gate_bias},
     {Role::FfnUp, "ffn_up", "weight", Layer, Weight, Required, ffn_in, &LayerViews::ffn_up},
+    {Role::FfnUpBias, "ffn_up", "bias", Layer, Bias, Optional, ffn_vector, &LayerViews::ffn_up_bias},
     {Role::FfnDown, "ffn_down", "weight", Layer, Weight, Required, ffn_out, &LayerViews::ffn_down},
+    {Role::FfnDownBias, "ffn_down", "bias", Layer, Bias, Optional, model_vector, &LayerViews::ffn_down_bias},
 };
 static_assert(std::size(kRoles) == kRoleCount, "one row per role");
 

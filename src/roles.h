@@ -30,7 +30,8 @@ inline constexpr std::uint32_t kModelAlignment = 4096;
 
 // What a tensor holds, which decides the types it may have and how random_init fills it.
 enum class TensorKind {
-    Norm,    // 1-D, always F32, initialised to 1.0
+    Norm,    // 1-D, always F32, initialised to 1.0 (norm weights, rope_freqs)
+    Bias,    // 1-D, always F32, initialised from N(0, 0.02)
     Weight,  // 2-D, any model type, initialised from N(0, 0.02)
     Donor,   // the donor embedding of a lens model: 2-D F32
     Lens,    // lens.proj: 2-D F32

@@ -577,7 +577,7 @@ std::vector<Case> cases() {
         {"block_count_absurd",
          Base::PerHead,
          Cmd::Fuse,
-         {"metadata describes", "block_count 4096", "the file has"},
+         {"n_layers 4096", "50356228 tensors", "more than the 1048576"},
          [](RawGguf& g) {
              g.set("llama.block_count", Value::u32(4096));
              g.set("llama.attention.head_count", Value::u32(4096));

@@ -27,7 +27,7 @@ constexpr double kF32LogprobTolerance = 1e-4;
 
 // A model whose attention is sharp enough for RoPE to matter: weights uniform in +-2/sqrt(n_in) (the
 // N(0, 0.02) of `init` leaves attention almost uniform, and the positions almost invisible), norms 1,
-// embeddings uniform in +-1. Written as a per-head checkpoint.
+// biases uniform in +-0.5, embeddings uniform in +-1, rope_freqs a ramp. Written as a per-head checkpoint.
 void write_sharp_model(const Config& c, std::uint64_t seed, const std::filesystem::path& path) {
     std::mt19937_64 rng(seed);
     std::vector<std::vector<float>> data;
@@ -38,12 +38,15 @@ void write_sharp_model(const Config& c, std::uint64_t seed, const std::filesyste
         std::uint64_t n = 1;
         for (auto d : s.ne) n *= d;
         const float a = s.kind == TensorKind::Norm      ? 0.0f
+                        : s.kind == TensorKind::Bias    ? 0.5f
                         : s.name == "token_embd.weight" ? 1.0f
                                                         : 2.0f / std::sqrt(float(s.ne[0]));
         std::uniform_real_distribution<float> u(-a, a);
         std::vector<float>& v = data.emplace_back(n, 1.0f);
         if (a > 0)
             for (float& x : v) x = u(rng);
+        if (s.role->role == Role::RopeFreqs)  // divisors from 0.25 (the fastest pair) to 8 (the slowest)
+            for (std::uint64_t i = 0; i < n; ++i) v[i] = 0.25f * std::pow(32.0f, float(i) / float(n - 1));
         tensors.push_back({s.name, DType::F32, s.ne, {reinterpret_cast<const std::byte*>(v.data()), n * 4}});
     }
     PerHeadModel::from_tensors(c, tensors).save(path);
@@ -213,3 +216,78 @@ TEST(Unmodeled, LogitsRefusesNamingTheKey) {
         EXPECT_NE(std::string(e.what()).find("llama.attention.causal"), std::string::npos) << e.what();
     }
 }
+
+namespace {
+
+// The model without its optional roles: what the forward pass would compute if it ignored them.
+ModelViews without_optional_roles(ModelViews m) {
+    m.config.optional_roles = {};
+    m.rope_freqs.reset();
+    for (LayerViews& l : m.layers) {
+        l.q_bias.clear();
+        l.k_bias.clear();
+        l.v_bias.clear();
+        l.attn_output_bias.reset();
+        l.ffn_gate_bias.reset();
+        l.ffn_up_bias.reset();
+        l.ffn_down_bias.reset();
+    }
+    return m;
+}
+
+struct OptionalCase {
+    std::string name;
+    std::vector<Role> roles;
+};
+void PrintTo(const OptionalCase& c, std::ostream* os) { *os << c.name; }
+
+class OptionalRolesJudge : public ::testing::TestWithParam<OptionalCase> {};
+
+}  // namespace
+
+// Optional tensors llama.cpp's `llama` graph reads: biases (per head in a per-head checkpoint, fused by
+// fuse) and Llama 3.1's rope_freqs.weight. llama.cpp and headfuse agree on the fused file, the same model
+// read without them would not, and every command works on them.
+TEST_P(OptionalRolesJudge, LlamaCppAgreesAndCommandsWork) {
+    HEADFUSE_REQUIRE_JUDGES();
+    Config c = small_config();
+    for (Role r : GetParam().roles) c.optional_roles.insert(r);
+    TempDir dir;
+    write_sharp_model(c, test::test_seed(), dir / "ph.gguf");
+    const std::string ph = (dir / "ph.gguf").string(), fused_path = (dir / "fused.gguf").string();
+    const auto fused_run = test::run_cli({"fuse", ph, "-o", fused_path, "-q"});
+    ASSERT_EQ(fused_run.status, 0) << fused_run.err;
+    const FusedModel fused = FusedModel::open(fused_path);
+    EXPECT_EQ(fused.config(), c);
+
+    const auto tokens = long_prompt(c.vocab);
+    const auto theirs = test::llama_eval(fused_path, tokens);
+    const double d = max_diff(our_logprobs(fused.views(), tokens), theirs, c.vocab);
+    const double d_plain = max_diff(our_logprobs(without_optional_roles(fused.views()), tokens), theirs, c.vocab);
+    std::printf("[headfuse] %s: llama.cpp max |dlogp| %.3g (without them: %.3g)\n", GetParam().name.c_str(), d,
+                d_plain);
+    EXPECT_LE(d, kF32LogprobTolerance);
+    EXPECT_GT(d_plain, 100 * kF32LogprobTolerance) << "the optional tensors do not show in these logits";
+
+    // inspect, split, fuse again, logits and verify on the CLI.
+    for (const std::vector<std::string>& args :
+         {std::vector<std::string>{"inspect", fused_path},
+          {"split", fused_path, "-o", (dir / "ph2.gguf").string()},
+          {"fuse", (dir / "ph2.gguf").string(), "-o", (dir / "fused2.gguf").string()},
+          {"logits", ph, "--tokens", "1,2,3"},
+          {"verify", ph, fused_path},
+          {"verify", (dir / "ph2.gguf").string(), fused_path}}) {
+        const auto r = test::run_cli(args);
+        EXPECT_EQ(r.status, 0) << args[0] << ": " << r.out << r.err;
+    }
+    EXPECT_EQ(test::read_bytes(dir / "fused.gguf"), test::read_bytes(dir / "fused2.gguf"));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Optional, OptionalRolesJudge,
+    ::testing::Values(OptionalCase{"biases",
+                                   {Role::AttnQBias, Role::AttnKBias, Role::AttnVBias, Role::AttnOutputBias,
+                                    Role::FfnGateBias, Role::FfnUpBias, Role::FfnDownBias}},
+                      OptionalCase{"qkv_biases", {Role::AttnQBias, Role::AttnKBias, Role::AttnVBias}},
+                      OptionalCase{"rope_freqs", {Role::RopeFreqs}}),
+    [](const auto& info) { return info.param.name; });

@@ -153,6 +153,21 @@ TEST(Lens, TiedOutputIsRefused) {
     EXPECT_THROW(PerHeadModel::random_init(c, 1), Error);
 }
 
+// A ModelViews copy kept after its model is gone still reads valid bytes: it shares the mapping.
+TEST(Views, ACopyOutlivesItsModel) {
+    TempDir dir;
+    write_random_init(test::make_config(64, 4, 2, 16, 128, 2, 300), 5, dir / "ph.gguf");
+    const std::vector<std::uint32_t> tokens{1, 2, 3};
+    ModelViews copy;
+    std::vector<float> want;
+    {
+        const PerHeadModel m = PerHeadModel::open(dir / "ph.gguf");
+        copy = m.views();
+        want = forward_logits(m.views(), tokens);
+    }
+    EXPECT_EQ(forward_logits(copy, tokens), want);
+}
+
 TEST(RandomInit, AModelLargerThanMemoryIsAHeadfuseError) {
     // 16 layers of three 2^20 x 2^20 matrices: 192 TiB of f32.
     const Config c = test::make_config(1u << 20, 4, 4, 1u << 18, 1u << 20, 16, 1000);

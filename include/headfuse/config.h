@@ -11,6 +11,17 @@
 
 namespace headfuse {
 
+// Upper bounds that keep every size computed from a config far from overflow, and a hostile file's metadata
+// from asking for absurd allocations before its tensors are checked. A vocabulary's three tokenizer arrays
+// (tokens, scores, types) must fit in what the reader holds (kMaxArrayItems), and a model's tensors in
+// kMaxTensors, so that every file headfuse writes, it reads back.
+inline constexpr std::uint32_t kMaxDim = 1u << 20;
+inline constexpr std::uint32_t kMaxHeads = 1u << 12;
+inline constexpr std::uint32_t kMaxLayers = 1u << 12;
+inline constexpr std::uint32_t kMaxVocab = 1u << 22;
+inline constexpr std::uint32_t kMaxContext = kMaxDim * 16;
+static_assert(3 * std::uint64_t{kMaxVocab} < kMaxArrayItems);
+
 // RoPE context scaling, as llama.cpp reads `llama.rope.scaling.type`.
 enum class RopeScaling : std::uint8_t {
     None,    // positions as they are

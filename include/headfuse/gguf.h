@@ -39,6 +39,11 @@ inline constexpr std::uint32_t kGgufVersion = 3;
 inline constexpr std::uint32_t kDefaultAlignment = 32;
 inline constexpr std::size_t kMaxTensorName = 63;  // ggml: GGML_MAX_NAME 64, including the NUL
 inline constexpr std::uint32_t kMaxDims = 4;
+// What the reader holds for one file at most: array items of all its keys together (a Value takes ~80 bytes,
+// and the largest real tokenizers hold a few million items), and tensors (a real per-head checkpoint holds
+// thousands; a million tensor infos take ~100 MB).
+inline constexpr std::uint64_t kMaxArrayItems = std::uint64_t{1} << 24;
+inline constexpr std::uint64_t kMaxTensors = std::uint64_t{1} << 20;
 
 enum class ValueType : std::uint32_t {
     U8 = 0,

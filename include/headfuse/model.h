@@ -69,16 +69,31 @@ struct LayerViews {
     TensorView ffn_gate;        // [d_model, d_ff]
     TensorView ffn_up;          // [d_model, d_ff]
     TensorView ffn_down;        // [d_ff, d_model]
+    // Optional biases (Config::optional_roles), added after their matmul as llama.cpp's graph does; a head
+    // list is empty, an optional empty, when the model has no such bias.
+    std::vector<TensorView> q_bias;              // n_heads x [d_head]
+    std::vector<TensorView> k_bias;              // n_kv_heads x [d_head]
+    std::vector<TensorView> v_bias;              // n_kv_heads x [d_head]
+    std::optional<TensorView> attn_output_bias;  // [d_model]
+    std::optional<TensorView> ffn_gate_bias;     // [d_ff]
+    std::optional<TensorView> ffn_up_bias;       // [d_ff]
+    std::optional<TensorView> ffn_down_bias;     // [d_model]
 };
 
 // The per-head interface: what the forward pass, fuse and verify see, whatever holds the bytes.
+//
+// Views borrow. A ModelViews from PerHeadModel::open, random_init or FusedModel::open shares ownership of the
+// mapping or memory it points into (`owner`), so a copy kept after its model is gone stays valid. Views of
+// caller-owned tensors (PerHeadModel::from_tensors) have no owner: the caller keeps those bytes alive.
 struct ModelViews {
     Config config;
-    TensorView token_embd;                // [d_model, vocab], or [donor_d_in, vocab] with a lens
-    std::optional<TensorView> lens_proj;  // [donor_d_in, d_model]
-    TensorView output_norm;               // [d_model]
-    std::optional<TensorView> output;     // [d_model, vocab]; absent when tied
+    TensorView token_embd;                 // [d_model, vocab], or [donor_d_in, vocab] with a lens
+    std::optional<TensorView> lens_proj;   // [donor_d_in, d_model]
+    TensorView output_norm;                // [d_model]
+    std::optional<TensorView> output;      // [d_model, vocab]; absent when tied
+    std::optional<TensorView> rope_freqs;  // [d_head/2] f32: RoPE's angle of pair i is divided by element i
     std::vector<LayerViews> layers;
+    std::shared_ptr<const void> owner;  // keeps the bytes alive; null for caller-owned tensors
 };
 
 // Calls f(view) for every tensor of the model, in per-head checkpoint file order.

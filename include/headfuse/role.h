@@ -13,21 +13,29 @@ namespace headfuse {
 
 // In file order (a model file lists its tensors in this order, layer by layer).
 enum class Role : std::uint8_t {
-    TokenEmbd,   // token_embd.weight [d_model, vocab]
-    LensDonor,   // a per-head lens model's token_embd.weight: the frozen donor table [donor_d_in, vocab]
-    LensProj,    // lens.proj.weight [donor_d_in, d_model], per-head lens models only
-    OutputNorm,  // output_norm.weight [d_model]
-    Output,      // output.weight [d_model, vocab], untied models only
-    AttnNorm,    // blk.N.attn_norm.weight [d_model]
-    AttnQ,       // blk.N.attn_q.head_H.weight [d_model, d_head] per head; fused blk.N.attn_q.weight
-    AttnK,       // blk.N.attn_k.head_H.weight, per kv head
-    AttnV,       // blk.N.attn_v.head_H.weight, per kv head
-    AttnOutput,  // blk.N.attn_output.weight [n_heads*d_head, d_model]
-    FfnNorm,     // blk.N.ffn_norm.weight [d_model]
-    FfnGate,     // blk.N.ffn_gate.weight [d_model, d_ff]
-    FfnUp,       // blk.N.ffn_up.weight [d_model, d_ff]
-    FfnDown,     // blk.N.ffn_down.weight [d_ff, d_model]
-    Count_,      // not a role: the number of roles
+    TokenEmbd,       // token_embd.weight [d_model, vocab]
+    LensDonor,       // a per-head lens model's token_embd.weight: the frozen donor table [donor_d_in, vocab]
+    LensProj,        // lens.proj.weight [donor_d_in, d_model], per-head lens models only
+    OutputNorm,      // output_norm.weight [d_model]
+    Output,          // output.weight [d_model, vocab], untied models only
+    RopeFreqs,       // rope_freqs.weight [d_head/2], optional: Llama 3.1's per-dimension frequency divisors
+    AttnNorm,        // blk.N.attn_norm.weight [d_model]
+    AttnQ,           // blk.N.attn_q.head_H.weight [d_model, d_head] per head; fused blk.N.attn_q.weight
+    AttnK,           // blk.N.attn_k.head_H.weight, per kv head
+    AttnV,           // blk.N.attn_v.head_H.weight, per kv head
+    AttnQBias,       // blk.N.attn_q.head_H.bias [d_head] per head, optional; fused blk.N.attn_q.bias
+    AttnKBias,       // blk.N.attn_k.head_H.bias, per kv head, optional
+    AttnVBias,       // blk.N.attn_v.head_H.bias, per kv head, optional
+    AttnOutput,      // blk.N.attn_output.weight [n_heads*d_head, d_model]
+    AttnOutputBias,  // blk.N.attn_output.bias [d_model], optional
+    FfnNorm,         // blk.N.ffn_norm.weight [d_model]
+    FfnGate,         // blk.N.ffn_gate.weight [d_model, d_ff]
+    FfnGateBias,     // blk.N.ffn_gate.bias [d_ff], optional
+    FfnUp,           // blk.N.ffn_up.weight [d_model, d_ff]
+    FfnUpBias,       // blk.N.ffn_up.bias [d_ff], optional
+    FfnDown,         // blk.N.ffn_down.weight [d_ff, d_model]
+    FfnDownBias,     // blk.N.ffn_down.bias [d_model], optional
+    Count_,          // not a role: the number of roles
 };
 
 inline constexpr std::size_t kRoleCount = static_cast<std::size_t>(Role::Count_);
