@@ -135,9 +135,10 @@ struct Planner {
         const DType want = opt.mix ? mix_base_type(*opt.mix) : *opt.type;
         const DType t = opt.mix ? mix_tensor_type(*opt.mix, name, ne0, mix_model()) : fallback_type(want, ne0);
         if (t == src.type) return t;
-        if (src.type != DType::F32)
+        if (src.type != DType::F32 && src.type != DType::F16 && src.type != DType::BF16)
             fail(source + "tensor '" + src.name + "' is " + std::string(type_name(src.type)) +
-                 ": headfuse encodes f32 weights only; fuse this checkpoint without a type to keep its types");
+                 ": headfuse encodes from f32, f16 or bf16 weights only; fuse this checkpoint without a type to "
+                 "keep its types");
         if (ne0 % traits(want).block_size != 0) {
             if (fallback.empty()) fallback_type_ = t;
             fallback.push_back(name);

@@ -161,7 +161,7 @@ TEST(CliErrors, NoWarningBeforeAnErrorAndFallbackSaidOnce) {
     EXPECT_NE(f.err.find("warning: 3 tensors"), std::string::npos) << f.err;
     ASSERT_EQ(run_cli({"split", "-q", q8.string(), "-o", sq8.string()}).status, 0);
     const RunResult r = run_cli({"fuse", "-q", sq8.string(), "-o", (dir / "x.gguf").string(), "--type", "q4_0"});
-    expect_refused(r, {"split-q8.gguf", "f32 weights only"});
+    expect_refused(r, {"split-q8.gguf", "f32, f16 or bf16 weights only"});
     EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
     // From q8_0 to f32: the same clear refusal, not "encodes to f32 from f32 weights only".
     expect_refused(run_cli({"fuse", "-q", sq8.string(), "-o", (dir / "x.gguf").string(), "--type", "f32"}),
