@@ -91,8 +91,10 @@ std::vector<std::byte> GgufWriter::header() const { return header_of(metadata, t
 std::vector<std::byte> GgufWriter::header_of(const Metadata& md, std::span<const TensorPlan> tensors) const {
     if (alignment == 0 || (alignment & (alignment - 1)) != 0)
         fail("alignment must be a power of two, found " + std::to_string(alignment));
-    // general.alignment is written as the writer's alignment: in its place if the metadata has it, else last;
-    // and not at all when it is the default.
+    // general.alignment is written as the writer's alignment: in its place if the metadata has it, else right
+    // after general.architecture (as a writer that sets its alignment when created writes it), else last; and
+    // not at all when it is the default. A fixed place for an added key makes a model built in memory and the
+    // same model read from a file headfuse wrote give the same bytes.
     const bool has_key = md.find("general.alignment") != nullptr;
     const bool write_key = alignment != kDefaultAlignment;
     const std::uint64_t n_kv = md.size() - (has_key ? 1 : 0) + (write_key ? 1 : 0);
@@ -112,8 +114,9 @@ std::vector<std::byte> GgufWriter::header_of(const Metadata& md, std::span<const
         }
         h.put_string(e.key);
         h.put_value(e.value);
+        if (e.key == "general.architecture" && write_key && !has_key) put_alignment();
     }
-    if (write_key && !has_key) put_alignment();
+    if (write_key && !has_key && !md.find("general.architecture")) put_alignment();
     // Offsets are recomputed here so that a change of `alignment` after add_tensor stays consistent.
     std::uint64_t offset = 0;
     for (const TensorPlan& p : tensors) {
