@@ -7,7 +7,8 @@
 #                                          ONLY (operations to run, e.g. "fuse_q4_k_m llama_q4_k_m"; default all)
 #
 # Baselines: a durable copy of the same input (`cp IN OUT && sync OUT`, since headfuse fsyncs what it
-# publishes), and for the lens fold one f64 GEMM of the fold's shape by the same BLAS (bench/gemm_baseline).
+# publishes; for the safetensors import, a durable copy of the model.safetensors it reads), and for the lens fold
+# one f64 GEMM of the fold's shape by the same BLAS (bench/gemm_baseline).
 # Every output is removed before it is written again, for headfuse and cp alike. The page cache is warm.
 # fuse --type q4_k_m is also compared with llama.cpp's llama_model_quantize (bench/llama_quantize, libllama from
 # the judge) turning the same model's F32 fused file into Q4_K_M, both with the same 2 threads.
@@ -58,6 +59,9 @@ f32_32="$dir/fused-f32-align32.gguf"
 if [ -x "$lq" ] && [ ! -f "$f32_32" ]; then
   "$hf" fuse -q "$ph" -o "$dir/fused-f32.gguf" && "$lq" --realign "$dir/fused-f32.gguf" "$f32_32" && rm -f "$dir/fused-f32.gguf"
 fi
+# The same model as a Hugging Face checkpoint (one model.safetensors, rotate-half Q/K rows), for the import.
+st="$dir/hf/model.safetensors"
+[ -f "$st" ] || "$hf" export -q "$ph" -o "$dir/hf" --format hf --max-shard-size 100000000000 >/dev/null
 
 for rep in $(seq 1 "$reps"); do
   echo "bench: run $rep/$reps" >&2
@@ -80,9 +84,12 @@ for rep in $(seq 1 "$reps"); do
   measure gemm "$gemm" 32000 1024 1024
   warm "$dir/lens.gguf";      measure fuse_lens "$hf" fuse -q "$dir/lens.gguf" -o "$dir/out-lens.gguf"
   rm -f "$dir/out-lens.gguf"
+  warm "$st";                 measure copy_st sh -c 'cp "$1" "$2" && sync "$2"' copy "$st" "$dir/out-copy.st"
+  rm -f "$dir/out-copy.st"; warm "$st"; measure import "$hf" fuse -q "$dir/hf" -o "$dir/out-import.gguf"
+  rm -f "$dir/out-import.gguf"
   # Every run's ratios are taken within the run, against that run's baseline.
   awk -v rep="$rep" '{t[$1] = $2} END {
-      for (k in t) if (k != "copy" && k != "gemm" && k != "llama_q4_k_m") print "ratio", rep, k, t[k] / (k == "fuse_lens" ? t["gemm"] : t["copy"])
+      for (k in t) if (k != "copy" && k != "gemm" && k != "llama_q4_k_m" && k != "copy_st") print "ratio", rep, k, t[k] / (k == "fuse_lens" ? t["gemm"] : k == "import" ? t["copy_st"] : t["copy"])
       if ("fuse_q4_k_m" in t && "llama_q4_k_m" in t) print "ratio", rep, "q4_k_m_vs_llama", t["fuse_q4_k_m"] / t["llama_q4_k_m"]
     }' <(awk -v rep="$rep" '$1 == "copy" {c++} c == rep' "$results") >> "$dir/ratios.txt.$$"
 done
@@ -100,18 +107,18 @@ function median(arr, n,    i, j, tmp) {
 { n[$1]++; secs[$1, n[$1]] = $2; rss[$1, n[$1]] = $3 }
 END {
   while ((getline line < ratios) > 0) { split(line, f, " "); m[f[3]]++; r[f[3], m[f[3]]] = f[4] }
-  split("init fuse_f32 fuse_f16 fuse_bf16 fuse_q8_0 fuse_q4_0 fuse_q4_k_m split verify fuse_lens copy gemm llama_q4_k_m", order, " ")
+  split("init fuse_f32 fuse_f16 fuse_bf16 fuse_q8_0 fuse_q4_0 fuse_q4_k_m split verify fuse_lens import copy copy_st gemm llama_q4_k_m", order, " ")
   target["init"] = 2.0; target["fuse_f32"] = 1.0; target["fuse_q8_0"] = 1.0; target["fuse_lens"] = 3.0
-  target["fuse_q4_k_m"] = 1.0
+  target["fuse_q4_k_m"] = 1.0; target["import"] = 1.2
   printf "%-12s %9s  %-14s %7s %8s  %9s %8s\n", "operation", "median s", "baseline", "ratio", "target", "peak RSS", "target"
-  for (i = 1; i <= 13; i++) {
+  for (i = 1; i <= 15; i++) {
     k = order[i]; if (!(k in n)) continue
     delete a; for (j = 1; j <= n[k]; j++) a[j] = secs[k, j]; s = median(a, n[k])
     delete a; for (j = 1; j <= n[k]; j++) a[j] = rss[k, j]; peak = 0; for (j = 1; j <= n[k]; j++) if (a[j] > peak) peak = a[j]
-    base = (k == "fuse_lens") ? "1 f64 GEMM" : (k == "copy" || k == "gemm" || k == "llama_q4_k_m") ? "-" : "durable copy"
+    base = (k == "fuse_lens") ? "1 f64 GEMM" : (k == "import") ? "copy of .st" : (k == "copy" || k == "copy_st" || k == "gemm" || k == "llama_q4_k_m") ? "-" : "durable copy"
     ratio = "-"; if (k in m) { delete a; for (j = 1; j <= m[k]; j++) a[j] = r[k, j]; ratio = sprintf("%.2f", median(a, m[k])) }
     tgt = (k in target) ? sprintf("<= %.1f", target[k]) : "-"
-    rtgt = (k == "copy" || k == "gemm" || k == "llama_q4_k_m") ? "-" : "<= 256"
+    rtgt = (k == "copy" || k == "copy_st" || k == "gemm" || k == "llama_q4_k_m") ? "-" : "<= 256"
     verdict = ""
     if (k in target && ratio != "-" && ratio + 0 > target[k]) verdict = verdict " SLOW"
     if (rtgt != "-" && peak / 1024 > 256) verdict = verdict " RSS"

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "headfuse/checkpoint.h"
 #include "headfuse/error.h"
 #include "headfuse/forward.h"
 #include "headfuse/fuse.h"
@@ -141,17 +142,23 @@ void warn_context(Warnings& w, const Config& c, std::size_t n_tokens) {
                  std::to_string(c.context_length) + " (llama.cpp evaluates at most that many in a sequence)");
 }
 
+OpenedCheckpoint open_source(const std::string& in, const std::string& config) {
+    return open_checkpoint(in, config.empty() ? std::nullopt : std::optional<std::filesystem::path>(config));
+}
+
 int run_fuse(const FuseArgs& a, const Common& c) {
     const auto t0 = Clock::now();
     Warnings warnings;
     const auto warn = warnings.sink();
-    // The tokenizer is read and checked before the model, so a bad one fails before any work.
+    // A tokenizer named by --tokenizer-from is read and checked before the model, so a bad one fails before any
+    // work; a folder's own tokenizer.json is found once the source is open.
     std::optional<Tokenizer> tok;
-    if (!a.tokenizer_from.empty())
-        tok = read_tokenizer(a.tokenizer_from, warn);
-    else if (std::filesystem::exists(std::filesystem::path(a.in) / "tokenizer.json"))
-        tok = read_tokenizer(a.in, warn);  // a Hugging Face folder brings its own tokenizer
-    const PerHeadModel model = PerHeadModel::open(a.in);
+    if (!a.tokenizer_from.empty()) tok = read_tokenizer(a.tokenizer_from, warn);
+    const OpenedCheckpoint src = open_source(a.in, a.config);
+    if (src.layout == Layout::Gguf && !a.config.empty()) fail("--config applies to safetensors inputs only");
+    const PerHeadModel& model = src.model;
+    if (!tok && std::filesystem::exists(src.folder / "tokenizer.json") && src.layout != Layout::Gguf)
+        tok = read_tokenizer(src.folder, warn);  // a Hugging Face folder brings its own tokenizer
     FuseOptions opt;
     opt.type = a.type;
     opt.mix = a.mix;
@@ -160,6 +167,7 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     opt.progress = make_progress("fuse", c.quiet);
     opt.split = c.split;
     opt.warn = warn;
+    opt.inputs = src.inputs;
     const auto files = fuse(model, a.out, opt);
     warnings.print();
     Config fused = model.config();  // the lens is folded into token_embd: the fused file has none
@@ -181,6 +189,24 @@ int run_split(const SplitArgs& a, const Common& c) {
     const auto files = split(model, a.out, {make_progress("split", c.quiet), c.split});
     std::printf("wrote %s: per-head checkpoint, %s in %.2f s\n", written(files).c_str(),
                 describe(model.config()).c_str(), seconds_since(t0));
+    return 0;
+}
+
+int run_export(const ExportArgs& a, const Common& c) {
+    const auto t0 = Clock::now();
+    const OpenedCheckpoint src = open_source(a.in, a.config);
+    ExportOptions opt;
+    opt.format = a.format == "hf" ? ExportFormat::HuggingFace : ExportFormat::TransformerLens;
+    opt.max_shard_bytes = a.max_shard_bytes;
+    opt.progress = make_progress("export", c.quiet);
+    std::vector<std::filesystem::path> inputs = src.inputs;
+    if (inputs.empty()) inputs.push_back(a.in);
+    const auto files = export_checkpoint(src.model, a.out, opt, inputs);
+    std::uint64_t bytes = 0;
+    for (const auto& f : files) bytes += file_size(f);
+    std::printf("wrote %s: %s checkpoint, %s, %zu files, %s in %.2f s\n", a.out.c_str(),
+                a.format == "hf" ? "Hugging Face" : "TransformerLens", describe(src.model.config()).c_str(),
+                files.size(), human_bytes(bytes).c_str(), seconds_since(t0));
     return 0;
 }
 

@@ -26,9 +26,14 @@ struct InitArgs {
 };
 
 struct FuseArgs {
-    std::string in, out, tokenizer_from;
+    std::string in, out, tokenizer_from, config;
     std::optional<DType> type;
     std::optional<Mix> mix;
+};
+
+struct ExportArgs {
+    std::string in, out, format = "hf", config;
+    std::uint64_t max_shard_bytes = 5'000'000'000;
 };
 
 struct SplitArgs {
@@ -55,6 +60,7 @@ struct VerifyArgs {
 int run_init(const InitArgs& a, const Common& c);
 int run_fuse(const FuseArgs& a, const Common& c);
 int run_split(const SplitArgs& a, const Common& c);
+int run_export(const ExportArgs& a, const Common& c);
 int run_inspect(const InspectArgs& a);
 int run_logits(const LogitsArgs& a, const Common& c);
 int run_verify(const VerifyArgs& a, const Common& c);

@@ -20,7 +20,7 @@ using namespace headfuse::cli;
 
 namespace {
 
-const char* const kCommands[] = {"init", "fuse", "split", "inspect", "logits", "verify"};
+const char* const kCommands[] = {"init", "fuse", "split", "export", "inspect", "logits", "verify"};
 
 std::string lowercase(std::string_view s) {
     std::string out(s);
@@ -234,9 +234,13 @@ int main(int argc, char** argv) {
     std::string fuse_type;
     auto* c_fuse =
         app.add_subcommand("fuse", "Per-head checkpoint -> llama.cpp GGUF (fused q/k/v, lens folded, tokenizer)");
-    c_fuse->add_option("input", fuse.in, "Per-head GGUF checkpoint (or any shard of a split set)")
+    c_fuse
+        ->add_option("input", fuse.in,
+                     "Per-head or fused GGUF file (or any shard of a split set), .safetensors file, "
+                     "model.safetensors.index.json, or a folder with config.json and the weights (Hugging Face, "
+                     "TransformerLens or headfuse names)")
         ->required()
-        ->type_name("FILE");
+        ->type_name("PATH");
     deferred.output(c_fuse, fuse.out, "Output llama.cpp GGUF file")->required();
     auto* type_opt = c_fuse
                          ->add_option("--type", fuse_type,
@@ -250,8 +254,27 @@ int main(int argc, char** argv) {
                      "(its size must match the vocabulary; checked as llama.cpp's loader checks it). Default: "
                      "the input's own, else a SentencePiece placeholder")
         ->type_name("FILE");
+    c_fuse
+        ->add_option("--config", fuse.config,
+                     "Hyperparameters of a safetensors checkpoint (default: config.json beside the weights)")
+        ->type_name("FILE");
     add_common(c_fuse, deferred, common);
     add_split(c_fuse, deferred, split_max_size, split_max_tensors);
+
+    ExportArgs exp;
+    auto* c_export = app.add_subcommand(
+        "export", "Any model -> safetensors in Hugging Face or TransformerLens layout (config.json, weights)");
+    c_export->add_option("input", exp.in, "GGUF file (per-head or fused) or safetensors checkpoint")
+        ->required()
+        ->type_name("PATH");
+    deferred.output(c_export, exp.out, "Output folder")->required()->type_name("DIR");
+    c_export->add_option("--format", exp.format, "hf|transformer-lens (default: hf)")
+        ->check(CLI::IsMember({"hf", "transformer-lens"}))
+        ->type_name("FORMAT");
+    deferred.number(c_export, "--max-shard-size", exp.max_shard_bytes, 1, UINT64_MAX,
+                    "Bytes per safetensors file; more go to shards with an index (default: 5000000000)");
+    c_export->add_option("--config", exp.config, "Hyperparameters of a safetensors input")->type_name("FILE");
+    add_common(c_export, deferred, common, false);
 
     SplitArgs split;
     auto* c_split = app.add_subcommand("split", "llama.cpp GGUF -> per-head checkpoint (byte-identical heads)");
@@ -309,8 +332,8 @@ int main(int argc, char** argv) {
                                              return std::string(c) == argv[1];
                                          }) == std::end(kCommands)) {
         std::fprintf(stderr,
-                     "headfuse: unknown command '%s'; the commands are init, fuse, split, inspect, logits, "
-                     "verify (see 'headfuse --help')\n",
+                     "headfuse: unknown command '%s'; the commands are init, fuse, split, export, inspect, "
+                     "logits, verify (see 'headfuse --help')\n",
                      one_line(argv[1]).c_str());
         return failure;
     }
@@ -347,6 +370,7 @@ int main(int argc, char** argv) {
             return run_fuse(fuse, common);
         }
         if (*c_split) return run_split(split, common);
+        if (*c_export) return run_export(exp, common);
         if (*c_inspect) return run_inspect(inspect);
         if (*c_logits) {
             if (top->count() > 0 && logits_out->count() > 0)

@@ -72,7 +72,7 @@ broken = {
   'broken_len_huge': struct.pack('<Q', 2**63) + b'{}',
   'broken_len_past_end': struct.pack('<Q', 64) + b'{}',
   'broken_not_object': st({}, b'', raw=b'[1,2]'),
-  'broken_dtype_f64': st({'w': ent('F64', [3], 0, 24)}, f32),
+  'broken_dtype_f7': st({'w': ent('F7', [3], 0, 24)}, f32),
   'broken_len_mismatch': st({'w': ent('F32', [5], 0, 24)}, f32),
   'broken_gap': st({'w': ent('F32', [5], 4, 24)}, f32),
   'broken_overlap': st({'a': ent('F32', [3], 0, 12), 'b': ent('F32', [3], 8, 20)}, f32[:20]),

@@ -43,6 +43,7 @@ std::string shape_of(const TensorView& w) { return format_shape({w.ne.data(), st
 
 // w must be a matrix of n_out rows of n_in elements of a model type, with the bytes to match.
 void check_matrix(const TensorView& w, std::uint64_t n_in, std::uint64_t n_out) {
+    if (!w.plain()) fail("forward: tensor '" + w.name + "' is stored in a foreign row order; fuse the model first");
     const TypeTraits* t = find_type(static_cast<std::uint32_t>(w.type));
     if (!t || !t->reads)
         fail("forward: tensor '" + w.name + "' has type id " + std::to_string(static_cast<std::uint32_t>(w.type)) +

@@ -16,6 +16,7 @@
 #include "parallel.h"
 #include "roles.h"
 #include "tokenizer.h"
+#include "view_rows.h"
 
 namespace headfuse {
 namespace {
@@ -45,48 +46,36 @@ void encode_rows(const std::string& source, const std::string& tensor, std::uint
     });
 }
 
-// Rows per window of `window_bytes` (at least one row).
-std::uint64_t rows_per(const TensorView& v, std::uint64_t window_bytes) {
-    return std::max<std::uint64_t>(1, window_bytes / std::max<std::uint64_t>(1, v.row_nbytes()));
-}
-
-// Rows [r, r + n) of a view: read from its file into `buf`, or borrowed from memory. Reading beats touching
-// the mapping: a page fault costs more than copying the page, and nothing becomes resident.
-std::span<const std::byte> rows_of(const TensorView& v, std::uint64_t r, std::uint64_t n, std::vector<std::byte>& buf) {
-    const std::uint64_t rb = v.row_nbytes();
-    if (!v.file) return v.bytes.subspan(r * rb, n * rb);
-    buf.resize(n * rb);
-    v.file->read(v.file_offset + r * rb, buf);
-    return buf;
-}
-
 // Writes one view's bytes as `type`: copied when the type is unchanged (F32 checked for non-finite weights
-// on the way), encoded from F32 otherwise. Memory stays bounded by the window whatever the tensor size.
+// on the way), encoded from F32 (or F16/BF16 widened to F32 exactly) otherwise. A view in another storage order
+// (a foreign checkpoint's) is read row by row in that order. Memory stays bounded by the window whatever the
+// tensor size. Reading beats touching the mapping: a page fault costs more than copying the page.
 void emit_view(const TensorView& v, const std::string& source, DType type, unsigned threads, ByteSink& sink) {
-    if (v.type == type && type != DType::F32) {  // nothing to look at: the kernel copies it
+    if (v.type == type && type != DType::F32 && v.plain()) {  // nothing to look at: the kernel copies it
         if (v.file)
             sink.copy_from(*v.file, v.file_offset, v.bytes.size());
         else
             sink.write(v.bytes);
         return;
     }
-    const bool widen = v.type == DType::F16 || v.type == DType::BF16;  // exactly, to F32, then encoded
-    if (v.type != type && v.type != DType::F32 && !widen)
+    const bool copy = v.type == type;
+    if (!copy && v.type != DType::F32 && v.type != DType::F16 && v.type != DType::BF16)
         fail(source + "tensor '" + v.name + "' is " + std::string(type_name(v.type)) + "; headfuse encodes to " +
              std::string(type_name(type)) + " from f32, f16 or bf16 weights only");
-    const bool copy = v.type == type;
     const std::uint64_t ne0 = v.ne[0], n_rows = v.n_rows();
-    const std::uint64_t step = rows_per(v, copy ? kCopyWindowBytes : kEncodeWindowBytes);
-    auto check = [&](std::span<const std::byte> window, std::uint64_t r) {
-        const float* x = reinterpret_cast<const float*>(window.data());
-        for (std::uint64_t i = 0; i < window.size() / v.row_nbytes(); ++i)
+    const std::uint64_t step = window_rows(v, copy ? kCopyWindowBytes : kEncodeWindowBytes);
+    auto check = [&](const float* x, std::uint64_t n, std::uint64_t r) {
+        for (std::uint64_t i = 0; i < n; ++i)
             if (!all_finite(x + i * ne0, ne0)) non_finite(source, v.name, r + i);
     };
-    if (copy && v.file && resolve_threads(threads) > 1) {
+    if (copy && v.plain() && v.file && resolve_threads(threads) > 1) {
         // The kernel copies the bytes while another core reads and checks them.
         auto checked = std::async(std::launch::async, [&] {
-            std::vector<std::byte> in;
-            for (std::uint64_t r = 0; r < n_rows; r += step) check(rows_of(v, r, std::min(step, n_rows - r), in), r);
+            std::vector<std::byte> in, scratch;
+            for (std::uint64_t r = 0; r < n_rows; r += step) {
+                const std::uint64_t n = std::min(step, n_rows - r);
+                check(reinterpret_cast<const float*>(rows_of(v, r, n, in, scratch).data()), n, r);
+            }
         });
         std::exception_ptr copy_error;
         try {
@@ -98,24 +87,30 @@ void emit_view(const TensorView& v, const std::string& source, DType type, unsig
         if (copy_error) std::rethrow_exception(copy_error);
         return;
     }
-    std::vector<std::byte> in, out;
+    std::vector<std::byte> in, scratch, out;
     std::vector<float> wide;
     for (std::uint64_t r = 0; r < n_rows; r += step) {
         const std::uint64_t n = std::min(step, n_rows - r);
-        const auto window = rows_of(v, r, n, in);
+        const auto window = rows_of(v, r, n, in, scratch);
         if (copy) {  // check the window, then write it while it is still in cache
-            check(window, r);
+            if (type == DType::F32) check(reinterpret_cast<const float*>(window.data()), n, r);
             sink.write(window);
             continue;
         }
         const float* x = reinterpret_cast<const float*>(window.data());
-        if (widen) {
+        if (v.type != DType::F32) {  // F16/BF16 widened to F32, exactly
             wide.resize(n * ne0);
-            decode_row(v.type, window.data(), wide.data(), n * ne0);
+            for (std::uint64_t i = 0; i < n; ++i)
+                decode_row(v.type, window.data() + i * v.row_nbytes(), wide.data() + i * ne0, ne0);
             x = wide.data();
         }
-        encode_rows(source, v.name, r, x, n, ne0, type, threads, out);
-        sink.write(out);
+        if (type == DType::F32) {
+            check(x, n, r);
+            sink.write({reinterpret_cast<const std::byte*>(x), n * ne0 * sizeof(float)});
+        } else {
+            encode_rows(source, v.name, r, x, n, ne0, type, threads, out);
+            sink.write(out);
+        }
     }
 }
 
@@ -269,6 +264,7 @@ std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::fi
     }
     plan.report_fallback();
     std::vector<std::filesystem::path> inputs = input_paths(model.file());
+    inputs.insert(inputs.end(), options.inputs.begin(), options.inputs.end());
     if (options.tokenizer)
         inputs.insert(inputs.end(), options.tokenizer->inputs.begin(), options.tokenizer->inputs.end());
     return w.write(out, inputs, options.progress);

@@ -12,6 +12,7 @@
 #include "parallel.h"
 #include "random.h"
 #include "roles.h"
+#include "view_rows.h"
 
 namespace headfuse {
 
@@ -77,7 +78,10 @@ namespace {
 
 std::function<void(ByteSink&)> copy_of(const TensorView& v) {
     return [v](ByteSink& sink) {
-        if (v.file)
+        if (!v.plain())  // a foreign checkpoint's order: whole rows, a window at a time
+            for_each_window(v, std::uint64_t{4} << 20,
+                            [&](std::span<const std::byte> rows, std::uint64_t, std::uint64_t) { sink.write(rows); });
+        else if (v.file)
             sink.copy_from(*v.file, v.file_offset, v.bytes.size());
         else
             sink.write(v.bytes);

@@ -19,6 +19,11 @@ namespace headfuse {
 TensorView TensorView::rows(std::uint64_t r0, std::uint64_t n, std::string view_name) const {
     TensorView v = *this;
     const std::uint64_t rb = row_nbytes();
+    if (!plain()) {  // a slice of whole groups keeps its storage order
+        const std::uint64_t g = group_rows ? group_rows : n_rows();
+        if (r0 % g != 0 || n % g != 0) fail("tensor '" + name + "': rows cut across a group of " + std::to_string(g));
+        v.group_rows = g;
+    }
     v.name = std::move(view_name);
     v.n_dims = 2;
     v.ne = {ne[0], n, 1, 1};
@@ -241,6 +246,14 @@ PerHeadModel PerHeadModel::from_tensors(const Config& config, std::span<const Ex
     if (!by_name.empty()) fail("unexpected tensor '" + std::string(by_name.begin()->first) + "' in a per-head model");
     PerHeadModel m;
     m.views_ = assemble_views(config, ModelKind::PerHead, views);
+    return m;
+}
+
+PerHeadModel PerHeadModel::from_views(ModelViews views, Metadata metadata, std::shared_ptr<const void> owner) {
+    PerHeadModel m;
+    m.views_ = std::move(views);
+    m.metadata_ = std::move(metadata);
+    m.owner_ = std::move(owner);
     return m;
 }
 

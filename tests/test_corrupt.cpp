@@ -507,7 +507,6 @@ std::vector<Case> cases() {
          Cmd::Split,
          {"token_embd.weight", "expected 2 dimensions"},
          [](RawGguf& g) { g.tensor("token_embd.weight").ne = {96}; }},
-        {"fused_given_to_fuse", Base::Fused, Cmd::Fuse, {"a fused file", "blk.0.attn_q.weight"}},
         {"per_head_given_to_split", Base::PerHead, Cmd::Split, {"a per-head checkpoint", "blk.0.attn_q.head_0.weight"}},
         // ---- metadata against the model
         {"missing_key",

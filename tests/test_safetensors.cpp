@@ -55,7 +55,7 @@ void expect_same(const std::vector<Owned>& want, const SafetensorsSet& got) {
     for (const Owned& w : want) {
         const StTensor* t = got.find(w.name);
         ASSERT_NE(t, nullptr) << w.name;
-        EXPECT_EQ(t->type, w.type) << w.name;
+        EXPECT_EQ(t->readable_type(), w.type) << w.name;
         EXPECT_EQ(t->shape, w.shape) << w.name;
         EXPECT_EQ(Bytes(t->bytes.begin(), t->bytes.end()), w.data) << w.name;
     }
@@ -175,10 +175,10 @@ std::vector<Hostile> hostile() {
         {"unknown_field", file_of(R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[0,0],"x":1}})", {}),
          "unexpected field 'x'"},
         {"missing_shape", file_of(R"({"w":{"dtype":"F32","data_offsets":[0,0]}})", {}), "missing field \"shape\""},
-        {"dtype_f64", file_of(R"({"w":{"dtype":"F64","shape":[3],"data_offsets":[0,24]}})", d24),
-         "dtype F64 is not read by headfuse"},
-        {"dtype_i8", file_of(R"({"w":{"dtype":"I8","shape":[24],"data_offsets":[0,24]}})", d24),
-         "dtype I8 is not read"},
+        {"dtype_unknown", file_of(R"({"w":{"dtype":"F7","shape":[3],"data_offsets":[0,24]}})", d24),
+         "unknown dtype 'F7'"},
+        {"dtype_size", file_of(R"({"w":{"dtype":"F64","shape":[6],"data_offsets":[0,24]}})", d24),
+         "F64 [6] needs 48 bytes, data_offsets give 24"},
         {"dtype_number", file_of(R"({"w":{"dtype":1,"shape":[24],"data_offsets":[0,24]}})", d24),
          "\"dtype\" must be a string"},
         {"negative_dim", file_of(R"({"w":{"dtype":"F32","shape":[-6],"data_offsets":[0,24]}})", d24),
@@ -232,6 +232,22 @@ TEST_P(SafetensorsHostile, EndsInAnErrorNamingTheProblem) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, SafetensorsHostile, ::testing::ValuesIn(hostile()),
                          [](const auto& info) { return info.param.name; });
+
+TEST(Safetensors, ValidatesEveryDtypeAndRefusesOthersByNameWhenUsed) {
+    const Bytes d = random_bytes(24, 5);
+    const SafetensorsFile f = SafetensorsFile::parse(
+        file_of(
+            R"({"m":{"dtype":"BOOL","shape":[4],"data_offsets":[0,4]},"w":{"dtype":"F64","shape":[2],"data_offsets":[4,20]},"b":{"dtype":"BF16","shape":[2],"data_offsets":[20,24]}})",
+            d),
+        "x.safetensors");
+    EXPECT_EQ(f.find("b")->readable_type(), DType::BF16);
+    try {
+        (void)f.find("w")->readable_type();
+        FAIL();
+    } catch (const Error& e) {
+        EXPECT_STREQ(e.what(), "tensor 'w' has dtype F64; headfuse reads F32, F16 and BF16");
+    }
+}
 
 TEST(SafetensorsIndex, RefusesAMapThatLiesAboutItsShards) {
     TempDir dir;

@@ -28,6 +28,7 @@ struct FuseOptions {
     // Its token count must be the model's vocabulary.
     const Tokenizer* tokenizer = nullptr;
     SplitLimits split;  // when active, write a split set (llama-gguf-split's layout) named after `out`
+    std::vector<std::filesystem::path> inputs;  // more files the output must not overwrite (a checkpoint's)
     ProgressFn progress;
     std::function<void(const std::string&)> warn;
 };

@@ -47,6 +47,18 @@ struct TensorView {
     const MappedFile* file = nullptr;  // set when `bytes` lie in this mapping
     std::uint64_t file_offset = 0;     // absolute offset of bytes[0] in `file`
 
+    // How the stored bytes hold the rows, in groups of `group_rows` consecutive rows (a head; 0: all rows), each
+    // group's bytes contiguous. Plain views (the default) store row r at bytes[r * row_nbytes()]; row(), f32()
+    // and whole-byte copies apply to them alone. Foreign checkpoints need the other orders (read_rows reads any):
+    //  - rotate_half: the group's rows are in Hugging Face's rotate-half order: row 2i+j is stored as row
+    //    j*(group/2)+i (llama.cpp's converter applies the inverse, LlamaModel.permute);
+    //  - transposed: the group is stored as the row-major transpose (ne[0] rows of `group` elements), as
+    //    TransformerLens stores W_Q [n_heads, d_model, d_head]; F32, F16 and BF16 only.
+    bool rotate_half = false;
+    bool transposed = false;
+    std::uint64_t group_rows = 0;
+    bool plain() const noexcept { return !rotate_half && !transposed; }
+
     std::uint64_t n_rows() const noexcept { return ne[1] * ne[2] * ne[3]; }
     std::uint64_t row_nbytes() const noexcept { return n_rows() ? bytes.size() / n_rows() : 0; }
     // Row r's bytes.
@@ -126,6 +138,8 @@ public:
     static PerHeadModel open(const std::filesystem::path& path);
     // Wraps tensors owned by the caller (they must outlive the model), checking names and shapes.
     static PerHeadModel from_tensors(const Config& config, std::span<const ExternalTensor> tensors);
+    // Wraps views whose bytes `owner` keeps alive (a mapped foreign checkpoint: open_checkpoint builds them).
+    static PerHeadModel from_views(ModelViews views, Metadata metadata, std::shared_ptr<const void> owner);
 
     const Config& config() const noexcept { return views_.config; }
     const ModelViews& views() const noexcept { return views_; }
@@ -149,6 +163,7 @@ private:
     Metadata metadata_;
     std::shared_ptr<const GgufFile> file_;
     std::shared_ptr<const std::vector<std::byte>> storage_;
+    std::shared_ptr<const void> owner_;
 };
 
 // Opens either kind of model file as a per-head model: a per-head checkpoint as it is, a fused file through

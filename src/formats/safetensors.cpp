@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -23,10 +24,16 @@ namespace fs = std::filesystem;
 constexpr std::size_t kMaxEntries = std::size_t{1} << 18;
 
 struct DtypeName {
-    DType type;
     std::string_view name;
+    std::uint32_t size;         // bytes per element
+    std::optional<DType> type;  // the dtypes headfuse reads
 };
-constexpr DtypeName kDtypes[] = {{DType::F32, "F32"}, {DType::F16, "F16"}, {DType::BF16, "BF16"}};
+// Every dtype of the format, so that a file is validated whole; tensors of the last rows are refused when used.
+constexpr DtypeName kDtypes[] = {
+    {"F32", 4, DType::F32}, {"F16", 2, DType::F16}, {"BF16", 2, DType::BF16}, {"F64", 8, {}},     {"I64", 8, {}},
+    {"U64", 8, {}},         {"I32", 4, {}},         {"U32", 4, {}},           {"I16", 2, {}},     {"U16", 2, {}},
+    {"I8", 1, {}},          {"U8", 1, {}},          {"BOOL", 1, {}},          {"F8_E4M3", 1, {}}, {"F8_E5M2", 1, {}},
+};
 
 std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
 
@@ -70,12 +77,12 @@ std::uint64_t read_u64_le(const std::byte* p) {
     return v;
 }
 
-DType parse_dtype_name(const json& v, const std::string& where) {
+const DtypeName& parse_dtype_name(const json& v, const std::string& where) {
     if (!v.is_string()) fail(where + ": \"dtype\" must be a string, found " + v.dump());
     const auto& s = v.get_ref<const std::string&>();
     for (const DtypeName& d : kDtypes)
-        if (s == d.name) return d.type;
-    fail(where + ": dtype " + s + " is not read by headfuse (F32, F16 and BF16 are)");
+        if (s == d.name) return d;
+    fail(where + ": unknown dtype " + in_quotes(s));
 }
 
 std::uint64_t unsigned_of(const json& v, const std::string& where, std::string_view field) {
@@ -114,7 +121,9 @@ std::vector<Entry> parse_entries(const json& j, std::uint64_t buffer_size, const
             if (!v.contains(field)) fail(where + ": missing field \"" + field + "\"");
         Entry e;
         e.t.name = key;
-        e.t.type = parse_dtype_name(v["dtype"], where);
+        const DtypeName& dt = parse_dtype_name(v["dtype"], where);
+        e.t.dtype = dt.name;
+        e.t.type = dt.type;
         const json& shape = v["shape"];
         if (!shape.is_array()) fail(where + ": \"shape\" must be an array, found " + shape.dump());
         if (shape.size() > kMaxSafetensorsDims)
@@ -133,10 +142,10 @@ std::vector<Entry> parse_entries(const json& j, std::uint64_t buffer_size, const
         if (e.end < e.begin)
             fail(where + ": data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
                  "] end before they begin");
-        const std::uint64_t nbytes = checked_mul(elements, traits(e.t.type).type_size, where + ": byte length");
+        const std::uint64_t nbytes = checked_mul(elements, dt.size, where + ": byte length");
         if (e.end - e.begin != nbytes)
-            fail(where + ": " + std::string(safetensors_dtype_name(e.t.type)) + " " + format_shape(e.t.shape) +
-                 " needs " + std::to_string(nbytes) + " bytes, data_offsets give " + std::to_string(e.end - e.begin));
+            fail(where + ": " + std::string(dt.name) + " " + format_shape(e.t.shape) + " needs " +
+                 std::to_string(nbytes) + " bytes, data_offsets give " + std::to_string(e.end - e.begin));
         if (e.end > buffer_size)
             fail(where + ": data_offsets end at " + std::to_string(e.end) + ", past the data buffer of " +
                  std::to_string(buffer_size) + " bytes");
@@ -181,6 +190,11 @@ std::string_view header_text(std::span<const std::byte> bytes, const std::string
 }
 
 }  // namespace
+
+DType StTensor::readable_type() const {
+    if (!type) fail("tensor '" + name + "' has dtype " + std::string(dtype) + "; headfuse reads F32, F16 and BF16");
+    return *type;
+}
 
 std::string_view safetensors_dtype_name(DType t) {
     for (const DtypeName& d : kDtypes)

@@ -11,7 +11,8 @@
 // reference implementation's rules and a few more: N at most 100 MB, one JSON object of exactly that shape (no
 // other keys, no duplicate names, unsigned integers only), the byte length of each tensor equal to its element
 // count times its dtype size (checked arithmetic), and the tensors tiling the buffer from 0 to its end with no
-// gap and no overlap. Dtypes F32, F16 and BF16 are read; any other is refused by name.
+// gap and no overlap. Every dtype of the format is validated; F32, F16 and BF16 tensors are read, a tensor of
+// another dtype is refused by name when it is used (a TransformerLens state dict holds a BOOL mask buffer).
 //
 // A sharded checkpoint adds model.safetensors.index.json: {"metadata": {...}, "weight_map": {tensor: file}},
 // every file a plain name in the index's folder; each tensor in exactly the file the map names.
@@ -22,6 +23,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -48,11 +50,15 @@ std::string_view safetensors_dtype_name(DType t);
 // One tensor of a safetensors file: a view of its bytes in the mapping.
 struct StTensor {
     std::string name;
-    DType type = DType::F32;
+    std::string_view dtype;            // "F32", "BOOL", ...
+    std::optional<DType> type;         // F32, F16 or BF16; empty for the dtypes headfuse does not read
     std::vector<std::uint64_t> shape;  // row-major, outermost first
     std::span<const std::byte> bytes;
     const MappedFile* file = nullptr;  // the mapping `bytes` lie in (nullptr after parse())
     std::uint64_t file_offset = 0;     // absolute offset of bytes[0] in the file
+
+    // The type, or Error naming the tensor and its dtype when headfuse does not read it.
+    DType readable_type() const;
 };
 
 // A parsed, validated safetensors file.

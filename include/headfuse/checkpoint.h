@@ -1,0 +1,66 @@
+// headfuse: checkpoints in other layouts, read as per-head models and written back.
+//
+// A source is a per-head or fused GGUF file, a .safetensors file, a model.safetensors.index.json, or a folder
+// holding config.json and the weights. Safetensors checkpoints come in three layouts, told apart by their
+// tensor names (docs/FORMATS.md has every name map):
+//  - Hugging Face LLaMA (model.layers.N.self_attn.q_proj.weight, ...), hyperparameters from config.json; Q and
+//    K rows are in Hugging Face's rotate-half order, which the views read in llama.cpp's order;
+//  - TransformerLens (blocks.N.attn.W_Q [n_heads, d_model, d_head], ...), hyperparameters from the JSON of
+//    HookedTransformerConfig; its matrices are stored transposed, read row by row;
+//  - headfuse's own names (per-head or fused), hyperparameters from a Hugging Face config.json.
+// Nothing is copied: the model's views borrow the mapped files, and each reads its rows in the source's order.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "headfuse/gguf.h"
+#include "headfuse/model.h"
+
+namespace headfuse {
+
+enum class Layout {
+    Gguf,             // a per-head or fused GGUF file
+    PerHeadNames,     // headfuse's names in safetensors (per-head or fused)
+    HuggingFace,      // Hugging Face LLaMA
+    TransformerLens,  // a TransformerLens state dict
+};
+
+std::string_view layout_name(Layout l) noexcept;
+
+struct OpenedCheckpoint {
+    PerHeadModel model;
+    Layout layout = Layout::Gguf;
+    std::filesystem::path folder;               // where config.json (and a tokenizer) would be
+    std::vector<std::filesystem::path> inputs;  // the files read, which an output must not overwrite
+};
+
+// Opens any source as a per-head model. `config` overrides the config.json next to the weights.
+OpenedCheckpoint open_checkpoint(const std::filesystem::path& source,
+                                 const std::optional<std::filesystem::path>& config = std::nullopt);
+
+enum class ExportFormat { HuggingFace, TransformerLens };
+
+struct ExportOptions {
+    ExportFormat format = ExportFormat::HuggingFace;
+    std::uint64_t max_shard_bytes = 5'000'000'000;  // Hugging Face's default
+    ProgressFn progress;
+};
+
+// Writes `model` into `folder` as config.json and model.safetensors (or shards and an index) in the chosen
+// layout, undoing every reordering the import applied; tensors keep their F32/F16/BF16 type. Returns the files
+// written. `inputs` must not be overwritten.
+std::vector<std::filesystem::path> export_checkpoint(const PerHeadModel& model, const std::filesystem::path& folder,
+                                                     const ExportOptions& options,
+                                                     std::span<const std::filesystem::path> inputs = {});
+
+// Metadata key recording the type a foreign checkpoint kept its norm weights and biases in (llama.cpp wants
+// them F32), so that an export writes them back in it: "f16" or "bf16".
+inline constexpr std::string_view kNormTypeKey = "headfuse.source.norm_type";
+// Metadata key keeping a Hugging Face config's "llama3" rope_scaling object (JSON text), which the GGUF holds
+// only as the factors it implies (rope_freqs.weight), so that an export writes the same config back.
+inline constexpr std::string_view kRopeScalingKey = "headfuse.source.rope_scaling";
+
+}  // namespace headfuse

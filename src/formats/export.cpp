@@ -1,0 +1,294 @@
+// Foreign checkpoints out: a write plan per safetensors tensor, the inverse of the import's name map and row
+// order, streamed by the safetensors writer. Memory holds a head, or a block of a transposed matrix.
+#include <algorithm>
+#include <cstring>
+
+#include "formats/layouts.h"
+#include "formats/safetensors.h"
+#include "headfuse/checkpoint.h"
+#include "headfuse/error.h"
+#include "headfuse/quantize.h"
+#include "output_file.h"
+#include "roles.h"
+#include "view_rows.h"
+
+namespace headfuse {
+namespace {
+
+namespace fs = std::filesystem;
+using enum Storage;
+using json = nlohmann::json;
+
+constexpr std::uint64_t kWindowBytes = std::uint64_t{4} << 20;
+// A transposed matrix is written in blocks of output rows gathered from one pass over the input.
+constexpr std::uint64_t kTransposeBlockBytes = std::uint64_t{16} << 20;
+
+std::uint64_t element_size(const TensorView& v) {
+    if (traits(v.type).block_size != 1)
+        fail("tensor '" + v.name + "' is " + std::string(type_name(v.type)) +
+             "; export writes f32, f16 and bf16 tensors only");
+    return traits(v.type).type_size;
+}
+
+// All rows of a view (a head: small).
+std::vector<std::byte> all_rows(const TensorView& v) {
+    std::vector<std::byte> out(v.n_rows() * v.row_nbytes()), scratch;
+    read_rows(v, 0, v.n_rows(), out, scratch);
+    return out;
+}
+
+// The rows of v, narrowed to `type` when v is F32 and type is not (norms going back to their source type).
+void emit_rows(const TensorView& v, DType type, ByteSink& sink) {
+    std::vector<std::byte> narrow;
+    for_each_window(v, kWindowBytes, [&](std::span<const std::byte> rows, std::uint64_t, std::uint64_t n) {
+        if (type == v.type) return sink.write(rows);
+        const std::uint64_t ne0 = v.ne[0], rb = row_bytes(type, ne0);
+        narrow.resize(n * rb);
+        for (std::uint64_t i = 0; i < n; ++i)
+            encode_row(type, reinterpret_cast<const float*>(rows.data()) + i * ne0, narrow.data() + i * rb, ne0);
+        sink.write(narrow);
+    });
+}
+
+// Heads in Hugging Face's rotate-half order: stored row s of each head is llama.cpp's row rotate_half_row_of(s).
+void emit_rotate_half(const std::vector<TensorView>& heads, ByteSink& sink) {
+    for (const TensorView& h : heads) {
+        const std::vector<std::byte> rows = all_rows(h);
+        const std::uint64_t rb = h.row_nbytes(), g = h.n_rows();
+        for (std::uint64_t s = 0; s < g; ++s) sink.write(std::span(rows).subspan(rotate_half_row_of(s, g) * rb, rb));
+    }
+}
+
+// Heads transposed, each [ne0, d_head] row-major (TransformerLens W_Q), columns in rotate-half order for Q, K.
+void emit_heads_transposed(const std::vector<TensorView>& heads, bool rotate_half, ByteSink& sink) {
+    std::vector<std::byte> out;
+    for (const TensorView& h : heads) {
+        const std::uint64_t es = element_size(h), g = h.n_rows(), ne0 = h.ne[0], rb = h.row_nbytes();
+        const std::vector<std::byte> rows = all_rows(h);
+        out.resize(ne0 * g * es);
+        for (std::uint64_t s = 0; s < g; ++s) {
+            const std::byte* src = rows.data() + (rotate_half ? rotate_half_row_of(s, g) : s) * rb;
+            for (std::uint64_t c = 0; c < ne0; ++c) std::memcpy(out.data() + (c * g + s) * es, src + c * es, es);
+        }
+        sink.write(out);
+    }
+}
+
+// The transpose of a view, [ne0, n_rows] row-major, in blocks of output rows.
+void emit_transposed(const TensorView& v, ByteSink& sink) {
+    const std::uint64_t es = element_size(v), R = v.n_rows(), C = v.ne[0], rb = v.row_nbytes();
+    const std::uint64_t B = std::max<std::uint64_t>(1, kTransposeBlockBytes / std::max<std::uint64_t>(1, R * es));
+    std::vector<std::byte> block;
+    for (std::uint64_t c0 = 0; c0 < C; c0 += B) {
+        const std::uint64_t nb = std::min(B, C - c0);
+        block.resize(nb * R * es);
+        for_each_window(v, kWindowBytes, [&](std::span<const std::byte> rows, std::uint64_t r, std::uint64_t n) {
+            for (std::uint64_t i = 0; i < n; ++i)
+                for (std::uint64_t b = 0; b < nb; ++b)
+                    std::memcpy(block.data() + (b * R + r + i) * es, rows.data() + i * rb + (c0 + b) * es, es);
+        });
+        sink.write(block);
+    }
+}
+
+// A head's bias in Hugging Face's rotate-half order: stored element s is llama.cpp's element rotate_half_row_of(s).
+void emit_rotate_half_elements(const std::vector<TensorView>& heads, DType type, ByteSink& sink) {
+    std::vector<std::byte> out;
+    for (const TensorView& h : heads) {
+        std::vector<std::byte> bytes(h.bytes.size()), scratch;
+        read_rows(h, 0, h.n_rows(), bytes, scratch);
+        const std::uint64_t g = h.ne[0], es = element_size(h), os = traits(type).type_size;
+        out.resize(g * os);
+        for (std::uint64_t s = 0; s < g; ++s) {
+            const std::byte* src = bytes.data() + rotate_half_row_of(s, g) * es;
+            if (type == h.type)
+                std::memcpy(out.data() + s * os, src, es);
+            else
+                encode_row(type, reinterpret_cast<const float*>(src), out.data() + s * os, 1);
+        }
+        sink.write(out);
+    }
+}
+
+bool all_ones(const TensorView& v) {
+    bool ones = true;
+    for_each_window(v, kWindowBytes, [&](std::span<const std::byte> rows, std::uint64_t, std::uint64_t) {
+        const auto* x = reinterpret_cast<const float*>(rows.data());
+        for (std::size_t i = 0; i < rows.size() / sizeof(float); ++i) ones = ones && x[i] == 1.0f;
+    });
+    return ones;
+}
+
+std::string_view torch_dtype(DType t) {
+    switch (t) {
+        case DType::F16: return "float16";
+        case DType::BF16: return "bfloat16";
+        default: return "float32";
+    }
+}
+
+}  // namespace
+
+std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::path& folder, const ExportOptions& options,
+                                        std::span<const fs::path> inputs) {
+    const ModelViews& m = model.views();
+    const Config& c = m.config;
+    if (c.has_lens()) fail("export: a per-head lens model has no token embedding yet: fuse it first (the fold)");
+    const bool tl = options.format == ExportFormat::TransformerLens;
+    const std::span<const NameMap> map = tl ? tl_names() : hf_names();
+    const bool gqa = c.n_kv_heads != c.n_heads;
+    DType norm_type = DType::F32;
+    if (const Value* v = model.metadata().find(kNormTypeKey))
+        if (const auto* s = std::get_if<std::string>(&v->scalar))
+            if (auto t = parse_dtype(*s); t && (*t == DType::F16 || *t == DType::BF16)) norm_type = *t;
+    bool folded = tl;  // TransformerLens: norms all ones are folded ones, written as RMSPre without ln weights
+    if (tl)
+        for (const TensorSpec& s : tensor_layout(c, ModelKind::Fused))
+            if (s.kind == TensorKind::Norm && s.role->role != Role::RopeFreqs && folded) {
+                const TensorView* v = role_view(m, *s.role, s.layer);
+                folded = v->type == DType::F32 && all_ones(*v);
+            }
+    // RoPE scaling: linear is a config key in both layouts; Llama 3's rope_freqs.weight goes back to the
+    // Hugging Face rope_scaling object it came from; TransformerLens's config holds neither.
+    json rope_scaling = nullptr;
+    if (c.rope_scaling == RopeScaling::Yarn)
+        fail(
+            "export: the model uses YaRN RoPE scaling, which headfuse does not export (Hugging Face's YaRN differs "
+            "from llama.cpp's)");
+    if (c.rope_scaling == RopeScaling::Linear)
+        rope_scaling = {{"rope_type", "linear"}, {"factor", c.rope_scaling_factor}};
+    if (c.optional_roles.contains(Role::RopeFreqs)) {
+        const Value* v = model.metadata().find(kRopeScalingKey);
+        const auto* text = v ? std::get_if<std::string>(&v->scalar) : nullptr;
+        if (!text || c.rope_scaling != RopeScaling::None)
+            fail(
+                "export: the model has rope_freqs.weight, which headfuse exports only as the Hugging Face llama3 "
+                "rope_scaling it was made from (key " +
+                std::string(kRopeScalingKey) + ")");
+        rope_scaling = json::parse(*text, nullptr, false);
+        if (!rope_scaling.is_object() ||
+            llama3_rope_factors(rope_scaling, c, std::string(kRopeScalingKey)) !=
+                std::vector<float>(role_view(m, role_spec(Role::RopeFreqs), 0)->f32(),
+                                   role_view(m, role_spec(Role::RopeFreqs), 0)->f32() + c.d_head / 2))
+            fail("export: rope_freqs.weight is not what key " + std::string(kRopeScalingKey) +
+                 " implies: the factors were changed");
+    }
+    if (tl && rope_scaling != nullptr)
+        fail("export: the model scales RoPE, which a TransformerLens config cannot say; export it as hf");
+    const DType weight_type = m.token_embd.type;
+    element_size(m.token_embd);
+
+    std::vector<StTensorPlan> plans;
+    auto zeros = [&](std::string name, std::vector<std::uint64_t> shape) {
+        StTensorPlan p{std::move(name), weight_type, std::move(shape), {}};
+        const std::uint64_t n = p.nbytes();
+        p.produce = [n](ByteSink& sink) {
+            const std::vector<std::byte> z(std::min<std::uint64_t>(n, kWindowBytes));
+            for (std::uint64_t done = 0; done < n; done += z.size())
+                sink.write(std::span(z).first(std::min<std::uint64_t>(z.size(), n - done)));
+        };
+        plans.push_back(std::move(p));
+    };
+    // The bias tensors the layout writes in a layer even when the model lacks their role: all of
+    // TransformerLens's (its state dicts always have them), and Hugging Face's partners of a bias its
+    // attention_bias or mlp_bias flag switches on. Written as zeros, in the layout's place for them.
+    auto zero_biases = [&](std::uint32_t l) {
+        if (l == UINT32_MAX) return;
+        const bool attn = hf_attention_bias(c), mlp = hf_mlp_bias(c);
+        for (const NameMap& row : map) {
+            const RoleSpec& r = role_spec(row.role);
+            if (r.kind != TensorKind::Bias || c.optional_roles.contains(row.role)) continue;
+            const bool in_mlp =
+                row.role == Role::FfnGateBias || row.role == Role::FfnUpBias || row.role == Role::FfnDownBias;
+            if (!tl && !(in_mlp ? mlp : attn)) continue;
+            const std::uint32_t n = is_head_role(r) ? head_count(r, c, l) : 1;
+            std::vector<std::uint64_t> ne = r.shape(c, l);
+            ne[0] *= n;
+            zeros(foreign_name(row, l, gqa), foreign_shape(row, ne, c));
+        }
+        if (tl) zeros("blocks." + std::to_string(l) + ".mlp.b_in", {c.d_ff});
+    };
+    auto layer_biases = zero_biases;
+    std::uint32_t layer_done = UINT32_MAX;
+    for (const TensorSpec& s : tensor_layout(c, ModelKind::Fused)) {
+        if (s.role->scope != Scope::Global && s.layer != layer_done) {
+            layer_biases(layer_done);
+            layer_done = s.layer;
+        }
+        if (s.role->role == Role::RopeFreqs) continue;  // in the config's rope_scaling
+        const NameMap* row = nullptr;
+        for (const NameMap& r : map)
+            if (r.role == s.role->role) row = &r;
+        if (!row)
+            fail("export: " + std::string(tl ? "TransformerLens" : "Hugging Face") + " has no place for tensor '" +
+                 s.name + "'" +
+                 (tl && s.kind == TensorKind::Bias ? " (its gated MLP has no bias before the product)" : ""));
+        if (row->may_be_ones && folded) continue;
+        const bool small = s.kind == TensorKind::Norm || s.kind == TensorKind::Bias;  // f32 in GGUF
+        StTensorPlan p{foreign_name(*row, s.layer, gqa), DType::F32, foreign_shape(*row, s.ne, c), {}};
+        if (is_head_role(*s.role)) {
+            const std::vector<TensorView>* heads = &role_heads(m, *s.role, s.layer);
+            p.type = heads->front().type;
+            for (const TensorView& h : *heads) {
+                element_size(h);
+                if (h.type != p.type)
+                    fail("tensor '" + h.name + "' is " + std::string(type_name(h.type)) + ", head 0 is " +
+                         std::string(type_name(p.type)));
+            }
+            if (small && p.type == DType::F32) p.type = norm_type;
+            if (s.kind == TensorKind::Bias && row->rope_rows)
+                p.produce = [heads, t = p.type](ByteSink& sink) { emit_rotate_half_elements(*heads, t, sink); };
+            else if (s.kind == TensorKind::Bias)
+                p.produce = [heads, t = p.type](ByteSink& sink) {
+                    for (const TensorView& h : *heads) emit_rows(h, t, sink);
+                };
+            else if (row->storage == HeadsT)
+                p.produce = [heads, rh = row->rope_rows](ByteSink& sink) { emit_heads_transposed(*heads, rh, sink); };
+            else if (row->rope_rows)
+                p.produce = [heads](ByteSink& sink) { emit_rotate_half(*heads, sink); };
+            else
+                p.produce = [heads, t = p.type](ByteSink& sink) {
+                    for (const TensorView& h : *heads) emit_rows(h, t, sink);
+                };
+        } else {
+            const TensorView* v = role_view(m, *s.role, s.layer);
+            element_size(*v);
+            p.type = small && v->type == DType::F32 ? norm_type : v->type;
+            if (row->storage == Transposed || row->storage == OutHeads)
+                p.produce = [v](ByteSink& sink) { emit_transposed(*v, sink); };
+            else
+                p.produce = [v, t = p.type](ByteSink& sink) { emit_rows(*v, t, sink); };
+        }
+        plans.push_back(std::move(p));
+    }
+    layer_biases(layer_done);
+    if (tl) {
+        if (c.tied) {  // TransformerLens keeps its own unembedding: the embedding, transposed
+            plans.push_back({"unembed.W_U", m.token_embd.type, {c.d_model, c.vocab}, [&m](ByteSink& sink) {
+                                 emit_transposed(m.token_embd, sink);
+                             }});
+        }
+        zeros("unembed.b_U", {c.vocab});
+    }
+
+    StWriteOptions st;
+    st.max_shard_bytes = options.max_shard_bytes;
+    st.progress = options.progress;
+    std::vector<fs::path> written = write_safetensors(folder, plans, st, inputs);
+    const std::string text =
+        (tl ? tl_config_json(c, folded) : hf_config_json(c, torch_dtype(weight_type), rope_scaling)).dump(2) + "\n";
+    try {
+        write_file_atomically(folder / "config.json", {reinterpret_cast<const std::byte*>(text.data()), text.size()},
+                              inputs);
+    } catch (...) {
+        for (const fs::path& p : written) {
+            std::error_code ec;
+            fs::remove(p, ec);
+        }
+        throw;
+    }
+    written.push_back(folder / "config.json");
+    return written;
+}
+
+}  // namespace headfuse
