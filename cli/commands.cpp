@@ -15,6 +15,7 @@
 #include "headfuse/forward.h"
 #include "headfuse/fuse.h"
 #include "headfuse/gguf.h"
+#include "headfuse/heads.h"
 #include "headfuse/model.h"
 #include "headfuse/verify.h"
 #include "headfuse/vocab.h"
@@ -273,6 +274,9 @@ int run_inspect(const InspectArgs& a) {
         }
     }
     if (const auto t = summarize_tokenizer(f.metadata())) std::printf("tokenizer: %s\n", describe(*t).c_str());
+    if (const Value* edits = f.metadata().find(kEditsKey); edits && edits->type == ValueType::ARRAY)
+        for (const Value& e : edits->items)
+            if (const auto* line = std::get_if<std::string>(&e.scalar)) std::printf("edit: %s\n", line->c_str());
     std::printf("\nmetadata:\n");
     for (const auto& e : f.metadata().entries())
         std::printf("  %-44s %-7s %s\n", e.key.c_str(), std::string(value_type_name(e.value.type)).c_str(),
