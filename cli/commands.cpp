@@ -28,7 +28,14 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-std::uint64_t file_size(const std::string& path) { return std::filesystem::file_size(path); }
+// "model.gguf" or "model-00001-of-00003.gguf .. model-00003-of-00003.gguf (3 shards)", and their total size.
+std::string written(const std::vector<std::filesystem::path>& files) {
+    std::uint64_t bytes = 0;
+    for (const auto& f : files) bytes += std::filesystem::file_size(f);
+    std::string s = files.front().string();
+    if (files.size() > 1) s += " .. " + files.back().string() + " (" + std::to_string(files.size()) + " shards)";
+    return s + ", " + human_bytes(bytes);
+}
 
 std::string type_label(std::uint32_t id) {
     const TypeTraits* t = find_type(id);
@@ -109,10 +116,9 @@ std::string kind_name(const GgufFile& f) {
 int run_init(const InitArgs& a, const Common& c) {
     a.config.validate();
     const auto t0 = Clock::now();
-    write_random_init(a.config, a.seed, a.out, make_progress("init", c.quiet), c.threads);
-    std::printf("wrote %s: per-head checkpoint, %s, seed %llu, %s in %.2f s\n", a.out.c_str(),
-                describe(a.config).c_str(), static_cast<unsigned long long>(a.seed),
-                human_bytes(file_size(a.out)).c_str(), seconds_since(t0));
+    const auto files = write_random_init(a.config, a.seed, a.out, make_progress("init", c.quiet), c.threads, c.split);
+    std::printf("wrote %s: per-head checkpoint, %s, seed %llu in %.2f s\n", written(files).c_str(),
+                describe(a.config).c_str(), static_cast<unsigned long long>(a.seed), seconds_since(t0));
     return 0;
 }
 
@@ -160,29 +166,30 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     opt.threads = c.threads;
     opt.tokenizer = tok ? &*tok : nullptr;
     opt.progress = make_progress("fuse", c.quiet);
+    opt.split = c.split;
     opt.warn = warn;
     opt.inputs = src.inputs;
-    fuse(model, a.out, opt);
+    const auto files = fuse(model, a.out, opt);
     warnings.print();
     Config fused = model.config();  // the lens is folded into token_embd: the fused file has none
     std::string lens;
     if (fused.has_lens())
         lens = ", lens folded (donor_d_in " + std::to_string(std::exchange(fused.donor_d_in, 0)) + ")";
-    std::printf("wrote %s: fused llama file, %s%s, %s, %s in %.2f s\n", a.out.c_str(), describe(fused).c_str(),
+    std::printf("wrote %s: fused llama file, %s%s, %s in %.2f s\n", written(files).c_str(), describe(fused).c_str(),
                 lens.c_str(),
                 a.mix    ? std::string(mix_name(*a.mix)).c_str()
                 : a.type ? std::string(type_name(*a.type)).c_str()
                          : "types kept",
-                human_bytes(file_size(a.out)).c_str(), seconds_since(t0));
+                seconds_since(t0));
     return 0;
 }
 
 int run_split(const SplitArgs& a, const Common& c) {
     const auto t0 = Clock::now();
     const FusedModel model = FusedModel::open(a.in);
-    split(model, a.out, {make_progress("split", c.quiet)});
-    std::printf("wrote %s: per-head checkpoint, %s, %s in %.2f s\n", a.out.c_str(), describe(model.config()).c_str(),
-                human_bytes(file_size(a.out)).c_str(), seconds_since(t0));
+    const auto files = split(model, a.out, {make_progress("split", c.quiet), c.split});
+    std::printf("wrote %s: per-head checkpoint, %s in %.2f s\n", written(files).c_str(),
+                describe(model.config()).c_str(), seconds_since(t0));
     return 0;
 }
 
@@ -230,6 +237,9 @@ int run_inspect(const InspectArgs& a) {
         j["alignment"] = f.alignment();
         j["data_offset"] = f.data_start();
         j["kind"] = kind;
+        nlohmann::json shards = nlohmann::json::array();
+        for (const auto& p : f.paths()) shards.push_back(p.string());
+        j["shards"] = shards;
         if (const auto t = summarize_tokenizer(f.metadata())) j["tokenizer"] = to_json(*t);
         nlohmann::json md = nlohmann::json::object();
         for (const auto& e : f.metadata().entries())
@@ -241,6 +251,7 @@ int run_inspect(const InspectArgs& a) {
                           {"type", type_label(t.type)},
                           {"shape", std::vector<std::uint64_t>(t.ne.begin(), t.ne.begin() + t.n_dims)},
                           {"offset", t.offset},
+                          {"shard", t.shard},
                           {"bytes", t.nbytes}});
         j["tensors"] = ts;
         nlohmann::json by_type = nlohmann::json::object();
@@ -252,6 +263,9 @@ int run_inspect(const InspectArgs& a) {
     std::printf("%s: GGUF v%u, %zu keys, %zu tensors, alignment %u, data at byte %llu%s\n", a.file.c_str(), f.version(),
                 f.metadata().size(), f.tensors().size(), f.alignment(), static_cast<unsigned long long>(f.data_start()),
                 kind.empty() ? "" : (", " + kind).c_str());
+    if (f.shard_count() > 1)
+        std::printf("split set of %zu shards: %s .. %s (alignment and data offset of the first)\n", f.shard_count(),
+                    f.paths().front().c_str(), f.paths().back().c_str());
     if (!kind.empty()) {
         try {
             std::printf("model: %s\n", describe(open_model(a.file).config()).c_str());
@@ -268,10 +282,13 @@ int run_inspect(const InspectArgs& a) {
         std::printf("  %-44s %-7s %s\n", e.key.c_str(), std::string(value_type_name(e.value.type)).c_str(),
                     show(e.value).c_str());
     std::printf("\ntensors:\n");
-    for (const TensorInfo& t : f.tensors())
-        std::printf("  %-36s %-6s %-20s %12llu bytes at %llu\n", t.name.c_str(), type_label(t.type).c_str(),
+    for (const TensorInfo& t : f.tensors()) {
+        std::printf("  %-36s %-6s %-20s %12llu bytes at %llu", t.name.c_str(), type_label(t.type).c_str(),
                     format_shape(t).c_str(), static_cast<unsigned long long>(t.nbytes),
                     static_cast<unsigned long long>(t.offset));
+        if (f.shard_count() > 1) std::printf(" in shard %u", t.shard + 1);
+        std::printf("\n");
+    }
     std::printf("\nbytes by type:\n");
     for (const auto& [type, n] : bytes_by_type(f))
         std::printf("  %-8s %3zu tensors %16llu bytes (%s)\n", type.c_str(), n.tensors,
