@@ -49,11 +49,19 @@ void decode_iq4_nl(const std::byte* in, float* y, std::size_t n);
 // 256-wide super-blocks (quantize_row_q{2..6}_K_ref, dequantize_row_q{2..6}_K, dequantize_row_iq4_xs).
 void encode_q2_k(const float* x, std::byte* out, std::size_t n);
 void encode_q3_k(const float* x, std::byte* out, std::size_t n);
-// `wide`: run the scale searches eight sub-blocks at a time with AVX2 (the caller checked the CPU); the same
-// bytes as the scalar code, which runs otherwise.
-void encode_q4_k(const float* x, std::byte* out, std::size_t n, bool wide);
-void encode_q5_k(const float* x, std::byte* out, std::size_t n, bool wide);
-void encode_q6_k(const float* x, std::byte* out, std::size_t n, bool wide);
+// `lanes`: run the scale searches 16 sub-blocks at a time (AVX-512F), 8 (AVX2) or one (the scalar reference);
+// the caller checked the CPU. The bytes are the same whatever it is.
+void encode_q4_k(const float* x, std::byte* out, std::size_t n, int lanes);
+void encode_q5_k(const float* x, std::byte* out, std::size_t n, int lanes);
+void encode_q6_k(const float* x, std::byte* out, std::size_t n, int lanes);
+
+// The searches with one sub-block per SIMD lane (src/quant_lanes.h; defined only in x86-64 builds): Q4_K/Q5_K's
+// make_qkx2_quants on one super-block (AVX2) or two (AVX-512F), Q6_K's make_qx_quants on half a super-block
+// (AVX2) or a whole one (AVX-512F).
+void k4_search_avx2(const float* x, int nmax, float rmin, int nstep, float* scales, float* mins, std::uint8_t* L);
+void k4_search_avx512(const float* x, int nmax, float rmin, int nstep, float* scales, float* mins, std::uint8_t* L);
+void q6_search_avx2(const float* x, float* scales, std::int8_t* L);
+void q6_search_avx512(const float* x, float* scales, std::int8_t* L);
 void decode_q2_k(const std::byte* in, float* y, std::size_t n);
 void decode_q3_k(const std::byte* in, float* y, std::size_t n);
 void decode_q4_k(const std::byte* in, float* y, std::size_t n);

@@ -470,6 +470,7 @@ struct Kernels {
     EncodeFn encode_f16, encode_bf16, encode_q8_0, encode_q4_0;
     DecodeFn decode_f16, decode_bf16, decode_q8_0, decode_q4_0;
     bool (*all_finite)(const float*, std::size_t);
+    int kquant_lanes;  // sub-blocks per K-quant search call (src/quant_lanes.h): 1 is the scalar reference
 };
 
 constexpr Kernels kScalar{
@@ -482,6 +483,7 @@ constexpr Kernels kScalar{
     .decode_q8_0 = decode_q8_0_scalar,
     .decode_q4_0 = decode_q4_0_scalar,
     .all_finite = all_finite_scalar,
+    .kquant_lanes = 1,
 };
 #if HEADFUSE_X86_KERNELS
 constexpr Kernels kAvx2{
@@ -494,6 +496,7 @@ constexpr Kernels kAvx2{
     .decode_q8_0 = decode_q8_0_avx2,
     .decode_q4_0 = decode_q4_0_avx2,
     .all_finite = all_finite_avx2,
+    .kquant_lanes = 8,
 };
 // Decoding and the finiteness scan already keep up with memory at AVX2 width.
 constexpr Kernels kAvx512{
@@ -506,6 +509,7 @@ constexpr Kernels kAvx512{
     .decode_q8_0 = decode_q8_0_avx2,
     .decode_q4_0 = decode_q4_0_avx2,
     .all_finite = all_finite_avx2,
+    .kquant_lanes = 16,
 };
 #endif
 
@@ -533,7 +537,7 @@ void copy_floats(void* dst, const void* src, std::size_t n) {
 void encode_with(const Kernels& k, DType t, const float* src, void* dst, std::size_t n) {
     assert(whole_blocks(t, n));
     auto* out = static_cast<std::byte*>(dst);
-    const bool wide = &k != &kScalar;  // the K-quant searches' AVX2 form (every other kernel set has AVX2)
+    const int lanes = k.kquant_lanes;
     switch (t) {
         case DType::F32: copy_floats(dst, src, n); return;
         case DType::F16: k.encode_f16(src, out, n); return;
@@ -545,9 +549,9 @@ void encode_with(const Kernels& k, DType t, const float* src, void* dst, std::si
         case DType::Q5_1: blocks::encode_q5_1(src, out, n); return;
         case DType::Q2_K: blocks::encode_q2_k(src, out, n); return;
         case DType::Q3_K: blocks::encode_q3_k(src, out, n); return;
-        case DType::Q4_K: blocks::encode_q4_k(src, out, n, wide); return;
-        case DType::Q5_K: blocks::encode_q5_k(src, out, n, wide); return;
-        case DType::Q6_K: blocks::encode_q6_k(src, out, n, wide); return;
+        case DType::Q4_K: blocks::encode_q4_k(src, out, n, lanes); return;
+        case DType::Q5_K: blocks::encode_q5_k(src, out, n, lanes); return;
+        case DType::Q6_K: blocks::encode_q6_k(src, out, n, lanes); return;
         case DType::IQ4_NL:
         case DType::IQ4_XS: break;
     }
