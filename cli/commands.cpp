@@ -107,6 +107,7 @@ std::string kind_name(const GgufFile& f) {
 
 int run_init(const InitArgs& a, const Common& c) {
     a.config.validate();
+    check_output_path(a.out);
     const auto t0 = Clock::now();
     write_random_init(a.config, a.seed, a.out, make_progress("init", c.quiet), c.threads);
     std::printf("wrote %s: per-head checkpoint, %s, seed %llu, %s in %.2f s\n", a.out.c_str(),
@@ -146,6 +147,7 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     const auto warn = warnings.sink();
     // A tokenizer named by --tokenizer-from is read and checked before the model, so a bad one fails before any
     // work; a folder's own tokenizer.json is found once the source is open.
+    check_output_path(a.out);
     std::optional<Tokenizer> tok;
     if (!a.tokenizer_from.empty()) tok = read_tokenizer(a.tokenizer_from, warn);
     const OpenedCheckpoint src = open_source(a.in, a.config);
@@ -178,6 +180,7 @@ int run_fuse(const FuseArgs& a, const Common& c) {
 
 int run_split(const SplitArgs& a, const Common& c) {
     const auto t0 = Clock::now();
+    check_output_path(a.out);
     const FusedModel model = FusedModel::open(a.in);
     split(model, a.out, {make_progress("split", c.quiet)});
     std::printf("wrote %s: per-head checkpoint, %s, %s in %.2f s\n", a.out.c_str(), describe(model.config()).c_str(),
@@ -187,6 +190,11 @@ int run_split(const SplitArgs& a, const Common& c) {
 
 int run_export(const ExportArgs& a, const Common& c) {
     const auto t0 = Clock::now();
+    // The output is a folder: an existing one must be one we may write config.json and the shards into.
+    if (std::error_code ec; std::filesystem::exists(a.out, ec)) {
+        if (!std::filesystem::is_directory(a.out, ec)) fail("cannot write '" + a.out + "': not a folder");
+        check_output_path(std::filesystem::path(a.out) / "config.json");
+    }
     const OpenedCheckpoint src = open_source(a.in, a.config);
     ExportOptions opt;
     opt.format = a.format == "hf" ? ExportFormat::HuggingFace : ExportFormat::TransformerLens;
@@ -276,6 +284,7 @@ int run_inspect(const InspectArgs& a) {
 }
 
 int run_logits(const LogitsArgs& a, const Common& c) {
+    if (!a.out.empty()) check_output_path(a.out);
     const PerHeadModel model = open_model(a.model);
     const std::vector<float> logits = forward_logits(model.views(), a.tokens, c.threads);
     const std::uint32_t vocab = model.config().vocab;

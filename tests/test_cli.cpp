@@ -1,8 +1,14 @@
 // The command line as a demanding new user meets it, through the real CLI: numbers, defaults, error lines,
 // warnings, help. Each test names the defect it guards (issue 10).
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -12,7 +18,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using headfuse::test::list_dir;
+using headfuse::test::read_bytes;
 using headfuse::test::run_cli;
+using headfuse::test::run_program;
 using headfuse::test::RunResult;
 using headfuse::test::TempDir;
 using Args = std::vector<std::string>;
@@ -210,6 +218,203 @@ TEST(CliRoughEdges, AreGone) {
     ASSERT_EQ(r2.status, 0) << r2.err;
     EXPECT_NE(r2.out.find("lens folded (donor_d_in 32)"), std::string::npos) << r2.out;
     EXPECT_EQ(r2.out.find("lens from"), std::string::npos) << r2.out;
+}
+
+// ---- destinations and inputs (#10.1, #10.2, #10.12) ----------------------------------------------------------
+
+// The CLI under a time limit: a command blocked in open() fails the test with status 124 instead of hanging it.
+RunResult run_cli_limited(const Args& args) { return run_program(concat({"timeout", "20", HEADFUSE_CLI}, args)); }
+
+mode_t mode_of(const fs::path& p) {
+    struct stat st {};
+    return ::lstat(p.c_str(), &st) == 0 ? st.st_mode : 0;
+}
+
+void make_socket(const fs::path& p) {
+    const int s = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_GE(s, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    ASSERT_LT(p.string().size(), sizeof a.sun_path);
+    std::strcpy(a.sun_path, p.c_str());
+    ASSERT_EQ(::bind(s, reinterpret_cast<const sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+    ::close(s);
+}
+
+void write_text(const fs::path& p, const std::string& text, mode_t mode) {
+    fs::remove(p);
+    FILE* f = std::fopen(p.c_str(), "wb");
+    ASSERT_TRUE(f);
+    std::fputs(text.c_str(), f);
+    std::fclose(f);
+    ASSERT_EQ(::chmod(p.c_str(), mode), 0);
+}
+
+// #10.1: a destination that exists and is not a regular file (a FIFO, a socket, a character device, a symlink
+// to a device, a folder) is refused before any work, for every writing command, and stays what it was.
+TEST(CliDestinations, NonRegularDestinationsAreRefusedBeforeAnyWork) {
+    const Models& m = models();
+    TempDir dir;
+    struct Node {
+        std::string name, kind;
+        mode_t type;
+    };
+    std::vector<Node> nodes{{"fifo", "a FIFO", S_IFIFO},
+                            {"sock", "a socket", S_IFSOCK},
+                            {"null-link", "'/dev/null' is a character device", S_IFLNK},
+                            {"folder", "a directory", S_IFDIR}};
+    ASSERT_EQ(::mkfifo((dir / "fifo").c_str(), 0644), 0);
+    make_socket(dir / "sock");
+    fs::create_symlink("/dev/null", dir / "null-link");
+    fs::create_directory(dir / "folder");
+    // A device node of our own needs root; without it the symlink to /dev/null stands for a device.
+    if (::mknod((dir / "dev").c_str(), S_IFCHR | 0644, ::makedev(1, 3)) == 0)
+        nodes.push_back({"dev", "a character device", S_IFCHR});
+    else
+        std::printf("note: mknod needs root here; the device case is covered by the symlink to /dev/null\n");
+    const std::vector<std::string> before = list_dir(dir.path());
+    for (const Node& n : nodes) {
+        const std::string dest = (dir / n.name).string();
+        SCOPED_TRACE(dest);
+        const std::vector<Args> commands{
+            concat({"init", "-q", "-o", dest}, kModel),
+            {"fuse", "-q", m.ph.string(), "-o", dest},
+            {"split", "-q", m.fused.string(), "-o", dest},
+            {"logits", m.fused.string(), "--tokens", "1,2", "-o", dest},
+            // Before any work: the destination is refused before a missing input is even looked at.
+            {"fuse", "-q", (dir / "missing.gguf").string(), "-o", dest},
+        };
+        for (const Args& c : commands) {
+            SCOPED_TRACE(c[0]);
+            expect_refused(run_cli_limited(c), {"'" + dest + "'", n.kind, "not a regular file"});
+            EXPECT_EQ(mode_of(dir / n.name) & S_IFMT, n.type);
+        }
+    }
+    EXPECT_EQ(list_dir(dir.path()), before);
+    // export writes a folder: a FIFO where the folder would be is refused too.
+    expect_refused(run_cli_limited({"export", "-q", m.ph.string(), "-o", (dir / "fifo").string()}),
+                   {"fifo'", "not a folder"});
+    EXPECT_EQ(list_dir(dir.path()), before);
+}
+
+// #10.1: a symbolic link is written through, as cp does: its target is replaced atomically and the link stays;
+// so is a chain of links, and a dangling link creates its target.
+TEST(CliDestinations, SymlinksAreWrittenThrough) {
+    const Models& m = models();
+    const std::vector<std::byte> fused = read_bytes(m.fused);
+    TempDir dir;
+    fs::create_directory(dir / "sub");
+    write_text(dir / "sub" / "target.gguf", "old content", 0644);
+    fs::create_symlink("sub/target.gguf", dir / "link");
+    fs::create_symlink("link", dir / "link2");
+    fs::create_symlink("sub/new.gguf", dir / "dangling");
+    for (const std::string name : {"link", "link2", "dangling"}) {
+        SCOPED_TRACE(name);
+        write_text(dir / "sub" / "target.gguf", "old content", 0644);
+        const RunResult r = run_cli({"fuse", "-q", m.ph.string(), "-o", (dir / name).string()});
+        ASSERT_EQ(r.status, 0) << r.err;
+        EXPECT_TRUE(fs::is_symlink(dir / name));
+        const fs::path written = dir / "sub" / (name == "dangling" ? "new.gguf" : "target.gguf");
+        EXPECT_EQ(mode_of(written) & S_IFMT, S_IFREG);
+        EXPECT_EQ(read_bytes(written), fused);
+    }
+    EXPECT_EQ(list_dir(dir.path()), (std::vector<std::string>{"dangling", "link", "link2", "sub"}));
+    EXPECT_EQ(list_dir(dir / "sub"), (std::vector<std::string>{"new.gguf", "target.gguf"}));
+    // A loop of links is refused, naming the destination.
+    fs::create_symlink("loop-b", dir / "loop-a");
+    fs::create_symlink("loop-a", dir / "loop-b");
+    expect_refused(run_cli({"fuse", "-q", m.ph.string(), "-o", (dir / "loop-a").string()}),
+                   {"loop-a'", "symbolic links"});
+}
+
+// #10.12: the replaced file keeps its mode (a new one gets 0666 less the umask, as cp gives it).
+TEST(CliDestinations, ReplacedFileKeepsItsMode) {
+    const Models& m = models();
+    TempDir dir;
+    for (const mode_t mode : {0600, 0640, 0755}) {
+        SCOPED_TRACE(mode);
+        write_text(dir / "out.gguf", "old", mode);
+        ASSERT_EQ(run_cli({"fuse", "-q", m.ph.string(), "-o", (dir / "out.gguf").string()}).status, 0);
+        EXPECT_EQ(mode_of(dir / "out.gguf") & 07777, mode);
+        ASSERT_EQ(run_cli({"logits", m.fused.string(), "--tokens", "1", "-o", (dir / "out.gguf").string()}).status, 0);
+        EXPECT_EQ(mode_of(dir / "out.gguf") & 07777, mode);
+    }
+    const mode_t old_mask = ::umask(027);
+    const RunResult r = run_cli({"split", "-q", m.fused.string(), "-o", (dir / "new.gguf").string()});
+    ::umask(old_mask);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(mode_of(dir / "new.gguf") & 07777, 0640u);
+}
+
+// #10.12: a user may not replace a file they could not write (a read-only file in a folder they may write), nor
+// write into a folder they may not write; both are refused before any work. As root this runs the CLI as
+// nobody (setpriv); as another user, directly.
+TEST(CliDestinations, RefusesWhatTheUserCouldNotWrite) {
+    Args as_user{HEADFUSE_CLI};
+    if (::geteuid() == 0) {
+        if (run_program({"setpriv", "--version"}).status != 0)
+            GTEST_SKIP() << "running as root without setpriv: no unprivileged user to run the CLI as";
+        as_user = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", HEADFUSE_CLI};
+    }
+    TempDir dir;
+    ASSERT_EQ(::chmod(dir.path().c_str(), 0777), 0);
+    const fs::path ph = dir / "ph.gguf";
+    fs::copy_file(models().ph, ph);
+    ASSERT_EQ(::chmod(ph.c_str(), 0644), 0);
+    // A read-only file in a folder everyone may write: replacing it would succeed by rename, cp refuses.
+    const fs::path ro = dir / "readonly.gguf";
+    write_text(ro, "precious", 0444);
+    const RunResult r = run_program(concat(as_user, {"fuse", "-q", ph.string(), "-o", ro.string()}));
+    expect_refused(r, {"'" + ro.string() + "'", "Permission denied", "mode 0444"});
+    EXPECT_EQ(read_bytes(ro).size(), 8u);
+    EXPECT_EQ(mode_of(ro) & 07777, 0444u);
+    // A folder this user may not write.
+    fs::create_directory(dir / "closed");
+    ASSERT_EQ(::chmod((dir / "closed").c_str(), ::geteuid() == 0 ? 0755 : 0555), 0);
+    const fs::path closed = dir / "closed" / "out.gguf";
+    expect_refused(run_program(concat(as_user, concat({"init", "-q", "-o", closed.string()}, kModel))),
+                   {"'" + closed.string() + "'", "not writable"});
+    EXPECT_TRUE(list_dir(dir / "closed").empty());
+    EXPECT_EQ(list_dir(dir.path()), (std::vector<std::string>{"closed", "ph.gguf", "readonly.gguf"}));
+    ::chmod((dir / "closed").c_str(), 0755);
+}
+
+// #10.2: an input that is not a regular file (a FIFO, a device, a folder where a file is expected) is refused at
+// once for every command and every file option, never waited on in open().
+TEST(CliInputs, NonRegularInputsAreRefusedAtOnce) {
+    const Models& m = models();
+    TempDir dir;
+    const std::string fifo = (dir / "in.gguf").string(), out = (dir / "out.gguf").string();
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+    // A safetensors checkpoint, for --config.
+    const std::string st = (dir / "st").string();
+    ASSERT_EQ(run_cli({"export", "-q", m.ph.string(), "-o", st}).status, 0);
+    struct Case {
+        Args args;
+        int status = 1;
+    };
+    const std::vector<Case> cases{
+        {{"inspect", fifo}},
+        {{"inspect", "--json", fifo}},
+        {{"fuse", "-q", fifo, "-o", out}},
+        {{"fuse", "-q", m.ph.string(), "--tokenizer-from", fifo, "-o", out}},
+        {{"fuse", "-q", st, "--config", fifo, "-o", out}},
+        {{"split", "-q", fifo, "-o", out}},
+        {{"export", "-q", fifo, "-o", (dir / "e").string()}},
+        {{"export", "-q", st, "--config", fifo, "-o", (dir / "e").string()}},
+        {{"logits", fifo, "--tokens", "1"}},
+        {{"verify", fifo, m.fused.string(), "--tokens", "1"}, 2},
+        {{"verify", m.ph.string(), fifo, "--tokens", "1"}, 2},
+    };
+    for (const Case& c : cases) {
+        std::string line;
+        for (const std::string& a : c.args) line += a + " ";
+        SCOPED_TRACE(line);
+        expect_refused(run_cli_limited(c.args), {"in.gguf", "not a regular file", "FIFO"}, c.status);
+    }
+    expect_refused(run_cli_limited({"inspect", "/dev/zero"}), {"/dev/zero", "a character device"});
+    expect_refused(run_cli_limited({"inspect", dir.path().string()}), {"a directory"});
+    EXPECT_EQ(list_dir(dir.path()), (std::vector<std::string>{"in.gguf", "st"}));
 }
 
 }  // namespace
