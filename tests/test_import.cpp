@@ -110,6 +110,11 @@ std::vector<HfCase> hf_cases() {
         {"tied", with({"--n-heads", "4", "--n-kv-heads", "2", "--tied", "--seed", "3"}), 300},
         {"head_dim", with({"--n-heads", "4", "--n-kv-heads", "2", "--head-dim", "32", "--seed", "4"}), 300},
         {"sharded", with({"--n-heads", "4", "--n-kv-heads", "1", "--shard-bytes", "60000", "--seed", "5"}), 300},
+        // attention_bias and mlp_bias: all seven biases, Q's and K's permuted like their rows
+        {"biases", with({"--n-heads", "4", "--n-kv-heads", "2", "--attention-bias", "--mlp-bias", "--seed", "6"}), 300},
+        {"rope_linear", with({"--n-heads", "4", "--n-kv-heads", "2", "--rope-linear", "4", "--seed", "7"}), 300},
+        // Llama 3.1's rule, carried as rope_freqs.weight
+        {"rope_llama3", with({"--n-heads", "4", "--n-kv-heads", "2", "--rope-llama3", "8", "--seed", "8"}), 300},
     };
 }
 
@@ -184,6 +189,7 @@ struct TlCase {
     std::string name;
     std::vector<std::string> make_tl;  // flags of make-tl
     std::string n_kv;
+    std::vector<std::string> make_hf = {};  // more flags of make-hf
 };
 void PrintTo(const TlCase& c, std::ostream* os) { *os << c.name; }
 
@@ -193,8 +199,11 @@ TEST_P(TlImport, FoldedAndUnprocessedGiveTheReferenceDistributionAndComeBackByte
     const TlCase& c = GetParam();
     TempDir dir;
     const fs::path hf = dir / "hf", tl = dir / "tl";
-    reference({"make-hf", hf.string(), "--d-model", "64", "--n-heads", "4", "--n-kv-heads", c.n_kv, "--d-ff", "96",
-               "--n-layers", "2", "--vocab", "300", "--seed", "11"});
+    std::vector<std::string> make_hf{"make-hf",      hf.string(), "--d-model", "64", "--n-heads",  "4",
+                                     "--n-kv-heads", c.n_kv,      "--d-ff",    "96", "--n-layers", "2",
+                                     "--vocab",      "300",       "--seed",    "11"};
+    make_hf.insert(make_hf.end(), c.make_hf.begin(), c.make_hf.end());
+    reference(make_hf);
     std::vector<std::string> make{"make-tl", hf.string(), tl.string()};
     make.insert(make.end(), c.make_tl.begin(), c.make_tl.end());
     reference(make);
@@ -218,18 +227,53 @@ TEST_P(TlImport, FoldedAndUnprocessedGiveTheReferenceDistributionAndComeBackByte
 INSTANTIATE_TEST_SUITE_P(Kinds, TlImport,
                          ::testing::Values(TlCase{"unprocessed", {}, "4"},
                                            TlCase{"folded_centred", {"--processed"}, "4"},
-                                           TlCase{"folded_gqa", {"--processed"}, "2"}),
+                                           TlCase{"folded_gqa", {"--processed"}, "2"},
+                                           // b_Q, b_K, b_V, b_O from the model's biases (b_Q, b_K permuted)
+                                           TlCase{"biases_gqa", {"--processed"}, "2", {"--attention-bias"}}),
                          [](const auto& info) { return info.param.name; });
 
-TEST(TlImport, RefusesNonZeroBiasesByName) {
+// TransformerLens adds b_in after the gated MLP's product: llama.cpp's graph has no such bias.
+TEST(TlImport, RefusesANonZeroBInByName) {
     TempDir dir;
     reference({"make-hf", (dir / "hf").string(), "--d-model", "32", "--n-heads", "2", "--n-kv-heads", "2", "--d-ff",
                "32", "--n-layers", "1", "--vocab", "64"});
-    reference({"make-tl", (dir / "hf").string(), (dir / "tl").string(), "--biases"});
+    reference({"make-tl", (dir / "hf").string(), (dir / "tl").string(), "--b-in"});
     const auto r = run_cli({"fuse", "-q", (dir / "tl").string(), "-o", (dir / "out.gguf").string()});
     EXPECT_EQ(r.status, 1);
-    EXPECT_NE(r.err.find("tensor 'blocks.0.attn.b_Q' is not zero"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("tensor 'blocks.0.mlp.b_in' is not zero"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("after the gated MLP's product"), std::string::npos) << r.err;
     EXPECT_FALSE(fs::exists(dir / "out.gguf"));
+}
+
+// What a TransformerLens config cannot hold is refused on export, naming it; Hugging Face takes it.
+TEST(TlExport, RefusesGateAndUpBiasesAndRopeScaling) {
+    TempDir dir;
+    const std::vector<std::string> base{"--d-model", "32", "--n-heads",  "2", "--n-kv-heads", "2",
+                                        "--d-ff",    "32", "--n-layers", "1", "--vocab",      "64"};
+    auto make = [&](const std::string& name, std::vector<std::string> extra) {
+        std::vector<std::string> a{"make-hf", (dir / name).string()};
+        a.insert(a.end(), base.begin(), base.end());
+        a.insert(a.end(), extra.begin(), extra.end());
+        reference(a);
+        fuse_ok({"fuse", "-q", (dir / name).string(), "-o", (dir / (name + ".gguf")).string()});
+    };
+    make("mlp", {"--mlp-bias"});
+    make("llama3", {"--rope-llama3", "8"});
+    const auto r = run_cli(
+        {"export", "-q", (dir / "mlp.gguf").string(), "-o", (dir / "tl").string(), "--format", "transformer-lens"});
+    EXPECT_EQ(r.status, 1);
+    EXPECT_NE(r.err.find("no place for tensor 'blk.0.ffn_gate.bias'"), std::string::npos) << r.err;
+    const auto s = run_cli(
+        {"export", "-q", (dir / "llama3.gguf").string(), "-o", (dir / "tl2").string(), "--format", "transformer-lens"});
+    EXPECT_EQ(s.status, 1);
+    EXPECT_NE(s.err.find("scales RoPE"), std::string::npos) << s.err;
+    EXPECT_FALSE(fs::exists(dir / "tl" / "model.safetensors"));
+    EXPECT_FALSE(fs::exists(dir / "tl2" / "model.safetensors"));
+    // The llama3 rule comes back as the same rope_scaling object.
+    fuse_ok({"export", "-q", (dir / "llama3.gguf").string(), "-o", (dir / "back").string()});
+    const auto a = nlohmann::json::parse(std::ifstream(dir / "llama3" / "config.json"));
+    const auto b = nlohmann::json::parse(std::ifstream(dir / "back" / "config.json"));
+    EXPECT_EQ(a["rope_scaling"], b["rope_scaling"]);
 }
 
 }  // namespace
@@ -294,7 +338,7 @@ std::vector<BadCase> bad_cases() {
          "key 'num_hidden_layers' must be an integer"},
         {"rope_scaling",
          [](const fs::path& hf) {
-             edit_config(hf, [](auto& j) { j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}}; });
+             edit_config(hf, [](auto& j) { j["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 8.0}}; });
          },
          "key 'rope_scaling' is"},
         {"not_llama", [](const fs::path& hf) { edit_config(hf, [](auto& j) { j["model_type"] = "gpt2"; }); },

@@ -56,8 +56,11 @@ std::vector<std::filesystem::path> export_checkpoint(const PerHeadModel& model, 
                                                      const ExportOptions& options,
                                                      std::span<const std::filesystem::path> inputs = {});
 
-// Metadata key recording the type a foreign checkpoint kept its norm weights in (llama.cpp wants them F32), so
-// that an export writes them back in it: "f16" or "bf16".
+// Metadata key recording the type a foreign checkpoint kept its norm weights and biases in (llama.cpp wants
+// them F32), so that an export writes them back in it: "f16" or "bf16".
 inline constexpr std::string_view kNormTypeKey = "headfuse.source.norm_type";
+// Metadata key keeping a Hugging Face config's "llama3" rope_scaling object (JSON text), which the GGUF holds
+// only as the factors it implies (rope_freqs.weight), so that an export writes the same config back.
+inline constexpr std::string_view kRopeScalingKey = "headfuse.source.rope_scaling";
 
 }  // namespace headfuse

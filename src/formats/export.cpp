@@ -17,6 +17,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using enum Storage;
+using json = nlohmann::json;
 
 constexpr std::uint64_t kWindowBytes = std::uint64_t{4} << 20;
 // A transposed matrix is written in blocks of output rows gathered from one pass over the input.
@@ -90,6 +91,25 @@ void emit_transposed(const TensorView& v, ByteSink& sink) {
     }
 }
 
+// A head's bias in Hugging Face's rotate-half order: stored element s is llama.cpp's element rotate_half_row_of(s).
+void emit_rotate_half_elements(const std::vector<TensorView>& heads, DType type, ByteSink& sink) {
+    std::vector<std::byte> out;
+    for (const TensorView& h : heads) {
+        std::vector<std::byte> bytes(h.bytes.size()), scratch;
+        read_rows(h, 0, h.n_rows(), bytes, scratch);
+        const std::uint64_t g = h.ne[0], es = element_size(h), os = traits(type).type_size;
+        out.resize(g * os);
+        for (std::uint64_t s = 0; s < g; ++s) {
+            const std::byte* src = bytes.data() + rotate_half_row_of(s, g) * es;
+            if (type == h.type)
+                std::memcpy(out.data() + s * os, src, es);
+            else
+                encode_row(type, reinterpret_cast<const float*>(src), out.data() + s * os, 1);
+        }
+        sink.write(out);
+    }
+}
+
 bool all_ones(const TensorView& v) {
     bool ones = true;
     for_each_window(v, kWindowBytes, [&](std::span<const std::byte> rows, std::uint64_t, std::uint64_t) {
@@ -123,9 +143,38 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
             if (auto t = parse_dtype(*s); t && (*t == DType::F16 || *t == DType::BF16)) norm_type = *t;
     bool folded = tl;  // TransformerLens: norms all ones are folded ones, written as RMSPre without ln weights
     if (tl)
-        for_each_view(m, [&](const TensorView& v) {
-            if (v.n_dims == 1 && folded) folded = v.type == DType::F32 && all_ones(v);
-        });
+        for (const TensorSpec& s : tensor_layout(c, ModelKind::Fused))
+            if (s.kind == TensorKind::Norm && s.role->role != Role::RopeFreqs && folded) {
+                const TensorView* v = role_view(m, *s.role, s.layer);
+                folded = v->type == DType::F32 && all_ones(*v);
+            }
+    // RoPE scaling: linear is a config key in both layouts; Llama 3's rope_freqs.weight goes back to the
+    // Hugging Face rope_scaling object it came from; TransformerLens's config holds neither.
+    json rope_scaling = nullptr;
+    if (c.rope_scaling == RopeScaling::Yarn)
+        fail(
+            "export: the model uses YaRN RoPE scaling, which headfuse does not export (Hugging Face's YaRN differs "
+            "from llama.cpp's)");
+    if (c.rope_scaling == RopeScaling::Linear)
+        rope_scaling = {{"rope_type", "linear"}, {"factor", c.rope_scaling_factor}};
+    if (c.optional_roles.contains(Role::RopeFreqs)) {
+        const Value* v = model.metadata().find(kRopeScalingKey);
+        const auto* text = v ? std::get_if<std::string>(&v->scalar) : nullptr;
+        if (!text || c.rope_scaling != RopeScaling::None)
+            fail(
+                "export: the model has rope_freqs.weight, which headfuse exports only as the Hugging Face llama3 "
+                "rope_scaling it was made from (key " +
+                std::string(kRopeScalingKey) + ")");
+        rope_scaling = json::parse(*text, nullptr, false);
+        if (!rope_scaling.is_object() ||
+            llama3_rope_factors(rope_scaling, c, std::string(kRopeScalingKey)) !=
+                std::vector<float>(role_view(m, role_spec(Role::RopeFreqs), 0)->f32(),
+                                   role_view(m, role_spec(Role::RopeFreqs), 0)->f32() + c.d_head / 2))
+            fail("export: rope_freqs.weight is not what key " + std::string(kRopeScalingKey) +
+                 " implies: the factors were changed");
+    }
+    if (tl && rope_scaling != nullptr)
+        fail("export: the model scales RoPE, which a TransformerLens config cannot say; export it as hf");
     const DType weight_type = m.token_embd.type;
     element_size(m.token_embd);
 
@@ -140,28 +189,42 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         };
         plans.push_back(std::move(p));
     };
-    std::uint32_t layer_done = UINT32_MAX;
-    auto layer_biases = [&](std::uint32_t l) {
-        if (!tl || l == UINT32_MAX) return;
-        const std::string b = "blocks." + std::to_string(l) + ".";
-        const std::string g = gqa ? "_" : "";
-        zeros(b + "attn.b_Q", {c.n_heads, c.d_head});
-        zeros(b + "attn." + g + "b_K", {c.n_kv_heads, c.d_head});
-        zeros(b + "attn." + g + "b_V", {c.n_kv_heads, c.d_head});
-        zeros(b + "attn.b_O", {c.d_model});
-        zeros(b + "mlp.b_in", {c.d_ff});
-        zeros(b + "mlp.b_out", {c.d_model});
+    // The bias tensors the layout writes in a layer even when the model lacks their role: all of
+    // TransformerLens's (its state dicts always have them), and Hugging Face's partners of a bias its
+    // attention_bias or mlp_bias flag switches on. Written as zeros, in the layout's place for them.
+    auto zero_biases = [&](std::uint32_t l) {
+        if (l == UINT32_MAX) return;
+        const bool attn = hf_attention_bias(c), mlp = hf_mlp_bias(c);
+        for (const NameMap& row : map) {
+            const RoleSpec& r = role_spec(row.role);
+            if (r.kind != TensorKind::Bias || c.optional_roles.contains(row.role)) continue;
+            const bool in_mlp =
+                row.role == Role::FfnGateBias || row.role == Role::FfnUpBias || row.role == Role::FfnDownBias;
+            if (!tl && !(in_mlp ? mlp : attn)) continue;
+            const std::uint32_t n = is_head_role(r) ? head_count(r, c, l) : 1;
+            std::vector<std::uint64_t> ne = r.shape(c, l);
+            ne[0] *= n;
+            zeros(foreign_name(row, l, gqa), foreign_shape(row, ne, c));
+        }
+        if (tl) zeros("blocks." + std::to_string(l) + ".mlp.b_in", {c.d_ff});
     };
+    auto layer_biases = zero_biases;
+    std::uint32_t layer_done = UINT32_MAX;
     for (const TensorSpec& s : tensor_layout(c, ModelKind::Fused)) {
         if (s.role->scope != Scope::Global && s.layer != layer_done) {
             layer_biases(layer_done);
             layer_done = s.layer;
         }
+        if (s.role->role == Role::RopeFreqs) continue;  // in the config's rope_scaling
         const NameMap* row = nullptr;
         for (const NameMap& r : map)
             if (r.role == s.role->role) row = &r;
-        if (!row) fail("export: the layout has no name for tensor '" + s.name + "'");
+        if (!row)
+            fail("export: " + std::string(tl ? "TransformerLens" : "Hugging Face") + " has no place for tensor '" +
+                 s.name + "'" +
+                 (tl && s.kind == TensorKind::Bias ? " (its gated MLP has no bias before the product)" : ""));
         if (row->may_be_ones && folded) continue;
+        const bool small = s.kind == TensorKind::Norm || s.kind == TensorKind::Bias;  // f32 in GGUF
         StTensorPlan p{foreign_name(*row, s.layer, gqa), DType::F32, foreign_shape(*row, s.ne, c), {}};
         if (is_head_role(*s.role)) {
             const std::vector<TensorView>* heads = &role_heads(m, *s.role, s.layer);
@@ -172,7 +235,14 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
                     fail("tensor '" + h.name + "' is " + std::string(type_name(h.type)) + ", head 0 is " +
                          std::string(type_name(p.type)));
             }
-            if (row->storage == HeadsT)
+            if (small && p.type == DType::F32) p.type = norm_type;
+            if (s.kind == TensorKind::Bias && row->rope_rows)
+                p.produce = [heads, t = p.type](ByteSink& sink) { emit_rotate_half_elements(*heads, t, sink); };
+            else if (s.kind == TensorKind::Bias)
+                p.produce = [heads, t = p.type](ByteSink& sink) {
+                    for (const TensorView& h : *heads) emit_rows(h, t, sink);
+                };
+            else if (row->storage == HeadsT)
                 p.produce = [heads, rh = row->rope_rows](ByteSink& sink) { emit_heads_transposed(*heads, rh, sink); };
             else if (row->rope_rows)
                 p.produce = [heads](ByteSink& sink) { emit_rotate_half(*heads, sink); };
@@ -183,7 +253,7 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         } else {
             const TensorView* v = role_view(m, *s.role, s.layer);
             element_size(*v);
-            p.type = s.kind == TensorKind::Norm && v->type == DType::F32 ? norm_type : v->type;
+            p.type = small && v->type == DType::F32 ? norm_type : v->type;
             if (row->storage == Transposed || row->storage == OutHeads)
                 p.produce = [v](ByteSink& sink) { emit_transposed(*v, sink); };
             else
@@ -208,7 +278,7 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
     const bool folder_existed = fs::exists(folder, ec);
     std::vector<fs::path> written = write_safetensors(folder, plans, st, inputs);
     const std::string text =
-        (tl ? tl_config_json(c, folded) : hf_config_json(c, torch_dtype(weight_type))).dump(2) + "\n";
+        (tl ? tl_config_json(c, folded) : hf_config_json(c, torch_dtype(weight_type), rope_scaling)).dump(2) + "\n";
     try {
         write_file_atomically(folder / "config.json", {reinterpret_cast<const std::byte*>(text.data()), text.size()},
                               inputs);

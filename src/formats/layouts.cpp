@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <set>
 
@@ -14,6 +15,7 @@
 #include "headfuse/error.h"
 #include "headfuse/quantize.h"
 #include "roles.h"
+#include "view_rows.h"
 
 namespace headfuse {
 namespace {
@@ -35,6 +37,13 @@ constexpr NameMap kHf[] = {
     {Role::FfnGate, "model.layers.{L}.mlp.gate_proj.weight", Rows, false, false},
     {Role::FfnUp, "model.layers.{L}.mlp.up_proj.weight", Rows, false, false},
     {Role::FfnDown, "model.layers.{L}.mlp.down_proj.weight", Rows, false, false},
+    {Role::AttnQBias, "model.layers.{L}.self_attn.q_proj.bias", Rows, true, false},
+    {Role::AttnKBias, "model.layers.{L}.self_attn.k_proj.bias", Rows, true, false},
+    {Role::AttnVBias, "model.layers.{L}.self_attn.v_proj.bias", Rows, false, false},
+    {Role::AttnOutputBias, "model.layers.{L}.self_attn.o_proj.bias", Rows, false, false},
+    {Role::FfnGateBias, "model.layers.{L}.mlp.gate_proj.bias", Rows, false, false},
+    {Role::FfnUpBias, "model.layers.{L}.mlp.up_proj.bias", Rows, false, false},
+    {Role::FfnDownBias, "model.layers.{L}.mlp.down_proj.bias", Rows, false, false},
 };
 
 constexpr NameMap kTl[] = {
@@ -50,7 +59,16 @@ constexpr NameMap kTl[] = {
     {Role::FfnGate, "blocks.{L}.mlp.W_gate", Transposed, false, false},
     {Role::FfnUp, "blocks.{L}.mlp.W_in", Transposed, false, false},
     {Role::FfnDown, "blocks.{L}.mlp.W_out", Transposed, false, false},
+    {Role::AttnQBias, "blocks.{L}.attn.b_Q", HeadRows, true, false},
+    {Role::AttnKBias, "blocks.{L}.attn.{G}b_K", HeadRows, true, false},
+    {Role::AttnVBias, "blocks.{L}.attn.{G}b_V", HeadRows, false, false},
+    {Role::AttnOutputBias, "blocks.{L}.attn.b_O", Rows, false, false},
+    {Role::FfnDownBias, "blocks.{L}.mlp.b_out", Rows, false, false},
 };
+
+// The roles Hugging Face's config flags switch on.
+constexpr Role kHfAttentionBiases[] = {Role::AttnQBias, Role::AttnKBias, Role::AttnVBias, Role::AttnOutputBias};
+constexpr Role kHfMlpBiases[] = {Role::FfnGateBias, Role::FfnUpBias, Role::FfnDownBias};
 
 std::string replace_all(std::string s, std::string_view from, std::string_view to) {
     for (std::size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size()))
@@ -91,6 +109,19 @@ void expect_string(const json& j, std::string_view key, std::string_view want, c
              "\" only");
 }
 
+// A rope_scaling object's kind ("rope_type", or the older "type"); "default" for an empty object.
+std::string rope_scaling_type(const json& rs, const std::string& where) {
+    if (!rs.is_object()) fail(where + ": key 'rope_scaling' must be an object, found " + rs.dump());
+    const json* t = field(rs, "rope_type");
+    if (!t) t = field(rs, "type");
+    if (!t) {
+        if (rs.empty()) return "default";
+        fail(where + ": key 'rope_scaling' has no 'rope_type': " + rs.dump());
+    }
+    if (!t->is_string()) fail(where + ": rope_scaling's 'rope_type' must be a string, found " + t->dump());
+    return t->get<std::string>();
+}
+
 json read_json(const fs::path& p) {
     const MappedFile m = MappedFile::open(p);
     if (m.bytes().size() > kMaxSafetensorsHeader) fail(p.string() + ": too large for a config file");
@@ -125,6 +156,7 @@ std::vector<std::uint64_t> foreign_shape(const NameMap& m, std::span<const std::
         case Transposed: return {ne.begin(), ne.end()};
         case HeadsT: return {ne[1] / c.d_head, ne[0], c.d_head};
         case OutHeads: return {ne[0] / c.d_head, c.d_head, ne[1]};
+        case HeadRows: return {ne[0] / c.d_head, c.d_head};
     }
     return {};
 }
@@ -133,14 +165,16 @@ Config hf_config(const json& j, const std::string& where) {
     if (!j.is_object()) fail(where + ": expected a JSON object");
     expect_string(j, "model_type", "llama", where);
     expect_string(j, "hidden_act", "silu", where);
-    for (const char* flag : {"attention_bias", "mlp_bias"})
-        if (const json* v = field(j, flag); v && *v != false)
-            fail(where + ": key '" + std::string(flag) + "' is " + v->dump() +
-                 "; headfuse converts LLaMA without biases");
-    if (const json* rs = field(j, "rope_scaling"))
-        fail(where + ": key 'rope_scaling' is " + rs->dump() +
-             "; headfuse converts only models without RoPE scaling (llama.cpp's llama graph has other rules)");
     Config c;
+    for (const char* flag : {"attention_bias", "mlp_bias"})
+        if (const json* v = field(j, flag)) {
+            if (!v->is_boolean())
+                fail(where + ": key '" + std::string(flag) + "' must be true or false, found " + v->dump());
+            if (!v->get<bool>()) continue;
+            for (Role r : std::string_view(flag) == "mlp_bias" ? std::span<const Role>(kHfMlpBiases)
+                                                               : std::span<const Role>(kHfAttentionBiases))
+                c.optional_roles.insert(r);
+        }
     c.d_model = get_count(j, "hidden_size", where);
     c.n_heads = get_count(j, "num_attention_heads", where);
     c.n_kv_heads = get_count(j, "num_key_value_heads", where, c.n_heads);
@@ -155,8 +189,53 @@ Config hf_config(const json& j, const std::string& where) {
         if (!t->is_boolean()) fail(where + ": key 'tie_word_embeddings' must be true or false, found " + t->dump());
         c.tied = t->get<bool>();
     }
+    if (const json* rs = field(j, "rope_scaling")) {
+        const std::string kind = rope_scaling_type(*rs, where);
+        if (kind == "linear") {
+            c.rope_scaling = RopeScaling::Linear;
+            c.rope_scaling_factor = get_float(*rs, "factor", where + ": rope_scaling", 1.0f);
+            for (const auto& [k, v] : rs->items())
+                if (k != "type" && k != "rope_type" && k != "factor")
+                    fail(where + ": rope_scaling key '" + k + "' is not one headfuse converts for linear scaling");
+        } else if (kind == "llama3") {
+            c.optional_roles.insert(Role::RopeFreqs);  // llama.cpp's converter writes the rule as rope_freqs.weight
+        } else if (kind != "default") {
+            fail(where + ": key 'rope_scaling' is " + rs->dump() +
+                 "; headfuse converts \"linear\" and \"llama3\" scaling (llama.cpp's llama graph has other rules "
+                 "for the rest)");
+        }
+    }
     validated(c, where);
     return c;
+}
+
+std::vector<float> llama3_rope_factors(const json& rs, const Config& c, const std::string& where) {
+    // As llama.cpp's converter (LlamaModel.generate_extra_tensors) computes them: torch f32 arithmetic, the
+    // defaults its keys have there. The smooth band's factors are f32 expressions in the same order.
+    const std::string w = where + ": rope_scaling";
+    const float factor = get_float(rs, "factor", w, 8.0f), lo = get_float(rs, "low_freq_factor", w, 1.0f),
+                hi = get_float(rs, "high_freq_factor", w, 4.0f);
+    const float old = static_cast<float>(get_count(rs, "original_max_position_embeddings", w, 8192));
+    const float theta = c.rope_theta;
+    if (!(factor > 0) || !(hi > lo) || !(lo > 0))
+        fail(w + ": llama3 needs factor > 0 and high_freq_factor > low_freq_factor > 0");
+    const float lo_wavelen = old / lo, hi_wavelen = old / hi;
+    const float two_pi = static_cast<float>(2.0 * 3.141592653589793);
+    std::vector<float> out;
+    for (std::uint32_t i = 0; i < c.d_head; i += 2) {
+        const float e = static_cast<float>(i) / static_cast<float>(c.d_head);
+        const float freq = 1.0f / std::pow(theta, e);
+        const float wavelen = two_pi / freq;
+        if (wavelen < hi_wavelen) {
+            out.push_back(1.0f);
+        } else if (wavelen > lo_wavelen) {
+            out.push_back(factor);
+        } else {
+            const float smooth = (old / wavelen - lo) / (hi - lo);
+            out.push_back(1.0f / ((1.0f - smooth) / factor + smooth));
+        }
+    }
+    return out;
 }
 
 TlConfig tl_config(const json& j, const std::string& where) {
@@ -193,7 +272,16 @@ TlConfig tl_config(const json& j, const std::string& where) {
     return t;
 }
 
-json hf_config_json(const Config& c, std::string_view torch_dtype) {
+namespace {
+bool any_role(const Config& c, std::span<const Role> roles) {
+    return std::any_of(roles.begin(), roles.end(), [&](Role r) { return c.optional_roles.contains(r); });
+}
+}  // namespace
+
+bool hf_attention_bias(const Config& c) { return any_role(c, kHfAttentionBiases); }
+bool hf_mlp_bias(const Config& c) { return any_role(c, kHfMlpBiases); }
+
+json hf_config_json(const Config& c, std::string_view torch_dtype, const json& rope_scaling) {
     return {{"architectures", {"LlamaForCausalLM"}},
             {"model_type", "llama"},
             {"hidden_size", c.d_model},
@@ -206,11 +294,11 @@ json hf_config_json(const Config& c, std::string_view torch_dtype) {
             {"max_position_embeddings", c.context_length},
             {"rms_norm_eps", c.rms_eps},
             {"rope_theta", c.rope_theta},
-            {"rope_scaling", nullptr},
+            {"rope_scaling", rope_scaling},
             {"tie_word_embeddings", c.tied},
             {"hidden_act", "silu"},
-            {"attention_bias", false},
-            {"mlp_bias", false},
+            {"attention_bias", hf_attention_bias(c)},
+            {"mlp_bias", hf_mlp_bias(c)},
             {"torch_dtype", torch_dtype}};
 }
 
@@ -253,6 +341,8 @@ namespace {
 struct Owner {
     SafetensorsSet set;
     std::vector<float> ones;
+    std::vector<float> rope_freqs;               // computed from a "llama3" rope_scaling
+    std::deque<std::vector<std::byte>> vectors;  // biases in llama.cpp's element order
 };
 
 // True for a GGUF file; false for one that cannot be opened (the safetensors reader then says why). A FIFO or a
@@ -310,6 +400,38 @@ void check_zero(const StTensor& t, const std::string& where, std::string_view wh
     }
 }
 
+bool all_zero(const StTensor& t) {
+    const DType type = t.readable_type();
+    const std::uint64_t es = traits(type).type_size, n = t.bytes.size() / es;
+    float x = 0;
+    for (std::uint64_t i = 0; i < n; ++i) {
+        decode_row(type, t.bytes.data() + i * es, &x, 1);
+        if (x != 0.0f) return false;
+    }
+    return true;
+}
+
+// A bias as a view of memory the owner keeps, its elements put in llama.cpp's order: within each head of
+// `group` elements, rotate-half element j*(group/2)+i holds element 2i+j. (Small: a vector per layer.)
+TensorView owned_vector(Owner& owner, const StTensor& t, std::span<const std::uint64_t> ne, bool rotate_half,
+                        std::uint64_t group) {
+    const DType type = t.readable_type();
+    const std::uint64_t es = traits(type).type_size, n = t.bytes.size() / es;
+    std::vector<std::byte>& out = owner.vectors.emplace_back(t.bytes.size());
+    for (std::uint64_t e = 0; e < n; ++e) {
+        const std::uint64_t head = e / group, r = e % group;
+        const std::uint64_t stored = rotate_half ? head * group + rotate_half_stored_row(r, group) : e;
+        std::memcpy(out.data() + e * es, t.bytes.data() + stored * es, es);
+    }
+    TensorView v;
+    v.name = t.name;
+    v.type = type;
+    v.n_dims = static_cast<std::uint32_t>(ne.size());
+    std::copy(ne.begin(), ne.end(), v.ne.begin());
+    v.bytes = out;
+    return v;
+}
+
 // TransformerLens buffers that hold no weights (a causal mask, rotary tables, a constant).
 bool tl_buffer(std::string_view name) {
     for (std::string_view s : {".attn.mask", ".attn.IGNORE", ".attn.rotary_sin", ".attn.rotary_cos"})
@@ -318,12 +440,21 @@ bool tl_buffer(std::string_view name) {
 }
 
 PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::span<const NameMap> map,
-                           bool rotate_half, bool gqa_names, const std::string& where) {
+                           bool rotate_half, bool gqa_names, const std::string& where, Metadata md = {}) {
     std::vector<TensorView> views;
     std::set<std::string, std::less<>> used;
     bool norms_non_f32 = false;
     DType norm_type = DType::F32;
     for (const TensorSpec& s : tensor_layout(c, ModelKind::Fused)) {
+        if (s.role->role == Role::RopeFreqs) {  // computed from the config's rope_scaling
+            TensorView v;
+            v.name = s.name;
+            v.n_dims = 1;
+            v.ne[0] = s.ne[0];
+            v.bytes = {reinterpret_cast<const std::byte*>(owner->rope_freqs.data()), owner->rope_freqs.size() * 4};
+            views.push_back(v);
+            continue;
+        }
         const NameMap* m = nullptr;
         for (const NameMap& row : map)
             if (row.role == s.role->role) m = &row;
@@ -349,45 +480,54 @@ PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::s
                  ")");
         check_shape(*t, foreign_shape(*m, s.ne, c), where);
         used.insert(name);
-        TensorView v = view_of(*t, s.ne);
+        TensorView v = s.kind == TensorKind::Bias
+                           ? owned_vector(*owner, *t, s.ne, m->rope_rows && rotate_half, c.d_head)
+                           : view_of(*t, s.ne);
         v.name = s.name;  // the role table's name, as assemble_views expects
-        if (s.kind == TensorKind::Norm && v.type != DType::F32) {
+        if ((s.kind == TensorKind::Norm || s.kind == TensorKind::Bias) && v.type != DType::F32) {
             norms_non_f32 = true;
             norm_type = v.type;
         }
-        v.rotate_half = m->rope_rows && rotate_half;
-        v.transposed = m->storage != Rows;
-        if (m->storage == HeadsT || v.rotate_half) v.group_rows = c.d_head;
+        if (s.kind != TensorKind::Bias) {
+            v.rotate_half = m->rope_rows && rotate_half;
+            v.transposed = m->storage != Rows;
+            if (m->storage == HeadsT || v.rotate_half) v.group_rows = c.d_head;
+        }
         views.push_back(std::move(v));
     }
     ModelViews mv = assemble_views(c, ModelKind::Fused, views);
-    Metadata md;
     if (norms_non_f32) md.set(std::string(kNormTypeKey), Value::string(std::string(type_name(norm_type))));
     // Every other tensor must be one the layout knows to carry nothing.
+    const bool hf = map.data() == kHf;
     for (const StTensor* t : owner->set.tensors()) {
         if (used.count(t->name)) continue;
-        if (map.data() == kHf) {
+        if (hf) {
             if (t->name == "lm_head.weight" && c.tied) continue;  // tied: Hugging Face ignores it too
             if (t->name.ends_with(".self_attn.rotary_emb.inv_freq")) continue;
         } else {
             if (tl_buffer(t->name)) continue;
-            bool bias = false;
-            for (std::uint32_t l = 0; l < c.n_layers && !bias; ++l)
-                for (std::string_view b : kTlBiases)
-                    for (std::string_view g : {"", "_"})
-                        if (t->name == "blocks." + std::to_string(l) + "." + replace_all(std::string(b), "{G}", g))
-                            bias = true;
-            if (bias) {
-                check_zero(*t, where, "headfuse carries no biases yet (llama.cpp's llama graph would need them)");
-                continue;
+            bool known = false;  // a bias role the model does not have (all zero), or one llama.cpp has no place for
+            for (std::uint32_t l = 0; l < c.n_layers && !known; ++l) {
+                for (const NameMap& row : map) {
+                    if (role_spec(row.role).kind != TensorKind::Bias) continue;
+                    for (bool g : {false, true})
+                        if (t->name == foreign_name(row, l, g)) known = true;
+                }
+                for (std::string_view z : kTlZeroBiases)
+                    if (t->name == replace_all(std::string(z), "{L}", std::to_string(l))) known = true;
             }
-            if (t->name == "unembed.b_U") {
-                check_zero(*t, where, "llama.cpp has no output bias");
+            if (known) {
+                check_zero(*t, where,
+                           t->name.ends_with("b_U") ? "llama.cpp has no output bias"
+                           : t->name.ends_with("b_in")
+                               ? "TransformerLens adds b_in after the gated MLP's product, where "
+                                 "llama.cpp has no bias"
+                               : "a bias of the model's other layers");
                 continue;
             }
         }
         fail(where + ": unexpected tensor '" + t->name + "' in a " +
-             std::string(map.data() == kHf ? "Hugging Face" : "TransformerLens") + " checkpoint");
+             std::string(hf ? "Hugging Face" : "TransformerLens") + " checkpoint");
     }
     return PerHeadModel::from_views(std::move(mv), std::move(md), std::move(owner));
 }
@@ -431,7 +571,7 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
     std::error_code ec;
     if (!fs::is_directory(source, ec) && source.extension() != ".json" && is_gguf(source))
         return {open_model(source), Layout::Gguf, source.parent_path(), {source}};
-    auto owner = std::make_shared<Owner>(Owner{SafetensorsSet::open(source), {}});
+    auto owner = std::make_shared<Owner>(Owner{SafetensorsSet::open(source), {}, {}, {}});
     const Layout layout = detect(owner->set);
     const fs::path config_path = config ? *config : owner->set.folder() / "config.json";
     if (!fs::exists(config_path, ec))
@@ -445,7 +585,13 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
     switch (layout) {
         case Layout::HuggingFace: {
             const Config c = hf_config(j, where);
-            out.model = import_mapped(owner, c, kHf, true, false, st);
+            Metadata md;
+            if (c.optional_roles.contains(Role::RopeFreqs)) {
+                const json& rs = j.at("rope_scaling");
+                owner->rope_freqs = llama3_rope_factors(rs, c, where);
+                md.set(std::string(kRopeScalingKey), Value::string(rs.dump()));
+            }
+            out.model = import_mapped(owner, c, kHf, true, false, st, std::move(md));
             break;
         }
         case Layout::TransformerLens: {
@@ -453,6 +599,14 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
             Config c = t.config;
             c.tied = false;  // TransformerLens keeps its own W_U
             owner->ones.assign(c.d_model, 1.0f);
+            // A bias role is carried when some layer's bias is not all zero (TransformerLens keeps zeros).
+            for (const NameMap& row : kTl) {
+                if (role_spec(row.role).kind != TensorKind::Bias) continue;
+                for (std::uint32_t l = 0; l < c.n_layers; ++l)
+                    for (bool g : {false, true})
+                        if (const StTensor* b = owner->set.find(foreign_name(row, l, g)); b && !all_zero(*b))
+                            c.optional_roles.insert(row.role);
+            }
             out.model = import_mapped(owner, c, kTl, t.rotate_half, c.n_kv_heads != c.n_heads, st);
             break;
         }

@@ -22,13 +22,14 @@ enum class Storage {
     Transposed,  // the transpose: row-major [ne0, ne1]
     HeadsT,      // each head transposed: [n_heads, ne0, d_head] (TransformerLens W_Q, W_K, W_V)
     OutHeads,    // the transpose, its rows split by head: [n_heads, d_head, ne1] (TransformerLens W_O)
+    HeadRows,    // a vector split by head: [n_heads, d_head] (TransformerLens b_Q, b_K, b_V)
 };
 
 struct NameMap {
     Role role;
     std::string_view name;  // "{L}" is the layer, "{G}" is "_" for TransformerLens's GQA key/value names
     Storage storage;
-    bool rope_rows;    // Q and K: rows in the layout's RoPE order (rotate-half for Hugging Face)
+    bool rope_rows;    // Q and K (and their biases): rows (elements) in the layout's RoPE order (rotate-half)
     bool may_be_ones;  // a norm TransformerLens drops when it folds it (then all ones)
 };
 
@@ -41,14 +42,18 @@ std::string foreign_name(const NameMap& m, std::uint32_t layer, bool gqa);
 // The layout's row-major shape of a role's fused tensor of ggml shape ne.
 std::vector<std::uint64_t> foreign_shape(const NameMap& m, std::span<const std::uint64_t> ne, const Config& c);
 
-// TransformerLens's names for the biases and buffers of a LLaMA state dict, which carry no weights headfuse
-// keeps: biases must be zero, buffers are ignored.
-inline constexpr std::string_view kTlBiases[] = {"attn.b_Q", "attn.{G}b_K", "attn.{G}b_V",
-                                                 "attn.b_O", "mlp.b_in",    "mlp.b_out"};
+// TransformerLens's biases that llama.cpp's graph has no place for: b_in (added after the gated MLP's product,
+// where llama.cpp's ffn_up.bias is added before it) and the unembedding's b_U. They must be zero.
+inline constexpr std::string_view kTlZeroBiases[] = {"blocks.{L}.mlp.b_in", "unembed.b_U"};
 
 // Hyperparameters from config.json (Hugging Face) and from the JSON of HookedTransformerConfig. `where` names
 // the file in errors.
+// The optional roles a Hugging Face config implies (biases from attention_bias and mlp_bias, rope_freqs from a
+// "llama3" rope_scaling) are set in the config's optional_roles.
 Config hf_config(const nlohmann::json& j, const std::string& where);
+// Llama 3's per-dimension RoPE frequency divisors (rope_freqs.weight) for a "llama3" rope_scaling object, as
+// llama.cpp's converter computes them (in f32).
+std::vector<float> llama3_rope_factors(const nlohmann::json& rope_scaling, const Config& c, const std::string& where);
 struct TlConfig {
     Config config;
     bool rotate_half = true;  // rotary_adjacent_pairs false
@@ -56,7 +61,12 @@ struct TlConfig {
 };
 TlConfig tl_config(const nlohmann::json& j, const std::string& where);
 
-nlohmann::json hf_config_json(const Config& c, std::string_view torch_dtype);
+// Hugging Face's attention_bias and mlp_bias flags for a model's optional roles (any bias of the group).
+bool hf_attention_bias(const Config& c);
+bool hf_mlp_bias(const Config& c);
+
+// `rope_scaling` is the object to write (null for none).
+nlohmann::json hf_config_json(const Config& c, std::string_view torch_dtype, const nlohmann::json& rope_scaling);
 nlohmann::json tl_config_json(const Config& c, bool folded);
 
 }  // namespace headfuse

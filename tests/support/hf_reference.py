@@ -7,7 +7,8 @@ Face's own convention: rotate-half RoPE applied to the unpermuted q_proj/k_proj 
 
   hf_reference.py make-hf DIR --d-model 64 --n-heads 4 --n-kv-heads 2 [--head-dim 16] --d-ff 96 --n-layers 2
                   --vocab 300 [--tied] [--seed 1] [--dtype F32|F16|BF16] [--shard-bytes N] [--rope-linear F]
-  hf_reference.py make-tl HF_DIR OUT_DIR [--processed] [--biases]   TransformerLens state dict of an HF model
+                  [--rope-llama3 F] [--attention-bias] [--mlp-bias]
+  hf_reference.py make-tl HF_DIR OUT_DIR [--processed] [--b-in]      TransformerLens state dict of an HF model
   hf_reference.py logprobs HF_DIR TOKENS_CSV                         JSON [[log p(t) for t in vocab] per position]
 """
 import argparse
@@ -127,6 +128,13 @@ def make_hf(a):
         t[p + "mlp.gate_proj.weight"] = w(ff, dm)
         t[p + "mlp.up_proj.weight"] = w(ff, dm)
         t[p + "mlp.down_proj.weight"] = w(dm, ff)
+        bias = lambda n: rng.normal(0.0, 0.3, n)  # noqa: E731
+        if a.attention_bias:
+            for k, n in (("q", nh * dh), ("k", nkv * dh), ("v", nkv * dh), ("o", dm)):
+                t[p + "self_attn.%s_proj.bias" % k] = bias(n)
+        if a.mlp_bias:
+            for k, n in (("gate", ff), ("up", ff), ("down", dm)):
+                t[p + "mlp.%s_proj.bias" % k] = bias(n)
     t["model.norm.weight"] = norm()
     if not a.tied:
         t["lm_head.weight"] = w(vocab, dm)
@@ -141,6 +149,14 @@ def make_hf(a):
         config["head_dim"] = dh
     if a.rope_linear:
         config["rope_scaling"] = {"type": "linear", "factor": a.rope_linear}
+    if a.rope_llama3:  # Llama 3.1's rule; an original context of 64 puts
+        # the dimensions of a 16-wide head in all three of its bands
+        config["rope_scaling"] = {"rope_type": "llama3", "factor": a.rope_llama3, "low_freq_factor": 1.0,
+                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    if a.attention_bias:
+        config["attention_bias"] = True
+    if a.mlp_bias:
+        config["mlp_bias"] = True
     write_checkpoint(a.dir, t, {k: a.dtype for k in t}, a.shard_bytes)
     json.dump(config, open(os.path.join(a.dir, "config.json"), "w"), indent=2)
 
@@ -155,6 +171,8 @@ def make_tl(a):
     dm, nh, nkv, nl = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"], c["num_hidden_layers"]
     dh = c.get("head_dim", dm // nh)
     gqa = nkv != nh
+    if any(k.endswith(("gate_proj.bias", "up_proj.bias")) for k in hf):
+        sys.exit("make-tl: TransformerLens's gated MLP has no bias before its product")
     t = {"embed.W_E": hf["model.embed_tokens.weight"]}
     rng = np.random.default_rng(7)
     for l in range(nl):
@@ -173,11 +191,15 @@ def make_tl(a):
             t[b + "ln1.w"], t[b + "ln2.w"] = ln1, ln2
         kv = "_" if gqa else ""
         t[b + "attn.W_Q"], t[b + "attn.%sW_K" % kv], t[b + "attn.%sW_V" % kv], t[b + "attn.W_O"] = wq, wk, wv, wo
-        zb = (lambda *s: rng.normal(0, 0.1, s)) if a.biases else (lambda *s: np.zeros(s))
-        t[b + "attn.b_Q"], t[b + "attn.%sb_K" % kv] = zb(nh, dh), zb(nkv, dh)
-        t[b + "attn.%sb_V" % kv], t[b + "attn.b_O"] = zb(nkv, dh), zb(dm)
+        hb = lambda k, n: hf.get(p + k, np.zeros(n))  # noqa: E731 (Hugging Face's bias, or TransformerLens's zeros)
+        t[b + "attn.b_Q"] = hb("self_attn.q_proj.bias", nh * dh).reshape(nh, dh)
+        t[b + "attn.%sb_K" % kv] = hb("self_attn.k_proj.bias", nkv * dh).reshape(nkv, dh)
+        t[b + "attn.%sb_V" % kv] = hb("self_attn.v_proj.bias", nkv * dh).reshape(nkv, dh)
+        t[b + "attn.b_O"] = hb("self_attn.o_proj.bias", dm)
         t[b + "mlp.W_in"], t[b + "mlp.W_gate"], t[b + "mlp.W_out"] = w_in, w_gate, w_out
-        t[b + "mlp.b_in"], t[b + "mlp.b_out"] = np.zeros(w_in.shape[1]), np.zeros(dm)
+        # TransformerLens adds b_in after the gate's product, so it is not up_proj.bias; --b-in sets one anyway.
+        t[b + "mlp.b_in"] = rng.normal(0, 0.1, w_in.shape[1]) if a.b_in else np.zeros(w_in.shape[1])
+        t[b + "mlp.b_out"] = hb("mlp.down_proj.bias", dm)
     w_u = (hf["lm_head.weight"] if "lm_head.weight" in hf else hf["model.embed_tokens.weight"]).T
     b_u = np.zeros(w_u.shape[1])
     if a.processed:
@@ -217,8 +239,16 @@ def logprobs(a):
     dh, eps, theta = c.get("head_dim", dm // nh), c["rms_norm_eps"], c["rope_theta"]
     T = len(tokens)
     inv_freq = 1.0 / theta ** (np.arange(0, dh, 2) / dh)
-    if c.get("rope_scaling"):
-        inv_freq = inv_freq / c["rope_scaling"]["factor"]  # linear scaling: positions divided by the factor
+    rs = c.get("rope_scaling") or {}
+    kind = rs.get("rope_type", rs.get("type"))
+    if kind == "linear":
+        inv_freq = inv_freq / rs["factor"]  # positions divided by the factor
+    elif kind == "llama3":  # transformers' _compute_llama3_parameters
+        f, lo, hi, old = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"], rs["original_max_position_embeddings"]
+        wavelen = 2 * np.pi / inv_freq
+        smooth = (old / wavelen - lo) / (hi - lo)
+        smoothed = (1 - smooth) * inv_freq / f + smooth * inv_freq
+        inv_freq = np.where(wavelen > old / lo, inv_freq / f, np.where(wavelen < old / hi, inv_freq, smoothed))
     ang = np.outer(np.arange(T), inv_freq)
     cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
     x = t["model.embed_tokens.weight"][tokens]
@@ -226,18 +256,19 @@ def logprobs(a):
     for l in range(nl):
         p = "model.layers.%d." % l
         h = rmsnorm(x, t[p + "input_layernorm.weight"], eps)
-        q = (h @ t[p + "self_attn.q_proj.weight"].T).reshape(T, nh, dh).transpose(1, 0, 2)
-        k = (h @ t[p + "self_attn.k_proj.weight"].T).reshape(T, nkv, dh).transpose(1, 0, 2)
-        v = (h @ t[p + "self_attn.v_proj.weight"].T).reshape(T, nkv, dh).transpose(1, 0, 2)
+        lin = lambda x, k: x @ t[p + k + ".weight"].T + t.get(p + k + ".bias", 0.0)  # noqa: E731
+        q = lin(h, "self_attn.q_proj").reshape(T, nh, dh).transpose(1, 0, 2)
+        k = lin(h, "self_attn.k_proj").reshape(T, nkv, dh).transpose(1, 0, 2)
+        v = lin(h, "self_attn.v_proj").reshape(T, nkv, dh).transpose(1, 0, 2)
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
         k, v = np.repeat(k, nh // nkv, axis=0), np.repeat(v, nh // nkv, axis=0)
         s = q @ k.transpose(0, 2, 1) / np.sqrt(dh) + mask
         s = np.exp(s - s.max(-1, keepdims=True))
         o = (s / s.sum(-1, keepdims=True)) @ v
-        x = x + o.transpose(1, 0, 2).reshape(T, nh * dh) @ t[p + "self_attn.o_proj.weight"].T
+        x = x + lin(o.transpose(1, 0, 2).reshape(T, nh * dh), "self_attn.o_proj")
         h = rmsnorm(x, t[p + "post_attention_layernorm.weight"], eps)
-        g = h @ t[p + "mlp.gate_proj.weight"].T
-        x = x + ((g / (1 + np.exp(-g))) * (h @ t[p + "mlp.up_proj.weight"].T)) @ t[p + "mlp.down_proj.weight"].T
+        g = lin(h, "mlp.gate_proj")
+        x = x + lin((g / (1 + np.exp(-g))) * lin(h, "mlp.up_proj"), "mlp.down_proj")
     h = rmsnorm(x, t["model.norm.weight"], eps)
     logits = h @ t.get("lm_head.weight", t["model.embed_tokens.weight"]).T
     m = logits.max(-1, keepdims=True)
@@ -258,11 +289,14 @@ def main():
     m.add_argument("--dtype", default="F32", choices=["F32", "F16", "BF16"])
     m.add_argument("--shard-bytes", type=int, default=0)
     m.add_argument("--rope-linear", type=float, default=0.0)
+    m.add_argument("--rope-llama3", type=float, default=0.0)
+    m.add_argument("--attention-bias", action="store_true")
+    m.add_argument("--mlp-bias", action="store_true")
     tl = sub.add_parser("make-tl")
     tl.add_argument("hf_dir")
     tl.add_argument("out_dir")
     tl.add_argument("--processed", action="store_true")
-    tl.add_argument("--biases", action="store_true")
+    tl.add_argument("--b-in", action="store_true")
     lp = sub.add_parser("logprobs")
     lp.add_argument("dir")
     lp.add_argument("tokens")
