@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -415,6 +417,177 @@ TEST(CliInputs, NonRegularInputsAreRefusedAtOnce) {
     expect_refused(run_cli_limited({"inspect", "/dev/zero"}), {"/dev/zero", "a character device"});
     expect_refused(run_cli_limited({"inspect", dir.path().string()}), {"a directory"});
     EXPECT_EQ(list_dir(dir.path()), (std::vector<std::string>{"in.gguf", "st"}));
+}
+
+// ---- inspect: strings from the file (#10.5, #10.6) ------------------------------------------------------------
+
+// A GGUF v3 file built byte by byte: keys, values and a tensor name holding terminal escapes, BEL, NUL, newlines,
+// bidirectional overrides and bytes that are not UTF-8; NaN and infinities.
+class HandGguf {
+public:
+    void string(const std::string& s) {
+        u64(s.size());
+        bytes_ += s;
+    }
+    void u32(std::uint32_t v) { raw(&v, 4); }
+    void u64(std::uint64_t v) { raw(&v, 8); }
+    void f32(float v) { raw(&v, 4); }
+    void f64(double v) { raw(&v, 8); }
+    void raw(const void* p, std::size_t n) { bytes_.append(static_cast<const char*>(p), n); }
+    void pad(std::size_t alignment) { bytes_.resize((bytes_.size() + alignment - 1) / alignment * alignment, '\0'); }
+    void save(const fs::path& p) const {
+        FILE* f = std::fopen(p.c_str(), "wb");
+        ASSERT_TRUE(f);
+        std::fwrite(bytes_.data(), 1, bytes_.size(), f);
+        std::fclose(f);
+    }
+
+private:
+    std::string bytes_;
+};
+
+// GGUF value types
+constexpr std::uint32_t kU32 = 4, kF32 = 6, kString = 8, kArray = 9, kF64 = 12;
+
+const std::string kEvilKey = "evil\x1b[31mkey\x07", kEvilValue = std::string("line1\nline2\0tail\x1b]0;title\x07", 26);
+const std::string kBadKey = "key\xff", kBadValue = "\xff\xfeok\xc3", kBidi = "abc\u202edef";
+const std::vector<std::string> kItems{"ok", "\xc0\xaf", "tab\there"};
+const std::string kTensor = "t\x1b[2J\xff";
+
+fs::path evil_gguf(const TempDir& dir) {
+    HandGguf g;
+    g.raw("GGUF", 4);
+    g.u32(3);
+    g.u64(2);  // tensors
+    g.u64(8);  // keys
+    g.string("general.architecture");
+    g.u32(kString);
+    g.string("llama");
+    g.string(kEvilKey);
+    g.u32(kString);
+    g.string(kEvilValue);
+    g.string(kBadKey);
+    g.u32(kU32);
+    g.u32(7);
+    g.string("bad.utf8");
+    g.u32(kString);
+    g.string(kBadValue);
+    g.string("bidi");
+    g.u32(kString);
+    g.string(kBidi);
+    g.string("nan");
+    g.u32(kF32);
+    g.f32(std::numeric_limits<float>::quiet_NaN());
+    g.string("inf");
+    g.u32(kF64);
+    g.f64(-std::numeric_limits<double>::infinity());
+    g.string("arr");
+    g.u32(kArray);
+    g.u32(kString);
+    g.u64(kItems.size());
+    for (const std::string& s : kItems) g.string(s);
+    g.string(kTensor);
+    g.u32(1);
+    g.u64(4);
+    g.u32(0);  // F32
+    g.u64(0);
+    // A fused tensor's name: the file claims to be a fused model, which it is not (the verdict below).
+    g.string("blk.0.attn_q.weight");
+    g.u32(1);
+    g.u64(4);
+    g.u32(0);
+    g.u64(32);
+    g.pad(32);
+    const float data[12] = {1, 2, 3, 4, 0, 0, 0, 0, 5, 6, 7, 8};
+    g.raw(data, sizeof data);
+    const fs::path p = dir / "evil.gguf";
+    g.save(p);
+    return p;
+}
+
+// Written out here, not taken from headfuse.
+std::string to_hex(const std::string& s) {
+    std::string out;
+    char buf[4];
+    for (unsigned char c : s) {
+        std::snprintf(buf, sizeof buf, "%02x", c);
+        out += buf;
+    }
+    return out;
+}
+
+// #10.5: the text output escapes control bytes and bytes that are not UTF-8 in keys, values and tensor names; a NUL
+// no longer cuts a value short.
+TEST(CliInspect, TextEscapesWhatTheFileHolds) {
+    TempDir dir;
+    const RunResult r = run_cli({"inspect", evil_gguf(dir).string()});
+    ASSERT_EQ(r.status, 0) << r.err;
+    for (const char raw : {'\x1b', '\x07', '\0', '\xff', '\xfe', '\xc0', '\xc3'})
+        EXPECT_EQ(r.out.find(raw), std::string::npos) << "raw byte " << int(static_cast<unsigned char>(raw)) << ":\n"
+                                                      << r.out;
+    for (const std::string& shown :
+         {std::string("evil\\x1b[31mkey\\x07"), std::string("\"line1\\x0aline2\\x00tail\\x1b]0;title\\x07\""),
+          std::string("key\\xff"), std::string("\"\\xff\\xfeok\\xc3\""), std::string("abc\\u{202e}def"),
+          std::string("\"\\xc0\\xaf\""), std::string("\"tab\\x09here\""), std::string("t\\x1b[2J\\xff"),
+          std::string("model: not valid: ")})
+        EXPECT_NE(r.out.find(shown), std::string::npos) << "no " << shown << " in\n" << r.out;
+    // Every line is one of ours: no newline came from the file.
+    EXPECT_EQ(r.out.find("line2"), r.out.find("line1") + 9) << r.out;
+}
+
+// #10.6: --json is valid JSON for any byte string: UTF-8 as it is, other strings with U+FFFD for each ill-formed
+// part and their exact bytes in hex beside them; keys in file order with their index; array element types; NaN
+// and infinities as strings; the model verdict of the text output. Python's json (NaN refused) and its UTF-8
+// decoder (errors='replace') judge it.
+TEST(CliInspect, JsonIsValidForAnyBytes) {
+    TempDir dir;
+    const RunResult r = run_cli({"inspect", "--json", evil_gguf(dir).string()});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const fs::path out = dir / "out.json";
+    {
+        FILE* f = std::fopen(out.c_str(), "wb");
+        ASSERT_TRUE(f);
+        std::fwrite(r.out.data(), 1, r.out.size(), f);
+        std::fclose(f);
+    }
+    const std::string script = R"(
+import json, sys
+def refuse(c): raise ValueError('not JSON: ' + c)
+j = json.loads(open(sys.argv[1], 'rb').read().decode('utf-8'), parse_constant=refuse)
+def exact(obj, field, hexes=None, key=None):
+    s = obj[field] if key is None else obj[field][int(key)]
+    h = (obj.get(field + '_hex') if key is None else hexes.get(key))
+    if h is None:
+        return s.encode('utf-8').hex()
+    assert bytes.fromhex(h).decode('utf-8', 'replace') == s, (h, s)
+    return h
+for i, e in enumerate(j['metadata']):
+    assert e['index'] == i
+    v = e['value']
+    if e['type'] == 'string':
+        v = exact(e, 'value')
+    elif e['type'] == 'array':
+        assert e['length'] == len(v)
+        v = e['array_type'] + ':' + ','.join(exact(e, 'value', e.get('value_hex', {}), str(n)) for n in range(len(v)))
+    print(exact(e, 'key'), e['type'], v)
+for t in j['tensors']:
+    print('tensor', t['index'], exact(t, 'name'))
+print('model valid', j['model']['valid'])
+print('not utf8', j['strings_not_utf8'])
+)";
+    const RunResult py = run_program({"/usr/bin/python3", "-c", script, out.string()});
+    ASSERT_EQ(py.status, 0) << py.err << r.out;
+    std::string items = "string:";
+    for (std::size_t i = 0; i < kItems.size(); ++i) items += (i ? "," : "") + to_hex(kItems[i]);
+    const std::string expected =
+        to_hex("general.architecture") + " string " + to_hex("llama") + "\n" + to_hex(kEvilKey) + " string " +
+        to_hex(kEvilValue) + "\n" + to_hex(kBadKey) + " u32 7\n" + to_hex("bad.utf8") + " string " + to_hex(kBadValue) +
+        "\n" + to_hex("bidi") + " string " + to_hex(kBidi) + "\n" + to_hex("nan") + " f32 NaN\n" + to_hex("inf") +
+        " f64 -Infinity\n" + to_hex("arr") + " array " + items + "\n" + "tensor 0 " + to_hex(kTensor) + "\ntensor 1 " +
+        to_hex("blk.0.attn_q.weight") + "\nmodel valid False\nnot utf8 4\n";
+    EXPECT_EQ(py.out, expected) << r.out;
+    // The same verdict as the text output.
+    EXPECT_NE(run_cli({"inspect", (dir / "evil.gguf").string()}).out.find("model: not valid"), std::string::npos);
 }
 
 }  // namespace
