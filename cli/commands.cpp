@@ -16,6 +16,7 @@
 #include "headfuse/forward.h"
 #include "headfuse/fuse.h"
 #include "headfuse/gguf.h"
+#include "headfuse/heads.h"
 #include "headfuse/model.h"
 #include "headfuse/text.h"
 #include "headfuse/verify.h"
@@ -353,6 +354,9 @@ int run_inspect(const InspectArgs& a) {
     if (model_summary) std::printf("model: %s\n", model_summary->c_str());
     if (model_error) std::printf("model: not valid: %s\n", printable(*model_error).c_str());
     if (const auto t = summarize_tokenizer(f.metadata())) std::printf("tokenizer: %s\n", describe(*t).c_str());
+    if (const Value* edits = f.metadata().find(kEditsKey); edits && edits->type == ValueType::ARRAY)
+        for (const Value& e : edits->items)
+            if (const auto* line = std::get_if<std::string>(&e.scalar)) std::printf("edit: %s\n", line->c_str());
     std::printf("\nmetadata:\n");
     for (const auto& e : f.metadata().entries())
         std::printf("  %-44s %-7s %s\n", printable(e.key).c_str(), std::string(value_type_name(e.value.type)).c_str(),

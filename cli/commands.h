@@ -54,6 +54,15 @@ struct VerifyArgs {
     std::vector<std::uint32_t> tokens;
 };
 
+// headfuse heads VERB: head surgery (ablate, prune, pool-kv, transplant) and scan.
+struct HeadsArgs {
+    std::string verb;  // "ablate", "prune", "pool-kv", "transplant", "scan"
+    std::string in, out, heads, kv_groups, from, config, tokens_file, svg, scan;
+    std::optional<DType> type;
+    std::uint32_t kv_heads = 0;
+    double lowest = 0;  // prune --lowest: the fraction of heads to prune, by --scan
+};
+
 // Each returns the process exit code; errors are thrown as headfuse::Error.
 int run_init(const InitArgs& a, const Common& c);
 int run_fuse(const FuseArgs& a, const Common& c);
@@ -62,5 +71,6 @@ int run_export(const ExportArgs& a, const Common& c);
 int run_inspect(const InspectArgs& a);
 int run_logits(const LogitsArgs& a, const Common& c);
 int run_verify(const VerifyArgs& a, const Common& c);
+int run_heads(const HeadsArgs& a, const Common& c);
 
 }  // namespace headfuse::cli

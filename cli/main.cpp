@@ -21,7 +21,7 @@ using namespace headfuse::cli;
 
 namespace {
 
-const char* const kCommands[] = {"init", "fuse", "split", "export", "inspect", "logits", "verify"};
+const char* const kCommands[] = {"init", "fuse", "split", "export", "inspect", "logits", "verify", "heads"};
 
 std::string lowercase(std::string_view s) {
     std::string out(s);
@@ -34,6 +34,13 @@ std::string type_list() {
     std::string s;
     for (DType t : model_dtypes()) s += (s.empty() ? "" : "|") + lowercase(type_name(t));
     for (Mix m : all_mixes()) s += "|" + std::string(mix_name(m));
+    return s;
+}
+
+// The --type values of head edits: every type headfuse writes (no mixes: an edit keeps the input's mix).
+std::string lowercase_types() {
+    std::string s;
+    for (DType t : model_dtypes()) s += (s.empty() ? "" : "|") + lowercase(type_name(t));
     return s;
 }
 
@@ -286,6 +293,75 @@ int main(int argc, char** argv) {
     add_common(c_verify, deferred, common);
     c_verify->footer("Exit status: 0 the same model (PASS), 1 they differ (FAIL), 2 they could not be compared.");
 
+    // heads: one subcommand per verb, sharing the source, output and type flags.
+    HeadsArgs heads;
+    std::string heads_type;
+    std::string heads_lowest;
+    auto* c_heads = app.add_subcommand(
+        "heads",
+        "Head surgery on any model headfuse reads: ablate, prune, pool-kv, transplant; scan which heads matter");
+    c_heads->require_subcommand(1);
+    c_heads->footer(
+        "Heads are LAYER:HEAD, counted from 0 (3:1 is layer 3's query head 1). Outputs are llama.cpp GGUF files; "
+        "every tensor an edit does not touch keeps its bytes. See docs/SURGERY.md.");
+    std::vector<std::pair<CLI::App*, CLI::Option*>> heads_types;
+    auto heads_verb = [&](const std::string& name, const std::string& help, bool writes) {
+        auto* cmd = c_heads->add_subcommand(name, help);
+        cmd->add_option("input", heads.in,
+                        "Per-head or fused GGUF file, .safetensors file, model.safetensors.index.json, or a "
+                        "Hugging Face / TransformerLens folder")
+            ->required()
+            ->type_name("PATH");
+        cmd->add_option("--config", heads.config, "Hyperparameters of a safetensors input")->type_name("FILE");
+        if (writes) {
+            deferred.output(cmd, heads.out, "Output llama.cpp GGUF file")->required();
+            heads_types.emplace_back(
+                cmd, cmd->add_option("--type", heads_type,
+                                     "Type of 2-D weights: " + lowercase_types() + " (default: keep the input's)")
+                         ->type_name("TYPE"));
+        }
+        add_common(cmd, deferred, common);
+        return cmd;
+    };
+    auto* h_ablate = heads_verb("ablate", "Remove heads' contributions: zero their columns of attn_output", true);
+    h_ablate->add_option("--heads", heads.heads, "Heads to ablate: LAYER:HEAD[,LAYER:HEAD...]")
+        ->required()
+        ->type_name("HEADS");
+    auto* h_prune = heads_verb(
+        "prune", "Remove heads (a kv head goes with its last query head); equal counts per layer stay llama", true);
+    h_prune->add_option("--heads", heads.heads, "Query heads to remove: LAYER:HEAD[,...]")->type_name("HEADS");
+    h_prune->add_option("--kv-groups", heads.kv_groups, "Whole kv groups to remove: LAYER:GROUP[,...]")
+        ->type_name("GROUPS");
+    auto* h_lowest = h_prune
+                         ->add_option("--lowest", heads_lowest,
+                                      "With --scan: prune this fraction (0 to 1) of the heads that matter least, the "
+                                      "same number in every layer (and kv group)")
+                         ->type_name("FRACTION");
+    auto* h_scan_in =
+        h_prune->add_option("--scan", heads.scan, "A scan JSON written by 'heads scan -o'")->type_name("FILE");
+    auto* h_pool = heads_verb("pool-kv", "Multi-head to grouped-query: mean-pool each group's key/value heads", true);
+    deferred
+        .number(h_pool, "--kv-heads", heads.kv_heads, 1, kMaxHeads, "Key/value heads to keep, dividing the model's")
+        ->required();
+    auto* h_transplant = heads_verb(
+        "transplant",
+        "Copy heads from another model of the same widths (Q rows, attn_output columns, whole K/V groups)", true);
+    h_transplant->add_option("--from", heads.from, "The donor model")->required()->type_name("PATH");
+    h_transplant
+        ->add_option("--heads", heads.heads,
+                     "Heads to replace: LAYER:HEAD[=DONOR_LAYER:DONOR_HEAD][,...] (default: the same head)")
+        ->required()
+        ->type_name("MOVES");
+    auto* h_scan = heads_verb(
+        "scan", "Which heads matter: the change of the mean next-token loss when each head is ablated", false);
+    h_scan
+        ->add_option("--tokens-file", heads.tokens_file,
+                     "Token ids, decimal, separated by commas or spaces (at least 2)")
+        ->required()
+        ->type_name("FILE");
+    deferred.output(h_scan, heads.scan, "Write the scan as JSON (for 'heads prune --lowest F --scan')");
+    h_scan->add_option("--svg", heads.svg, "Write a heat map (layers x heads) as SVG")->type_name("FILE");
+
     // verify answers as cmp does: 0 the same model, 1 they differ, 2 they could not be compared.
     const int failure = argc > 1 && std::string_view(argv[1]) == "verify" ? 2 : 1;
 
@@ -295,7 +371,7 @@ int main(int argc, char** argv) {
                                          }) == std::end(kCommands)) {
         std::fprintf(stderr,
                      "headfuse: unknown command '%s'; the commands are init, fuse, split, export, inspect, "
-                     "logits, verify (see 'headfuse --help')\n",
+                     "logits, verify, heads (see 'headfuse --help')\n",
                      one_line(argv[1]).c_str());
         return failure;
     }
@@ -312,7 +388,10 @@ int main(int argc, char** argv) {
     }
 
     try {
-        for (const CLI::App* cmd : app.get_subcommands()) deferred.apply(cmd);
+        for (const CLI::App* cmd : app.get_subcommands()) {
+            deferred.apply(cmd);
+            for (const CLI::App* verb : cmd->get_subcommands()) deferred.apply(verb);  // heads VERB
+        }
         if (*c_init) {
             cfg.rope_scaling = rope_scaling == "yarn"     ? RopeScaling::Yarn
                                : rope_scaling == "linear" ? RopeScaling::Linear
@@ -337,6 +416,29 @@ int main(int argc, char** argv) {
                 fail("--top chooses the rows of the table, and -o writes every logit instead: give one of them");
             logits.tokens = parse_tokens(logits_tokens);
             return run_logits(logits, common);
+        }
+        if (*c_heads) {
+            const CLI::App* verb = c_heads->get_subcommands().front();
+            heads.verb = verb->get_name();
+            for (const auto& [cmd, opt] : heads_types)
+                if (cmd == verb && opt->count() > 0) {
+                    heads.type = parse_dtype(heads_type);
+                    if (!heads.type)
+                        fail("--type: expected one of " + lowercase_types() + ", found '" + heads_type + "'");
+                }
+            if (verb == h_prune) {
+                if ((h_lowest->count() > 0) != (h_scan_in->count() > 0))
+                    fail("--lowest and --scan go together: --scan names the scan, --lowest the fraction to prune");
+                if (h_lowest->count() > 0) {
+                    const float f = parse_positive("--lowest", heads_lowest);
+                    if (f >= 1.0f) fail("--lowest: expected a fraction below 1, found '" + heads_lowest + "'");
+                    heads.lowest = f;
+                }
+                if (heads.heads.empty() && heads.kv_groups.empty() && h_scan_in->count() == 0)
+                    fail("heads prune: give --heads, --kv-groups or --lowest with --scan");
+            }
+            if (!heads.svg.empty() && heads.svg == "-") fail("--svg: headfuse writes files, not standard output");
+            return run_heads(heads, common);
         }
         if (*c_verify) {
             if (verify_tokens_opt->count() > 0) verify.tokens = parse_tokens(verify_tokens);

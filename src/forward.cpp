@@ -376,12 +376,55 @@ void add_bias(float* y, std::size_t n_tok, const std::optional<TensorView>& b) {
 
 float silu(float x) { return x / (1.0f + std::exp(-x)); }  // ggml_silu_f32
 
-}  // namespace
+// One layer on the run state: the residual stream s.x goes in and comes out updated. The query heads listed
+// in `ablated` contribute nothing: their attention outputs are zeroed before attn_output, which is what zeroing
+// their columns of attn_output does to the product (every term of theirs is 0 either way).
+void layer_forward(RunState& s, const Config& c, const LayerViews& l, std::size_t n, unsigned threads,
+                   std::span<const std::uint32_t> ablated) {
+    const std::uint32_t d = c.d_model, dh = c.d_head;
+    const std::vector<float> attn_norm = load_norm(l.attn_norm), ffn_norm = load_norm(l.ffn_norm);  // [d_model]
+    // attention: h = x + attn_output · attention(rope(q), rope(k), v), all of rmsnorm(x) * attn_norm
+    for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], attn_norm.data(), d, c.rms_eps);
+    matmul(s.q.data(), s.xn.data(), n, l.q, threads);  // n_heads x [d_model, d_head]
+    matmul(s.k.data(), s.xn.data(), n, l.k, threads);  // n_kv    x [d_model, d_head]
+    matmul(s.v.data(), s.xn.data(), n, l.v, threads);  // n_kv    x [d_model, d_head]
+    add_bias(s.q.data(), n, l.q_bias);                 // n_heads x [d_head], before RoPE
+    add_bias(s.k.data(), n, l.k_bias);
+    add_bias(s.v.data(), n, l.v_bias);
+    for (std::size_t t = 0; t < n; ++t) {
+        for (std::uint32_t h = 0; h < c.n_heads; ++h) rope(&s.q[t * c.q_dim() + h * dh], &s.rope[t * dh], dh);
+        for (std::uint32_t g = 0; g < c.n_kv_heads; ++g) rope(&s.k[t * c.kv_dim() + g * dh], &s.rope[t * dh], dh);
+    }
+    attention(s, c, n, threads);
+    for (const std::uint32_t h : ablated)
+        for (std::size_t t = 0; t < n; ++t) std::fill_n(&s.att[t * c.q_dim() + h * dh], dh, 0.0f);
+    matmul(s.y.data(), s.att.data(), n, l.attn_output, threads);  // [n_heads*d_head, d_model]
+    add_bias(s.y.data(), n, l.attn_output_bias);                  // [d_model]
+    for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
 
-// ----------------------------------------------------------------------------------------------------------
-// The forward pass.
+    // FFN: x = h + ffn_down · (silu(ffn_gate · xn) * (ffn_up · xn)), xn = rmsnorm(h) * ffn_norm
+    for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], ffn_norm.data(), d, c.rms_eps);
+    matmul(s.gate.data(), s.xn.data(), n, l.ffn_gate, threads);  // [d_model, d_ff]
+    add_bias(s.gate.data(), n, l.ffn_gate_bias);                 // [d_ff]
+    matmul(s.up.data(), s.xn.data(), n, l.ffn_up, threads);      // [d_model, d_ff]
+    add_bias(s.up.data(), n, l.ffn_up_bias);                     // [d_ff]
+    for (std::size_t i = 0; i < s.gate.size(); ++i) s.gate[i] = silu(s.gate[i]) * s.up[i];
+    matmul(s.y.data(), s.gate.data(), n, l.ffn_down, threads);  // [d_ff, d_model]
+    add_bias(s.y.data(), n, l.ffn_down_bias);                   // [d_model]
+    for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
+}
 
-std::vector<float> forward_logits(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads) {
+// logits = output · (rmsnorm(x) * output_norm); token_embd [d_model, vocab] when tied
+void logits_of(RunState& s, const ModelViews& model, std::size_t n, unsigned threads) {
+    const Config& c = model.config;
+    const std::vector<float> output_norm = load_norm(model.output_norm);
+    for (std::size_t t = 0; t < n; ++t)
+        rmsnorm(&s.xn[t * c.d_model], &s.x[t * c.d_model], output_norm.data(), c.d_model, c.rms_eps);
+    matmul(s.logits.data(), s.xn.data(), n, model.output ? *model.output : model.token_embd, threads);
+}
+
+// Checks the model and the tokens, and fills the run state's embeddings and RoPE angles.
+RunState start(const ModelViews& model, std::span<const std::uint32_t> tokens) {
     check_model(model);
     const Config& c = model.config;
     for (std::size_t t = 0; t < tokens.size(); ++t)
@@ -389,54 +432,93 @@ std::vector<float> forward_logits(const ModelViews& model, std::span<const std::
             fail(source_of(model.token_embd) + "token " + std::to_string(tokens[t]) + " at position " +
                  std::to_string(t) + " is out of the vocabulary (vocab " + std::to_string(c.vocab) + ", ids 0 to " +
                  std::to_string(c.vocab - 1) + ")");
-    threads = resolve_threads(threads);
-
     const std::size_t n = tokens.size();
-    if (n == 0) return {};
-    const std::uint32_t d = c.d_model, dh = c.d_head;
     RunState s(c, n);
-
     embed(model, tokens, s.x.data());
     const RopeParams rope_p = rope_params(c);
     const float* freq_factors = model.rope_freqs ? model.rope_freqs->f32() : nullptr;  // rope_freqs.weight
-    for (std::size_t t = 0; t < n; ++t) rope_angles(&s.rope[t * dh], std::uint32_t(t), rope_p, freq_factors);
+    for (std::size_t t = 0; t < n; ++t) rope_angles(&s.rope[t * c.d_head], std::uint32_t(t), rope_p, freq_factors);
+    return s;
+}
 
-    for (const LayerViews& l : model.layers) {
-        const std::vector<float> attn_norm = load_norm(l.attn_norm), ffn_norm = load_norm(l.ffn_norm);  // [d_model]
-        // attention: h = x + attn_output · attention(rope(q), rope(k), v), all of rmsnorm(x) * attn_norm
-        for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], attn_norm.data(), d, c.rms_eps);
-        matmul(s.q.data(), s.xn.data(), n, l.q, threads);  // n_heads x [d_model, d_head]
-        matmul(s.k.data(), s.xn.data(), n, l.k, threads);  // n_kv    x [d_model, d_head]
-        matmul(s.v.data(), s.xn.data(), n, l.v, threads);  // n_kv    x [d_model, d_head]
-        add_bias(s.q.data(), n, l.q_bias);                 // n_heads x [d_head], before RoPE
-        add_bias(s.k.data(), n, l.k_bias);
-        add_bias(s.v.data(), n, l.v_bias);
-        for (std::size_t t = 0; t < n; ++t) {
-            for (std::uint32_t h = 0; h < c.n_heads; ++h) rope(&s.q[t * c.q_dim() + h * dh], &s.rope[t * dh], dh);
-            for (std::uint32_t g = 0; g < c.n_kv_heads; ++g) rope(&s.k[t * c.kv_dim() + g * dh], &s.rope[t * dh], dh);
-        }
-        attention(s, c, n, threads);
-        matmul(s.y.data(), s.att.data(), n, l.attn_output, threads);  // [n_heads*d_head, d_model]
-        add_bias(s.y.data(), n, l.attn_output_bias);                  // [d_model]
-        for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
-
-        // FFN: x = h + ffn_down · (silu(ffn_gate · xn) * (ffn_up · xn)), xn = rmsnorm(h) * ffn_norm
-        for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], ffn_norm.data(), d, c.rms_eps);
-        matmul(s.gate.data(), s.xn.data(), n, l.ffn_gate, threads);  // [d_model, d_ff]
-        add_bias(s.gate.data(), n, l.ffn_gate_bias);                 // [d_ff]
-        matmul(s.up.data(), s.xn.data(), n, l.ffn_up, threads);      // [d_model, d_ff]
-        add_bias(s.up.data(), n, l.ffn_up_bias);                     // [d_ff]
-        for (std::size_t i = 0; i < s.gate.size(); ++i) s.gate[i] = silu(s.gate[i]) * s.up[i];
-        matmul(s.y.data(), s.gate.data(), n, l.ffn_down, threads);  // [d_ff, d_model]
-        add_bias(s.y.data(), n, l.ffn_down_bias);                   // [d_model]
-        for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
+// The query heads of `layer` among `ablated`, checked against the config.
+std::vector<std::uint32_t> ablated_in(const Config& c, std::span<const HeadRef> ablated, std::uint32_t layer) {
+    std::vector<std::uint32_t> out;
+    for (const HeadRef& h : ablated) {
+        if (h.layer >= c.n_layers || h.head >= c.n_heads)
+            fail("forward: head " + std::to_string(h.layer) + ":" + std::to_string(h.head) + " is out of range (" +
+                 std::to_string(c.n_layers) + " layers of " + std::to_string(c.n_heads) + " heads)");
+        if (h.layer == layer) out.push_back(h.head);
     }
+    return out;
+}
 
-    // logits = output · (rmsnorm(x) * output_norm); token_embd [d_model, vocab] when tied
-    const std::vector<float> output_norm = load_norm(model.output_norm);
-    for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], output_norm.data(), d, c.rms_eps);
-    matmul(s.logits.data(), s.xn.data(), n, model.output ? *model.output : model.token_embd, threads);
+// Mean of -log p(tokens[t+1]) over the positions that have a next token, in f64.
+double mean_loss(std::span<const float> logits, std::span<const std::uint32_t> tokens, std::uint32_t vocab) {
+    double sum = 0;
+    for (std::size_t t = 0; t + 1 < tokens.size(); ++t) {
+        const float* row = logits.data() + t * vocab;
+        double mx = -INFINITY;
+        for (std::uint32_t i = 0; i < vocab; ++i) mx = std::max(mx, double{row[i]});
+        double z = 0;
+        for (std::uint32_t i = 0; i < vocab; ++i) z += std::exp(double{row[i]} - mx);
+        sum -= double{row[tokens[t + 1]]} - mx - std::log(z);
+    }
+    return sum / double(tokens.size() - 1);
+}
+
+}  // namespace
+
+// ----------------------------------------------------------------------------------------------------------
+// The forward pass.
+
+std::vector<float> forward_logits(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads,
+                                  std::span<const HeadRef> ablated) {
+    threads = resolve_threads(threads);
+    if (tokens.empty()) {
+        check_model(model);
+        return {};
+    }
+    RunState s = start(model, tokens);
+    for (std::uint32_t i = 0; i < model.layers.size(); ++i)
+        layer_forward(s, model.config, model.layers[i], tokens.size(), threads, ablated_in(model.config, ablated, i));
+    logits_of(s, model, tokens.size(), threads);
     return std::move(s.logits);
+}
+
+HeadScan scan_heads(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads,
+                    const ProgressFn& progress) {
+    if (tokens.size() < 2) fail("scan: at least 2 tokens are needed (each position predicts the next token)");
+    threads = resolve_threads(threads);
+    const Config& c = model.config;
+    const std::size_t n = tokens.size();
+    RunState s = start(model, tokens);
+    // One clean pass, keeping the residual stream at the entry of every layer: an ablation in layer L starts
+    // there, as the layers below it do not see it.
+    std::vector<std::vector<float>> entry(c.n_layers);
+    for (std::uint32_t i = 0; i < c.n_layers; ++i) {
+        entry[i] = s.x;
+        layer_forward(s, c, model.layers[i], n, threads, {});
+    }
+    logits_of(s, model, n, threads);
+    HeadScan out;
+    out.base_loss = mean_loss(s.logits, tokens, c.vocab);
+    out.loss.assign(c.n_layers, std::vector<double>(c.n_heads));
+    // Work in units of layers run, for the progress bar: ablating in layer L runs n_layers - L layers.
+    const std::uint64_t total = std::uint64_t{c.n_heads} * c.n_layers * (c.n_layers + 1) / 2;
+    std::uint64_t done = 0;
+    for (std::uint32_t layer = 0; layer < c.n_layers; ++layer)
+        for (std::uint32_t h = 0; h < c.n_heads; ++h) {
+            s.x = entry[layer];
+            const std::uint32_t masked[] = {h};
+            layer_forward(s, c, model.layers[layer], n, threads, masked);
+            for (std::uint32_t i = layer + 1; i < c.n_layers; ++i) layer_forward(s, c, model.layers[i], n, threads, {});
+            logits_of(s, model, n, threads);
+            out.loss[layer][h] = mean_loss(s.logits, tokens, c.vocab);
+            done += c.n_layers - layer;
+            if (progress) progress(done, total);
+        }
+    return out;
 }
 
 }  // namespace headfuse

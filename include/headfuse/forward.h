@@ -18,7 +18,20 @@
 namespace headfuse {
 
 // Logits for every position: tokens.size() x vocab floats, position-major. `threads` 0 means all cores.
-// Error if a token is out of the vocabulary.
-std::vector<float> forward_logits(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads = 0);
+// Error if a token is out of the vocabulary. The query heads in `ablated` contribute nothing (their attention
+// outputs are zeroed before attn_output): the same logits, bit for bit, as the model whose attn_output columns
+// of those heads are zero.
+std::vector<float> forward_logits(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads = 0,
+                                  std::span<const HeadRef> ablated = {});
+
+// Which heads matter: the mean next-token loss (nats; position t predicts tokens[t+1]) of the model, and of the
+// model with each (layer, head) ablated in turn. The layers below an ablated head are computed once.
+struct HeadScan {
+    double base_loss = 0;
+    std::vector<std::vector<double>> loss;  // [layer][head]: the mean loss with that head ablated
+};
+// `progress` counts layers evaluated. Error with fewer than 2 tokens.
+HeadScan scan_heads(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads = 0,
+                    const ProgressFn& progress = {});
 
 }  // namespace headfuse

@@ -71,6 +71,13 @@ struct TensorView {
     TensorView rows(std::uint64_t r0, std::uint64_t n, std::string view_name) const;
 };
 
+// A query head of a layer, as head edits and the forward pass's ablations name it ("3:1" is layer 3, head 1).
+struct HeadRef {
+    std::uint32_t layer = 0;
+    std::uint32_t head = 0;
+    auto operator<=>(const HeadRef&) const = default;
+};
+
 struct LayerViews {
     TensorView attn_norm;       // [d_model]
     std::vector<TensorView> q;  // n_heads x [d_model, d_head]

@@ -1,0 +1,64 @@
+// headfuse: head surgery. Each edit takes a per-head model (any source open_checkpoint reads) and returns the
+// edited model as per-head views: every tensor the edit leaves alone borrows the source's bytes, and only the
+// tensors it changes are held in memory (ablate: the attn_output of the layers it edits; prune: the smaller
+// attn_output of every layer that loses heads; pool-kv: the pooled key/value heads; transplant: the attn_output
+// of the layers that receive heads). fuse() then writes the result as any model, streamed and atomically.
+//
+// Query head h of a layer owns the rows [h*d_head, (h+1)*d_head) of attn_q and the columns of the same range of
+// attn_output (ggml order: attn_output is [n_heads*d_head, d_model], so they are elements of every row). Its
+// key/value head is h / (n_heads / n_kv_heads), as llama.cpp's graph groups them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "headfuse/model.h"
+
+namespace headfuse {
+
+// The metadata key where every edit appends one human-readable line ("ablate: heads 0:1, 2:3 ...").
+inline constexpr std::string_view kEditsKey = "headfuse.edits";
+
+// A head of the donor moved into the edited model: query head `to` receives the donor's query head `from`.
+struct HeadMove {
+    HeadRef to;
+    HeadRef from;
+};
+
+struct EditOptions {
+    std::string source;                            // the input's name, prefixing errors ("model.gguf")
+    std::function<void(const std::string&)> warn;  // what an edit wants said (blocks re-encoded, ...)
+};
+
+// "3:1,0:2" -> {{3, 1}, {0, 2}}: sorted, each once. Error naming `flag` on anything else.
+std::vector<HeadRef> parse_heads(std::string_view text, std::string_view flag);
+// "3:1=2:1,0:2" -> {{3:1 from 2:1}, {0:2 from 0:2}}: a head without "=" comes from the same place.
+std::vector<HeadMove> parse_head_moves(std::string_view text, std::string_view flag);
+
+// The heads' contribution removed: their columns of attn_output zeroed, shapes unchanged. In an F32, F16 or BF16
+// attn_output only those elements change; in an encoded one only the blocks that hold them, each replaced by the
+// encoding of zeros when the head width is a whole number of blocks, else decoded, zeroed in part and re-encoded
+// (then `warn` says how many blocks of which tensor).
+PerHeadModel ablate_heads(const PerHeadModel& src, std::span<const HeadRef> heads, const EditOptions& options = {});
+
+// The heads removed: their attn_q rows (and biases) and attn_output columns, and a key/value head when its last
+// query head goes. The kv groups of a layer that keep heads must keep equally many (llama.cpp's graph maps query
+// head i to kv head i / (heads per group)), and every layer must keep the same numbers of heads: Error naming
+// the layer otherwise.
+PerHeadModel prune_heads(const PerHeadModel& src, std::span<const HeadRef> heads, const EditOptions& options = {});
+
+// Multi-head to grouped-query attention: n_kv key/value heads, each the mean of the n_kv_heads / n_kv heads of
+// its group (decoded to f32, summed in f64, divided, rounded once to f32), stored as F32. Query heads unchanged.
+PerHeadModel pool_kv_heads(const PerHeadModel& src, std::uint32_t n_kv, const EditOptions& options = {});
+
+// Heads copied from `donor` (same d_model and d_head, same tensor types): each move's query rows (and bias) and
+// attn_output columns; the key/value head of a group whose every query head arrives from one donor group, in
+// order, comes along too.
+PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor, std::span<const HeadMove> moves,
+                              const EditOptions& options = {});
+
+}  // namespace headfuse

@@ -1,0 +1,575 @@
+// headfuse heads: ablate, prune, pool-kv, transplant and scan, through the CLI, judged by what they must not touch
+// (every other byte of the input, read back with the GGUF reader), by the reference forward pass with heads
+// masked, by numpy (Debian's python3-numpy: the pooled key/value heads) and by llama.cpp (node-llama-cpp), which
+// must load every output and give the next-token distribution headfuse's forward pass gives.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "headfuse/forward.h"
+#include "headfuse/fuse.h"
+#include "headfuse/gguf.h"
+#include "headfuse/heads.h"
+#include "headfuse/model.h"
+#include "headfuse/quantize.h"
+#include "headfuse/verify.h"
+#include "support/judge.h"
+#include "support/models.h"
+
+using namespace headfuse;
+using headfuse::test::run_cli;
+using headfuse::test::TempDir;
+
+namespace {
+
+// llama.cpp against the reference pass on F32 files (flash attention off, F32 KV cache): the same function in f32
+// with other summation orders, ~1e-6 observed; the bar of issue #3 (tests/test_judges.cpp).
+constexpr double kF32LogprobTolerance = 1e-4;
+// A pruned model against the ablated one, both by the reference pass: the pruned heads contributed exact zeros,
+// but the attn_output dot products are shorter, so their f64 sums round once more or less: ~1e-7 observed.
+constexpr double kPrunedLogprobTolerance = 1e-5;
+
+const std::string kPython = "/usr/bin/python3";  // Debian's, with python3-numpy
+
+// d_head 32: every head is whole Q8_0/Q4_0 blocks. 4 query heads, 2 kv heads, 2 layers.
+Config gqa_config() {
+    Config c = test::make_config(64, 4, 2, 32, 128, 2, 260);
+    c.context_length = 256;
+    return c;
+}
+Config mha_config() {
+    Config c = test::make_config(64, 4, 4, 16, 128, 2, 260);
+    c.context_length = 256;
+    return c;
+}
+
+// A fused llama file of a random model (seeded), of `type` ("" keeps F32).
+std::filesystem::path fused_model(const TempDir& dir, const Config& c, const std::string& name,
+                                  std::uint64_t seed_offset = 0, std::optional<DType> type = {}) {
+    write_random_init(c, test::test_seed() + seed_offset, dir / (name + ".ph.gguf"));
+    FuseOptions o;
+    o.type = type;
+    fuse(PerHeadModel::open(dir / (name + ".ph.gguf")), dir / (name + ".gguf"), o);
+    return dir / (name + ".gguf");
+}
+
+std::span<const std::byte> tensor(const GgufFile& f, const std::string& name) {
+    const TensorInfo* t = f.find_tensor(name);
+    EXPECT_NE(t, nullptr) << name;
+    return t ? f.tensor_data(*t) : std::span<const std::byte>{};
+}
+
+bool same_bytes(std::span<const std::byte> a, std::span<const std::byte> b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+std::vector<double> logprobs(const std::filesystem::path& file, std::span<const std::uint32_t> tokens,
+                             std::span<const HeadRef> ablated = {}) {
+    const PerHeadModel m = open_model(file);
+    return log_softmax(forward_logits(m.views(), tokens, 0, ablated), m.config().vocab);
+}
+
+double max_diff(const std::vector<double>& a, const std::vector<double>& b) {
+    EXPECT_EQ(a.size(), b.size());
+    double d = 0;
+    for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) d = std::max(d, std::abs(a[i] - b[i]));
+    return d;
+}
+
+// llama.cpp's log-probabilities against ours, on the same file.
+double llama_diff(const std::filesystem::path& file, std::span<const std::uint32_t> tokens) {
+    const auto ours = logprobs(file, tokens);
+    const auto theirs = test::llama_eval(file.string(), {tokens.begin(), tokens.end()});
+    const std::size_t vocab = ours.size() / tokens.size();
+    double d = 0;
+    EXPECT_EQ(theirs.logprobs.size(), tokens.size());
+    for (std::size_t p = 0; p < theirs.logprobs.size(); ++p)
+        for (std::size_t t = 0; t < vocab && t < theirs.logprobs[p].size(); ++t)
+            if (std::isfinite(theirs.logprobs[p][t]))
+                d = std::max(d, std::abs(ours[p * vocab + t] - theirs.logprobs[p][t]));
+    return d;
+}
+
+// One line on stderr, exit 1, no output.
+void expect_refused(const std::vector<std::string>& args, const std::filesystem::path& out, const std::string& says) {
+    const auto r = run_cli(args);
+    EXPECT_EQ(r.status, 1) << r.out << r.err;
+    EXPECT_NE(r.err.find(says), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(out));
+}
+
+std::vector<float> f32_of(std::span<const std::byte> b) {
+    std::vector<float> v(b.size() / 4);
+    std::memcpy(v.data(), b.data(), b.size());
+    return v;
+}
+
+}  // namespace
+
+// Every tensor but the edited attn_output keeps its bytes; in that one, exactly the heads' columns are zero.
+TEST(HeadsAblate, ZeroesOnlyTheHeadsColumns) {
+    TempDir dir;
+    const Config c = gqa_config();
+    for (const DType type : {DType::F32, DType::F16, DType::BF16}) {
+        const auto src = fused_model(dir, c, "src", 0, type == DType::F32 ? std::optional<DType>{} : type);
+        const auto out = dir / "ablated.gguf";
+        const auto r = run_cli({"heads", "ablate", src.string(), "-o", out.string(), "--heads", "1:2,0:0,1:3", "-q"});
+        ASSERT_EQ(r.status, 0) << r.err;
+        const GgufFile a = GgufFile::open(src), b = GgufFile::open(out);
+        ASSERT_EQ(a.tensors().size(), b.tensors().size());
+        const std::uint64_t es = traits(type).type_size, q_dim = c.q_dim();
+        for (const TensorInfo& t : a.tensors()) {
+            const auto x = a.tensor_data(t), y = tensor(b, t.name);
+            if (t.name != "blk.0.attn_output.weight" && t.name != "blk.1.attn_output.weight") {
+                EXPECT_TRUE(same_bytes(x, y)) << t.name;
+                continue;
+            }
+            ASSERT_EQ(x.size(), y.size());
+            const std::set<std::uint64_t> heads =
+                t.name[4] == '0' ? std::set<std::uint64_t>{0} : std::set<std::uint64_t>{2, 3};
+            for (std::uint64_t row = 0; row < c.d_model; ++row)
+                for (std::uint64_t col = 0; col < q_dim; ++col) {
+                    const std::uint64_t at = (row * q_dim + col) * es;
+                    if (heads.count(col / c.d_head)) {
+                        for (std::uint64_t i = 0; i < es; ++i) ASSERT_EQ(y[at + i], std::byte{0}) << t.name;
+                    } else {
+                        ASSERT_EQ(std::memcmp(x.data() + at, y.data() + at, es), 0) << t.name << " row " << row;
+                    }
+                }
+        }
+        const auto shown = run_cli({"inspect", out.string()});
+        EXPECT_NE(shown.out.find("edit: ablate: heads 0:0, 1:2, 1:3 (attn_output columns zeroed)"), std::string::npos)
+            << shown.out;
+        std::filesystem::remove(out);
+    }
+}
+
+// Q8_0 with whole-block heads: only the blocks of the head's columns change, to a block of zeros (34 zero bytes:
+// fp16 scale 0, quants 0). Q4_0 with heads of half a block: the shared blocks are re-encoded, and it says so.
+TEST(HeadsAblate, EncodedTensorsChangeOnlyTheHeadsBlocks) {
+    TempDir dir;
+    const Config c = gqa_config();
+    const auto src = fused_model(dir, c, "q8", 0, DType::Q8_0);
+    const auto out = dir / "ablated.gguf";
+    auto r = run_cli({"heads", "ablate", src.string(), "-o", out.string(), "--heads", "1:1", "-q"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.err, "");
+    const GgufFile a = GgufFile::open(src), b = GgufFile::open(out);
+    for (const TensorInfo& t : a.tensors())
+        if (t.name != "blk.1.attn_output.weight")
+            EXPECT_TRUE(same_bytes(a.tensor_data(t), tensor(b, t.name))) << t.name;
+    const auto x = tensor(a, "blk.1.attn_output.weight"), y = tensor(b, "blk.1.attn_output.weight");
+    const std::uint64_t blocks = c.q_dim() / 32;  // per row; head 1 is block 1
+    for (std::uint64_t row = 0; row < c.d_model; ++row)
+        for (std::uint64_t blk = 0; blk < blocks; ++blk) {
+            const std::uint64_t at = (row * blocks + blk) * 34;
+            if (blk == 1)
+                for (int i = 0; i < 34; ++i) ASSERT_EQ(y[at + i], std::byte{0});
+            else
+                ASSERT_EQ(std::memcmp(x.data() + at, y.data() + at, 34), 0);
+        }
+
+    const Config m = mha_config();  // d_head 16: half a Q4_0 block
+    const auto q4 = fused_model(dir, m, "q4", 0, DType::Q4_0);
+    const auto out4 = dir / "ablated4.gguf";
+    r = run_cli({"heads", "ablate", q4.string(), "-o", out4.string(), "--heads", "0:2", "-q"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.err.find("blk.0.attn_output.weight: head width 16 is not a whole number of q4_0 blocks of 32: 64 "
+                         "blocks that also hold other heads' columns were decoded and re-encoded"),
+              std::string::npos)
+        << r.err;
+    const GgufFile a4 = GgufFile::open(q4), b4 = GgufFile::open(out4);
+    const auto x4 = tensor(a4, "blk.0.attn_output.weight"), y4 = tensor(b4, "blk.0.attn_output.weight");
+    std::vector<float> dec(32);
+    for (std::uint64_t row = 0; row < m.d_model; ++row)
+        for (std::uint64_t blk = 0; blk < 2; ++blk) {
+            const std::uint64_t at = (row * 2 + blk) * 18;
+            if (blk == 0) {  // heads 0 and 1: untouched
+                ASSERT_EQ(std::memcmp(x4.data() + at, y4.data() + at, 18), 0);
+                continue;
+            }
+            decode_row(DType::Q4_0, y4.data() + at, dec.data(), 32);  // head 2's half decodes to zeros
+            for (int i = 0; i < 16; ++i) ASSERT_EQ(dec[i], 0.0f) << "row " << row;
+        }
+}
+
+// Our forward pass on the ablated file is the original's with those heads masked, bit for bit, for F32 and for
+// Q8_0 written on the way out; and the ablation changes the logits.
+TEST(HeadsAblate, ForwardEqualsTheMaskedOriginal) {
+    TempDir dir;
+    const Config c = gqa_config();
+    const auto src = fused_model(dir, c, "src");
+    const std::vector<HeadRef> heads{{0, 1}, {1, 3}};
+    const auto tokens = default_tokens(c.vocab, 7);
+    for (const std::string type : {"f32", "q8_0"}) {
+        const auto out = dir / ("ablated." + type + ".gguf");
+        const auto r =
+            run_cli({"heads", "ablate", src.string(), "-o", out.string(), "--heads", "0:1,1:3", "--type", type, "-q"});
+        ASSERT_EQ(r.status, 0) << r.err;
+        std::filesystem::path reference = src;
+        if (type == "q8_0") {  // the same model encoded without the edit
+            reference = dir / "plain.q8_0.gguf";
+            FuseOptions o;
+            o.type = DType::Q8_0;
+            fuse(open_model(src), reference, o);
+        }
+        const PerHeadModel edited = open_model(out), original = open_model(reference);
+        const auto got = forward_logits(edited.views(), tokens);
+        EXPECT_EQ(got, forward_logits(original.views(), tokens, 0, heads)) << type;
+        EXPECT_NE(got, forward_logits(original.views(), tokens)) << type;
+    }
+}
+
+TEST(HeadsAblate, LlamaCppAgrees) {
+    HEADFUSE_REQUIRE_JUDGES();
+    TempDir dir;
+    const Config c = gqa_config();
+    const auto src = fused_model(dir, c, "src");
+    const auto out = dir / "ablated.gguf";
+    const auto r = run_cli({"heads", "ablate", src.string(), "-o", out.string(), "--heads", "0:1,1:3", "-q"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const auto tokens = default_tokens(c.vocab, 7);
+    EXPECT_LT(llama_diff(out, tokens), kF32LogprobTolerance);
+    // The judge tells the edit apart: the original's distribution is not the ablated one's.
+    EXPECT_GT(max_diff(logprobs(src, tokens), logprobs(out, tokens)), 100 * kF32LogprobTolerance);
+}
+
+// Pruned heads contributed nothing: the pruned model is the ablated one (within a rounding of the shorter sums),
+// and llama.cpp runs it. A kv head goes with its last query head.
+TEST(HeadsPrune, EqualsTheAblatedModelAndLlamaCppAgrees) {
+    TempDir dir;
+    const Config c = gqa_config();
+    const auto src = fused_model(dir, c, "src");
+    const auto tokens = default_tokens(c.vocab, 7);
+    struct Case {
+        std::string heads;
+        std::uint32_t n_heads, n_kv;
+    };
+    // One head of each group in both layers (4 -> 2 heads, 2 kv), and a whole group per layer (4 -> 2, 1 kv).
+    for (const Case& k : {Case{"0:0,0:3,1:1,1:2", 2, 2}, Case{"0:0,0:1,1:2,1:3", 2, 1}}) {
+        const auto out = dir / "pruned.gguf";
+        const auto r = run_cli({"heads", "prune", src.string(), "-o", out.string(), "--heads", k.heads, "-q"});
+        ASSERT_EQ(r.status, 0) << r.err;
+        const PerHeadModel pruned = open_model(out);
+        EXPECT_EQ(pruned.config().n_heads, k.n_heads);
+        EXPECT_EQ(pruned.config().n_kv_heads, k.n_kv);
+        const auto ablated = parse_heads(k.heads, "--heads");
+        EXPECT_LT(max_diff(logprobs(out, tokens), logprobs(src, tokens, ablated)), kPrunedLogprobTolerance) << k.heads;
+        // The kept heads keep their bytes: layer 1 of the second case keeps heads 0 and 1 and kv head 0.
+        if (k.n_kv == 1) {
+            const GgufFile a = GgufFile::open(src), b = GgufFile::open(out);
+            const auto q = tensor(a, "blk.1.attn_q.weight"), kk = tensor(a, "blk.1.attn_k.weight");
+            EXPECT_TRUE(same_bytes(q.first(q.size() / 2), tensor(b, "blk.1.attn_q.weight")));
+            EXPECT_TRUE(same_bytes(kk.first(kk.size() / 2), tensor(b, "blk.1.attn_k.weight")));
+            EXPECT_TRUE(same_bytes(tensor(a, "blk.1.ffn_down.weight"), tensor(b, "blk.1.ffn_down.weight")));
+        }
+        if (test::judges_available()) {
+            EXPECT_LT(llama_diff(out, tokens), kF32LogprobTolerance) << k.heads;
+        }
+        std::filesystem::remove(out);
+    }
+}
+
+// --kv-groups L:G removes a whole group: the same file as naming its query heads.
+TEST(HeadsPrune, KvGroupsAreTheirQueryHeads) {
+    TempDir dir;
+    const Config c = gqa_config();
+    const auto src = fused_model(dir, c, "src");
+    const auto by_group = dir / "groups.gguf", by_heads = dir / "heads.gguf";
+    ASSERT_EQ(run_cli({"heads", "prune", src.string(), "-o", by_group.string(), "--kv-groups", "0:1,1:0", "-q"}).status,
+              0);
+    ASSERT_EQ(
+        run_cli({"heads", "prune", src.string(), "-o", by_heads.string(), "--heads", "0:2,0:3,1:0,1:1", "-q"}).status,
+        0);
+    const GgufFile a = GgufFile::open(by_group), b = GgufFile::open(by_heads);
+    ASSERT_EQ(a.tensors().size(), b.tensors().size());
+    for (const TensorInfo& t : a.tensors()) EXPECT_TRUE(same_bytes(a.tensor_data(t), tensor(b, t.name))) << t.name;
+    expect_refused({"heads", "prune", src.string(), "-o", (dir / "x.gguf").string(), "--kv-groups", "0:2"},
+                   dir / "x.gguf", "--kv-groups: group 0:2 is out of range: the model has 2 layers of 2 kv groups");
+}
+
+// The pooled key/value heads are numpy's float64 mean of each group, rounded once to float32; the query heads
+// keep their bytes; llama.cpp runs the grouped-query model.
+TEST(HeadsPoolKv, MeansOfEachGroupAsNumpyComputesThem) {
+    TempDir dir;
+    const Config c = mha_config();
+    const auto src = fused_model(dir, c, "src");
+    const auto out = dir / "pooled.gguf";
+    const auto r = run_cli({"heads", "pool-kv", src.string(), "-o", out.string(), "--kv-heads", "2", "-q"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const GgufFile a = GgufFile::open(src), b = GgufFile::open(out);
+    const PerHeadModel pooled = open_model(out);
+    EXPECT_EQ(pooled.config().n_kv_heads, 2u);
+    for (std::uint32_t l = 0; l < c.n_layers; ++l) {
+        const std::string q = "blk." + std::to_string(l) + ".attn_q.weight";
+        EXPECT_TRUE(same_bytes(tensor(a, q), tensor(b, q)));
+        for (const std::string role : {"attn_k", "attn_v"}) {
+            const std::string name = "blk." + std::to_string(l) + "." + role + ".weight";
+            const auto in = tensor(a, name);
+            std::ofstream(dir / "in.f32", std::ios::binary)
+                .write(reinterpret_cast<const char*>(in.data()), static_cast<std::streamsize>(in.size()));
+            // [n_kv, d_head, d_model] in row-major order: groups of 2 consecutive heads.
+            const std::string code =
+                "import numpy as np, sys\n"
+                "w = np.fromfile(sys.argv[1], dtype=np.float32).reshape(4, 16, 64).astype(np.float64)\n"
+                "m = (w.reshape(2, 2, 16, 64).sum(axis=1) / 2.0).astype(np.float32)\n"
+                "m.tofile(sys.argv[2])\n";
+            const auto py =
+                test::run_program({kPython, "-c", code, (dir / "in.f32").string(), (dir / "ref.f32").string()});
+            ASSERT_EQ(py.status, 0) << py.err;
+            const auto ref = test::read_bytes(dir / "ref.f32");
+            EXPECT_TRUE(same_bytes(ref, tensor(b, name))) << name;
+        }
+    }
+    if (test::judges_available()) {
+        EXPECT_LT(llama_diff(out, default_tokens(c.vocab, 7)), kF32LogprobTolerance);
+    }
+}
+
+// The moved bytes are the donor's; the rest the original's. A group whose heads all arrive in order from one
+// donor group brings its key and value head.
+TEST(HeadsTransplant, MovedBytesAreTheDonors) {
+    TempDir dir;
+    const Config c = gqa_config();
+    const auto src = fused_model(dir, c, "src");
+    const auto donor = fused_model(dir, c, "donor", 1);
+    const auto out = dir / "transplanted.gguf";
+    // Layer 1's group 1 (heads 2, 3) from the donor's group 0 (heads 0, 1) of layer 1; head 0 of layer 0 alone.
+    const auto r = run_cli({"heads", "transplant", src.string(), "--from", donor.string(), "-o", out.string(),
+                            "--heads", "1:2=1:0,1:3=1:1,0:0", "-q"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const GgufFile a = GgufFile::open(src), d = GgufFile::open(donor), b = GgufFile::open(out);
+    const std::uint64_t hb = std::uint64_t{c.d_head} * c.d_model * 4;  // one head's rows of attn_q, attn_k, attn_v
+    for (const TensorInfo& t : a.tensors()) {
+        const auto x = a.tensor_data(t), y = tensor(b, t.name), z = tensor(d, t.name);
+        if (t.name == "blk.1.attn_q.weight") {
+            EXPECT_TRUE(same_bytes(y.first(2 * hb), x.first(2 * hb)));
+            EXPECT_TRUE(same_bytes(y.subspan(2 * hb), z.first(2 * hb)));
+        } else if (t.name == "blk.1.attn_k.weight" || t.name == "blk.1.attn_v.weight") {
+            EXPECT_TRUE(same_bytes(y.first(hb), x.first(hb))) << t.name;
+            EXPECT_TRUE(same_bytes(y.subspan(hb), z.first(hb))) << t.name;
+        } else if (t.name == "blk.0.attn_q.weight") {
+            EXPECT_TRUE(same_bytes(y.first(hb), z.first(hb)));
+            EXPECT_TRUE(same_bytes(y.subspan(hb), x.subspan(hb)));
+        } else if (t.name == "blk.0.attn_output.weight" || t.name == "blk.1.attn_output.weight") {
+            const auto xf = f32_of(x), yf = f32_of(y), zf = f32_of(z);
+            for (std::uint64_t row = 0; row < c.d_model; ++row)
+                for (std::uint64_t col = 0; col < c.q_dim(); ++col) {
+                    const std::uint64_t h = col / c.d_head, i = row * c.q_dim() + col;
+                    if (t.name[4] == '1' && h >= 2)
+                        ASSERT_EQ(std::memcmp(&yf[i], &zf[i - 2 * c.d_head], 4), 0);
+                    else if (t.name[4] == '0' && h == 0)
+                        ASSERT_EQ(std::memcmp(&yf[i], &zf[i], 4), 0);
+                    else
+                        ASSERT_EQ(std::memcmp(&yf[i], &xf[i], 4), 0);
+                }
+        } else {
+            EXPECT_TRUE(same_bytes(x, y)) << t.name;
+        }
+    }
+}
+
+// A head whose output weights are scaled up tenfold is the one whose ablation raises the loss most.
+TEST(HeadsScan, AHeadScaledTenfoldComesFirst) {
+    TempDir dir;
+    const Config c = gqa_config();
+    // A fixed seed, not HEADFUSE_TEST_SEED: in a model of N(0, 0.02) weights every head barely matters, and the
+    // tenfold head leads the next (1.7e-2 against 1.0e-2 nats here) by less than another seed may shuffle.
+    write_random_init(c, 20261128, dir / "src.ph.gguf");
+    fuse(PerHeadModel::open(dir / "src.ph.gguf"), dir / "src.gguf");
+    const auto src = dir / "src.gguf";
+    // Scale head 1:2's columns of attn_output in a copy of the file (F32 at a known offset).
+    const auto loud = dir / "loud.gguf";
+    std::filesystem::copy_file(src, loud);
+    {
+        const GgufFile f = GgufFile::open(src);
+        const TensorInfo* t = f.find_tensor("blk.1.attn_output.weight");
+        ASSERT_NE(t, nullptr);
+        auto w = f32_of(f.tensor_data(*t));
+        for (std::uint64_t row = 0; row < c.d_model; ++row)
+            for (std::uint64_t i = 0; i < c.d_head; ++i) w[row * c.q_dim() + 2 * c.d_head + i] *= 10.0f;
+        std::fstream io(loud, std::ios::in | std::ios::out | std::ios::binary);
+        io.seekp(static_cast<std::streamoff>(f.data_start() + t->offset));
+        io.write(reinterpret_cast<const char*>(w.data()), static_cast<std::streamsize>(w.size() * 4));
+    }
+    // 48 tokens spread over the vocabulary, separated by commas, spaces and newlines.
+    std::vector<std::uint32_t> tokens;
+    {
+        std::ofstream f(dir / "tokens.txt");
+        for (std::uint32_t i = 0; i < 48; ++i) {
+            tokens.push_back((i * 37 + 5) % c.vocab);
+            f << tokens.back() << (i % 3 == 0 ? ", " : i % 3 == 1 ? " " : "\n");
+        }
+    }
+    const auto r = run_cli({"heads", "scan", loud.string(), "--tokens-file", (dir / "tokens.txt").string(), "-o",
+                            (dir / "scan.json").string(), "--svg", (dir / "scan.svg").string(), "-q"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const auto j = nlohmann::json::parse(std::ifstream(dir / "scan.json"));
+    ASSERT_EQ(j["heads"].size(), c.n_layers * c.n_heads);
+    nlohmann::json top;
+    for (const auto& h : j["heads"]) {
+        if (top.is_null() || std::abs(h["delta"].get<double>()) > std::abs(top["delta"].get<double>())) top = h;
+    }
+    EXPECT_EQ(top["layer"], 1);
+    EXPECT_EQ(top["head"], 2);
+    // Each entry is the forward pass with that head masked, computed in full.
+    const PerHeadModel m = open_model(loud);
+    const HeadRef masked[] = {{0, 3}};
+    const auto lp = log_softmax(forward_logits(m.views(), tokens, 0, masked), c.vocab);
+    double loss = 0;
+    for (std::size_t t = 0; t + 1 < tokens.size(); ++t) loss -= lp[t * c.vocab + tokens[t + 1]];
+    loss /= double(tokens.size() - 1);
+    for (const auto& h : j["heads"])
+        if (h["layer"] == 0 && h["head"] == 3) EXPECT_NEAR(h["loss"].get<double>(), loss, 1e-12);
+    const auto svg = test::read_bytes(dir / "scan.svg");
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(svg.data()), 4), "<svg");
+    // prune --lowest 0.5 --scan: half the heads of each group, the ones that matter least; never head 1:2.
+    const auto out = dir / "pruned.gguf";
+    const auto p = run_cli({"heads", "prune", loud.string(), "-o", out.string(), "--lowest", "0.5", "--scan",
+                            (dir / "scan.json").string(), "-q"});
+    ASSERT_EQ(p.status, 0) << p.err;
+    EXPECT_EQ(open_model(out).config().n_heads, 2u);
+    EXPECT_EQ(p.out.find("1:2"), std::string::npos) << p.out;
+}
+
+TEST(HeadsErrors, OneLineAndNoOutput) {
+    TempDir dir;
+    const Config c = gqa_config();
+    const auto src = fused_model(dir, c, "src").string();
+    const auto out = dir / "out.gguf";
+    const std::string o = out.string();
+    expect_refused({"heads", "ablate", src, "-o", o, "--heads", "2:0"}, out,
+                   "head 2:0 is out of range: the model has 2 layers (0-1) of 4 query heads (0-3)");
+    expect_refused({"heads", "ablate", src, "-o", o, "--heads", "1:x"}, out, "--heads: expected LAYER:HEAD");
+    expect_refused({"heads", "prune", src, "-o", o, "--heads", "0:0"}, out,
+                   "prune: layer 0 would keep 1 query heads of kv group 0 and 2 of kv group 1");
+    expect_refused({"heads", "prune", src, "-o", o, "--heads", "0:0,0:1"}, out,
+                   "the llama architecture needs the same counts in every layer");
+    expect_refused({"heads", "prune", src, "-o", o, "--heads", "0:0,0:1,0:2,0:3,1:0,1:1,1:2,1:3"}, out,
+                   "layer 0 would keep no heads");
+    expect_refused({"heads", "pool-kv", src, "-o", o, "--kv-heads", "3"}, out,
+                   "--kv-heads 3 must be fewer than the model's 2 key/value heads and divide them");
+    const auto other = fused_model(dir, test::make_config(64, 2, 2, 16, 128, 2, 260), "other").string();
+    expect_refused({"heads", "transplant", src, "--from", other, "-o", o, "--heads", "0:0"}, out,
+                   "the donor has d_model 64 and d_head 16; expected the model's d_model 64 and d_head 32");
+    expect_refused({"heads", "transplant", src, "--from", src, "-o", o, "--heads", "0:0=5:0"}, out,
+                   "head 5:0 is out of range: the donor has 2 layers");
+    expect_refused({"heads", "ablate", src, "-o", src, "--heads", "0:0"}, dir / "none", "");
+}
+
+TEST(HeadsCli, HelpForEveryVerb) {
+    for (const std::string verb : {"ablate", "prune", "pool-kv", "transplant", "scan"}) {
+        const auto r = run_cli({"heads", verb, "--help"});
+        EXPECT_EQ(r.status, 0) << verb;
+        EXPECT_NE(r.out.find("input"), std::string::npos) << verb;
+    }
+    const auto r = run_cli({"heads", "--help"});
+    EXPECT_EQ(r.status, 0);
+    EXPECT_NE(r.out.find("pool-kv"), std::string::npos);
+}
+
+// Encoded inputs: a Q8_0 model pruned (whole-block heads move as bytes) is its ablated self; pooled from Q8_0, the
+// K/V heads are the F32 means of the decoded heads; a per-head checkpoint is edited as its fused file would be.
+// llama.cpp runs each within the Q8_0 bound of tests/test_judges.cpp (it rounds activations to Q8_0 too).
+TEST(HeadsEncoded, PruneAndPoolQ8_0AndPerHeadInputs) {
+    constexpr double kQ8_0LogprobTolerance = 2e-2;
+    TempDir dir;
+    const Config c = gqa_config();
+    const auto src = fused_model(dir, c, "q8", 0, DType::Q8_0);
+    const auto tokens = default_tokens(c.vocab, 7);
+    const auto pruned = dir / "pruned.gguf";
+    auto r = run_cli({"heads", "prune", src.string(), "-o", pruned.string(), "--heads", "0:0,0:3,1:1,1:2", "-q"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const auto ablated = parse_heads("0:0,0:3,1:1,1:2", "--heads");
+    EXPECT_LT(max_diff(logprobs(pruned, tokens), logprobs(src, tokens, ablated)), kPrunedLogprobTolerance);
+    const GgufFile a = GgufFile::open(src), b = GgufFile::open(pruned);
+    EXPECT_EQ(b.find_tensor("blk.0.attn_output.weight")->type, static_cast<std::uint32_t>(DType::Q8_0));
+
+    const auto pooled = dir / "pooled.gguf";
+    r = run_cli({"heads", "pool-kv", src.string(), "-o", pooled.string(), "--kv-heads", "1", "-q"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const GgufFile p = GgufFile::open(pooled);
+    const auto k = tensor(a, "blk.1.attn_k.weight");
+    const std::uint64_t n = std::uint64_t{c.d_model} * c.d_head, half = k.size() / 2;
+    std::vector<float> h0(n), h1(n);
+    decode_row(DType::Q8_0, k.data(), h0.data(), n);
+    decode_row(DType::Q8_0, k.data() + half, h1.data(), n);
+    const auto got = f32_of(tensor(p, "blk.1.attn_k.weight"));
+    ASSERT_EQ(got.size(), n);
+    for (std::uint64_t i = 0; i < n; ++i)
+        ASSERT_EQ(got[i], static_cast<float>((double{h0[i]} + double{h1[i]}) / 2.0)) << i;
+
+    // The per-head checkpoint behind the Q8_0 file, ablated with --type q8_0: the same tensors as the Q8_0 file's
+    // ablation.
+    const auto from_ph = dir / "from_ph.gguf", from_fused = dir / "from_fused.gguf";
+    ASSERT_EQ(run_cli({"heads", "ablate", (dir / "q8.ph.gguf").string(), "-o", from_ph.string(), "--heads", "1:1",
+                       "--type", "q8_0", "-q"})
+                  .status,
+              0);
+    ASSERT_EQ(run_cli({"heads", "ablate", src.string(), "-o", from_fused.string(), "--heads", "1:1", "-q"}).status, 0);
+    const GgufFile x = GgufFile::open(from_ph), y = GgufFile::open(from_fused);
+    for (const TensorInfo& t : y.tensors()) EXPECT_TRUE(same_bytes(y.tensor_data(t), tensor(x, t.name))) << t.name;
+
+    if (test::judges_available()) {
+        EXPECT_LT(llama_diff(pruned, tokens), kQ8_0LogprobTolerance);
+        EXPECT_LT(llama_diff(pooled, tokens), kQ8_0LogprobTolerance);
+    }
+}
+
+// Foreign inputs: a Hugging Face checkpoint with q/k/v/o biases (rotate-half Q and K rows) and its TransformerLens
+// state dict (transposed heads), made by tests/support/hf_reference.py. Each edit gives the tensors its fuse gives,
+// but for the edited ones; the pruned and pooled models' biases go with their heads, and llama.cpp agrees.
+TEST(HeadsForeign, HuggingFaceWithBiasesAndTransformerLens) {
+    TempDir dir;
+    const std::string reference = std::string(HEADFUSE_SOURCE_DIR) + "/tests/support/hf_reference.py";
+    auto make = [&](std::vector<std::string> args) {
+        args.insert(args.begin(), {kPython, reference});
+        const auto r = test::run_program(args);
+        ASSERT_EQ(r.status, 0) << r.err;
+    };
+    make({"make-hf", (dir / "hf").string(), "--d-model", "64", "--n-heads", "4", "--n-kv-heads", "2", "--d-ff", "96",
+          "--n-layers", "2", "--vocab", "300", "--attention-bias"});
+    make({"make-hf", (dir / "hf_plain").string(), "--d-model", "64", "--n-heads", "4", "--n-kv-heads", "2", "--d-ff",
+          "96", "--n-layers", "2", "--vocab", "300"});
+    make({"make-tl", (dir / "hf_plain").string(), (dir / "tl").string()});
+    const auto tokens = default_tokens(300, 7);
+    for (const std::string src : {"hf", "tl"}) {
+        const auto in = (dir / src).string(), plain = (dir / (src + ".gguf")).string();
+        ASSERT_EQ(run_cli({"fuse", in, "-o", plain, "-q"}).status, 0) << src;
+        const auto ablated = dir / (src + ".ablated.gguf"), pruned = dir / (src + ".pruned.gguf"),
+                   pooled = dir / (src + ".pooled.gguf");
+        auto r = run_cli({"heads", "ablate", in, "-o", ablated.string(), "--heads", "1:2", "-q"});
+        ASSERT_EQ(r.status, 0) << r.err;
+        const GgufFile a = GgufFile::open(plain), b = GgufFile::open(ablated);
+        for (const TensorInfo& t : a.tensors())
+            if (t.name != "blk.1.attn_output.weight")
+                EXPECT_TRUE(same_bytes(a.tensor_data(t), tensor(b, t.name))) << src << " " << t.name;
+        const HeadRef masked[] = {{1, 2}};
+        EXPECT_EQ(logprobs(ablated, tokens), logprobs(plain, tokens, masked)) << src;
+
+        r = run_cli({"heads", "prune", in, "-o", pruned.string(), "--heads", "0:1,0:3,1:0,1:2", "-q"});
+        ASSERT_EQ(r.status, 0) << r.err;
+        const auto gone = parse_heads("0:1,0:3,1:0,1:2", "--heads");
+        EXPECT_LT(max_diff(logprobs(pruned, tokens), logprobs(plain, tokens, gone)), kPrunedLogprobTolerance) << src;
+        r = run_cli({"heads", "pool-kv", in, "-o", pooled.string(), "--kv-heads", "1", "-q"});
+        ASSERT_EQ(r.status, 0) << r.err;
+        if (src == "hf") {  // the pooled k bias is the mean of the two, rounded once
+            const GgufFile p = GgufFile::open(pooled);
+            const auto kb = f32_of(tensor(a, "blk.0.attn_k.bias")), got = f32_of(tensor(p, "blk.0.attn_k.bias"));
+            ASSERT_EQ(got.size(), 16u);
+            for (std::size_t i = 0; i < 16; ++i)
+                EXPECT_EQ(got[i], static_cast<float>((double{kb[i]} + double{kb[16 + i]}) / 2.0));
+        }
+        if (test::judges_available()) {
+            EXPECT_LT(llama_diff(pruned, tokens), kF32LogprobTolerance) << src;
+            EXPECT_LT(llama_diff(pooled, tokens), kF32LogprobTolerance) << src;
+        }
+    }
+}
