@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "headfuse/gguf.h"
 #include "support/models.h"
 
 namespace {
@@ -588,6 +589,45 @@ print('not utf8', j['strings_not_utf8'])
     EXPECT_EQ(py.out, expected) << r.out;
     // The same verdict as the text output.
     EXPECT_NE(run_cli({"inspect", (dir / "evil.gguf").string()}).out.find("model: not valid"), std::string::npos);
+}
+
+// ---- non-finite weights outside fuse (#10.14) -----------------------------------------------------------------
+
+// A copy of `from` with weight `col` of row `row` of F32 tensor `tensor` set to `value`.
+fs::path with_weight(const fs::path& from, const fs::path& to, const std::string& tensor, std::uint64_t row,
+                     std::uint64_t col, float value) {
+    fs::copy_file(from, to, fs::copy_options::overwrite_existing);
+    const headfuse::GgufFile f = headfuse::GgufFile::open(from);
+    const headfuse::TensorInfo* t = f.find_tensor(tensor);
+    EXPECT_TRUE(t) << tensor;
+    if (!t) return to;
+    EXPECT_EQ(t->type, 0u) << "F32";
+    FILE* out = std::fopen(to.c_str(), "r+b");
+    EXPECT_TRUE(out);
+    std::fseek(out, static_cast<long>(f.data_start() + t->offset + (row * t->ne[0] + col) * sizeof(float)), SEEK_SET);
+    std::fwrite(&value, sizeof value, 1, out);
+    std::fclose(out);
+    return to;
+}
+
+// #10.14: logits and verify refuse a model with an infinity or a NaN, naming the file, the tensor and the row,
+// instead of printing -nan or "max |log-prob difference| 0".
+TEST(CliNonFinite, LogitsAndVerifyRefuseNonFiniteWeights) {
+    const Models& m = models();
+    TempDir dir;
+    const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+    const fs::path fused_inf = with_weight(m.fused, dir / "fused-inf.gguf", "blk.1.ffn_up.weight", 5, 7, inf);
+    const fs::path ph_nan = with_weight(m.ph, dir / "ph-nan.gguf", "blk.0.ffn_down.weight", 3, 1, nan);
+    const Args tokens{"--tokens", "1,2,3"};
+    expect_refused(run_cli(concat({"logits", fused_inf.string()}, tokens)),
+                   {"fused-inf.gguf", "'blk.1.ffn_up.weight'", "row 5", "non-finite"});
+    expect_refused(run_cli(concat({"logits", ph_nan.string()}, tokens)),
+                   {"ph-nan.gguf", "'blk.0.ffn_down.weight'", "row 3", "non-finite"});
+    expect_refused(run_cli(concat({"verify", m.ph.string(), fused_inf.string()}, tokens)),
+                   {"fused-inf.gguf", "'blk.1.ffn_up.weight'", "row 5"}, 2);
+    expect_refused(run_cli(concat({"verify", ph_nan.string(), m.fused.string()}, tokens)),
+                   {"ph-nan.gguf", "'blk.0.ffn_down.weight'", "row 3"}, 2);
+    EXPECT_EQ(list_dir(dir.path()), (std::vector<std::string>{"fused-inf.gguf", "ph-nan.gguf"}));
 }
 
 }  // namespace
