@@ -30,7 +30,14 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-std::uint64_t file_size(const std::string& path) { return std::filesystem::file_size(path); }
+// "model.gguf" or "model-00001-of-00003.gguf .. model-00003-of-00003.gguf (3 shards)", and their total size.
+std::string written(const std::vector<std::filesystem::path>& files) {
+    std::uint64_t bytes = 0;
+    for (const auto& f : files) bytes += std::filesystem::file_size(f);
+    std::string s = files.front().string();
+    if (files.size() > 1) s += " .. " + files.back().string() + " (" + std::to_string(files.size()) + " shards)";
+    return s + ", " + human_bytes(bytes);
+}
 
 std::string type_label(std::uint32_t id) {
     const TypeTraits* t = find_type(id);
@@ -179,10 +186,9 @@ int run_init(const InitArgs& a, const Common& c) {
     a.config.validate();
     check_output_path(a.out);
     const auto t0 = Clock::now();
-    write_random_init(a.config, a.seed, a.out, make_progress("init", c.quiet), c.threads);
-    std::printf("wrote %s: per-head checkpoint, %s, seed %llu, %s in %.2f s\n", a.out.c_str(),
-                describe(a.config).c_str(), static_cast<unsigned long long>(a.seed),
-                human_bytes(file_size(a.out)).c_str(), seconds_since(t0));
+    const auto files = write_random_init(a.config, a.seed, a.out, make_progress("init", c.quiet), c.threads, c.split);
+    std::printf("wrote %s: per-head checkpoint, %s, seed %llu in %.2f s\n", written(files).c_str(),
+                describe(a.config).c_str(), static_cast<unsigned long long>(a.seed), seconds_since(t0));
     return 0;
 }
 
@@ -231,20 +237,21 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     opt.threads = c.threads;
     opt.tokenizer = tok ? &*tok : nullptr;
     opt.progress = make_progress("fuse", c.quiet);
+    opt.split = c.split;
     opt.warn = warn;
     opt.inputs = src.inputs;
-    fuse(model, a.out, opt);
+    const auto files = fuse(model, a.out, opt);
     warnings.print();
     Config fused = model.config();  // the lens is folded into token_embd: the fused file has none
     std::string lens;
     if (fused.has_lens())
         lens = ", lens folded (donor_d_in " + std::to_string(std::exchange(fused.donor_d_in, 0)) + ")";
-    std::printf("wrote %s: fused llama file, %s%s, %s, %s in %.2f s\n", a.out.c_str(), describe(fused).c_str(),
+    std::printf("wrote %s: fused llama file, %s%s, %s in %.2f s\n", written(files).c_str(), describe(fused).c_str(),
                 lens.c_str(),
                 a.mix    ? std::string(mix_name(*a.mix)).c_str()
                 : a.type ? std::string(type_name(*a.type)).c_str()
                          : "types kept",
-                human_bytes(file_size(a.out)).c_str(), seconds_since(t0));
+                seconds_since(t0));
     return 0;
 }
 
@@ -252,9 +259,9 @@ int run_split(const SplitArgs& a, const Common& c) {
     const auto t0 = Clock::now();
     check_output_path(a.out);
     const FusedModel model = FusedModel::open(a.in);
-    split(model, a.out, {make_progress("split", c.quiet)});
-    std::printf("wrote %s: per-head checkpoint, %s, %s in %.2f s\n", a.out.c_str(), describe(model.config()).c_str(),
-                human_bytes(file_size(a.out)).c_str(), seconds_since(t0));
+    const auto files = split(model, a.out, {make_progress("split", c.quiet), c.split});
+    std::printf("wrote %s: per-head checkpoint, %s in %.2f s\n", written(files).c_str(),
+                describe(model.config()).c_str(), seconds_since(t0));
     return 0;
 }
 
@@ -323,6 +330,9 @@ int run_inspect(const InspectArgs& a) {
             strings.put(m, model_summary ? "summary" : "error", model_summary ? *model_summary : *model_error);
             j["model"] = std::move(m);
         }
+        ojson shards = ojson::array();
+        for (const auto& p : f.paths()) shards.push_back(utf8_replaced(p.string()));
+        j["shards"] = std::move(shards);
         if (const auto t = summarize_tokenizer(f.metadata())) j["tokenizer"] = to_json(*t, strings);
         ojson md = ojson::array();
         std::size_t index = 0;
@@ -337,6 +347,7 @@ int run_inspect(const InspectArgs& a) {
             one["type"] = type_label(t.type);
             one["shape"] = std::vector<std::uint64_t>(t.ne.begin(), t.ne.begin() + t.n_dims);
             one["offset"] = t.offset;
+            one["shard"] = t.shard;
             one["bytes"] = t.nbytes;
             ts.push_back(std::move(one));
         }
@@ -351,21 +362,28 @@ int run_inspect(const InspectArgs& a) {
     std::printf("%s: GGUF v%u, %zu keys, %zu tensors, alignment %u, data at byte %llu%s\n", printable(a.file).c_str(),
                 f.version(), f.metadata().size(), f.tensors().size(), f.alignment(),
                 static_cast<unsigned long long>(f.data_start()), kind.empty() ? "" : (", " + kind).c_str());
+    if (f.shard_count() > 1)
+        std::printf("split set of %zu shards: %s .. %s (alignment and data offset of the first)\n", f.shard_count(),
+                    printable(f.paths().front().string()).c_str(), printable(f.paths().back().string()).c_str());
     if (model_summary) std::printf("model: %s\n", model_summary->c_str());
     if (model_error) std::printf("model: not valid: %s\n", printable(*model_error).c_str());
     if (const auto t = summarize_tokenizer(f.metadata())) std::printf("tokenizer: %s\n", describe(*t).c_str());
     if (const Value* edits = f.metadata().find(kEditsKey); edits && edits->type == ValueType::ARRAY)
         for (const Value& e : edits->items)
-            if (const auto* line = std::get_if<std::string>(&e.scalar)) std::printf("edit: %s\n", line->c_str());
+            if (const auto* line = std::get_if<std::string>(&e.scalar))
+                std::printf("edit: %s\n", printable(*line).c_str());
     std::printf("\nmetadata:\n");
     for (const auto& e : f.metadata().entries())
         std::printf("  %-44s %-7s %s\n", printable(e.key).c_str(), std::string(value_type_name(e.value.type)).c_str(),
                     show(e.value).c_str());
     std::printf("\ntensors:\n");
-    for (const TensorInfo& t : f.tensors())
-        std::printf("  %-36s %-6s %-20s %12llu bytes at %llu\n", printable(t.name).c_str(), type_label(t.type).c_str(),
+    for (const TensorInfo& t : f.tensors()) {
+        std::printf("  %-36s %-6s %-20s %12llu bytes at %llu", printable(t.name).c_str(), type_label(t.type).c_str(),
                     format_shape(t).c_str(), static_cast<unsigned long long>(t.nbytes),
                     static_cast<unsigned long long>(t.offset));
+        if (f.shard_count() > 1) std::printf(" in shard %u", t.shard + 1);
+        std::printf("\n");
+    }
     std::printf("\nbytes by type:\n");
     for (const auto& [type, n] : bytes_by_type(f))
         std::printf("  %-8s %3zu tensors %16llu bytes (%s)\n", type.c_str(), n.tensors,

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "headfuse/config.h"
+#include "headfuse/gguf.h"
 #include "headfuse/mix.h"
 #include "headfuse/types.h"
 
@@ -15,6 +16,7 @@ namespace headfuse::cli {
 struct Common {
     unsigned threads = 0;
     bool quiet = false;
+    SplitLimits split;  // writing commands: cut the output into a split set
 };
 
 struct InitArgs {

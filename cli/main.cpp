@@ -146,6 +146,17 @@ void add_common(CLI::App* cmd, Deferred& d, Common& c, bool threads = true) {
     cmd->add_flag("-q,--quiet", c.quiet, "No progress bar");
 }
 
+// --split-max-size / --split-max-tensors on a command that writes a model: the output becomes a split set,
+// PREFIX-00001-of-0000N.gguf ..., as llama-gguf-split writes it (-o PREFIX or -o PREFIX.gguf).
+void add_split(CLI::App* cmd, Deferred& d, std::string& max_size, std::uint64_t& max_tensors) {
+    cmd->add_option("--split-max-size", max_size,
+                    "Write a split set: at most N[M|G] of tensor data per shard (M = 10^6 bytes, G = 10^9), named "
+                    "PREFIX-00001-of-0000N.gguf from -o PREFIX[.gguf]")
+        ->type_name("N[M|G]");
+    d.number(cmd, "--split-max-tensors", max_tensors, 1, std::uint64_t{1} << 31,
+             "Write a split set: at most N tensors per shard");
+}
+
 // d_head and n_kv_heads when not given, and errors that say which values were derived.
 void complete_config(Config& cfg, bool d_head_given, bool n_kv_given) {
     if (!n_kv_given) cfg.n_kv_heads = cfg.n_heads;
@@ -211,6 +222,9 @@ int main(int argc, char** argv) {
     deferred.number(c_init, "--rope-original-context", cfg.rope_original_context, 1, kMaxContext,
                     "YaRN: the context length before scaling (default: --context)");
     add_common(c_init, deferred, common);
+    std::string split_max_size;
+    std::uint64_t split_max_tensors = 0;
+    add_split(c_init, deferred, split_max_size, split_max_tensors);
 
     FuseArgs fuse;
     std::string fuse_type;
@@ -218,8 +232,9 @@ int main(int argc, char** argv) {
         app.add_subcommand("fuse", "Per-head checkpoint -> llama.cpp GGUF (fused q/k/v, lens folded, tokenizer)");
     c_fuse
         ->add_option("input", fuse.in,
-                     "Per-head or fused GGUF file, .safetensors file, model.safetensors.index.json, or a folder "
-                     "with config.json and the weights (Hugging Face, TransformerLens or headfuse names)")
+                     "Per-head or fused GGUF file (or any shard of a split set), .safetensors file, "
+                     "model.safetensors.index.json, or a folder with config.json and the weights (Hugging Face, "
+                     "TransformerLens or headfuse names)")
         ->required()
         ->type_name("PATH");
     deferred.output(c_fuse, fuse.out, "Output llama.cpp GGUF file")->required();
@@ -240,6 +255,7 @@ int main(int argc, char** argv) {
                      "Hyperparameters of a safetensors checkpoint (default: config.json beside the weights)")
         ->type_name("FILE");
     add_common(c_fuse, deferred, common);
+    add_split(c_fuse, deferred, split_max_size, split_max_tensors);
 
     ExportArgs exp;
     auto* c_export = app.add_subcommand(
@@ -258,19 +274,26 @@ int main(int argc, char** argv) {
 
     SplitArgs split;
     auto* c_split = app.add_subcommand("split", "llama.cpp GGUF -> per-head checkpoint (byte-identical heads)");
-    c_split->add_option("input", split.in, "Fused llama.cpp GGUF file")->required()->type_name("FILE");
+    c_split->add_option("input", split.in, "Fused llama.cpp GGUF file (or any shard of a split set)")
+        ->required()
+        ->type_name("FILE");
     deferred.output(c_split, split.out, "Output per-head GGUF checkpoint")->required();
     add_common(c_split, deferred, common, false);
+    add_split(c_split, deferred, split_max_size, split_max_tensors);
 
     InspectArgs inspect;
     auto* c_inspect = app.add_subcommand("inspect", "Show a GGUF file's header, metadata and tensors");
-    c_inspect->add_option("file", inspect.file, "GGUF file")->required()->type_name("FILE");
+    c_inspect->add_option("file", inspect.file, "GGUF file (a shard of a split set: the whole set)")
+        ->required()
+        ->type_name("FILE");
     c_inspect->add_flag("--json", inspect.json, "Print JSON");
 
     LogitsArgs logits;
     std::string logits_tokens;
     auto* c_logits = app.add_subcommand("logits", "Run the reference forward pass on a per-head or fused file");
-    c_logits->add_option("model", logits.model, "Per-head or fused GGUF file")->required()->type_name("FILE");
+    c_logits->add_option("model", logits.model, "Per-head or fused GGUF file (or any shard of a split set)")
+        ->required()
+        ->type_name("FILE");
     c_logits->add_option("--tokens", logits_tokens, "Comma-separated token ids, e.g. 1,2,3")
         ->required()
         ->type_name("IDS");
@@ -284,8 +307,12 @@ int main(int argc, char** argv) {
     std::string verify_tokens;
     auto* c_verify =
         app.add_subcommand("verify", "Prove a fused file is its per-head checkpoint: every tensor and the logits");
-    c_verify->add_option("per_head", verify.per_head, "Per-head GGUF checkpoint")->required()->type_name("FILE");
-    c_verify->add_option("fused", verify.fused, "Fused llama.cpp GGUF file")->required()->type_name("FILE");
+    c_verify->add_option("per_head", verify.per_head, "Per-head GGUF checkpoint (or any shard of a split set)")
+        ->required()
+        ->type_name("FILE");
+    c_verify->add_option("fused", verify.fused, "Fused llama.cpp GGUF file (or any shard of a split set)")
+        ->required()
+        ->type_name("FILE");
     auto* verify_tokens_opt = c_verify
                                   ->add_option("--tokens", verify_tokens,
                                                "Comma-separated token ids (default: 8 tokens across the vocabulary)")
@@ -392,6 +419,8 @@ int main(int argc, char** argv) {
             deferred.apply(cmd);
             for (const CLI::App* verb : cmd->get_subcommands()) deferred.apply(verb);  // heads VERB
         }
+        if (!split_max_size.empty()) common.split.max_bytes = parse_split_size(split_max_size, "--split-max-size");
+        common.split.max_tensors = split_max_tensors;
         if (*c_init) {
             cfg.rope_scaling = rope_scaling == "yarn"     ? RopeScaling::Yarn
                                : rope_scaling == "linear" ? RopeScaling::Linear

@@ -11,8 +11,9 @@
 //   llamafile tiles) in an order that depends on the CPU; an f64 sum is the exactly rounded dot product to
 //   within ~1e-16, so our error adds nothing to ggml's. An f32 product is exact in f64 (24 + 24 bits < 53),
 //   so FMA contraction cannot change a result either.
-// - Weights of type F16, BF16, Q8_0 and Q4_0 are decoded to f32 and used the same way. (llama.cpp would also
-//   round the activations to F16 or Q8_0 for those; this pass keeps them f32.)
+// - Weights of every other type (F16, BF16, the 32-wide quants, the K-quants, IQ4_NL, IQ4_XS) are decoded row by
+//   row to f32 by decode_row, as ggml's dequantize_row_* does, and used the same way. (llama.cpp would also
+//   round the activations to F16, BF16, Q8_0 or Q8_K for those; this pass keeps them f32.)
 // Matmuls split their output rows, and attention its heads, over threads (parallel_for): every output element
 // is computed by one thread in a fixed order, so the logits are bit-identical for any thread count.
 #include "headfuse/forward.h"

@@ -12,6 +12,7 @@
 #include "headfuse/fold.h"
 #include "headfuse/mix.h"
 #include "headfuse/quantize.h"
+#include "order.h"
 #include "parallel.h"
 #include "roles.h"
 #include "tokenizer.h"
@@ -201,65 +202,77 @@ struct Planner {
     }
 };
 
+// The source's keys in their order, the hyperparameters set in place (per_head_metadata), and what fusing
+// changes: general.file_type when the weights change type, the tokenizer when another file's is asked for.
 Metadata fused_metadata(const PerHeadModel& model, const FuseOptions& opt) {
     const Config& c = model.config();
-    Metadata md;
-    c.write_metadata(md);
+    Metadata md = per_head_metadata(c, model.metadata());
+    const bool retyped = opt.type || opt.mix;
     const DType base = opt.mix ? mix_base_type(*opt.mix) : opt.type.value_or(model.views().token_embd.type);
-    md.set("general.file_type", Value::u32(opt.mix ? file_type(*opt.mix) : file_type(base)));
-    if (traits(base).block_size > 1) md.set("general.quantization_version", Value::u32(kQuantizationVersion));
-    for (const auto& e : model.metadata().entries())
-        if (e.key.rfind("tokenizer.", 0) != 0) md.set(e.key, e.value);
+    if (retyped || !md.find("general.file_type"))
+        md.set("general.file_type", Value::u32(opt.mix ? file_type(*opt.mix) : file_type(base)));
+    if (traits(base).block_size > 1 && (retyped || !md.find("general.quantization_version")))
+        md.set("general.quantization_version", Value::u32(kQuantizationVersion));
     if (!md.find("general.name")) md.set("general.name", Value::string("headfuse"));
-    Metadata tok;
-    if (opt.tokenizer) {
+    if (opt.tokenizer) {  // another tokenizer replaces the model's
         check_tokenizer(opt.tokenizer->keys, c.vocab, opt.tokenizer->source);
-        tok = opt.tokenizer->keys;
-    } else if (has_tokenizer(model.metadata()))
-        tok = tokenizer_keys(model.metadata(), c.vocab, model.file() ? model.file()->name() : "the model");
-    else {
-        tok = default_tokenizer(c.vocab);
+        std::vector<std::string> old;
+        for (const auto& e : md.entries())
+            if (e.key.rfind("tokenizer.", 0) == 0) old.push_back(e.key);
+        for (const std::string& k : old) md.erase(k);
+        Metadata tok = opt.tokenizer->keys;
+        md.merge(std::move(tok));
+    } else if (has_tokenizer(model.metadata())) {  // the model's own, checked, stays in its place
+        tokenizer_keys(model.metadata(), c.vocab, model.file() ? model.file()->name() : "the model");
+    } else {
         if (c.vocab < kMinLoadableVocab && opt.warn)
             opt.warn("a vocabulary of " + std::to_string(c.vocab) + " tokens is below the " +
                      std::to_string(kMinLoadableVocab) + " node-llama-cpp needs to load a model; libllama loads it");
+        md.merge(default_tokenizer(c.vocab));
     }
-    md.merge(std::move(tok));
     return md;
 }
 
 std::vector<std::filesystem::path> input_paths(const GgufFile* f) {
-    if (f && f->mapping()) return {f->mapping()->path()};
-    return {};
+    return f ? f->paths() : std::vector<std::filesystem::path>{};
 }
 
 }  // namespace
 
-void fuse(const PerHeadModel& model, const std::filesystem::path& out, const FuseOptions& options) {
+std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::filesystem::path& out,
+                                        const FuseOptions& options) {
     const ModelViews& m = model.views();
     const Config& c = m.config;
     if (c.has_lens() && c.tied) fail("a projection lens requires an untied output layer (output.weight)");
     GgufWriter w;
-    w.alignment = kModelAlignment;
+    w.alignment = model.file() ? model.file()->alignment() : kModelAlignment;
+    w.split = options.split;
     w.metadata = fused_metadata(model, options);
     const Planner plan{m, options, model.file() ? model.file()->name() + ": " : ""};
-    for_each_spec(c, ModelKind::Fused, [&](TensorSpec&& s) {
+    // In the source file's order: a fused tensor where its first head was.
+    std::vector<TensorSpec> layout = tensor_layout(c, ModelKind::Fused);
+    std::vector<std::string> names;
+    for (const TensorSpec& s : layout) names.push_back(s.name);
+    for (std::size_t i : source_order(model.file(), names)) {
+        const TensorSpec& s = layout[i];
         if (is_head_role(*s.role))
             plan.add_heads(w, s, role_heads(m, *s.role, s.layer));
         else if (s.role->role == Role::TokenEmbd && m.lens_proj)
             plan.add_fold(w, s);
         else
             plan.add_copy(w, s, *role_view(m, *s.role, s.layer));
-    });
+    }
     plan.report_fallback();
     std::vector<std::filesystem::path> inputs = input_paths(model.file());
     inputs.insert(inputs.end(), options.inputs.begin(), options.inputs.end());
     if (options.tokenizer)
         inputs.insert(inputs.end(), options.tokenizer->inputs.begin(), options.tokenizer->inputs.end());
-    w.write(out, inputs, options.progress);
+    return w.write(out, inputs, options.progress);
 }
 
-void split(const FusedModel& model, const std::filesystem::path& out, const SplitOptions& options) {
-    model.per_head().save(out, options.progress);
+std::vector<std::filesystem::path> split(const FusedModel& model, const std::filesystem::path& out,
+                                         const SplitOptions& options) {
+    return model.per_head().save(out, options.progress, options.split);
 }
 
 }  // namespace headfuse

@@ -123,7 +123,7 @@ Value read_value(Cursor& c, ValueType t, const std::string& key, std::uint64_t& 
 
 }  // namespace
 
-GgufFile GgufFile::open(const std::filesystem::path& path) {
+GgufFile GgufFile::open_one(const std::filesystem::path& path) {
     auto file = std::make_shared<MappedFile>(MappedFile::open(path));
     GgufFile g = parse(file->bytes(), path.string());
     g.file_ = std::move(file);
@@ -240,7 +240,19 @@ const TensorInfo* GgufFile::find_tensor(std::string_view name) const noexcept {
 }
 
 std::span<const std::byte> GgufFile::tensor_data(const TensorInfo& t) const noexcept {
-    return bytes_.subspan(data_start_ + t.offset, t.nbytes);
+    const GgufFile& f = shard_of(t);
+    return f.bytes_.subspan(f.data_start_ + t.offset, t.nbytes);
+}
+
+const MappedFile* GgufFile::mapping(const TensorInfo& t) const noexcept { return shard_of(t).mapping(); }
+
+std::uint64_t GgufFile::file_offset(const TensorInfo& t) const noexcept { return shard_of(t).data_start_ + t.offset; }
+
+std::vector<std::filesystem::path> GgufFile::paths() const {
+    std::vector<std::filesystem::path> out;
+    for (std::size_t s = 0; s < shard_count(); ++s)
+        if (const MappedFile* m = s ? shards_[s - 1].mapping() : mapping()) out.push_back(m->path());
+    return out;
 }
 
 }  // namespace headfuse

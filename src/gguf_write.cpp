@@ -86,35 +86,40 @@ void GgufWriter::add_tensor(std::string name, std::uint32_t type, std::span<cons
     tensors_.push_back(std::move(p));
 }
 
-std::vector<std::byte> GgufWriter::header() const {
+std::vector<std::byte> GgufWriter::header() const { return header_of(metadata, tensors_); }
+
+std::vector<std::byte> GgufWriter::header_of(const Metadata& md, std::span<const TensorPlan> tensors) const {
     if (alignment == 0 || (alignment & (alignment - 1)) != 0)
         fail("alignment must be a power of two, found " + std::to_string(alignment));
-    // general.alignment is written as the writer's alignment: in its place if the metadata has it, else last;
-    // and not at all when it is the default.
-    const bool has_key = metadata.find("general.alignment") != nullptr;
+    // general.alignment is written as the writer's alignment: in its place if the metadata has it, else right
+    // after general.architecture (as a writer that sets its alignment when created writes it), else last; and
+    // not at all when it is the default. A fixed place for an added key makes a model built in memory and the
+    // same model read from a file headfuse wrote give the same bytes.
+    const bool has_key = md.find("general.alignment") != nullptr;
     const bool write_key = alignment != kDefaultAlignment;
-    const std::uint64_t n_kv = metadata.size() - (has_key ? 1 : 0) + (write_key ? 1 : 0);
+    const std::uint64_t n_kv = md.size() - (has_key ? 1 : 0) + (write_key ? 1 : 0);
     HeaderBuilder h;
     h.out.insert(h.out.end(), {std::byte{'G'}, std::byte{'G'}, std::byte{'U'}, std::byte{'F'}});
     h.put<std::uint32_t>(kGgufVersion);
-    h.put<std::uint64_t>(tensors_.size());
+    h.put<std::uint64_t>(tensors.size());
     h.put<std::uint64_t>(n_kv);
     auto put_alignment = [&] {
         h.put_string("general.alignment");
         h.put_value(Value::u32(alignment));
     };
-    for (const auto& e : metadata.entries()) {
+    for (const auto& e : md.entries()) {
         if (e.key == "general.alignment") {
             if (write_key) put_alignment();
             continue;
         }
         h.put_string(e.key);
         h.put_value(e.value);
+        if (e.key == "general.architecture" && write_key && !has_key) put_alignment();
     }
-    if (write_key && !has_key) put_alignment();
+    if (write_key && !has_key && !md.find("general.architecture")) put_alignment();
     // Offsets are recomputed here so that a change of `alignment` after add_tensor stays consistent.
     std::uint64_t offset = 0;
-    for (const TensorPlan& p : tensors_) {
+    for (const TensorPlan& p : tensors) {
         h.put_string(p.info.name);
         h.put<std::uint32_t>(p.info.n_dims);
         for (std::uint32_t d = 0; d < p.info.n_dims; ++d) h.put<std::uint64_t>(p.info.ne[d]);
@@ -135,8 +140,10 @@ std::uint64_t GgufWriter::file_size(std::uint64_t header_size) const {
     return size;
 }
 
-void GgufWriter::write(const std::filesystem::path& path, std::span<const std::filesystem::path> inputs,
-                       const ProgressFn& progress) const {
+std::vector<std::filesystem::path> GgufWriter::write(const std::filesystem::path& path,
+                                                     std::span<const std::filesystem::path> inputs,
+                                                     const ProgressFn& progress) const {
+    if (split.active()) return write_split(path, inputs, progress);
     std::vector<std::byte> head = header();
     // The writer agrees with the reader: parse what is about to go out with the reader's rules.
     GgufFile::validate_header(head, path.string() + " (header about to be written)");
@@ -151,6 +158,83 @@ void GgufWriter::write(const std::filesystem::path& path, std::span<const std::f
         out.pad_to(alignment);
     }
     out.commit();
+    return {path};
+}
+
+std::vector<std::filesystem::path> GgufWriter::write_split(const std::filesystem::path& prefix,
+                                                           std::span<const std::filesystem::path> inputs,
+                                                           const ProgressFn& progress) const {
+    // Cut the tensors into shards as llama-gguf-split does: a new shard when the next tensor (padded) would
+    // take this one past max_bytes, or when it holds max_tensors; never an empty shard.
+    std::vector<std::size_t> first{0};  // first tensor of each shard
+    std::uint64_t bytes = 0, count = 0;
+    for (std::size_t i = 0; i < tensors_.size(); ++i) {
+        const std::uint64_t n = checked_align(tensors_[i].info.nbytes, alignment, "tensor size");
+        if (count > 0 &&
+            ((split.max_bytes && bytes + n > split.max_bytes) || (split.max_tensors && count >= split.max_tensors))) {
+            first.push_back(i);
+            bytes = count = 0;
+        }
+        bytes += n;
+        ++count;
+    }
+    const std::size_t n_shards = first.size();
+    if (n_shards > 99999)
+        fail(prefix.string() + ": a split set of " + std::to_string(n_shards) + " shards, at most 99999");
+    first.push_back(tensors_.size());
+
+    struct Shard {
+        std::filesystem::path path;
+        std::vector<std::byte> head;
+        std::span<const TensorPlan> tensors;
+    };
+    std::vector<Shard> shards;
+    std::uint64_t total = 0;
+    for (std::size_t s = 0; s < n_shards; ++s) {
+        Metadata md;
+        if (s == 0) md = metadata;
+        md.set(std::string(kSplitNo), Value::u16(static_cast<std::uint16_t>(s)));
+        md.set(std::string(kSplitCount), Value::u16(static_cast<std::uint16_t>(n_shards)));
+        md.set(std::string(kSplitTensorsCount), Value::i32(static_cast<std::int32_t>(tensors_.size())));
+        Shard sh;
+        sh.path = shard_path(prefix, static_cast<std::uint32_t>(s), static_cast<std::uint32_t>(n_shards));
+        sh.tensors = std::span(tensors_).subspan(first[s], first[s + 1] - first[s]);
+        sh.head = header_of(md, sh.tensors);
+        GgufFile::validate_header(sh.head, sh.path.string() + " (header about to be written)");
+        total += sh.head.size();
+        for (const TensorPlan& p : sh.tensors) total = checked_align(total + p.info.nbytes, alignment, "file size");
+        shards.push_back(std::move(sh));
+    }
+    if (tensors_.size() > INT32_MAX) fail(prefix.string() + ": too many tensors for split.tensors.count");
+
+    // Shard after shard, each published when written (one open file and one buffer at a time); a failure
+    // removes the shards already published, so no partial set is left behind.
+    std::vector<std::filesystem::path> published;
+    std::uint64_t base = 0;
+    try {
+        for (const Shard& sh : shards) {
+            OutputFile out(sh.path, inputs);
+            if (progress)
+                out.set_progress(
+                    [&progress, base, total](std::uint64_t done, std::uint64_t) { progress(base + done, total); },
+                    total);
+            out.write(sh.head);
+            for (const TensorPlan& p : sh.tensors) {
+                CountingSink sink(out, p.info.name, p.info.nbytes);
+                p.produce(sink);
+                sink.finish();
+                out.pad_to(alignment);
+            }
+            base += out.position();
+            out.commit();
+            published.push_back(sh.path);
+        }
+    } catch (...) {
+        std::error_code ec;
+        for (const auto& p : published) std::filesystem::remove(p, ec);
+        throw;
+    }
+    return published;
 }
 
 }  // namespace headfuse

@@ -8,6 +8,7 @@
 
 #include "headfuse/error.h"
 #include "headfuse/model.h"
+#include "order.h"
 #include "parallel.h"
 #include "random.h"
 #include "roles.h"
@@ -37,10 +38,39 @@ void fill_random(const TensorSpec& s, std::uint64_t seed, std::uint64_t begin, s
     }
 }
 
+namespace {
+
+// True when llama.cpp, reading `md` without `key`, takes the value `c` would write for it: such a key is not
+// added to a file that lacks it, so that a file read and written again keeps exactly its keys.
+bool implied(const Metadata& md, const Config& c, std::string_view key) {
+    const std::uint32_t per_head = c.d_model / c.n_heads;  // llama.cpp's n_embd_head_k default
+    if (key == "llama.attention.head_count_kv") return c.n_kv_heads == c.n_heads;
+    if (key == "llama.attention.key_length" || key == "llama.attention.value_length" ||
+        key == "llama.rope.dimension_count")
+        return c.d_head == per_head && c.d_model % c.n_heads == 0;
+    if (key == "llama.rope.freq_base") return c.rope_theta == 10000.0f;
+    if (key == "llama.vocab_size") {  // llama.cpp counts the tokenizer's tokens
+        const Value* tokens = md.find("tokenizer.ggml.tokens");
+        return tokens && tokens->type == ValueType::ARRAY && tokens->items.size() == c.vocab;
+    }
+    return false;
+}
+
+}  // namespace
+
 Metadata per_head_metadata(const Config& c, const Metadata& carried) {
-    Metadata md;
-    c.write_metadata(md);
-    for (const auto& e : carried.entries()) md.set(e.key, e.value);
+    Metadata owned;
+    c.write_metadata(owned);
+    if (!carried.find("general.architecture")) {  // a model from memory: the hyperparameters, then the rest
+        Metadata md = std::move(owned);
+        for (const auto& e : carried.entries())
+            if (!owned.find(e.key)) md.set(e.key, e.value);
+        return md;
+    }
+    // A model read from a file: its keys in their order, the hyperparameters set in place.
+    Metadata md = carried;
+    for (const auto& e : owned.entries())
+        if (md.find(e.key) || !implied(carried, c, e.key)) md.set(e.key, e.value);
     return md;
 }
 
@@ -64,15 +94,22 @@ void add_view(GgufWriter& w, const TensorView& v) {
 
 }  // namespace
 
-void PerHeadModel::save(const std::filesystem::path& path, const ProgressFn& progress) const {
+std::vector<std::filesystem::path> PerHeadModel::save(const std::filesystem::path& path, const ProgressFn& progress,
+                                                      const SplitLimits& split) const {
     const ModelViews& m = views_;
     GgufWriter w;
-    w.alignment = kModelAlignment;
+    w.alignment = file_ ? file_->alignment() : kModelAlignment;
+    w.split = split;
     w.metadata = per_head_metadata(m.config, metadata_);
-    for_each_view(m, [&](const TensorView& v) { add_view(w, v); });
-    std::vector<std::filesystem::path> inputs;
-    if (file_ && file_->mapping()) inputs.push_back(file_->mapping()->path());
-    w.write(path, inputs, progress);
+    // In the source file's order (split keeps a fused file's order, head tensors where their fused tensor was).
+    std::vector<const TensorView*> views;
+    std::vector<std::string> names;
+    for_each_view(m, [&](const TensorView& v) {
+        views.push_back(&v);
+        names.push_back(v.name);
+    });
+    for (std::size_t i : source_order(file_.get(), names)) add_view(w, *views[i]);
+    return w.write(path, file_ ? file_->paths() : std::vector<std::filesystem::path>{}, progress);
 }
 
 namespace {
@@ -188,19 +225,21 @@ private:
 
 }  // namespace
 
-void write_random_init(const Config& config, std::uint64_t seed, const std::filesystem::path& path,
-                       const ProgressFn& progress, unsigned threads) {
+std::vector<std::filesystem::path> write_random_init(const Config& config, std::uint64_t seed,
+                                                     const std::filesystem::path& path, const ProgressFn& progress,
+                                                     unsigned threads, const SplitLimits& split) {
     config.validate();
     const std::vector<TensorSpec> layout = tensor_layout(config, ModelKind::PerHead);
     GgufWriter w;
     w.alignment = kModelAlignment;
+    w.split = split;
     w.metadata = per_head_metadata(config, {});
     // One writer takes whatever a few generators make (~2 GB/s each with AVX-512): more would only cost memory.
     RandomPipeline pipeline(layout, seed, std::min(resolve_threads(threads), 32u));
     for (std::size_t t = 0; t < layout.size(); ++t)
         w.add_tensor(layout[t].name, static_cast<std::uint32_t>(DType::F32), layout[t].ne,
                      [&pipeline, t](ByteSink& sink) { pipeline.write_tensor(t, sink); });
-    w.write(path, {}, progress);
+    return w.write(path, {}, progress);
 }
 
 }  // namespace headfuse

@@ -41,8 +41,8 @@ TensorView view_of(const GgufFile& f, const TensorInfo& t) {
     v.n_dims = t.n_dims;
     v.ne = t.ne;
     v.bytes = f.tensor_data(t);
-    v.file = f.mapping();
-    v.file_offset = f.data_start() + t.offset;
+    v.file = f.mapping(t);  // a split set: the shard that holds t
+    v.file_offset = f.file_offset(t);
     return v;
 }
 
@@ -103,15 +103,6 @@ void check_tensor_count(const GgufFile& f, const Config& c, ModelKind kind) {
         fail(f.name() + ": metadata describes a " + what_kind(kind) + " of " + std::to_string(expected) +
              " tensors (block_count " + std::to_string(c.n_layers) + ", head_count " + std::to_string(c.n_heads) +
              ", head_count_kv " + std::to_string(c.n_kv_heads) + "), the file has " + std::to_string(found));
-}
-
-Metadata carried_metadata(const Metadata& md) {
-    Metadata out;
-    for (const auto& e : md.entries())
-        if (e.key.rfind("llama.", 0) != 0 && e.key != "general.architecture" && e.key != "general.alignment" &&
-            e.key != "general.file_type" && e.key != "general.quantization_version")
-            out.set(e.key, e.value);
-    return out;
 }
 
 std::uint64_t elements(const std::vector<std::uint64_t>& ne) {
@@ -216,7 +207,7 @@ PerHeadModel PerHeadModel::open(const std::filesystem::path& path) {
     PerHeadModel m;
     m.views_ = assemble_views(c, ModelKind::PerHead,
                               check_tensors(*file, tensor_layout(c, ModelKind::PerHead), ModelKind::PerHead));
-    m.metadata_ = carried_metadata(file->metadata());
+    m.metadata_ = file->metadata();
     m.views_.owner = file;
     m.file_ = std::move(file);
     return m;
@@ -280,7 +271,7 @@ FusedModel FusedModel::open(const std::filesystem::path& path) {
     m.views_ = assemble_views(c, ModelKind::Fused, views);
     for (std::size_t i = 0; i < layout.size(); ++i)
         if (is_head_role(*layout[i].role)) m.fused_.emplace(std::pair{layout[i].layer, layout[i].role->role}, views[i]);
-    m.metadata_ = carried_metadata(file->metadata());
+    m.metadata_ = file->metadata();
     m.views_.owner = file;
     m.file_ = std::move(file);
     return m;

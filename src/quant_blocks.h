@@ -49,9 +49,11 @@ void decode_iq4_nl(const std::byte* in, float* y, std::size_t n);
 // 256-wide super-blocks (quantize_row_q{2..6}_K_ref, dequantize_row_q{2..6}_K, dequantize_row_iq4_xs).
 void encode_q2_k(const float* x, std::byte* out, std::size_t n);
 void encode_q3_k(const float* x, std::byte* out, std::size_t n);
-void encode_q4_k(const float* x, std::byte* out, std::size_t n);
-void encode_q5_k(const float* x, std::byte* out, std::size_t n);
-void encode_q6_k(const float* x, std::byte* out, std::size_t n);
+// `wide`: run the scale searches eight sub-blocks at a time with AVX2 (the caller checked the CPU); the same
+// bytes as the scalar code, which runs otherwise.
+void encode_q4_k(const float* x, std::byte* out, std::size_t n, bool wide);
+void encode_q5_k(const float* x, std::byte* out, std::size_t n, bool wide);
+void encode_q6_k(const float* x, std::byte* out, std::size_t n, bool wide);
 void decode_q2_k(const std::byte* in, float* y, std::size_t n);
 void decode_q3_k(const std::byte* in, float* y, std::size_t n);
 void decode_q4_k(const std::byte* in, float* y, std::size_t n);

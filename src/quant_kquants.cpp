@@ -19,6 +19,13 @@
 #include "headfuse/quantize.h"
 #include "quant_blocks.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HEADFUSE_KQ_X86 1
+#else
+#define HEADFUSE_KQ_X86 0
+#endif
+
 namespace headfuse::blocks {
 namespace {
 
@@ -331,9 +338,194 @@ void encode_q3_k_block(const float* x, std::byte* y) {
     pack_2bit(low, qs);
 }
 
+#if HEADFUSE_KQ_X86
+// ---- AVX2: eight sub-blocks at once, one per lane ----------------------------------------------------------
+// The searches below are make_qkx2_quants and make_qx_quants_rmse1 run on eight sub-blocks side by side: lane j
+// performs exactly the scalar function's operations on sub-block j, in the same order (no reassociation, no
+// fused multiply-add: the target has no FMA and the build contracts nothing), so every lane rounds where the
+// scalar code does and the bytes are the same whatever the CPU. The scalar functions stay the reference (the
+// tests compare both with ggml's own quantize_row_*_ref).
+#define HEADFUSE_KQ_AVX2 __attribute__((target("avx2")))
+
+HEADFUSE_KQ_AVX2 inline __m256i nearest_int8(__m256 f) {
+    const __m256i i = _mm256_castps_si256(_mm256_add_ps(f, _mm256_set1_ps(12582912.0f)));
+    return _mm256_sub_epi32(_mm256_and_si256(i, _mm256_set1_epi32(0x007FFFFF)), _mm256_set1_epi32(0x00400000));
+}
+
+HEADFUSE_KQ_AVX2 inline __m256i clamp8(__m256i v, int lo, int hi) {
+    return _mm256_min_epi32(_mm256_max_epi32(v, _mm256_set1_epi32(lo)), _mm256_set1_epi32(hi));
+}
+
+HEADFUSE_KQ_AVX2 inline __m256 select8(__m256 a, __m256 b, __m256 take_b) { return _mm256_blendv_ps(a, b, take_b); }
+
+// make_qkx2_quants (use_mad false) for eight sub-blocks of 32: x[i], w[i] hold element i of each lane's
+// sub-block. L[i] gets the codes, scale and the_min the results.
+HEADFUSE_KQ_AVX2 void qkx2_quants_x8(int nmax, const __m256* x, const __m256* w, __m256i* L, __m256& scale_out,
+                                     __m256& the_min, float rmin, float rdelta, int nstep) {
+    constexpr int n = 32;
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 fnmax = _mm256_set1_ps(static_cast<float>(nmax));
+    __m256 min = x[0], max = x[0];
+    __m256 sum_w = w[0];
+    __m256 sum_x = _mm256_mul_ps(sum_w, x[0]);
+    for (int i = 1; i < n; ++i) {
+        min = _mm256_min_ps(x[i], min);  // x < min ? x : min
+        max = _mm256_max_ps(x[i], max);  // x > max ? x : max
+        sum_w = _mm256_add_ps(sum_w, w[i]);
+        sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(w[i], x[i]));
+    }
+    min = select8(min, zero, _mm256_cmp_ps(min, zero, _CMP_GT_OQ));  // if (min > 0) min = 0 (keeps -0)
+    const __m256 flat = _mm256_cmp_ps(max, min, _CMP_EQ_OQ);
+    const __m256 min0 = min;
+    __m256 iscale = _mm256_div_ps(fnmax, _mm256_sub_ps(max, min));
+    __m256 scale = _mm256_div_ps(_mm256_set1_ps(1.0f), iscale);
+    __m256 best_error = zero;
+    for (int i = 0; i < n; ++i) {
+        L[i] = clamp8(nearest_int8(_mm256_mul_ps(iscale, _mm256_sub_ps(x[i], min))), 0, nmax);
+        __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, _mm256_cvtepi32_ps(L[i])), min), x[i]);
+        diff = _mm256_mul_ps(diff, diff);
+        best_error = _mm256_add_ps(best_error, _mm256_mul_ps(w[i], diff));
+    }
+    __m256i Laux[n];
+    for (int is = 0; is <= nstep; ++is) {
+        const __m256 num =
+            _mm256_add_ps(_mm256_set1_ps(rmin + rdelta * static_cast<float>(is)), fnmax);  // (rmin + rdelta*is) + nmax
+        iscale = _mm256_div_ps(num, _mm256_sub_ps(max, min));
+        __m256 sum_l = zero, sum_l2 = zero, sum_xl = zero;
+        for (int i = 0; i < n; ++i) {
+            Laux[i] = clamp8(nearest_int8(_mm256_mul_ps(iscale, _mm256_sub_ps(x[i], min))), 0, nmax);
+            const __m256 fl = _mm256_cvtepi32_ps(Laux[i]);
+            const __m256 wfl = _mm256_mul_ps(w[i], fl);
+            sum_l = _mm256_add_ps(sum_l, wfl);
+            sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wfl, fl));
+            sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wfl, x[i]));
+        }
+        const __m256 D = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
+        const __m256 d_pos = _mm256_cmp_ps(D, zero, _CMP_GT_OQ);
+        if (_mm256_movemask_ps(d_pos) == 0) continue;
+        __m256 this_scale = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), D);
+        __m256 this_min = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), D);
+        const __m256 min_pos = _mm256_cmp_ps(this_min, zero, _CMP_GT_OQ);
+        this_min = select8(this_min, zero, min_pos);
+        this_scale = select8(this_scale, _mm256_div_ps(sum_xl, sum_l2), min_pos);
+        __m256 cur_error = zero;
+        for (int i = 0; i < n; ++i) {
+            __m256 diff =
+                _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(this_scale, _mm256_cvtepi32_ps(Laux[i])), this_min), x[i]);
+            diff = _mm256_mul_ps(diff, diff);
+            cur_error = _mm256_add_ps(cur_error, _mm256_mul_ps(w[i], diff));
+        }
+        const __m256 better = _mm256_and_ps(d_pos, _mm256_cmp_ps(cur_error, best_error, _CMP_LT_OQ));
+        if (_mm256_movemask_ps(better) == 0) continue;
+        const __m256i take = _mm256_castps_si256(better);
+        for (int i = 0; i < n; ++i) L[i] = _mm256_blendv_epi8(L[i], Laux[i], take);
+        best_error = select8(best_error, cur_error, better);
+        scale = select8(scale, this_scale, better);
+        min = select8(min, this_min, better);
+    }
+    // Flat sub-blocks (max == min): codes 0, scale 0, the min as it was.
+    const __m256i flat_i = _mm256_castps_si256(flat);
+    for (int i = 0; i < n; ++i) L[i] = _mm256_andnot_si256(flat_i, L[i]);
+    scale_out = select8(scale, zero, flat);
+    the_min = _mm256_xor_ps(select8(min, min0, flat), _mm256_set1_ps(-0.0f));
+}
+
+// The eight make_qkx2_quants searches of a Q4_K/Q5_K super-block (weights sqrt(mean x²) + |x|).
+HEADFUSE_KQ_AVX2 void k4_search_avx2(const float* x, int nmax, float rmin, int nstep, float* scales, float* mins,
+                                     std::uint8_t* L) {
+    __m256 xt[32], wt[32];
+    __m256i Lt[32];
+    alignas(32) float t[8];
+    for (int l = 0; l < 32; ++l) {
+        for (int j = 0; j < 8; ++j) t[j] = x[32 * j + l];
+        xt[l] = _mm256_load_ps(t);
+    }
+    __m256 sum_x2 = _mm256_setzero_ps();
+    for (int l = 0; l < 32; ++l) sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(xt[l], xt[l]));
+    const __m256 av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.0f)));
+    for (int l = 0; l < 32; ++l) wt[l] = _mm256_add_ps(av_x, _mm256_andnot_ps(_mm256_set1_ps(-0.0f), xt[l]));
+    __m256 sc, mn;
+    qkx2_quants_x8(nmax, xt, wt, Lt, sc, mn, rmin, 0.1f, nstep);
+    _mm256_storeu_ps(scales, sc);
+    _mm256_storeu_ps(mins, mn);
+    alignas(32) std::int32_t li[8];
+    for (int l = 0; l < 32; ++l) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(li), Lt[l]);
+        for (int j = 0; j < 8; ++j) L[32 * j + l] = static_cast<std::uint8_t>(li[j]);
+    }
+}
+
+// make_qx_quants_rmse1 for eight sub-blocks of 16 (x + 16*j for lane j): Q6_K's search.
+HEADFUSE_KQ_AVX2 void qx_quants_rmse1_x8(int nmax, const float* x, float* scales, std::int8_t* L) {
+    constexpr int n = 16;
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 xt[n], wx[n];
+    alignas(32) float t[8];
+    for (int l = 0; l < n; ++l) {
+        for (int j = 0; j < 8; ++j) t[j] = x[n * j + l];
+        xt[l] = _mm256_load_ps(t);
+        wx[l] = _mm256_mul_ps(_mm256_mul_ps(xt[l], xt[l]), xt[l]);  // w * x, w = x*x
+    }
+    __m256 max = zero, amax = zero;  // signed_max
+    for (int i = 0; i < n; ++i) {
+        const __m256 ax = _mm256_andnot_ps(sign, xt[i]);
+        const __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+        amax = select8(amax, ax, gt);
+        max = select8(max, xt[i], gt);
+    }
+    const __m256 tiny = _mm256_cmp_ps(_mm256_andnot_ps(sign, max), _mm256_set1_ps(kGroupMaxEps), _CMP_LT_OQ);
+    const float fnmax = static_cast<float>(nmax);
+    __m256 iscale = _mm256_div_ps(_mm256_set1_ps(static_cast<float>(-nmax)), max);
+    __m256i Lt[n];
+    __m256 sumlx = zero, suml2 = zero;
+    for (int i = 0; i < n; ++i) {
+        const __m256i l = clamp8(nearest_int8(_mm256_mul_ps(iscale, xt[i])), -nmax, nmax - 1);
+        Lt[i] = l;
+        const __m256 fl = _mm256_cvtepi32_ps(l);
+        const __m256 w = _mm256_mul_ps(xt[i], xt[i]);
+        sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(wx[i], fl));
+        suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w, fl), fl));
+    }
+    __m256 scale = select8(zero, _mm256_div_ps(sumlx, suml2), _mm256_cmp_ps(suml2, zero, _CMP_NEQ_UQ));
+    __m256 best = _mm256_mul_ps(scale, sumlx);
+    __m256i Laux[n];
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0) continue;
+        const float num = -(fnmax + 0.1f * static_cast<float>(is));
+        iscale = _mm256_div_ps(_mm256_set1_ps(num), max);
+        sumlx = suml2 = zero;
+        for (int i = 0; i < n; ++i) {
+            Laux[i] = clamp8(nearest_int8(_mm256_mul_ps(iscale, xt[i])), -nmax, nmax - 1);
+            const __m256 fl = _mm256_cvtepi32_ps(Laux[i]);
+            const __m256 w = _mm256_mul_ps(xt[i], xt[i]);
+            sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(wx[i], fl));
+            suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w, fl), fl));
+        }
+        const __m256 better =
+            _mm256_and_ps(_mm256_cmp_ps(suml2, zero, _CMP_GT_OQ),
+                          _mm256_cmp_ps(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2), _CMP_GT_OQ));
+        if (_mm256_movemask_ps(better) == 0) continue;
+        const __m256i take = _mm256_castps_si256(better);
+        for (int i = 0; i < n; ++i) Lt[i] = _mm256_blendv_epi8(Lt[i], Laux[i], take);
+        scale = select8(scale, _mm256_div_ps(sumlx, suml2), better);
+        best = select8(best, _mm256_mul_ps(scale, sumlx), better);
+    }
+    _mm256_storeu_ps(scales, select8(scale, zero, tiny));
+    alignas(32) std::int32_t li[8];
+    const __m256i tiny_i = _mm256_castps_si256(tiny);
+    for (int l = 0; l < n; ++l) {
+        // stored plus nmax; the all-but-zero sub-blocks get 0
+        _mm256_store_si256(reinterpret_cast<__m256i*>(li),
+                           _mm256_andnot_si256(tiny_i, _mm256_add_epi32(Lt[l], _mm256_set1_epi32(nmax))));
+        for (int j = 0; j < 8; ++j) L[n * j + l] = static_cast<std::int8_t>(li[j]);
+    }
+}
+#endif
+
 // Shared by Q4_K and Q5_K: per 32-wide sub-block, weights sqrt(mean x²) + |x| and make_qkx2_quants; the 6-bit
 // scales and mins packed into `scales`; d and dmin stored; then the codes (0..nmax) recomputed from them.
-void k4_scales_and_codes(const float* x, std::byte* y, int nmax, float rmin, int nstep, std::uint8_t* L) {
+void k4_scales_and_codes(const float* x, std::byte* y, int nmax, float rmin, int nstep, std::uint8_t* L, bool wide) {
     std::uint8_t Laux[32];
     float weights[32];
     float mins[8];
@@ -342,7 +534,18 @@ void k4_scales_and_codes(const float* x, std::byte* y, int nmax, float rmin, int
 
     float max_scale = 0;
     float max_min = 0;
-    for (int j = 0; j < 8; ++j) {
+#if HEADFUSE_KQ_X86
+    if (wide) {
+        k4_search_avx2(x, nmax, rmin, nstep, scales, mins, L);
+        for (int j = 0; j < 8; ++j) {
+            if (scales[j] > max_scale) max_scale = scales[j];
+            if (mins[j] > max_min) max_min = mins[j];
+        }
+    }
+#else
+    wide = false;
+#endif
+    for (int j = 0; j < 8 && !wide; ++j) {
         float sum_x2 = 0;
         for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
         const float av_x = std::sqrt(sum_x2 / 32);
@@ -383,17 +586,17 @@ void k4_scales_and_codes(const float* x, std::byte* y, int nmax, float rmin, int
     }
 }
 
-void encode_q4_k_block(const float* x, std::byte* y) {
+void encode_q4_k_block(const float* x, std::byte* y, bool wide) {
     std::uint8_t L[kSuper];
-    k4_scales_and_codes(x, y, 15, -1.f, 20, L);
+    k4_scales_and_codes(x, y, 15, -1.f, 20, L, wide);
     std::byte* q = y + 16;
     for (std::size_t j = 0; j < kSuper; j += 64, q += 32)
         for (std::size_t l = 0; l < 32; ++l) q[l] = std::byte(static_cast<std::uint8_t>(L[j + l] | L[j + l + 32] << 4));
 }
 
-void encode_q5_k_block(const float* x, std::byte* y) {
+void encode_q5_k_block(const float* x, std::byte* y, bool wide) {
     std::uint8_t L[kSuper];
-    k4_scales_and_codes(x, y, 31, -0.5f, 15, L);
+    k4_scales_and_codes(x, y, 31, -0.5f, 15, L, wide);
     std::byte* qh = y + 16;
     std::byte* ql = y + 48;
     std::memset(qh, 0, 32);
@@ -417,13 +620,19 @@ void encode_q5_k_block(const float* x, std::byte* y) {
     }
 }
 
-void encode_q6_k_block(const float* x, std::byte* y) {
+void encode_q6_k_block(const float* x, std::byte* y, bool wide) {
     std::int8_t L[kSuper];
     float scales[16];
     float max_scale = 0;
     float max_abs_scale = 0;
+#if HEADFUSE_KQ_X86
+    if (wide)
+        for (int half = 0; half < 2; ++half) qx_quants_rmse1_x8(32, x + 128 * half, scales + 8 * half, L + 128 * half);
+#else
+    wide = false;
+#endif
     for (int ib = 0; ib < 16; ++ib) {
-        const float scale = make_qx_quants_rmse1(16, 32, x + 16 * ib, L + 16 * ib);
+        const float scale = wide ? scales[ib] : make_qx_quants_rmse1(16, 32, x + 16 * ib, L + 16 * ib);
         scales[ib] = scale;
         const float abs_scale = std::fabs(scale);
         if (abs_scale > max_abs_scale) {
@@ -471,13 +680,24 @@ void encode_blocks(const float* x, std::byte* out, std::size_t n, std::size_t bl
     for (std::size_t b = 0; b < n / kSuper; ++b) Block(x + b * kSuper, out + b * block_bytes);
 }
 
+template <void (*Block)(const float*, std::byte*, bool)>
+void encode_blocks(const float* x, std::byte* out, std::size_t n, std::size_t block_bytes, bool wide) {
+    for (std::size_t b = 0; b < n / kSuper; ++b) Block(x + b * kSuper, out + b * block_bytes, wide);
+}
+
 }  // namespace
 
 void encode_q2_k(const float* x, std::byte* out, std::size_t n) { encode_blocks<encode_q2_k_block>(x, out, n, 84); }
 void encode_q3_k(const float* x, std::byte* out, std::size_t n) { encode_blocks<encode_q3_k_block>(x, out, n, 110); }
-void encode_q4_k(const float* x, std::byte* out, std::size_t n) { encode_blocks<encode_q4_k_block>(x, out, n, 144); }
-void encode_q5_k(const float* x, std::byte* out, std::size_t n) { encode_blocks<encode_q5_k_block>(x, out, n, 176); }
-void encode_q6_k(const float* x, std::byte* out, std::size_t n) { encode_blocks<encode_q6_k_block>(x, out, n, 210); }
+void encode_q4_k(const float* x, std::byte* out, std::size_t n, bool wide) {
+    encode_blocks<encode_q4_k_block>(x, out, n, 144, wide);
+}
+void encode_q5_k(const float* x, std::byte* out, std::size_t n, bool wide) {
+    encode_blocks<encode_q5_k_block>(x, out, n, 176, wide);
+}
+void encode_q6_k(const float* x, std::byte* out, std::size_t n, bool wide) {
+    encode_blocks<encode_q6_k_block>(x, out, n, 210, wide);
+}
 
 void decode_q2_k(const std::byte* src, float* y, std::size_t n) {
     for (std::size_t b = 0; b < n / kSuper; ++b) {

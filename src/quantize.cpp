@@ -533,6 +533,7 @@ void copy_floats(void* dst, const void* src, std::size_t n) {
 void encode_with(const Kernels& k, DType t, const float* src, void* dst, std::size_t n) {
     assert(whole_blocks(t, n));
     auto* out = static_cast<std::byte*>(dst);
+    const bool wide = &k != &kScalar;  // the K-quant searches' AVX2 form (every other kernel set has AVX2)
     switch (t) {
         case DType::F32: copy_floats(dst, src, n); return;
         case DType::F16: k.encode_f16(src, out, n); return;
@@ -544,9 +545,9 @@ void encode_with(const Kernels& k, DType t, const float* src, void* dst, std::si
         case DType::Q5_1: blocks::encode_q5_1(src, out, n); return;
         case DType::Q2_K: blocks::encode_q2_k(src, out, n); return;
         case DType::Q3_K: blocks::encode_q3_k(src, out, n); return;
-        case DType::Q4_K: blocks::encode_q4_k(src, out, n); return;
-        case DType::Q5_K: blocks::encode_q5_k(src, out, n); return;
-        case DType::Q6_K: blocks::encode_q6_k(src, out, n); return;
+        case DType::Q4_K: blocks::encode_q4_k(src, out, n, wide); return;
+        case DType::Q5_K: blocks::encode_q5_k(src, out, n, wide); return;
+        case DType::Q6_K: blocks::encode_q6_k(src, out, n, wide); return;
         case DType::IQ4_NL:
         case DType::IQ4_XS: break;
     }

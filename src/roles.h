@@ -118,7 +118,9 @@ const TensorInfo* kind_evidence(const GgufFile& f, ModelKind kind);
 // other tensor N(0, 0.02) from its own seeded streams (random.h). Defined in init.cpp.
 void fill_random(const TensorSpec& s, std::uint64_t seed, std::uint64_t begin, std::uint64_t n, float* out);
 
-// The metadata of a per-head checkpoint: the llama.* hyperparameters, then the carried keys. Defined in init.cpp.
+// The metadata of a model file written from a model whose metadata is `carried`: from a file, its keys in
+// their order with the llama.* hyperparameters of c set in place (added only when llama.cpp would not infer
+// them); from memory, the hyperparameters, then the carried keys. Defined in init.cpp.
 Metadata per_head_metadata(const Config& c, const Metadata& carried);
 
 }  // namespace headfuse

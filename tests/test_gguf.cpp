@@ -115,6 +115,34 @@ TEST(Gguf, TensorsOfEveryTypeAndAlignmentRoundTripAndGgmlAgrees) {
     }
 }
 
+// general.alignment, when the metadata does not hold it, goes right after general.architecture (so a model built
+// in memory and the same model read back write the same bytes); held, it stays in its place; without an
+// architecture it goes last.
+TEST(Gguf, AlignmentKeyHasOnePlace) {
+    auto keys_written = [](const Metadata& md) {
+        TempDir dir;
+        GgufWriter w;
+        w.metadata = md;
+        w.alignment = 64;
+        w.write(dir / "a.gguf");
+        std::vector<std::string> keys;
+        const GgufFile f = GgufFile::open(dir / "a.gguf");
+        for (const auto& e : f.metadata().entries()) keys.push_back(e.key);
+        return keys;
+    };
+    Metadata md;
+    md.set("x.first", Value::u8(1));
+    md.set("general.architecture", Value::string("test"));
+    md.set("x.last", Value::u8(2));
+    using Keys = std::vector<std::string>;
+    EXPECT_EQ(keys_written(md), (Keys{"x.first", "general.architecture", "general.alignment", "x.last"}));
+    md.set("general.alignment", Value::u32(32));  // held: its place is kept, its value is the writer's
+    EXPECT_EQ(keys_written(md), (Keys{"x.first", "general.architecture", "x.last", "general.alignment"}));
+    md.erase("general.alignment");
+    md.erase("general.architecture");
+    EXPECT_EQ(keys_written(md), (Keys{"x.first", "x.last", "general.alignment"}));
+}
+
 TEST(Gguf, HuggingFaceParserReadsWhatWeWrite) {
     HEADFUSE_REQUIRE_JUDGES();
     TempDir dir;

@@ -35,34 +35,11 @@ const std::map<DType, double> kLlamaLogprobTolerance{
 
 std::vector<std::uint32_t> prompt(std::uint32_t vocab) { return default_tokens(vocab, 7); }
 
-struct Agreement {
-    double max_diff = 0;
-    int top_agree = 0, positions = 0;
-};
+using test::Agreement;
 
 // headfuse's reference pass against llama.cpp, as log-softmax at every position.
 Agreement compare_with_llama(const std::filesystem::path& file) {
-    const PerHeadModel m = open_model(file);
-    const auto tokens = prompt(m.config().vocab);
-    const auto ours = log_softmax(forward_logits(m.views(), tokens), m.config().vocab);
-    const auto theirs = test::llama_eval(file.string(), tokens);
-    Agreement a;
-    const std::uint32_t vocab = m.config().vocab;
-    EXPECT_EQ(theirs.logprobs.size(), tokens.size());
-    for (std::size_t p = 0; p < theirs.logprobs.size(); ++p) {
-        const auto& row = theirs.logprobs[p];
-        EXPECT_EQ(row.size(), vocab);
-        std::size_t our_top = 0, their_top = 0;
-        for (std::size_t t = 0; t < vocab && t < row.size(); ++t) {
-            const double x = ours[p * vocab + t];
-            if (x > ours[p * vocab + our_top]) our_top = t;
-            if (row[t] > row[their_top]) their_top = t;
-            if (std::isfinite(row[t])) a.max_diff = std::max(a.max_diff, std::abs(x - row[t]));
-        }
-        a.top_agree += our_top == their_top;
-        ++a.positions;
-    }
-    return a;
+    return test::agreement_with_llama(file.string(), prompt(open_model(file).config().vocab));
 }
 
 class JudgeShape : public ::testing::TestWithParam<Shape> {};

@@ -27,19 +27,26 @@ struct FuseOptions {
     // The tokenizer to write (see read_tokenizer); unset: the model's own, else a default SentencePiece one.
     // Its token count must be the model's vocabulary.
     const Tokenizer* tokenizer = nullptr;
+    SplitLimits split;  // when active, write a split set (llama-gguf-split's layout) named after `out`
     std::vector<std::filesystem::path> inputs;  // more files the output must not overwrite (a checkpoint's)
     ProgressFn progress;
     std::function<void(const std::string&)> warn;
 };
 
-// Writes the fused llama.cpp GGUF of `model` to `out`. The same input always gives the same bytes.
-void fuse(const PerHeadModel& model, const std::filesystem::path& out, const FuseOptions& options = {});
+// Writes the fused llama.cpp GGUF of `model` to `out`. The same input always gives the same bytes. A model read
+// from a file keeps its keys in their order and its tensor order (a fused tensor where its first head was), so
+// fuse(split(x)) gives back x's metadata and tensors. Returns the files written (one, or the shards).
+std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::filesystem::path& out,
+                                        const FuseOptions& options = {});
 
 struct SplitOptions {
     ProgressFn progress;
+    SplitLimits split;  // when active, write a split set named after `out`
 };
 
-// Writes the per-head checkpoint of a fused model to `out`; tensors keep their type.
-void split(const FusedModel& model, const std::filesystem::path& out, const SplitOptions& options = {});
+// Writes the per-head checkpoint of a fused model to `out`; tensors keep their type, bytes and order (head
+// tensors where their fused tensor was), and the metadata its keys. Returns the files written.
+std::vector<std::filesystem::path> split(const FusedModel& model, const std::filesystem::path& out,
+                                         const SplitOptions& options = {});
 
 }  // namespace headfuse

@@ -121,8 +121,9 @@ struct TensorInfo {
     std::uint32_t type = 0;  // ggml type id (any type ggml defines)
     std::uint32_t n_dims = 0;
     std::array<std::uint64_t, kMaxDims> ne{1, 1, 1, 1};
-    std::uint64_t offset = 0;  // relative to the data section
+    std::uint64_t offset = 0;  // relative to the data section (of its shard)
     std::uint64_t nbytes = 0;  // without padding
+    std::uint32_t shard = 0;   // the shard of a split set that holds it (0 in a single file)
 
     std::uint64_t n_elements() const noexcept { return ne[0] * ne[1] * ne[2] * ne[3]; }
     std::uint64_t n_rows() const noexcept { return ne[1] * ne[2] * ne[3]; }
@@ -161,10 +162,36 @@ private:
     std::size_t size_ = 0;
 };
 
-// A parsed, validated GGUF file. Tensor data are zero-copy views into the bytes it was parsed from.
+// Split sets, as llama.cpp's llama-gguf-split writes them: shard i (from 0) of n is PREFIX-%05d-of-%05d.gguf
+// (numbered from 1), holding its tensors and the keys split.no = i (u16), split.count = n (u16) and
+// split.tensors.count = the set's tensor count (i32); the first shard also holds all the other metadata.
+inline constexpr std::string_view kSplitNo = "split.no";
+inline constexpr std::string_view kSplitCount = "split.count";
+inline constexpr std::string_view kSplitTensorsCount = "split.tensors.count";
+
+// PREFIX-0000i-of-0000N.gguf for shard `index` (from 0) of `count`; `prefix` may end in ".gguf", which is dropped.
+std::filesystem::path shard_path(const std::filesystem::path& prefix, std::uint32_t index, std::uint32_t count);
+
+// How a writer cuts its output into a split set. With neither limit it writes one plain file.
+struct SplitLimits {
+    // Bytes of tensor data (each tensor padded to the alignment) per shard, as llama-gguf-split's
+    // --split-max-size counts them; a tensor larger than this gets a shard of its own. 0: no limit.
+    std::uint64_t max_bytes = 0;
+    std::uint64_t max_tensors = 0;  // tensors per shard; 0: no limit
+    bool active() const noexcept { return max_bytes != 0 || max_tensors != 0; }
+};
+
+// "500M" (10^6 bytes, as llama-gguf-split counts), "2G" (10^9) to bytes; Error naming `what` otherwise.
+std::uint64_t parse_split_size(std::string_view text, std::string_view what);
+
+// A parsed, validated GGUF file, or a split set read as one. Tensor data are zero-copy views into the bytes it
+// was parsed from.
 class GgufFile {
 public:
-    // Maps and validates a file. Errors name the file.
+    // Maps and validates a file. When it is a shard of a split set (split.count > 1), every shard of the set is
+    // opened and checked (names, split.no, split.count, split.tensors.count, no tensor twice) and the set reads
+    // as one file: shard 0's metadata without the split.* keys, the tensors of every shard in shard order.
+    // Errors name the file.
     static GgufFile open(const std::filesystem::path& path);
     // Validates bytes held elsewhere (they must outlive the result). `name` prefixes the errors.
     static GgufFile parse(std::span<const std::byte> bytes, std::string name);
@@ -186,8 +213,16 @@ public:
     // The mapping, when opened from a file (nullptr after parse()).
     const MappedFile* mapping() const noexcept { return file_.get(); }
 
+    // Shards of a split set (1 for a single file), their paths (empty after parse()), and where each tensor is.
+    std::size_t shard_count() const noexcept { return 1 + shards_.size(); }
+    std::vector<std::filesystem::path> paths() const;
+    const MappedFile* mapping(const TensorInfo& t) const noexcept;
+    std::uint64_t file_offset(const TensorInfo& t) const noexcept;  // absolute offset in its shard's file
+
 private:
     static GgufFile parse_impl(std::span<const std::byte> bytes, std::string name, bool check_data);
+    static GgufFile open_one(const std::filesystem::path& path);
+    const GgufFile& shard_of(const TensorInfo& t) const noexcept { return t.shard ? shards_[t.shard - 1] : *this; }
 
     std::shared_ptr<MappedFile> file_;
     std::span<const std::byte> bytes_;
@@ -197,6 +232,7 @@ private:
     Metadata metadata_;
     std::vector<TensorInfo> tensors_;
     std::uint64_t data_start_ = 0;
+    std::vector<GgufFile> shards_;  // shards 1.. of a split set
 };
 
 // Where a tensor's bytes go while it is written. Producers write exactly the tensor's nbytes.
@@ -222,6 +258,7 @@ class GgufWriter {
 public:
     Metadata metadata;
     std::uint32_t alignment = kDefaultAlignment;  // written as general.alignment when not 32
+    SplitLimits split;                            // when active, write() writes a split set
 
     // Appends a tensor. nbytes is computed from type and shape; Error on a rule ggml's reader enforces.
     void add_tensor(std::string name, std::uint32_t type, std::span<const std::uint64_t> ne,
@@ -236,11 +273,20 @@ public:
     // Writes the file to a temporary in the destination's folder, fsyncs it and renames it over `path`.
     // On any error nothing is left behind and an existing `path` is untouched.
     // `inputs` are files that must not be overwritten (same path, hard link or symlink): Error if `path` is one.
-    void write(const std::filesystem::path& path, std::span<const std::filesystem::path> inputs = {},
-               const ProgressFn& progress = {}) const;
+    // With `split` active, `path` is the prefix (a trailing ".gguf" dropped) of a split set, as
+    // llama-gguf-split writes it: shard 0 holds the metadata and split.* keys, the others only split.*
+    // (and general.alignment when not 32); every shard is written before any is published, and a failure
+    // removes those already published. Returns the files written.
+    std::vector<std::filesystem::path> write(const std::filesystem::path& path,
+                                             std::span<const std::filesystem::path> inputs = {},
+                                             const ProgressFn& progress = {}) const;
 
 private:
     std::uint64_t file_size(std::uint64_t header_size) const;
+    std::vector<std::byte> header_of(const Metadata& md, std::span<const TensorPlan> tensors) const;
+    std::vector<std::filesystem::path> write_split(const std::filesystem::path& prefix,
+                                                   std::span<const std::filesystem::path> inputs,
+                                                   const ProgressFn& progress) const;
 
     std::vector<TensorPlan> tensors_;
     std::unordered_set<std::string> names_;  // duplicate names found in O(1), not by a scan per tensor

@@ -1,5 +1,9 @@
 #include "support/judge.h"
 
+#include "headfuse/forward.h"
+#include "headfuse/model.h"
+#include "headfuse/verify.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -10,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -256,6 +261,29 @@ nlohmann::json hf_parse(const std::string& path, bool full_arrays) {
     } catch (const nlohmann::json::exception& e) {
         throw std::runtime_error("hf_parse.mjs on " + path + " printed invalid JSON: " + e.what());
     }
+}
+
+Agreement agreement_with_llama(const std::string& model, const std::vector<std::uint32_t>& tokens) {
+    const PerHeadModel m = open_model(model);
+    const std::uint32_t vocab = m.config().vocab;
+    const auto ours = log_softmax(forward_logits(m.views(), tokens), vocab);
+    const auto theirs = llama_eval(model, tokens);
+    Agreement a;
+    EXPECT_EQ(theirs.logprobs.size(), tokens.size());
+    for (std::size_t p = 0; p < theirs.logprobs.size(); ++p) {
+        const auto& row = theirs.logprobs[p];
+        EXPECT_EQ(row.size(), vocab);
+        std::size_t our_top = 0, their_top = 0;
+        for (std::size_t t = 0; t < vocab && t < row.size(); ++t) {
+            const double x = ours[p * vocab + t];
+            if (x > ours[p * vocab + our_top]) our_top = t;
+            if (row[t] > row[their_top]) their_top = t;
+            if (std::isfinite(row[t])) a.max_diff = std::max(a.max_diff, std::abs(x - row[t]));
+        }
+        a.top_agree += our_top == their_top;
+        ++a.positions;
+    }
+    return a;
 }
 
 }  // namespace headfuse::test

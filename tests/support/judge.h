@@ -58,6 +58,15 @@ struct LlamaEval {
 // llama.cpp abort), and std::invalid_argument when tokens is empty.
 LlamaEval llama_eval(const std::string& model, const std::vector<std::uint32_t>& tokens);
 
+// headfuse's reference forward pass on `model` (open_model: any file or shard headfuse reads) against llama.cpp's
+// on the same file, as log-softmax at every position of `tokens`: the largest |difference| over every finite
+// log-probability, and at how many positions the most likely token is the same.
+struct Agreement {
+    double max_diff = 0;
+    int top_agree = 0, positions = 0;
+};
+Agreement agreement_with_llama(const std::string& model, const std::vector<std::uint32_t>& tokens);
+
 // llama_eval.mjs --check: llama.cpp loads the model and evaluates three tokens. False with the judge's stderr
 // in *why (when given) otherwise; never throws for a bad model.
 bool llama_loads(const std::string& model, std::string* why = nullptr);
