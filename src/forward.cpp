@@ -295,11 +295,13 @@ void rope(float* x, const float* cs, std::uint32_t d_head) {
 
 // Causal grouped-query attention, heads split over threads. ggml's soft_max_ext(kq, mask, 1/sqrt(d_head)):
 // each score is (q·k) * scale in f32, exp(s - max) is summed in f64, and each weight is scaled by float(1/sum).
-void attention(RunState& s, const Config& c, std::size_t n_tok, unsigned threads) {
-    const std::uint32_t dh = c.d_head, q_dim = c.q_dim(), kv_dim = c.kv_dim();
-    const std::uint32_t group = c.n_heads / c.n_kv_heads;  // q heads per kv head
+// Layer `layer`'s counts: q is [n_tok, n_heads*d_head], k and v [n_tok, n_kv*d_head] for its own counts.
+void attention(RunState& s, const Config& c, std::uint32_t layer, std::size_t n_tok, unsigned threads) {
+    const std::uint32_t heads = c.n_heads_at(layer), kv_heads = c.n_kv_heads_at(layer);
+    const std::uint32_t dh = c.d_head, q_dim = heads * dh, kv_dim = kv_heads * dh;
+    const std::uint32_t group = heads / kv_heads;  // q heads per kv head
     const float scale = 1.0f / std::sqrt(float(dh));
-    parallel_for(c.n_heads, threads, [&](std::uint64_t h0, std::uint64_t h1) {
+    parallel_for(heads, threads, [&](std::uint64_t h0, std::uint64_t h1) {
         std::vector<float> p(n_tok);
         std::vector<double> acc(dh);
         for (std::uint64_t h = h0; h < h1; ++h) {
@@ -377,14 +379,14 @@ void add_bias(float* y, std::size_t n_tok, const std::optional<TensorView>& b) {
 
 float silu(float x) { return x / (1.0f + std::exp(-x)); }  // ggml_silu_f32
 
-// One layer on the run state: the residual stream s.x goes in and comes out updated. The query heads listed
-// in `ablated` contribute nothing: their attention outputs are zeroed before attn_output, which is what zeroing
-// their columns of attn_output does to the product (every term of theirs is 0 either way).
-void layer_forward(RunState& s, const Config& c, const LayerViews& l, std::size_t n, unsigned threads,
-                   std::span<const std::uint32_t> ablated) {
+// The attention half of layer `layer`, with its own counts: x += attn_output · attention(rope(q), rope(k), v),
+// all of rmsnorm(x) * attn_norm. The query heads listed in `ablated` contribute nothing: their attention outputs
+// are zeroed before attn_output, which is what zeroing their columns of attn_output does to the product.
+void attention_block(RunState& s, const Config& c, const LayerViews& l, std::uint32_t layer, std::size_t n,
+                     unsigned threads, std::span<const std::uint32_t> ablated) {
     const std::uint32_t d = c.d_model, dh = c.d_head;
-    const std::vector<float> attn_norm = load_norm(l.attn_norm), ffn_norm = load_norm(l.ffn_norm);  // [d_model]
-    // attention: h = x + attn_output · attention(rope(q), rope(k), v), all of rmsnorm(x) * attn_norm
+    const std::uint32_t heads = c.n_heads_at(layer), kv_heads = c.n_kv_heads_at(layer);
+    const std::vector<float> attn_norm = load_norm(l.attn_norm);  // [d_model]
     for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], attn_norm.data(), d, c.rms_eps);
     matmul(s.q.data(), s.xn.data(), n, l.q, threads);  // n_heads x [d_model, d_head]
     matmul(s.k.data(), s.xn.data(), n, l.k, threads);  // n_kv    x [d_model, d_head]
@@ -393,23 +395,31 @@ void layer_forward(RunState& s, const Config& c, const LayerViews& l, std::size_
     add_bias(s.k.data(), n, l.k_bias);
     add_bias(s.v.data(), n, l.v_bias);
     for (std::size_t t = 0; t < n; ++t) {
-        for (std::uint32_t h = 0; h < c.n_heads; ++h) rope(&s.q[t * c.q_dim() + h * dh], &s.rope[t * dh], dh);
-        for (std::uint32_t g = 0; g < c.n_kv_heads; ++g) rope(&s.k[t * c.kv_dim() + g * dh], &s.rope[t * dh], dh);
+        for (std::uint32_t h = 0; h < heads; ++h) rope(&s.q[(t * heads + h) * dh], &s.rope[t * dh], dh);
+        for (std::uint32_t g = 0; g < kv_heads; ++g) rope(&s.k[(t * kv_heads + g) * dh], &s.rope[t * dh], dh);
     }
-    attention(s, c, n, threads);
+    attention(s, c, layer, n, threads);
     for (const std::uint32_t h : ablated)
-        for (std::size_t t = 0; t < n; ++t) std::fill_n(&s.att[t * c.q_dim() + h * dh], dh, 0.0f);
+        for (std::size_t t = 0; t < n; ++t) std::fill_n(&s.att[(t * heads + h) * dh], dh, 0.0f);
     matmul(s.y.data(), s.att.data(), n, l.attn_output, threads);  // [n_heads*d_head, d_model]
     add_bias(s.y.data(), n, l.attn_output_bias);                  // [d_model]
     for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
+}
 
+// One layer on the run state: the residual stream s.x goes in and comes out updated. A layer of 0 heads (deci)
+// has no attention (h = x), as llama.cpp's deci graph skips it.
+void layer_forward(RunState& s, const Config& c, const LayerViews& l, std::uint32_t layer, std::size_t n,
+                   unsigned threads, std::span<const std::uint32_t> ablated) {
+    const std::uint32_t d = c.d_model, ff = c.d_ff_at(layer);
+    if (c.has_attention(layer)) attention_block(s, c, l, layer, n, threads, ablated);
     // FFN: x = h + ffn_down · (silu(ffn_gate · xn) * (ffn_up · xn)), xn = rmsnorm(h) * ffn_norm
+    const std::vector<float> ffn_norm = load_norm(l.ffn_norm);  // [d_model]
     for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], ffn_norm.data(), d, c.rms_eps);
     matmul(s.gate.data(), s.xn.data(), n, l.ffn_gate, threads);  // [d_model, d_ff]
     add_bias(s.gate.data(), n, l.ffn_gate_bias);                 // [d_ff]
     matmul(s.up.data(), s.xn.data(), n, l.ffn_up, threads);      // [d_model, d_ff]
     add_bias(s.up.data(), n, l.ffn_up_bias);                     // [d_ff]
-    for (std::size_t i = 0; i < s.gate.size(); ++i) s.gate[i] = silu(s.gate[i]) * s.up[i];
+    for (std::size_t i = 0; i < n * ff; ++i) s.gate[i] = silu(s.gate[i]) * s.up[i];
     matmul(s.y.data(), s.gate.data(), n, l.ffn_down, threads);  // [d_ff, d_model]
     add_bias(s.y.data(), n, l.ffn_down_bias);                   // [d_model]
     for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
@@ -446,7 +456,7 @@ RunState start(const ModelViews& model, std::span<const std::uint32_t> tokens) {
 std::vector<std::uint32_t> ablated_in(const Config& c, std::span<const HeadRef> ablated, std::uint32_t layer) {
     std::vector<std::uint32_t> out;
     for (const HeadRef& h : ablated) {
-        if (h.layer >= c.n_layers || h.head >= c.n_heads)
+        if (h.layer >= c.n_layers || h.head >= c.n_heads_at(h.layer))
             fail("forward: head " + std::to_string(h.layer) + ":" + std::to_string(h.head) + " is out of range (" +
                  std::to_string(c.n_layers) + " layers of " + std::to_string(c.n_heads) + " heads)");
         if (h.layer == layer) out.push_back(h.head);
@@ -482,7 +492,8 @@ std::vector<float> forward_logits(const ModelViews& model, std::span<const std::
     }
     RunState s = start(model, tokens);
     for (std::uint32_t i = 0; i < model.layers.size(); ++i)
-        layer_forward(s, model.config, model.layers[i], tokens.size(), threads, ablated_in(model.config, ablated, i));
+        layer_forward(s, model.config, model.layers[i], i, tokens.size(), threads,
+                      ablated_in(model.config, ablated, i));
     logits_of(s, model, tokens.size(), threads);
     return std::move(s.logits);
 }
@@ -499,7 +510,7 @@ HeadScan scan_heads(const ModelViews& model, std::span<const std::uint32_t> toke
     std::vector<std::vector<float>> entry(c.n_layers);
     for (std::uint32_t i = 0; i < c.n_layers; ++i) {
         entry[i] = s.x;
-        layer_forward(s, c, model.layers[i], n, threads, {});
+        layer_forward(s, c, model.layers[i], i, n, threads, {});
     }
     logits_of(s, model, n, threads);
     HeadScan out;
@@ -509,11 +520,12 @@ HeadScan scan_heads(const ModelViews& model, std::span<const std::uint32_t> toke
     const std::uint64_t total = std::uint64_t{c.n_heads} * c.n_layers * (c.n_layers + 1) / 2;
     std::uint64_t done = 0;
     for (std::uint32_t layer = 0; layer < c.n_layers; ++layer)
-        for (std::uint32_t h = 0; h < c.n_heads; ++h) {
+        for (std::uint32_t h = 0; h < c.n_heads_at(layer); ++h) {
             s.x = entry[layer];
             const std::uint32_t masked[] = {h};
-            layer_forward(s, c, model.layers[layer], n, threads, masked);
-            for (std::uint32_t i = layer + 1; i < c.n_layers; ++i) layer_forward(s, c, model.layers[i], n, threads, {});
+            layer_forward(s, c, model.layers[layer], layer, n, threads, masked);
+            for (std::uint32_t i = layer + 1; i < c.n_layers; ++i)
+                layer_forward(s, c, model.layers[i], i, n, threads, {});
             logits_of(s, model, n, threads);
             out.loss[layer][h] = mean_loss(s.logits, tokens, c.vocab);
             done += c.n_layers - layer;

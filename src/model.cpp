@@ -70,9 +70,9 @@ Config config_of(const GgufFile& f, ModelKind kind) {
         fail(f.name() + ": tensor '" + embd_name + "' has shape " + format_shape(*embd) + ", expected 2 dimensions");
     if (embd->ne[1] > UINT32_MAX) fail(f.name() + ": tensor '" + embd_name + "' has too many rows");
     const auto vocab = static_cast<std::uint32_t>(embd->ne[1]);
-    if (f.metadata().find("llama.vocab_size") && c.vocab != vocab)
-        fail(f.name() + ": key 'llama.vocab_size' is " + std::to_string(c.vocab) + ", but " + embd_name + " has " +
-             std::to_string(vocab) + " rows");
+    if (f.metadata().find(c.key("vocab_size")) && c.vocab != vocab)
+        fail(f.name() + ": key '" + c.key("vocab_size") + "' is " + std::to_string(c.vocab) + ", but " + embd_name +
+             " has " + std::to_string(vocab) + " rows");
     c.vocab = vocab;
     c.tied = f.find_tensor(tensor_name(role_spec(Role::Output))) == nullptr;
     const std::string lens_name = tensor_name(role_spec(Role::LensProj));

@@ -23,11 +23,11 @@ Shape head_matrix(const Config& c, std::uint32_t) { return {dm(c), c.d_head}; }
 Shape attn_output(const Config& c, std::uint32_t layer) {
     return {std::uint64_t{head_count(role_spec(Role::AttnQ), c, layer)} * c.d_head, dm(c)};
 }
-Shape ffn_in(const Config& c, std::uint32_t) { return {dm(c), c.d_ff}; }
+Shape ffn_in(const Config& c, std::uint32_t layer) { return {dm(c), c.d_ff_at(layer)}; }
 Shape head_vector(const Config& c, std::uint32_t) { return {c.d_head}; }
-Shape ffn_vector(const Config& c, std::uint32_t) { return {c.d_ff}; }
+Shape ffn_vector(const Config& c, std::uint32_t layer) { return {c.d_ff_at(layer)}; }
 Shape rope_pairs(const Config& c, std::uint32_t) { return {c.d_head / 2}; }
-Shape ffn_out(const Config& c, std::uint32_t) { return {c.d_ff, dm(c)}; }
+Shape ffn_out(const Config& c, std::uint32_t layer) { return {c.d_ff_at(layer), dm(c)}; }
 
 // The table. Rows in file order; a role's name appears here and nowhere else.
 const RoleSpec kRoles[] = {
@@ -114,11 +114,20 @@ bool role_present(const RoleSpec& r, const Config& c, ModelKind kind) {
     return false;
 }
 
-std::uint32_t head_count(const RoleSpec& r, const Config& c, std::uint32_t /*layer*/) {
+std::uint32_t head_count(const RoleSpec& r, const Config& c, std::uint32_t layer) {
     switch (r.scope) {
-        case HeadQ: return c.n_heads;
-        case HeadKV: return c.n_kv_heads;
+        case HeadQ: return c.n_heads_at(layer);
+        case HeadKV: return c.n_kv_heads_at(layer);
         default: return 1;
+    }
+}
+
+bool role_in_layer(const RoleSpec& r, const Config& c, std::uint32_t layer) {
+    switch (r.role) {  // the layer roles of attention, which a layer of 0 heads lacks (head roles have 0 heads)
+        case Role::AttnNorm:
+        case Role::AttnOutput:
+        case Role::AttnOutputBias: return c.has_attention(layer);
+        default: return true;
     }
 }
 
@@ -148,7 +157,7 @@ void for_each_spec(const Config& c, ModelKind kind, const std::function<void(Ten
         if (r.scope == Global && role_present(r, c, kind)) emit(r, 0);
     for (std::uint32_t l = 0; l < c.n_layers; ++l)
         for (const RoleSpec& r : kRoles)
-            if (r.scope != Global && role_present(r, c, kind)) emit(r, l);
+            if (r.scope != Global && role_present(r, c, kind) && role_in_layer(r, c, l)) emit(r, l);
 }
 
 std::vector<TensorSpec> tensor_layout(const Config& c, ModelKind kind) {
@@ -167,6 +176,7 @@ std::uint64_t tensor_count(const Config& c, ModelKind kind) {
         }
         for (std::uint32_t l = 0; l < c.n_layers; ++l) {
             const std::uint32_t heads = head_count(r, c, l);
+            if (!role_in_layer(r, c, l)) continue;
             n += !is_head_role(r) ? 1 : kind == ModelKind::PerHead ? heads : heads > 0 ? 1 : 0;
         }
     }

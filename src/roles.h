@@ -77,8 +77,11 @@ const RoleSpec& role_spec(Role role);
 // Whether the role has tensors in a model of config c written in layout `kind`.
 bool role_present(const RoleSpec& r, const Config& c, ModelKind kind);
 bool is_head_role(const RoleSpec& r);
-// Heads of a head role in layer `layer` (1 for other scopes).
+// Heads of a head role in layer `layer` (1 for other scopes): the config's per-layer count (Config::n_heads_at).
 std::uint32_t head_count(const RoleSpec& r, const Config& c, std::uint32_t layer);
+// Whether a present role has a tensor in layer `layer`: a layer without attention (0 heads, the deci
+// architecture) has no attn_norm or attn_output either.
+bool role_in_layer(const RoleSpec& r, const Config& c, std::uint32_t layer);
 
 // Names: "output_norm.weight", "blk.3.attn_norm.weight", "blk.3.attn_q.head_5.weight", "blk.3.attn_q.weight".
 std::string tensor_name(const RoleSpec& r, std::uint32_t layer = 0, std::optional<std::uint32_t> head = {});

@@ -139,23 +139,33 @@ std::vector<std::string> config_differences(const Config& a, const Config& b, bo
     };
     auto u = [](std::uint32_t v) { return std::to_string(v); };
     shapes = false;
-    differ("d_model", "llama.embedding_length", u(a.d_model), u(b.d_model), true);
-    differ("n_heads", "llama.attention.head_count", u(a.n_heads), u(b.n_heads), true);
-    differ("n_kv_heads", "llama.attention.head_count_kv", u(a.n_kv_heads), u(b.n_kv_heads), true);
-    differ("d_head", "llama.attention.key_length", u(a.d_head), u(b.d_head), true);
-    differ("d_ff", "llama.feed_forward_length", u(a.d_ff), u(b.d_ff), true);
-    differ("n_layers", "llama.block_count", u(a.n_layers), u(b.n_layers), true);
-    differ("vocab", "llama.vocab_size", u(a.vocab), u(b.vocab), true);
-    differ("context_length", "llama.context_length", u(a.context_length), u(b.context_length), false);
-    differ("rms_eps", "llama.attention.layer_norm_rms_epsilon", shortest(a.rms_eps), shortest(b.rms_eps), false);
-    differ("rope_theta", "llama.rope.freq_base", shortest(a.rope_theta), shortest(b.rope_theta), false);
-    differ("rope_scaling", "llama.rope.scaling.type", std::string(rope_scaling_name(a.rope_scaling)),
+    auto k = [&](std::string_view name) { return a.key(name); };
+    auto list = [](const std::vector<std::uint32_t>& v) {
+        std::string s;
+        for (std::uint32_t x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+        return s.empty() ? std::string("uniform") : s;
+    };
+    differ("architecture", "general.architecture", std::string(a.architecture()), std::string(b.architecture()), false);
+    differ("d_model", k("embedding_length"), u(a.d_model), u(b.d_model), true);
+    differ("n_heads", k("attention.head_count"), u(a.n_heads), u(b.n_heads), true);
+    differ("n_kv_heads", k("attention.head_count_kv"), u(a.n_kv_heads), u(b.n_kv_heads), true);
+    differ("d_head", k("attention.key_length"), u(a.d_head), u(b.d_head), true);
+    differ("d_ff", k("feed_forward_length"), u(a.d_ff), u(b.d_ff), true);
+    differ("layer_heads", k("attention.head_count"), list(a.layer_heads), list(b.layer_heads), true);
+    differ("layer_kv_heads", k("attention.head_count_kv"), list(a.layer_kv_heads), list(b.layer_kv_heads), true);
+    differ("layer_d_ff", k("feed_forward_length"), list(a.layer_d_ff), list(b.layer_d_ff), true);
+    differ("n_layers", k("block_count"), u(a.n_layers), u(b.n_layers), true);
+    differ("vocab", k("vocab_size"), u(a.vocab), u(b.vocab), true);
+    differ("context_length", k("context_length"), u(a.context_length), u(b.context_length), false);
+    differ("rms_eps", k("attention.layer_norm_rms_epsilon"), shortest(a.rms_eps), shortest(b.rms_eps), false);
+    differ("rope_theta", k("rope.freq_base"), shortest(a.rope_theta), shortest(b.rope_theta), false);
+    differ("rope_scaling", k("rope.scaling.type"), std::string(rope_scaling_name(a.rope_scaling)),
            std::string(rope_scaling_name(b.rope_scaling)), false);
-    differ("rope_scaling_factor", "llama.rope.scaling.factor", shortest(a.rope_scaling_factor),
+    differ("rope_scaling_factor", k("rope.scaling.factor"), shortest(a.rope_scaling_factor),
            shortest(b.rope_scaling_factor), false);
-    differ("rope_original_context", "llama.rope.scaling.original_context_length", u(a.rope_original_context),
+    differ("rope_original_context", k("rope.scaling.original_context_length"), u(a.rope_original_context),
            u(b.rope_original_context), false);
-    differ("rope_attn_factor", "llama.rope.scaling.attn_factor", shortest(a.rope_attn_factor),
+    differ("rope_attn_factor", k("rope.scaling.attn_factor"), shortest(a.rope_attn_factor),
            shortest(b.rope_attn_factor), false);
     auto joined = [](const std::vector<std::string>& v) {
         std::string s;

@@ -291,3 +291,66 @@ INSTANTIATE_TEST_SUITE_P(
                       OptionalCase{"qkv_biases", {Role::AttnQBias, Role::AttnKBias, Role::AttnVBias}},
                       OptionalCase{"rope_freqs", {Role::RopeFreqs}}),
     [](const auto& info) { return info.param.name; });
+
+// The deci architecture (#12.2): per-layer head_count, head_count_kv and feed_forward_length, a layer of 0 heads
+// without attention. A model written by headfuse from a per-layer config is read back with the same config,
+// runs in llama.cpp (node-llama-cpp) with the same log-probabilities within the F32 tolerance, and goes through
+// inspect, split, fuse, logits and verify; fuse(split(x)) is x, byte for byte.
+TEST(Deci, LlamaCppAgreesAndCommandsWork) {
+    HEADFUSE_REQUIRE_JUDGES();
+    Config c = small_config();
+    c.n_layers = 4;
+    c.set_layer_counts({4, 0, 2, 4}, {2, 0, 1, 4}, {128, 96, 64, 160});
+    ASSERT_EQ(c.architecture(), "deci");
+    TempDir dir;
+    write_sharp_model(c, test::test_seed(), dir / "ph.gguf");
+    const std::string ph = (dir / "ph.gguf").string(), fused_path = (dir / "fused.gguf").string();
+    const auto fused_run = test::run_cli({"fuse", ph, "-o", fused_path, "-q"});
+    ASSERT_EQ(fused_run.status, 0) << fused_run.err;
+    const FusedModel fused = FusedModel::open(fused_path);
+    EXPECT_EQ(fused.config(), c);
+    EXPECT_EQ(fused.file().metadata().get_string("general.architecture", "fused"), "deci");
+    EXPECT_EQ(fused.file().find_tensor("blk.1.attn_q.weight"), nullptr);
+    EXPECT_EQ(fused.file().find_tensor("blk.1.attn_norm.weight"), nullptr);
+
+    const auto tokens = long_prompt(c.vocab);
+    const auto theirs = test::llama_eval(fused_path, tokens);
+    const double d = max_diff(our_logprobs(fused.views(), tokens), theirs, c.vocab);
+    std::printf("[headfuse] deci: llama.cpp max |dlogp| %.3g\n", d);
+    EXPECT_LE(d, kF32LogprobTolerance);
+
+    for (const std::vector<std::string>& args :
+         {std::vector<std::string>{"inspect", fused_path},
+          {"split", fused_path, "-o", (dir / "ph2.gguf").string()},
+          {"fuse", (dir / "ph2.gguf").string(), "-o", (dir / "fused2.gguf").string()},
+          {"logits", ph, "--tokens", "1,2,3"},
+          {"verify", ph, fused_path},
+          {"verify", (dir / "ph2.gguf").string(), fused_path}}) {
+        const auto r = test::run_cli(args);
+        EXPECT_EQ(r.status, 0) << args[0] << ": " << r.out << r.err;
+    }
+    EXPECT_EQ(test::read_bytes(dir / "fused.gguf"), test::read_bytes(dir / "fused2.gguf"));
+}
+
+// Per-layer counts llama.cpp cannot run, or that headfuse does not model, are refused by name.
+TEST(Deci, RefusesWhatItDoesNotModel) {
+    Config c = small_config();
+    c.n_layers = 2;
+    auto refused = [&](std::vector<std::uint32_t> h, std::vector<std::uint32_t> kv, std::vector<std::uint32_t> ff,
+                       const std::string& want) {
+        Config x = c;
+        x.set_layer_counts(std::move(h), std::move(kv), std::move(ff));
+        try {
+            x.validate();
+            ADD_FAILURE() << "accepted; wanted " << want;
+        } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+        }
+    };
+    refused({0, 4}, {0, 2}, {}, "layer 0 must have heads");
+    refused({4, 4}, {2, 0}, {}, "linear attention");
+    refused({4, 0}, {2, 1}, {}, "0 heads but 1 kv heads");
+    refused({4, 3}, {2, 2}, {}, "must divide");
+    refused({4, 4}, {2, 2}, {128, 0}, "no feed-forward");
+    refused({4, 4, 4}, {}, {}, "must have n_layers");
+}

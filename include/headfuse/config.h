@@ -54,6 +54,14 @@ struct Config {
     std::vector<std::string> unmodeled;
     // The optional roles (src/roles.cpp) the model has, in every layer. Not metadata: read off the tensors.
     RoleSet optional_roles;
+    // Per-layer counts, as llama.cpp's `deci` architecture stores them (arrays head_count, head_count_kv,
+    // feed_forward_length): each is empty (every layer has the scalar above) or holds n_layers entries, and then
+    // the scalar is the largest entry, so that q_dim(), kv_dim() and d_ff bound every layer. A layer of 0 heads
+    // has 0 kv heads and no attention (no attn_norm, attn_q/k/v, attn_output); layer 0 has heads (llama.cpp
+    // takes the head size from it). A config with any list set is a `deci` model. set_layer_counts fills them.
+    std::vector<std::uint32_t> layer_heads;
+    std::vector<std::uint32_t> layer_kv_heads;
+    std::vector<std::uint32_t> layer_d_ff;
 
     // Error with a one-line message naming the first field out of range.
     void validate() const;
@@ -62,12 +70,35 @@ struct Config {
     std::uint32_t kv_dim() const noexcept { return n_kv_heads * d_head; }
     bool has_lens() const noexcept { return donor_d_in > 0; }
 
-    // Writes general.architecture = "llama" and every llama.* key llama.cpp reads (counts as u32, epsilon
-    // and theta as f32, key_length/value_length/rope.dimension_count = d_head always). The rope.scaling.*
-    // keys are written when they say something: a scaling type other than none, an original context, an
-    // attention factor other than 1.
+    // The counts of layer `layer` (< n_layers): the per-layer entry, or the scalar when the list is empty.
+    std::uint32_t n_heads_at(std::uint32_t layer) const noexcept {
+        return layer_heads.empty() ? n_heads : layer_heads[layer];
+    }
+    std::uint32_t n_kv_heads_at(std::uint32_t layer) const noexcept {
+        return layer_kv_heads.empty() ? n_kv_heads : layer_kv_heads[layer];
+    }
+    std::uint32_t d_ff_at(std::uint32_t layer) const noexcept { return layer_d_ff.empty() ? d_ff : layer_d_ff[layer]; }
+    bool has_attention(std::uint32_t layer) const noexcept { return n_heads_at(layer) > 0; }
+    // Any per-layer list set: the model is written as general.architecture "deci".
+    bool per_layer() const noexcept { return !layer_heads.empty() || !layer_kv_heads.empty() || !layer_d_ff.empty(); }
+    // "deci" or "llama": general.architecture, and the prefix of the hyperparameter keys.
+    std::string_view architecture() const noexcept { return per_layer() ? "deci" : "llama"; }
+    // The metadata key of a hyperparameter: key("attention.head_count") is "llama.attention.head_count" or
+    // "deci.attention.head_count".
+    std::string key(std::string_view name) const;
+    // Sets the three lists (an empty one: every layer has the scalar) and each scalar to its list's largest
+    // entry; validate() checks the rest.
+    void set_layer_counts(std::vector<std::uint32_t> heads, std::vector<std::uint32_t> kv_heads,
+                          std::vector<std::uint32_t> ff);
+
+    // Writes general.architecture = architecture() and every ARCH.* key llama.cpp reads (counts as u32, epsilon
+    // and theta as f32, key_length/value_length/rope.dimension_count = d_head always; a per-layer list as an
+    // i32 array, as llama.cpp's converter writes it). The rope.scaling.* keys are written when they say
+    // something: a scaling type other than none, an original context, an attention factor other than 1.
     void write_metadata(Metadata& md) const;
-    // Reads the llama.* keys back, checking types, with llama.cpp's defaults for absent ones (a missing
+    // Reads the ARCH.* keys back ("llama" or "deci"; a deci file's counts may each be an array of block_count
+    // u32 or i32, or a scalar, and fill all three lists), checking types, with llama.cpp's defaults for absent
+    // ones (head_count_kv is head_count, a missing
     // rope.scaling.type is "linear", a missing factor 1, the old key rope.scale_linear stands in for the
     // factor). `tied` and `donor_d_in` are not metadata: the caller sets them from the tensors present.
     // `where` (a file name) prefixes errors.
@@ -76,7 +107,8 @@ struct Config {
     bool operator==(const Config&) const = default;
 };
 
-// "d_model 2048, 16 heads (4 kv) x 128, d_ff 5632, 5 layers, vocab 32000, untied"
+// "d_model 2048, 16 heads (4 kv) x 128, d_ff 5632, 5 layers, vocab 32000, untied"; per-layer counts are
+// listed by layer: "8,0,4 heads (2,0,1 kv)".
 std::string describe(const Config& c);
 
 }  // namespace headfuse
