@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <map>
@@ -17,6 +18,7 @@
 #include "headfuse/gguf.h"
 #include "headfuse/heads.h"
 #include "headfuse/model.h"
+#include "headfuse/text.h"
 #include "headfuse/verify.h"
 #include "headfuse/vocab.h"
 #include "progress.h"
@@ -49,7 +51,7 @@ std::string show(const Value& v) {
             [&](const auto& x) -> std::string {
                 using T = std::decay_t<decltype(x)>;
                 if constexpr (std::is_same_v<T, std::string>)
-                    return "\"" + x + "\"";
+                    return "\"" + printable(x, true) + "\"";
                 else if constexpr (std::is_same_v<T, bool>)
                     return x ? "true" : "false";
                 else if constexpr (std::is_same_v<T, double>) {
@@ -68,13 +70,70 @@ std::string show(const Value& v) {
     return s + (v.items.size() > 5 ? ", ...]" : "]");
 }
 
-nlohmann::json to_json(const Value& v) {
-    if (v.type == ValueType::ARRAY) {
-        nlohmann::json a = nlohmann::json::array();
-        for (const Value& item : v.items) a.push_back(to_json(item));
-        return a;
+using ojson = nlohmann::ordered_json;
+
+// JSON has no NaN or infinities: they are the strings "NaN", "Infinity" and "-Infinity" (the entry's type says
+// the value is a number).
+ojson number_json(double x) {
+    if (std::isnan(x)) return "NaN";
+    if (std::isinf(x)) return x > 0 ? "Infinity" : "-Infinity";
+    return x;
+}
+
+// Strings from the file in JSON. Valid UTF-8 goes as it is (JSON escapes its control characters); a string that is
+// not has each ill-formed part replaced by U+FFFD, and its exact bytes are given beside it in hex.
+struct JsonStrings {
+    std::size_t replaced = 0;  // strings that were not UTF-8
+    void put(ojson& obj, const std::string& field, const std::string& s) {
+        obj[field] = utf8_replaced(s);
+        if (!valid_utf8(s)) {
+            obj[field + "_hex"] = hex_bytes(s);
+            ++replaced;
+        }
     }
-    return std::visit([](const auto& x) { return nlohmann::json(x); }, v.scalar);
+};
+
+ojson scalar_json(const Value& v) {
+    return std::visit(
+        [](const auto& x) -> ojson {
+            using T = std::decay_t<decltype(x)>;
+            if constexpr (std::is_same_v<T, std::string>)
+                return utf8_replaced(x);
+            else if constexpr (std::is_same_v<T, double>)
+                return number_json(x);
+            else
+                return x;
+        },
+        v.scalar);
+}
+
+// One metadata entry: {"index", "key", "type", ["array_type", "length"], "value"}. A string array's elements that
+// are not UTF-8 have their bytes in "value_hex", an object from the element's index to its hex.
+ojson entry_json(std::size_t index, const std::string& key, const Value& v, JsonStrings& strings) {
+    ojson e;
+    e["index"] = index;
+    strings.put(e, "key", key);
+    e["type"] = value_type_name(v.type);
+    if (v.type != ValueType::ARRAY) {
+        if (v.type == ValueType::STRING)
+            strings.put(e, "value", std::get<std::string>(v.scalar));
+        else
+            e["value"] = scalar_json(v);
+        return e;
+    }
+    e["array_type"] = value_type_name(v.elem_type);
+    e["length"] = v.items.size();
+    ojson items = ojson::array(), hex = ojson::object();
+    for (std::size_t i = 0; i < v.items.size(); ++i) {
+        items.push_back(scalar_json(v.items[i]));
+        if (const auto* s = std::get_if<std::string>(&v.items[i].scalar); s && !valid_utf8(*s)) {
+            hex[std::to_string(i)] = hex_bytes(*s);
+            ++strings.replaced;
+        }
+    }
+    e["value"] = std::move(items);
+    if (!hex.empty()) e["value_hex"] = std::move(hex);
+    return e;
 }
 
 // "llama (SentencePiece-style BPE), 32000 tokens, bos 1 '<s>', eos 2 '</s>', unk 0 '<unk>', adds bos, chat template"
@@ -82,21 +141,31 @@ std::string describe(const TokenizerSummary& t) {
     std::string s = t.model;
     if (t.model == "llama") s += " (SentencePiece-style BPE)";
     if (t.model == "gpt2") s += " (byte-level BPE" + (t.pre.empty() ? "" : ", pre-tokenizer " + t.pre) + ")";
+    s = printable(s);
     s += ", " + std::to_string(t.n_tokens) + " tokens";
     if (t.n_merges) s += ", " + std::to_string(t.n_merges) + " merges";
     for (const auto& sp : t.specials)
-        s +=
-            ", " + sp.role + " " + std::to_string(sp.id) + (sp.text.empty() ? " (out of range)" : " '" + sp.text + "'");
+        s += ", " + sp.role + " " + std::to_string(sp.id) +
+             (sp.text.empty() ? " (out of range)" : " '" + printable(sp.text) + "'");
     if (t.add_bos.value_or(false)) s += ", adds bos";
     if (t.add_eos.value_or(false)) s += ", adds eos";
     if (t.chat_template) s += ", chat template";
     return s;
 }
 
-nlohmann::json to_json(const TokenizerSummary& t) {
-    nlohmann::json j = {{"model", t.model}, {"pre", t.pre}, {"tokens", t.n_tokens}, {"merges", t.n_merges}};
-    nlohmann::json sp = nlohmann::json::object();
-    for (const auto& s : t.specials) sp[s.role] = {{"id", s.id}, {"text", s.text}};
+ojson to_json(const TokenizerSummary& t, JsonStrings& strings) {
+    ojson j;
+    strings.put(j, "model", t.model);
+    strings.put(j, "pre", t.pre);
+    j["tokens"] = t.n_tokens;
+    j["merges"] = t.n_merges;
+    ojson sp = ojson::object();
+    for (const auto& s : t.specials) {
+        ojson one;
+        one["id"] = s.id;
+        strings.put(one, "text", s.text);
+        sp[s.role] = std::move(one);
+    }
     j["special"] = sp;
     if (t.add_bos) j["add_bos"] = *t.add_bos;
     if (t.add_eos) j["add_eos"] = *t.add_eos;
@@ -115,6 +184,7 @@ std::string kind_name(const GgufFile& f) {
 
 int run_init(const InitArgs& a, const Common& c) {
     a.config.validate();
+    check_output_path(a.out);
     const auto t0 = Clock::now();
     const auto files = write_random_init(a.config, a.seed, a.out, make_progress("init", c.quiet), c.threads, c.split);
     std::printf("wrote %s: per-head checkpoint, %s, seed %llu in %.2f s\n", written(files).c_str(),
@@ -153,6 +223,7 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     const auto warn = warnings.sink();
     // A tokenizer named by --tokenizer-from is read and checked before the model, so a bad one fails before any
     // work; a folder's own tokenizer.json is found once the source is open.
+    check_output_path(a.out);
     std::optional<Tokenizer> tok;
     if (!a.tokenizer_from.empty()) tok = read_tokenizer(a.tokenizer_from, warn);
     const OpenedCheckpoint src = open_source(a.in, a.config);
@@ -186,6 +257,7 @@ int run_fuse(const FuseArgs& a, const Common& c) {
 
 int run_split(const SplitArgs& a, const Common& c) {
     const auto t0 = Clock::now();
+    check_output_path(a.out);
     const FusedModel model = FusedModel::open(a.in);
     const auto files = split(model, a.out, {make_progress("split", c.quiet), c.split});
     std::printf("wrote %s: per-head checkpoint, %s in %.2f s\n", written(files).c_str(),
@@ -195,6 +267,11 @@ int run_split(const SplitArgs& a, const Common& c) {
 
 int run_export(const ExportArgs& a, const Common& c) {
     const auto t0 = Clock::now();
+    // The output is a folder: an existing one must be one we may write config.json and the shards into.
+    if (std::error_code ec; std::filesystem::exists(a.out, ec)) {
+        if (!std::filesystem::is_directory(a.out, ec)) fail("cannot write '" + a.out + "': not a folder");
+        check_output_path(std::filesystem::path(a.out) / "config.json");
+    }
     const OpenedCheckpoint src = open_source(a.in, a.config);
     ExportOptions opt;
     opt.format = a.format == "hf" ? ExportFormat::HuggingFace : ExportFormat::TransformerLens;
@@ -230,60 +307,78 @@ std::map<std::string, TypeTotal> bytes_by_type(const GgufFile& f) {
 int run_inspect(const InspectArgs& a) {
     const GgufFile f = GgufFile::open(a.file);
     const std::string kind = kind_name(f);
+    // Whether the file is the model it says it is, the same verdict for the text and the JSON.
+    std::optional<std::string> model_summary, model_error;
+    if (!kind.empty()) {
+        try {
+            model_summary = describe(open_model(a.file).config());
+        } catch (const Error& e) {
+            model_error = e.what();
+        }
+    }
     if (a.json) {
-        nlohmann::json j;
-        j["file"] = a.file;
+        JsonStrings strings;
+        ojson j;
+        strings.put(j, "file", a.file);
         j["version"] = f.version();
         j["alignment"] = f.alignment();
         j["data_offset"] = f.data_start();
         j["kind"] = kind;
-        nlohmann::json shards = nlohmann::json::array();
-        for (const auto& p : f.paths()) shards.push_back(p.string());
-        j["shards"] = shards;
-        if (const auto t = summarize_tokenizer(f.metadata())) j["tokenizer"] = to_json(*t);
-        nlohmann::json md = nlohmann::json::object();
-        for (const auto& e : f.metadata().entries())
-            md[e.key] = {{"type", value_type_name(e.value.type)}, {"value", to_json(e.value)}};
-        j["metadata"] = md;
-        nlohmann::json ts = nlohmann::json::array();
-        for (const TensorInfo& t : f.tensors())
-            ts.push_back({{"name", t.name},
-                          {"type", type_label(t.type)},
-                          {"shape", std::vector<std::uint64_t>(t.ne.begin(), t.ne.begin() + t.n_dims)},
-                          {"offset", t.offset},
-                          {"shard", t.shard},
-                          {"bytes", t.nbytes}});
-        j["tensors"] = ts;
-        nlohmann::json by_type = nlohmann::json::object();
+        if (!kind.empty()) {
+            ojson m;
+            m["valid"] = model_summary.has_value();
+            strings.put(m, model_summary ? "summary" : "error", model_summary ? *model_summary : *model_error);
+            j["model"] = std::move(m);
+        }
+        ojson shards = ojson::array();
+        for (const auto& p : f.paths()) shards.push_back(utf8_replaced(p.string()));
+        j["shards"] = std::move(shards);
+        if (const auto t = summarize_tokenizer(f.metadata())) j["tokenizer"] = to_json(*t, strings);
+        ojson md = ojson::array();
+        std::size_t index = 0;
+        for (const auto& e : f.metadata().entries()) md.push_back(entry_json(index++, e.key, e.value, strings));
+        j["metadata"] = std::move(md);
+        ojson ts = ojson::array();
+        index = 0;
+        for (const TensorInfo& t : f.tensors()) {
+            ojson one;
+            one["index"] = index++;
+            strings.put(one, "name", t.name);
+            one["type"] = type_label(t.type);
+            one["shape"] = std::vector<std::uint64_t>(t.ne.begin(), t.ne.begin() + t.n_dims);
+            one["offset"] = t.offset;
+            one["shard"] = t.shard;
+            one["bytes"] = t.nbytes;
+            ts.push_back(std::move(one));
+        }
+        j["tensors"] = std::move(ts);
+        ojson by_type = ojson::object();
         for (const auto& [type, n] : bytes_by_type(f)) by_type[type] = {{"tensors", n.tensors}, {"bytes", n.bytes}};
-        j["bytes_by_type"] = by_type;
+        j["bytes_by_type"] = std::move(by_type);
+        j["strings_not_utf8"] = strings.replaced;
         std::printf("%s\n", j.dump(2).c_str());
         return 0;
     }
-    std::printf("%s: GGUF v%u, %zu keys, %zu tensors, alignment %u, data at byte %llu%s\n", a.file.c_str(), f.version(),
-                f.metadata().size(), f.tensors().size(), f.alignment(), static_cast<unsigned long long>(f.data_start()),
-                kind.empty() ? "" : (", " + kind).c_str());
+    std::printf("%s: GGUF v%u, %zu keys, %zu tensors, alignment %u, data at byte %llu%s\n", printable(a.file).c_str(),
+                f.version(), f.metadata().size(), f.tensors().size(), f.alignment(),
+                static_cast<unsigned long long>(f.data_start()), kind.empty() ? "" : (", " + kind).c_str());
     if (f.shard_count() > 1)
         std::printf("split set of %zu shards: %s .. %s (alignment and data offset of the first)\n", f.shard_count(),
-                    f.paths().front().c_str(), f.paths().back().c_str());
-    if (!kind.empty()) {
-        try {
-            std::printf("model: %s\n", describe(open_model(a.file).config()).c_str());
-        } catch (const Error& e) {
-            std::printf("model: not valid: %s\n", e.what());
-        }
-    }
+                    printable(f.paths().front().string()).c_str(), printable(f.paths().back().string()).c_str());
+    if (model_summary) std::printf("model: %s\n", model_summary->c_str());
+    if (model_error) std::printf("model: not valid: %s\n", printable(*model_error).c_str());
     if (const auto t = summarize_tokenizer(f.metadata())) std::printf("tokenizer: %s\n", describe(*t).c_str());
     if (const Value* edits = f.metadata().find(kEditsKey); edits && edits->type == ValueType::ARRAY)
         for (const Value& e : edits->items)
-            if (const auto* line = std::get_if<std::string>(&e.scalar)) std::printf("edit: %s\n", line->c_str());
+            if (const auto* line = std::get_if<std::string>(&e.scalar))
+                std::printf("edit: %s\n", printable(*line).c_str());
     std::printf("\nmetadata:\n");
     for (const auto& e : f.metadata().entries())
-        std::printf("  %-44s %-7s %s\n", e.key.c_str(), std::string(value_type_name(e.value.type)).c_str(),
+        std::printf("  %-44s %-7s %s\n", printable(e.key).c_str(), std::string(value_type_name(e.value.type)).c_str(),
                     show(e.value).c_str());
     std::printf("\ntensors:\n");
     for (const TensorInfo& t : f.tensors()) {
-        std::printf("  %-36s %-6s %-20s %12llu bytes at %llu", t.name.c_str(), type_label(t.type).c_str(),
+        std::printf("  %-36s %-6s %-20s %12llu bytes at %llu", printable(t.name).c_str(), type_label(t.type).c_str(),
                     format_shape(t).c_str(), static_cast<unsigned long long>(t.nbytes),
                     static_cast<unsigned long long>(t.offset));
         if (f.shard_count() > 1) std::printf(" in shard %u", t.shard + 1);
@@ -297,6 +392,7 @@ int run_inspect(const InspectArgs& a) {
 }
 
 int run_logits(const LogitsArgs& a, const Common& c) {
+    if (!a.out.empty()) check_output_path(a.out);
     const PerHeadModel model = open_model(a.model);
     const std::vector<float> logits = forward_logits(model.views(), a.tokens, c.threads);
     const std::uint32_t vocab = model.config().vocab;

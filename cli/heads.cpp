@@ -86,6 +86,7 @@ void write_text(const std::string& path, const std::string& text, std::span<cons
 }
 
 int run_scan(const HeadsArgs& a, const Common& c) {
+    if (!a.scan.empty()) check_output_path(a.scan);
     const OpenedCheckpoint src = open_source(a.in, a.config);
     const std::vector<std::uint32_t> tokens = read_tokens(a.tokens_file);
     const HeadScan s = scan_heads(src.model.views(), tokens, c.threads, make_progress("scan", c.quiet));
@@ -165,6 +166,7 @@ std::vector<HeadRef> lowest_heads(const Config& c, const std::string& scan_path,
 
 int run_heads(const HeadsArgs& a, const Common& c) {
     if (a.verb == "scan") return run_scan(a, c);
+    check_output_path(a.out);
     const auto t0 = Clock::now();
     std::vector<std::string> warnings;
     EditOptions eo;

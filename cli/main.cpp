@@ -14,6 +14,7 @@
 
 #include "commands.h"
 #include "headfuse/error.h"
+#include "headfuse/text.h"
 
 using namespace headfuse;
 using namespace headfuse::cli;
@@ -82,21 +83,9 @@ std::vector<std::uint32_t> parse_tokens(const std::string& text) {
     return out;
 }
 
-// An error as one line: names read from a file may hold newlines or terminal escapes; show those as \xNN.
-std::string one_line(const char* message) {
-    std::string s;
-    for (const char* p = message; *p; ++p) {
-        const auto c = static_cast<unsigned char>(*p);
-        if (c < 0x20 || c == 0x7f) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\x%02x", c);
-            s += buf;
-        } else {
-            s += *p;
-        }
-    }
-    return s;
-}
+// An error as one line: names read from a file may hold newlines, terminal escapes or bytes that are not UTF-8;
+// they are shown escaped ("\x0a", see printable()).
+std::string one_line(const char* message) { return printable(message, false, false); }
 
 // Flags whose values are read as text and converted after parsing, so that every number goes through
 // parse_decimal or parse_positive and every file name is checked the same way.

@@ -8,18 +8,6 @@
 
 namespace headfuse::cli {
 
-std::string human_bytes(double bytes) {
-    static const char* units[] = {"B", "kB", "MB", "GB", "TB"};
-    int u = 0;
-    while (bytes >= 1000 && u < 4) {
-        bytes /= 1000;
-        ++u;
-    }
-    char buf[32];
-    std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", bytes, units[u]);
-    return buf;
-}
-
 ProgressFn make_progress(std::string label, bool quiet) {
     if (quiet || !::isatty(STDERR_FILENO)) return {};
     using Clock = std::chrono::steady_clock;

@@ -10,7 +10,4 @@ namespace headfuse::cli {
 // A progress callback labelled `label`, or an empty one when `quiet` or stderr is not a terminal.
 ProgressFn make_progress(std::string label, bool quiet);
 
-// "1.43 GB"
-std::string human_bytes(double bytes);
-
 }  // namespace headfuse::cli

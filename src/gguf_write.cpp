@@ -147,8 +147,9 @@ std::vector<std::filesystem::path> GgufWriter::write(const std::filesystem::path
     std::vector<std::byte> head = header();
     // The writer agrees with the reader: parse what is about to go out with the reader's rules.
     GgufFile::validate_header(head, path.string() + " (header about to be written)");
-    OutputFile out(path, inputs);
-    out.set_progress(progress, file_size(head.size()));
+    const std::uint64_t total = file_size(head.size());
+    OutputFile out(path, inputs, total);
+    out.set_progress(progress, total);
     out.write(head);
     for (const TensorPlan& p : tensors_) {
         CountingSink sink(out, p.info.name, p.info.nbytes);

@@ -2,13 +2,16 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
 
+#include "files.h"
 #include "headfuse/error.h"
 
 namespace headfuse {
@@ -23,7 +26,22 @@ constexpr std::uint64_t kReportEvery = std::uint64_t{16} << 20;
 // finds little left to do.
 constexpr std::uint64_t kWritebackBytes = std::uint64_t{32} << 20;
 
-std::string quoted(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
+std::string quoted(const std::filesystem::path& p) {
+    std::string s(1, '\'');  // appended, not "'" + ...: GCC 12 warns falsely (-Wrestrict) on that form here
+    s += p.string();
+    s += '\'';
+    return s;
+}
+
+// ".NAME.RANDOM.tmp" beside the file replaced.
+std::filesystem::path temp_name(const Destination& d, unsigned random) {
+    std::string name(1, '.');
+    name += d.path.filename().string();
+    name += '.';
+    name += std::to_string(random);
+    name += ".tmp";
+    return d.dir / name;
+}
 
 }  // namespace
 
@@ -38,21 +56,83 @@ void refuse_overwrite(const std::filesystem::path& dest, std::span<const std::fi
     }
 }
 
-OutputFile::OutputFile(std::filesystem::path dest, std::span<const std::filesystem::path> inputs)
-    : dest_(std::move(dest)) {
+Destination check_destination(const std::filesystem::path& dest, std::uint64_t bytes) {
+    if (dest.empty()) fail("cannot write a file with an empty name");
+    Destination d;
+    d.path = dest;
+    // A symbolic link is followed, as cp writes through one: its target is the file replaced, the link stays.
+    for (int hops = 0;; ++hops) {
+        struct stat l {};
+        if (::lstat(d.path.c_str(), &l) != 0) {
+            if (errno != ENOENT) fail("cannot write " + quoted(dest) + ": " + std::strerror(errno));
+            break;  // a new file (or a dangling link, whose target is created)
+        }
+        if (!S_ISLNK(l.st_mode)) {
+            if (!S_ISREG(l.st_mode))
+                fail("cannot write " + quoted(dest) + ": " +
+                     (d.path == dest ? "it" : "its link target " + quoted(d.path)) + " is " +
+                     file_type_name(l.st_mode) + ", not a regular file");
+            d.existing = l;
+            break;
+        }
+        if (hops == 40) fail("cannot write " + quoted(dest) + ": too many levels of symbolic links");
+        std::error_code ec;
+        const std::filesystem::path target = std::filesystem::read_symlink(d.path, ec);
+        if (ec) fail("cannot write " + quoted(dest) + ": cannot read the link " + quoted(d.path) + ": " + ec.message());
+        d.path = target.is_absolute() ? target : d.path.parent_path() / target;
+    }
+    d.dir = d.path.parent_path().empty() ? std::filesystem::path(".") : d.path.parent_path();
+    struct stat ds {};
+    if (::stat(d.dir.c_str(), &ds) != 0)
+        fail("cannot write " + quoted(dest) + ": the folder " + quoted(d.dir) + ": " + std::strerror(errno));
+    if (!S_ISDIR(ds.st_mode)) fail("cannot write " + quoted(dest) + ": " + quoted(d.dir) + " is not a folder");
+    // The replacement is a new file in the folder, renamed over the old one: the folder must be writable. And, as
+    // cp, we refuse to replace a file this user could not write in place.
+    if (::faccessat(AT_FDCWD, d.dir.c_str(), W_OK | X_OK, AT_EACCESS) != 0)
+        fail("cannot write " + quoted(dest) + ": the folder " + quoted(d.dir) + " is not writable (" +
+             std::strerror(errno) + ")");
+    if (d.existing) {
+        if (::faccessat(AT_FDCWD, d.path.c_str(), W_OK, AT_EACCESS) != 0) {
+            char mode[8];
+            std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(d.existing->st_mode & 07777));
+            fail("cannot write " + quoted(dest) + ": " + std::strerror(errno) + " (mode " + mode + ", owner uid " +
+                 std::to_string(d.existing->st_uid) + ")");
+        }
+        // In a sticky folder (/tmp) only the file's or the folder's owner may replace it.
+        const uid_t me = ::geteuid();
+        if ((ds.st_mode & S_ISVTX) && me != 0 && d.existing->st_uid != me && ds.st_uid != me)
+            fail("cannot write " + quoted(dest) + ": it belongs to uid " + std::to_string(d.existing->st_uid) +
+                 " in the sticky folder " + quoted(d.dir));
+    }
+    check_free_space(d.dir, bytes, quoted(dest));
+    return d;
+}
+
+void check_free_space(const std::filesystem::path& dir, std::uint64_t bytes, const std::string& what) {
+    struct statvfs fs {};
+    if (bytes == 0 || ::statvfs(dir.c_str(), &fs) != 0) return;  // unknown: the write itself will tell
+    const std::uint64_t avail = static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
+    if (bytes > avail)
+        fail("cannot write " + what + ": needs " + human_bytes(static_cast<double>(bytes)) + ", " +
+             human_bytes(static_cast<double>(avail)) + " free on " + quoted(dir));
+}
+
+void check_output_path(const std::filesystem::path& path, std::uint64_t bytes) { check_destination(path, bytes); }
+
+OutputFile::OutputFile(std::filesystem::path dest, std::span<const std::filesystem::path> inputs,
+                       std::uint64_t expected_bytes)
+    : dest_(std::move(dest)), target_(check_destination(dest_, expected_bytes)) {
     refuse_overwrite(dest_, inputs);
-    struct stat d {};
-    if (::stat(dest_.c_str(), &d) == 0 && S_ISDIR(d.st_mode))
-        fail("cannot write " + quoted(dest_) + ": it is a directory");
-    std::filesystem::path dir = dest_.parent_path();
-    if (dir.empty()) dir = ".";
-    fd_ = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+    const std::filesystem::path& dir = target_.dir;
+    // 0666 less the umask for a new file, as cp and shells create them; an existing file's mode is restored on
+    // commit.
+    fd_ = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
     if (fd_ < 0) {
         // No O_TMPFILE on this file system: a named temporary, removed on error.
         std::random_device rd;
         for (int attempt = 0; attempt < 16 && fd_ < 0; ++attempt) {
-            temp_ = dir / ("." + dest_.filename().string() + "." + std::to_string(rd()) + ".tmp");
-            fd_ = ::open(temp_.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+            temp_ = temp_name(target_, rd());
+            fd_ = ::open(temp_.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
             if (fd_ < 0 && errno != EEXIST) break;
         }
         if (fd_ < 0) {
@@ -172,14 +252,23 @@ void OutputFile::report() {
 
 void OutputFile::commit() {
     flush();
+    if (const auto& old = target_.existing) {
+        // The replacement keeps the replaced file's owner (where we may give it) and mode, as writing in place would.
+        if ((old->st_uid != ::geteuid() || old->st_gid != ::getegid()) && ::fchown(fd_, old->st_uid, old->st_gid) != 0)
+            errno = 0;  // not ours to give: the file stays ours
+        if (::fchmod(fd_, old->st_mode & 07777) != 0) io_error("setting the mode of", errno);
+    }
     if (::fsync(fd_) != 0) io_error("syncing", errno);
+    // The destination may have changed since it was checked: never replace what is now a device or a folder.
+    if (struct stat now{}; ::lstat(target_.path.c_str(), &now) == 0 && !S_ISREG(now.st_mode))
+        fail("cannot write " + quoted(dest_) + ": it became " + file_type_name(now.st_mode) + " while writing");
+    const std::filesystem::path& dir = target_.dir;
     if (temp_.empty()) {
         // Give the unnamed file a name next to the destination, then rename it over the destination.
-        std::filesystem::path dir = dest_.parent_path().empty() ? "." : dest_.parent_path();
         std::random_device rd;
         std::string proc = "/proc/self/fd/" + std::to_string(fd_);
         for (int attempt = 0; attempt < 16; ++attempt) {
-            temp_ = dir / ("." + dest_.filename().string() + "." + std::to_string(rd()) + ".tmp");
+            temp_ = temp_name(target_, rd());
             if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, temp_.c_str(), AT_SYMLINK_FOLLOW) == 0) break;
             int err = errno;
             temp_.clear();
@@ -187,14 +276,13 @@ void OutputFile::commit() {
         }
         if (temp_.empty()) io_error("publishing", EEXIST);
     }
-    if (::rename(temp_.c_str(), dest_.c_str()) != 0) {
+    if (::rename(temp_.c_str(), target_.path.c_str()) != 0) {
         int err = errno;
         ::unlink(temp_.c_str());
         temp_.clear();
         io_error("publishing", err);
     }
     committed_ = true;
-    std::filesystem::path dir = dest_.parent_path().empty() ? "." : dest_.parent_path();
     int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
         ::fsync(dfd);
@@ -205,7 +293,7 @@ void OutputFile::commit() {
 
 void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes,
                            std::span<const std::filesystem::path> inputs) {
-    OutputFile out(path, inputs);
+    OutputFile out(path, inputs, bytes.size());
     out.write(bytes);
     out.commit();
 }

@@ -1,10 +1,15 @@
 // An output file published atomically: written to an unnamed temporary in the destination's folder
 // (O_TMPFILE; a named, removed-on-error temporary where the file system lacks it), fsynced, then renamed
-// over the destination. A process killed mid-write leaves the destination as it was.
+// over the destination. A process killed mid-write leaves the destination as it was. A symbolic link is
+// written through (its target replaced, the link kept); the replaced file's mode (and owner, where allowed) is
+// kept; a destination that is not a regular file, or that this user could not write, is refused before any work.
 #pragma once
+
+#include <sys/stat.h>
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -16,9 +21,25 @@ namespace headfuse {
 // Error if `dest` names the same file as one of `inputs` (same path, a hard link or a symlink to it).
 void refuse_overwrite(const std::filesystem::path& dest, std::span<const std::filesystem::path> inputs);
 
+// Where a write to a destination lands, as check_destination found it.
+struct Destination {
+    std::filesystem::path path;           // the file replaced: the destination, or its symbolic link's target
+    std::filesystem::path dir;            // its folder
+    std::optional<struct stat> existing;  // the file there now, if any (always a regular file)
+};
+
+// The checks of check_output_path (headfuse/gguf.h), returning where the file goes.
+Destination check_destination(const std::filesystem::path& dest, std::uint64_t bytes);
+
+// Error "cannot write WHAT: needs 12.40 GB, 3.10 GB free on 'DIR'" unless the file system of `dir` has `bytes`
+// free for this user (nothing is checked for 0 bytes or where statvfs fails).
+void check_free_space(const std::filesystem::path& dir, std::uint64_t bytes, const std::string& what);
+
 class OutputFile final : public ByteSink {
 public:
-    OutputFile(std::filesystem::path dest, std::span<const std::filesystem::path> inputs);
+    // `expected_bytes`: the size about to be written, checked against the free space first (0: not checked).
+    OutputFile(std::filesystem::path dest, std::span<const std::filesystem::path> inputs,
+               std::uint64_t expected_bytes = 0);
     ~OutputFile() override;  // removes the temporary unless committed
     OutputFile(const OutputFile&) = delete;
     OutputFile& operator=(const OutputFile&) = delete;
@@ -40,7 +61,8 @@ private:
     void report();
     void start_writeback();
 
-    std::filesystem::path dest_;
+    std::filesystem::path dest_;  // as given, for messages
+    Destination target_;          // declared after dest_: initialised from it
     std::filesystem::path temp_;  // named temporary (fallback), empty with O_TMPFILE
     int fd_ = -1;
     bool committed_ = false;

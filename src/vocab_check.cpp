@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "headfuse/error.h"
+#include "headfuse/text.h"
 #include "headfuse/vocab.h"
 
 namespace headfuse {
@@ -146,26 +147,6 @@ constexpr std::int64_t kMaxTokenType = 6, kByteType = 6;
 template <std::size_t N>
 bool one_of(std::string_view s, const std::array<std::string_view, N>& set) {
     return std::find(set.begin(), set.end(), s) != set.end();
-}
-
-bool valid_utf8(std::string_view s) {
-    for (std::size_t i = 0; i < s.size();) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        const std::size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (n == 0 || i + n > s.size()) return false;
-        std::uint32_t cp = n == 1 ? c : c & (0x7F >> n);
-        for (std::size_t k = 1; k < n; ++k) {
-            const auto d = static_cast<unsigned char>(s[i + k]);
-            if ((d >> 6) != 2) return false;
-            cp = cp << 6 | (d & 0x3F);
-        }
-        // overlong forms, surrogates and code points past U+10FFFF
-        if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-            (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-            return false;
-        i += n;
-    }
-    return true;
 }
 
 bool is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F') || (c >= 'a' && c <= 'f'); }

@@ -1,18 +1,29 @@
 // The command line as a demanding new user meets it, through the real CLI: numbers, defaults, error lines,
 // warnings, help. Each test names the defect it guards (issue 10).
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
+#include "headfuse/gguf.h"
 #include "support/models.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using headfuse::test::list_dir;
+using headfuse::test::read_bytes;
 using headfuse::test::run_cli;
+using headfuse::test::run_program;
 using headfuse::test::RunResult;
 using headfuse::test::TempDir;
 using Args = std::vector<std::string>;
@@ -210,6 +221,413 @@ TEST(CliRoughEdges, AreGone) {
     ASSERT_EQ(r2.status, 0) << r2.err;
     EXPECT_NE(r2.out.find("lens folded (donor_d_in 32)"), std::string::npos) << r2.out;
     EXPECT_EQ(r2.out.find("lens from"), std::string::npos) << r2.out;
+}
+
+// ---- destinations and inputs (#10.1, #10.2, #10.12) ----------------------------------------------------------
+
+// The CLI under a time limit: a command blocked in open() fails the test with status 124 instead of hanging it.
+RunResult run_cli_limited(const Args& args) { return run_program(concat({"timeout", "20", HEADFUSE_CLI}, args)); }
+
+mode_t mode_of(const fs::path& p) {
+    struct stat st {};
+    return ::lstat(p.c_str(), &st) == 0 ? st.st_mode : 0;
+}
+
+void make_socket(const fs::path& p) {
+    const int s = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_GE(s, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    ASSERT_LT(p.string().size(), sizeof a.sun_path);
+    std::strcpy(a.sun_path, p.c_str());
+    ASSERT_EQ(::bind(s, reinterpret_cast<const sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+    ::close(s);
+}
+
+void write_text(const fs::path& p, const std::string& text, mode_t mode) {
+    fs::remove(p);
+    FILE* f = std::fopen(p.c_str(), "wb");
+    ASSERT_TRUE(f);
+    std::fputs(text.c_str(), f);
+    std::fclose(f);
+    ASSERT_EQ(::chmod(p.c_str(), mode), 0);
+}
+
+// #10.1: a destination that exists and is not a regular file (a FIFO, a socket, a character device, a symlink
+// to a device, a folder) is refused before any work, for every writing command, and stays what it was.
+TEST(CliDestinations, NonRegularDestinationsAreRefusedBeforeAnyWork) {
+    const Models& m = models();
+    TempDir dir;
+    struct Node {
+        std::string name, kind;
+        mode_t type;
+    };
+    std::vector<Node> nodes{{"fifo", "a FIFO", S_IFIFO},
+                            {"sock", "a socket", S_IFSOCK},
+                            {"null-link", "'/dev/null' is a character device", S_IFLNK},
+                            {"folder", "a directory", S_IFDIR}};
+    ASSERT_EQ(::mkfifo((dir / "fifo").c_str(), 0644), 0);
+    make_socket(dir / "sock");
+    fs::create_symlink("/dev/null", dir / "null-link");
+    fs::create_directory(dir / "folder");
+    // A device node of our own needs root; without it the symlink to /dev/null stands for a device.
+    if (::mknod((dir / "dev").c_str(), S_IFCHR | 0644, ::makedev(1, 3)) == 0)
+        nodes.push_back({"dev", "a character device", S_IFCHR});
+    else
+        std::printf("note: mknod needs root here; the device case is covered by the symlink to /dev/null\n");
+    const std::vector<std::string> before = list_dir(dir.path());
+    for (const Node& n : nodes) {
+        const std::string dest = (dir / n.name).string();
+        SCOPED_TRACE(dest);
+        const std::vector<Args> commands{
+            concat({"init", "-q", "-o", dest}, kModel),
+            {"fuse", "-q", m.ph.string(), "-o", dest},
+            {"split", "-q", m.fused.string(), "-o", dest},
+            {"logits", m.fused.string(), "--tokens", "1,2", "-o", dest},
+            // Before any work: the destination is refused before a missing input is even looked at.
+            {"fuse", "-q", (dir / "missing.gguf").string(), "-o", dest},
+        };
+        for (const Args& c : commands) {
+            SCOPED_TRACE(c[0]);
+            expect_refused(run_cli_limited(c), {"'" + dest + "'", n.kind, "not a regular file"});
+            EXPECT_EQ(mode_of(dir / n.name) & S_IFMT, n.type);
+        }
+    }
+    EXPECT_EQ(list_dir(dir.path()), before);
+    // export writes a folder: a FIFO where the folder would be is refused too.
+    expect_refused(run_cli_limited({"export", "-q", m.ph.string(), "-o", (dir / "fifo").string()}),
+                   {"fifo'", "not a folder"});
+    EXPECT_EQ(list_dir(dir.path()), before);
+}
+
+// #10.1: a symbolic link is written through, as cp does: its target is replaced atomically and the link stays;
+// so is a chain of links, and a dangling link creates its target.
+TEST(CliDestinations, SymlinksAreWrittenThrough) {
+    const Models& m = models();
+    const std::vector<std::byte> fused = read_bytes(m.fused);
+    TempDir dir;
+    fs::create_directory(dir / "sub");
+    write_text(dir / "sub" / "target.gguf", "old content", 0644);
+    fs::create_symlink("sub/target.gguf", dir / "link");
+    fs::create_symlink("link", dir / "link2");
+    fs::create_symlink("sub/new.gguf", dir / "dangling");
+    for (const std::string name : {"link", "link2", "dangling"}) {
+        SCOPED_TRACE(name);
+        write_text(dir / "sub" / "target.gguf", "old content", 0644);
+        const RunResult r = run_cli({"fuse", "-q", m.ph.string(), "-o", (dir / name).string()});
+        ASSERT_EQ(r.status, 0) << r.err;
+        EXPECT_TRUE(fs::is_symlink(dir / name));
+        const fs::path written = dir / "sub" / (name == "dangling" ? "new.gguf" : "target.gguf");
+        EXPECT_EQ(mode_of(written) & S_IFMT, S_IFREG);
+        EXPECT_EQ(read_bytes(written), fused);
+    }
+    EXPECT_EQ(list_dir(dir.path()), (std::vector<std::string>{"dangling", "link", "link2", "sub"}));
+    EXPECT_EQ(list_dir(dir / "sub"), (std::vector<std::string>{"new.gguf", "target.gguf"}));
+    // A loop of links is refused, naming the destination.
+    fs::create_symlink("loop-b", dir / "loop-a");
+    fs::create_symlink("loop-a", dir / "loop-b");
+    expect_refused(run_cli({"fuse", "-q", m.ph.string(), "-o", (dir / "loop-a").string()}),
+                   {"loop-a'", "symbolic links"});
+}
+
+// #10.12: the replaced file keeps its mode (a new one gets 0666 less the umask, as cp gives it).
+TEST(CliDestinations, ReplacedFileKeepsItsMode) {
+    const Models& m = models();
+    TempDir dir;
+    for (const mode_t mode : {0600, 0640, 0755}) {
+        SCOPED_TRACE(mode);
+        write_text(dir / "out.gguf", "old", mode);
+        ASSERT_EQ(run_cli({"fuse", "-q", m.ph.string(), "-o", (dir / "out.gguf").string()}).status, 0);
+        EXPECT_EQ(mode_of(dir / "out.gguf") & 07777, mode);
+        ASSERT_EQ(run_cli({"logits", m.fused.string(), "--tokens", "1", "-o", (dir / "out.gguf").string()}).status, 0);
+        EXPECT_EQ(mode_of(dir / "out.gguf") & 07777, mode);
+    }
+    const mode_t old_mask = ::umask(027);
+    const RunResult r = run_cli({"split", "-q", m.fused.string(), "-o", (dir / "new.gguf").string()});
+    ::umask(old_mask);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(mode_of(dir / "new.gguf") & 07777, 0640u);
+}
+
+// #10.12: a user may not replace a file they could not write (a read-only file in a folder they may write), nor
+// write into a folder they may not write; both are refused before any work. As root this runs the CLI as
+// nobody (setpriv); as another user, directly.
+TEST(CliDestinations, RefusesWhatTheUserCouldNotWrite) {
+    Args as_user{HEADFUSE_CLI};
+    if (::geteuid() == 0) {
+        if (run_program({"setpriv", "--version"}).status != 0)
+            GTEST_SKIP() << "running as root without setpriv: no unprivileged user to run the CLI as";
+        as_user = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", HEADFUSE_CLI};
+    }
+    TempDir dir;
+    ASSERT_EQ(::chmod(dir.path().c_str(), 0777), 0);
+    const fs::path ph = dir / "ph.gguf";
+    fs::copy_file(models().ph, ph);
+    ASSERT_EQ(::chmod(ph.c_str(), 0644), 0);
+    // A read-only file in a folder everyone may write: replacing it would succeed by rename, cp refuses.
+    const fs::path ro = dir / "readonly.gguf";
+    write_text(ro, "precious", 0444);
+    const RunResult r = run_program(concat(as_user, {"fuse", "-q", ph.string(), "-o", ro.string()}));
+    expect_refused(r, {"'" + ro.string() + "'", "Permission denied", "mode 0444"});
+    EXPECT_EQ(read_bytes(ro).size(), 8u);
+    EXPECT_EQ(mode_of(ro) & 07777, 0444u);
+    // A folder this user may not write.
+    fs::create_directory(dir / "closed");
+    ASSERT_EQ(::chmod((dir / "closed").c_str(), ::geteuid() == 0 ? 0755 : 0555), 0);
+    const fs::path closed = dir / "closed" / "out.gguf";
+    expect_refused(run_program(concat(as_user, concat({"init", "-q", "-o", closed.string()}, kModel))),
+                   {"'" + closed.string() + "'", "not writable"});
+    EXPECT_TRUE(list_dir(dir / "closed").empty());
+    EXPECT_EQ(list_dir(dir.path()), (std::vector<std::string>{"closed", "ph.gguf", "readonly.gguf"}));
+    ::chmod((dir / "closed").c_str(), 0755);
+}
+
+// #10.2: an input that is not a regular file (a FIFO, a device, a folder where a file is expected) is refused at
+// once for every command and every file option, never waited on in open().
+TEST(CliInputs, NonRegularInputsAreRefusedAtOnce) {
+    const Models& m = models();
+    TempDir dir;
+    const std::string fifo = (dir / "in.gguf").string(), out = (dir / "out.gguf").string();
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+    // A safetensors checkpoint, for --config.
+    const std::string st = (dir / "st").string();
+    ASSERT_EQ(run_cli({"export", "-q", m.ph.string(), "-o", st}).status, 0);
+    struct Case {
+        Args args;
+        int status = 1;
+    };
+    const std::vector<Case> cases{
+        {{"inspect", fifo}},
+        {{"inspect", "--json", fifo}},
+        {{"fuse", "-q", fifo, "-o", out}},
+        {{"fuse", "-q", m.ph.string(), "--tokenizer-from", fifo, "-o", out}},
+        {{"fuse", "-q", st, "--config", fifo, "-o", out}},
+        {{"split", "-q", fifo, "-o", out}},
+        {{"export", "-q", fifo, "-o", (dir / "e").string()}},
+        {{"export", "-q", st, "--config", fifo, "-o", (dir / "e").string()}},
+        {{"logits", fifo, "--tokens", "1"}},
+        {{"verify", fifo, m.fused.string(), "--tokens", "1"}, 2},
+        {{"verify", m.ph.string(), fifo, "--tokens", "1"}, 2},
+    };
+    for (const Case& c : cases) {
+        std::string line;
+        for (const std::string& a : c.args) line += a + " ";
+        SCOPED_TRACE(line);
+        expect_refused(run_cli_limited(c.args), {"in.gguf", "not a regular file", "FIFO"}, c.status);
+    }
+    expect_refused(run_cli_limited({"inspect", "/dev/zero"}), {"/dev/zero", "a character device"});
+    expect_refused(run_cli_limited({"inspect", dir.path().string()}), {"a directory"});
+    EXPECT_EQ(list_dir(dir.path()), (std::vector<std::string>{"in.gguf", "st"}));
+}
+
+// ---- inspect: strings from the file (#10.5, #10.6) ------------------------------------------------------------
+
+// A GGUF v3 file built byte by byte: keys, values and a tensor name holding terminal escapes, BEL, NUL, newlines,
+// bidirectional overrides and bytes that are not UTF-8; NaN and infinities.
+class HandGguf {
+public:
+    void string(const std::string& s) {
+        u64(s.size());
+        bytes_ += s;
+    }
+    void u32(std::uint32_t v) { raw(&v, 4); }
+    void u64(std::uint64_t v) { raw(&v, 8); }
+    void f32(float v) { raw(&v, 4); }
+    void f64(double v) { raw(&v, 8); }
+    void raw(const void* p, std::size_t n) { bytes_.append(static_cast<const char*>(p), n); }
+    void pad(std::size_t alignment) { bytes_.resize((bytes_.size() + alignment - 1) / alignment * alignment, '\0'); }
+    void save(const fs::path& p) const {
+        FILE* f = std::fopen(p.c_str(), "wb");
+        ASSERT_TRUE(f);
+        std::fwrite(bytes_.data(), 1, bytes_.size(), f);
+        std::fclose(f);
+    }
+
+private:
+    std::string bytes_;
+};
+
+// GGUF value types
+constexpr std::uint32_t kU32 = 4, kF32 = 6, kString = 8, kArray = 9, kF64 = 12;
+
+const std::string kEvilKey = "evil\x1b[31mkey\x07", kEvilValue = std::string("line1\nline2\0tail\x1b]0;title\x07", 26);
+const std::string kBadKey = "key\xff", kBadValue = "\xff\xfeok\xc3", kBidi = "abc\u202edef";
+const std::vector<std::string> kItems{"ok", "\xc0\xaf", "tab\there"};
+const std::string kTensor = "t\x1b[2J\xff";
+
+fs::path evil_gguf(const TempDir& dir) {
+    HandGguf g;
+    g.raw("GGUF", 4);
+    g.u32(3);
+    g.u64(2);  // tensors
+    g.u64(8);  // keys
+    g.string("general.architecture");
+    g.u32(kString);
+    g.string("llama");
+    g.string(kEvilKey);
+    g.u32(kString);
+    g.string(kEvilValue);
+    g.string(kBadKey);
+    g.u32(kU32);
+    g.u32(7);
+    g.string("bad.utf8");
+    g.u32(kString);
+    g.string(kBadValue);
+    g.string("bidi");
+    g.u32(kString);
+    g.string(kBidi);
+    g.string("nan");
+    g.u32(kF32);
+    g.f32(std::numeric_limits<float>::quiet_NaN());
+    g.string("inf");
+    g.u32(kF64);
+    g.f64(-std::numeric_limits<double>::infinity());
+    g.string("arr");
+    g.u32(kArray);
+    g.u32(kString);
+    g.u64(kItems.size());
+    for (const std::string& s : kItems) g.string(s);
+    g.string(kTensor);
+    g.u32(1);
+    g.u64(4);
+    g.u32(0);  // F32
+    g.u64(0);
+    // A fused tensor's name: the file claims to be a fused model, which it is not (the verdict below).
+    g.string("blk.0.attn_q.weight");
+    g.u32(1);
+    g.u64(4);
+    g.u32(0);
+    g.u64(32);
+    g.pad(32);
+    const float data[12] = {1, 2, 3, 4, 0, 0, 0, 0, 5, 6, 7, 8};
+    g.raw(data, sizeof data);
+    const fs::path p = dir / "evil.gguf";
+    g.save(p);
+    return p;
+}
+
+// Written out here, not taken from headfuse.
+std::string to_hex(const std::string& s) {
+    std::string out;
+    char buf[4];
+    for (unsigned char c : s) {
+        std::snprintf(buf, sizeof buf, "%02x", c);
+        out += buf;
+    }
+    return out;
+}
+
+// #10.5: the text output escapes control bytes and bytes that are not UTF-8 in keys, values and tensor names; a NUL
+// no longer cuts a value short.
+TEST(CliInspect, TextEscapesWhatTheFileHolds) {
+    TempDir dir;
+    const RunResult r = run_cli({"inspect", evil_gguf(dir).string()});
+    ASSERT_EQ(r.status, 0) << r.err;
+    for (const char raw : {'\x1b', '\x07', '\0', '\xff', '\xfe', '\xc0', '\xc3'})
+        EXPECT_EQ(r.out.find(raw), std::string::npos) << "raw byte " << int(static_cast<unsigned char>(raw)) << ":\n"
+                                                      << r.out;
+    for (const std::string& shown :
+         {std::string("evil\\x1b[31mkey\\x07"), std::string("\"line1\\x0aline2\\x00tail\\x1b]0;title\\x07\""),
+          std::string("key\\xff"), std::string("\"\\xff\\xfeok\\xc3\""), std::string("abc\\u{202e}def"),
+          std::string("\"\\xc0\\xaf\""), std::string("\"tab\\x09here\""), std::string("t\\x1b[2J\\xff"),
+          std::string("model: not valid: ")})
+        EXPECT_NE(r.out.find(shown), std::string::npos) << "no " << shown << " in\n" << r.out;
+    // Every line is one of ours: no newline came from the file.
+    EXPECT_EQ(r.out.find("line2"), r.out.find("line1") + 9) << r.out;
+}
+
+// #10.6: --json is valid JSON for any byte string: UTF-8 as it is, other strings with U+FFFD for each ill-formed
+// part and their exact bytes in hex beside them; keys in file order with their index; array element types; NaN
+// and infinities as strings; the model verdict of the text output. Python's json (NaN refused) and its UTF-8
+// decoder (errors='replace') judge it.
+TEST(CliInspect, JsonIsValidForAnyBytes) {
+    TempDir dir;
+    const RunResult r = run_cli({"inspect", "--json", evil_gguf(dir).string()});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const fs::path out = dir / "out.json";
+    {
+        FILE* f = std::fopen(out.c_str(), "wb");
+        ASSERT_TRUE(f);
+        std::fwrite(r.out.data(), 1, r.out.size(), f);
+        std::fclose(f);
+    }
+    const std::string script = R"(
+import json, sys
+def refuse(c): raise ValueError('not JSON: ' + c)
+j = json.loads(open(sys.argv[1], 'rb').read().decode('utf-8'), parse_constant=refuse)
+def exact(obj, field, hexes=None, key=None):
+    s = obj[field] if key is None else obj[field][int(key)]
+    h = (obj.get(field + '_hex') if key is None else hexes.get(key))
+    if h is None:
+        return s.encode('utf-8').hex()
+    assert bytes.fromhex(h).decode('utf-8', 'replace') == s, (h, s)
+    return h
+for i, e in enumerate(j['metadata']):
+    assert e['index'] == i
+    v = e['value']
+    if e['type'] == 'string':
+        v = exact(e, 'value')
+    elif e['type'] == 'array':
+        assert e['length'] == len(v)
+        v = e['array_type'] + ':' + ','.join(exact(e, 'value', e.get('value_hex', {}), str(n)) for n in range(len(v)))
+    print(exact(e, 'key'), e['type'], v)
+for t in j['tensors']:
+    print('tensor', t['index'], exact(t, 'name'))
+print('model valid', j['model']['valid'])
+print('not utf8', j['strings_not_utf8'])
+)";
+    const RunResult py = run_program({"/usr/bin/python3", "-c", script, out.string()});
+    ASSERT_EQ(py.status, 0) << py.err << r.out;
+    std::string items = "string:";
+    for (std::size_t i = 0; i < kItems.size(); ++i) items += (i ? "," : "") + to_hex(kItems[i]);
+    const std::string expected =
+        to_hex("general.architecture") + " string " + to_hex("llama") + "\n" + to_hex(kEvilKey) + " string " +
+        to_hex(kEvilValue) + "\n" + to_hex(kBadKey) + " u32 7\n" + to_hex("bad.utf8") + " string " + to_hex(kBadValue) +
+        "\n" + to_hex("bidi") + " string " + to_hex(kBidi) + "\n" + to_hex("nan") + " f32 NaN\n" + to_hex("inf") +
+        " f64 -Infinity\n" + to_hex("arr") + " array " + items + "\n" + "tensor 0 " + to_hex(kTensor) + "\ntensor 1 " +
+        to_hex("blk.0.attn_q.weight") + "\nmodel valid False\nnot utf8 4\n";
+    EXPECT_EQ(py.out, expected) << r.out;
+    // The same verdict as the text output.
+    EXPECT_NE(run_cli({"inspect", (dir / "evil.gguf").string()}).out.find("model: not valid"), std::string::npos);
+}
+
+// ---- non-finite weights outside fuse (#10.14) -----------------------------------------------------------------
+
+// A copy of `from` with weight `col` of row `row` of F32 tensor `tensor` set to `value`.
+fs::path with_weight(const fs::path& from, const fs::path& to, const std::string& tensor, std::uint64_t row,
+                     std::uint64_t col, float value) {
+    fs::copy_file(from, to, fs::copy_options::overwrite_existing);
+    const headfuse::GgufFile f = headfuse::GgufFile::open(from);
+    const headfuse::TensorInfo* t = f.find_tensor(tensor);
+    EXPECT_TRUE(t) << tensor;
+    if (!t) return to;
+    EXPECT_EQ(t->type, 0u) << "F32";
+    FILE* out = std::fopen(to.c_str(), "r+b");
+    EXPECT_TRUE(out);
+    std::fseek(out, static_cast<long>(f.data_start() + t->offset + (row * t->ne[0] + col) * sizeof(float)), SEEK_SET);
+    std::fwrite(&value, sizeof value, 1, out);
+    std::fclose(out);
+    return to;
+}
+
+// #10.14: logits and verify refuse a model with an infinity or a NaN, naming the file, the tensor and the row,
+// instead of printing -nan or "max |log-prob difference| 0".
+TEST(CliNonFinite, LogitsAndVerifyRefuseNonFiniteWeights) {
+    const Models& m = models();
+    TempDir dir;
+    const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+    const fs::path fused_inf = with_weight(m.fused, dir / "fused-inf.gguf", "blk.1.ffn_up.weight", 5, 7, inf);
+    const fs::path ph_nan = with_weight(m.ph, dir / "ph-nan.gguf", "blk.0.ffn_down.weight", 3, 1, nan);
+    const Args tokens{"--tokens", "1,2,3"};
+    expect_refused(run_cli(concat({"logits", fused_inf.string()}, tokens)),
+                   {"fused-inf.gguf", "'blk.1.ffn_up.weight'", "row 5", "non-finite"});
+    expect_refused(run_cli(concat({"logits", ph_nan.string()}, tokens)),
+                   {"ph-nan.gguf", "'blk.0.ffn_down.weight'", "row 3", "non-finite"});
+    expect_refused(run_cli(concat({"verify", m.ph.string(), fused_inf.string()}, tokens)),
+                   {"fused-inf.gguf", "'blk.1.ffn_up.weight'", "row 5"}, 2);
+    expect_refused(run_cli(concat({"verify", ph_nan.string(), m.fused.string()}, tokens)),
+                   {"ph-nan.gguf", "'blk.0.ffn_down.weight'", "row 3"}, 2);
+    EXPECT_EQ(list_dir(dir.path()), (std::vector<std::string>{"fused-inf.gguf", "ph-nan.gguf"}));
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
-// Faults during a write, through the real CLI: a kill -9 at a random moment, a full disk (ENOSPC), a file-size
-// limit (EFBIG), and an output path that names the input. In every case the destination is as it was or
+// Faults during a write, through the real CLI: a kill -9 at a random moment, a full disk (refused up front), a
+// file-size limit (EFBIG), and an output path that names the input. In every case the destination is as it was or
 // complete, and no temporary file is left in its folder.
 #include <fcntl.h>
 #include <signal.h>
@@ -352,14 +352,28 @@ std::uint64_t free_bytes(const fs::path& dir) {
     return std::uint64_t{s.f_bavail} * s.f_frsize;
 }
 
-TEST(Faults, FullDiskEndsInAClearErrorAndLeavesNothing) {
+// "4.51 MB", as the CLI prints sizes (decimal units, two decimals): written out here, not taken from headfuse.
+std::string decimal_size(std::uint64_t n) {
+    const char* units[] = {"B", "kB", "MB", "GB"};
+    double v = static_cast<double>(n);
+    int u = 0;
+    for (; v >= 1000 && u < 3; ++u) v /= 1000;
+    char buf[32];
+    std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", v, units[u]);
+    return buf;
+}
+
+// #10.3: every writing command checks the free space of the destination's file system against the bytes it will
+// write before it starts, and says how much it needs. (A disk that fills while writing ends as the file-size
+// limit's EFBIG below does: the same I/O error path.)
+TEST(Faults, FullDiskIsRefusedBeforeWritingAndLeavesNothing) {
     inputs();
     TempDir root;
     const fs::path mnt = root / "small_fs";
     Tmpfs small_fs(mnt, "size=2m");
     if (!small_fs.mounted())
         GTEST_SKIP() << "cannot mount a 2 MB tmpfs here (" << small_fs.error()
-                     << "): needs root or CAP_SYS_ADMIN; the file-size limit test covers the same path with EFBIG";
+                     << "): needs root or CAP_SYS_ADMIN; the file-size limit test covers the write error path";
     ASSERT_TRUE(has_o_tmpfile(mnt)) << "tmpfs has O_TMPFILE";
     // Leave 48 kB: every output below is larger.
     {
@@ -369,6 +383,11 @@ TEST(Faults, FullDiskEndsInAClearErrorAndLeavesNothing) {
         f.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
     }
     for (const WriteCase& c : write_cases()) {
+        // The size each command needs: what it writes where there is room.
+        const fs::path ref = root / ("ref_" + c.name);
+        ASSERT_EQ(run_cli(c.args(ref)).status, 0);
+        const std::uint64_t size = fs::file_size(ref);
+        fs::remove(ref);
         for (bool preexisting : {false, true}) {
             SCOPED_TRACE(c.name + (preexisting ? ", destination existed" : ""));
             const fs::path dest = mnt / ("out_" + c.name + ".bin");
@@ -377,13 +396,23 @@ TEST(Faults, FullDiskEndsInAClearErrorAndLeavesNothing) {
             const auto before = list_dir(mnt);
             const std::uint64_t free_before = free_bytes(mnt);
             const RunResult r = run_cli(c.args(dest));
-            expect_clean_failure(r, "No space left on device", dest, preexisting, old, before);
+            const std::string needs =
+                "needs " + decimal_size(size) + ", " + decimal_size(free_before) + " free on '" + mnt.string() + "'";
+            expect_clean_failure(r, needs, dest, preexisting, old, before);
             EXPECT_EQ(free_bytes(mnt), free_before) << "space still held by an unnamed temporary";
             std::printf("[faults] full disk, %-10s%s: %s", c.name.c_str(), preexisting ? " (dest existed)" : "",
                         r.err.c_str());
             fs::remove(dest);
         }
     }
+    // export: its shards and config.json, all checked before the first is written; no folder is left.
+    const RunResult r = run_cli(
+        {"export", "-q", inputs().per_head.string(), "-o", (mnt / "exported").string(), "--max-shard-size", "1000000"});
+    EXPECT_EQ(r.status, 1) << r.err;
+    EXPECT_TRUE(one_line(r.err)) << r.err;
+    EXPECT_NE(r.err.find("exported' ("), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(" safetensors files): needs "), std::string::npos) << r.err;
+    EXPECT_EQ(list_dir(mnt), std::vector<std::string>{"filler"});
 }
 
 // ------------------------------------------------------------------------------------------------------------

@@ -133,6 +133,9 @@ struct TensorInfo {
 std::string format_shape(std::span<const std::uint64_t> ne);
 inline std::string format_shape(const TensorInfo& t) { return format_shape({t.ne.data(), t.n_dims}); }
 
+// "1.43 GB" (decimal units, as disks are sold)
+std::string human_bytes(double bytes);
+
 // A read-only mapping of a whole file. Owns the descriptor and the mapping.
 class MappedFile {
 public:
@@ -288,6 +291,12 @@ private:
     std::vector<TensorPlan> tensors_;
     std::unordered_set<std::string> names_;  // duplicate names found in O(1), not by a scan per tensor
 };
+
+// Error unless a file of `bytes` bytes can be written at `path` (every writer checks this before it starts; call
+// it to fail before other work): an existing `path`, or the target of the symbolic link it is, must be a regular
+// file this user may write; its folder must exist and be writable; and unless `bytes` is 0 the folder's file
+// system must have `bytes` free ("needs 12.40 GB, 3.10 GB free on '/x'").
+void check_output_path(const std::filesystem::path& path, std::uint64_t bytes = 0);
 
 // Writes `bytes` to `path` atomically (temporary, fsync, rename), refusing to overwrite any of `inputs`.
 void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes,

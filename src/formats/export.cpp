@@ -274,6 +274,8 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
     StWriteOptions st;
     st.max_shard_bytes = options.max_shard_bytes;
     st.progress = options.progress;
+    std::error_code ec;
+    const bool folder_existed = fs::exists(folder, ec);
     std::vector<fs::path> written = write_safetensors(folder, plans, st, inputs);
     const std::string text =
         (tl ? tl_config_json(c, folded) : hf_config_json(c, torch_dtype(weight_type), rope_scaling)).dump(2) + "\n";
@@ -281,10 +283,8 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         write_file_atomically(folder / "config.json", {reinterpret_cast<const std::byte*>(text.data()), text.size()},
                               inputs);
     } catch (...) {
-        for (const fs::path& p : written) {
-            std::error_code ec;
-            fs::remove(p, ec);
-        }
+        for (const fs::path& p : written) fs::remove(p, ec);
+        if (!folder_existed) fs::remove(folder, ec);  // the folder we made, if it is empty
         throw;
     }
     written.push_back(folder / "config.json");

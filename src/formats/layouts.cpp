@@ -5,10 +5,12 @@
 #include <cmath>
 #include <cstring>
 #include <deque>
-#include <fstream>
 #include <map>
 #include <set>
 
+#include <unistd.h>
+
+#include "files.h"
 #include "formats/safetensors.h"
 #include "headfuse/error.h"
 #include "headfuse/quantize.h"
@@ -343,10 +345,16 @@ struct Owner {
     std::deque<std::vector<std::byte>> vectors;  // biases in llama.cpp's element order
 };
 
+// True for a GGUF file; false for one that cannot be opened (the safetensors reader then says why). A FIFO or a
+// device is refused here, without blocking.
 bool is_gguf(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
+    std::error_code ec;
+    if (!fs::exists(p, ec)) return false;
+    const int fd = open_regular_file(p);
     char magic[4] = {};
-    return f.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
+    const bool gguf = ::pread(fd, magic, 4, 0) == 4 && std::memcmp(magic, "GGUF", 4) == 0;
+    ::close(fd);
+    return gguf;
 }
 
 Layout detect(const SafetensorsSet& s) {

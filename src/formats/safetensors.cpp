@@ -385,7 +385,7 @@ void write_one(const fs::path& path, const std::vector<StTensorPlan>& tensors,
         const std::string_view text(reinterpret_cast<const char*>(head.data()) + 8, head.size() - 8);
         parse_entries(parse_header_json(text, name), data, name, md);
     }
-    OutputFile out(path, inputs);
+    OutputFile out(path, inputs, head.size() + data);
     if (progress)
         out.set_progress([&](std::uint64_t d, std::uint64_t) { progress(done_before + d, total); }, head.size() + data);
     out.write(head);
@@ -424,10 +424,15 @@ std::vector<fs::path> write_safetensors(const fs::path& folder, const std::vecto
         in_shard += n;
     }
     std::vector<fs::path> written;
+    std::error_code ec;
+    const bool folder_existed = fs::exists(folder, ec);
     try {
-        std::error_code ec;
         fs::create_directories(folder, ec);
         if (ec) fail("cannot create folder '" + folder.string() + "': " + ec.message());
+        // Room for every shard, checked before the first is written.
+        check_free_space(folder, total,
+                         "'" + folder.string() + "' (" + std::to_string(shards.size()) + " safetensors file" +
+                             (shards.size() == 1 ? ")" : "s)"));
         if (shards.size() == 1) {
             write_one(folder / kSafetensorsSingleName, shards[0], options.metadata, inputs, options.progress, 0, total);
             return {folder / kSafetensorsSingleName};
@@ -452,10 +457,8 @@ std::vector<fs::path> write_safetensors(const fs::path& folder, const std::vecto
         written.push_back(folder / kSafetensorsIndexName);
         return written;
     } catch (...) {
-        for (const fs::path& p : written) {
-            std::error_code ec;
-            fs::remove(p, ec);
-        }
+        for (const fs::path& p : written) fs::remove(p, ec);
+        if (!folder_existed) fs::remove(folder, ec);  // the folder we made, if it is empty
         throw;
     }
 }
