@@ -277,6 +277,49 @@ TEST(HeadsPrune, EqualsTheAblatedModelAndLlamaCppAgrees) {
     }
 }
 
+// Different counts per layer are written as llama.cpp's deci architecture (per-layer head_count arrays; a
+// layer may keep no heads, and then has no attention at all, as ablating all its heads leaves it).
+TEST(HeadsPrune, UnevenCountsAreWrittenAsDeciAndLlamaCppAgrees) {
+    TempDir dir;
+    const Config c = gqa_config();
+    const auto src = fused_model(dir, c, "src");
+    const auto tokens = default_tokens(c.vocab, 7);
+    struct Case {
+        std::string heads;
+        std::vector<std::uint32_t> n_heads, n_kv;
+    };
+    for (const Case& k : {Case{"0:0,0:1", {2, 4}, {1, 2}}, Case{"0:0,0:3,1:0,1:1", {2, 2}, {2, 1}}}) {
+        const auto out = dir / "deci.gguf";
+        const auto r = run_cli({"heads", "prune", src.string(), "-o", out.string(), "--heads", k.heads, "-q"});
+        ASSERT_EQ(r.status, 0) << r.err;
+        const PerHeadModel pruned = open_model(out);
+        EXPECT_EQ(pruned.config().architecture(), "deci");
+        EXPECT_EQ(pruned.config().layer_heads, k.n_heads);
+        EXPECT_EQ(pruned.config().layer_kv_heads, k.n_kv);
+        const auto ablated = parse_heads(k.heads, "--heads");
+        EXPECT_LT(max_diff(logprobs(out, tokens), logprobs(src, tokens, ablated)), kPrunedLogprobTolerance) << k.heads;
+        if (test::judges_available()) {
+            EXPECT_LT(llama_diff(out, tokens), kF32LogprobTolerance) << k.heads;
+        }
+        std::filesystem::remove(out);
+    }
+    // A layer left without heads.
+    const auto out = dir / "empty-layer.gguf";
+    const std::string all1 = "1:0,1:1,1:2,1:3,0:0,0:1";
+    ASSERT_EQ(run_cli({"heads", "prune", src.string(), "-o", out.string(), "--heads", all1, "-q"}).status, 0);
+    const PerHeadModel pruned = open_model(out);
+    EXPECT_EQ(pruned.config().layer_heads, (std::vector<std::uint32_t>{2, 0}));
+    EXPECT_EQ(GgufFile::open(out).find_tensor("blk.1.attn_q.weight"), nullptr);
+    EXPECT_LT(max_diff(logprobs(out, tokens), logprobs(src, tokens, parse_heads(all1, "--heads"))),
+              kPrunedLogprobTolerance);
+    if (test::judges_available()) {
+        EXPECT_LT(llama_diff(out, tokens), kF32LogprobTolerance);
+    }
+    // A per-layer model is not edited further: its heads have no single count.
+    expect_refused({"heads", "ablate", out.string(), "-o", (dir / "x.gguf").string(), "--heads", "0:0"}, dir / "x.gguf",
+                   "has per-layer head counts");
+}
+
 // --kv-groups L:G removes a whole group: the same file as naming its query heads.
 TEST(HeadsPrune, KvGroupsAreTheirQueryHeads) {
     TempDir dir;
@@ -450,8 +493,6 @@ TEST(HeadsErrors, OneLineAndNoOutput) {
     expect_refused({"heads", "ablate", src, "-o", o, "--heads", "1:x"}, out, "--heads: expected LAYER:HEAD");
     expect_refused({"heads", "prune", src, "-o", o, "--heads", "0:0"}, out,
                    "prune: layer 0 would keep 1 query heads of kv group 0 and 2 of kv group 1");
-    expect_refused({"heads", "prune", src, "-o", o, "--heads", "0:0,0:1"}, out,
-                   "the llama architecture needs the same counts in every layer");
     expect_refused({"heads", "prune", src, "-o", o, "--heads", "0:0,0:1,0:2,0:3,1:0,1:1,1:2,1:3"}, out,
                    "layer 0 would keep no heads");
     expect_refused({"heads", "pool-kv", src, "-o", o, "--kv-heads", "3"}, out,

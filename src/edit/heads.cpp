@@ -29,6 +29,14 @@ std::string head_name(const HeadRef& h) { return std::to_string(h.layer) + ":" +
 
 std::string prefix(const EditOptions& o) { return o.source.empty() ? "" : o.source + ": "; }
 
+// The edits index heads with one count for every layer: a model with per-layer counts (deci) is refused.
+void require_uniform(const Config& c, const std::string& where, std::string_view verb, std::string_view which) {
+    if (c.per_layer())
+        fail(where + std::string(verb) + ": " + std::string(which) +
+             " has per-layer head counts (llama.cpp's deci architecture); headfuse edits the heads of models "
+             "with one count for every layer");
+}
+
 // Every logical row of a view, in its type.
 std::vector<std::byte> all_rows(const TensorView& v) {
     std::vector<std::byte> out(v.n_rows() * v.row_nbytes()), scratch;
@@ -245,6 +253,7 @@ std::vector<HeadMove> parse_head_moves(std::string_view text, std::string_view f
 
 PerHeadModel ablate_heads(const PerHeadModel& src, std::span<const HeadRef> heads, const EditOptions& options) {
     const Config& c = src.config();
+    require_uniform(c, prefix(options), "ablate", "the model");
     if (heads.empty()) fail("ablate: no heads given");
     const auto layers = by_layer(c, heads, prefix(options));
     auto store = std::make_shared<EditStore>();
@@ -270,6 +279,7 @@ PerHeadModel ablate_heads(const PerHeadModel& src, std::span<const HeadRef> head
 PerHeadModel prune_heads(const PerHeadModel& src, std::span<const HeadRef> heads, const EditOptions& options) {
     const Config& c = src.config();
     const std::string where = prefix(options);
+    require_uniform(c, where, "prune", "the model");
     if (heads.empty()) fail("prune: no heads given");
     const auto pruned = by_layer(c, heads, where);
     const std::uint32_t group = c.n_heads / c.n_kv_heads;  // query heads per kv head
@@ -294,21 +304,30 @@ PerHeadModel prune_heads(const PerHeadModel& src, std::span<const HeadRef> heads
                      "query head i the kv head i / (query heads per group))");
             keep_kv[l].push_back(g);
         }
-        if (keep_q[l].empty())
-            fail(where + "prune: layer " + std::to_string(l) +
-                 " would keep no heads; the llama architecture needs at least one in every layer");
-        if (keep_q[l].size() != keep_q[0].size() || keep_kv[l].size() != keep_kv[0].size())
-            fail(where + "prune: layer 0 would keep " + std::to_string(keep_q[0].size()) + " heads (" +
-                 std::to_string(keep_kv[0].size()) + " kv) and layer " + std::to_string(l) + " " +
-                 std::to_string(keep_q[l].size()) + " (" + std::to_string(keep_kv[l].size()) +
-                 " kv); the llama architecture needs the same counts in every layer (different counts per layer "
-                 "need llama.cpp's deci architecture, which headfuse does not write yet)");
+        if (keep_q[0].empty())
+            fail(where +
+                 "prune: layer 0 would keep no heads; llama.cpp takes the head size from layer 0, so it "
+                 "keeps at least one");
+    }
+    // Equal counts in every layer stay `llama`; different ones (a layer may keep 0 heads) become llama.cpp's
+    // `deci` architecture, which stores them per layer.
+    std::vector<std::uint32_t> heads_at(c.n_layers), kv_at(c.n_layers);
+    bool uneven = false;
+    for (std::uint32_t l = 0; l < c.n_layers; ++l) {
+        heads_at[l] = static_cast<std::uint32_t>(keep_q[l].size());
+        kv_at[l] = static_cast<std::uint32_t>(keep_kv[l].size());
+        uneven = uneven || heads_at[l] != heads_at[0] || kv_at[l] != kv_at[0];
     }
     auto store = std::make_shared<EditStore>();
     ModelViews views = src.views();
     Config& nc = views.config;
-    nc.n_heads = static_cast<std::uint32_t>(keep_q[0].size());
-    nc.n_kv_heads = static_cast<std::uint32_t>(keep_kv[0].size());
+    if (uneven) {
+        nc.set_layer_counts(heads_at, kv_at, {});
+        nc.validate();
+    } else {
+        nc.n_heads = heads_at[0];
+        nc.n_kv_heads = kv_at[0];
+    }
     const TypeTraits& at = traits(views.layers[0].attn_output.type);
     for (std::uint32_t l = 0; l < c.n_layers; ++l) {
         const LayerViews& old = src.views().layers[l];
@@ -327,10 +346,11 @@ PerHeadModel prune_heads(const PerHeadModel& src, std::span<const HeadRef> heads
         lv.k_bias = pick(old.k_bias, keep_kv[l], Role::AttnKBias);
         lv.v_bias = pick(old.v_bias, keep_kv[l], Role::AttnVBias);
         if (keep_q[l].size() == c.n_heads) continue;
+        if (keep_q[l].empty()) continue;  // a deci layer without attention: its attention tensors are not written
         // attn_output keeps the kept heads' columns: bytes when a head is whole blocks, else decoded to F32.
         const TensorView& w = old.attn_output;
         const std::vector<std::byte> rows = all_rows(w);
-        const std::uint64_t rb = w.row_nbytes(), n_rows = w.n_rows(), nq = nc.q_dim();
+        const std::uint64_t rb = w.row_nbytes(), n_rows = w.n_rows(), nq = std::uint64_t{heads_at[l]} * c.d_head;
         const std::array<std::uint64_t, 2> ne{nq, w.ne[1]};
         const std::string name = tensor_name(role_spec(Role::AttnOutput), l);
         if (c.d_head % traits(w.type).block_size == 0) {
@@ -359,10 +379,15 @@ PerHeadModel prune_heads(const PerHeadModel& src, std::span<const HeadRef> heads
     }
     std::vector<HeadRef> sorted(heads.begin(), heads.end());
     std::sort(sorted.begin(), sorted.end());
-    return finish(src, std::move(views), store,
-                  "prune: heads " + list_heads(sorted) + " removed (" + std::to_string(c.n_heads) + " -> " +
-                      std::to_string(nc.n_heads) + " heads, " + std::to_string(c.n_kv_heads) + " -> " +
-                      std::to_string(nc.n_kv_heads) + " kv heads per layer)");
+    std::string counts = std::to_string(c.n_heads) + " -> " + std::to_string(nc.n_heads) + " heads, " +
+                         std::to_string(c.n_kv_heads) + " -> " + std::to_string(nc.n_kv_heads) + " kv heads per layer";
+    if (uneven) {
+        counts = "per layer, heads (kv):";
+        for (std::uint32_t l = 0; l < c.n_layers; ++l)
+            counts += " " + std::to_string(heads_at[l]) + " (" + std::to_string(kv_at[l]) + ")";
+        counts += "; written as deci";
+    }
+    return finish(src, std::move(views), store, "prune: heads " + list_heads(sorted) + " removed (" + counts + ")");
 }
 
 // ---- pool-kv -------------------------------------------------------------------------------------------------
@@ -370,6 +395,7 @@ PerHeadModel prune_heads(const PerHeadModel& src, std::span<const HeadRef> heads
 PerHeadModel pool_kv_heads(const PerHeadModel& src, std::uint32_t n_kv, const EditOptions& options) {
     const Config& c = src.config();
     const std::string where = prefix(options);
+    require_uniform(c, where, "pool-kv", "the model");
     if (n_kv == 0 || c.n_kv_heads % n_kv != 0 || n_kv >= c.n_kv_heads)
         fail(where + "pool-kv: --kv-heads " + std::to_string(n_kv) + " must be fewer than the model's " +
              std::to_string(c.n_kv_heads) + " key/value heads and divide them");
@@ -421,6 +447,8 @@ PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor
     const Config& c = src.config();
     const Config& dc = donor.config();
     const std::string where = prefix(options);
+    require_uniform(c, where, "transplant", "the model");
+    require_uniform(dc, where, "transplant", "the donor");
     if (moves.empty()) fail("transplant: no heads given");
     if (dc.d_model != c.d_model || dc.d_head != c.d_head)
         fail(where + "transplant: the donor has d_model " + std::to_string(dc.d_model) + " and d_head " +
