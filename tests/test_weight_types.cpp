@@ -149,7 +149,8 @@ TEST(WeightTypeMixes, Q4KMAndFallbacksReadAgreeAndRoundTrip) {
         const auto x = dir / (std::string(name) + ".gguf");
         quantizer->quantize(f32_file(dir, config, name), x, {.ftype = ftype, .pure = false});
         std::map<std::uint32_t, int> types;
-        for (const TensorInfo& t : GgufFile::open(x).tensors()) ++types[t.type];
+        const GgufFile quantized = GgufFile::open(x);  // held: tensors() borrows from it
+        for (const TensorInfo& t : quantized.tensors()) ++types[t.type];
         EXPECT_GE(types.size(), 3u) << "expected a mix of types (f32 norms and two weight types at least)";
         check_file(dir, x, kMixTolerance);
     }
