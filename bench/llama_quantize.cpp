@@ -2,7 +2,6 @@
 // tests/support/llama_quantize.h), with its default parameters.
 //
 //   llama_quantize IN OUT FTYPE THREADS    FTYPE: llama.cpp's enum llama_ftype (15 is Q4_K_M)
-//   llama_quantize --realign IN OUT        IN rewritten with the default alignment (32), which llama.cpp needs
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -13,12 +12,8 @@
 int main(int argc, char** argv) {
     using namespace headfuse::test;
     try {
-        if (argc == 4 && std::string(argv[1]) == "--realign") {
-            realign_to_default(argv[2], argv[3]);
-            return 0;
-        }
         if (argc != 5) {
-            std::fprintf(stderr, "usage: llama_quantize IN OUT FTYPE THREADS | --realign IN OUT\n");
+            std::fprintf(stderr, "usage: llama_quantize IN OUT FTYPE THREADS\n");
             return 1;
         }
         LlamaQuantizer* q = LlamaQuantizer::get();

@@ -54,11 +54,9 @@ ph="$dir/per-head.gguf"
 echo "bench: models in $dir ($size, $reps runs)" >&2
 [ -f "$ph" ] || "$hf" init -q -o "$ph" "${shape[@]}" --seed 1 >/dev/null
 [ -f "$dir/lens.gguf" ] || "$hf" init -q -o "$dir/lens.gguf" "${lens_shape[@]}" --seed 1 >/dev/null
-# llama.cpp's input: the same model fused to F32, with the default alignment llama.cpp needs.
-f32_32="$dir/fused-f32-align32.gguf"
-if [ -x "$lq" ] && [ ! -f "$f32_32" ]; then
-  "$hf" fuse -q "$ph" -o "$dir/fused-f32.gguf" && "$lq" --realign "$dir/fused-f32.gguf" "$f32_32" && rm -f "$dir/fused-f32.gguf"
-fi
+# llama.cpp's input: the same model fused to F32 (the default alignment, which llama.cpp's tools need).
+f32_32="$dir/fused-f32.gguf"
+[ ! -x "$lq" ] || [ -f "$f32_32" ] || "$hf" fuse -q "$ph" -o "$f32_32"
 # The same model as a Hugging Face checkpoint (one model.safetensors, rotate-half Q/K rows), for the import.
 st="$dir/hf/model.safetensors"
 [ -f "$st" ] || "$hf" export -q "$ph" -o "$dir/hf" --format hf --max-shard-size 100000000000 >/dev/null

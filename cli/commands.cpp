@@ -186,7 +186,7 @@ int run_init(const InitArgs& a, const Common& c) {
     a.config.validate();
     check_output_path(a.out);
     const auto t0 = Clock::now();
-    const auto files = write_random_init(a.config, a.seed, a.out, make_progress("init", c.quiet), c.threads, c.split);
+    const auto files = write_random_init(a.config, a.seed, a.out, make_progress("init", c.quiet), c.threads, c.layout);
     std::printf("wrote %s: per-head checkpoint, %s, seed %llu in %.2f s\n", written(files).c_str(),
                 describe(a.config).c_str(), static_cast<unsigned long long>(a.seed), seconds_since(t0));
     return 0;
@@ -237,7 +237,7 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     opt.threads = c.threads;
     opt.tokenizer = tok ? &*tok : nullptr;
     opt.progress = make_progress("fuse", c.quiet);
-    opt.split = c.split;
+    opt.layout = c.layout;
     opt.warn = warn;
     opt.inputs = src.inputs;
     const auto files = fuse(model, a.out, opt);
@@ -259,7 +259,7 @@ int run_split(const SplitArgs& a, const Common& c) {
     const auto t0 = Clock::now();
     check_output_path(a.out);
     const FusedModel model = FusedModel::open(a.in);
-    const auto files = split(model, a.out, {make_progress("split", c.quiet), c.split});
+    const auto files = split(model, a.out, {make_progress("split", c.quiet), c.layout});
     std::printf("wrote %s: per-head checkpoint, %s in %.2f s\n", written(files).c_str(),
                 describe(model.config()).c_str(), seconds_since(t0));
     return 0;

@@ -16,7 +16,7 @@ namespace headfuse::cli {
 struct Common {
     unsigned threads = 0;
     bool quiet = false;
-    SplitLimits split;  // writing commands: cut the output into a split set
+    OutputLayout layout;  // writing commands: alignment, and cutting the output into a split set
 };
 
 struct InitArgs {

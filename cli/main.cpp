@@ -146,9 +146,15 @@ void add_common(CLI::App* cmd, Deferred& d, Common& c, bool threads = true) {
     cmd->add_flag("-q,--quiet", c.quiet, "No progress bar");
 }
 
-// --split-max-size / --split-max-tensors on a command that writes a model: the output becomes a split set,
-// PREFIX-00001-of-0000N.gguf ..., as llama-gguf-split writes it (-o PREFIX or -o PREFIX.gguf).
-void add_split(CLI::App* cmd, Deferred& d, std::string& max_size, std::uint64_t& max_tensors) {
+// The layout of a command that writes a model: --alignment, and --split-max-size / --split-max-tensors, with
+// which the output becomes a split set, PREFIX-00001-of-0000N.gguf ..., as llama-gguf-split writes it (-o PREFIX
+// or -o PREFIX.gguf).
+void add_layout(CLI::App* cmd, Deferred& d, std::uint32_t& alignment, std::string& max_size,
+                std::uint64_t& max_tensors) {
+    d.number(cmd, "--alignment", alignment, 1, std::uint64_t{1} << 30,
+             "Tensor data alignment, a power of two (default: 32, what llama.cpp's tools expect: llama-quantize "
+             "keeps a file's alignment key but pads its output to 32, so its output of a file with another "
+             "alignment does not load)");
     cmd->add_option("--split-max-size", max_size,
                     "Write a split set: at most N[M|G] of tensor data per shard (M = 10^6 bytes, G = 10^9), named "
                     "PREFIX-00001-of-0000N.gguf from -o PREFIX[.gguf]")
@@ -222,9 +228,10 @@ int main(int argc, char** argv) {
     deferred.number(c_init, "--rope-original-context", cfg.rope_original_context, 1, kMaxContext,
                     "YaRN: the context length before scaling (default: --context)");
     add_common(c_init, deferred, common);
+    std::uint32_t alignment = kDefaultAlignment;
     std::string split_max_size;
     std::uint64_t split_max_tensors = 0;
-    add_split(c_init, deferred, split_max_size, split_max_tensors);
+    add_layout(c_init, deferred, alignment, split_max_size, split_max_tensors);
 
     FuseArgs fuse;
     std::string fuse_type;
@@ -255,7 +262,7 @@ int main(int argc, char** argv) {
                      "Hyperparameters of a safetensors checkpoint (default: config.json beside the weights)")
         ->type_name("FILE");
     add_common(c_fuse, deferred, common);
-    add_split(c_fuse, deferred, split_max_size, split_max_tensors);
+    add_layout(c_fuse, deferred, alignment, split_max_size, split_max_tensors);
 
     ExportArgs exp;
     auto* c_export = app.add_subcommand(
@@ -279,7 +286,7 @@ int main(int argc, char** argv) {
         ->type_name("FILE");
     deferred.output(c_split, split.out, "Output per-head GGUF checkpoint")->required();
     add_common(c_split, deferred, common, false);
-    add_split(c_split, deferred, split_max_size, split_max_tensors);
+    add_layout(c_split, deferred, alignment, split_max_size, split_max_tensors);
 
     InspectArgs inspect;
     auto* c_inspect = app.add_subcommand("inspect", "Show a GGUF file's header, metadata and tensors");
@@ -342,6 +349,7 @@ int main(int argc, char** argv) {
         cmd->add_option("--config", heads.config, "Hyperparameters of a safetensors input")->type_name("FILE");
         if (writes) {
             deferred.output(cmd, heads.out, "Output llama.cpp GGUF file")->required();
+            add_layout(cmd, deferred, alignment, split_max_size, split_max_tensors);
             heads_types.emplace_back(
                 cmd, cmd->add_option("--type", heads_type,
                                      "Type of 2-D weights: " + lowercase_types() + " (default: keep the input's)")
@@ -419,8 +427,12 @@ int main(int argc, char** argv) {
             deferred.apply(cmd);
             for (const CLI::App* verb : cmd->get_subcommands()) deferred.apply(verb);  // heads VERB
         }
-        if (!split_max_size.empty()) common.split.max_bytes = parse_split_size(split_max_size, "--split-max-size");
-        common.split.max_tensors = split_max_tensors;
+        if (!split_max_size.empty())
+            common.layout.split.max_bytes = parse_split_size(split_max_size, "--split-max-size");
+        common.layout.split.max_tensors = split_max_tensors;
+        if ((alignment & (alignment - 1)) != 0)
+            fail("--alignment: expected a power of two, found " + std::to_string(alignment));
+        common.layout.alignment = alignment;
         if (*c_init) {
             cfg.rope_scaling = rope_scaling == "yarn"     ? RopeScaling::Yarn
                                : rope_scaling == "linear" ? RopeScaling::Linear

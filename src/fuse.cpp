@@ -245,8 +245,8 @@ std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::fi
     const Config& c = m.config;
     if (c.has_lens() && c.tied) fail("a projection lens requires an untied output layer (output.weight)");
     GgufWriter w;
-    w.alignment = model.file() ? model.file()->alignment() : kModelAlignment;
-    w.split = options.split;
+    w.alignment = options.layout.alignment;
+    w.split = options.layout.split;
     w.metadata = fused_metadata(model, options);
     const Planner plan{m, options, model.file() ? model.file()->name() + ": " : ""};
     // In the source file's order: a fused tensor where its first head was.
@@ -272,7 +272,7 @@ std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::fi
 
 std::vector<std::filesystem::path> split(const FusedModel& model, const std::filesystem::path& out,
                                          const SplitOptions& options) {
-    return model.per_head().save(out, options.progress, options.split);
+    return model.per_head().save(out, options.progress, options.layout);
 }
 
 }  // namespace headfuse

@@ -126,11 +126,11 @@ void add_view(GgufWriter& w, const TensorView& v) {
 }  // namespace
 
 std::vector<std::filesystem::path> PerHeadModel::save(const std::filesystem::path& path, const ProgressFn& progress,
-                                                      const SplitLimits& split) const {
+                                                      const OutputLayout& layout) const {
     const ModelViews& m = views_;
     GgufWriter w;
-    w.alignment = file_ ? file_->alignment() : kModelAlignment;
-    w.split = split;
+    w.alignment = layout.alignment;
+    w.split = layout.split;
     w.metadata = per_head_metadata(m.config, metadata_);
     // In the source file's order (split keeps a fused file's order, head tensors where their fused tensor was).
     std::vector<const TensorView*> views;
@@ -258,12 +258,12 @@ private:
 
 std::vector<std::filesystem::path> write_random_init(const Config& config, std::uint64_t seed,
                                                      const std::filesystem::path& path, const ProgressFn& progress,
-                                                     unsigned threads, const SplitLimits& split) {
+                                                     unsigned threads, const OutputLayout& out_layout) {
     config.validate();
     const std::vector<TensorSpec> layout = tensor_layout(config, ModelKind::PerHead);
     GgufWriter w;
-    w.alignment = kModelAlignment;
-    w.split = split;
+    w.alignment = out_layout.alignment;
+    w.split = out_layout.split;
     w.metadata = per_head_metadata(config, {});
     // One writer takes whatever a few generators make (~2 GB/s each with AVX-512): more would only cost memory.
     RandomPipeline pipeline(layout, seed, std::min(resolve_threads(threads), 32u));

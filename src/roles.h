@@ -23,11 +23,6 @@
 
 namespace headfuse {
 
-// Tensor data alignment of every model file headfuse writes. A page: tensors of a per-head file and of its
-// fused file then start at the same offset within a page, so the kernel copies them page by page
-// (copy_file_range on unaligned ranges costs half as much again), and llama.cpp maps page-aligned tensors.
-inline constexpr std::uint32_t kModelAlignment = 4096;
-
 // What a tensor holds, which decides the types it may have and how random_init fills it.
 enum class TensorKind {
     Norm,    // 1-D, always F32, initialised to 1.0 (norm weights, rope_freqs)

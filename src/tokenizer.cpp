@@ -36,23 +36,27 @@ Metadata default_tokenizer(std::uint32_t vocab) {
         scores.push_back(Value::f32(score));
         types.push_back(Value::i32(type));
     };
-    const bool full = vocab >= kFullLayoutVocab;
-    if (full) {
+    const std::string boundary = "\xE2\x96\x81";  // "▁", SentencePiece's word boundary
+    if (vocab >= kFullLayoutVocab) {
+        // LLaMA's ids for the tokens it shares with LLaMA's vocabulary: <unk> 0, <s> 1, </s> 2, <0x00>..<0xFF>
+        // 3..258 (<0x0A> is 13).
         add("<unk>", 0.0f, kUnknown);
         add("<s>", 0.0f, kControl);
         add("</s>", 0.0f, kControl);
-    }
-    if (tokens.size() < vocab) add("\xE2\x96\x81", -1.0f, kNormal);  // "▁", SentencePiece's word boundary
-    // Below the full layout, the bytes of the text node-llama-cpp tokenizes while loading come first.
-    std::vector<bool> added(256, false);
-    if (!full)
+        for (unsigned b = 0; b < 256; ++b) add(byte_token(b), 0.0f, kByte);
+        add(boundary, -1.0f, kNormal);
+    } else {
+        // Below the full layout: "▁", then the bytes of the text node-llama-cpp tokenizes while loading.
+        std::vector<bool> added(256, false);
+        if (tokens.size() < vocab) add(boundary, -1.0f, kNormal);
         for (unsigned char ch : kLoadProbeBytes)
             if (tokens.size() < vocab) {
                 add(byte_token(ch), 0.0f, kByte);
                 added[ch] = true;
             }
-    for (unsigned b = 0; b < 256 && tokens.size() < vocab; ++b)
-        if (!added[b]) add(byte_token(b), 0.0f, kByte);
+        for (unsigned b = 0; b < 256 && tokens.size() < vocab; ++b)
+            if (!added[b]) add(byte_token(b), 0.0f, kByte);
+    }
     for (std::uint32_t i = 0; tokens.size() < vocab; ++i)
         add("\xE2\x96\x81t" + std::to_string(i), -2.0f - static_cast<float>(i), kNormal);
 
@@ -61,7 +65,7 @@ Metadata default_tokenizer(std::uint32_t vocab) {
     md.set("tokenizer.ggml.tokens", Value::array(ValueType::STRING, std::move(tokens)));
     md.set("tokenizer.ggml.scores", Value::array(ValueType::F32, std::move(scores)));
     md.set("tokenizer.ggml.token_type", Value::array(ValueType::I32, std::move(types)));
-    if (full) {
+    if (vocab >= kFullLayoutVocab) {
         md.set("tokenizer.ggml.unknown_token_id", Value::u32(0));
         md.set("tokenizer.ggml.bos_token_id", Value::u32(1));
         md.set("tokenizer.ggml.eos_token_id", Value::u32(2));

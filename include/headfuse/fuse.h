@@ -27,7 +27,7 @@ struct FuseOptions {
     // The tokenizer to write (see read_tokenizer); unset: the model's own, else a default SentencePiece one.
     // Its token count must be the model's vocabulary.
     const Tokenizer* tokenizer = nullptr;
-    SplitLimits split;  // when active, write a split set (llama-gguf-split's layout) named after `out`
+    OutputLayout layout;  // alignment, and a split set (llama-gguf-split's layout) named after `out` when asked
     std::vector<std::filesystem::path> inputs;  // more files the output must not overwrite (a checkpoint's)
     ProgressFn progress;
     std::function<void(const std::string&)> warn;
@@ -41,7 +41,7 @@ std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::fi
 
 struct SplitOptions {
     ProgressFn progress;
-    SplitLimits split;  // when active, write a split set named after `out`
+    OutputLayout layout;  // alignment, and a split set named after `out` when asked
 };
 
 // Writes the per-head checkpoint of a fused model to `out`; tensors keep their type, bytes and order (head

@@ -181,6 +181,15 @@ struct SplitLimits {
     bool active() const noexcept { return max_bytes != 0 || max_tensors != 0; }
 };
 
+// How a writing command lays out its output: the tensor data alignment, and one file or a split set.
+struct OutputLayout {
+    // general.alignment, a power of two. Keep the default (32) for files llama.cpp's tools will rewrite:
+    // llama-quantize copies a file's general.alignment key into its output but pads its own tensors to 32,
+    // and ggml's reader then refuses that output.
+    std::uint32_t alignment = kDefaultAlignment;
+    SplitLimits split;  // when active, write a split set (llama-gguf-split's layout) named after the output
+};
+
 // "500M" (10^6 bytes, as llama-gguf-split counts), "2G" (10^9) to bytes; Error naming `what` otherwise.
 std::uint64_t parse_split_size(std::string_view text, std::string_view what);
 

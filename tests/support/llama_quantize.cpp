@@ -124,28 +124,8 @@ std::string LlamaQuantizer::path() {
            "/judge/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libllama.v0.4.0.so";
 }
 
-void realign_to_default(const std::filesystem::path& in, const std::filesystem::path& out) {
-    const GgufFile f = GgufFile::open(in);
-    GgufWriter w;
-    w.alignment = kDefaultAlignment;
-    w.metadata = f.metadata();
-    w.metadata.erase("general.alignment");
-    for (const TensorInfo& t : f.tensors())
-        w.add_tensor(t.name, t.type, {t.ne.data(), t.n_dims},
-                     [&f, &t](ByteSink& sink) { sink.write(f.tensor_data(t)); });
-    w.write(out);
-}
-
 void LlamaQuantizer::quantize(const std::filesystem::path& in, const std::filesystem::path& out,
                               const QuantizeOptions& options) const {
-    std::filesystem::path input = in;
-    std::filesystem::path realigned;
-    if (GgufFile::open(in).alignment() != kDefaultAlignment) {
-        realigned = out;
-        realigned += ".align32.gguf";
-        realign_to_default(in, realigned);
-        input = realigned;
-    }
     LlamaModelQuantizeParams p = api_.default_params();
     p.nthread = options.threads;
     p.ftype = static_cast<std::int32_t>(options.ftype);
@@ -155,10 +135,9 @@ void LlamaQuantizer::quantize(const std::filesystem::path& in, const std::filesy
     {
         std::lock_guard lock(log_mutex);
         log_text.clear();
-        rc = api_.quantize(input.c_str(), out.c_str(), &p);
+        rc = api_.quantize(in.c_str(), out.c_str(), &p);
         log.swap(log_text);
     }
-    if (!realigned.empty()) std::filesystem::remove(realigned);
     if (rc != 0) {
         if (log.size() > 2000) log = "..." + log.substr(log.size() - 2000);
         throw std::runtime_error("llama_model_quantize(" + in.string() + " -> " + out.string() + ", ftype " +

@@ -62,10 +62,9 @@ public:
     // Where get() looks: $HEADFUSE_LLAMA_LIB, else the judge package in the source tree.
     static std::string path();
 
-    // llama_model_quantize(in, out, params). The input must be a model llama.cpp loads. Its
-    // general.alignment must be the default (32): llama.cpp copies the key but pads tensors to 32, which
-    // makes a file ggml's reader refuses; an input with another alignment is first rewritten with 32 (same
-    // keys in the same order but that one, same tensors) next to `out`. Throws std::runtime_error on failure.
+    // llama_model_quantize(in, out, params) on the file as it is. The input must be a model llama.cpp loads;
+    // llama.cpp copies its general.alignment key but pads tensors to 32, so only an input with the default
+    // alignment gives an output ggml's reader accepts. Throws std::runtime_error on failure.
     void quantize(const std::filesystem::path& in, const std::filesystem::path& out,
                   const QuantizeOptions& options) const;
 
@@ -75,9 +74,6 @@ private:
     explicit LlamaQuantizer(const Api& api);
     const Api& api_;
 };
-
-// Writes `in` again with general.alignment 32 (the key dropped, everything else as it was) to `out`.
-void realign_to_default(const std::filesystem::path& in, const std::filesystem::path& out);
 
 // True when the environment says the tests run in CI (CI=true). (Defined in support/ggml_lib.cpp.)
 bool running_in_ci();
