@@ -12,6 +12,9 @@
 # Every output is removed before it is written again, for headfuse and cp alike. The page cache is warm.
 # fuse --type q4_k_m is also compared with llama.cpp's llama_model_quantize (bench/llama_quantize, libllama from
 # the judge) turning the same model's F32 fused file into Q4_K_M, both with the same 2 threads.
+# Head surgery on the same model's F32 fused file (and, for pool-kv, on a multi-head model of the same shape):
+# heads_prune removes a quarter of the heads of every layer (one query head of each kv group), heads_ablate all
+# heads of layer 0 and two more, heads_pool_kv pools 16 key/value heads into 4; each against the durable copy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -26,19 +29,23 @@ mkdir -p "$dir"
 [ -x /usr/bin/time ] || { echo "bench: /usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
 
 case "$size" in
-  1.4g) shape=(--d-model 2048 --n-heads 16 --n-kv-heads 4 --d-head 128 --d-ff 5632 --n-layers 5 --vocab 32000) ;;
-  8g)   shape=(--d-model 4096 --n-heads 32 --n-kv-heads 8 --d-head 128 --d-ff 11008 --n-layers 10 --vocab 32000) ;;
+  1.4g) n_layers=5 n_heads=16 n_kv=4 shape=(--d-model 2048 --d-head 128 --d-ff 5632 --n-layers 5 --vocab 32000) ;;
+  8g)   n_layers=10 n_heads=32 n_kv=8 shape=(--d-model 4096 --d-head 128 --d-ff 11008 --n-layers 10 --vocab 32000) ;;
   *) echo "bench: SIZE is 1.4g or 8g" >&2; exit 1 ;;
 esac
+mha_shape=(--n-heads "$n_heads" --n-kv-heads "$n_heads" "${shape[@]}")  # heads pool-kv's input
+shape=(--n-heads "$n_heads" --n-kv-heads "$n_kv" "${shape[@]}")
 lens_shape=(--d-model 1024 --n-heads 8 --n-kv-heads 8 --d-head 128 --d-ff 1024 --n-layers 1 --vocab 32000 --donor-d-in 1024)
 
 results="$dir/results.txt"
 : > "$results"
 only=" ${ONLY:-} "
+# wanted NAME: true when ONLY runs NAME.
+wanted() { [ "$only" = "  " ] || [[ "$only" == *" $1 "* ]]; }
 # measure NAME CMD...: appends "NAME seconds peak_kib" to the results (unless ONLY leaves NAME out).
 measure() {
   local name=$1; shift
-  if [ "$only" != "  " ] && [ "$name" != copy ] && [[ "$only" != *" $name "* ]]; then return 0; fi
+  if [ "$name" != copy ] && ! wanted "$name"; then return 0; fi
   /usr/bin/time -f "%e %M" -o "$dir/time.txt" "$@" >/dev/null
   echo "$name $(cat "$dir/time.txt")" >> "$results"
 }
@@ -53,13 +60,26 @@ warm() {
 ph="$dir/per-head.gguf"
 echo "bench: models in $dir ($size, $reps runs)" >&2
 [ -f "$ph" ] || "$hf" init -q -o "$ph" "${shape[@]}" --seed 1 >/dev/null
-[ -f "$dir/lens.gguf" ] || "$hf" init -q -o "$dir/lens.gguf" "${lens_shape[@]}" --seed 1 >/dev/null
+[ -f "$dir/lens.gguf" ] || ! wanted fuse_lens || "$hf" init -q -o "$dir/lens.gguf" "${lens_shape[@]}" --seed 1 >/dev/null
 # llama.cpp's input: the same model fused to F32 (the default alignment, which llama.cpp's tools need).
 f32_32="$dir/fused-f32.gguf"
-[ ! -x "$lq" ] || [ -f "$f32_32" ] || "$hf" fuse -q "$ph" -o "$f32_32"
+# Also the input of heads prune and ablate.
+if [ ! -f "$f32_32" ] && { { [ -x "$lq" ] && wanted llama_q4_k_m; } || wanted heads_prune || wanted heads_ablate; }; then
+  "$hf" fuse -q "$ph" -o "$f32_32"
+fi
+# heads pool-kv's input: a multi-head model of the same shape (a key/value head per query head), fused to F32.
+mha="$dir/fused-mha-f32.gguf"
+if wanted heads_pool_kv && [ ! -f "$mha" ]; then
+  "$hf" init -q -o "$dir/per-head-mha.gguf" "${mha_shape[@]}" --seed 1 >/dev/null
+  "$hf" fuse -q "$dir/per-head-mha.gguf" -o "$mha"
+  rm -f "$dir/per-head-mha.gguf"
+fi
+# The heads the surgery benchmarks edit: a quarter of every layer's (head 0 of each kv group), and layer 0 whole.
+quarter=$(for ((l = 0; l < n_layers; l++)); do for ((h = 0; h < n_heads; h += n_heads / n_kv)); do printf '%s:%s,' $l $h; done; done)
+ablated=$(for ((h = 0; h < n_heads; h++)); do printf '0:%s,' $h; done)"1:3,$((n_layers - 1)):$((n_heads - 1))"
 # The same model as a Hugging Face checkpoint (one model.safetensors, rotate-half Q/K rows), for the import.
 st="$dir/hf/model.safetensors"
-[ -f "$st" ] || "$hf" export -q "$ph" -o "$dir/hf" --format hf --max-shard-size 100000000000 >/dev/null
+[ -f "$st" ] || { ! wanted import && ! wanted copy_st; } || "$hf" export -q "$ph" -o "$dir/hf" --format hf --max-shard-size 100000000000 >/dev/null
 
 for rep in $(seq 1 "$reps"); do
   echo "bench: run $rep/$reps" >&2
@@ -85,6 +105,12 @@ for rep in $(seq 1 "$reps"); do
   warm "$st";                 measure copy_st sh -c 'cp "$1" "$2" && sync "$2"' copy "$st" "$dir/out-copy.st"
   rm -f "$dir/out-copy.st"; warm "$st"; measure import "$hf" fuse -q "$dir/hf" -o "$dir/out-import.gguf"
   rm -f "$dir/out-import.gguf"
+  warm "$f32_32";             measure heads_prune "$hf" heads prune -q "$f32_32" -o "$dir/out-prune.gguf" --heads "${quarter%,}"
+  rm -f "$dir/out-prune.gguf"; warm "$f32_32"
+  measure heads_ablate "$hf" heads ablate -q "$f32_32" -o "$dir/out-ablate.gguf" --heads "$ablated"
+  rm -f "$dir/out-ablate.gguf"; warm "$mha"
+  measure heads_pool_kv "$hf" heads pool-kv -q "$mha" -o "$dir/out-pool.gguf" --kv-heads "$n_kv"
+  rm -f "$dir/out-pool.gguf"
   # Every run's ratios are taken within the run, against that run's baseline.
   awk -v rep="$rep" '{t[$1] = $2} END {
       for (k in t) if (k != "copy" && k != "gemm" && k != "llama_q4_k_m" && k != "copy_st") print "ratio", rep, k, t[k] / (k == "fuse_lens" ? t["gemm"] : k == "import" ? t["copy_st"] : t["copy"])
@@ -105,11 +131,11 @@ function median(arr, n,    i, j, tmp) {
 { n[$1]++; secs[$1, n[$1]] = $2; rss[$1, n[$1]] = $3 }
 END {
   while ((getline line < ratios) > 0) { split(line, f, " "); m[f[3]]++; r[f[3], m[f[3]]] = f[4] }
-  split("init fuse_f32 fuse_f16 fuse_bf16 fuse_q8_0 fuse_q4_0 fuse_q4_k_m split verify fuse_lens import copy copy_st gemm llama_q4_k_m", order, " ")
+  split("init fuse_f32 fuse_f16 fuse_bf16 fuse_q8_0 fuse_q4_0 fuse_q4_k_m split verify fuse_lens import heads_prune heads_ablate heads_pool_kv copy copy_st gemm llama_q4_k_m", order, " ")
   target["init"] = 2.0; target["fuse_f32"] = 1.0; target["fuse_q8_0"] = 1.0; target["fuse_lens"] = 3.0
   target["fuse_q4_k_m"] = 1.0; target["import"] = 1.2
-  printf "%-12s %9s  %-14s %7s %8s  %9s %8s\n", "operation", "median s", "baseline", "ratio", "target", "peak RSS", "target"
-  for (i = 1; i <= 15; i++) {
+  printf "%-13s %9s  %-14s %7s %8s  %9s %8s\n", "operation", "median s", "baseline", "ratio", "target", "peak RSS", "target"
+  for (i = 1; i <= 18; i++) {
     k = order[i]; if (!(k in n)) continue
     delete a; for (j = 1; j <= n[k]; j++) a[j] = secs[k, j]; s = median(a, n[k])
     delete a; for (j = 1; j <= n[k]; j++) a[j] = rss[k, j]; peak = 0; for (j = 1; j <= n[k]; j++) if (a[j] > peak) peak = a[j]
@@ -120,7 +146,7 @@ END {
     verdict = ""
     if (k in target && ratio != "-" && ratio + 0 > target[k]) verdict = verdict " SLOW"
     if (rtgt != "-" && peak / 1024 > 256) verdict = verdict " RSS"
-    printf "%-12s %9.2f  %-14s %7s %8s  %6.0f MiB %8s%s\n", k, s, base, ratio, tgt, peak / 1024, rtgt, verdict
+    printf "%-13s %9.2f  %-14s %7s %8s  %6.0f MiB %8s%s\n", k, s, base, ratio, tgt, peak / 1024, rtgt, verdict
   }
   if ("q4_k_m_vs_llama" in m) {
     delete a; for (j = 1; j <= m["q4_k_m_vs_llama"]; j++) a[j] = r["q4_k_m_vs_llama", j]

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -109,6 +110,25 @@ std::vector<float> f32_of(std::span<const std::byte> b) {
     std::vector<float> v(b.size() / 4);
     std::memcpy(v.data(), b.data(), b.size());
     return v;
+}
+
+// numpy's pooling of a fused F32 key or value tensor of `c` to n_kv heads: [n_kv_heads, d_head, d_model] in
+// row-major order, groups of consecutive heads summed in f64, divided, rounded once to f32.
+std::vector<std::byte> numpy_pooled(const TempDir& dir, std::span<const std::byte> heads, const Config& c,
+                                    std::uint32_t n_kv) {
+    std::ofstream(dir / "in.f32", std::ios::binary)
+        .write(reinterpret_cast<const char*>(heads.data()), static_cast<std::streamsize>(heads.size()));
+    const std::string shape = std::to_string(c.d_head) + ", " + std::to_string(c.d_model);
+    const std::string r = std::to_string(c.n_kv_heads / n_kv);
+    const std::string code =
+        "import numpy as np, sys\n"
+        "w = np.fromfile(sys.argv[1], dtype=np.float32).reshape(" +
+        std::to_string(c.n_kv_heads) + ", " + shape + ").astype(np.float64)\n" + "m = (w.reshape(" +
+        std::to_string(n_kv) + ", " + r + ", " + shape + ").sum(axis=1) / " + r + ".0).astype(np.float32)\n" +
+        "m.tofile(sys.argv[2])\n";
+    const auto py = test::run_program({kPython, "-c", code, (dir / "in.f32").string(), (dir / "ref.f32").string()});
+    EXPECT_EQ(py.status, 0) << py.err;
+    return test::read_bytes(dir / "ref.f32");
 }
 
 }  // namespace
@@ -355,20 +375,7 @@ TEST(HeadsPoolKv, MeansOfEachGroupAsNumpyComputesThem) {
         EXPECT_TRUE(same_bytes(tensor(a, q), tensor(b, q)));
         for (const std::string role : {"attn_k", "attn_v"}) {
             const std::string name = "blk." + std::to_string(l) + "." + role + ".weight";
-            const auto in = tensor(a, name);
-            std::ofstream(dir / "in.f32", std::ios::binary)
-                .write(reinterpret_cast<const char*>(in.data()), static_cast<std::streamsize>(in.size()));
-            // [n_kv, d_head, d_model] in row-major order: groups of 2 consecutive heads.
-            const std::string code =
-                "import numpy as np, sys\n"
-                "w = np.fromfile(sys.argv[1], dtype=np.float32).reshape(4, 16, 64).astype(np.float64)\n"
-                "m = (w.reshape(2, 2, 16, 64).sum(axis=1) / 2.0).astype(np.float32)\n"
-                "m.tofile(sys.argv[2])\n";
-            const auto py =
-                test::run_program({kPython, "-c", code, (dir / "in.f32").string(), (dir / "ref.f32").string()});
-            ASSERT_EQ(py.status, 0) << py.err;
-            const auto ref = test::read_bytes(dir / "ref.f32");
-            EXPECT_TRUE(same_bytes(ref, tensor(b, name))) << name;
+            EXPECT_TRUE(same_bytes(numpy_pooled(dir, tensor(a, name), c, 2), tensor(b, name))) << name;
         }
     }
     if (test::judges_available()) {
@@ -416,6 +423,70 @@ TEST(HeadsTransplant, MovedBytesAreTheDonors) {
         } else {
             EXPECT_TRUE(same_bytes(x, y)) << t.name;
         }
+    }
+}
+
+// Edited tensors are computed a window of rows (1 MiB) at a time into a temporary file in $TMPDIR: in a model
+// whose attn_output and key heads span several windows, the bytes are still the input's with exactly the heads'
+// columns zeroed (ablate) or kept (prune), the pooled heads numpy's means (windows of 102 of a head's 128 rows),
+// and $TMPDIR is left as it was found; a $TMPDIR that is not a folder is an error naming it.
+TEST(HeadsSpill, TensorsLargerThanTheWindowAndTmpdir) {
+    TempDir dir;
+    // attn_output [256, 2560] f32: 2560 rows of 1 KiB; a key head [2560, 128]: 128 rows of 10 KiB.
+    Config c = test::make_config(2560, 2, 2, 128, 32, 1, 260);
+    c.context_length = 256;
+    const auto src = fused_model(dir, c, "src");
+    const auto spill = dir / "tmp";
+    std::filesystem::create_directory(spill);
+    const char* old_tmpdir = std::getenv("TMPDIR");
+    const std::string saved = old_tmpdir ? old_tmpdir : "";
+    ::setenv("TMPDIR", spill.c_str(), 1);
+    const auto ablated = dir / "ablated.gguf", pruned = dir / "pruned.gguf", pooled = dir / "pooled.gguf";
+    const auto a = run_cli({"heads", "ablate", src.string(), "-o", ablated.string(), "--heads", "0:1", "-q"});
+    const auto p = run_cli({"heads", "prune", src.string(), "-o", pruned.string(), "--heads", "0:0", "-q"});
+    const auto k = run_cli({"heads", "pool-kv", src.string(), "-o", pooled.string(), "--kv-heads", "1", "-q"});
+    const bool left_nothing = test::list_dir(spill).empty();
+    ::setenv("TMPDIR", (dir / "none").c_str(), 1);
+    const auto missing = run_cli({"heads", "ablate", src.string(), "-o", (dir / "x.gguf").string(), "--heads", "0:1"});
+    if (old_tmpdir)
+        ::setenv("TMPDIR", saved.c_str(), 1);
+    else
+        ::unsetenv("TMPDIR");
+    ASSERT_EQ(a.status, 0) << a.err;
+    ASSERT_EQ(p.status, 0) << p.err;
+    ASSERT_EQ(k.status, 0) << k.err;
+    EXPECT_TRUE(left_nothing);
+    EXPECT_EQ(missing.status, 1);
+    EXPECT_NE(missing.err.find((dir / "none").string()), std::string::npos) << missing.err;
+    EXPECT_EQ(std::count(missing.err.begin(), missing.err.end(), '\n'), 1) << missing.err;
+    EXPECT_FALSE(std::filesystem::exists(dir / "x.gguf"));
+
+    const GgufFile in = GgufFile::open(src), abl = GgufFile::open(ablated), pr = GgufFile::open(pruned);
+    const auto o = f32_of(tensor(in, "blk.0.attn_output.weight"));
+    const auto ao = f32_of(tensor(abl, "blk.0.attn_output.weight")),
+               po = f32_of(tensor(pr, "blk.0.attn_output.weight"));
+    const std::uint64_t q_dim = c.q_dim(), dh = c.d_head;
+    ASSERT_EQ(ao.size(), o.size());
+    ASSERT_EQ(po.size(), o.size() / 2);
+    for (std::uint64_t row = 0; row < c.d_model; ++row)
+        for (std::uint64_t col = 0; col < q_dim; ++col) {
+            const float x = o[row * q_dim + col], y = ao[row * q_dim + col];
+            if (col < dh) {
+                ASSERT_EQ(std::memcmp(&x, &y, 4), 0) << "ablated, row " << row;
+                ASSERT_EQ(std::memcmp(&po[row * dh + col], &o[row * q_dim + dh + col], 4), 0) << "pruned, row " << row;
+            } else {
+                ASSERT_EQ(y, 0.0f) << "ablated, row " << row;
+            }
+        }
+    for (const TensorInfo& t : in.tensors())
+        if (t.name != "blk.0.attn_output.weight")
+            EXPECT_TRUE(same_bytes(in.tensor_data(t), tensor(abl, t.name))) << t.name;
+    const auto q = tensor(in, "blk.0.attn_q.weight");
+    EXPECT_TRUE(same_bytes(q.subspan(q.size() / 2), tensor(pr, "blk.0.attn_q.weight")));
+
+    const GgufFile pl = GgufFile::open(pooled);
+    for (const std::string name : {"blk.0.attn_k.weight", "blk.0.attn_v.weight"}) {
+        EXPECT_TRUE(same_bytes(numpy_pooled(dir, tensor(in, name), c, 1), tensor(pl, name))) << name;
     }
 }
 

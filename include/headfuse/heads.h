@@ -1,8 +1,12 @@
 // headfuse: head surgery. Each edit takes a per-head model (any source open_checkpoint reads) and returns the
-// edited model as per-head views: every tensor the edit leaves alone borrows the source's bytes, and only the
-// tensors it changes are held in memory (ablate: the attn_output of the layers it edits; prune: the smaller
-// attn_output of every layer that loses heads; pool-kv: the pooled key/value heads; transplant: the attn_output
-// of the layers that receive heads). fuse() then writes the result as any model, streamed and atomically.
+// edited model as per-head views: every tensor the edit leaves alone, or only renumbers (prune's query, key and
+// value heads; transplant's moved heads), borrows the source's or the donor's bytes. The tensors it changes
+// (ablate: the attn_output of the layers it edits; prune: the smaller attn_output of every layer that loses
+// heads; pool-kv: the pooled key/value heads; transplant: the attn_output of the layers that receive heads) are
+// computed a window of rows at a time into an unnamed temporary file in std::filesystem::temp_directory_path()
+// ($TMPDIR, else /tmp), which the edited model maps and owns: an edit's memory does not grow with the model, and
+// its disk use is the size of the changed tensors. fuse() then writes the result as any model, streamed and
+// atomically.
 //
 // Query head h of a layer owns the rows [h*d_head, (h+1)*d_head) of attn_q and the columns of the same range of
 // attn_output (ggml order: attn_output is [n_heads*d_head, d_model], so they are elements of every row). Its

@@ -1,29 +1,25 @@
-// Head surgery as edits of per-head views: what an edit leaves alone stays a borrowed view of the source, what it
-// changes is a new tensor held in an EditStore that the edited model owns.
+// Head surgery as edits of per-head views: what an edit leaves alone (or only renumbers, as prune's query, key
+// and value heads) stays a borrowed view of the source; what it changes is planned in a Spill as a function of
+// a window of rows, computed into a temporary file when the edit is done, and borrowed from there.
 #include "headfuse/heads.h"
 
 #include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstring>
-#include <deque>
 #include <map>
 #include <optional>
 #include <set>
+#include <utility>
 
 #include "headfuse/error.h"
 #include "headfuse/quantize.h"
 #include "roles.h"
+#include "spill.h"
 #include "view_rows.h"
 
 namespace headfuse {
 namespace {
-
-// The bytes of the tensors an edit made, and the owners of the models whose views it still borrows.
-struct EditStore {
-    std::vector<std::shared_ptr<const void>> borrowed;
-    std::deque<std::vector<std::byte>> buffers;
-};
 
 std::string head_name(const HeadRef& h) { return std::to_string(h.layer) + ":" + std::to_string(h.head); }
 
@@ -35,25 +31,6 @@ void require_uniform(const Config& c, const std::string& where, std::string_view
         fail(where + std::string(verb) + ": " + std::string(which) +
              " has per-layer head counts (llama.cpp's deci architecture); headfuse edits the heads of models "
              "with one count for every layer");
-}
-
-// Every logical row of a view, in its type.
-std::vector<std::byte> all_rows(const TensorView& v) {
-    std::vector<std::byte> out(v.n_rows() * v.row_nbytes()), scratch;
-    read_rows(v, 0, v.n_rows(), out, scratch);
-    return out;
-}
-
-// A plain view of bytes the store keeps.
-TensorView owned(EditStore& store, std::string name, DType type, std::span<const std::uint64_t> ne,
-                 std::vector<std::byte> bytes) {
-    TensorView v;
-    v.name = std::move(name);
-    v.type = type;
-    v.n_dims = static_cast<std::uint32_t>(ne.size());
-    for (std::size_t i = 0; i < ne.size(); ++i) v.ne[i] = ne[i];
-    v.bytes = store.buffers.emplace_back(std::move(bytes));
-    return v;
 }
 
 // The same view under another name (a head renumbered).
@@ -69,10 +46,13 @@ void check_head(const Config& c, const HeadRef& h, const std::string& where, std
              std::to_string(c.n_heads) + " query heads (0-" + std::to_string(c.n_heads - 1) + ")");
 }
 
-// The edited model: the views, the source's metadata with one more line in headfuse.edits, owning `store`.
-PerHeadModel finish(const PerHeadModel& src, ModelViews views, std::shared_ptr<EditStore> store,
-                    const std::string& edit) {
-    store->borrowed.push_back(src.views().owner);
+// The edited model: the views with the spill's tensors computed into them, the source's metadata with one more
+// line in headfuse.edits, owning the spill and the models it borrows from (the source, and `borrowed`).
+PerHeadModel finish(const PerHeadModel& src, ModelViews&& views, Spill& spill, const std::string& edit,
+                    std::vector<std::shared_ptr<const void>> borrowed = {}) {
+    borrowed.push_back(spill.write());  // before `views` moves: the spill's slots are in it
+    borrowed.push_back(src.views().owner);
+    auto owners = std::make_shared<const std::vector<std::shared_ptr<const void>>>(std::move(borrowed));
     Metadata md = src.metadata();
     std::vector<Value> lines;
     if (const Value* old = md.find(kEditsKey);
@@ -80,9 +60,9 @@ PerHeadModel finish(const PerHeadModel& src, ModelViews views, std::shared_ptr<E
         lines = old->items;
     lines.push_back(Value::string(edit));
     md.set(std::string(kEditsKey), Value::array(ValueType::STRING, std::move(lines)));
-    views.owner = store;
+    views.owner = owners;
     views.config.validate();
-    return PerHeadModel::from_views(std::move(views), std::move(md), std::move(store));
+    return PerHeadModel::from_views(std::move(views), std::move(md), std::move(owners));
 }
 
 std::string list_heads(std::span<const HeadRef> heads) {
@@ -99,78 +79,107 @@ struct ColumnSource {
     std::uint64_t donor_col = 0;
 };
 
-// Rewrites the columns `cols` says to of every row of `rows` (a copy of attn_output, `type`, ne0 columns), taking
-// donor columns from `donor` (rows of the same type and width). F32/F16/BF16 elements and whole blocks move as
-// bytes (a zero block is the encoding of zeros); a block only partly rewritten is decoded, rewritten and
-// re-encoded. Returns the number of blocks re-encoded.
-std::uint64_t rewrite_columns(std::vector<std::byte>& rows, const std::byte* donor, DType type, std::uint64_t ne0,
-                              const std::vector<ColumnSource>& cols, const std::string& tensor) {
+// How the columns of attn_output rows (`type`, ne0 columns) are rewritten, planned once per tensor: each block is
+// untouched, replaced whole (by the encoding of zeros, or by a donor block when its columns are one whole,
+// aligned donor block), or "mixed": decoded, rewritten and re-encoded. F32/F16/BF16 are blocks of one element.
+struct ColumnPlan {
+    enum class Block : std::uint8_t { Keep, Zero, Copy, Mixed };
+    DType type = DType::F32;
+    std::uint64_t ne0 = 0;
+    std::vector<ColumnSource> cols;
+    std::vector<Block> blocks;
+    std::vector<std::byte> zero_block;
+    std::uint64_t mixed = 0;  // mixed blocks per row
+};
+
+ColumnPlan plan_columns(DType type, std::uint64_t ne0, std::vector<ColumnSource> cols, const std::string& tensor) {
     const TypeTraits& t = traits(type);
-    const std::uint64_t bs = t.block_size, ts = t.type_size, rb = row_bytes(type, ne0), n_rows = rows.size() / rb;
-    std::vector<std::byte> zero_block(ts);
+    const std::uint64_t bs = t.block_size;
+    ColumnPlan p{.type = type, .ne0 = ne0, .cols = std::move(cols), .blocks = {}, .zero_block = {}, .mixed = 0};
+    p.zero_block.resize(t.type_size);
     if (bs > 1) {
         if (!t.writes) fail("tensor '" + tensor + "' is " + std::string(t.name) + ", which headfuse does not encode");
         const std::vector<float> zeros(bs, 0.0f);
-        encode_row(type, zeros.data(), zero_block.data(), bs);
+        encode_row(type, zeros.data(), p.zero_block.data(), bs);
         std::vector<float> back(bs);
-        decode_row(type, zero_block.data(), back.data(), bs);
+        decode_row(type, p.zero_block.data(), back.data(), bs);
         if (std::any_of(back.begin(), back.end(), [](float x) { return x != 0.0f; }))
             fail("tensor '" + tensor + "': a " + std::string(t.name) + " block of zeros does not decode to zeros");
     }
-    // Each block: untouched, moved whole (every column from one place, block-aligned), or re-encoded.
-    enum class Plan : std::uint8_t { Keep, Zero, Copy, Mixed };
-    std::vector<Plan> plan(ne0 / bs);
-    for (std::uint64_t b = 0; b < plan.size(); ++b) {
-        const ColumnSource& first = cols[b * bs];
+    using Block = ColumnPlan::Block;
+    p.blocks.resize(ne0 / bs);
+    for (std::uint64_t b = 0; b < p.blocks.size(); ++b) {
+        const ColumnSource& first = p.cols[b * bs];
         bool same = true, any = false;
         for (std::uint64_t i = 0; i < bs; ++i) {
-            const ColumnSource& c = cols[b * bs + i];
+            const ColumnSource& c = p.cols[b * bs + i];
             any |= c.kind != ColumnSource::Keep;
             same &= c.kind == first.kind && (c.kind != ColumnSource::Donor || c.donor_col == first.donor_col + i);
         }
-        plan[b] = !any                                                                     ? Plan::Keep
-                  : same && first.kind == ColumnSource::Zero                               ? Plan::Zero
-                  : same && first.kind == ColumnSource::Donor && first.donor_col % bs == 0 ? Plan::Copy
-                                                                                           : Plan::Mixed;
+        p.blocks[b] = !any                                                                     ? Block::Keep
+                      : same && first.kind == ColumnSource::Zero                               ? Block::Zero
+                      : same && first.kind == ColumnSource::Donor && first.donor_col % bs == 0 ? Block::Copy
+                                                                                               : Block::Mixed;
+        p.mixed += p.blocks[b] == Block::Mixed;
     }
-    std::uint64_t mixed = 0;
-    std::vector<float> x(bs), d(ne0);
-    for (std::uint64_t r = 0; r < n_rows; ++r) {
+    return p;
+}
+
+// Rewrites whole rows of attn_output in place as `p` says, taking donor columns from the donor's same rows
+// (`donor`, null when nothing comes from a donor).
+void rewrite_columns(const ColumnPlan& p, std::span<std::byte> rows, const std::byte* donor) {
+    const TypeTraits& t = traits(p.type);
+    const std::uint64_t bs = t.block_size, ts = t.type_size, rb = row_bytes(p.type, p.ne0);
+    std::vector<float> x(bs), d(p.ne0);
+    for (std::uint64_t r = 0; r < rows.size() / rb; ++r) {
         std::byte* row = rows.data() + r * rb;
         const std::byte* drow = donor ? donor + r * rb : nullptr;
         bool decoded = false;
-        for (std::uint64_t b = 0; b < plan.size(); ++b) {
+        for (std::uint64_t b = 0; b < p.blocks.size(); ++b) {
             std::byte* blk = row + b * ts;
-            switch (plan[b]) {
-                case Plan::Keep: break;
-                case Plan::Zero: std::memcpy(blk, zero_block.data(), ts); break;
-                case Plan::Copy: std::memcpy(blk, drow + cols[b * bs].donor_col / bs * ts, ts); break;
-                case Plan::Mixed:
+            switch (p.blocks[b]) {
+                case ColumnPlan::Block::Keep: break;
+                case ColumnPlan::Block::Zero: std::memcpy(blk, p.zero_block.data(), ts); break;
+                case ColumnPlan::Block::Copy: std::memcpy(blk, drow + p.cols[b * bs].donor_col / bs * ts, ts); break;
+                case ColumnPlan::Block::Mixed:
                     if (drow && !decoded) {
-                        decode_row(type, drow, d.data(), ne0);
+                        decode_row(p.type, drow, d.data(), p.ne0);
                         decoded = true;
                     }
-                    decode_row(type, blk, x.data(), bs);
+                    decode_row(p.type, blk, x.data(), bs);
                     for (std::uint64_t i = 0; i < bs; ++i) {
-                        const ColumnSource& c = cols[b * bs + i];
+                        const ColumnSource& c = p.cols[b * bs + i];
                         if (c.kind == ColumnSource::Zero) x[i] = 0.0f;
                         if (c.kind == ColumnSource::Donor) x[i] = d[c.donor_col];
                     }
-                    encode_row(type, x.data(), blk, bs);
-                    ++mixed;
+                    encode_row(p.type, x.data(), blk, bs);
                     break;
             }
         }
     }
-    return mixed;
 }
 
-void say_reencoded(const EditOptions& o, const std::string& tensor, std::uint64_t blocks, DType type,
-                   std::uint32_t d_head) {
-    if (!blocks || !o.warn) return;
-    o.warn(tensor + ": head width " + std::to_string(d_head) + " is not a whole number of " +
-           std::string(type_name(type)) + " blocks of " + std::to_string(traits(type).block_size) + ": " +
-           std::to_string(blocks) + " blocks that also hold other heads' columns were decoded and re-encoded");
+// Plans `*slot` as attn_output `w` (llama.cpp's `tensor`) with the columns `cols` says rewritten, from `donor`'s
+// rows when given (a view of the same type and shape), a window of rows at a time; says how many blocks are
+// re-encoded.
+void spill_rewritten(Spill& spill, TensorView* slot, const TensorView& w, const std::string& tensor,
+                     std::optional<TensorView> donor, std::vector<ColumnSource> cols, std::uint32_t d_head,
+                     const EditOptions& o) {
+    ColumnPlan plan = plan_columns(w.type, w.ne[0], std::move(cols), tensor);
+    if (const std::uint64_t blocks = plan.mixed * w.n_rows(); blocks && o.warn)
+        o.warn(tensor + ": head width " + std::to_string(d_head) + " is not a whole number of " +
+               std::string(type_name(w.type)) + " blocks of " + std::to_string(traits(w.type).block_size) + ": " +
+               std::to_string(blocks) + " blocks that also hold other heads' columns were decoded and re-encoded");
+    spill.add(slot, w.name, w.type, {w.ne.data(), w.n_dims},
+              [plan = std::move(plan), w, donor](std::uint64_t r0, std::uint64_t n, std::span<std::byte> out) {
+                  std::vector<std::byte> donor_rows, scratch;
+                  read_rows(w, r0, n, out, scratch);
+                  if (donor) {
+                      donor_rows.resize(out.size());
+                      read_rows(*donor, r0, n, donor_rows, scratch);
+                  }
+                  rewrite_columns(plan, out, donor ? donor_rows.data() : nullptr);
+              });
 }
 
 // Every head of `heads` per layer, sorted, checked against the config.
@@ -256,21 +265,19 @@ PerHeadModel ablate_heads(const PerHeadModel& src, std::span<const HeadRef> head
     require_uniform(c, prefix(options), "ablate", "the model");
     if (heads.empty()) fail("ablate: no heads given");
     const auto layers = by_layer(c, heads, prefix(options));
-    auto store = std::make_shared<EditStore>();
+    Spill spill;
     ModelViews views = src.views();
     for (const auto& [layer, hs] : layers) {
         TensorView& w = views.layers[layer].attn_output;
         std::vector<ColumnSource> cols(c.q_dim());
         for (const std::uint32_t h : hs)
             std::fill_n(cols.begin() + std::ptrdiff_t{h} * c.d_head, c.d_head, ColumnSource{ColumnSource::Zero});
-        std::vector<std::byte> rows = all_rows(w);
-        const std::string name = tensor_name(role_spec(Role::AttnOutput), layer);
-        say_reencoded(options, name, rewrite_columns(rows, nullptr, w.type, c.q_dim(), cols, name), w.type, c.d_head);
-        w = owned(*store, w.name, w.type, {w.ne.data(), w.n_dims}, std::move(rows));
+        spill_rewritten(spill, &w, w, tensor_name(role_spec(Role::AttnOutput), layer), std::nullopt, std::move(cols),
+                        c.d_head, options);
     }
     std::vector<HeadRef> sorted(heads.begin(), heads.end());
     std::sort(sorted.begin(), sorted.end());
-    return finish(src, std::move(views), store,
+    return finish(src, std::move(views), spill,
                   "ablate: heads " + list_heads(sorted) + " (attn_output columns zeroed)");
 }
 
@@ -318,7 +325,7 @@ PerHeadModel prune_heads(const PerHeadModel& src, std::span<const HeadRef> heads
         kv_at[l] = static_cast<std::uint32_t>(keep_kv[l].size());
         uneven = uneven || heads_at[l] != heads_at[0] || kv_at[l] != kv_at[0];
     }
-    auto store = std::make_shared<EditStore>();
+    Spill spill;
     ModelViews views = src.views();
     Config& nc = views.config;
     if (uneven) {
@@ -329,6 +336,7 @@ PerHeadModel prune_heads(const PerHeadModel& src, std::span<const HeadRef> heads
         nc.n_kv_heads = kv_at[0];
     }
     const TypeTraits& at = traits(views.layers[0].attn_output.type);
+    bool said_f32 = false;
     for (std::uint32_t l = 0; l < c.n_layers; ++l) {
         const LayerViews& old = src.views().layers[l];
         LayerViews& lv = views.layers[l];
@@ -349,33 +357,32 @@ PerHeadModel prune_heads(const PerHeadModel& src, std::span<const HeadRef> heads
         if (keep_q[l].empty()) continue;  // a deci layer without attention: its attention tensors are not written
         // attn_output keeps the kept heads' columns: bytes when a head is whole blocks, else decoded to F32.
         const TensorView& w = old.attn_output;
-        const std::vector<std::byte> rows = all_rows(w);
-        const std::uint64_t rb = w.row_nbytes(), n_rows = w.n_rows(), nq = std::uint64_t{heads_at[l]} * c.d_head;
+        const std::uint64_t nq = std::uint64_t{heads_at[l]} * c.d_head;
         const std::array<std::uint64_t, 2> ne{nq, w.ne[1]};
-        const std::string name = tensor_name(role_spec(Role::AttnOutput), l);
-        if (c.d_head % traits(w.type).block_size == 0) {
-            const std::uint64_t hb = row_bytes(w.type, c.d_head), out_rb = row_bytes(w.type, nq);
-            std::vector<std::byte> out(n_rows * out_rb);
-            for (std::uint64_t r = 0; r < n_rows; ++r)
-                for (std::size_t i = 0; i < keep_q[l].size(); ++i)
-                    std::memcpy(out.data() + r * out_rb + i * hb, rows.data() + r * rb + keep_q[l][i] * hb, hb);
-            lv.attn_output = owned(*store, name, w.type, ne, std::move(out));
-        } else {
-            std::vector<float> x(c.q_dim()), out(n_rows * nq);
-            for (std::uint64_t r = 0; r < n_rows; ++r) {
-                decode_row(w.type, rows.data() + r * rb, x.data(), c.q_dim());
-                for (std::size_t i = 0; i < keep_q[l].size(); ++i)
-                    std::memcpy(&out[r * nq + i * c.d_head], &x[std::size_t{keep_q[l][i]} * c.d_head],
-                                c.d_head * sizeof(float));
-            }
-            std::vector<std::byte> bytes(out.size() * sizeof(float));
-            std::memcpy(bytes.data(), out.data(), bytes.size());
-            lv.attn_output = owned(*store, name, DType::F32, ne, std::move(bytes));
-            if (options.warn && l == 0)
-                options.warn("head width " + std::to_string(c.d_head) + " is not a whole number of " +
-                             std::string(at.name) + " blocks of " + std::to_string(at.block_size) +
-                             ": the pruned attn_output tensors are written as f32 (decoded exactly)");
-        }
+        const bool whole = c.d_head % traits(w.type).block_size == 0;
+        if (!whole && options.warn && !std::exchange(said_f32, true))
+            options.warn("head width " + std::to_string(c.d_head) + " is not a whole number of " +
+                         std::string(at.name) + " blocks of " + std::to_string(at.block_size) +
+                         ": the pruned attn_output tensors are written as f32 (decoded exactly)");
+        spill.add(&lv.attn_output, tensor_name(role_spec(Role::AttnOutput), l), whole ? w.type : DType::F32, ne,
+                  [w, whole, keep = keep_q[l], d_head = std::uint64_t{c.d_head}, q_dim = c.q_dim()](
+                      std::uint64_t r0, std::uint64_t n, std::span<std::byte> out) {
+                      const std::uint64_t rb = w.row_nbytes(), out_rb = out.size() / n;
+                      std::vector<std::byte> rows(n * rb), scratch;
+                      read_rows(w, r0, n, rows, scratch);
+                      // Head h's columns are bytes [h * hb, (h+1) * hb) of a row: of the input's type, or of f32.
+                      const std::uint64_t hb = whole ? row_bytes(w.type, d_head) : d_head * sizeof(float);
+                      std::vector<float> x(whole ? 0 : q_dim);
+                      for (std::uint64_t r = 0; r < n; ++r) {
+                          const std::byte* row = rows.data() + r * rb;
+                          if (!whole) {
+                              decode_row(w.type, row, x.data(), q_dim);
+                              row = reinterpret_cast<const std::byte*>(x.data());
+                          }
+                          for (std::size_t i = 0; i < keep.size(); ++i)
+                              std::memcpy(out.data() + r * out_rb + i * hb, row + keep[i] * hb, hb);
+                      }
+                  });
     }
     std::vector<HeadRef> sorted(heads.begin(), heads.end());
     std::sort(sorted.begin(), sorted.end());
@@ -387,7 +394,7 @@ PerHeadModel prune_heads(const PerHeadModel& src, std::span<const HeadRef> heads
             counts += " " + std::to_string(heads_at[l]) + " (" + std::to_string(kv_at[l]) + ")";
         counts += "; written as deci";
     }
-    return finish(src, std::move(views), store, "prune: heads " + list_heads(sorted) + " removed (" + counts + ")");
+    return finish(src, std::move(views), spill, "prune: heads " + list_heads(sorted) + " removed (" + counts + ")");
 }
 
 // ---- pool-kv -------------------------------------------------------------------------------------------------
@@ -400,42 +407,45 @@ PerHeadModel pool_kv_heads(const PerHeadModel& src, std::uint32_t n_kv, const Ed
         fail(where + "pool-kv: --kv-heads " + std::to_string(n_kv) + " must be fewer than the model's " +
              std::to_string(c.n_kv_heads) + " key/value heads and divide them");
     const std::uint32_t r = c.n_kv_heads / n_kv;  // heads pooled into one
-    auto store = std::make_shared<EditStore>();
+    Spill spill;
     ModelViews views = src.views();
     views.config.n_kv_heads = n_kv;
-    // The f64 mean of heads [j*r, (j+1)*r) of `from`, rounded once to f32.
-    auto pool = [&](const std::vector<TensorView>& from, Role role, std::uint32_t layer) {
-        std::vector<TensorView> out;
-        if (from.empty()) return out;
+    // `to` becomes n_kv heads, head j the f64 mean of heads [j*r, (j+1)*r) of `from`, rounded once to f32.
+    auto pool = [&](const std::vector<TensorView>& from, std::vector<TensorView>& to, Role role, std::uint32_t layer) {
+        to.clear();
+        if (from.empty()) return;
+        to.resize(n_kv);  // not resized again: the spill fills these slots
         for (std::uint32_t j = 0; j < n_kv; ++j) {
             const TensorView& first = from[j * r];
-            const std::uint64_t ne0 = first.ne[0], n = first.ne[0] * first.n_rows();
-            std::vector<double> sum(n, 0.0);
-            std::vector<float> x(n);
-            for (std::uint32_t i = 0; i < r; ++i) {
-                const TensorView& h = from[j * r + i];
-                const std::vector<std::byte> rows = all_rows(h);
-                for (std::uint64_t row = 0; row < h.n_rows(); ++row)
-                    decode_row(h.type, rows.data() + row * h.row_nbytes(), x.data() + row * ne0, ne0);
-                for (std::uint64_t e = 0; e < n; ++e) sum[e] += double{x[e]};
-            }
-            for (std::uint64_t e = 0; e < n; ++e) x[e] = static_cast<float>(sum[e] / double(r));
-            std::vector<std::byte> bytes(n * sizeof(float));
-            std::memcpy(bytes.data(), x.data(), bytes.size());
-            out.push_back(owned(*store, tensor_name(role_spec(role), layer, j), DType::F32,
-                                {first.ne.data(), first.n_dims}, std::move(bytes)));
+            spill.add(&to[j], tensor_name(role_spec(role), layer, j), DType::F32, {first.ne.data(), first.n_dims},
+                      [group = std::vector<TensorView>(from.begin() + j * r, from.begin() + (j + 1) * r)](
+                          std::uint64_t r0, std::uint64_t n, std::span<std::byte> out) {
+                          const std::uint64_t ne0 = group.front().ne[0], len = n * ne0;
+                          std::vector<double> sum(len, 0.0);
+                          std::vector<float> x(len);
+                          std::vector<std::byte> rows, scratch;
+                          for (const TensorView& h : group) {
+                              rows.resize(n * h.row_nbytes());
+                              read_rows(h, r0, n, rows, scratch);
+                              for (std::uint64_t row = 0; row < n; ++row)
+                                  decode_row(h.type, rows.data() + row * h.row_nbytes(), x.data() + row * ne0, ne0);
+                              for (std::uint64_t e = 0; e < len; ++e) sum[e] += double{x[e]};
+                          }
+                          for (std::uint64_t e = 0; e < len; ++e)
+                              x[e] = static_cast<float>(sum[e] / double(group.size()));
+                          std::memcpy(out.data(), x.data(), len * sizeof(float));
+                      });
         }
-        return out;
     };
     for (std::uint32_t l = 0; l < c.n_layers; ++l) {
         const LayerViews& old = src.views().layers[l];
         LayerViews& lv = views.layers[l];
-        lv.k = pool(old.k, Role::AttnK, l);
-        lv.v = pool(old.v, Role::AttnV, l);
-        lv.k_bias = pool(old.k_bias, Role::AttnKBias, l);
-        lv.v_bias = pool(old.v_bias, Role::AttnVBias, l);
+        pool(old.k, lv.k, Role::AttnK, l);
+        pool(old.v, lv.v, Role::AttnV, l);
+        pool(old.k_bias, lv.k_bias, Role::AttnKBias, l);
+        pool(old.v_bias, lv.v_bias, Role::AttnVBias, l);
     }
-    return finish(src, std::move(views), store,
+    return finish(src, std::move(views), spill,
                   "pool-kv: " + std::to_string(c.n_kv_heads) + " -> " + std::to_string(n_kv) +
                       " key/value heads per layer (each the mean of " + std::to_string(r) + ")");
 }
@@ -468,8 +478,7 @@ PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor
                  " and the model's '" + a.name + "' is " + std::string(type_name(a.type)) +
                  "; the moved tensors must share a type");
     };
-    auto store = std::make_shared<EditStore>();
-    store->borrowed.push_back(donor.views().owner);
+    Spill spill;
     ModelViews views = src.views();
     const std::uint32_t group = c.n_heads / c.n_kv_heads, dgroup = dc.n_heads / dc.n_kv_heads;
     std::uint32_t kv_moved = 0;
@@ -496,13 +505,8 @@ PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor
                  " receives heads from several donor layers; move heads of one donor layer into a layer at a time");
         const TensorView& dw = donor.views().layers[from_layer].attn_output;
         same_type(lv.attn_output, dw);
-        std::vector<std::byte> rows = all_rows(lv.attn_output);
-        const std::vector<std::byte> drows = all_rows(dw);
-        const std::string name = tensor_name(role_spec(Role::AttnOutput), layer);
-        say_reencoded(options, name, rewrite_columns(rows, drows.data(), dw.type, c.q_dim(), cols, name), dw.type,
-                      c.d_head);
-        lv.attn_output = owned(*store, lv.attn_output.name, lv.attn_output.type,
-                               {lv.attn_output.ne.data(), lv.attn_output.n_dims}, std::move(rows));
+        spill_rewritten(spill, &lv.attn_output, lv.attn_output, tensor_name(role_spec(Role::AttnOutput), layer), dw,
+                        std::move(cols), c.d_head, options);
         // A kv group whose every query head arrives, in order, from one donor group brings its key/value head.
         if (group != dgroup) continue;
         for (std::uint32_t g = 0; g < c.n_kv_heads; ++g) {
@@ -531,9 +535,10 @@ PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor
     }
     std::string list;
     for (const HeadMove& m : moves) list += (list.empty() ? "" : ", ") + head_name(m.to) + "=" + head_name(m.from);
-    return finish(src, std::move(views), store,
+    return finish(src, std::move(views), spill,
                   "transplant: heads " + list + " from the donor (" + std::to_string(kv_moved) +
-                      " key/value heads moved with their whole group)");
+                      " key/value heads moved with their whole group)",
+                  {donor.views().owner});
 }
 
 }  // namespace headfuse
