@@ -153,7 +153,14 @@ struct Planner {
 
     MixModel mix_model() const {
         const Config& c = m.config;
-        return {.n_layers = c.n_layers, .tied = !m.output, .is_70b = c.n_layers == 80 && c.n_heads != c.n_kv_heads};
+        // llama_model_llama and llama_model_deci::load_arch_hparams: 80 layers is 70B (llama: with GQA).
+        MixModel mm{.n_layers = c.n_layers,
+                    .tied = !m.output,
+                    .is_70b = c.n_layers == 80 && (c.per_layer() || c.n_heads != c.n_kv_heads)};
+        if (c.per_layer())
+            for (std::uint32_t l = 0; l < c.n_layers; ++l)
+                if (c.has_attention(l)) mm.attention_layers.push_back(l);
+        return mm;
     }
 
     void add_copy(GgufWriter& w, const TensorSpec& s, const TensorView& v) const {

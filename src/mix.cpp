@@ -109,14 +109,20 @@ DType mix_tensor_type(Mix m, std::string_view name, std::uint64_t ne0, const Mix
         // The output layer: Q8_0 when its rows are not whole blocks of the base type, else Q6_K.
         t = ne0 % traits(t).block_size != 0 ? DType::Q8_0 : DType::Q6_K;
     } else if (contains(name, "attn_v.weight")) {
-        // llama.cpp counts attn_v tensors in load order, which for llama is the layer index.
+        // llama.cpp counts attn_v tensors in file order: the layer index, unless some layers have no attention.
+        int i = layer, n_v = n;
+        if (!model.attention_layers.empty()) {
+            const auto& a = model.attention_layers;
+            i = static_cast<int>(std::lower_bound(a.begin(), a.end(), static_cast<std::uint32_t>(layer)) - a.begin());
+            n_v = static_cast<int>(a.size());
+        }
         if (m == Q3_K_M)
-            t = layer < 2 ? DType::Q5_K : DType::Q4_K;
+            t = i < 2 ? DType::Q5_K : DType::Q4_K;
         else if (m == Q3_K_L)
             t = DType::Q5_K;
-        else if ((m == Q4_K_M || m == Q5_K_M) && use_more_bits(layer, n))
+        else if ((m == Q4_K_M || m == Q5_K_M) && use_more_bits(i, n_v))
             t = DType::Q6_K;
-        else if (m == Q4_K_S && layer < 4)
+        else if (m == Q4_K_S && i < 4)
             t = DType::Q5_K;
         if (model.is_70b && (t == DType::Q3_K || t == DType::Q4_K)) t = DType::Q5_K;
     } else if (contains(name, "ffn_down")) {

@@ -73,6 +73,14 @@ Config config_of(const GgufFile& f, ModelKind kind) {
     if (f.metadata().find(c.key("vocab_size")) && c.vocab != vocab)
         fail(f.name() + ": key '" + c.key("vocab_size") + "' is " + std::to_string(c.vocab) + ", but " + embd_name +
              " has " + std::to_string(vocab) + " rows");
+    // llama.cpp sizes the embedding and the output by the tokenizer's token count (vocab.n_tokens(), whether or
+    // not ARCH.vocab_size is present; src/llama-model.h, LLAMA_LOAD_LOCALS), so a file whose tokenizer has
+    // another count does not load there.
+    if (const Value* tokens = f.metadata().find("tokenizer.ggml.tokens");
+        tokens && tokens->type == ValueType::ARRAY && tokens->items.size() != vocab)
+        fail(f.name() + ": key 'tokenizer.ggml.tokens' has " + std::to_string(tokens->items.size()) + " tokens, but " +
+             embd_name + " has " + std::to_string(vocab) +
+             " rows (llama.cpp takes the vocabulary size from the tokenizer)");
     c.vocab = vocab;
     c.tied = f.find_tensor(tensor_name(role_spec(Role::Output))) == nullptr;
     const std::string lens_name = tensor_name(role_spec(Role::LensProj));

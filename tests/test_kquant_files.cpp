@@ -61,10 +61,19 @@ Config make(std::uint32_t d_model, std::uint32_t heads, std::uint32_t kv, std::u
     return c;
 }
 
+// A deci model (per-layer counts) with two layers of no attention: llama.cpp counts attn_v tensors, not layers,
+// for use_more_bits and the first-layers rules.
+Config deci_model() {
+    Config c = make(256, 4, 2, 64, 512, 8, 300, false);
+    c.set_layer_counts({4, 0, 2, 4, 0, 4, 2, 4}, {2, 0, 1, 2, 0, 2, 1, 2}, {512, 256, 512, 512, 512, 256, 512, 512});
+    return c;
+}
+
 // Small, but each family of rules gets its turn: 8 and 16 layers (use_more_bits, n/8, n/16), rows of 320 and
-// 96 and 288 elements (the fallbacks and the output layer's Q8_0), and tied embeddings.
+// 96 and 288 elements (the fallbacks and the output layer's Q8_0), tied embeddings, and a deci model.
 std::vector<FileShape> file_shapes() {
     return {
+        {"deci_8layers_2_without_attention", deci_model()},
         {"d256_gqa_8layers", make(256, 4, 2, 64, 512, 8, 300, false)},
         {"d320_mqa_16layers_ff288", make(320, 5, 1, 64, 288, 16, 260, false)},
         {"d96_tied", make(96, 3, 3, 32, 256, 4, 270, true)},

@@ -217,6 +217,38 @@ TEST(Unmodeled, LogitsRefusesNamingTheKey) {
     }
 }
 
+// llama.cpp sizes the vocabulary by the tokenizer's token count: a fused file without llama.vocab_size runs, in
+// llama.cpp and in headfuse alike; one whose tokenizer has a token fewer than token_embd has rows is refused by
+// llama.cpp, and by headfuse naming the key.
+TEST(VocabSize, TakenFromTheTokenizerAsLlamaCppDoes) {
+    HEADFUSE_REQUIRE_JUDGES();
+    const Config c = small_config();
+    TempDir dir;
+    write_random_init(c, test::test_seed(), dir / "ph.gguf");
+    fuse(PerHeadModel::open(dir / "ph.gguf"), dir / "fused.gguf");
+    const auto no_key = dir / "no-vocab-size.gguf", short_list = dir / "short-tokenizer.gguf";
+    test::rewrite_metadata(dir / "fused.gguf", no_key, [](Metadata& md) { ASSERT_TRUE(md.erase("llama.vocab_size")); });
+    test::rewrite_metadata(no_key, short_list, [](Metadata& md) {
+        for (const char* key : {"tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type"})
+            const_cast<Value*>(md.find(key))->items.pop_back();
+    });
+
+    const auto a = test::agreement_with_llama(no_key.string(), default_tokens(c.vocab, 8));
+    EXPECT_LE(a.max_diff, kF32LogprobTolerance);
+    EXPECT_EQ(open_model(no_key).config().vocab, c.vocab);
+
+    std::string why;
+    EXPECT_FALSE(test::llama_loads(short_list.string(), &why)) << "llama.cpp loaded a tokenizer one token short";
+    try {
+        (void)FusedModel::open(short_list);
+        ADD_FAILURE() << "a tokenizer one token short was accepted";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("'tokenizer.ggml.tokens' has " + std::to_string(c.vocab - 1) + " tokens"),
+                  std::string::npos)
+            << e.what();
+    }
+}
+
 namespace {
 
 // The model without its optional roles: what the forward pass would compute if it ignored them.

@@ -53,17 +53,7 @@ std::vector<std::string> files_of(const TempDir& dir, const std::string& prefix)
 
 // Rewrites one GGUF file (not a set) with `edit` applied to its metadata; tensors unchanged.
 void rewrite(const std::filesystem::path& p, const std::function<void(Metadata&)>& edit) {
-    const std::vector<std::byte> bytes = test::read_bytes(p);
-    const GgufFile g = GgufFile::parse(bytes, p.string());
-    GgufWriter w;
-    w.alignment = g.alignment();
-    w.metadata = g.metadata();
-    edit(w.metadata);
-    for (const TensorInfo& t : g.tensors())
-        w.add_tensor(t.name, t.type, {t.ne.data(), t.n_dims},
-                     [&g, &t](ByteSink& sink) { sink.write(g.tensor_data(t)); });
-    std::filesystem::remove(p);
-    w.write(p);
+    test::rewrite_metadata(p, p, edit);
 }
 
 }  // namespace

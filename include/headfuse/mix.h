@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "headfuse/types.h"
 
@@ -34,7 +35,10 @@ inline constexpr std::uint32_t kQuantizationVersion = 2;
 struct MixModel {
     std::uint32_t n_layers = 0;
     bool tied = false;    // no output.weight: token_embd is also the output layer
-    bool is_70b = false;  // 80 layers with grouped-query attention (llama.cpp's LLM_TYPE_70B)
+    bool is_70b = false;  // llama.cpp's LLM_TYPE_70B: 80 layers (with grouped-query attention for llama)
+    // The layers that have attention, ascending, when some have none (deci): llama.cpp counts attn_v tensors in
+    // file order (i_attention_wv of n_attention_wv), not layers. Empty: every layer has attention.
+    std::vector<std::uint32_t> attention_layers;
 };
 
 // tensor_type_fallback: `want` when rows of ne0 elements are whole blocks of it, else the smaller-block type

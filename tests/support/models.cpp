@@ -135,4 +135,19 @@ std::vector<std::string> list_dir(const std::filesystem::path& dir) {
     return names;
 }
 
+void rewrite_metadata(const std::filesystem::path& in, const std::filesystem::path& out,
+                      const std::function<void(Metadata&)>& edit) {
+    const std::vector<std::byte> bytes = read_bytes(in);
+    const GgufFile g = GgufFile::parse(bytes, in.string());
+    GgufWriter w;
+    w.alignment = g.alignment();
+    w.metadata = g.metadata();
+    edit(w.metadata);
+    for (const TensorInfo& t : g.tensors())
+        w.add_tensor(t.name, t.type, {t.ne.data(), t.n_dims},
+                     [&g, &t](ByteSink& sink) { sink.write(g.tensor_data(t)); });
+    std::filesystem::remove(out);
+    w.write(out);
+}
+
 }  // namespace headfuse::test

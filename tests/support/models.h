@@ -3,11 +3,13 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <ostream>
 #include <string>
 #include <vector>
 
 #include "headfuse/config.h"
+#include "headfuse/gguf.h"
 
 namespace headfuse::test {
 
@@ -55,6 +57,10 @@ RunResult run_cli(const std::vector<std::string>& args);
 RunResult run_program(const std::vector<std::string>& argv);
 
 std::vector<std::byte> read_bytes(const std::filesystem::path& p);
+// Writes the GGUF file `in` (not a split set) again to `out` (which may be `in`) with `edit` applied to its
+// metadata: same alignment, same tensors in the same order.
+void rewrite_metadata(const std::filesystem::path& in, const std::filesystem::path& out,
+                      const std::function<void(Metadata&)>& edit);
 // Files in `dir` (names only), sorted.
 std::vector<std::string> list_dir(const std::filesystem::path& dir);
 
