@@ -600,25 +600,32 @@ Tokenizer read_hf_tokenizer(const fs::path& path, const WarnFn& warn) {
     Tokenizer t;
     t.source = file.string();
     t.inputs.push_back(file);
-    // The files' exact bytes are kept (kTokenizerFiles) for `export --format hf` to write back.
+    // The files' exact bytes are kept (kTokenizerFiles) for `export --format hf` to write back, under their
+    // standard names whatever the given file is called.
     Metadata sources;
-    auto keep = [&](const fs::path& p, std::span<const std::byte> bytes) {
+    auto keep = [&](std::string_view name, std::span<const std::byte> bytes) {
         for (const TokenizerFile& f : kTokenizerFiles)
-            if (p.filename() == f.file)
+            if (name == f.file)
                 sources.set(std::string(f.key), f.binary ? Value::array(ValueType::U8, byte_values(bytes))
                                                          : Value::string(std::string(as_chars(bytes))));
     };
     const MappedFile main = MappedFile::open(file);
     json tj, config, stm;
     if (!sentencepiece) tj = parse_json(file, main.bytes());
-    keep(file, main.bytes());
+    keep(sentencepiece ? "tokenizer.model" : "tokenizer.json", main.bytes());
     for (auto [name, into] : {std::pair{"tokenizer_config.json", &config}, {"special_tokens_map.json", &stm}})
         if (const fs::path p = dir / name; fs::exists(p, ec)) {
             const MappedFile f = MappedFile::open(p);
             *into = parse_json(p, f.bytes());
-            keep(p, f.bytes());
+            keep(name, f.bytes());
             t.inputs.push_back(p);
         }
+    // A tokenizer.model beside a tokenizer.json (LLaMA 2's folders have both) is not read, only kept.
+    if (const fs::path p = dir / "tokenizer.model";
+        !sentencepiece && file.filename() == "tokenizer.json" && fs::exists(p, ec) && !fs::is_directory(p, ec)) {
+        keep("tokenizer.model", MappedFile::open(p).bytes());
+        t.inputs.push_back(p);
+    }
     if (!sentencepiece && !tj.is_object()) fail(t.source + ": not a tokenizer (a JSON object with a model)");
     Converter c{t.source, tj, config, stm, warn, {}, {}, {}, {}};
     t.keys = sentencepiece ? c.convert_sp(parse_sp_model(main.bytes(), t.source)) : c.convert();

@@ -602,14 +602,23 @@ TEST_F(HfTokenizer, SentencePieceModelTokenizesAsSentencePiece) {
 class TokenizerFilesRoundTrip : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(TokenizerFilesRoundTrip, ExportWritesThemBackByteIdentical) {
-    const fs::path src = shipped(GetParam());
-    if (!fs::exists(src)) GTEST_SKIP() << "@lenml/tokenizer-" << GetParam() << " is not installed";
-    const std::uint32_t vocab = GetParam() == "llama2" ? 32000 : 128256;
+    const bool llama2 = GetParam() == "llama2";
+    if (!fs::exists(shipped(GetParam()))) GTEST_SKIP() << "@lenml/tokenizer-" << GetParam() << " is not installed";
+    const std::uint32_t vocab = llama2 ? 32000 : 128256;
     TempDir dir;
+    // The shipped folder; LLaMA 2's with a tokenizer.model beside tokenizer.json, as Hugging Face's has (a
+    // stand-in of every byte value: it is kept, never read, when there is a tokenizer.json).
+    const fs::path src = dir / "src";
+    fs::copy(shipped(GetParam()), src);
+    if (llama2) {
+        std::string all;
+        for (int b = 0; b < 256; ++b) all += static_cast<char>(b);
+        std::ofstream(src / "tokenizer.model", std::ios::binary) << all;
+    }
     const fs::path ph = dir / "ph.gguf", fused = dir / "fused.gguf", back = dir / "back.gguf", hf = dir / "hf";
     ASSERT_EQ(run_cli(init_args(ph, vocab)).status, 0);
     ASSERT_EQ(run_cli({"fuse", "-q", ph.string(), "-o", fused.string(), "--tokenizer-from", src.string()}).status, 0);
-    if (GetParam() == "llama2") {  // split, then fuse again
+    if (llama2) {  // split, then fuse again
         ASSERT_EQ(run_cli({"split", "-q", fused.string(), "-o", (dir / "split.gguf").string()}).status, 0);
         ASSERT_EQ(run_cli({"fuse", "-q", (dir / "split.gguf").string(), "-o", back.string()}).status, 0);
     } else {
@@ -618,7 +627,7 @@ TEST_P(TokenizerFilesRoundTrip, ExportWritesThemBackByteIdentical) {
     const RunResult e = run_cli({"export", "-q", back.string(), "-o", hf.string()});
     ASSERT_EQ(e.status, 0) << e.err;
     std::vector<std::string> want{"config.json", "model.safetensors"};
-    for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+    for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"})
         if (fs::exists(src / name)) {
             want.push_back(name);
             EXPECT_TRUE(file_text(hf / name) == file_text(src / name)) << name << " differs";
@@ -633,6 +642,28 @@ TEST_P(TokenizerFilesRoundTrip, ExportWritesThemBackByteIdentical) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shipped, TokenizerFilesRoundTrip, ::testing::Values("llama2", "llama3"));
+
+// A kept file's key of the wrong type: export refuses it by name, and writes nothing.
+TEST(TokenizerFiles, WrongTypeRefusedByExport) {
+    TempDir dir;
+    const fs::path ph = dir / "ph.gguf", fused = dir / "fused.gguf", bad = dir / "bad.gguf", hf = dir / "hf";
+    ASSERT_EQ(run_cli(init_args(ph, 300)).status, 0);
+    ASSERT_EQ(run_cli({"fuse", "-q", ph.string(), "-o", fused.string()}).status, 0);
+    const GgufFile good = GgufFile::open(fused);
+    GgufWriter w;
+    w.metadata = good.metadata();
+    w.metadata.set("headfuse.source.tokenizer_config.json", Value::u32(7));
+    for (const TensorInfo& t : good.tensors())
+        w.add_tensor(t.name, t.type, {t.ne.data(), t.n_dims},
+                     [&good, &t](ByteSink& s) { s.write(good.tensor_data(t)); });
+    w.write(bad);
+    const RunResult e = run_cli({"export", "-q", bad.string(), "-o", hf.string()});
+    EXPECT_EQ(e.status, 1);
+    EXPECT_EQ(e.err,
+              "headfuse: export: key 'headfuse.source.tokenizer_config.json' is u32, expected a string (the bytes of "
+              "tokenizer_config.json)\n");
+    EXPECT_FALSE(fs::exists(hf));
+}
 
 // Another tokenizer replacing one drops its files; a GGUF without them exports none and says so.
 TEST(TokenizerFiles, NoneKeptNoneWritten) {
