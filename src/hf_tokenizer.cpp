@@ -634,6 +634,14 @@ Tokenizer read_hf_tokenizer(const fs::path& path, const WarnFn& warn) {
     return t;
 }
 
+Metadata sp_model_keys(std::span<const std::byte> bytes, const std::string& where) {
+    const json none;
+    Converter c{where, none, none, none, {}, {}, {}, {}, {}};
+    Metadata keys = c.convert_sp(parse_sp_model(bytes, where));
+    check_tokenizer(keys, 0, where);
+    return keys;
+}
+
 Tokenizer read_tokenizer(const fs::path& path, const WarnFn& warn) {
     std::error_code ec;
     if (fs::is_directory(path, ec)) return read_hf_tokenizer(path, warn);

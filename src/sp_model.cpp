@@ -123,7 +123,8 @@ SpModel::Piece read_piece(Reader r) {
     SpModel::Piece p;
     while (!r.done()) {
         const std::size_t at = r.pos;
-        const auto [field, wire] = r.tag();
+        const std::pair<std::uint32_t, std::uint32_t> t = r.tag();
+        const std::uint32_t field = t.first, wire = t.second;
         if (field == 1) {
             r.expect(at, field, "piece", wire, kLength);
             p.text = r.string("piece");
@@ -143,7 +144,9 @@ SpModel::Piece read_piece(Reader r) {
 void read_trainer_spec(Reader r, SpModel& m) {
     while (!r.done()) {
         const std::size_t at = r.pos;
-        const auto [field, wire] = r.tag();
+        // Not a structured binding: clang 14's lambdas cannot capture one.
+        const std::pair<std::uint32_t, std::uint32_t> t = r.tag();
+        const std::uint32_t field = t.first, wire = t.second;
         auto int_field = [&](const char* name, std::int32_t& into) {
             r.expect(at, field, name, wire, kVarint);
             into = static_cast<std::int32_t>(r.varint(name));  // int32: the low 32 bits, as protobuf reads them
@@ -168,7 +171,9 @@ void read_trainer_spec(Reader r, SpModel& m) {
 void read_normalizer_spec(Reader r, SpModel& m) {
     while (!r.done()) {
         const std::size_t at = r.pos;
-        const auto [field, wire] = r.tag();
+        // Not a structured binding: clang 14's lambdas cannot capture one.
+        const std::pair<std::uint32_t, std::uint32_t> t = r.tag();
+        const std::uint32_t field = t.first, wire = t.second;
         auto bool_field = [&](const char* name, bool& into) {
             r.expect(at, field, name, wire, kVarint);
             into = r.varint(name) != 0;
@@ -199,7 +204,8 @@ SpModel parse_sp_model(std::span<const std::byte> bytes, const std::string& wher
     Reader r{bytes, 0, bytes.size(), where, "ModelProto"};
     while (!r.done()) {
         const std::size_t at = r.pos;
-        const auto [field, wire] = r.tag();
+        const std::pair<std::uint32_t, std::uint32_t> t = r.tag();
+        const std::uint32_t field = t.first, wire = t.second;
         if (field == 1) {
             r.expect(at, field, "pieces", wire, kLength);
             m.pieces.push_back(read_piece(r.sub("pieces", "SentencePiece")));

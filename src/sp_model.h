@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "headfuse/gguf.h"
+
 namespace headfuse {
 
 struct SpModel {
@@ -41,5 +43,9 @@ inline constexpr std::int32_t kSpBpe = 2;
 
 // The model in `bytes`; `where` (the file) names errors.
 SpModel parse_sp_model(std::span<const std::byte> bytes, const std::string& where);
+
+// The tokenizer.* keys of a SentencePiece model alone (no configuration files), checked by check_tokenizer
+// (hf_tokenizer.cpp; read_hf_tokenizer adds what the configuration says). For the fuzzer.
+Metadata sp_model_keys(std::span<const std::byte> bytes, const std::string& where);
 
 }  // namespace headfuse
