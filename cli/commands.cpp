@@ -44,15 +44,22 @@ std::string type_label(std::uint32_t id) {
     return t ? std::string(t->name) : "type " + std::to_string(id);
 }
 
+// Longer strings (a chat template, tokenizer.huggingface.json's whole tokenizer.json) are shown cut, with their
+// size; inspect --json gives them whole.
+constexpr std::size_t kShownStringBytes = 160;
+
 // A metadata value for people: scalars as they are, arrays by type and length with their first items.
 std::string show(const Value& v) {
     auto scalar = [](const Value& s) -> std::string {
         return std::visit(
             [&](const auto& x) -> std::string {
                 using T = std::decay_t<decltype(x)>;
-                if constexpr (std::is_same_v<T, std::string>)
-                    return "\"" + printable(x, true) + "\"";
-                else if constexpr (std::is_same_v<T, bool>)
+                if constexpr (std::is_same_v<T, std::string>) {
+                    if (x.size() <= kShownStringBytes) return "\"" + printable(x, true) + "\"";
+                    std::size_t cut = kShownStringBytes;  // at a character's start
+                    while (cut > 0 && (static_cast<unsigned char>(x[cut]) & 0xC0) == 0x80) --cut;
+                    return "\"" + printable(x.substr(0, cut), true) + "\"... (" + std::to_string(x.size()) + " bytes)";
+                } else if constexpr (std::is_same_v<T, bool>)
                     return x ? "true" : "false";
                 else if constexpr (std::is_same_v<T, double>) {
                     char buf[32];
@@ -229,7 +236,9 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     const OpenedCheckpoint src = open_source(a.in, a.config);
     if (src.layout == Layout::Gguf && !a.config.empty()) fail("--config applies to safetensors inputs only");
     const PerHeadModel& model = src.model;
-    if (!tok && std::filesystem::exists(src.folder / "tokenizer.json") && src.layout != Layout::Gguf)
+    if (!tok && src.layout != Layout::Gguf &&
+        (std::filesystem::exists(src.folder / "tokenizer.json") ||
+         std::filesystem::exists(src.folder / "tokenizer.model")))
         tok = read_tokenizer(src.folder, warn);  // a Hugging Face folder brings its own tokenizer
     FuseOptions opt;
     opt.type = a.type;
@@ -281,10 +290,16 @@ int run_export(const ExportArgs& a, const Common& c) {
     if (inputs.empty()) inputs.push_back(a.in);
     const auto files = export_checkpoint(src.model, a.out, opt, inputs);
     std::uint64_t bytes = 0;
-    for (const auto& f : files) bytes += file_size(f);
-    std::printf("wrote %s: %s checkpoint, %s, %zu files, %s in %.2f s\n", a.out.c_str(),
+    std::string tokenizer;  // ", tokenizer tokenizer.json tokenizer_config.json"
+    for (const auto& f : files) {
+        bytes += file_size(f);
+        for (const TokenizerFile& t : kTokenizerFiles)
+            if (f.filename() == t.file) tokenizer.append(tokenizer.empty() ? ", tokenizer " : " ").append(t.file);
+    }
+    if (a.format == "hf" && tokenizer.empty()) tokenizer = ", no tokenizer files (the source keeps none)";
+    std::printf("wrote %s: %s checkpoint, %s, %zu files, %s%s in %.2f s\n", a.out.c_str(),
                 a.format == "hf" ? "Hugging Face" : "TransformerLens", describe(src.model.config()).c_str(),
-                files.size(), human_bytes(bytes).c_str(), seconds_since(t0));
+                files.size(), human_bytes(bytes).c_str(), tokenizer.c_str(), seconds_since(t0));
     return 0;
 }
 

@@ -253,9 +253,11 @@ int main(int argc, char** argv) {
                          ->type_name("TYPE");
     c_fuse
         ->add_option("--tokenizer-from", fuse.tokenizer_from,
-                     "Tokenizer to write: a GGUF file's, or a Hugging Face folder's or tokenizer.json's, converted "
-                     "(its size must match the vocabulary; checked as llama.cpp's loader checks it). Default: "
-                     "the input's own, else a SentencePiece placeholder")
+                     "Tokenizer to write: a GGUF file's, or converted from a Hugging Face folder, tokenizer.json or "
+                     "SentencePiece tokenizer.model (its size must match the vocabulary; checked as llama.cpp's "
+                     "loader checks it; the Hugging Face files are kept in the GGUF for export). Default: the "
+                     "input's own (a Hugging Face folder's tokenizer.json or tokenizer.model), else a "
+                     "SentencePiece placeholder")
         ->type_name("FILE");
     c_fuse
         ->add_option("--config", fuse.config,
@@ -266,7 +268,9 @@ int main(int argc, char** argv) {
 
     ExportArgs exp;
     auto* c_export = app.add_subcommand(
-        "export", "Any model -> safetensors in Hugging Face or TransformerLens layout (config.json, weights)");
+        "export",
+        "Any model -> safetensors in Hugging Face or TransformerLens layout (config.json, weights; for hf also the "
+        "tokenizer files a GGUF converted from them keeps)");
     c_export->add_option("input", exp.in, "GGUF file (per-head or fused) or safetensors checkpoint")
         ->required()
         ->type_name("PATH");

@@ -24,6 +24,7 @@
 #include "headfuse/gguf.h"
 #include "headfuse/model.h"
 #include "headfuse/vocab.h"
+#include "sp_model.h"
 
 namespace headfuse::fuzz {
 
@@ -153,6 +154,17 @@ inline bool tokenizer(std::span<const std::byte> data) {
             if (!file.ok()) return false;
             keys = read_hf_tokenizer(file.path()).keys;
         }
+        if (!summarize_tokenizer(keys)) fail("a checked tokenizer has no summary");
+        return true;
+    } catch (const Error&) {
+        return false;
+    }
+}
+
+// A SentencePiece tokenizer.model: the bounded protobuf reader, the conversion and its check, the summary.
+inline bool sp_model(std::span<const std::byte> data) {
+    try {
+        const Metadata keys = sp_model_keys(data, "fuzz.model");
         if (!summarize_tokenizer(keys)) fail("a checked tokenizer has no summary");
         return true;
     } catch (const Error&) {

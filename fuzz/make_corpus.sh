@@ -103,4 +103,6 @@ put safetensors st_*.safetensors broken_*.safetensors
 # small hand-made files kept in the corpus itself.
 cp fu_f32_tiny.gguf tk_fused.gguf
 put tokenizer tk_fused.gguf
+# sp_model: its seeds (seed-sp_*.model: one SentencePiece trained with tests/support/sp_reference.py, one written
+# by hand; seed-broken_*.model) are kept in the corpus itself.
 du -sh "$C"

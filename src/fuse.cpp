@@ -227,6 +227,7 @@ Metadata fused_metadata(const PerHeadModel& model, const FuseOptions& opt) {
         for (const auto& e : md.entries())
             if (e.key.rfind("tokenizer.", 0) == 0) old.push_back(e.key);
         for (const std::string& k : old) md.erase(k);
+        for (const TokenizerFile& f : kTokenizerFiles) md.erase(f.key);  // the old tokenizer's files
         Metadata tok = opt.tokenizer->keys;
         md.merge(std::move(tok));
     } else if (has_tokenizer(model.metadata())) {  // the model's own, checked, stays in its place

@@ -4,6 +4,7 @@
 // Only what llama.cpp reproduces exactly is converted; anything else is refused by name (a normalizer, a
 // pre-tokenizer, a model type) so that a converted file tokenizes as Hugging Face does or is not written.
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -17,6 +18,7 @@
 
 #include "headfuse/error.h"
 #include "headfuse/vocab.h"
+#include "sp_model.h"
 
 namespace headfuse {
 namespace {
@@ -28,6 +30,8 @@ namespace fs = std::filesystem;
 constexpr std::int32_t kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kByte = 6;
 // SentencePiece's word boundary, U+2581.
 constexpr std::string_view kSpace = "\xE2\x96\x81";
+// The score llama.cpp's converter gives the tokens of added_tokens_decoder.
+constexpr float kAddedTokenScore = -1000.0f;
 // Scores are f32: ranks above 2^24 would no longer be distinct.
 constexpr std::size_t kMaxExactRank = std::size_t{1} << 24;
 
@@ -71,9 +75,18 @@ int json_depth(std::string_view text) {
     return deepest;
 }
 
-json read_json(const fs::path& path) {
-    const MappedFile f = MappedFile::open(path);
-    const auto bytes = f.bytes();
+std::string_view as_chars(std::span<const std::byte> bytes) {
+    return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+std::vector<Value> byte_values(std::span<const std::byte> bytes) {
+    std::vector<Value> out;
+    out.reserve(bytes.size());
+    for (std::byte b : bytes) out.push_back(Value::u8(static_cast<std::uint8_t>(b)));
+    return out;
+}
+
+json parse_json(const fs::path& path, std::span<const std::byte> bytes) {
     if (json_depth({reinterpret_cast<const char*>(bytes.data()), bytes.size()}) > kMaxJsonDepth)
         fail(path.string() + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
     try {
@@ -103,6 +116,12 @@ bool is_byte_token(std::string_view t) {
     auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'); };
     return t.size() == 6 && t.substr(0, 3) == "<0x" && hex(t[3]) && hex(t[4]) && t[5] == '>';
 }
+
+// Special token ids (-1: none) and add_bos, when the configuration files say nothing.
+struct Fallback {
+    std::int64_t bos = -1, eos = -1, unk = -1, pad = -1;
+    bool add_bos = false;
+};
 
 struct Converter {
     const std::string src;  // tokenizer.json's path, naming errors
@@ -135,6 +154,14 @@ struct Converter {
         else
             out.push_back(&j);
         return out;
+    }
+
+    void index_tokens() {
+        ids.reserve(tokens.size());
+        for (std::uint32_t i = 0; i < tokens.size(); ++i)
+            if (!ids.emplace(tokens[i], i).second)
+                bad("token '" + tokens[i] + "' appears twice (ids " + std::to_string(ids[tokens[i]]) + " and " +
+                    std::to_string(i) + ")");
     }
 
     void read_vocab() {
@@ -173,11 +200,7 @@ struct Converter {
         }
         tokens.reserve(n);
         for (auto& [id, text] : by_id) tokens.push_back(std::move(text));
-        ids.reserve(n);
-        for (std::uint32_t i = 0; i < n; ++i)
-            if (!ids.emplace(tokens[i], i).second)
-                bad("token '" + tokens[i] + "' appears twice (ids " + std::to_string(ids[tokens[i]]) + " and " +
-                    std::to_string(i) + ")");
+        index_tokens();
         types.assign(n, kNormal);
         for (const json& a : field(tj, "added_tokens")) {
             const std::uint32_t id = a["id"].get<std::uint32_t>();
@@ -233,13 +256,16 @@ struct Converter {
     // add_bos/add_eos: tokenizer_config.json's add_bos_token/add_eos_token, else the post-processor's template
     // (a special token before or after the text). Also the template's first special token as bos when the
     // configuration names none.
-    void special_keys(Metadata& md) {
-        std::int64_t bos = special("bos"), eos = special("eos"), unk = special("unk"), pad = special("pad");
+    // `fallback` holds the ids when neither file names the token, and the default of add_bos.
+    void special_keys(Metadata& md, const Fallback& fallback = {}) {
+        auto either = [](std::int64_t id, std::int64_t other) { return id >= 0 ? id : other; };
+        std::int64_t bos = either(special("bos"), fallback.bos), eos = either(special("eos"), fallback.eos),
+                     unk = either(special("unk"), fallback.unk), pad = either(special("pad"), fallback.pad);
         if (unk < 0)
             if (const json& u = field(field(tj, "model"), "unk_token");
                 u.is_string() && ids.count(u.get<std::string>()))
                 unk = ids.at(u.get<std::string>());
-        bool add_bos = false, add_eos = false;
+        bool add_bos = fallback.add_bos, add_eos = false;
         for (const json* p : flatten(field(tj, "post_processor"), "processors")) {
             if (type_of(*p) != "TemplateProcessing") continue;
             const json& single = field(*p, "single");
@@ -413,6 +439,98 @@ struct Converter {
         return *pre;
     }
 
+    // A SentencePiece model, as llama.cpp's converter takes one (convert_hf_to_gguf.py's
+    // _set_vocab_sentencepiece): its pieces, scores and piece types, the entries of tokenizer_config.json's
+    // added_tokens_decoder as control (special) or user-defined tokens scored -1000, add_space_prefix from the
+    // normalizer's add_dummy_prefix. SentencePiece's BPE merges the adjacent pair whose joined piece scores
+    // highest, as llama.cpp does, so the model's own scores need no change; what llama.cpp would not reproduce is
+    // refused by name.
+    Metadata convert_sp(const SpModel& sp) {
+        static constexpr const char* kModelTypes[] = {"?", "UNIGRAM", "BPE", "WORD", "CHAR"};
+        if (sp.model_type != kSpBpe)
+            bad("model type " +
+                std::string(sp.model_type >= 1 && sp.model_type <= 4 ? kModelTypes[sp.model_type]
+                                                                     : std::to_string(sp.model_type).c_str()) +
+                ": llama.cpp's SentencePiece tokenizer merges pieces by score, which reproduces BPE models only");
+        if (!sp.byte_fallback)
+            bad("a SentencePiece model without byte_fallback: llama.cpp has no unknown-token fallback for it");
+        if (sp.charsmap_bytes)
+            bad("normalization rule '" + sp.normalizer +
+                "' changes text before tokenizing, which llama.cpp does not (only 'identity' converts)");
+        if (sp.remove_extra_whitespaces)
+            bad("remove_extra_whitespaces is on: SentencePiece drops runs of spaces, llama.cpp keeps them");
+        if (!sp.escape_whitespaces) bad("escape_whitespaces is off: llama.cpp always writes spaces as U+2581");
+        if (sp.treat_whitespace_as_suffix)
+            bad("treat_whitespace_as_suffix is on: llama.cpp puts U+2581 before words, not after");
+        std::vector<float> scores;
+        for (std::size_t i = 0; i < sp.pieces.size(); ++i) {
+            const SpModel::Piece& p = sp.pieces[i];
+            if (p.type < kNormal || p.type > kByte)
+                bad("piece " + std::to_string(i) + " '" + p.text + "' has type " + std::to_string(p.type) +
+                    ", expected 1..6");
+            tokens.push_back(p.text);
+            types.push_back(p.type);
+            scores.push_back(p.score);
+        }
+        index_tokens();
+        added_tokens_decoder(scores);
+        // The model's own ids for its special pieces (-1: none), unless the configuration names others.
+        auto own = [&](std::int32_t id) { return id >= 0 && std::size_t(id) < tokens.size() ? id : -1; };
+        const std::int64_t bos = own(sp.bos_id);
+        Metadata specials;
+        special_keys(specials, {bos, own(sp.eos_id), own(sp.unk_id), own(sp.pad_id), bos >= 0});
+        Metadata md;
+        md.set("tokenizer.ggml.model", Value::string("llama"));
+        std::vector<Value> tv, sv, ty;
+        for (std::size_t i = 0; i < tokens.size(); ++i) {
+            tv.push_back(Value::string(tokens[i]));
+            sv.push_back(Value::f32(scores[i]));
+            ty.push_back(Value::i32(types[i]));
+        }
+        md.set("tokenizer.ggml.tokens", Value::array(ValueType::STRING, std::move(tv)));
+        md.set("tokenizer.ggml.scores", Value::array(ValueType::F32, std::move(sv)));
+        md.set("tokenizer.ggml.token_type", Value::array(ValueType::I32, std::move(ty)));
+        md.set("tokenizer.ggml.add_space_prefix", Value::boolean(sp.add_dummy_prefix));
+        md.merge(std::move(specials));
+        chat_template(md);
+        return md;
+    }
+
+    // tokenizer_config.json's added_tokens_decoder {"id": {"content": ..., "special": ...}}: a token the model
+    // has (same text) or the next id after the model's pieces.
+    void added_tokens_decoder(std::vector<float>& scores) {
+        const json& added = field(config, "added_tokens_decoder");
+        if (added.is_null()) return;
+        if (!added.is_object()) bad("added_tokens_decoder is " + dump(added) + ", expected an object");
+        std::map<std::uint64_t, const json*> by_id;
+        for (const auto& [key, value] : added.items()) {
+            std::uint64_t id = 0;
+            const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
+            if (ec != std::errc() || end != key.data() + key.size() || !field(value, "content").is_string())
+                bad("added_tokens_decoder entry \"" + key + "\": " + dump(value) + " is not an id and a content");
+            by_id.emplace(id, &value);
+        }
+        for (const auto& [id, value] : by_id) {
+            const std::string text = (*value)["content"].get<std::string>();
+            if (id > tokens.size())
+                bad("added_tokens_decoder token " + std::to_string(id) + " '" + text + "' leaves a gap after the " +
+                    std::to_string(tokens.size()) + " tokens");
+            if (id == tokens.size()) {
+                if (!ids.emplace(text, static_cast<std::uint32_t>(id)).second)
+                    bad("added_tokens_decoder token " + std::to_string(id) + " '" + text + "' is already token " +
+                        std::to_string(ids[text]));
+                tokens.push_back(text);
+                types.push_back(kNormal);
+                scores.push_back(0.0f);
+            } else if (tokens[id] != text) {
+                bad("added_tokens_decoder token " + std::to_string(id) + " is '" + text + "', the model's piece " +
+                    std::to_string(id) + " is '" + tokens[id] + "'");
+            }
+            types[id] = field(*value, "special") == json(true) ? kControl : kUserDefined;
+            scores[id] = kAddedTokenScore;
+        }
+    }
+
     Metadata convert() {
         read_vocab();
         read_merges();
@@ -475,33 +593,61 @@ Tokenizer read_hf_tokenizer(const fs::path& path, const WarnFn& warn) {
     if (fs::is_directory(path, ec)) {
         dir = path;
         file = path / "tokenizer.json";
-        if (!fs::exists(file, ec))
-            fail(path.string() + ": no tokenizer.json" +
-                 (fs::exists(path / "tokenizer.model", ec) ? " (a tokenizer.model alone is not supported)" : ""));
+        if (!fs::exists(file, ec)) file = path / "tokenizer.model";
+        if (!fs::exists(file, ec)) fail(path.string() + ": no tokenizer.json or tokenizer.model");
     }
+    const bool sentencepiece = file.extension() == ".model";
     Tokenizer t;
     t.source = file.string();
     t.inputs.push_back(file);
-    const json tj = read_json(file);
-    json config, stm;
+    // The files' exact bytes are kept (kTokenizerFiles) for `export --format hf` to write back, under their
+    // standard names whatever the given file is called.
+    Metadata sources;
+    auto keep = [&](std::string_view name, std::span<const std::byte> bytes) {
+        for (const TokenizerFile& f : kTokenizerFiles)
+            if (name == f.file)
+                sources.set(std::string(f.key), f.binary ? Value::array(ValueType::U8, byte_values(bytes))
+                                                         : Value::string(std::string(as_chars(bytes))));
+    };
+    const MappedFile main = MappedFile::open(file);
+    json tj, config, stm;
+    if (!sentencepiece) tj = parse_json(file, main.bytes());
+    keep(sentencepiece ? "tokenizer.model" : "tokenizer.json", main.bytes());
     for (auto [name, into] : {std::pair{"tokenizer_config.json", &config}, {"special_tokens_map.json", &stm}})
         if (const fs::path p = dir / name; fs::exists(p, ec)) {
-            *into = read_json(p);
+            const MappedFile f = MappedFile::open(p);
+            *into = parse_json(p, f.bytes());
+            keep(name, f.bytes());
             t.inputs.push_back(p);
         }
-    if (!tj.is_object()) fail(t.source + ": not a tokenizer (a JSON object with a model)");
+    // A tokenizer.model beside a tokenizer.json (LLaMA 2's folders have both) is not read, only kept.
+    if (const fs::path p = dir / "tokenizer.model";
+        !sentencepiece && file.filename() == "tokenizer.json" && fs::exists(p, ec) && !fs::is_directory(p, ec)) {
+        keep("tokenizer.model", MappedFile::open(p).bytes());
+        t.inputs.push_back(p);
+    }
+    if (!sentencepiece && !tj.is_object()) fail(t.source + ": not a tokenizer (a JSON object with a model)");
     Converter c{t.source, tj, config, stm, warn, {}, {}, {}, {}};
-    t.keys = c.convert();
+    t.keys = sentencepiece ? c.convert_sp(parse_sp_model(main.bytes(), t.source)) : c.convert();
     check_tokenizer(t.keys, 0, t.source);
+    t.keys.merge(std::move(sources));
     return t;
+}
+
+Metadata sp_model_keys(std::span<const std::byte> bytes, const std::string& where) {
+    const json none;
+    Converter c{where, none, none, none, {}, {}, {}, {}, {}};
+    Metadata keys = c.convert_sp(parse_sp_model(bytes, where));
+    check_tokenizer(keys, 0, where);
+    return keys;
 }
 
 Tokenizer read_tokenizer(const fs::path& path, const WarnFn& warn) {
     std::error_code ec;
     if (fs::is_directory(path, ec)) return read_hf_tokenizer(path, warn);
     if (!starts_with_gguf_magic(path)) {
-        if (path.extension() == ".json") return read_hf_tokenizer(path, warn);
-        fail(path.string() + ": not a GGUF file, a Hugging Face folder or a tokenizer.json");
+        if (path.extension() == ".json" || path.extension() == ".model") return read_hf_tokenizer(path, warn);
+        fail(path.string() + ": not a GGUF file, a Hugging Face folder, a tokenizer.json or a tokenizer.model");
     }
     const GgufFile f = GgufFile::open(path);
     Tokenizer t;

@@ -52,7 +52,8 @@ INSTANTIATE_TEST_SUITE_P(Corpus, FuzzReplay,
                                            Target{"per_head", headfuse::fuzz::per_head, "ph_"},
                                            Target{"fused", headfuse::fuzz::fused, "fu_"},
                                            Target{"safetensors", headfuse::fuzz::safetensors, "st_"},
-                                           Target{"tokenizer", headfuse::fuzz::tokenizer, "tk_"}),
+                                           Target{"tokenizer", headfuse::fuzz::tokenizer, "tk_"},
+                                           Target{"sp_model", headfuse::fuzz::sp_model, "sp_"}),
                          [](const auto& info) { return info.param.name; });
 
 }  // namespace

@@ -1,7 +1,10 @@
 // Tokenizers: Hugging Face's real LLaMA 2 (Mistral) and LLaMA 3 tokenizers converted to GGUF, judged by
 // llama.cpp against Hugging Face's own tokenizer code on a corpus that stresses each part; and every rule of
 // llama.cpp's vocabulary loader, checked through the CLI before anything is written.
+#include <algorithm>
+#include <cstring>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -105,6 +108,10 @@ TEST_F(HfTokenizer, Llama2FolderTokenizesAsHuggingFace) {
                          "unk 0 '<unk>', adds bos"),
               std::string::npos)
         << i.out;
+    // The file llama.cpp is judged on also holds the Hugging Face files (keys it ignores).
+    const GgufFile g = GgufFile::open(fused);
+    EXPECT_NE(g.metadata().find("tokenizer.huggingface.json"), nullptr);
+    EXPECT_NE(g.metadata().find("headfuse.source.tokenizer_config.json"), nullptr);
     EXPECT_EQ(compare_with_reference(shipped("llama2").string(), fused, true), 0);
 }
 
@@ -120,6 +127,11 @@ TEST_F(HfTokenizer, Llama3TokenizerJsonTokenizesAsHuggingFace) {
                          "bos 128000 '<|begin_of_text|>', eos 128001 '<|end_of_text|>', chat template"),
               std::string::npos)
         << i.out;
+    // The file llama.cpp is judged on also holds the 9 MB tokenizer.json (a key it ignores).
+    const GgufFile g = GgufFile::open(fused);
+    const Value* kept = g.metadata().find("tokenizer.huggingface.json");
+    ASSERT_NE(kept, nullptr);
+    EXPECT_EQ(std::get<std::string>(kept->scalar).size(), fs::file_size(shipped("llama3") / "tokenizer.json"));
     EXPECT_EQ(compare_with_reference(shipped("llama3").string(), fused, true), 0);
 }
 
@@ -382,6 +394,21 @@ json tiny_byte_level() {
               {"merges", {"a b"}}}}};
 }
 
+// `expect` empty: the fuse succeeded. Otherwise it failed with one line naming `file` and saying `expect`, and
+// wrote nothing.
+void expect_converted_or_refused(const RunResult& r, const std::string& expect, const fs::path& file,
+                                 const fs::path& out) {
+    if (expect.empty()) {
+        EXPECT_EQ(r.status, 0) << r.err;
+        return;
+    }
+    EXPECT_EQ(r.status, 1);
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(r.err.rfind("headfuse: " + file.string() + ": ", 0), 0u) << r.err;
+    EXPECT_NE(r.err.find(expect), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+}
+
 struct BadHf {
     std::string name;
     std::function<void(json&)> edit;
@@ -402,15 +429,7 @@ TEST_P(HfRefused, OneLineNoOutput) {
     std::ofstream(tj) << j.dump();
     const RunResult r =
         run_cli({"fuse", "-q", ph.string(), "-o", out.string(), "--tokenizer-from", dir.path().string()});
-    if (c.expect.empty()) {  // the unchanged tokenizer converts
-        EXPECT_EQ(r.status, 0) << r.err;
-        return;
-    }
-    EXPECT_EQ(r.status, 1);
-    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-    EXPECT_EQ(r.err.rfind("headfuse: " + tj.string() + ": ", 0), 0u) << r.err;
-    EXPECT_NE(r.err.find(c.expect), std::string::npos) << r.err;
-    EXPECT_FALSE(fs::exists(out));
+    expect_converted_or_refused(r, c.expect, tj, out);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -454,11 +473,349 @@ TEST(HfTokenizerCli, NotATokenizer) {
     const RunResult r =
         run_cli({"fuse", "-q", ph.string(), "-o", (dir / "o.gguf").string(), "--tokenizer-from", junk.string()});
     EXPECT_EQ(r.status, 1);
-    EXPECT_NE(r.err.find("not a GGUF file, a Hugging Face folder or a tokenizer.json"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("not a GGUF file, a Hugging Face folder, a tokenizer.json or a tokenizer.model"),
+              std::string::npos)
+        << r.err;
     const RunResult e =
         run_cli({"fuse", "-q", ph.string(), "-o", (dir / "o.gguf").string(), "--tokenizer-from", dir.path().string()});
     EXPECT_EQ(e.status, 1);
-    EXPECT_NE(e.err.find(": no tokenizer.json"), std::string::npos) << e.err;
+    EXPECT_NE(e.err.find(": no tokenizer.json or tokenizer.model"), std::string::npos) << e.err;
 }
+
+}  // namespace
+
+// --- A SentencePiece tokenizer.model, judged by SentencePiece itself ------------------------------------------
+
+namespace {
+
+const std::string kPython = "/usr/bin/python3";  // Debian's, with python3-sentencepiece
+const fs::path kSpReference = fs::path(HEADFUSE_SOURCE_DIR) / "tests" / "support" / "sp_reference.py";
+
+// The corpus texts without special-token text: SentencePiece's encode never matches control pieces in text.
+std::vector<std::string> plain_corpus() {
+    std::vector<std::string> out;
+    for (const json& t : read_json(kCorpus))
+        if (!has_special_text(t.get<std::string>())) out.push_back(t.get<std::string>());
+    return out;
+}
+
+// A folder holding a SentencePiece BPE model trained by SentencePiece (sp_reference.py), and what SentencePiece
+// says of it, including its encoding of each text of `corpus_file`.
+json train_sentencepiece(const fs::path& folder, const fs::path& corpus_file) {
+    fs::create_directories(folder);
+    const RunResult r = run_program({kPython, kSpReference.string(), folder.string(), corpus_file.string()});
+    EXPECT_EQ(r.status, 0) << r.err;
+    return r.status == 0 ? json::parse(r.out) : json();
+}
+
+std::string file_text(const fs::path& p) {
+    const std::vector<std::byte> b = read_bytes(p);
+    return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+
+// The keys of what SentencePiece's own processor says of every piece.
+TEST(SentencePieceKeys, PiecesScoresTypesAndSpecialsAreSentencePieces) {
+    TempDir dir;
+    const fs::path corpus = dir / "corpus.json";
+    std::ofstream(corpus) << json(plain_corpus()).dump();
+    const json sp = train_sentencepiece(dir / "spm", corpus);
+    ASSERT_FALSE(sp.is_null());
+    const Tokenizer t = read_tokenizer(dir / "spm");
+    const Metadata& md = t.keys;
+    EXPECT_EQ(md.get_string("tokenizer.ggml.model", ""), "llama");
+    const auto& tokens = md.find("tokenizer.ggml.tokens")->items;
+    const auto& scores = md.find("tokenizer.ggml.scores")->items;
+    const auto& types = md.find("tokenizer.ggml.token_type")->items;
+    ASSERT_EQ(tokens.size(), sp["pieces"].size());
+    const std::map<std::string, std::int64_t> llama_type{
+        {"normal", 1}, {"unknown", 2}, {"control", 3}, {"unused", 5}, {"byte", 6}};
+    std::size_t n_bytes = 0;
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+        ASSERT_EQ(std::get<std::string>(tokens[i].scalar), sp["pieces"][i].get<std::string>()) << "piece " << i;
+        ASSERT_EQ(std::get<double>(scores[i].scalar), sp["scores"][i].get<double>()) << "piece " << i;
+        // The processor has no test for user-defined pieces: "<sep>" is one by the training's own options.
+        const std::int64_t want = sp["pieces"][i] == "<sep>" ? 4 : llama_type.at(sp["types"][i].get<std::string>());
+        ASSERT_EQ(std::get<std::int64_t>(types[i].scalar), want) << "piece " << i << " " << sp["pieces"][i];
+        n_bytes += want == 6;
+    }
+    EXPECT_EQ(n_bytes, 256u);
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.unknown_token_id", ""), sp["unk_id"].get<std::uint32_t>());
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.bos_token_id", ""), sp["bos_id"].get<std::uint32_t>());
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.eos_token_id", ""), sp["eos_id"].get<std::uint32_t>());
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.padding_token_id", ""), sp["pad_id"].get<std::uint32_t>());
+    EXPECT_TRUE(std::get<bool>(md.find("tokenizer.ggml.add_space_prefix")->scalar));  // add_dummy_prefix
+    EXPECT_TRUE(std::get<bool>(md.find("tokenizer.ggml.add_bos_token")->scalar));
+    // The model's bytes travel along.
+    const Value* kept = md.find("headfuse.source.tokenizer.model");
+    ASSERT_NE(kept, nullptr);
+    const std::vector<std::byte> model = read_bytes(dir / "spm" / "tokenizer.model");
+    ASSERT_EQ(kept->items.size(), model.size());
+    for (std::size_t i = 0; i < model.size(); ++i)
+        ASSERT_EQ(std::get<std::uint64_t>(kept->items[i].scalar), static_cast<std::uint8_t>(model[i]));
+}
+
+// llama.cpp tokenizes every text as SentencePiece does, from a folder holding only tokenizer.model and a
+// tokenizer_config.json, given with --tokenizer-from or found beside the weights; export writes both files back.
+TEST_F(HfTokenizer, SentencePieceModelTokenizesAsSentencePiece) {
+    const fs::path corpus = dir / "corpus.json", spm = dir / "spm", ref = dir / "ref.json";
+    const std::vector<std::string> texts = plain_corpus();
+    std::ofstream(corpus) << json(texts).dump();
+    const json sp = train_sentencepiece(spm, corpus);
+    ASSERT_FALSE(sp.is_null());
+    const std::string config = R"({"add_bos_token": true, "add_eos_token": false, "chat_template": "{{ x }}"})";
+    std::ofstream(spm / "tokenizer_config.json") << config;
+    std::ofstream(ref) << sp["ids"].dump();
+    const std::uint32_t n = static_cast<std::uint32_t>(sp["pieces"].size());
+
+    const fs::path ph = dir / "ph.gguf", fused = dir / "fused.gguf";
+    ASSERT_EQ(run_cli(init_args(ph, n)).status, 0);
+    const RunResult f = run_cli({"fuse", "-q", ph.string(), "-o", fused.string(), "--tokenizer-from", spm.string()});
+    ASSERT_EQ(f.status, 0) << f.err;
+    EXPECT_EQ(f.err, "");
+    const JudgeRun r = run_judge("tokenize.mjs", {"--reference", ref.string(), fused.string(), corpus.string()});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const json results = json::parse(r.out);
+    ASSERT_EQ(results.size(), texts.size());
+    for (std::size_t i = 0; i < texts.size(); ++i) {
+        EXPECT_FALSE(results[i]["ref"].empty()) << json(texts[i]);
+        EXPECT_EQ(results[i]["llama"], results[i]["ref"]) << "text " << json(texts[i]).dump();
+        EXPECT_EQ(results[i]["detok"].get<std::string>(), texts[i]) << "llama.cpp's detokenization";
+    }
+
+    // export writes the folder's files back, byte for byte, beside the weights; fusing that folder takes them.
+    const fs::path hf = dir / "hf", again = dir / "again.gguf";
+    const RunResult e = run_cli({"export", "-q", fused.string(), "-o", hf.string()});
+    ASSERT_EQ(e.status, 0) << e.err;
+    EXPECT_NE(e.out.find(", tokenizer tokenizer.model tokenizer_config.json in "), std::string::npos) << e.out;
+    EXPECT_EQ(file_text(hf / "tokenizer.model"), file_text(spm / "tokenizer.model"));
+    EXPECT_EQ(file_text(hf / "tokenizer_config.json"), config);
+    ASSERT_EQ(run_cli({"fuse", "-q", hf.string(), "-o", again.string()}).status, 0);
+    const GgufFile a = GgufFile::open(fused), b = GgufFile::open(again);
+    for (const auto& entry : a.metadata().entries())
+        if (entry.key.rfind("tokenizer.", 0) == 0 || entry.key.rfind("headfuse.source.tokenizer", 0) == 0)
+            EXPECT_TRUE(b.metadata().find(entry.key) && *b.metadata().find(entry.key) == entry.value) << entry.key;
+}
+
+// Hugging Face folder -> fuse -> export: the tokenizer files come back byte-identical (the real LLaMA 2 and
+// LLaMA 3 files, the latter's tokenizer.json 9 MB); for LLaMA 2 through split and fuse again, which keep them
+// (the keys pass through as any other; LLaMA 3's larger file is not sent round that loop, to keep CI short).
+class TokenizerFilesRoundTrip : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TokenizerFilesRoundTrip, ExportWritesThemBackByteIdentical) {
+    const bool llama2 = GetParam() == "llama2";
+    if (!fs::exists(shipped(GetParam()))) GTEST_SKIP() << "@lenml/tokenizer-" << GetParam() << " is not installed";
+    const std::uint32_t vocab = llama2 ? 32000 : 128256;
+    TempDir dir;
+    // The shipped folder; LLaMA 2's with a tokenizer.model beside tokenizer.json, as Hugging Face's has (a
+    // stand-in of every byte value: it is kept, never read, when there is a tokenizer.json).
+    const fs::path src = dir / "src";
+    fs::copy(shipped(GetParam()), src);
+    if (llama2) {
+        std::string all;
+        for (int b = 0; b < 256; ++b) all += static_cast<char>(b);
+        std::ofstream(src / "tokenizer.model", std::ios::binary) << all;
+    }
+    const fs::path ph = dir / "ph.gguf", fused = dir / "fused.gguf", back = dir / "back.gguf", hf = dir / "hf";
+    ASSERT_EQ(run_cli(init_args(ph, vocab)).status, 0);
+    ASSERT_EQ(run_cli({"fuse", "-q", ph.string(), "-o", fused.string(), "--tokenizer-from", src.string()}).status, 0);
+    if (llama2) {  // split, then fuse again
+        ASSERT_EQ(run_cli({"split", "-q", fused.string(), "-o", (dir / "split.gguf").string()}).status, 0);
+        ASSERT_EQ(run_cli({"fuse", "-q", (dir / "split.gguf").string(), "-o", back.string()}).status, 0);
+    } else {
+        fs::rename(fused, back);
+    }
+    const RunResult e = run_cli({"export", "-q", back.string(), "-o", hf.string()});
+    ASSERT_EQ(e.status, 0) << e.err;
+    std::vector<std::string> want{"config.json", "model.safetensors"};
+    for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"})
+        if (fs::exists(src / name)) {
+            want.push_back(name);
+            EXPECT_TRUE(file_text(hf / name) == file_text(src / name)) << name << " differs";
+        }
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(list_dir(hf), want);
+    // inspect shows the long string cut, with its size.
+    const RunResult i = run_cli({"inspect", back.string()});
+    EXPECT_LT(i.out.size(), 8000u);
+    EXPECT_NE(i.out.find("... (" + std::to_string(fs::file_size(src / "tokenizer.json")) + " bytes)"),
+              std::string::npos);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shipped, TokenizerFilesRoundTrip, ::testing::Values("llama2", "llama3"));
+
+// A kept file's key of the wrong type: export refuses it by name, and writes nothing.
+TEST(TokenizerFiles, WrongTypeRefusedByExport) {
+    TempDir dir;
+    const fs::path ph = dir / "ph.gguf", fused = dir / "fused.gguf", bad = dir / "bad.gguf", hf = dir / "hf";
+    ASSERT_EQ(run_cli(init_args(ph, 300)).status, 0);
+    ASSERT_EQ(run_cli({"fuse", "-q", ph.string(), "-o", fused.string()}).status, 0);
+    const GgufFile good = GgufFile::open(fused);
+    GgufWriter w;
+    w.metadata = good.metadata();
+    w.metadata.set("headfuse.source.tokenizer_config.json", Value::u32(7));
+    for (const TensorInfo& t : good.tensors())
+        w.add_tensor(t.name, t.type, {t.ne.data(), t.n_dims},
+                     [&good, &t](ByteSink& s) { s.write(good.tensor_data(t)); });
+    w.write(bad);
+    const RunResult e = run_cli({"export", "-q", bad.string(), "-o", hf.string()});
+    EXPECT_EQ(e.status, 1);
+    EXPECT_EQ(e.err,
+              "headfuse: export: key 'headfuse.source.tokenizer_config.json' is u32, expected a string (the bytes of "
+              "tokenizer_config.json)\n");
+    EXPECT_FALSE(fs::exists(hf));
+}
+
+// Another tokenizer replacing one drops its files; a GGUF without them exports none and says so.
+TEST(TokenizerFiles, NoneKeptNoneWritten) {
+    TempDir dir;
+    const fs::path corpus = dir / "corpus.json";
+    std::ofstream(corpus) << json(plain_corpus()).dump();
+    const json sp = train_sentencepiece(dir / "spm", corpus);
+    ASSERT_FALSE(sp.is_null());
+    const std::uint32_t n = static_cast<std::uint32_t>(sp["pieces"].size());
+    const fs::path ph = dir / "ph.gguf", placeholder = dir / "placeholder.gguf", with = dir / "with.gguf",
+                   fused = dir / "fused.gguf";
+    ASSERT_EQ(run_cli(init_args(ph, n)).status, 0);
+    ASSERT_EQ(run_cli({"fuse", "-q", ph.string(), "-o", placeholder.string()}).status, 0);
+    ASSERT_EQ(
+        run_cli({"fuse", "-q", ph.string(), "-o", with.string(), "--tokenizer-from", (dir / "spm").string()}).status,
+        0);
+    ASSERT_NE(GgufFile::open(with).metadata().find("headfuse.source.tokenizer.model"), nullptr);
+    ASSERT_EQ(
+        run_cli({"fuse", "-q", with.string(), "-o", fused.string(), "--tokenizer-from", placeholder.string()}).status,
+        0);
+    for (const auto& entry : GgufFile::open(fused).metadata().entries())
+        EXPECT_EQ(entry.key.rfind("headfuse.source.tokenizer", 0), std::string::npos) << entry.key;
+    const RunResult e = run_cli({"export", "-q", fused.string(), "-o", (dir / "hf").string()});
+    ASSERT_EQ(e.status, 0) << e.err;
+    EXPECT_NE(e.out.find(", no tokenizer files (the source keeps none) in "), std::string::npos) << e.out;
+    EXPECT_EQ(list_dir(dir / "hf"), (std::vector<std::string>{"config.json", "model.safetensors"}));
+}
+
+// --- tokenizer.model files headfuse refuses: corrupt protobuf, or settings llama.cpp would not reproduce ------
+
+// protobuf's wire format, by hand (the test's own writer of the inputs; what is refused is named by the cases).
+std::string varint(std::uint64_t v) {
+    std::string s;
+    do {
+        s += static_cast<char>((v & 0x7F) | (v > 0x7F ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    return s;
+}
+std::string tag(std::uint32_t field, std::uint32_t wire) { return varint(std::uint64_t{field} << 3 | wire); }
+std::string bytes_field(std::uint32_t field, const std::string& b) { return tag(field, 2) + varint(b.size()) + b; }
+std::string varint_field(std::uint32_t field, std::uint64_t v) { return tag(field, 0) + varint(v); }
+std::string float_field(std::uint32_t field, float f) {
+    std::string s(4, '\0');
+    std::memcpy(s.data(), &f, 4);
+    return tag(field, 5) + s;
+}
+
+struct SpSpec {
+    std::int32_t model_type = 2;  // BPE
+    bool byte_fallback = true;
+    std::string normalizer = "identity", charsmap;
+    bool write_remove_extra_whitespaces = true;  // as false; the default, when absent, is true
+    std::int32_t last_type = 1;
+};
+
+// <unk>, <s>, </s>, the 256 byte pieces, "▁", "a", "▁a": 262 pieces.
+std::string sp_model(const SpSpec& s) {
+    auto piece = [](const std::string& text, float score, std::int32_t type) {
+        return bytes_field(1, bytes_field(1, text) + float_field(2, score) + varint_field(3, type));
+    };
+    std::string m = piece("<unk>", 0, 2) + piece("<s>", 0, 3) + piece("</s>", 0, 3);
+    char hex[8];
+    for (int b = 0; b < 256; ++b) {
+        std::snprintf(hex, sizeof hex, "<0x%02X>", b);
+        m += piece(hex, 0, 6);
+    }
+    m += piece("\xE2\x96\x81", -1, 1) + piece("a", -2, 1) +
+         piece(
+             "\xE2\x96\x81"
+             "a",
+             -3, s.last_type);
+    m += bytes_field(2, varint_field(3, s.model_type) + varint_field(35, s.byte_fallback));
+    m += bytes_field(3, bytes_field(1, s.normalizer) + (s.charsmap.empty() ? "" : bytes_field(2, s.charsmap)) +
+                            varint_field(3, 1) + (s.write_remove_extra_whitespaces ? varint_field(4, 0) : ""));
+    return m;
+}
+
+struct BadSp {
+    std::string name;
+    std::function<void(SpSpec&)> spec;
+    std::function<void(std::string&)> bytes;
+    std::string expect;  // in the error line; empty: converts
+};
+
+void PrintTo(const BadSp& c, std::ostream* os) { *os << c.name; }
+
+class SpRefused : public ::testing::TestWithParam<BadSp> {};
+
+TEST_P(SpRefused, OneLineNoOutput) {
+    const BadSp& c = GetParam();
+    TempDir dir;
+    const fs::path ph = dir / "ph.gguf", out = dir / "out.gguf", model = dir / "tokenizer.model";
+    ASSERT_EQ(run_cli(init_args(ph, 262)).status, 0);
+    SpSpec spec;
+    if (c.spec) c.spec(spec);
+    std::string bytes = sp_model(spec);
+    if (c.bytes) c.bytes(bytes);
+    std::ofstream(model, std::ios::binary) << bytes;
+    const RunResult r =
+        run_cli({"fuse", "-q", ph.string(), "-o", out.string(), "--tokenizer-from", dir.path().string()});
+    expect_converted_or_refused(r, c.expect, model, out);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cli, SpRefused,
+    ::testing::Values(
+        BadSp{"converts", {}, {}, ""},
+        BadSp{"truncated",
+              {},
+              [](std::string& b) { b.resize(b.size() - 3); },
+              "ModelProto: normalizer_spec: length 14 runs past the end of the message (11 bytes left)"},
+        BadSp{"wrong_wire_type",
+              {},
+              [](std::string& b) { b[0] = tag(1, 0)[0]; },
+              "ModelProto: field 1 (pieces) has wire type 0 (varint), expected 2 (length-delimited)"},
+        BadSp{"length_past_end",
+              {},
+              [](std::string& b) { b = tag(1, 2) + varint(1000000) + b; },
+              "ModelProto: pieces: length 1000000 runs past the end of the message"},
+        BadSp{"group",
+              {},
+              [](std::string& b) { b += tag(9, 3); },
+              "field 9 has wire type 3 (group), which a SentencePiece model does not use"},
+        BadSp{"varint_too_long",
+              {},
+              [](std::string& b) { b += tag(9, 0) + std::string(11, '\xFF'); },
+              "varint longer than 10 bytes"},
+        BadSp{"field_zero", {}, [](std::string& b) { b += std::string(1, '\0'); }, "field number 0 is invalid"},
+        BadSp{"fixed32_short",
+              {},
+              [](std::string& b) { b += tag(9, 5) + "ab"; },
+              "field 9 runs past the end of the message"},
+        BadSp{"empty", {}, [](std::string& b) { b.clear(); }, "no pieces (not a SentencePiece model)"},
+        BadSp{"unigram", [](SpSpec& s) { s.model_type = 1; }, {}, "model type UNIGRAM"},
+        BadSp{"no_byte_fallback", [](SpSpec& s) { s.byte_fallback = false; }, {}, "without byte_fallback"},
+        BadSp{"nfkc",
+              [](SpSpec& s) {
+                  s.normalizer = "nmt_nfkc";
+                  s.charsmap = "xyz";
+              },
+              {},
+              "normalization rule 'nmt_nfkc' changes text"},
+        BadSp{"extra_whitespaces",
+              [](SpSpec& s) { s.write_remove_extra_whitespaces = false; },
+              {},
+              "remove_extra_whitespaces is on"},
+        BadSp{"piece_type",
+              [](SpSpec& s) { s.last_type = 7; },
+              {},
+              "piece 261 '\xE2\x96\x81"
+              "a' has type 7"}),
+    [](const auto& info) { return info.param.name; });
 
 }  // namespace

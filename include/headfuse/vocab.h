@@ -1,6 +1,7 @@
 // headfuse: tokenizers. The tokenizer.* keys a llama.cpp file carries, read from another GGUF file or converted
-// from a Hugging Face tokenizer (tokenizer.json, tokenizer_config.json, special_tokens_map.json), and checked
-// against every rule llama.cpp's vocabulary loader enforces before anything is written.
+// from a Hugging Face tokenizer (tokenizer.json or a SentencePiece tokenizer.model, with tokenizer_config.json and
+// special_tokens_map.json), and checked against every rule llama.cpp's vocabulary loader enforces before
+// anything is written.
 //
 // Hugging Face BPE tokenizers map onto llama.cpp's two BPE tokenizers (docs/FORMATS.md has the details):
 //   - SentencePiece-style BPE with byte fallback (LLaMA 2, Mistral) -> tokenizer.ggml.model "llama": tokens,
@@ -9,6 +10,9 @@
 //     every merge.
 //   - byte-level BPE (GPT-2, LLaMA 3) -> "gpt2": tokens, token types, merges, and tokenizer.ggml.pre naming
 //     the llama.cpp pre-tokenizer whose regex is the tokenizer.json's.
+//   - a SentencePiece BPE model with byte fallback (tokenizer.model, read where there is no tokenizer.json)
+//     -> "llama": its pieces, scores and piece types, as llama.cpp's own converter takes them.
+// The Hugging Face files themselves travel along, byte for byte (kTokenizerFiles), for an export to write back.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +20,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "headfuse/gguf.h"
@@ -31,12 +36,28 @@ struct Tokenizer {
 
 using WarnFn = std::function<void(const std::string&)>;
 
-// The tokenizer of a GGUF file, a Hugging Face folder or a tokenizer.json file, checked by check_tokenizer.
-// Error naming the path when it is none of these or the tokenizer cannot be carried over faithfully.
+// The Hugging Face tokenizer files a converted tokenizer keeps, byte for byte, and the metadata key of each:
+// GGUF's standard tokenizer.huggingface.json for tokenizer.json, headfuse.source.<file name> for the others
+// (a string; tokenizer.model, which is binary, a u8 array). llama.cpp ignores these keys.
+struct TokenizerFile {
+    std::string_view file, key;
+    bool binary;
+};
+inline constexpr TokenizerFile kTokenizerFiles[] = {
+    {"tokenizer.json", "tokenizer.huggingface.json", false},
+    {"tokenizer.model", "headfuse.source.tokenizer.model", true},
+    {"tokenizer_config.json", "headfuse.source.tokenizer_config.json", false},
+    {"special_tokens_map.json", "headfuse.source.special_tokens_map.json", false},
+};
+
+// The tokenizer of a GGUF file, a Hugging Face folder, a tokenizer.json or a tokenizer.model file, checked by
+// check_tokenizer. Error naming the path when it is none of these or the tokenizer cannot be carried over
+// faithfully.
 Tokenizer read_tokenizer(const std::filesystem::path& path, const WarnFn& warn = {});
 
-// A Hugging Face tokenizer: `path` is a folder holding tokenizer.json, or a tokenizer.json file (its folder's
-// tokenizer_config.json and special_tokens_map.json are read when present). `warn` hears about behaviour that
+// A Hugging Face tokenizer: `path` is a folder holding tokenizer.json (or, without one, a SentencePiece
+// tokenizer.model), or such a file (its folder's tokenizer_config.json and special_tokens_map.json are read
+// when present). The keys include the files' bytes (kTokenizerFiles). `warn` hears about behaviour that
 // llama.cpp may not reproduce exactly.
 Tokenizer read_hf_tokenizer(const std::filesystem::path& path, const WarnFn& warn = {});
 

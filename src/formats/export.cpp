@@ -8,6 +8,7 @@
 #include "headfuse/checkpoint.h"
 #include "headfuse/error.h"
 #include "headfuse/quantize.h"
+#include "headfuse/vocab.h"
 #include "output_file.h"
 #include "roles.h"
 #include "view_rows.h"
@@ -271,6 +272,27 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         zeros("unembed.b_U", {c.vocab});
     }
 
+    // Hugging Face: the tokenizer files the GGUF keeps (kTokenizerFiles), byte for byte as they were read.
+    std::vector<std::pair<fs::path, std::string>> tokenizer_files;
+    for (const TokenizerFile& f : kTokenizerFiles) {
+        const Value* v = tl ? nullptr : model.metadata().find(f.key);
+        if (!v) continue;
+        std::string bytes;
+        if (!f.binary && v->type == ValueType::STRING) {
+            bytes = std::get<std::string>(v->scalar);
+        } else if (f.binary && v->type == ValueType::ARRAY && v->elem_type == ValueType::U8) {
+            bytes.reserve(v->items.size());
+            for (const Value& b : v->items) bytes.push_back(static_cast<char>(std::get<std::uint64_t>(b.scalar)));
+        } else {
+            fail("export: key '" + std::string(f.key) + "' is " +
+                 (v->type == ValueType::ARRAY ? "an array of " + std::string(value_type_name(v->elem_type))
+                                              : std::string(value_type_name(v->type))) +
+                 ", expected " + (f.binary ? "an array of u8" : "a string") + " (the bytes of " + std::string(f.file) +
+                 ")");
+        }
+        tokenizer_files.emplace_back(folder / f.file, std::move(bytes));
+    }
+
     StWriteOptions st;
     st.max_shard_bytes = options.max_shard_bytes;
     st.progress = options.progress;
@@ -279,15 +301,18 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
     std::vector<fs::path> written = write_safetensors(folder, plans, st, inputs);
     const std::string text =
         (tl ? tl_config_json(c, folded) : hf_config_json(c, torch_dtype(weight_type), rope_scaling)).dump(2) + "\n";
+    auto put = [&](const fs::path& path, std::string_view bytes) {
+        write_file_atomically(path, {reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}, inputs);
+        written.push_back(path);
+    };
     try {
-        write_file_atomically(folder / "config.json", {reinterpret_cast<const std::byte*>(text.data()), text.size()},
-                              inputs);
+        put(folder / "config.json", text);
+        for (const auto& [path, bytes] : tokenizer_files) put(path, bytes);
     } catch (...) {
         for (const fs::path& p : written) fs::remove(p, ec);
         if (!folder_existed) fs::remove(folder, ec);  // the folder we made, if it is empty
         throw;
     }
-    written.push_back(folder / "config.json");
     return written;
 }
 
