@@ -26,7 +26,7 @@
 #include <optional>
 #include <string>
 
-#include "headfuse/checked.h"
+#include "checked.h"
 #include "headfuse/error.h"
 #include "headfuse/fold.h"
 #include "headfuse/quantize.h"

@@ -4,7 +4,7 @@
 #include <string>
 #include <unordered_set>
 
-#include "headfuse/checked.h"
+#include "checked.h"
 #include "headfuse/error.h"
 #include "headfuse/gguf.h"
 

@@ -9,7 +9,7 @@
 
 #include <unistd.h>
 
-#include "headfuse/checked.h"
+#include "checked.h"
 #include "headfuse/error.h"
 #include "random.h"
 #include "roles.h"

@@ -36,8 +36,4 @@ private:
     std::vector<double> a_, c_;  // one block of donor rows, and its fold
 };
 
-// Folds vocabulary rows [v0, v0 + n) (n <= kFoldBlockRows, v0 a multiple of kFoldBlockRows) of the donor
-// table through proj into out[(v - v0) * d_model + r]. Both views are F32.
-void fold_rows(const TensorView& donor, const TensorView& proj, std::uint64_t v0, std::uint64_t n, float* out);
-
 }  // namespace headfuse

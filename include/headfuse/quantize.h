@@ -2,7 +2,8 @@
 //
 // The encoders reproduce ggml's scalar reference functions (ggml/src/ggml-quants.c: quantize_row_q8_0_ref,
 // quantize_row_q4_0_ref; ggml.c: ggml_fp32_to_fp16_row, ggml_fp32_to_bf16_row), which are what ggml uses when
-// it writes a file. The fast paths are vectorized and must produce the same bytes as headfuse::reference.
+// it writes a file. The fast paths are vectorized and produce the same bytes (src/kernels.h keeps the scalar reference
+// as their oracle).
 //
 // Block layouts (little-endian):
 //   Q8_0: 32 elements -> { fp16 d; int8 qs[32]; }   34 bytes
@@ -29,22 +30,5 @@ void decode_row(DType t, const void* src, float* dst, std::size_t n) noexcept;
 
 // True when none of the n floats is NaN or infinite.
 bool all_finite(const float* x, std::size_t n) noexcept;
-
-namespace reference {
-// ggml's scalar reference encoders, kept as the oracle for the fast path.
-void encode_row(DType t, const float* src, void* dst, std::size_t n) noexcept;
-}  // namespace reference
-
-namespace kernels {
-// The instruction sets the fast paths are written for. encode_row, decode_row and all_finite use best_isa();
-// these overloads let a test hold every kernel this CPU can run against headfuse::reference.
-enum class Isa : std::uint8_t { Scalar, Avx2, Avx512 };
-Isa best_isa() noexcept;
-bool isa_supported(Isa isa) noexcept;
-// As the functions above, with the given (supported) instruction set.
-void encode_row(Isa isa, DType t, const float* src, void* dst, std::size_t n) noexcept;
-void decode_row(Isa isa, DType t, const void* src, float* dst, std::size_t n) noexcept;
-bool all_finite(Isa isa, const float* x, std::size_t n) noexcept;
-}  // namespace kernels
 
 }  // namespace headfuse

@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "headfuse/checked.h"
+#include "checked.h"
 #include "headfuse/error.h"
 #include "output_file.h"
 
