@@ -30,6 +30,7 @@
 #include "headfuse/error.h"
 #include "headfuse/fold.h"
 #include "headfuse/quantize.h"
+#include "mapped_file.h"
 #include "parallel.h"
 #include "roles.h"
 

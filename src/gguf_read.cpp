@@ -7,6 +7,7 @@
 #include "checked.h"
 #include "headfuse/error.h"
 #include "headfuse/gguf.h"
+#include "mapped_file.h"
 
 namespace headfuse {
 namespace {

@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "checked.h"
+#include "gguf_write.h"
 #include "headfuse/error.h"
 #include "headfuse/gguf.h"
 #include "output_file.h"

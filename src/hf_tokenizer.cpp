@@ -17,6 +17,7 @@
 
 #include "headfuse/error.h"
 #include "headfuse/vocab.h"
+#include "mapped_file.h"
 
 namespace headfuse {
 namespace {

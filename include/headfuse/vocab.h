@@ -29,6 +29,7 @@ struct Tokenizer {
     std::vector<std::filesystem::path> inputs;  // files read (a writer must never overwrite them)
 };
 
+// Hears one line about what llama.cpp may not reproduce exactly.
 using WarnFn = std::function<void(const std::string&)>;
 
 // The tokenizer of a GGUF file, a Hugging Face folder or a tokenizer.json file, checked by check_tokenizer.

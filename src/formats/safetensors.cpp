@@ -11,6 +11,8 @@
 
 #include "checked.h"
 #include "headfuse/error.h"
+#include "headfuse/file_io.h"
+#include "mapped_file.h"
 #include "output_file.h"
 
 namespace headfuse {
