@@ -1,4 +1,5 @@
-// headfuse: GGUF v3, read by mapping and validating, written by streaming.
+// headfuse: GGUF v3, read by mapping and validating, written by streaming (the writer is internal: fuse, split,
+// PerHeadModel::save and write_random_init write through it).
 //
 // File layout (all integers little-endian):
 //
