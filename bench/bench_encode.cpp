@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "headfuse/quantize.h"
+#include "kernels.h"
 
 namespace {
 

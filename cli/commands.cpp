@@ -13,6 +13,7 @@
 
 #include "headfuse/checkpoint.h"
 #include "headfuse/error.h"
+#include "headfuse/file_io.h"
 #include "headfuse/forward.h"
 #include "headfuse/fuse.h"
 #include "headfuse/gguf.h"

@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "headfuse/checkpoint.h"
 #include "headfuse/error.h"
+#include "headfuse/file_io.h"
 #include "headfuse/forward.h"
 #include "headfuse/fuse.h"
 #include "headfuse/heads.h"
@@ -27,8 +28,7 @@ OpenedCheckpoint open_source(const std::string& in, const std::string& config) {
 
 // Token ids from a file: decimal numbers separated by commas or white space.
 std::vector<std::uint32_t> read_tokens(const std::string& path) {
-    const MappedFile f = MappedFile::open(path);
-    const std::string text(reinterpret_cast<const char*>(f.bytes().data()), f.bytes().size());
+    const std::string text = read_file(path);
     std::vector<std::uint32_t> out;
     std::size_t i = 0;
     while (i < text.size()) {
@@ -123,11 +123,10 @@ int run_scan(const HeadsArgs& a, const Common& c) {
 // a llama model): round(F * group) per kv group, or round(F * n_heads) per layer when every head has its own kv
 // head.
 std::vector<HeadRef> lowest_heads(const Config& c, const std::string& scan_path, double fraction) {
-    const MappedFile f = MappedFile::open(scan_path);
+    const std::string text = read_file(scan_path);
     nlohmann::json j;
     try {
-        j = nlohmann::json::parse(reinterpret_cast<const char*>(f.bytes().data()),
-                                  reinterpret_cast<const char*>(f.bytes().data()) + f.bytes().size());
+        j = nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {
         fail(scan_path + ": not valid JSON: " + e.what());
     }

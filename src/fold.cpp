@@ -41,8 +41,4 @@ void LensFold::rows(std::uint64_t v0, std::uint64_t n, float* out) {
     for (std::size_t i = 0; i < c.size(); ++i) out[i] = static_cast<float>(c[i]);  // the one rounding
 }
 
-void fold_rows(const TensorView& donor, const TensorView& proj, std::uint64_t v0, std::uint64_t n, float* out) {
-    LensFold(donor, proj).rows(v0, n, out);
-}
-
 }  // namespace headfuse

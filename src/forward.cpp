@@ -26,10 +26,11 @@
 #include <optional>
 #include <string>
 
-#include "headfuse/checked.h"
+#include "checked.h"
 #include "headfuse/error.h"
 #include "headfuse/fold.h"
 #include "headfuse/quantize.h"
+#include "mapped_file.h"
 #include "parallel.h"
 #include "roles.h"
 

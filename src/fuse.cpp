@@ -8,10 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "gguf_write.h"
 #include "headfuse/error.h"
 #include "headfuse/fold.h"
 #include "headfuse/mix.h"
 #include "headfuse/quantize.h"
+#include "mapped_file.h"
+#include "model_metadata.h"
 #include "order.h"
 #include "parallel.h"
 #include "roles.h"

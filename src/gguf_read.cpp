@@ -4,9 +4,10 @@
 #include <string>
 #include <unordered_set>
 
-#include "headfuse/checked.h"
+#include "checked.h"
 #include "headfuse/error.h"
 #include "headfuse/gguf.h"
+#include "mapped_file.h"
 
 namespace headfuse {
 namespace {

@@ -6,7 +6,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "headfuse/checked.h"
+#include "checked.h"
 #include "headfuse/error.h"
 #include "headfuse/gguf.h"
 

@@ -4,7 +4,8 @@
 #include <string>
 #include <unordered_set>
 
-#include "headfuse/checked.h"
+#include "checked.h"
+#include "gguf_write.h"
 #include "headfuse/error.h"
 #include "headfuse/gguf.h"
 #include "output_file.h"

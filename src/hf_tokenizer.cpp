@@ -18,6 +18,7 @@
 
 #include "headfuse/error.h"
 #include "headfuse/vocab.h"
+#include "mapped_file.h"
 #include "sp_model.h"
 
 namespace headfuse {

@@ -9,10 +9,15 @@
 
 #include <unistd.h>
 
-#include "headfuse/checked.h"
+#include "checked.h"
+#include "gguf_write.h"
 #include "headfuse/error.h"
+#include "init.h"
+#include "model_metadata.h"
+#include "order.h"
 #include "random.h"
 #include "roles.h"
+#include "view_rows.h"
 
 namespace headfuse {
 
@@ -299,6 +304,50 @@ const TensorView& FusedModel::fused(std::uint32_t layer, Role role) const {
         fail("fused model: no fused tensor of role " + tensor_name(role_spec(role), layer) + " in layer " +
              std::to_string(layer));
     return it->second;
+}
+
+namespace {
+
+std::function<void(ByteSink&)> copy_of(const TensorView& v) {
+    return [v](ByteSink& sink) {
+        if (!v.plain())  // a foreign checkpoint's order: whole rows, a window at a time
+            for_each_window(v, std::uint64_t{4} << 20,
+                            [&](std::span<const std::byte> rows, std::uint64_t, std::uint64_t) { sink.write(rows); });
+        else if (v.file)
+            sink.copy_from(*v.file, v.file_offset, v.bytes.size());
+        else
+            sink.write(v.bytes);
+    };
+}
+
+void add_view(GgufWriter& w, const TensorView& v) {
+    w.add_tensor(v.name, static_cast<std::uint32_t>(v.type), {v.ne.data(), v.n_dims}, copy_of(v));
+}
+
+}  // namespace
+
+std::vector<std::filesystem::path> PerHeadModel::save(const std::filesystem::path& path, const ProgressFn& progress,
+                                                      const OutputLayout& layout) const {
+    const ModelViews& m = views_;
+    GgufWriter w;
+    w.alignment = layout.alignment;
+    w.split = layout.split;
+    w.metadata = per_head_metadata(m.config, metadata_);
+    // In the source file's order (split keeps a fused file's order, head tensors where their fused tensor was).
+    std::vector<const TensorView*> views;
+    std::vector<std::string> names;
+    for_each_view(m, [&](const TensorView& v) {
+        views.push_back(&v);
+        names.push_back(v.name);
+    });
+    for (std::size_t i : source_order(file_.get(), names)) add_view(w, *views[i]);
+    return w.write(path, file_ ? file_->paths() : std::vector<std::filesystem::path>{}, progress);
+}
+
+std::optional<ModelKind> model_kind(const GgufFile& f) {
+    if (kind_evidence(f, ModelKind::PerHead)) return ModelKind::PerHead;
+    if (kind_evidence(f, ModelKind::Fused)) return ModelKind::Fused;
+    return std::nullopt;
 }
 
 PerHeadModel open_model(const std::filesystem::path& path) {

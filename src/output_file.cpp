@@ -13,6 +13,7 @@
 
 #include "files.h"
 #include "headfuse/error.h"
+#include "mapped_file.h"
 
 namespace headfuse {
 namespace {
@@ -116,8 +117,6 @@ void check_free_space(const std::filesystem::path& dir, std::uint64_t bytes, con
         fail("cannot write " + what + ": needs " + human_bytes(static_cast<double>(bytes)) + ", " +
              human_bytes(static_cast<double>(avail)) + " free on " + quoted(dir));
 }
-
-void check_output_path(const std::filesystem::path& path, std::uint64_t bytes) { check_destination(path, bytes); }
 
 OutputFile::OutputFile(std::filesystem::path dest, std::span<const std::filesystem::path> inputs,
                        std::uint64_t expected_bytes)
@@ -289,13 +288,6 @@ void OutputFile::commit() {
         ::close(dfd);
     }
     if (progress_) progress_(position(), total_);
-}
-
-void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes,
-                           std::span<const std::filesystem::path> inputs) {
-    OutputFile out(path, inputs, bytes.size());
-    out.write(bytes);
-    out.commit();
 }
 
 void CountingSink::write(std::span<const std::byte> bytes) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "headfuse/gguf.h"
+#include "write_plan.h"
 
 namespace headfuse {
 
@@ -28,7 +29,7 @@ struct Destination {
     std::optional<struct stat> existing;  // the file there now, if any (always a regular file)
 };
 
-// The checks of check_output_path (headfuse/gguf.h), returning where the file goes.
+// The checks of check_output_path (headfuse/file_io.h), returning where the file goes.
 Destination check_destination(const std::filesystem::path& dest, std::uint64_t bytes);
 
 // Error "cannot write WHAT: needs 12.40 GB, 3.10 GB free on 'DIR'" unless the file system of `dir` has `bytes`

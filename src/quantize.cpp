@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels.h"
 #include "quant_blocks.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

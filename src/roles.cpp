@@ -271,10 +271,4 @@ const TensorInfo* kind_evidence(const GgufFile& f, ModelKind kind) {
     return nullptr;
 }
 
-std::optional<ModelKind> model_kind(const GgufFile& f) {
-    if (kind_evidence(f, ModelKind::PerHead)) return ModelKind::PerHead;
-    if (kind_evidence(f, ModelKind::Fused)) return ModelKind::Fused;
-    return std::nullopt;
-}
-
 }  // namespace headfuse

@@ -112,13 +112,4 @@ ModelViews assemble_views(const Config& c, ModelKind kind, const std::vector<Ten
 // The first tensor of f whose name says the file is of layout `kind` (a per-head or a fused head tensor).
 const TensorInfo* kind_evidence(const GgufFile& f, ModelKind kind);
 
-// Fills out[0, n) with elements [begin, begin + n) of tensor `s` as random_init makes it: norms 1.0, every
-// other tensor N(0, 0.02) from its own seeded streams (random.h). Defined in init.cpp.
-void fill_random(const TensorSpec& s, std::uint64_t seed, std::uint64_t begin, std::uint64_t n, float* out);
-
-// The metadata of a model file written from a model whose metadata is `carried`: from a file, its keys in
-// their order with the llama.* hyperparameters of c set in place (added only when llama.cpp would not infer
-// them); from memory, the hyperparameters, then the carried keys. Defined in init.cpp.
-Metadata per_head_metadata(const Config& c, const Metadata& carried);
-
 }  // namespace headfuse

@@ -5,7 +5,7 @@
 #include <cctype>
 #include <string>
 
-#include "headfuse/checked.h"
+#include "checked.h"
 #include "headfuse/error.h"
 
 namespace headfuse {

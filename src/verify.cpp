@@ -11,6 +11,7 @@
 #include "headfuse/fold.h"
 #include "headfuse/forward.h"
 #include "headfuse/quantize.h"
+#include "mapped_file.h"
 #include "roles.h"
 
 namespace headfuse {

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "headfuse/error.h"
+#include "mapped_file.h"
 
 namespace headfuse {
 namespace {

@@ -308,9 +308,9 @@ TEST(Forward, LensMatchesFoldedTable) {
     folded.views.config.donor_d_in = 0;
     folded.views.lens_proj.reset();
     std::vector<float> table(std::uint64_t{c.vocab} * c.d_model);
+    LensFold fold(lens.views.token_embd, *lens.views.lens_proj);
     for (std::uint64_t v0 = 0; v0 < c.vocab; v0 += kFoldBlockRows)
-        fold_rows(lens.views.token_embd, *lens.views.lens_proj, v0,
-                  std::min<std::uint64_t>(kFoldBlockRows, c.vocab - v0), table.data() + v0 * c.d_model);
+        fold.rows(v0, std::min<std::uint64_t>(kFoldBlockRows, c.vocab - v0), table.data() + v0 * c.d_model);
     folded.views.token_embd = folded.add_f32("token_embd.weight", {c.d_model, c.vocab}, table);
     EXPECT_TRUE(bit_identical(forward_logits(lens.views, tokens), forward_logits(folded.views, tokens)));
 }

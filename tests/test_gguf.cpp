@@ -5,7 +5,9 @@
 #include <cstring>
 #include <random>
 
+#include "gguf_write.h"
 #include "headfuse/error.h"
+#include "headfuse/file_io.h"
 #include "headfuse/gguf.h"
 #include "support/ggml_lib.h"
 #include "support/judge.h"

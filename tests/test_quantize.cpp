@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "headfuse/quantize.h"
+#include "kernels.h"
 #include "support/codec_checks.h"
 #include "support/ggml_lib.h"
 

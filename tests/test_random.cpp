@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "init.h"
 #include "random.h"
 #include "roles.h"
 

@@ -11,7 +11,9 @@
 #include <functional>
 #include <limits>
 
+#include "gguf_write.h"
 #include "headfuse/error.h"
+#include "headfuse/file_io.h"
 #include "headfuse/forward.h"
 #include "headfuse/fuse.h"
 #include "headfuse/model.h"

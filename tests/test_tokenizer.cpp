@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "gguf_write.h"
 #include "headfuse/error.h"
 #include "headfuse/fuse.h"
 #include "headfuse/gguf.h"

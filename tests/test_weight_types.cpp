@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <map>
 
+#include "gguf_write.h"
 #include "headfuse/fuse.h"
 #include "headfuse/model.h"
 #include "headfuse/verify.h"

@@ -21,6 +21,7 @@
 
 namespace headfuse {
 
+// The layout a checkpoint was read in (what its tensor names say).
 enum class Layout {
     Gguf,             // a per-head or fused GGUF file
     PerHeadNames,     // headfuse's names in safetensors (per-head or fused)
@@ -28,8 +29,11 @@ enum class Layout {
     TransformerLens,  // a TransformerLens state dict
 };
 
+// "GGUF", "headfuse names", "Hugging Face LLaMA", "TransformerLens": for messages.
 std::string_view layout_name(Layout l) noexcept;
 
+// A checkpoint opened by open_checkpoint: the model (its views borrow the mapped files, which it keeps alive),
+// and what a command writing it needs to know.
 struct OpenedCheckpoint {
     PerHeadModel model;
     Layout layout = Layout::Gguf;
@@ -37,16 +41,18 @@ struct OpenedCheckpoint {
     std::vector<std::filesystem::path> inputs;  // the files read, which an output must not overwrite
 };
 
-// Opens any source as a per-head model. `config` overrides the config.json next to the weights.
+// Opens any source as a per-head model. `config` overrides the config.json next to the weights. Error naming the
+// file, tensor or key when the source is none of the layouts above or does not match its config.
 OpenedCheckpoint open_checkpoint(const std::filesystem::path& source,
                                  const std::optional<std::filesystem::path>& config = std::nullopt);
 
+// The layout export_checkpoint writes.
 enum class ExportFormat { HuggingFace, TransformerLens };
 
 struct ExportOptions {
     ExportFormat format = ExportFormat::HuggingFace;
-    std::uint64_t max_shard_bytes = 5'000'000'000;  // Hugging Face's default
-    ProgressFn progress;
+    std::uint64_t max_shard_bytes = 5'000'000'000;  // per safetensors shard; Hugging Face's default
+    ProgressFn progress;                            // bytes written, of all
 };
 
 // Writes `model` into `folder` as config.json and model.safetensors (or shards and an index) in the chosen

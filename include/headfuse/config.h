@@ -31,6 +31,7 @@ enum class RopeScaling : std::uint8_t {
 
 std::string_view rope_scaling_name(RopeScaling s) noexcept;  // "none", "linear", "yarn"
 
+// A model's hyperparameters. Plain data: validate() checks a config built by hand; from_metadata reads one.
 struct Config {
     std::uint32_t d_model = 0;
     std::uint32_t n_heads = 0;
@@ -66,8 +67,8 @@ struct Config {
     // Error with a one-line message naming the first field out of range.
     void validate() const;
 
-    std::uint32_t q_dim() const noexcept { return n_heads * d_head; }
-    std::uint32_t kv_dim() const noexcept { return n_kv_heads * d_head; }
+    std::uint32_t q_dim() const noexcept { return n_heads * d_head; }      // rows of a fused attn_q
+    std::uint32_t kv_dim() const noexcept { return n_kv_heads * d_head; }  // rows of a fused attn_k, attn_v
     bool has_lens() const noexcept { return donor_d_in > 0; }
 
     // The counts of layer `layer` (< n_layers): the per-layer entry, or the scalar when the list is empty.

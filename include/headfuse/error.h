@@ -10,6 +10,7 @@
 
 namespace headfuse {
 
+// What every library function throws on bad input or a failed system call; what() is the one-line message.
 class Error : public std::runtime_error {
 public:
     using std::runtime_error::runtime_error;

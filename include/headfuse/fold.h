@@ -16,15 +16,17 @@
 
 namespace headfuse {
 
+// Vocabulary rows per fold block: every caller folds blocks starting at multiples of it.
 inline constexpr std::uint64_t kFoldBlockRows = 2048;
 
-// The fold of one lens model, with the projection widened to f64 once.
+// The fold of one lens model, with the projection widened to f64 once. It keeps a copy of the donor view (a
+// borrow: the donor's model must outlive it).
 class LensFold {
 public:
     // donor: [donor_d_in, vocab] F32; proj: [donor_d_in, d_model] F32.
     LensFold(const TensorView& donor, const TensorView& proj);
-    std::uint64_t vocab() const noexcept { return vocab_; }
-    std::uint64_t d_model() const noexcept { return d_model_; }
+    std::uint64_t vocab() const noexcept { return vocab_; }      // rows of the folded table
+    std::uint64_t d_model() const noexcept { return d_model_; }  // elements of each row
     // Folds vocabulary rows [v0, v0 + n) (n <= kFoldBlockRows) into out[(v - v0) * d_model + r].
     // Not reentrant: it reuses this object's f64 workspace.
     void rows(std::uint64_t v0, std::uint64_t n, float* out);
@@ -35,9 +37,5 @@ private:
     std::vector<double> proj_;   // [d_model][donor_d_in]
     std::vector<double> a_, c_;  // one block of donor rows, and its fold
 };
-
-// Folds vocabulary rows [v0, v0 + n) (n <= kFoldBlockRows, v0 a multiple of kFoldBlockRows) of the donor
-// table through proj into out[(v - v0) * d_model + r]. Both views are F32.
-void fold_rows(const TensorView& donor, const TensorView& proj, std::uint64_t v0, std::uint64_t n, float* out);
 
 }  // namespace headfuse

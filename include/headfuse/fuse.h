@@ -15,6 +15,7 @@
 
 namespace headfuse {
 
+// How fuse writes its output; the defaults write every tensor in its own type, as one file.
 struct FuseOptions {
     // Type of every 2-D weight (1-D norms stay F32). Unset: each tensor keeps its type. Encoding starts from
     // F32, F16 or BF16 weights (widened exactly to F32 first); a 2-D weight whose rows are not whole blocks of
@@ -39,6 +40,7 @@ struct FuseOptions {
 std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::filesystem::path& out,
                                         const FuseOptions& options = {});
 
+// How split writes its output.
 struct SplitOptions {
     ProgressFn progress;
     OutputLayout layout;  // alignment, and a split set named after `out` when asked

@@ -1,4 +1,5 @@
-// headfuse: GGUF v3, read by mapping and validating, written by streaming.
+// headfuse: GGUF v3, read by mapping and validating, written by streaming (the writer is internal: fuse, split,
+// PerHeadModel::save and write_random_init write through it).
 //
 // File layout (all integers little-endian):
 //
@@ -27,7 +28,6 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <unordered_set>
 #include <variant>
 #include <vector>
 
@@ -35,16 +35,21 @@
 
 namespace headfuse {
 
-inline constexpr std::uint32_t kGgufVersion = 3;
-inline constexpr std::uint32_t kDefaultAlignment = 32;
-inline constexpr std::size_t kMaxTensorName = 63;  // ggml: GGML_MAX_NAME 64, including the NUL
-inline constexpr std::uint32_t kMaxDims = 4;
+// A read-only mapping of a file: internal to the library (src/mapped_file.h). Public types refer to it only by
+// pointer (TensorView::file, GgufFile::mapping), which a library user passes on or leaves null.
+class MappedFile;
+
+inline constexpr std::uint32_t kGgufVersion = 3;        // the version read and written
+inline constexpr std::uint32_t kDefaultAlignment = 32;  // ggml's GGUF_DEFAULT_ALIGNMENT
+inline constexpr std::size_t kMaxTensorName = 63;       // ggml: GGML_MAX_NAME 64, including the NUL
+inline constexpr std::uint32_t kMaxDims = 4;            // ggml: GGML_MAX_DIMS
 // What the reader holds for one file at most: array items of all its keys together (a Value takes ~80 bytes,
 // and the largest real tokenizers hold a few million items), and tensors (a real per-head checkpoint holds
 // thousands; a million tensor infos take ~100 MB).
 inline constexpr std::uint64_t kMaxArrayItems = std::uint64_t{1} << 24;
 inline constexpr std::uint64_t kMaxTensors = std::uint64_t{1} << 20;
 
+// The type of a metadata value, as GGUF numbers it on the wire.
 enum class ValueType : std::uint32_t {
     U8 = 0,
     I8 = 1,
@@ -60,6 +65,7 @@ enum class ValueType : std::uint32_t {
     I64 = 11,
     F64 = 12,
 };
+// "u32", "string", "array", ... ("unknown" for a number GGUF does not define).
 std::string_view value_type_name(ValueType t) noexcept;
 
 // One metadata value. Integers are held widened; `type` keeps the exact type on the wire.
@@ -69,6 +75,7 @@ struct Value {
     std::variant<std::uint64_t, std::int64_t, double, bool, std::string> scalar;
     std::vector<Value> items;  // arrays only; never arrays themselves
 
+    // A value of each wire type.
     static Value u8(std::uint8_t v);
     static Value i8(std::int8_t v);
     static Value u16(std::uint16_t v);
@@ -87,21 +94,25 @@ struct Value {
     bool operator==(const Value&) const = default;
 };
 
-// Ordered key/value metadata. Keys are unique.
+// Ordered key/value metadata. Keys are unique; entries keep the order they were first set in.
 class Metadata {
 public:
+    // One key and its value.
     struct Entry {
         std::string key;
         Value value;
         bool operator==(const Entry&) const = default;
     };
 
+    // The value of `key`, or nullptr. The pointer is valid until the next set, merge or erase.
     const Value* find(std::string_view key) const noexcept;
     // Replaces the value of an existing key, or appends a new one.
     void set(std::string key, Value value);
     // set() for every entry of `other`, moving the values.
     void merge(Metadata&& other);
+    // Removes `key` (the others keep their order); false when it was absent.
     bool erase(std::string_view key);
+    // Every entry, in order, and their number.
     const std::vector<Entry>& entries() const noexcept { return entries_; }
     std::size_t size() const noexcept { return entries_.size(); }
 
@@ -116,6 +127,7 @@ private:
     std::map<std::string, std::size_t, std::less<>> index_;
 };
 
+// One tensor's entry in a GGUF header, with its size and where its bytes are.
 struct TensorInfo {
     std::string name;
     std::uint32_t type = 0;  // ggml type id (any type ggml defines)
@@ -126,41 +138,18 @@ struct TensorInfo {
     std::uint32_t shard = 0;   // the shard of a split set that holds it (0 in a single file)
 
     std::uint64_t n_elements() const noexcept { return ne[0] * ne[1] * ne[2] * ne[3]; }
-    std::uint64_t n_rows() const noexcept { return ne[1] * ne[2] * ne[3]; }
+    std::uint64_t n_rows() const noexcept { return ne[1] * ne[2] * ne[3]; }  // rows of ne[0] elements
 };
 
-// "[2048, 32000]"
+// A shape for messages: "[2048, 32000]".
 std::string format_shape(std::span<const std::uint64_t> ne);
 inline std::string format_shape(const TensorInfo& t) { return format_shape({t.ne.data(), t.n_dims}); }
 
 // "1.43 GB" (decimal units, as disks are sold)
 std::string human_bytes(double bytes);
 
-// A read-only mapping of a whole file. Owns the descriptor and the mapping.
-class MappedFile {
-public:
-    static MappedFile open(const std::filesystem::path& path);
-    MappedFile() = default;
-    MappedFile(MappedFile&&) noexcept;
-    MappedFile& operator=(MappedFile&&) noexcept;
-    MappedFile(const MappedFile&) = delete;
-    MappedFile& operator=(const MappedFile&) = delete;
-    ~MappedFile();
-
-    std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
-    int fd() const noexcept { return fd_; }
-    const std::filesystem::path& path() const noexcept { return path_; }
-    // Copies out.size() bytes at `offset` into `out` with pread (Error naming the file on failure).
-    void read(std::uint64_t offset, std::span<std::byte> out) const;
-    // Drops the pages of [p, p+n) from this process's resident set (they stay in the page cache).
-    void release(const std::byte* p, std::size_t n) const noexcept;
-
-private:
-    std::filesystem::path path_;
-    int fd_ = -1;
-    const std::byte* data_ = nullptr;
-    std::size_t size_ = 0;
-};
+// Progress of a long write: called with bytes done and bytes in all, from the writing thread.
+using ProgressFn = std::function<void(std::uint64_t done, std::uint64_t total)>;
 
 // Split sets, as llama.cpp's llama-gguf-split writes them: shard i (from 0) of n is PREFIX-%05d-of-%05d.gguf
 // (numbered from 1), holding its tensors and the keys split.no = i (u16), split.count = n (u16) and
@@ -194,7 +183,8 @@ struct OutputLayout {
 std::uint64_t parse_split_size(std::string_view text, std::string_view what);
 
 // A parsed, validated GGUF file, or a split set read as one. Tensor data are zero-copy views into the bytes it
-// was parsed from.
+// was parsed from: a file opened with open() owns its mapping (moving the GgufFile keeps the spans valid); spans
+// and TensorInfo references must not outlive it.
 class GgufFile {
 public:
     // Maps and validates a file. When it is a shard of a split set (split.count > 1), every shard of the set is
@@ -208,30 +198,35 @@ public:
     // Nothing is kept: it only throws.
     static void validate_header(std::span<const std::byte> header, std::string name);
 
-    std::uint32_t version() const noexcept { return version_; }
-    std::uint32_t alignment() const noexcept { return alignment_; }
+    std::uint32_t version() const noexcept { return version_; }      // 3
+    std::uint32_t alignment() const noexcept { return alignment_; }  // general.alignment, or 32
     const Metadata& metadata() const noexcept { return metadata_; }
+    // The tensors in header order (a split set: shard by shard).
     const std::vector<TensorInfo>& tensors() const noexcept { return tensors_; }
+    // The tensor called `name`, or nullptr.
     const TensorInfo* find_tensor(std::string_view name) const noexcept;
+    // The nbytes bytes of a tensor of this file (in its shard's mapping).
     std::span<const std::byte> tensor_data(const TensorInfo& t) const noexcept;
     // Absolute offset of the data section in the file.
     std::uint64_t data_start() const noexcept { return data_start_; }
+    // The whole file (a split set: its first shard).
     std::span<const std::byte> bytes() const noexcept { return bytes_; }
     // The file name used in errors.
     const std::string& name() const noexcept { return name_; }
-    // The mapping, when opened from a file (nullptr after parse()).
-    const MappedFile* mapping() const noexcept { return file_.get(); }
-
-    // Shards of a split set (1 for a single file), their paths (empty after parse()), and where each tensor is.
+    // Shards of a split set (1 for a single file), their paths (empty after parse()), and where each tensor is:
+    // the (opaque) mapping of its shard, nullptr after parse(), and its absolute offset in that shard's file.
+    // The library's views record both (TensorView::file) so that writers can copy in the kernel.
     std::size_t shard_count() const noexcept { return 1 + shards_.size(); }
     std::vector<std::filesystem::path> paths() const;
     const MappedFile* mapping(const TensorInfo& t) const noexcept;
-    std::uint64_t file_offset(const TensorInfo& t) const noexcept;  // absolute offset in its shard's file
+    std::uint64_t file_offset(const TensorInfo& t) const noexcept;
 
 private:
     static GgufFile parse_impl(std::span<const std::byte> bytes, std::string name, bool check_data);
     static GgufFile open_one(const std::filesystem::path& path);
     const GgufFile& shard_of(const TensorInfo& t) const noexcept { return t.shard ? shards_[t.shard - 1] : *this; }
+    // The mapping, when opened from a file (nullptr after parse()).
+    const MappedFile* mapping() const noexcept { return file_.get(); }
 
     std::shared_ptr<MappedFile> file_;
     std::span<const std::byte> bytes_;
@@ -243,72 +238,5 @@ private:
     std::uint64_t data_start_ = 0;
     std::vector<GgufFile> shards_;  // shards 1.. of a split set
 };
-
-// Where a tensor's bytes go while it is written. Producers write exactly the tensor's nbytes.
-class ByteSink {
-public:
-    virtual ~ByteSink() = default;
-    virtual void write(std::span<const std::byte> bytes) = 0;
-    // Copies `len` bytes at `offset` of `file` (in the kernel where it can: copy_file_range).
-    virtual void copy_from(const MappedFile& file, std::uint64_t offset, std::uint64_t len) = 0;
-};
-
-// Progress of a long write: called with bytes done and bytes in all, from the writing thread.
-using ProgressFn = std::function<void(std::uint64_t done, std::uint64_t total)>;
-
-// One output tensor: its info (offset is computed by the writer) and how its bytes are produced.
-struct TensorPlan {
-    TensorInfo info;
-    std::function<void(ByteSink&)> produce;
-};
-
-// A GGUF file described before a byte is written: metadata, then tensors whose sizes are all known.
-class GgufWriter {
-public:
-    Metadata metadata;
-    std::uint32_t alignment = kDefaultAlignment;  // written as general.alignment when not 32
-    SplitLimits split;                            // when active, write() writes a split set
-
-    // Appends a tensor. nbytes is computed from type and shape; Error on a rule ggml's reader enforces.
-    void add_tensor(std::string name, std::uint32_t type, std::span<const std::uint64_t> ne,
-                    std::function<void(ByteSink&)> produce);
-    const std::vector<TensorPlan>& tensors() const noexcept { return tensors_; }
-
-    // The header: everything up to the data section, padding included.
-    std::vector<std::byte> header() const;
-    // Total bytes of the file.
-    std::uint64_t file_size() const;
-
-    // Writes the file to a temporary in the destination's folder, fsyncs it and renames it over `path`.
-    // On any error nothing is left behind and an existing `path` is untouched.
-    // `inputs` are files that must not be overwritten (same path, hard link or symlink): Error if `path` is one.
-    // With `split` active, `path` is the prefix (a trailing ".gguf" dropped) of a split set, as
-    // llama-gguf-split writes it: shard 0 holds the metadata and split.* keys, the others only split.*
-    // (and general.alignment when not 32); every shard is written before any is published, and a failure
-    // removes those already published. Returns the files written.
-    std::vector<std::filesystem::path> write(const std::filesystem::path& path,
-                                             std::span<const std::filesystem::path> inputs = {},
-                                             const ProgressFn& progress = {}) const;
-
-private:
-    std::uint64_t file_size(std::uint64_t header_size) const;
-    std::vector<std::byte> header_of(const Metadata& md, std::span<const TensorPlan> tensors) const;
-    std::vector<std::filesystem::path> write_split(const std::filesystem::path& prefix,
-                                                   std::span<const std::filesystem::path> inputs,
-                                                   const ProgressFn& progress) const;
-
-    std::vector<TensorPlan> tensors_;
-    std::unordered_set<std::string> names_;  // duplicate names found in O(1), not by a scan per tensor
-};
-
-// Error unless a file of `bytes` bytes can be written at `path` (every writer checks this before it starts; call
-// it to fail before other work): an existing `path`, or the target of the symbolic link it is, must be a regular
-// file this user may write; its folder must exist and be writable; and unless `bytes` is 0 the folder's file
-// system must have `bytes` free ("needs 12.40 GB, 3.10 GB free on '/x'").
-void check_output_path(const std::filesystem::path& path, std::uint64_t bytes = 0);
-
-// Writes `bytes` to `path` atomically (temporary, fsync, rename), refusing to overwrite any of `inputs`.
-void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes,
-                           std::span<const std::filesystem::path> inputs = {});
 
 }  // namespace headfuse

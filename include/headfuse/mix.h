@@ -18,11 +18,12 @@
 
 namespace headfuse {
 
+// llama-quantize's K-quant mixes (its --type q4_k_m etc.).
 enum class Mix : std::uint8_t { Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M };
 
 std::string_view mix_name(Mix m) noexcept;                     // "q4_k_m", ...
 std::optional<Mix> parse_mix(std::string_view name) noexcept;  // case-insensitive
-std::span<const Mix> all_mixes() noexcept;
+std::span<const Mix> all_mixes() noexcept;                     // every mix, in the order of the enum
 DType mix_base_type(Mix m) noexcept;  // the type of the tensors the mix does not single out (Q4_K for q4_k_m)
 
 // llama.cpp's general.file_type (enum llama_ftype) for a file of pure type t, or of mix m.

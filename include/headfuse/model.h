@@ -38,14 +38,20 @@
 namespace headfuse {
 
 // A borrowed view of one tensor's bytes: in a mapping, or in memory owned elsewhere.
+//
+// Lifetime: a view owns nothing. It is valid while what it borrows is: the model (or ModelViews with an
+// `owner`) it came from, or the caller's buffers. Copy views out of a model only together with that model or
+// its ModelViews (whose `owner` keeps the bytes alive); never keep a bare TensorView past its source.
 struct TensorView {
     std::string name;
     DType type = DType::F32;
     std::uint32_t n_dims = 0;
     std::array<std::uint64_t, kMaxDims> ne{1, 1, 1, 1};
     std::span<const std::byte> bytes;
-    const MappedFile* file = nullptr;  // set when `bytes` lie in this mapping
-    std::uint64_t file_offset = 0;     // absolute offset of bytes[0] in `file`
+    // Set by the library when `bytes` lie in a file mapping (an internal, opaque type), so that writers can copy
+    // them in the kernel; null for bytes in memory. Views built by a caller leave both at their defaults.
+    const MappedFile* file = nullptr;
+    std::uint64_t file_offset = 0;  // absolute offset of bytes[0] in `file`
 
     // How the stored bytes hold the rows, in groups of `group_rows` consecutive rows (a head; 0: all rows), each
     // group's bytes contiguous. Plain views (the default) store row r at bytes[r * row_nbytes()]; row(), f32()
@@ -78,6 +84,8 @@ struct HeadRef {
     auto operator<=>(const HeadRef&) const = default;
 };
 
+// One layer's views. A layer with no attention (Config::has_attention false, deci models) has empty head lists
+// and empty views for its attention tensors.
 struct LayerViews {
     TensorView attn_norm;       // [d_model]
     std::vector<TensorView> q;  // n_heads x [d_model, d_head]
@@ -137,6 +145,8 @@ struct ExternalTensor {
 };
 
 // A per-head checkpoint: in memory (random_init, or tensors an engine hands in) or a mapped per-head GGUF.
+// It owns what its views borrow (except from_tensors' caller-owned bytes); a copy shares those bytes rather than
+// copying them, and views() stays valid while any copy lives.
 class PerHeadModel {
 public:
     // Weights from N(0, 0.02) and norm weights 1.0, reproducible to the byte for a given seed.
@@ -149,6 +159,7 @@ public:
     static PerHeadModel from_views(ModelViews views, Metadata metadata, std::shared_ptr<const void> owner);
 
     const Config& config() const noexcept { return views_.config; }
+    // The per-head views of every tensor (see ModelViews for how long they live).
     const ModelViews& views() const noexcept { return views_; }
     // The source file, when opened from one.
     const GgufFile* file() const noexcept { return file_.get(); }
@@ -156,6 +167,7 @@ public:
     // keys set_metadata gave. Written files keep them in that order; headfuse sets in place only the llama.*
     // hyperparameters of config() and what writing changes (general.file_type, general.alignment, split.*).
     const Metadata& metadata() const noexcept { return metadata_; }
+    // Replaces the carried metadata (keys a written file keeps, as metadata() says).
     void set_metadata(Metadata md) { metadata_ = std::move(md); }
 
     // Writes this model as a per-head GGUF file (streamed, atomic), with the layout's alignment, or as a split
@@ -183,13 +195,18 @@ std::vector<std::filesystem::path> write_random_init(const Config& config, std::
                                                      const std::filesystem::path& path, const ProgressFn& progress = {},
                                                      unsigned threads = 0, const OutputLayout& out_layout = {});
 
-// A fused llama.cpp GGUF, mapped and checked against its metadata, handing out per-head views.
+// A fused llama.cpp GGUF, mapped and checked against its metadata, handing out per-head views (slices of the
+// mapping, valid while this model or a copy of it, or a ModelViews copied from views(), lives).
 class FusedModel {
 public:
+    // Maps a fused file (or a split set, given any shard) and checks every tensor against its metadata. Error
+    // naming the file, tensor or key otherwise.
     static FusedModel open(const std::filesystem::path& path);
 
     const Config& config() const noexcept { return views_.config; }
+    // The per-head views: head H of blk.N.attn_q.weight is views().layers[N].q[H], a slice of the file.
     const ModelViews& views() const noexcept { return views_; }
+    // The parsed file the views point into.
     const GgufFile& file() const noexcept { return *file_; }
     // The file's metadata, every key in its order (a split set: its first shard's, without split.*).
     const Metadata& metadata() const noexcept { return metadata_; }

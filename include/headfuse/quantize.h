@@ -1,8 +1,10 @@
-// headfuse: encoding F32 rows to F16, BF16, Q8_0 and Q4_0, and decoding them back, byte for byte as ggml does.
+// headfuse: encoding F32 rows to the types headfuse writes (F16, BF16, the legacy and K-quant block types) and
+// decoding every type it reads, byte for byte as ggml does.
 //
 // The encoders reproduce ggml's scalar reference functions (ggml/src/ggml-quants.c: quantize_row_q8_0_ref,
 // quantize_row_q4_0_ref; ggml.c: ggml_fp32_to_fp16_row, ggml_fp32_to_bf16_row), which are what ggml uses when
-// it writes a file. The fast paths are vectorized and must produce the same bytes as headfuse::reference.
+// it writes a file. The fast paths are vectorized and produce the same bytes (src/kernels.h keeps the scalar reference
+// as their oracle).
 //
 // Block layouts (little-endian):
 //   Q8_0: 32 elements -> { fp16 d; int8 qs[32]; }   34 bytes
@@ -16,35 +18,21 @@
 
 namespace headfuse {
 
-std::uint16_t fp32_to_fp16(float f) noexcept;  // round to nearest even, overflow to inf
+// One value between f32 and the 16-bit formats, as ggml converts it: to fp16 rounds to nearest even (65520 and
+// above become infinity), to bf16 rounds to nearest even (a NaN stays a quiet NaN); both widenings are exact.
+std::uint16_t fp32_to_fp16(float f) noexcept;
 float fp16_to_fp32(std::uint16_t h) noexcept;
-std::uint16_t fp32_to_bf16(float f) noexcept;  // ggml_compute_fp32_to_bf16
+std::uint16_t fp32_to_bf16(float f) noexcept;
 float bf16_to_fp32(std::uint16_t h) noexcept;
 
-// Encodes n floats (n a multiple of the type's block size) into row_bytes(t, n) bytes at dst. Fast path.
+// Encodes n floats (n a multiple of the type's block size) into row_bytes(t, n) bytes at dst, t a type whose
+// traits say `writes`. Fast path (the best instruction set this CPU has; the bytes do not depend on it).
 // The input must be finite (see all_finite); the result for non-finite input is unspecified.
 void encode_row(DType t, const float* src, void* dst, std::size_t n) noexcept;
-// Decodes n elements of type t at src into floats.
+// Decodes n elements of type t (any DType) at src into floats.
 void decode_row(DType t, const void* src, float* dst, std::size_t n) noexcept;
 
 // True when none of the n floats is NaN or infinite.
 bool all_finite(const float* x, std::size_t n) noexcept;
-
-namespace reference {
-// ggml's scalar reference encoders, kept as the oracle for the fast path.
-void encode_row(DType t, const float* src, void* dst, std::size_t n) noexcept;
-}  // namespace reference
-
-namespace kernels {
-// The instruction sets the fast paths are written for. encode_row, decode_row and all_finite use best_isa();
-// these overloads let a test hold every kernel this CPU can run against headfuse::reference.
-enum class Isa : std::uint8_t { Scalar, Avx2, Avx512 };
-Isa best_isa() noexcept;
-bool isa_supported(Isa isa) noexcept;
-// As the functions above, with the given (supported) instruction set.
-void encode_row(Isa isa, DType t, const float* src, void* dst, std::size_t n) noexcept;
-void decode_row(Isa isa, DType t, const void* src, float* dst, std::size_t n) noexcept;
-bool all_finite(Isa isa, const float* x, std::size_t n) noexcept;
-}  // namespace kernels
 
 }  // namespace headfuse

@@ -12,7 +12,8 @@
 
 namespace headfuse {
 
-// ggml's own type ids (ggml.h, enum ggml_type).
+// The tensor types headfuse reads (and, where TypeTraits::writes says so, writes): ggml's own type ids (ggml.h,
+// enum ggml_type).
 enum class DType : std::uint32_t {
     F32 = 0,
     F16 = 1,
@@ -31,6 +32,7 @@ enum class DType : std::uint32_t {
     BF16 = 30,
 };
 
+// What a ggml type is: its name and its block layout.
 struct TypeTraits {
     std::uint32_t id;          // ggml type id
     std::string_view name;     // ggml's name: "f32", "q8_0", ...
@@ -42,6 +44,7 @@ struct TypeTraits {
 
 // The traits of a ggml type id, or nullptr for an id ggml does not define.
 const TypeTraits* find_type(std::uint32_t id) noexcept;
+// The traits of a DType, and its ggml name ("q8_0").
 const TypeTraits& traits(DType t) noexcept;
 inline std::string_view type_name(DType t) noexcept { return traits(t).name; }
 

@@ -10,6 +10,7 @@
 
 namespace headfuse {
 
+// What verify found. Every field is filled whatever the verdict, so a caller can print all of it.
 struct VerifyReport {
     // One line per hyperparameter that differs, with both values ("rope_theta (llama.rope.freq_base): per-head
     // 10000, fused 500000"). When one changes the tensors' shapes, nothing else is compared.
@@ -27,6 +28,7 @@ struct VerifyReport {
     bool ok() const noexcept;
 };
 
+// What verify compares the logits on, and how.
 struct VerifyOptions {
     std::vector<std::uint32_t> tokens;  // empty: a default prompt within the vocabulary
     unsigned threads = 0;

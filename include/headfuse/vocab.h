@@ -34,6 +34,7 @@ struct Tokenizer {
     std::vector<std::filesystem::path> inputs;  // files read (a writer must never overwrite them)
 };
 
+// Hears one line about what llama.cpp may not reproduce exactly.
 using WarnFn = std::function<void(const std::string&)>;
 
 // The Hugging Face tokenizer files a converted tokenizer keeps, byte for byte, and the metadata key of each:

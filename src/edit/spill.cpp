@@ -12,6 +12,7 @@
 
 #include "headfuse/error.h"
 #include "headfuse/gguf.h"
+#include "mapped_file.h"
 
 namespace headfuse {
 namespace {

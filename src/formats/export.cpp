@@ -7,6 +7,7 @@
 #include "formats/safetensors.h"
 #include "headfuse/checkpoint.h"
 #include "headfuse/error.h"
+#include "headfuse/file_io.h"
 #include "headfuse/quantize.h"
 #include "headfuse/vocab.h"
 #include "output_file.h"

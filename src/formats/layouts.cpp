@@ -14,6 +14,7 @@
 #include "formats/safetensors.h"
 #include "headfuse/error.h"
 #include "headfuse/quantize.h"
+#include "mapped_file.h"
 #include "roles.h"
 #include "view_rows.h"
 

@@ -9,8 +9,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "headfuse/checked.h"
+#include "checked.h"
 #include "headfuse/error.h"
+#include "headfuse/file_io.h"
+#include "mapped_file.h"
 #include "output_file.h"
 
 namespace headfuse {

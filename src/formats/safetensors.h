@@ -31,6 +31,7 @@
 
 #include "headfuse/gguf.h"
 #include "headfuse/types.h"
+#include "write_plan.h"
 
 namespace headfuse {
 

@@ -13,6 +13,8 @@
 #include <random>
 #include <stdexcept>
 
+#include "gguf_write.h"
+
 extern char** environ;
 
 namespace headfuse::test {

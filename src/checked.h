@@ -1,4 +1,4 @@
-// headfuse: checked arithmetic for every size and offset computed from file data or user input.
+// headfuse: checked arithmetic for every size and offset computed from file data or user input (internal).
 #pragma once
 
 #include <cstdint>
