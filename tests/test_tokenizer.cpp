@@ -685,7 +685,8 @@ TEST(TokenizerFiles, NoneKeptNoneWritten) {
     ASSERT_EQ(
         run_cli({"fuse", "-q", with.string(), "-o", fused.string(), "--tokenizer-from", placeholder.string()}).status,
         0);
-    for (const auto& entry : GgufFile::open(fused).metadata().entries())
+    const GgufFile out = GgufFile::open(fused);
+    for (const auto& entry : out.metadata().entries())
         EXPECT_EQ(entry.key.rfind("headfuse.source.tokenizer", 0), std::string::npos) << entry.key;
     const RunResult e = run_cli({"export", "-q", fused.string(), "-o", (dir / "hf").string()});
     ASSERT_EQ(e.status, 0) << e.err;
