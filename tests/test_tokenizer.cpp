@@ -345,14 +345,8 @@ TEST(VocabRulesJudged, WhatPassesLoadsAndWhatFailsIsRefusedByLlamaCpp) {
             items(tok, key).resize(300);
         c.edit(tok);
         md.merge(std::move(tok));
-        GgufWriter w;
-        w.alignment = good.alignment();
-        w.metadata = md;
-        for (const TensorInfo& t : good.tensors())
-            w.add_tensor(t.name, t.type, {t.ne.data(), t.n_dims},
-                         [&good, &t](ByteSink& s) { s.write(good.tensor_data(t)); });
         const fs::path broken = dir / (c.name + ".gguf");
-        w.write(broken);
+        rewrite_metadata(out, broken, [&md](Metadata& m) { m = md; });
         EXPECT_FALSE(llama_loads(broken.string())) << c.name << " loads in llama.cpp";
         EXPECT_THROW(check_tokenizer(md, 300, c.name), Error);
     }
@@ -650,14 +644,7 @@ TEST(TokenizerFiles, WrongTypeRefusedByExport) {
     const fs::path ph = dir / "ph.gguf", fused = dir / "fused.gguf", bad = dir / "bad.gguf", hf = dir / "hf";
     ASSERT_EQ(run_cli(init_args(ph, 300)).status, 0);
     ASSERT_EQ(run_cli({"fuse", "-q", ph.string(), "-o", fused.string()}).status, 0);
-    const GgufFile good = GgufFile::open(fused);
-    GgufWriter w;
-    w.metadata = good.metadata();
-    w.metadata.set("headfuse.source.tokenizer_config.json", Value::u32(7));
-    for (const TensorInfo& t : good.tensors())
-        w.add_tensor(t.name, t.type, {t.ne.data(), t.n_dims},
-                     [&good, &t](ByteSink& s) { s.write(good.tensor_data(t)); });
-    w.write(bad);
+    rewrite_metadata(fused, bad, [](Metadata& md) { md.set("headfuse.source.tokenizer_config.json", Value::u32(7)); });
     const RunResult e = run_cli({"export", "-q", bad.string(), "-o", hf.string()});
     EXPECT_EQ(e.status, 1);
     EXPECT_EQ(e.err,
