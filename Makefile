@@ -5,6 +5,8 @@ BUILD ?= build
 BUILD_SAN ?= build-san
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
+# Compiler warnings are errors in CI (which sets CI=true); WERROR=ON asks for it anywhere.
+WERROR ?= $(if $(CI),ON,OFF)
 
 .PHONY: all setup build demo test test-fast test-sanitize format format-check bench fuzz install clean
 
@@ -14,7 +16,7 @@ setup:
 	@scripts/setup.sh
 
 build: setup
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DHEADFUSE_WERROR=$(WERROR) $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS)
 
 demo: build
@@ -41,7 +43,7 @@ SANITIZE_SKIP ?= ^(Types/JudgeType|Families/JudgeShape|Shapes/KQuantFiles|Hostil
 SANITIZE_FLAGS ?= "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG"
 test-sanitize: setup
 	@cmake -S . -B $(BUILD_SAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(SANITIZE_FLAGS) -DHEADFUSE_BUILD_BENCH=OFF \
-	  -DHEADFUSE_SANITIZE="address;undefined" $(CMAKE_FLAGS) >/dev/null
+	  -DHEADFUSE_SANITIZE="address;undefined" -DHEADFUSE_WERROR=$(WERROR) $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD_SAN) -j$(JOBS)
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --test-dir $(BUILD_SAN) --output-on-failure -j$(JOBS) -LE no-sanitize -E '$(SANITIZE_SKIP)'

@@ -235,7 +235,8 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     std::optional<Tokenizer> tok;
     if (!a.tokenizer_from.empty()) tok = read_tokenizer(a.tokenizer_from, warn);
     const OpenedCheckpoint src = open_source(a.in, a.config);
-    if (src.layout == Layout::Gguf && !a.config.empty()) fail("--config applies to safetensors inputs only");
+    if (src.layout == Layout::Gguf && !a.config.empty())
+        fail(ErrorKind::InvalidArgument, "--config applies to safetensors inputs only");
     const PerHeadModel& model = src.model;
     if (!tok && src.layout != Layout::Gguf &&
         (std::filesystem::exists(src.folder / "tokenizer.json") ||
@@ -279,7 +280,8 @@ int run_export(const ExportArgs& a, const Common& c) {
     const auto t0 = Clock::now();
     // The output is a folder: an existing one must be one we may write config.json and the shards into.
     if (std::error_code ec; std::filesystem::exists(a.out, ec)) {
-        if (!std::filesystem::is_directory(a.out, ec)) fail("cannot write '" + a.out + "': not a folder");
+        if (!std::filesystem::is_directory(a.out, ec))
+            fail(ErrorKind::InvalidArgument, "cannot write '" + a.out + "': not a folder");
         check_output_path(std::filesystem::path(a.out) / "config.json");
     }
     const OpenedCheckpoint src = open_source(a.in, a.config);

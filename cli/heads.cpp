@@ -138,14 +138,17 @@ std::vector<HeadRef> lowest_heads(const Config& c, const std::string& scan_path,
             fail(scan_path + ": expected {layer, head, delta} entries, found " + h.dump());
         const auto l = h["layer"].get<std::uint64_t>(), hd = h["head"].get<std::uint64_t>();
         if (l >= c.n_layers || hd >= c.n_heads)
-            fail(scan_path + ": head " + std::to_string(l) + ":" + std::to_string(hd) + " is not in the model (" +
-                 std::to_string(c.n_layers) + " layers of " + std::to_string(c.n_heads) + " heads)");
+            fail(ErrorKind::InvalidArgument, scan_path + ": head " + std::to_string(l) + ":" + std::to_string(hd) +
+                                                 " is not in the model (" + std::to_string(c.n_layers) + " layers of " +
+                                                 std::to_string(c.n_heads) + " heads)");
         delta[l][hd] = h["delta"].get<double>();
     }
     const std::uint32_t group = c.n_heads / c.n_kv_heads;
     const std::uint32_t unit = group == 1 ? c.n_heads : group;  // heads chosen among
     const auto k = static_cast<std::uint32_t>(std::lround(fraction * unit));
-    if (k == 0) fail("--lowest " + std::to_string(fraction) + ": prunes no head of " + std::to_string(unit));
+    if (k == 0)
+        fail(ErrorKind::InvalidArgument,
+             "--lowest " + std::to_string(fraction) + ": prunes no head of " + std::to_string(unit));
     std::vector<HeadRef> out;
     for (std::uint32_t l = 0; l < c.n_layers; ++l)
         for (std::uint32_t first = 0; first < c.n_heads; first += unit) {
@@ -190,9 +193,10 @@ int run_heads(const HeadsArgs& a, const Common& c) {
             const std::uint32_t group = cfg.n_heads / cfg.n_kv_heads;
             for (const HeadRef& g : parse_heads(a.kv_groups, "--kv-groups")) {
                 if (g.layer >= cfg.n_layers || g.head >= cfg.n_kv_heads)
-                    fail("--kv-groups: group " + std::to_string(g.layer) + ":" + std::to_string(g.head) +
-                         " is out of range: the model has " + std::to_string(cfg.n_layers) + " layers of " +
-                         std::to_string(cfg.n_kv_heads) + " kv groups");
+                    fail(ErrorKind::InvalidArgument, "--kv-groups: group " + std::to_string(g.layer) + ":" +
+                                                         std::to_string(g.head) + " is out of range: the model has " +
+                                                         std::to_string(cfg.n_layers) + " layers of " +
+                                                         std::to_string(cfg.n_kv_heads) + " kv groups");
                 for (std::uint32_t i = 0; i < group; ++i) heads.push_back({g.layer, g.head * group + i});
             }
         }

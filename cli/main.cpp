@@ -29,18 +29,23 @@ std::string lowercase(std::string_view s) {
     return out;
 }
 
-// The --type values: every type headfuse writes, then llama.cpp's K-quant mixes.
-std::string type_list() {
-    std::string s;
-    for (DType t : model_dtypes()) s += (s.empty() ? "" : "|") + lowercase(type_name(t));
-    for (Mix m : all_mixes()) s += "|" + std::string(mix_name(m));
-    return s;
-}
-
 // The --type values of head edits: every type headfuse writes (no mixes: an edit keeps the input's mix).
 std::string lowercase_types() {
     std::string s;
-    for (DType t : model_dtypes()) s += (s.empty() ? "" : "|") + lowercase(type_name(t));
+    for (DType t : model_dtypes()) {
+        if (!s.empty()) s += '|';
+        s += lowercase(type_name(t));
+    }
+    return s;
+}
+
+// The --type values: every type headfuse writes, then llama.cpp's K-quant mixes.
+std::string type_list() {
+    std::string s = lowercase_types();
+    for (Mix m : all_mixes()) {
+        s += '|';
+        s += mix_name(m);
+    }
     return s;
 }
 
@@ -52,8 +57,8 @@ std::uint64_t parse_decimal(const std::string& flag, const std::string& text, st
     errno = 0;
     const unsigned long long v = digits ? std::strtoull(text.c_str(), nullptr, 10) : 0;
     if (!digits || errno == ERANGE || v < lo || v > hi)
-        fail(flag + ": expected a decimal whole number from " + std::to_string(lo) + " to " + std::to_string(hi) +
-             ", found '" + text + "'");
+        fail(ErrorKind::InvalidArgument, flag + ": expected a decimal whole number from " + std::to_string(lo) +
+                                             " to " + std::to_string(hi) + ", found '" + text + "'");
     return v;
 }
 
@@ -64,7 +69,7 @@ float parse_positive(const std::string& flag, const std::string& text) {
     errno = 0;
     const float v = plain ? std::strtof(text.c_str(), &end) : 0.0f;
     if (!plain || end != text.c_str() + text.size() || errno == ERANGE || !(v > 0) || !std::isfinite(v))
-        fail(flag + ": expected a positive decimal number, found '" + text + "'");
+        fail(ErrorKind::InvalidArgument, flag + ": expected a positive decimal number, found '" + text + "'");
     return v;
 }
 
@@ -76,7 +81,9 @@ std::vector<std::uint32_t> parse_tokens(const std::string& text) {
         const std::size_t comma = std::min(text.find(',', pos), text.size());
         const std::string item = text.substr(pos, comma - pos);
         const bool digits = !item.empty() && item.find_first_not_of("0123456789") == std::string::npos;
-        if (!digits) fail("--tokens: expected comma-separated decimal token ids, found '" + item + "'");
+        if (!digits)
+            fail(ErrorKind::InvalidArgument,
+                 "--tokens: expected comma-separated decimal token ids, found '" + item + "'");
         out.push_back(static_cast<std::uint32_t>(parse_decimal("--tokens", item, 0, UINT32_MAX)));
         pos = comma + 1;
     }
@@ -116,11 +123,12 @@ public:
         it.cmd = cmd;
         it.opt = cmd->add_option("-o,--output", it.text, help)->type_name("FILE");
         it.apply = [&target](const std::string& flag, const std::string& text) {
-            if (text.empty()) fail(flag + ": expected a file name, found ''");
+            if (text.empty()) fail(ErrorKind::InvalidArgument, flag + ": expected a file name, found ''");
             if (text == "-")
-                fail(flag +
-                     ": headfuse writes files, not standard output; give a file name ('./-' for a file "
-                     "named '-')");
+                fail(ErrorKind::InvalidArgument,
+                     flag +
+                         ": headfuse writes files, not standard output; give a file name ('./-' for a file "
+                         "named '-')");
             target = text;
         };
         return it.opt;
@@ -169,8 +177,9 @@ void complete_config(Config& cfg, bool d_head_given, bool n_kv_given) {
     std::string derived;
     if (!d_head_given) {
         if (cfg.d_model % cfg.n_heads != 0)
-            fail("--d-head not given, and d_model " + std::to_string(cfg.d_model) + " is not a multiple of n_heads " +
-                 std::to_string(cfg.n_heads) + " (d_head defaults to d_model / n_heads): pass --d-head");
+            fail(ErrorKind::InvalidArgument, "--d-head not given, and d_model " + std::to_string(cfg.d_model) +
+                                                 " is not a multiple of n_heads " + std::to_string(cfg.n_heads) +
+                                                 " (d_head defaults to d_model / n_heads): pass --d-head");
         cfg.d_head = cfg.d_model / cfg.n_heads;
         derived = " (d_head " + std::to_string(cfg.d_head) + " = d_model " + std::to_string(cfg.d_model) +
                   " / n_heads " + std::to_string(cfg.n_heads) + ", as --d-head was not given)";
@@ -179,7 +188,7 @@ void complete_config(Config& cfg, bool d_head_given, bool n_kv_given) {
         cfg.validate();
     } catch (const Error& e) {
         const std::string m = e.what();
-        fail(m + (m.find("d_head") != std::string::npos ? derived : ""));
+        fail(e.kind(), m + (m.find("d_head") != std::string::npos ? derived : ""));
     }
 }
 
@@ -435,7 +444,8 @@ int main(int argc, char** argv) {
             common.layout.split.max_bytes = parse_split_size(split_max_size, "--split-max-size");
         common.layout.split.max_tensors = split_max_tensors;
         if ((alignment & (alignment - 1)) != 0)
-            fail("--alignment: expected a power of two, found " + std::to_string(alignment));
+            fail(ErrorKind::InvalidArgument,
+                 "--alignment: expected a power of two, found " + std::to_string(alignment));
         common.layout.alignment = alignment;
         if (*c_init) {
             cfg.rope_scaling = rope_scaling == "yarn"     ? RopeScaling::Yarn
@@ -449,7 +459,8 @@ int main(int argc, char** argv) {
                 fuse.type = parse_dtype(fuse_type);
                 fuse.mix = parse_mix(fuse_type);
                 if (!fuse.type && !fuse.mix)
-                    fail("--type: expected one of " + type_list() + ", found '" + fuse_type + "'");
+                    fail(ErrorKind::InvalidArgument,
+                         "--type: expected one of " + type_list() + ", found '" + fuse_type + "'");
             }
             return run_fuse(fuse, common);
         }
@@ -458,7 +469,8 @@ int main(int argc, char** argv) {
         if (*c_inspect) return run_inspect(inspect);
         if (*c_logits) {
             if (top->count() > 0 && logits_out->count() > 0)
-                fail("--top chooses the rows of the table, and -o writes every logit instead: give one of them");
+                fail(ErrorKind::InvalidArgument,
+                     "--top chooses the rows of the table, and -o writes every logit instead: give one of them");
             logits.tokens = parse_tokens(logits_tokens);
             return run_logits(logits, common);
         }
@@ -469,20 +481,25 @@ int main(int argc, char** argv) {
                 if (cmd == verb && opt->count() > 0) {
                     heads.type = parse_dtype(heads_type);
                     if (!heads.type)
-                        fail("--type: expected one of " + lowercase_types() + ", found '" + heads_type + "'");
+                        fail(ErrorKind::InvalidArgument,
+                             "--type: expected one of " + lowercase_types() + ", found '" + heads_type + "'");
                 }
             if (verb == h_prune) {
                 if ((h_lowest->count() > 0) != (h_scan_in->count() > 0))
-                    fail("--lowest and --scan go together: --scan names the scan, --lowest the fraction to prune");
+                    fail(ErrorKind::InvalidArgument,
+                         "--lowest and --scan go together: --scan names the scan, --lowest the fraction to prune");
                 if (h_lowest->count() > 0) {
                     const float f = parse_positive("--lowest", heads_lowest);
-                    if (f >= 1.0f) fail("--lowest: expected a fraction below 1, found '" + heads_lowest + "'");
+                    if (f >= 1.0f)
+                        fail(ErrorKind::InvalidArgument,
+                             "--lowest: expected a fraction below 1, found '" + heads_lowest + "'");
                     heads.lowest = f;
                 }
                 if (heads.heads.empty() && heads.kv_groups.empty() && h_scan_in->count() == 0)
-                    fail("heads prune: give --heads, --kv-groups or --lowest with --scan");
+                    fail(ErrorKind::InvalidArgument, "heads prune: give --heads, --kv-groups or --lowest with --scan");
             }
-            if (!heads.svg.empty() && heads.svg == "-") fail("--svg: headfuse writes files, not standard output");
+            if (!heads.svg.empty() && heads.svg == "-")
+                fail(ErrorKind::InvalidArgument, "--svg: headfuse writes files, not standard output");
             return run_heads(heads, common);
         }
         if (*c_verify) {

@@ -4,6 +4,7 @@
 //   headfuse_example [OUT.gguf]
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "headfuse/error.h"
@@ -42,7 +43,10 @@ int main(int argc, char** argv) {
                     headfuse::describe(fused.config()).c_str(), same ? "bit-identical" : "DIFFERENT");
         return same ? 0 : 1;
     } catch (const headfuse::Error& e) {
-        std::fprintf(stderr, "headfuse_example: %s\n", e.what());
-        return 1;
+        // e.kind() tells a bad file (InvalidInput) from a failed write (Io), a bad request (InvalidArgument)
+        // and a feature headfuse does not handle (Unsupported); the message names what it is about.
+        std::fprintf(stderr, "headfuse_example: %s error: %s\n",
+                     std::string(headfuse::error_kind_name(e.kind())).c_str(), e.what());
+        return e.kind() == headfuse::ErrorKind::Io ? 2 : 1;
     }
 }

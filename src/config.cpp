@@ -6,6 +6,7 @@
 #include <string>
 #include <tuple>
 
+#include "config_read.h"
 #include "headfuse/error.h"
 
 namespace headfuse {
@@ -20,8 +21,8 @@ std::string key_of(std::string_view arch, std::string_view key) {
 
 void check_range(std::string_view field, std::uint32_t v, std::uint32_t lo, std::uint32_t hi) {
     if (v < lo || v > hi)
-        fail(std::string(field) + " must be in " + std::to_string(lo) + ".." + std::to_string(hi) + ", found " +
-             std::to_string(v));
+        fail(ErrorKind::InvalidArgument, std::string(field) + " must be in " + std::to_string(lo) + ".." +
+                                             std::to_string(hi) + ", found " + std::to_string(v));
 }
 
 // A float as people write it: "1e-09", not std::to_string's "0.000000".
@@ -50,8 +51,8 @@ void read_rope_scaling(const Metadata& md, std::string_view where, std::string_v
         else if (type == "yarn")
             c.rope_scaling = RopeScaling::Yarn;
         else
-            fail(std::string(where) + ": key '" + kType + "' is \"" + type +
-                 "\"; headfuse reads none, linear and yarn");
+            fail(ErrorKind::Unsupported, std::string(where) + ": key '" + kType + "' is \"" + type +
+                                             "\"; headfuse reads none, linear and yarn");
     } else {
         c.rope_scaling = c.rope_scaling_factor == 1.0f ? RopeScaling::None : RopeScaling::Linear;
     }
@@ -143,61 +144,70 @@ void Config::validate() const {
           std::tuple{"layer_d_ff", &layer_d_ff, d_ff}}) {
         if (list->empty()) continue;
         if (list->size() != n_layers)
-            fail(std::string(name) + " must have n_layers (" + std::to_string(n_layers) + ") entries, found " +
-                 std::to_string(list->size()));
+            fail(ErrorKind::InvalidArgument, std::string(name) + " must have n_layers (" + std::to_string(n_layers) +
+                                                 ") entries, found " + std::to_string(list->size()));
         if (largest(*list, 0) != scalar)
-            fail(std::string(name) + "'s largest entry is " + std::to_string(largest(*list, 0)) +
-                 ", but the scalar is " + std::to_string(scalar) + " (set_layer_counts sets both)");
+            fail(ErrorKind::InvalidArgument, std::string(name) + "'s largest entry is " +
+                                                 std::to_string(largest(*list, 0)) + ", but the scalar is " +
+                                                 std::to_string(scalar) + " (set_layer_counts sets both)");
     }
     if (!per_layer()) {
         check_range("n_kv_heads", n_kv_heads, 1, n_heads);
         if (n_heads % n_kv_heads != 0)
-            fail("n_kv_heads must divide n_heads (" + std::to_string(n_heads) + "), found " +
-                 std::to_string(n_kv_heads));
+            fail(ErrorKind::InvalidArgument, "n_kv_heads must divide n_heads (" + std::to_string(n_heads) +
+                                                 "), found " + std::to_string(n_kv_heads));
     }
     for (std::uint32_t l = 0; per_layer() && l < n_layers; ++l) {
         const std::uint32_t h = n_heads_at(l), kv = n_kv_heads_at(l), ff = d_ff_at(l);
         const std::string at = "layer " + std::to_string(l) + ": ";
         if (h == 0 && l == 0)
-            fail(at + "0 heads; layer 0 must have heads (llama.cpp takes the head size from layer 0)");
-        if (h == 0 && kv != 0) fail(at + "0 heads but " + std::to_string(kv) + " kv heads");
+            fail(ErrorKind::InvalidArgument,
+                 at + "0 heads; layer 0 must have heads (llama.cpp takes the head size from layer 0)");
+        if (h == 0 && kv != 0) fail(ErrorKind::InvalidArgument, at + "0 heads but " + std::to_string(kv) + " kv heads");
         if (h > 0 && kv == 0)
-            fail(at + std::to_string(h) +
-                 " heads and 0 kv heads (deci's linear attention), which headfuse does not "
-                 "model");
+            fail(ErrorKind::Unsupported, at + std::to_string(h) +
+                                             " heads and 0 kv heads (deci's linear attention), which headfuse does not "
+                                             "model");
         if (h > 0 && h % kv != 0)
-            fail(at + "kv heads (" + std::to_string(kv) + ") must divide heads (" + std::to_string(h) + ")");
+            fail(ErrorKind::InvalidArgument,
+                 at + "kv heads (" + std::to_string(kv) + ") must divide heads (" + std::to_string(h) + ")");
         if (ff == 0)
-            fail(at +
-                 "d_ff 0 (no feed-forward), which headfuse does not model: llama.cpp then skips the whole "
-                 "layer, its attention too");
+            fail(ErrorKind::Unsupported,
+                 at + "d_ff 0 (no feed-forward), which headfuse does not model: llama.cpp then skips the whole "
+                      "layer, its attention too");
     }
     check_range("d_head", d_head, 2, kMaxDim);
-    if (d_head % 2 != 0) fail("d_head must be even (RoPE rotates pairs), found " + std::to_string(d_head));
+    if (d_head % 2 != 0)
+        fail(ErrorKind::InvalidArgument, "d_head must be even (RoPE rotates pairs), found " + std::to_string(d_head));
     if (std::uint64_t{n_heads} * d_head > kMaxDim)
-        fail("n_heads * d_head must be at most " + std::to_string(kMaxDim) + ", found " +
-             std::to_string(std::uint64_t{n_heads} * d_head));
+        fail(ErrorKind::InvalidArgument, "n_heads * d_head must be at most " + std::to_string(kMaxDim) + ", found " +
+                                             std::to_string(std::uint64_t{n_heads} * d_head));
     check_range("d_ff", d_ff, 1, kMaxDim);
     check_range("vocab", vocab, 1, kMaxVocab);
     check_range("context_length", context_length, 1, kMaxContext);
-    if (!(std::isfinite(rms_eps) && rms_eps > 0)) fail("rms_eps must be a positive number, found " + number(rms_eps));
+    if (!(std::isfinite(rms_eps) && rms_eps > 0))
+        fail(ErrorKind::InvalidArgument, "rms_eps must be a positive number, found " + number(rms_eps));
     if (!(std::isfinite(rope_theta) && rope_theta > 0))
-        fail("rope_theta must be a positive number, found " + number(rope_theta));
+        fail(ErrorKind::InvalidArgument, "rope_theta must be a positive number, found " + number(rope_theta));
     if (!(std::isfinite(rope_scaling_factor) && rope_scaling_factor > 0))
-        fail("rope_scaling_factor must be a positive number, found " + number(rope_scaling_factor));
+        fail(ErrorKind::InvalidArgument,
+             "rope_scaling_factor must be a positive number, found " + number(rope_scaling_factor));
     if (!(std::isfinite(rope_attn_factor) && rope_attn_factor > 0))
-        fail("rope_attn_factor must be a positive number, found " + number(rope_attn_factor));
+        fail(ErrorKind::InvalidArgument,
+             "rope_attn_factor must be a positive number, found " + number(rope_attn_factor));
     check_range("rope_original_context", rope_original_context, 0, kMaxContext);
     if (donor_d_in > 0) {
         check_range("donor_d_in", donor_d_in, 1, kMaxDim);
-        if (tied) fail("a projection lens (donor_d_in > 0) requires an untied output layer");
+        if (tied)
+            fail(ErrorKind::InvalidArgument, "a projection lens (donor_d_in > 0) requires an untied output layer");
     }
     // The per-head layout's tensor count (at most): the reader refuses files of more than kMaxTensors.
     const std::uint64_t n_tensors = 4 + std::uint64_t{n_layers} * (6 + std::uint64_t{n_heads} + 2 * n_kv_heads);
     if (n_tensors > kMaxTensors)
-        fail("n_layers " + std::to_string(n_layers) + " x (6 + n_heads " + std::to_string(n_heads) +
-             " + 2 x n_kv_heads " + std::to_string(n_kv_heads) + ") makes " + std::to_string(n_tensors) +
-             " tensors, more than the " + std::to_string(kMaxTensors) + " a GGUF file headfuse reads may hold");
+        fail(ErrorKind::InvalidArgument,
+             "n_layers " + std::to_string(n_layers) + " x (6 + n_heads " + std::to_string(n_heads) +
+                 " + 2 x n_kv_heads " + std::to_string(n_kv_heads) + ") makes " + std::to_string(n_tensors) +
+                 " tensors, more than the " + std::to_string(kMaxTensors) + " a GGUF file headfuse reads may hold");
 }
 
 void Config::write_metadata(Metadata& md) const {
@@ -225,7 +235,8 @@ void Config::write_metadata(Metadata& md) const {
 Config Config::from_metadata(const Metadata& md, std::string_view where) {
     const std::string arch = md.get_string("general.architecture", where);
     if (arch != "llama" && arch != "deci")
-        fail(std::string(where) + ": key 'general.architecture' must be \"llama\" or \"deci\", found \"" + arch + "\"");
+        fail(ErrorKind::Unsupported,
+             std::string(where) + ": key 'general.architecture' must be \"llama\" or \"deci\", found \"" + arch + "\"");
     auto k = [&](std::string_view name) { return key_of(arch, name); };
     Config c;
     c.context_length = md.get_u32(k("context_length"), where);
@@ -274,7 +285,10 @@ std::string describe(const Config& c) {
     auto count = [&](const std::vector<std::uint32_t>& list, std::uint32_t scalar) {
         if (list.empty()) return std::to_string(scalar);
         std::string out;
-        for (std::uint32_t x : list) out += (out.empty() ? "" : ",") + std::to_string(x);
+        for (std::uint32_t x : list) {
+            if (!out.empty()) out += ',';
+            out += std::to_string(x);
+        }
         return out;
     };
     std::string s = "d_model " + std::to_string(c.d_model) + ", " + count(c.layer_heads, c.n_heads) + " heads (" +
@@ -290,6 +304,14 @@ std::string describe(const Config& c) {
         if (c.rope_original_context) s += " from context " + std::to_string(c.rope_original_context);
     }
     return s;
+}
+
+void validate_read(const Config& c, const std::string& where) {
+    try {
+        c.validate();
+    } catch (const Error& e) {
+        fail(e.kind() == ErrorKind::InvalidArgument ? ErrorKind::InvalidInput : e.kind(), where + ": " + e.what());
+    }
 }
 
 }  // namespace headfuse

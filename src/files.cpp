@@ -26,16 +26,17 @@ int open_regular_file(const std::filesystem::path& path) {
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, and a device may block too.
     // The type is taken from the opened descriptor, so that the file checked is the file read.
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    if (fd < 0) fail(path.string() + ": cannot open: " + std::strerror(errno));
+    if (fd < 0) fail(ErrorKind::Io, path.string() + ": cannot open: " + std::strerror(errno));
     struct stat st {};
     if (::fstat(fd, &st) != 0) {
         const int err = errno;
         ::close(fd);
-        fail(path.string() + ": cannot stat: " + std::strerror(err));
+        fail(ErrorKind::Io, path.string() + ": cannot stat: " + std::strerror(err));
     }
     if (!S_ISREG(st.st_mode)) {
         ::close(fd);
-        fail(path.string() + ": not a regular file (it is " + file_type_name(st.st_mode) + ")");
+        fail(ErrorKind::InvalidArgument,
+             path.string() + ": not a regular file (it is " + file_type_name(st.st_mode) + ")");
     }
     // Regular files never block; reads go back to the ordinary mode.
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);

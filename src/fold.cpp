@@ -13,8 +13,8 @@ namespace headfuse {
 LensFold::LensFold(const TensorView& donor, const TensorView& proj)
     : donor_(donor), donor_d_in_(donor.ne[0]), d_model_(proj.ne[1]), vocab_(donor.ne[1]) {
     if (donor.type != DType::F32 || proj.type != DType::F32)
-        fail("the lens fold needs F32 tensors, found " + std::string(type_name(donor.type)) + " and " +
-             std::string(type_name(proj.type)));
+        fail(ErrorKind::Unsupported, "the lens fold needs F32 tensors, found " + std::string(type_name(donor.type)) +
+                                         " and " + std::string(type_name(proj.type)));
     if (proj.ne[0] != donor_d_in_)
         fail("tensor '" + proj.name + "' has " + std::to_string(proj.ne[0]) + " columns, expected donor_d_in " +
              std::to_string(donor_d_in_));
@@ -26,7 +26,7 @@ LensFold::LensFold(const TensorView& donor, const TensorView& proj)
 
 void LensFold::rows(std::uint64_t v0, std::uint64_t n, float* out) {
     if (n == 0) return;
-    if (n > kFoldBlockRows || v0 + n > vocab_) fail("lens fold: rows out of range");
+    if (n > kFoldBlockRows || v0 + n > vocab_) fail(ErrorKind::InvalidArgument, "lens fold: rows out of range");
     const std::uint64_t k = donor_d_in_;
     std::vector<double>& a = a_;
     std::vector<double>& c = c_;

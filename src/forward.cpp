@@ -44,11 +44,14 @@ std::string shape_of(const TensorView& w) { return format_shape({w.ne.data(), st
 
 // w must be a matrix of n_out rows of n_in elements of a model type, with the bytes to match.
 void check_matrix(const TensorView& w, std::uint64_t n_in, std::uint64_t n_out) {
-    if (!w.plain()) fail("forward: tensor '" + w.name + "' is stored in a foreign row order; fuse the model first");
+    if (!w.plain())
+        fail(ErrorKind::InvalidArgument,
+             "forward: tensor '" + w.name + "' is stored in a foreign row order; fuse the model first");
     const TypeTraits* t = find_type(static_cast<std::uint32_t>(w.type));
     if (!t || !t->reads)
-        fail("forward: tensor '" + w.name + "' has type id " + std::to_string(static_cast<std::uint32_t>(w.type)) +
-             "; expected " + readable_type_names());
+        fail(ErrorKind::Unsupported, "forward: tensor '" + w.name + "' has type id " +
+                                         std::to_string(static_cast<std::uint32_t>(w.type)) + "; expected " +
+                                         readable_type_names());
     if (w.ne[0] != n_in || w.n_rows() != n_out)
         fail("forward: tensor '" + w.name + "' has wrong shape; expected [" + std::to_string(n_in) + ", " +
              std::to_string(n_out) + "], got " + shape_of(w));
@@ -69,8 +72,9 @@ void check_model(const ModelViews& m) {
     const Config& c = m.config;
     c.validate();
     if (!c.unmodeled.empty())
-        fail("forward: the model has " + c.unmodeled.front() +
-             ", which changes what llama.cpp computes and which the reference forward pass does not model");
+        fail(ErrorKind::Unsupported,
+             "forward: the model has " + c.unmodeled.front() +
+                 ", which changes what llama.cpp computes and which the reference forward pass does not model");
     if (c.tied == m.output.has_value())
         fail(std::string("forward: config says ") + (c.tied ? "tied" : "untied") + " but output.weight is " +
              (m.output ? "present" : "absent"));
@@ -441,9 +445,10 @@ RunState start(const ModelViews& model, std::span<const std::uint32_t> tokens) {
     const Config& c = model.config;
     for (std::size_t t = 0; t < tokens.size(); ++t)
         if (tokens[t] >= c.vocab)
-            fail(source_of(model.token_embd) + "token " + std::to_string(tokens[t]) + " at position " +
-                 std::to_string(t) + " is out of the vocabulary (vocab " + std::to_string(c.vocab) + ", ids 0 to " +
-                 std::to_string(c.vocab - 1) + ")");
+            fail(ErrorKind::InvalidArgument, source_of(model.token_embd) + "token " + std::to_string(tokens[t]) +
+                                                 " at position " + std::to_string(t) +
+                                                 " is out of the vocabulary (vocab " + std::to_string(c.vocab) +
+                                                 ", ids 0 to " + std::to_string(c.vocab - 1) + ")");
     const std::size_t n = tokens.size();
     RunState s(c, n);
     embed(model, tokens, s.x.data());
@@ -458,8 +463,9 @@ std::vector<std::uint32_t> ablated_in(const Config& c, std::span<const HeadRef> 
     std::vector<std::uint32_t> out;
     for (const HeadRef& h : ablated) {
         if (h.layer >= c.n_layers || h.head >= c.n_heads_at(h.layer))
-            fail("forward: head " + std::to_string(h.layer) + ":" + std::to_string(h.head) + " is out of range (" +
-                 std::to_string(c.n_layers) + " layers of " + std::to_string(c.n_heads) + " heads)");
+            fail(ErrorKind::InvalidArgument, "forward: head " + std::to_string(h.layer) + ":" + std::to_string(h.head) +
+                                                 " is out of range (" + std::to_string(c.n_layers) + " layers of " +
+                                                 std::to_string(c.n_heads) + " heads)");
         if (h.layer == layer) out.push_back(h.head);
     }
     return out;
@@ -501,7 +507,8 @@ std::vector<float> forward_logits(const ModelViews& model, std::span<const std::
 
 HeadScan scan_heads(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads,
                     const ProgressFn& progress) {
-    if (tokens.size() < 2) fail("scan: at least 2 tokens are needed (each position predicts the next token)");
+    if (tokens.size() < 2)
+        fail(ErrorKind::InvalidArgument, "scan: at least 2 tokens are needed (each position predicts the next token)");
     threads = resolve_threads(threads);
     const Config& c = model.config;
     const std::size_t n = tokens.size();

@@ -63,8 +63,9 @@ void emit_view(const TensorView& v, const std::string& source, DType type, unsig
     }
     const bool copy = v.type == type;
     if (!copy && v.type != DType::F32 && v.type != DType::F16 && v.type != DType::BF16)
-        fail(source + "tensor '" + v.name + "' is " + std::string(type_name(v.type)) + "; headfuse encodes to " +
-             std::string(type_name(type)) + " from f32, f16 or bf16 weights only");
+        fail(ErrorKind::Unsupported, source + "tensor '" + v.name + "' is " + std::string(type_name(v.type)) +
+                                         "; headfuse encodes to " + std::string(type_name(type)) +
+                                         " from f32, f16 or bf16 weights only");
     const std::uint64_t ne0 = v.ne[0], n_rows = v.n_rows();
     const std::uint64_t step = window_rows(v, copy ? kCopyWindowBytes : kEncodeWindowBytes);
     auto check = [&](const float* x, std::uint64_t n, std::uint64_t r) {
@@ -134,9 +135,10 @@ struct Planner {
         const DType t = opt.mix ? mix_tensor_type(*opt.mix, name, ne0, mix_model()) : fallback_type(want, ne0);
         if (t == src.type) return t;
         if (src.type != DType::F32 && src.type != DType::F16 && src.type != DType::BF16)
-            fail(source + "tensor '" + src.name + "' is " + std::string(type_name(src.type)) +
-                 ": headfuse encodes from f32, f16 or bf16 weights only; fuse this checkpoint without a type to "
-                 "keep its types");
+            fail(ErrorKind::Unsupported,
+                 source + "tensor '" + src.name + "' is " + std::string(type_name(src.type)) +
+                     ": headfuse encodes from f32, f16 or bf16 weights only; fuse this checkpoint without a type to "
+                     "keep its types");
         if (ne0 % traits(want).block_size != 0) {
             if (fallback.empty()) fallback_type_ = t;
             fallback.push_back(name);
@@ -159,7 +161,8 @@ struct Planner {
         // llama_model_llama and llama_model_deci::load_arch_hparams: 80 layers is 70B (llama: with GQA).
         MixModel mm{.n_layers = c.n_layers,
                     .tied = !m.output,
-                    .is_70b = c.n_layers == 80 && (c.per_layer() || c.n_heads != c.n_kv_heads)};
+                    .is_70b = c.n_layers == 80 && (c.per_layer() || c.n_heads != c.n_kv_heads),
+                    .attention_layers = {}};
         if (c.per_layer())
             for (std::uint32_t l = 0; l < c.n_layers; ++l)
                 if (c.has_attention(l)) mm.attention_layers.push_back(l);
@@ -178,9 +181,10 @@ struct Planner {
         const DType t = weight_type(s.name, heads.front(), s.ne[0]);
         for (const TensorView& h : heads)
             if (h.type != heads.front().type)
-                fail(source + "tensor '" + h.name + "' is " + std::string(type_name(h.type)) + ", but '" +
-                     heads.front().name + "' is " + std::string(type_name(heads.front().type)) +
-                     ": the heads of a projection must share a type");
+                fail(ErrorKind::Unsupported, source + "tensor '" + h.name + "' is " + std::string(type_name(h.type)) +
+                                                 ", but '" + heads.front().name + "' is " +
+                                                 std::string(type_name(heads.front().type)) +
+                                                 ": the heads of a projection must share a type");
         w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [this, &heads, t](ByteSink& sink) {
             for (const TensorView& h : heads) emit_view(h, source, t, opt.threads, sink);
         });
@@ -259,7 +263,8 @@ std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::fi
     w.alignment = options.layout.alignment;
     w.split = options.layout.split;
     w.metadata = fused_metadata(model, options);
-    const Planner plan{m, options, model.file() ? model.file()->name() + ": " : ""};
+    const Planner plan{
+        .m = m, .opt = options, .source = model.file() ? model.file()->name() + ": " : "", .fallback = {}};
     // In the source file's order: a fused tensor where its first head was.
     std::vector<TensorSpec> layout = tensor_layout(c, ModelKind::Fused);
     std::vector<std::string> names;

@@ -39,7 +39,7 @@ public:
             case ValueType::F64: put(std::get<double>(v.scalar)); break;
             case ValueType::BOOL: put(static_cast<std::uint8_t>(std::get<bool>(v.scalar) ? 1 : 0)); break;
             case ValueType::STRING: put_string(std::get<std::string>(v.scalar)); break;
-            case ValueType::ARRAY: fail("GGUF arrays cannot hold arrays");
+            case ValueType::ARRAY: fail(ErrorKind::InvalidArgument, "GGUF arrays cannot hold arrays");
         }
     }
     void put_value(const Value& v) {
@@ -48,7 +48,8 @@ public:
         put(static_cast<std::uint32_t>(v.elem_type));
         put<std::uint64_t>(v.items.size());
         for (const Value& item : v.items) {
-            if (item.type != v.elem_type) fail("array item type differs from the array's element type");
+            if (item.type != v.elem_type)
+                fail(ErrorKind::InvalidArgument, "array item type differs from the array's element type");
             put_scalar(item);
         }
     }
@@ -61,10 +62,12 @@ void GgufWriter::add_tensor(std::string name, std::uint32_t type, std::span<cons
                             std::function<void(ByteSink&)> produce) {
     const std::string tn = "tensor '" + name + "'";
     if (name.size() > kMaxTensorName)
-        fail(tn + ": name is " + std::to_string(name.size()) + " bytes, at most " + std::to_string(kMaxTensorName));
-    if (names_.contains(name)) fail("duplicate " + tn);
-    if (ne.empty() || ne.size() > kMaxDims) fail(tn + ": n_dims must be 1..4, found " + std::to_string(ne.size()));
-    if (!find_type(type)) fail(tn + ": unknown ggml type id " + std::to_string(type));
+        fail(ErrorKind::InvalidArgument,
+             tn + ": name is " + std::to_string(name.size()) + " bytes, at most " + std::to_string(kMaxTensorName));
+    if (names_.contains(name)) fail(ErrorKind::InvalidArgument, "duplicate " + tn);
+    if (ne.empty() || ne.size() > kMaxDims)
+        fail(ErrorKind::InvalidArgument, tn + ": n_dims must be 1..4, found " + std::to_string(ne.size()));
+    if (!find_type(type)) fail(ErrorKind::InvalidArgument, tn + ": unknown ggml type id " + std::to_string(type));
     TensorPlan p;
     p.info.name = std::move(name);
     p.info.type = type;
@@ -74,7 +77,7 @@ void GgufWriter::add_tensor(std::string name, std::uint32_t type, std::span<cons
         p.info.ne[d] = ne[d];
         n = checked_mul(n, ne[d], tn + " element count");
     }
-    if (n > static_cast<std::uint64_t>(INT64_MAX)) fail(tn + ": element count overflows");
+    if (n > static_cast<std::uint64_t>(INT64_MAX)) fail(ErrorKind::InvalidArgument, tn + ": element count overflows");
     p.info.nbytes = checked_mul(row_bytes(type, ne[0]), p.info.n_rows(), tn + " size");
     std::uint64_t offset = 0;
     if (!tensors_.empty()) {
@@ -91,7 +94,7 @@ std::vector<std::byte> GgufWriter::header() const { return header_of(metadata, t
 
 std::vector<std::byte> GgufWriter::header_of(const Metadata& md, std::span<const TensorPlan> tensors) const {
     if (alignment == 0 || (alignment & (alignment - 1)) != 0)
-        fail("alignment must be a power of two, found " + std::to_string(alignment));
+        fail(ErrorKind::InvalidArgument, "alignment must be a power of two, found " + std::to_string(alignment));
     // general.alignment is written as the writer's alignment: in its place if the metadata has it, else right
     // after general.architecture (as a writer that sets its alignment when created writes it), else last; and
     // not at all when it is the default. A fixed place for an added key makes a model built in memory and the
@@ -100,7 +103,7 @@ std::vector<std::byte> GgufWriter::header_of(const Metadata& md, std::span<const
     const bool write_key = alignment != kDefaultAlignment;
     const std::uint64_t n_kv = md.size() - (has_key ? 1 : 0) + (write_key ? 1 : 0);
     HeaderBuilder h;
-    h.out.insert(h.out.end(), {std::byte{'G'}, std::byte{'G'}, std::byte{'U'}, std::byte{'F'}});
+    for (char c : {'G', 'G', 'U', 'F'}) h.out.push_back(static_cast<std::byte>(c));
     h.put<std::uint32_t>(kGgufVersion);
     h.put<std::uint64_t>(tensors.size());
     h.put<std::uint64_t>(n_kv);
@@ -181,7 +184,8 @@ std::vector<std::filesystem::path> GgufWriter::write_split(const std::filesystem
     }
     const std::size_t n_shards = first.size();
     if (n_shards > 99999)
-        fail(prefix.string() + ": a split set of " + std::to_string(n_shards) + " shards, at most 99999");
+        fail(ErrorKind::InvalidArgument,
+             prefix.string() + ": a split set of " + std::to_string(n_shards) + " shards, at most 99999");
     first.push_back(tensors_.size());
 
     struct Shard {
@@ -206,7 +210,8 @@ std::vector<std::filesystem::path> GgufWriter::write_split(const std::filesystem
         for (const TensorPlan& p : sh.tensors) total = checked_align(total + p.info.nbytes, alignment, "file size");
         shards.push_back(std::move(sh));
     }
-    if (tensors_.size() > INT32_MAX) fail(prefix.string() + ": too many tensors for split.tensors.count");
+    if (tensors_.size() > INT32_MAX)
+        fail(ErrorKind::InvalidArgument, prefix.string() + ": too many tensors for split.tensors.count");
 
     // Shard after shard, each published when written (one open file and one buffer at a time); a failure
     // removes the shards already published, so no partial set is left behind.

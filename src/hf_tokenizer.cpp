@@ -137,6 +137,8 @@ struct Converter {
     std::vector<std::pair<std::string, std::string>> merges;
 
     [[noreturn]] void bad(const std::string& what) const { fail(src + ": " + what); }
+    // Well-formed, but llama.cpp would not tokenize it as Hugging Face or SentencePiece does.
+    [[noreturn]] void unsupported(const std::string& what) const { fail(ErrorKind::Unsupported, src + ": " + what); }
 
     const json& field(const json& j, const char* key) const {
         static const json null;
@@ -168,13 +170,14 @@ struct Converter {
     void read_vocab() {
         const json& model = field(tj, "model");
         if (type_of(model) != "BPE")
-            bad("model type '" + type_of(model) +
+            unsupported(
+                "model type '" + type_of(model) +
                 "' is not supported (headfuse converts BPE tokenizers: SentencePiece-style with byte fallback, or "
                 "byte-level)");
         for (const char* key : {"dropout", "continuing_subword_prefix", "end_of_word_suffix"}) {
             const json& v = field(model, key);
             if (!v.is_null() && !(v.is_string() && v.get<std::string>().empty()))
-                bad("model." + std::string(key) + " " + dump(v) + " has no llama.cpp equivalent");
+                unsupported("model." + std::string(key) + " " + dump(v) + " has no llama.cpp equivalent");
         }
         const json& vocab = field(model, "vocab");
         if (!vocab.is_object()) bad("model.vocab is not an object");
@@ -333,13 +336,15 @@ struct Converter {
                        field(*n, "content") == json(kSpace)) {
                 escapes = true;
             } else {
-                bad("normalizer " + dump(*n) + " has no llama.cpp equivalent for a SentencePiece-style tokenizer");
+                unsupported("normalizer " + dump(*n) +
+                            " has no llama.cpp equivalent for a SentencePiece-style tokenizer");
             }
         }
         const json& pre = field(tj, "pre_tokenizer");
         if (type_of(pre) == "Metaspace") {
             if (field(pre, "replacement") != json(kSpace) || field(pre, "split") == json(true))
-                bad("pre-tokenizer " + dump(pre) + " has no llama.cpp equivalent (llama.cpp does not split at spaces)");
+                unsupported("pre-tokenizer " + dump(pre) +
+                            " has no llama.cpp equivalent (llama.cpp does not split at spaces)");
             escapes = true;
             const json& scheme = field(pre, "prepend_scheme");
             if (scheme.is_string()) {
@@ -352,12 +357,14 @@ struct Converter {
                 prefix = field(pre, "add_prefix_space") != json(false);
             }
         } else if (!pre.is_null()) {
-            bad("pre-tokenizer " + dump(pre) + " has no llama.cpp equivalent for a SentencePiece-style tokenizer");
+            unsupported("pre-tokenizer " + dump(pre) +
+                        " has no llama.cpp equivalent for a SentencePiece-style tokenizer");
         }
         if (!escapes)
-            bad("a SentencePiece-style tokenizer must write spaces as U+2581 (no Replace or Metaspace found)");
+            unsupported("a SentencePiece-style tokenizer must write spaces as U+2581 (no Replace or Metaspace found)");
         if (field(field(tj, "model"), "byte_fallback") != json(true))
-            bad("a SentencePiece-style tokenizer without byte_fallback: llama.cpp has no unknown-token fallback for "
+            unsupported(
+                "a SentencePiece-style tokenizer without byte_fallback: llama.cpp has no unknown-token fallback for "
                 "it");
         return prefix;
     }
@@ -368,7 +375,7 @@ struct Converter {
     // merges never join (a pair missing from the merges, or a piece no merge forms), as it then may differ.
     std::vector<Value> spm_scores() const {
         if (merges.size() >= kMaxExactRank)
-            bad(std::to_string(merges.size()) + " merges: ranks beyond 2^24 are not exact as f32 scores");
+            unsupported(std::to_string(merges.size()) + " merges: ranks beyond 2^24 are not exact as f32 scores");
         const float none = -static_cast<float>(merges.size());
         std::vector<float> score(tokens.size(), none);
         std::vector<bool> formed(tokens.size(), false);
@@ -412,8 +419,8 @@ struct Converter {
     // Byte-level: the llama.cpp pre-tokenizer whose regex is the tokenizer.json's.
     const KnownPre& byte_level_pre() const {
         if (!field(tj, "normalizer").is_null())
-            bad("normalizer " + dump(field(tj, "normalizer")) +
-                " has no llama.cpp equivalent for a byte-level tokenizer");
+            unsupported("normalizer " + dump(field(tj, "normalizer")) +
+                        " has no llama.cpp equivalent for a byte-level tokenizer");
         const auto parts = flatten(field(tj, "pre_tokenizer"), "pretokenizers");
         auto byte_level = [&](const json& j, bool regex) {
             return type_of(j) == "ByteLevel" && field(j, "add_prefix_space") != json(true) &&
@@ -429,14 +436,14 @@ struct Converter {
                 regex == json(kLlama3Pre.regex))
                 pre = &kLlama3Pre;
             else
-                bad("pre-tokenizer regex " + dump(regex) +
-                    " is not one llama.cpp implements (known: LLaMA 3's, GPT-2's)");
+                unsupported("pre-tokenizer regex " + dump(regex) +
+                            " is not one llama.cpp implements (known: LLaMA 3's, GPT-2's)");
         }
-        if (!pre) bad("pre-tokenizer " + dump(field(tj, "pre_tokenizer")) + " is not one llama.cpp implements");
+        if (!pre) unsupported("pre-tokenizer " + dump(field(tj, "pre_tokenizer")) + " is not one llama.cpp implements");
         const bool ignore = field(field(tj, "model"), "ignore_merges") == json(true);
         if (ignore != pre->ignore_merges)
-            bad("model.ignore_merges is " + std::string(ignore ? "true" : "false") + ", but llama.cpp's '" +
-                std::string(pre->name) + "' pre-tokenizer has it " + (pre->ignore_merges ? "true" : "false"));
+            unsupported("model.ignore_merges is " + std::string(ignore ? "true" : "false") + ", but llama.cpp's '" +
+                        std::string(pre->name) + "' pre-tokenizer has it " + (pre->ignore_merges ? "true" : "false"));
         return *pre;
     }
 
@@ -449,20 +456,21 @@ struct Converter {
     Metadata convert_sp(const SpModel& sp) {
         static constexpr const char* kModelTypes[] = {"?", "UNIGRAM", "BPE", "WORD", "CHAR"};
         if (sp.model_type != kSpBpe)
-            bad("model type " +
+            unsupported(
+                "model type " +
                 std::string(sp.model_type >= 1 && sp.model_type <= 4 ? kModelTypes[sp.model_type]
                                                                      : std::to_string(sp.model_type).c_str()) +
                 ": llama.cpp's SentencePiece tokenizer merges pieces by score, which reproduces BPE models only");
         if (!sp.byte_fallback)
-            bad("a SentencePiece model without byte_fallback: llama.cpp has no unknown-token fallback for it");
+            unsupported("a SentencePiece model without byte_fallback: llama.cpp has no unknown-token fallback for it");
         if (sp.charsmap_bytes)
-            bad("normalization rule '" + sp.normalizer +
-                "' changes text before tokenizing, which llama.cpp does not (only 'identity' converts)");
+            unsupported("normalization rule '" + sp.normalizer +
+                        "' changes text before tokenizing, which llama.cpp does not (only 'identity' converts)");
         if (sp.remove_extra_whitespaces)
-            bad("remove_extra_whitespaces is on: SentencePiece drops runs of spaces, llama.cpp keeps them");
-        if (!sp.escape_whitespaces) bad("escape_whitespaces is off: llama.cpp always writes spaces as U+2581");
+            unsupported("remove_extra_whitespaces is on: SentencePiece drops runs of spaces, llama.cpp keeps them");
+        if (!sp.escape_whitespaces) unsupported("escape_whitespaces is off: llama.cpp always writes spaces as U+2581");
         if (sp.treat_whitespace_as_suffix)
-            bad("treat_whitespace_as_suffix is on: llama.cpp puts U+2581 before words, not after");
+            unsupported("treat_whitespace_as_suffix is on: llama.cpp puts U+2581 before words, not after");
         std::vector<float> scores;
         for (std::size_t i = 0; i < sp.pieces.size(); ++i) {
             const SpModel::Piece& p = sp.pieces[i];
@@ -570,7 +578,7 @@ struct Converter {
             for (const auto& [a, b] : merges) {
                 // llama.cpp splits a merge at its first space after the first byte.
                 if (a.find(' ', 1) != std::string::npos || b.find(' ') != std::string::npos)
-                    bad("merge '" + a + "' + '" + b + "' holds a space, which llama.cpp's merge list cannot");
+                    unsupported("merge '" + a + "' + '" + b + "' holds a space, which llama.cpp's merge list cannot");
                 mv.push_back(Value::string(a + " " + b));
             }
             md.set("tokenizer.ggml.merges", Value::array(ValueType::STRING, std::move(mv)));

@@ -20,11 +20,11 @@ MappedFile MappedFile::open(const std::filesystem::path& path) {
     m.path_ = path;
     m.fd_ = open_regular_file(path);
     struct stat st {};
-    if (::fstat(m.fd_, &st) != 0) fail(path.string() + ": cannot stat: " + std::strerror(errno));
+    if (::fstat(m.fd_, &st) != 0) fail(ErrorKind::Io, path.string() + ": cannot stat: " + std::strerror(errno));
     m.size_ = static_cast<std::size_t>(st.st_size);
     if (m.size_ == 0) return m;
     void* p = ::mmap(nullptr, m.size_, PROT_READ, MAP_SHARED, m.fd_, 0);
-    if (p == MAP_FAILED) fail(path.string() + ": cannot map: " + std::strerror(errno));
+    if (p == MAP_FAILED) fail(ErrorKind::Io, path.string() + ": cannot map: " + std::strerror(errno));
     m.data_ = static_cast<const std::byte*>(p);
     return m;
 }
@@ -56,7 +56,9 @@ void MappedFile::read(std::uint64_t offset, std::span<std::byte> out) const {
     while (done < out.size()) {
         const ssize_t n = ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) fail(path_.string() + ": cannot read: " + (n < 0 ? std::strerror(errno) : "the file shrank"));
+        if (n <= 0)
+            fail(ErrorKind::Io,
+                 path_.string() + ": cannot read: " + (n < 0 ? std::strerror(errno) : "the file shrank"));
         done += static_cast<std::size_t>(n);
     }
 }

@@ -49,11 +49,11 @@ Value Value::boolean(bool v) { return make(ValueType::BOOL, v); }
 Value Value::string(std::string v) { return make(ValueType::STRING, std::move(v)); }
 
 Value Value::array(ValueType elem, std::vector<Value> items) {
-    if (elem == ValueType::ARRAY) fail("GGUF arrays cannot hold arrays");
+    if (elem == ValueType::ARRAY) fail(ErrorKind::InvalidArgument, "GGUF arrays cannot hold arrays");
     for (const Value& item : items)
         if (item.type != elem)
-            fail("array of " + std::string(value_type_name(elem)) + " holds a " +
-                 std::string(value_type_name(item.type)));
+            fail(ErrorKind::InvalidArgument, "array of " + std::string(value_type_name(elem)) + " holds a " +
+                                                 std::string(value_type_name(item.type)));
     Value v;
     v.type = ValueType::ARRAY;
     v.elem_type = elem;

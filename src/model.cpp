@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "checked.h"
+#include "config_read.h"
 #include "gguf_write.h"
 #include "headfuse/error.h"
 #include "init.h"
@@ -26,7 +27,8 @@ TensorView TensorView::rows(std::uint64_t r0, std::uint64_t n, std::string view_
     const std::uint64_t rb = row_nbytes();
     if (!plain()) {  // a slice of whole groups keeps its storage order
         const std::uint64_t g = group_rows ? group_rows : n_rows();
-        if (r0 % g != 0 || n % g != 0) fail("tensor '" + name + "': rows cut across a group of " + std::to_string(g));
+        if (r0 % g != 0 || n % g != 0)
+            fail(ErrorKind::InvalidArgument, "tensor '" + name + "': rows cut across a group of " + std::to_string(g));
         v.group_rows = g;
     }
     v.name = std::move(view_name);
@@ -98,11 +100,7 @@ Config config_of(const GgufFile& f, ModelKind kind) {
     for (const RoleSpec& r : role_table())
         if (r.presence == Presence::Optional && f.find_tensor(first_tensor_name(r, kind)))
             c.optional_roles.insert(r.role);
-    try {
-        c.validate();
-    } catch (const Error& e) {
-        fail(f.name() + ": " + e.what());
-    }
+    validate_read(c, f.name());
     return c;
 }
 
@@ -178,17 +176,20 @@ PerHeadModel PerHeadModel::random_init(const Config& config, std::uint64_t seed)
     // More than the machine's memory would only end in the allocator (or the OOM killer): refuse it first.
     const auto pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     if (pages > 0 && page > 0 && nbytes / static_cast<std::uint64_t>(page) > static_cast<std::uint64_t>(pages))
-        fail("random_init: the model needs " + std::to_string(nbytes) + " bytes of memory, the machine has " +
-             std::to_string(static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page)) +
-             "; write_random_init streams it to a file instead");
+        fail(ErrorKind::InvalidArgument,
+             "random_init: the model needs " + std::to_string(nbytes) + " bytes of memory, the machine has " +
+                 std::to_string(static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page)) +
+                 "; write_random_init streams it to a file instead");
     std::shared_ptr<std::vector<std::byte>> storage;
     try {
         storage = std::make_shared<std::vector<std::byte>>(nbytes);
     } catch (const std::bad_alloc&) {
-        fail("random_init: the model needs " + std::to_string(nbytes) +
-             " bytes of memory, which could not be allocated; write_random_init streams it to a file instead");
+        fail(ErrorKind::InvalidArgument,
+             "random_init: the model needs " + std::to_string(nbytes) +
+                 " bytes of memory, which could not be allocated; write_random_init streams it to a file instead");
     } catch (const std::length_error&) {
-        fail("random_init: the model needs " + std::to_string(nbytes) + " bytes of memory, more than a vector holds");
+        fail(ErrorKind::InvalidArgument,
+             "random_init: the model needs " + std::to_string(nbytes) + " bytes of memory, more than a vector holds");
     }
     std::vector<TensorView> views;
     auto* p = reinterpret_cast<float*>(storage->data());
@@ -267,6 +268,8 @@ PerHeadModel PerHeadModel::from_views(ModelViews views, Metadata metadata, std::
     m.views_ = std::move(views);
     m.metadata_ = std::move(metadata);
     m.owner_ = std::move(owner);
+    // The views' copies keep the bytes alive as the model does.
+    if (m.owner_) m.views_.owner = m.owner_;
     return m;
 }
 
@@ -301,8 +304,8 @@ PerHeadModel FusedModel::per_head() const {
 const TensorView& FusedModel::fused(std::uint32_t layer, Role role) const {
     const auto it = fused_.find({layer, role});
     if (it == fused_.end())
-        fail("fused model: no fused tensor of role " + tensor_name(role_spec(role), layer) + " in layer " +
-             std::to_string(layer));
+        fail(ErrorKind::InvalidArgument, "fused model: no fused tensor of role " + tensor_name(role_spec(role), layer) +
+                                             " in layer " + std::to_string(layer));
     return it->second;
 }
 

@@ -52,58 +52,62 @@ void refuse_overwrite(const std::filesystem::path& dest, std::span<const std::fi
     for (const auto& in : inputs) {
         struct stat s {};
         if (::stat(in.c_str(), &s) == 0 && s.st_dev == d.st_dev && s.st_ino == d.st_ino)
-            fail("refusing to write " + quoted(dest) + ": it is the input " + quoted(in) +
-                 " (same file, hard link or symlink)");
+            fail(ErrorKind::InvalidArgument, "refusing to write " + quoted(dest) + ": it is the input " + quoted(in) +
+                                                 " (same file, hard link or symlink)");
     }
 }
 
 Destination check_destination(const std::filesystem::path& dest, std::uint64_t bytes) {
-    if (dest.empty()) fail("cannot write a file with an empty name");
+    if (dest.empty()) fail(ErrorKind::InvalidArgument, "cannot write a file with an empty name");
     Destination d;
     d.path = dest;
     // A symbolic link is followed, as cp writes through one: its target is the file replaced, the link stays.
     for (int hops = 0;; ++hops) {
         struct stat l {};
         if (::lstat(d.path.c_str(), &l) != 0) {
-            if (errno != ENOENT) fail("cannot write " + quoted(dest) + ": " + std::strerror(errno));
+            if (errno != ENOENT) fail(ErrorKind::Io, "cannot write " + quoted(dest) + ": " + std::strerror(errno));
             break;  // a new file (or a dangling link, whose target is created)
         }
         if (!S_ISLNK(l.st_mode)) {
             if (!S_ISREG(l.st_mode))
-                fail("cannot write " + quoted(dest) + ": " +
-                     (d.path == dest ? "it" : "its link target " + quoted(d.path)) + " is " +
-                     file_type_name(l.st_mode) + ", not a regular file");
+                fail(ErrorKind::Io, "cannot write " + quoted(dest) + ": " +
+                                        (d.path == dest ? "it" : "its link target " + quoted(d.path)) + " is " +
+                                        file_type_name(l.st_mode) + ", not a regular file");
             d.existing = l;
             break;
         }
-        if (hops == 40) fail("cannot write " + quoted(dest) + ": too many levels of symbolic links");
+        if (hops == 40) fail(ErrorKind::Io, "cannot write " + quoted(dest) + ": too many levels of symbolic links");
         std::error_code ec;
         const std::filesystem::path target = std::filesystem::read_symlink(d.path, ec);
-        if (ec) fail("cannot write " + quoted(dest) + ": cannot read the link " + quoted(d.path) + ": " + ec.message());
+        if (ec)
+            fail(ErrorKind::Io,
+                 "cannot write " + quoted(dest) + ": cannot read the link " + quoted(d.path) + ": " + ec.message());
         d.path = target.is_absolute() ? target : d.path.parent_path() / target;
     }
     d.dir = d.path.parent_path().empty() ? std::filesystem::path(".") : d.path.parent_path();
     struct stat ds {};
     if (::stat(d.dir.c_str(), &ds) != 0)
-        fail("cannot write " + quoted(dest) + ": the folder " + quoted(d.dir) + ": " + std::strerror(errno));
-    if (!S_ISDIR(ds.st_mode)) fail("cannot write " + quoted(dest) + ": " + quoted(d.dir) + " is not a folder");
+        fail(ErrorKind::Io,
+             "cannot write " + quoted(dest) + ": the folder " + quoted(d.dir) + ": " + std::strerror(errno));
+    if (!S_ISDIR(ds.st_mode))
+        fail(ErrorKind::InvalidArgument, "cannot write " + quoted(dest) + ": " + quoted(d.dir) + " is not a folder");
     // The replacement is a new file in the folder, renamed over the old one: the folder must be writable. And, as
     // cp, we refuse to replace a file this user could not write in place.
     if (::faccessat(AT_FDCWD, d.dir.c_str(), W_OK | X_OK, AT_EACCESS) != 0)
-        fail("cannot write " + quoted(dest) + ": the folder " + quoted(d.dir) + " is not writable (" +
-             std::strerror(errno) + ")");
+        fail(ErrorKind::Io, "cannot write " + quoted(dest) + ": the folder " + quoted(d.dir) + " is not writable (" +
+                                std::strerror(errno) + ")");
     if (d.existing) {
         if (::faccessat(AT_FDCWD, d.path.c_str(), W_OK, AT_EACCESS) != 0) {
             char mode[8];
             std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(d.existing->st_mode & 07777));
-            fail("cannot write " + quoted(dest) + ": " + std::strerror(errno) + " (mode " + mode + ", owner uid " +
-                 std::to_string(d.existing->st_uid) + ")");
+            fail(ErrorKind::Io, "cannot write " + quoted(dest) + ": " + std::strerror(errno) + " (mode " + mode +
+                                    ", owner uid " + std::to_string(d.existing->st_uid) + ")");
         }
         // In a sticky folder (/tmp) only the file's or the folder's owner may replace it.
         const uid_t me = ::geteuid();
         if ((ds.st_mode & S_ISVTX) && me != 0 && d.existing->st_uid != me && ds.st_uid != me)
-            fail("cannot write " + quoted(dest) + ": it belongs to uid " + std::to_string(d.existing->st_uid) +
-                 " in the sticky folder " + quoted(d.dir));
+            fail(ErrorKind::Io, "cannot write " + quoted(dest) + ": it belongs to uid " +
+                                    std::to_string(d.existing->st_uid) + " in the sticky folder " + quoted(d.dir));
     }
     check_free_space(d.dir, bytes, quoted(dest));
     return d;
@@ -114,8 +118,8 @@ void check_free_space(const std::filesystem::path& dir, std::uint64_t bytes, con
     if (bytes == 0 || ::statvfs(dir.c_str(), &fs) != 0) return;  // unknown: the write itself will tell
     const std::uint64_t avail = static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
     if (bytes > avail)
-        fail("cannot write " + what + ": needs " + human_bytes(static_cast<double>(bytes)) + ", " +
-             human_bytes(static_cast<double>(avail)) + " free on " + quoted(dir));
+        fail(ErrorKind::Io, "cannot write " + what + ": needs " + human_bytes(static_cast<double>(bytes)) + ", " +
+                                human_bytes(static_cast<double>(avail)) + " free on " + quoted(dir));
 }
 
 OutputFile::OutputFile(std::filesystem::path dest, std::span<const std::filesystem::path> inputs,
@@ -137,7 +141,7 @@ OutputFile::OutputFile(std::filesystem::path dest, std::span<const std::filesyst
         if (fd_ < 0) {
             int err = errno;
             temp_.clear();
-            fail("cannot create a file in " + quoted(dir) + ": " + std::strerror(err));
+            fail(ErrorKind::Io, "cannot create a file in " + quoted(dir) + ": " + std::strerror(err));
         }
     }
     buffer_.reserve(kBufferBytes);
@@ -149,7 +153,7 @@ OutputFile::~OutputFile() {
 }
 
 void OutputFile::io_error(const char* what, int err) const {
-    fail(std::string(what) + " " + quoted(dest_) + ": " + std::strerror(err));
+    fail(ErrorKind::Io, std::string(what) + " " + quoted(dest_) + ": " + std::strerror(err));
 }
 
 void OutputFile::write_all(const std::byte* p, std::size_t n) {
@@ -260,7 +264,8 @@ void OutputFile::commit() {
     if (::fsync(fd_) != 0) io_error("syncing", errno);
     // The destination may have changed since it was checked: never replace what is now a device or a folder.
     if (struct stat now{}; ::lstat(target_.path.c_str(), &now) == 0 && !S_ISREG(now.st_mode))
-        fail("cannot write " + quoted(dest_) + ": it became " + file_type_name(now.st_mode) + " while writing");
+        fail(ErrorKind::Io,
+             "cannot write " + quoted(dest_) + ": it became " + file_type_name(now.st_mode) + " while writing");
     const std::filesystem::path& dir = target_.dir;
     if (temp_.empty()) {
         // Give the unnamed file a name next to the destination, then rename it over the destination.

@@ -30,7 +30,7 @@ void read_rows(const TensorView& v, std::uint64_t r0, std::uint64_t n, std::span
         // place). Each stored row gives its span of the columns wanted; nothing beyond the window is held.
         const std::uint64_t es = traits(v.type).type_size;
         if (traits(v.type).block_size != 1)
-            fail("tensor '" + v.name + "': a transposed tensor must be f32, f16 or bf16");
+            fail(ErrorKind::Unsupported, "tensor '" + v.name + "': a transposed tensor must be f32, f16 or bf16");
         const std::uint64_t ne0 = v.ne[0];
         for (std::uint64_t r = r0; r < r0 + n;) {
             const std::uint64_t grp = r / g, end = std::min(r0 + n, (grp + 1) * g);

@@ -153,7 +153,10 @@ bool is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F') ||
 
 std::string shown(std::string_view s) {
     constexpr std::size_t kShown = 40;
-    return "'" + std::string(s.substr(0, kShown)) + (s.size() > kShown ? "...'" : "'");
+    std::string out = "'";
+    out += s.substr(0, kShown);
+    out += s.size() > kShown ? "...'" : "'";
+    return out;
 }
 
 std::string type_of(const Value& v) {

@@ -663,8 +663,9 @@ TEST_P(Corrupt, EndsInOneClearLineAndNoOutput) {
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "stderr must be one line:\n" << r.err;
     for (const std::string& s : c.expect)
         EXPECT_NE(r.err.find(s), std::string::npos) << "missing '" << s << "' in: " << r.err;
-    if (c.names_file)
+    if (c.names_file) {
         EXPECT_NE(r.err.find(in.filename().string()), std::string::npos) << "the file is not named: " << r.err;
+    }
     EXPECT_TRUE(list_dir(out_dir).empty()) << "output left behind";
     EXPECT_EQ(list_dir(in_dir), std::vector<std::string>{in.filename().string()}) << "stray file next to the input";
     EXPECT_EQ(read_bytes(in), before) << "the input was changed";

@@ -199,7 +199,9 @@ KillOutcomes kill_during_write(const std::string& what, const std::function<Args
             ::kill(pid, SIGKILL);  // still our unreaped child: the pid cannot have been reused
         }
         ::waitpid(pid, &status, 0);
-        if (last) EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+        if (last) {
+            EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+        }
         SCOPED_TRACE(what + ", trial " + std::to_string(i) +
                      (last ? ", run to the end" : ", killed after " + std::to_string(delay.count() / 1000) + " ms") +
                      (preexisting ? ", destination existed" : ""));
@@ -413,6 +415,35 @@ TEST(Faults, FullDiskIsRefusedBeforeWritingAndLeavesNothing) {
     EXPECT_NE(r.err.find("exported' ("), std::string::npos) << r.err;
     EXPECT_NE(r.err.find(" safetensors files): needs "), std::string::npos) << r.err;
     EXPECT_EQ(list_dir(mnt), std::vector<std::string>{"filler"});
+
+    // A head edit computes its tensors into a temporary file in $TMPDIR: with $TMPDIR on the full file system
+    // and the output elsewhere, it is refused before any row is computed. Ablating a head of each layer
+    // rewrites both attn_output tensors, 2 x [64, 64] f32 = 32 KiB; leave 8 kB.
+    {
+        const std::uint64_t fill = free_bytes(mnt) - 8 * 1024;
+        std::ofstream f(mnt / "filler2", std::ios::binary);
+        const std::vector<char> zeros(fill);
+        f.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
+    }
+    const char* old_tmpdir = std::getenv("TMPDIR");
+    const std::string saved = old_tmpdir ? old_tmpdir : "";
+    ::setenv("TMPDIR", mnt.c_str(), 1);
+    const fs::path ablated = root / "ablated.gguf";
+    const std::uint64_t free_before = free_bytes(mnt);
+    const RunResult e =
+        run_cli({"heads", "ablate", "-q", inputs().per_head.string(), "-o", ablated.string(), "--heads", "0:0,1:0"});
+    if (old_tmpdir)
+        ::setenv("TMPDIR", saved.c_str(), 1);
+    else
+        ::unsetenv("TMPDIR");
+    EXPECT_EQ(e.status, 1) << e.err;
+    EXPECT_TRUE(one_line(e.err)) << e.err;
+    EXPECT_NE(e.err.find("the temporary file for the edited tensors in '" + mnt.string() + "': needs "),
+              std::string::npos)
+        << e.err;
+    EXPECT_NE(e.err.find(decimal_size(free_before) + " free on '" + mnt.string() + "'"), std::string::npos) << e.err;
+    EXPECT_FALSE(fs::exists(ablated));
+    EXPECT_EQ(list_dir(mnt), (std::vector<std::string>{"filler", "filler2"}));
 }
 
 // ------------------------------------------------------------------------------------------------------------

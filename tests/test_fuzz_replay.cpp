@@ -37,9 +37,12 @@ TEST_P(FuzzReplay, EveryCorpusFileEndsCleanly) {
         ASSERT_NO_THROW(ok = t.run(bytes)) << "only headfuse::Error may reject an input";
         ++files;
         accepted += ok;
-        if (!t.accepts.empty() && name.rfind("seed-" + t.accepts, 0) == 0)
+        if (!t.accepts.empty() && name.rfind("seed-" + t.accepts, 0) == 0) {
             EXPECT_TRUE(ok) << "a valid seed was rejected";
-        if (name.rfind("seed-broken_", 0) == 0) EXPECT_FALSE(ok) << "a broken seed was accepted";
+        }
+        if (name.rfind("seed-broken_", 0) == 0) {
+            EXPECT_FALSE(ok) << "a broken seed was accepted";
+        }
     }
     EXPECT_GT(files, 0);
     EXPECT_GT(accepted, 0) << "no input reached the end of the entry point";

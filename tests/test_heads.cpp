@@ -183,8 +183,9 @@ TEST(HeadsAblate, EncodedTensorsChangeOnlyTheHeadsBlocks) {
     EXPECT_EQ(r.err, "");
     const GgufFile a = GgufFile::open(src), b = GgufFile::open(out);
     for (const TensorInfo& t : a.tensors())
-        if (t.name != "blk.1.attn_output.weight")
+        if (t.name != "blk.1.attn_output.weight") {
             EXPECT_TRUE(same_bytes(a.tensor_data(t), tensor(b, t.name))) << t.name;
+        }
     const auto x = tensor(a, "blk.1.attn_output.weight"), y = tensor(b, "blk.1.attn_output.weight");
     const std::uint64_t blocks = c.q_dim() / 32;  // per row; head 1 is block 1
     for (std::uint64_t row = 0; row < c.d_model; ++row)
@@ -479,8 +480,9 @@ TEST(HeadsSpill, TensorsLargerThanTheWindowAndTmpdir) {
             }
         }
     for (const TensorInfo& t : in.tensors())
-        if (t.name != "blk.0.attn_output.weight")
+        if (t.name != "blk.0.attn_output.weight") {
             EXPECT_TRUE(same_bytes(in.tensor_data(t), tensor(abl, t.name))) << t.name;
+        }
     const auto q = tensor(in, "blk.0.attn_q.weight");
     EXPECT_TRUE(same_bytes(q.subspan(q.size() / 2), tensor(pr, "blk.0.attn_q.weight")));
 
@@ -541,7 +543,9 @@ TEST(HeadsScan, AHeadScaledTenfoldComesFirst) {
     for (std::size_t t = 0; t + 1 < tokens.size(); ++t) loss -= lp[t * c.vocab + tokens[t + 1]];
     loss /= double(tokens.size() - 1);
     for (const auto& h : j["heads"])
-        if (h["layer"] == 0 && h["head"] == 3) EXPECT_NEAR(h["loss"].get<double>(), loss, 1e-12);
+        if (h["layer"] == 0 && h["head"] == 3) {
+            EXPECT_NEAR(h["loss"].get<double>(), loss, 1e-12);
+        }
     const auto svg = test::read_bytes(dir / "scan.svg");
     EXPECT_EQ(std::string(reinterpret_cast<const char*>(svg.data()), 4), "<svg");
     // prune --lowest 0.5 --scan: half the heads of each group, the ones that matter least; never head 1:2.
@@ -661,8 +665,9 @@ TEST(HeadsForeign, HuggingFaceWithBiasesAndTransformerLens) {
         ASSERT_EQ(r.status, 0) << r.err;
         const GgufFile a = GgufFile::open(plain), b = GgufFile::open(ablated);
         for (const TensorInfo& t : a.tensors())
-            if (t.name != "blk.1.attn_output.weight")
+            if (t.name != "blk.1.attn_output.weight") {
                 EXPECT_TRUE(same_bytes(a.tensor_data(t), tensor(b, t.name))) << src << " " << t.name;
+            }
         const HeadRef masked[] = {{1, 2}};
         EXPECT_EQ(logprobs(ablated, tokens), logprobs(plain, tokens, masked)) << src;
 

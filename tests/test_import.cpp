@@ -127,7 +127,9 @@ TEST_P(HfImport, LlamaCppGivesTheReferenceDistributionAndExportGivesTheSameBytes
     std::vector<std::string> make{"make-hf", hf.string()};
     make.insert(make.end(), c.args.begin(), c.args.end());
     reference(make);
-    if (c.name == "sharded") ASSERT_TRUE(fs::exists(hf / "model.safetensors.index.json"));
+    if (c.name == "sharded") {
+        ASSERT_TRUE(fs::exists(hf / "model.safetensors.index.json"));
+    }
     // The folder, the index or the single file: each is a source.
     const fs::path src = c.name == "sharded" ? hf / "model.safetensors.index.json" : hf;
     fuse_ok({"fuse", "-q", src.string(), "-o", (dir / "model.gguf").string()});

@@ -32,7 +32,9 @@ TEST(LlamaQuantize, PureFilesHaveTheAskedTypeAndLoadInGgml) {
         const auto s = ggml->read_gguf(out.string());
         ASSERT_TRUE(s.ok);
         for (std::size_t i = 0; i < s.names.size(); ++i)
-            if (s.names[i].find("norm") == std::string::npos) EXPECT_EQ(s.types[i], type_id) << s.names[i];
+            if (s.names[i].find("norm") == std::string::npos) {
+                EXPECT_EQ(s.types[i], type_id) << s.names[i];
+            }
         EXPECT_EQ(test::ftype_for(type_id), ftype);
     }
 }

@@ -136,7 +136,9 @@ TEST_P(RopeScalingJudge, LlamaCppAgreesAndKeysSurvive) {
          {"llama.rope.scaling.type", "llama.rope.scaling.factor", "llama.rope.scaling.original_context_length",
           "llama.rope.scaling.attn_factor", "llama.rope.freq_base"}) {
         ASSERT_EQ(a.metadata().find(key) != nullptr, b.metadata().find(key) != nullptr) << key;
-        if (a.metadata().find(key)) EXPECT_EQ(a.metadata().find(key)->scalar, b.metadata().find(key)->scalar) << key;
+        if (a.metadata().find(key)) {
+            EXPECT_EQ(a.metadata().find(key)->scalar, b.metadata().find(key)->scalar) << key;
+        }
     }
 }
 

@@ -4,11 +4,15 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <utility>
 
+#include "headfuse/checkpoint.h"
 #include "headfuse/error.h"
 #include "headfuse/fold.h"
 #include "headfuse/forward.h"
 #include "headfuse/fuse.h"
+#include "headfuse/heads.h"
 #include "headfuse/model.h"
 #include "random.h"
 #include "support/ggml_lib.h"
@@ -28,10 +32,14 @@ bool same_bytes(const TensorView& a, const TensorView& b) {
 // Every per-head view of `a` equals the same view of `b`, byte for byte (the lens excepted when folded).
 void expect_same_heads(const ModelViews& a, const ModelViews& b, bool compare_embedding = true) {
     ASSERT_EQ(a.layers.size(), b.layers.size());
-    if (compare_embedding) EXPECT_TRUE(same_bytes(a.token_embd, b.token_embd));
+    if (compare_embedding) {
+        EXPECT_TRUE(same_bytes(a.token_embd, b.token_embd));
+    }
     EXPECT_TRUE(same_bytes(a.output_norm, b.output_norm));
     ASSERT_EQ(a.output.has_value(), b.output.has_value());
-    if (a.output) EXPECT_TRUE(same_bytes(*a.output, *b.output));
+    if (a.output) {
+        EXPECT_TRUE(same_bytes(*a.output, *b.output));
+    }
     for (std::size_t l = 0; l < a.layers.size(); ++l) {
         const LayerViews &x = a.layers[l], &y = b.layers[l];
         for (auto [p, q] : {std::pair{&x.q, &y.q}, {&x.k, &y.k}, {&x.v, &y.v}}) {
@@ -92,9 +100,10 @@ TEST_P(ShapeTest, FuseRealizeSplitIsBitExact) {
     expect_same_heads(fused.views(), back.views());
     if (!c.has_lens()) expect_same_heads(ph.views(), back.views());
 
-    if (ggml)
+    if (ggml) {
         for (const char* f : {"ph.gguf", "fused.gguf", "split.gguf"})
             EXPECT_TRUE(ggml->read_gguf((dir / f).string()).ok) << "ggml rejected " << f;
+    }
 }
 
 TEST_P(ShapeTest, InMemoryEngineModelFusesToTheSameFile) {
@@ -154,14 +163,71 @@ TEST(Lens, TiedOutputIsRefused) {
 }
 
 // A ModelViews copy kept after its model is gone still reads valid bytes: it shares the mapping.
+// A ModelViews copied out of a model keeps what the views borrow alive (its `owner`), whichever way the model
+// came: a per-head file, a fused file, memory, a mapped safetensors checkpoint, a head edit. Under ASan a copy
+// that dangled would be a use after free or unmap.
 TEST(Views, ACopyOutlivesItsModel) {
     TempDir dir;
-    write_random_init(test::make_config(64, 4, 2, 16, 128, 2, 300), 5, dir / "ph.gguf");
+    const Config c = test::make_config(64, 4, 2, 16, 128, 2, 300);
+    write_random_init(c, 5, dir / "ph.gguf");
+    {
+        const PerHeadModel m = PerHeadModel::open(dir / "ph.gguf");
+        fuse(m, dir / "fused.gguf");
+        export_checkpoint(m, dir / "hf", ExportOptions{});
+    }
+    // Every view's bytes, copied.
+    auto contents = [](const ModelViews& v) {
+        std::vector<std::vector<std::byte>> out;
+        for_each_view(v, [&](const TensorView& t) { out.emplace_back(t.bytes.begin(), t.bytes.end()); });
+        return out;
+    };
+    const std::vector<HeadRef> heads{{1, 2}};
+    using Want = std::vector<std::vector<std::byte>>;
+    const std::vector<std::pair<std::string, std::function<ModelViews(Want&)>>> sources = {
+        {"per-head file",
+         [&](Want& want) {
+             const PerHeadModel m = PerHeadModel::open(dir / "ph.gguf");
+             want = contents(m.views());
+             return m.views();
+         }},
+        {"fused file",
+         [&](Want& want) {
+             const FusedModel m = FusedModel::open(dir / "fused.gguf");
+             want = contents(m.views());
+             return m.views();
+         }},
+        {"random_init",
+         [&](Want& want) {
+             const PerHeadModel m = PerHeadModel::random_init(c, 5);
+             want = contents(m.views());
+             return m.views();
+         }},
+        {"safetensors",
+         [&](Want& want) {
+             const OpenedCheckpoint o = open_checkpoint(dir / "hf");
+             want = contents(o.model.views());
+             return o.model.views();
+         }},
+        {"head edit",
+         [&](Want& want) {
+             const PerHeadModel m = ablate_heads(PerHeadModel::open(dir / "ph.gguf"), heads);
+             want = contents(m.views());
+             return m.views();
+         }},
+    };
+    for (const auto& [name, make] : sources) {
+        SCOPED_TRACE(name);
+        Want want;
+        const ModelViews copy = make(want);  // the model is gone
+        ASSERT_TRUE(copy.owner);
+        EXPECT_EQ(contents(copy), want);
+    }
+    // The forward pass over a copy of a file's views.
     const std::vector<std::uint32_t> tokens{1, 2, 3};
     ModelViews copy;
     std::vector<float> want;
     {
-        const PerHeadModel m = PerHeadModel::open(dir / "ph.gguf");
+        const FusedModel m = FusedModel::open(dir / "fused.gguf");
         copy = m.views();
         want = forward_logits(m.views(), tokens);
     }

@@ -587,8 +587,9 @@ TEST_F(HfTokenizer, SentencePieceModelTokenizesAsSentencePiece) {
     ASSERT_EQ(run_cli({"fuse", "-q", hf.string(), "-o", again.string()}).status, 0);
     const GgufFile a = GgufFile::open(fused), b = GgufFile::open(again);
     for (const auto& entry : a.metadata().entries())
-        if (entry.key.rfind("tokenizer.", 0) == 0 || entry.key.rfind("headfuse.source.tokenizer", 0) == 0)
+        if (entry.key.rfind("tokenizer.", 0) == 0 || entry.key.rfind("headfuse.source.tokenizer", 0) == 0) {
             EXPECT_TRUE(b.metadata().find(entry.key) && *b.metadata().find(entry.key) == entry.value) << entry.key;
+        }
 }
 
 // Hugging Face folder -> fuse -> export: the tokenizer files come back byte-identical (the real LLaMA 2 and

@@ -64,7 +64,8 @@ struct Config {
     std::vector<std::uint32_t> layer_kv_heads;
     std::vector<std::uint32_t> layer_d_ff;
 
-    // Error with a one-line message naming the first field out of range.
+    // Throws Error with a one-line message naming the first field out of range: of kind InvalidArgument, or
+    // Unsupported for a model headfuse does not handle (deci's linear attention or layers without feed-forward).
     void validate() const;
 
     std::uint32_t q_dim() const noexcept { return n_heads * d_head; }      // rows of a fused attn_q

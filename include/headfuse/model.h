@@ -109,9 +109,11 @@ struct LayerViews {
 
 // The per-head interface: what the forward pass, fuse and verify see, whatever holds the bytes.
 //
-// Views borrow. A ModelViews from PerHeadModel::open, random_init or FusedModel::open shares ownership of the
-// mapping or memory it points into (`owner`), so a copy kept after its model is gone stays valid. Views of
-// caller-owned tensors (PerHeadModel::from_tensors) have no owner: the caller keeps those bytes alive.
+// Views borrow. A ModelViews from any model the library builds (PerHeadModel::open, random_init, from_views,
+// FusedModel::open and per_head, open_checkpoint, the head edits) shares ownership of the mapping or memory it
+// points into (`owner`), so a copy kept after its model is gone stays valid. Views of caller-owned tensors
+// (PerHeadModel::from_tensors) have no owner: the caller keeps those bytes alive. A bare TensorView copied out
+// of a ModelViews is valid only while that ModelViews (or another holder of its owner) lives.
 struct ModelViews {
     Config config;
     TensorView token_embd;                 // [d_model, vocab], or [donor_d_in, vocab] with a lens

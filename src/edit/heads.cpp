@@ -28,9 +28,10 @@ std::string prefix(const EditOptions& o) { return o.source.empty() ? "" : o.sour
 // The edits index heads with one count for every layer: a model with per-layer counts (deci) is refused.
 void require_uniform(const Config& c, const std::string& where, std::string_view verb, std::string_view which) {
     if (c.per_layer())
-        fail(where + std::string(verb) + ": " + std::string(which) +
-             " has per-layer head counts (llama.cpp's deci architecture); headfuse edits the heads of models "
-             "with one count for every layer");
+        fail(ErrorKind::Unsupported,
+             where + std::string(verb) + ": " + std::string(which) +
+                 " has per-layer head counts (llama.cpp's deci architecture); headfuse edits the heads of models "
+                 "with one count for every layer");
 }
 
 // The same view under another name (a head renumbered).
@@ -41,9 +42,10 @@ TensorView renamed(TensorView v, std::string name) {
 
 void check_head(const Config& c, const HeadRef& h, const std::string& where, std::string_view what = "the model") {
     if (h.layer >= c.n_layers || h.head >= c.n_heads)
-        fail(where + "head " + head_name(h) + " is out of range: " + std::string(what) + " has " +
-             std::to_string(c.n_layers) + " layers (0-" + std::to_string(c.n_layers - 1) + ") of " +
-             std::to_string(c.n_heads) + " query heads (0-" + std::to_string(c.n_heads - 1) + ")");
+        fail(ErrorKind::InvalidArgument, where + "head " + head_name(h) + " is out of range: " + std::string(what) +
+                                             " has " + std::to_string(c.n_layers) + " layers (0-" +
+                                             std::to_string(c.n_layers - 1) + ") of " + std::to_string(c.n_heads) +
+                                             " query heads (0-" + std::to_string(c.n_heads - 1) + ")");
 }
 
 // The edited model: the views with the spill's tensors computed into them, the source's metadata with one more
@@ -98,13 +100,16 @@ ColumnPlan plan_columns(DType type, std::uint64_t ne0, std::vector<ColumnSource>
     ColumnPlan p{.type = type, .ne0 = ne0, .cols = std::move(cols), .blocks = {}, .zero_block = {}, .mixed = 0};
     p.zero_block.resize(t.type_size);
     if (bs > 1) {
-        if (!t.writes) fail("tensor '" + tensor + "' is " + std::string(t.name) + ", which headfuse does not encode");
+        if (!t.writes)
+            fail(ErrorKind::Unsupported,
+                 "tensor '" + tensor + "' is " + std::string(t.name) + ", which headfuse does not encode");
         const std::vector<float> zeros(bs, 0.0f);
         encode_row(type, zeros.data(), p.zero_block.data(), bs);
         std::vector<float> back(bs);
         decode_row(type, p.zero_block.data(), back.data(), bs);
         if (std::any_of(back.begin(), back.end(), [](float x) { return x != 0.0f; }))
-            fail("tensor '" + tensor + "': a " + std::string(t.name) + " block of zeros does not decode to zeros");
+            fail(ErrorKind::Unsupported,
+                 "tensor '" + tensor + "': a " + std::string(t.name) + " block of zeros does not decode to zeros");
     }
     using Block = ColumnPlan::Block;
     p.blocks.resize(ne0 / bs);
@@ -201,8 +206,9 @@ std::uint32_t parse_number(std::string_view& s, std::string_view flag, std::stri
     std::uint32_t v = 0;
     const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
     if (ec != std::errc{} || end == s.data())
-        fail(std::string(flag) + ": expected LAYER:HEAD (decimal numbers, e.g. 3:1), found '" + std::string(item) +
-             "'");
+        fail(
+            ErrorKind::InvalidArgument,
+            std::string(flag) + ": expected LAYER:HEAD (decimal numbers, e.g. 3:1), found '" + std::string(item) + "'");
     s.remove_prefix(static_cast<std::size_t>(end - s.data()));
     return v;
 }
@@ -212,13 +218,15 @@ HeadRef parse_head(std::string_view item, std::string_view flag) {
     HeadRef h;
     h.layer = parse_number(s, flag, item);
     if (s.empty() || s.front() != ':')
-        fail(std::string(flag) + ": expected LAYER:HEAD (decimal numbers, e.g. 3:1), found '" + std::string(item) +
-             "'");
+        fail(
+            ErrorKind::InvalidArgument,
+            std::string(flag) + ": expected LAYER:HEAD (decimal numbers, e.g. 3:1), found '" + std::string(item) + "'");
     s.remove_prefix(1);
     h.head = parse_number(s, flag, item);
     if (!s.empty())
-        fail(std::string(flag) + ": expected LAYER:HEAD (decimal numbers, e.g. 3:1), found '" + std::string(item) +
-             "'");
+        fail(
+            ErrorKind::InvalidArgument,
+            std::string(flag) + ": expected LAYER:HEAD (decimal numbers, e.g. 3:1), found '" + std::string(item) + "'");
     return h;
 }
 
@@ -251,7 +259,8 @@ std::vector<HeadMove> parse_head_moves(std::string_view text, std::string_view f
         m.to = parse_head(item.substr(0, eq), flag);
         m.from = eq == std::string_view::npos ? m.to : parse_head(item.substr(eq + 1), flag);
         if (!seen.insert(m.to).second)
-            fail(std::string(flag) + ": head " + head_name(m.to) + " receives more than one head");
+            fail(ErrorKind::InvalidArgument,
+                 std::string(flag) + ": head " + head_name(m.to) + " receives more than one head");
         out.push_back(m);
     }
     std::sort(out.begin(), out.end(), [](const HeadMove& a, const HeadMove& b) { return a.to < b.to; });
@@ -263,7 +272,7 @@ std::vector<HeadMove> parse_head_moves(std::string_view text, std::string_view f
 PerHeadModel ablate_heads(const PerHeadModel& src, std::span<const HeadRef> heads, const EditOptions& options) {
     const Config& c = src.config();
     require_uniform(c, prefix(options), "ablate", "the model");
-    if (heads.empty()) fail("ablate: no heads given");
+    if (heads.empty()) fail(ErrorKind::InvalidArgument, "ablate: no heads given");
     const auto layers = by_layer(c, heads, prefix(options));
     Spill spill;
     ModelViews views = src.views();
@@ -287,7 +296,7 @@ PerHeadModel prune_heads(const PerHeadModel& src, std::span<const HeadRef> heads
     const Config& c = src.config();
     const std::string where = prefix(options);
     require_uniform(c, where, "prune", "the model");
-    if (heads.empty()) fail("prune: no heads given");
+    if (heads.empty()) fail(ErrorKind::InvalidArgument, "prune: no heads given");
     const auto pruned = by_layer(c, heads, where);
     const std::uint32_t group = c.n_heads / c.n_kv_heads;  // query heads per kv head
     // Per layer: the query heads and kv heads kept.
@@ -303,18 +312,20 @@ PerHeadModel prune_heads(const PerHeadModel& src, std::span<const HeadRef> heads
         for (std::uint32_t g = 0; g < c.n_kv_heads; ++g) {
             if (!per_group[g]) continue;
             if (!keep_kv[l].empty() && per_group[g] != per_group[keep_kv[l].front()])
-                fail(where + "prune: layer " + std::to_string(l) + " would keep " +
-                     std::to_string(per_group[keep_kv[l].front()]) + " query heads of kv group " +
-                     std::to_string(keep_kv[l].front()) + " and " + std::to_string(per_group[g]) + " of kv group " +
-                     std::to_string(g) +
-                     "; the kv groups that keep heads must keep equally many (llama.cpp gives "
-                     "query head i the kv head i / (query heads per group))");
+                fail(ErrorKind::InvalidArgument,
+                     where + "prune: layer " + std::to_string(l) + " would keep " +
+                         std::to_string(per_group[keep_kv[l].front()]) + " query heads of kv group " +
+                         std::to_string(keep_kv[l].front()) + " and " + std::to_string(per_group[g]) + " of kv group " +
+                         std::to_string(g) +
+                         "; the kv groups that keep heads must keep equally many (llama.cpp gives "
+                         "query head i the kv head i / (query heads per group))");
             keep_kv[l].push_back(g);
         }
         if (keep_q[0].empty())
-            fail(where +
-                 "prune: layer 0 would keep no heads; llama.cpp takes the head size from layer 0, so it "
-                 "keeps at least one");
+            fail(ErrorKind::InvalidArgument,
+                 where +
+                     "prune: layer 0 would keep no heads; llama.cpp takes the head size from layer 0, so it "
+                     "keeps at least one");
     }
     // Equal counts in every layer stay `llama`; different ones (a layer may keep 0 heads) become llama.cpp's
     // `deci` architecture, which stores them per layer.
@@ -404,8 +415,9 @@ PerHeadModel pool_kv_heads(const PerHeadModel& src, std::uint32_t n_kv, const Ed
     const std::string where = prefix(options);
     require_uniform(c, where, "pool-kv", "the model");
     if (n_kv == 0 || c.n_kv_heads % n_kv != 0 || n_kv >= c.n_kv_heads)
-        fail(where + "pool-kv: --kv-heads " + std::to_string(n_kv) + " must be fewer than the model's " +
-             std::to_string(c.n_kv_heads) + " key/value heads and divide them");
+        fail(ErrorKind::InvalidArgument, where + "pool-kv: --kv-heads " + std::to_string(n_kv) +
+                                             " must be fewer than the model's " + std::to_string(c.n_kv_heads) +
+                                             " key/value heads and divide them");
     const std::uint32_t r = c.n_kv_heads / n_kv;  // heads pooled into one
     Spill spill;
     ModelViews views = src.views();
@@ -459,13 +471,14 @@ PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor
     const std::string where = prefix(options);
     require_uniform(c, where, "transplant", "the model");
     require_uniform(dc, where, "transplant", "the donor");
-    if (moves.empty()) fail("transplant: no heads given");
+    if (moves.empty()) fail(ErrorKind::InvalidArgument, "transplant: no heads given");
     if (dc.d_model != c.d_model || dc.d_head != c.d_head)
-        fail(where + "transplant: the donor has d_model " + std::to_string(dc.d_model) + " and d_head " +
-             std::to_string(dc.d_head) + "; expected the model's d_model " + std::to_string(c.d_model) +
-             " and d_head " + std::to_string(c.d_head));
+        fail(ErrorKind::InvalidArgument, where + "transplant: the donor has d_model " + std::to_string(dc.d_model) +
+                                             " and d_head " + std::to_string(dc.d_head) +
+                                             "; expected the model's d_model " + std::to_string(c.d_model) +
+                                             " and d_head " + std::to_string(c.d_head));
     if (dc.optional_roles != c.optional_roles)
-        fail(where + "transplant: the donor and the model do not have the same biases");
+        fail(ErrorKind::InvalidArgument, where + "transplant: the donor and the model do not have the same biases");
     std::map<std::uint32_t, std::vector<HeadMove>> by_to;
     for (const HeadMove& m : moves) {
         check_head(c, m.to, where);
@@ -474,9 +487,10 @@ PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor
     }
     auto same_type = [&](const TensorView& a, const TensorView& b) {
         if (a.type != b.type)
-            fail(where + "transplant: the donor's '" + b.name + "' is " + std::string(type_name(b.type)) +
-                 " and the model's '" + a.name + "' is " + std::string(type_name(a.type)) +
-                 "; the moved tensors must share a type");
+            fail(ErrorKind::InvalidArgument, where + "transplant: the donor's '" + b.name + "' is " +
+                                                 std::string(type_name(b.type)) + " and the model's '" + a.name +
+                                                 "' is " + std::string(type_name(a.type)) +
+                                                 "; the moved tensors must share a type");
     };
     Spill spill;
     ModelViews views = src.views();
@@ -501,8 +515,9 @@ PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor
         }
         // attn_output: the moved columns from the donor's layer (one donor layer per receiving layer).
         if (!one_donor_layer)
-            fail(where + "transplant: layer " + std::to_string(layer) +
-                 " receives heads from several donor layers; move heads of one donor layer into a layer at a time");
+            fail(ErrorKind::InvalidArgument,
+                 where + "transplant: layer " + std::to_string(layer) +
+                     " receives heads from several donor layers; move heads of one donor layer into a layer at a time");
         const TensorView& dw = donor.views().layers[from_layer].attn_output;
         same_type(lv.attn_output, dw);
         spill_rewritten(spill, &lv.attn_output, lv.attn_output, tensor_name(role_spec(Role::AttnOutput), layer), dw,

@@ -13,6 +13,7 @@
 #include "headfuse/error.h"
 #include "headfuse/gguf.h"
 #include "mapped_file.h"
+#include "output_file.h"
 
 namespace headfuse {
 namespace {
@@ -32,7 +33,7 @@ int create_unnamed(const std::filesystem::path& dir) {
     if (fd >= 0) return fd;
     std::string name = (dir / "headfuse-spill-XXXXXX").string();
     fd = ::mkostemp(name.data(), O_CLOEXEC);
-    if (fd < 0) fail("cannot create " + spill_name(dir) + ": " + std::strerror(errno));
+    if (fd < 0) fail(ErrorKind::Io, "cannot create " + spill_name(dir) + ": " + std::strerror(errno));
     ::unlink(name.c_str());
     return fd;
 }
@@ -46,7 +47,8 @@ void write_at(int fd, std::span<const std::byte> bytes, std::uint64_t offset, co
     while (!bytes.empty()) {
         const ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset));
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) fail("cannot write " + spill_name(dir) + ": " + std::strerror(n < 0 ? errno : ENOSPC));
+        if (n <= 0)
+            fail(ErrorKind::Io, "cannot write " + spill_name(dir) + ": " + std::strerror(n < 0 ? errno : ENOSPC));
         bytes = bytes.subspan(static_cast<std::size_t>(n));
         offset += static_cast<std::uint64_t>(n);
     }
@@ -69,15 +71,24 @@ std::shared_ptr<const void> Spill::write() {
     const std::filesystem::path dir = std::filesystem::temp_directory_path(ec);
     if (ec) {
         const char* env = std::getenv("TMPDIR");
-        fail("cannot create the temporary file for the edited tensors: the temporary folder" +
-             (env ? " '" + std::string(env) + "' ($TMPDIR)" : std::string()) + " is unusable: " + ec.message());
+        fail(ErrorKind::Io, "cannot create the temporary file for the edited tensors: the temporary folder" +
+                                (env ? " '" + std::string(env) + "' ($TMPDIR)" : std::string()) +
+                                " is unusable: " + ec.message());
     }
-    const FdCloser fd{create_unnamed(dir)};
+    // Where each tensor goes, and the room that takes, checked before any row is computed.
     std::vector<std::uint64_t> offsets;
     std::uint64_t end = 0;
-    std::vector<std::byte> window;
     for (const Planned& p : planned_) {
         const std::uint64_t at = (end + kSpillAlignment - 1) / kSpillAlignment * kSpillAlignment;
+        offsets.push_back(at);
+        end = at + row_bytes(p.view.type, p.view.ne[0]) * p.view.n_rows();
+    }
+    check_free_space(dir, end, spill_name(dir));
+    const FdCloser fd{create_unnamed(dir)};
+    std::vector<std::byte> window;
+    for (std::size_t i = 0; i < planned_.size(); ++i) {
+        const Planned& p = planned_[i];
+        const std::uint64_t at = offsets[i];
         const std::uint64_t rb = row_bytes(p.view.type, p.view.ne[0]), n_rows = p.view.n_rows();
         const std::uint64_t step = std::max<std::uint64_t>(1, kSpillWindowBytes / std::max<std::uint64_t>(1, rb));
         for (std::uint64_t r = 0; r < n_rows; r += step) {
@@ -86,11 +97,9 @@ std::shared_ptr<const void> Spill::write() {
             p.rows(r, n, window);
             write_at(fd.fd, window, at + r * rb, dir);
         }
-        offsets.push_back(at);
-        end = at + n_rows * rb;
     }
     if (::ftruncate(fd.fd, static_cast<off_t>(end)) != 0)  // the padding after a last tensor without rows
-        fail("cannot write " + spill_name(dir) + ": " + std::strerror(errno));
+        fail(ErrorKind::Io, "cannot write " + spill_name(dir) + ": " + std::strerror(errno));
     // Mapped through /proc, which opens the unnamed file again; the views then lie in a MappedFile like any
     // input's, and the writer copies them with copy_file_range.
     auto file = std::make_shared<const MappedFile>(MappedFile::open("/proc/self/fd/" + std::to_string(fd.fd)));

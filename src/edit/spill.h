@@ -27,8 +27,9 @@ public:
 
     // Computes every planned tensor, a window of rows at a time, into an unnamed file in
     // std::filesystem::temp_directory_path() ($TMPDIR, else /tmp), maps it and fills the slots. Returns the
-    // mapping, which the views borrow (null when nothing was planned). Error naming the folder on failure;
-    // nothing is left behind.
+    // mapping, which the views borrow (null when nothing was planned). The folder's free space is checked first
+    // (Error "needs 1.20 GB, 800.00 MB free on '/tmp'"). Error naming the folder on failure; nothing is left
+    // behind.
     std::shared_ptr<const void> write();
 
 private:

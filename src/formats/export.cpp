@@ -27,8 +27,8 @@ constexpr std::uint64_t kTransposeBlockBytes = std::uint64_t{16} << 20;
 
 std::uint64_t element_size(const TensorView& v) {
     if (traits(v.type).block_size != 1)
-        fail("tensor '" + v.name + "' is " + std::string(type_name(v.type)) +
-             "; export writes f32, f16 and bf16 tensors only");
+        fail(ErrorKind::Unsupported, "tensor '" + v.name + "' is " + std::string(type_name(v.type)) +
+                                         "; export writes f32, f16 and bf16 tensors only");
     return traits(v.type).type_size;
 }
 
@@ -135,7 +135,9 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
                                         std::span<const fs::path> inputs) {
     const ModelViews& m = model.views();
     const Config& c = m.config;
-    if (c.has_lens()) fail("export: a per-head lens model has no token embedding yet: fuse it first (the fold)");
+    if (c.has_lens())
+        fail(ErrorKind::Unsupported,
+             "export: a per-head lens model has no token embedding yet: fuse it first (the fold)");
     const bool tl = options.format == ExportFormat::TransformerLens;
     const std::span<const NameMap> map = tl ? tl_names() : hf_names();
     const bool gqa = c.n_kv_heads != c.n_heads;
@@ -154,19 +156,19 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
     // Hugging Face rope_scaling object it came from; TransformerLens's config holds neither.
     json rope_scaling = nullptr;
     if (c.rope_scaling == RopeScaling::Yarn)
-        fail(
-            "export: the model uses YaRN RoPE scaling, which headfuse does not export (Hugging Face's YaRN differs "
-            "from llama.cpp's)");
+        fail(ErrorKind::Unsupported,
+             "export: the model uses YaRN RoPE scaling, which headfuse does not export (Hugging Face's YaRN differs "
+             "from llama.cpp's)");
     if (c.rope_scaling == RopeScaling::Linear)
         rope_scaling = {{"rope_type", "linear"}, {"factor", c.rope_scaling_factor}};
     if (c.optional_roles.contains(Role::RopeFreqs)) {
         const Value* v = model.metadata().find(kRopeScalingKey);
         const auto* text = v ? std::get_if<std::string>(&v->scalar) : nullptr;
         if (!text || c.rope_scaling != RopeScaling::None)
-            fail(
-                "export: the model has rope_freqs.weight, which headfuse exports only as the Hugging Face llama3 "
-                "rope_scaling it was made from (key " +
-                std::string(kRopeScalingKey) + ")");
+            fail(ErrorKind::Unsupported,
+                 "export: the model has rope_freqs.weight, which headfuse exports only as the Hugging Face llama3 "
+                 "rope_scaling it was made from (key " +
+                     std::string(kRopeScalingKey) + ")");
         rope_scaling = json::parse(*text, nullptr, false);
         if (!rope_scaling.is_object() ||
             llama3_rope_factors(rope_scaling, c, std::string(kRopeScalingKey)) !=
@@ -176,7 +178,8 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
                  " implies: the factors were changed");
     }
     if (tl && rope_scaling != nullptr)
-        fail("export: the model scales RoPE, which a TransformerLens config cannot say; export it as hf");
+        fail(ErrorKind::Unsupported,
+             "export: the model scales RoPE, which a TransformerLens config cannot say; export it as hf");
     const DType weight_type = m.token_embd.type;
     element_size(m.token_embd);
 
@@ -222,9 +225,10 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         for (const NameMap& r : map)
             if (r.role == s.role->role) row = &r;
         if (!row)
-            fail("export: " + std::string(tl ? "TransformerLens" : "Hugging Face") + " has no place for tensor '" +
-                 s.name + "'" +
-                 (tl && s.kind == TensorKind::Bias ? " (its gated MLP has no bias before the product)" : ""));
+            fail(ErrorKind::Unsupported,
+                 "export: " + std::string(tl ? "TransformerLens" : "Hugging Face") + " has no place for tensor '" +
+                     s.name + "'" +
+                     (tl && s.kind == TensorKind::Bias ? " (its gated MLP has no bias before the product)" : ""));
         if (row->may_be_ones && folded) continue;
         const bool small = s.kind == TensorKind::Norm || s.kind == TensorKind::Bias;  // f32 in GGUF
         StTensorPlan p{foreign_name(*row, s.layer, gqa), DType::F32, foreign_shape(*row, s.ne, c), {}};

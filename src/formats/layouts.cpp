@@ -10,6 +10,7 @@
 
 #include <unistd.h>
 
+#include "config_read.h"
 #include "files.h"
 #include "formats/safetensors.h"
 #include "headfuse/error.h"
@@ -106,8 +107,8 @@ float get_float(const json& j, std::string_view key, const std::string& where, f
 void expect_string(const json& j, std::string_view key, std::string_view want, const std::string& where) {
     const json* v = field(j, key);
     if (v && (!v->is_string() || v->get<std::string>() != want))
-        fail(where + ": key '" + std::string(key) + "' is " + v->dump() + "; headfuse converts \"" + std::string(want) +
-             "\" only");
+        fail(ErrorKind::Unsupported, where + ": key '" + std::string(key) + "' is " + v->dump() +
+                                         "; headfuse converts \"" + std::string(want) + "\" only");
 }
 
 // A rope_scaling object's kind ("rope_type", or the older "type"); "default" for an empty object.
@@ -131,14 +132,6 @@ json read_json(const fs::path& p) {
         return json::parse(c, c + m.bytes().size());
     } catch (const json::exception& e) {
         fail(p.string() + ": not valid JSON: " + e.what());
-    }
-}
-
-void validated(Config& c, const std::string& where) {
-    try {
-        c.validate();
-    } catch (const Error& e) {
-        fail(where + ": " + e.what());
     }
 }
 
@@ -197,16 +190,18 @@ Config hf_config(const json& j, const std::string& where) {
             c.rope_scaling_factor = get_float(*rs, "factor", where + ": rope_scaling", 1.0f);
             for (const auto& [k, v] : rs->items())
                 if (k != "type" && k != "rope_type" && k != "factor")
-                    fail(where + ": rope_scaling key '" + k + "' is not one headfuse converts for linear scaling");
+                    fail(ErrorKind::Unsupported,
+                         where + ": rope_scaling key '" + k + "' is not one headfuse converts for linear scaling");
         } else if (kind == "llama3") {
             c.optional_roles.insert(Role::RopeFreqs);  // llama.cpp's converter writes the rule as rope_freqs.weight
         } else if (kind != "default") {
-            fail(where + ": key 'rope_scaling' is " + rs->dump() +
-                 "; headfuse converts \"linear\" and \"llama3\" scaling (llama.cpp's llama graph has other rules "
-                 "for the rest)");
+            fail(ErrorKind::Unsupported,
+                 where + ": key 'rope_scaling' is " + rs->dump() +
+                     "; headfuse converts \"linear\" and \"llama3\" scaling (llama.cpp's llama graph has other rules "
+                     "for the rest)");
         }
     }
-    validated(c, where);
+    validate_read(c, where);
     return c;
 }
 
@@ -244,7 +239,8 @@ TlConfig tl_config(const json& j, const std::string& where) {
     expect_string(j, "positional_embedding_type", "rotary", where);
     expect_string(j, "act_fn", "silu", where);
     if (const json* g = field(j, "gated_mlp"); g && *g != true)
-        fail(where + ": key 'gated_mlp' is " + g->dump() + "; headfuse converts LLaMA's gated MLP only");
+        fail(ErrorKind::Unsupported,
+             where + ": key 'gated_mlp' is " + g->dump() + "; headfuse converts LLaMA's gated MLP only");
     TlConfig t;
     Config& c = t.config;
     c.d_model = get_count(j, "d_model", where);
@@ -258,18 +254,18 @@ TlConfig tl_config(const json& j, const std::string& where) {
     c.rms_eps = get_float(j, "eps", where, 1e-5f);
     c.rope_theta = get_float(j, "rotary_base", where, 10000.0f);
     if (const json* rd = field(j, "rotary_dim"); rd && *rd != c.d_head)
-        fail(where + ": key 'rotary_dim' is " + rd->dump() + ", not d_head " + std::to_string(c.d_head) +
-             "; headfuse converts full rotary embeddings only");
+        fail(ErrorKind::Unsupported, where + ": key 'rotary_dim' is " + rd->dump() + ", not d_head " +
+                                         std::to_string(c.d_head) + "; headfuse converts full rotary embeddings only");
     const json* norm = field(j, "normalization_type");
     if (!norm || !norm->is_string() || (*norm != "RMS" && *norm != "RMSPre"))
-        fail(where + ": key 'normalization_type' is " + (norm ? norm->dump() : "missing") +
-             "; headfuse converts \"RMS\" and \"RMSPre\" (folded) only");
+        fail(ErrorKind::Unsupported, where + ": key 'normalization_type' is " + (norm ? norm->dump() : "missing") +
+                                         "; headfuse converts \"RMS\" and \"RMSPre\" (folded) only");
     t.folded = *norm == "RMSPre";
     if (const json* adj = field(j, "rotary_adjacent_pairs")) {
         if (!adj->is_boolean()) fail(where + ": key 'rotary_adjacent_pairs' must be true or false");
         t.rotate_half = !adj->get<bool>();
     }
-    validated(c, where);
+    validate_read(c, where);
     return t;
 }
 
@@ -542,7 +538,7 @@ PerHeadModel import_own_names(std::shared_ptr<Owner> owner, Config c, const std:
         if (lens->shape[1] > UINT32_MAX) fail(where + ": tensor 'lens.proj.weight' is too wide");
         c.donor_d_in = static_cast<std::uint32_t>(lens->shape[1]);
     }
-    validated(c, where);
+    validate_read(c, where);
     std::vector<TensorView> views;
     bool norms_non_f32 = false;
     DType norm_type = DType::F32;

@@ -37,7 +37,12 @@ constexpr DtypeName kDtypes[] = {
     {"I8", 1, {}},          {"U8", 1, {}},          {"BOOL", 1, {}},          {"F8_E4M3", 1, {}}, {"F8_E5M2", 1, {}},
 };
 
-std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
+std::string in_quotes(std::string_view s) {
+    std::string out = "'";
+    out += s;
+    out += '\'';
+    return out;
+}
 
 // The JSON of a header, parsed with its shape enforced while it streams: nesting at most 3 deep (the tensor
 // entries' arrays), no duplicate key in any object, at most kMaxEntries entries.
@@ -129,8 +134,9 @@ std::vector<Entry> parse_entries(const json& j, std::uint64_t buffer_size, const
         const json& shape = v["shape"];
         if (!shape.is_array()) fail(where + ": \"shape\" must be an array, found " + shape.dump());
         if (shape.size() > kMaxSafetensorsDims)
-            fail(where + ": " + std::to_string(shape.size()) + " dimensions, headfuse reads at most " +
-                 std::to_string(kMaxSafetensorsDims));
+            fail(ErrorKind::Unsupported, where + ": " + std::to_string(shape.size()) +
+                                             " dimensions, headfuse reads at most " +
+                                             std::to_string(kMaxSafetensorsDims));
         std::uint64_t elements = 1;
         for (const json& d : shape) {
             e.t.shape.push_back(unsigned_of(d, where, "shape"));
@@ -194,14 +200,17 @@ std::string_view header_text(std::span<const std::byte> bytes, const std::string
 }  // namespace
 
 DType StTensor::readable_type() const {
-    if (!type) fail("tensor '" + name + "' has dtype " + std::string(dtype) + "; headfuse reads F32, F16 and BF16");
+    if (!type)
+        fail(ErrorKind::Unsupported,
+             "tensor '" + name + "' has dtype " + std::string(dtype) + "; headfuse reads F32, F16 and BF16");
     return *type;
 }
 
 std::string_view safetensors_dtype_name(DType t) {
     for (const DtypeName& d : kDtypes)
         if (d.type == t) return d.name;
-    fail("type " + std::string(type_name(t)) + " cannot be written to safetensors (f32, f16 and bf16 can)");
+    fail(ErrorKind::Unsupported,
+         "type " + std::string(type_name(t)) + " cannot be written to safetensors (f32, f16 and bf16 can)");
 }
 
 SafetensorsFile SafetensorsFile::parse(std::span<const std::byte> bytes, std::string name) {
@@ -362,7 +371,8 @@ std::vector<std::byte> header_bytes(const std::vector<StTensorPlan>& tensors,
     std::set<std::string_view> names{"__metadata__"};
     for (const StTensorPlan& t : tensors) {
         const std::uint64_t end = checked_add(at, t.nbytes(), "safetensors data");
-        if (!names.insert(t.name).second) fail("tensor '" + t.name + "' cannot be written: the name is taken");
+        if (!names.insert(t.name).second)
+            fail(ErrorKind::InvalidArgument, "tensor '" + t.name + "' cannot be written: the name is taken");
         j[t.name] = {{"dtype", safetensors_dtype_name(t.type)}, {"shape", t.shape}, {"data_offsets", {at, end}}};
         at = end;
     }
@@ -411,7 +421,7 @@ void write_safetensors_file(const fs::path& path, const std::vector<StTensorPlan
 
 std::vector<fs::path> write_safetensors(const fs::path& folder, const std::vector<StTensorPlan>& tensors,
                                         const StWriteOptions& options, std::span<const fs::path> inputs) {
-    if (options.max_shard_bytes == 0) fail("the shard size limit must be positive");
+    if (options.max_shard_bytes == 0) fail(ErrorKind::InvalidArgument, "the shard size limit must be positive");
     // Greedy shards, as Hugging Face cuts them: a tensor that would overflow the current shard starts the next.
     std::vector<std::vector<StTensorPlan>> shards(1);
     std::uint64_t in_shard = 0, total = 0;
@@ -430,10 +440,10 @@ std::vector<fs::path> write_safetensors(const fs::path& folder, const std::vecto
     const bool folder_existed = fs::exists(folder, ec);
     try {
         fs::create_directories(folder, ec);
-        if (ec) fail("cannot create folder '" + folder.string() + "': " + ec.message());
+        if (ec) fail(ErrorKind::Io, "cannot create folder '" + folder.string() + "': " + ec.message());
         // Room for every shard, checked before the first is written.
         check_free_space(folder, total,
-                         "'" + folder.string() + "' (" + std::to_string(shards.size()) + " safetensors file" +
+                         in_quotes(folder.string()) + " (" + std::to_string(shards.size()) + " safetensors file" +
                              (shards.size() == 1 ? ")" : "s)"));
         if (shards.size() == 1) {
             write_one(folder / kSafetensorsSingleName, shards[0], options.metadata, inputs, options.progress, 0, total);
