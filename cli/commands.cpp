@@ -299,7 +299,7 @@ int run_export(const ExportArgs& a, const Common& c) {
         for (const TokenizerFile& t : kTokenizerFiles)
             if (f.filename() == t.file) tokenizer.append(tokenizer.empty() ? ", tokenizer " : " ").append(t.file);
     }
-    if (a.format == "hf" && tokenizer.empty()) tokenizer = ", no tokenizer files (the source keeps none)";
+    if (tokenizer.empty()) tokenizer = ", no tokenizer files (the source keeps none)";
     std::printf("wrote %s: %s checkpoint, %s, %zu files, %s%s in %.2f s\n", a.out.c_str(),
                 a.format == "hf" ? "Hugging Face" : "TransformerLens", describe(src.model.config()).c_str(),
                 files.size(), human_bytes(bytes).c_str(), tokenizer.c_str(), seconds_since(t0));
@@ -455,9 +455,13 @@ int run_verify(const VerifyArgs& a, const Common& c) {
     std::printf("tensors: %llu compared, %zu differ%s\n", static_cast<unsigned long long>(r.tensors_checked),
                 r.mismatches.size(),
                 r.same_types ? "" : " (fused weights compared with their encoding of the per-head f32 weights)");
-    std::printf("logits:  %s, max |log-prob difference| %.3g, top token %s\n",
-                r.logits_identical ? "bit-identical" : "differ", r.max_logprob_diff,
-                r.top_token_agrees ? "agrees at every position" : "differs");
+    if (!r.logits_compared)
+        std::printf("logits:  not computed: %s weights are carried as bytes, not decoded; the tensors are the proof\n",
+                    r.undecoded_type.c_str());
+    else
+        std::printf("logits:  %s, max |log-prob difference| %.3g, top token %s\n",
+                    r.logits_identical ? "bit-identical" : "differ", r.max_logprob_diff,
+                    r.top_token_agrees ? "agrees at every position" : "differs");
     if (!r.same_types)
         std::printf(
             "         (an encoded file: the difference is the encoding's rounding; the tensors are the proof)\n");

@@ -278,7 +278,7 @@ int main(int argc, char** argv) {
     ExportArgs exp;
     auto* c_export = app.add_subcommand(
         "export",
-        "Any model -> safetensors in Hugging Face or TransformerLens layout (config.json, weights; for hf also the "
+        "Any model -> safetensors in Hugging Face or TransformerLens layout (config.json, weights, and the "
         "tokenizer files a GGUF converted from them keeps)");
     c_export->add_option("input", exp.in, "GGUF file (per-head or fused) or safetensors checkpoint")
         ->required()

@@ -56,12 +56,12 @@ TensorView view_of(const GgufFile& f, const TensorInfo& t) {
 bool type_allowed(TensorKind kind, std::uint32_t type) {
     if (kind == TensorKind::Weight) {
         const TypeTraits* t = find_type(type);
-        return t && t->reads;
+        return t && t->carries;
     }
     return type == static_cast<std::uint32_t>(DType::F32);
 }
 
-std::string allowed_types(TensorKind kind) { return kind == TensorKind::Weight ? readable_type_names() : "f32"; }
+std::string allowed_types(TensorKind kind) { return kind == TensorKind::Weight ? weight_type_names() : "f32"; }
 
 std::string what_kind(ModelKind kind) {
     return kind == ModelKind::PerHead ? "per-head checkpoint" : "fused llama file";

@@ -11,27 +11,29 @@
 namespace headfuse {
 namespace {
 
-// ggml's type table (ggml.c, type_traits): block size and bytes per block of every type id it defines, and
-// which of them headfuse decodes (reads) and encodes (writes). Ids 4, 5 (removed Q4_2, Q4_3) and 31-33, 36-38
-// (removed) are not types.
-constexpr bool R = true, W = true, o = false;
+// ggml's type table (ggml.c, type_traits): block size and bytes per block of every type id it defines; which of
+// them headfuse decodes (reads) and encodes (writes); and which llama.cpp runs as weights (a model may hold them:
+// every type llama-quantize writes, importance-matrix types included). q8_1 and q8_K are ggml's activation
+// types, the integer types and f64 not weights. Ids 4, 5 (removed Q4_2, Q4_3) and 31-33, 36-38 (removed) are
+// not types.
+constexpr bool R = true, W = true, C = true, o = false;
 constexpr std::array kTypes{
-    TypeTraits{0, "f32", 1, 4, R, W},         TypeTraits{1, "f16", 1, 2, R, W},
-    TypeTraits{2, "q4_0", 32, 18, R, W},      TypeTraits{3, "q4_1", 32, 20, R, W},
-    TypeTraits{6, "q5_0", 32, 22, R, W},      TypeTraits{7, "q5_1", 32, 24, R, W},
-    TypeTraits{8, "q8_0", 32, 34, R, W},      TypeTraits{9, "q8_1", 32, 36, o, o},
-    TypeTraits{10, "q2_K", 256, 84, R, W},    TypeTraits{11, "q3_K", 256, 110, R, W},
-    TypeTraits{12, "q4_K", 256, 144, R, W},   TypeTraits{13, "q5_K", 256, 176, R, W},
-    TypeTraits{14, "q6_K", 256, 210, R, W},   TypeTraits{15, "q8_K", 256, 292, o, o},
-    TypeTraits{16, "iq2_xxs", 256, 66, o, o}, TypeTraits{17, "iq2_xs", 256, 74, o, o},
-    TypeTraits{18, "iq3_xxs", 256, 98, o, o}, TypeTraits{19, "iq1_s", 256, 50, o, o},
-    TypeTraits{20, "iq4_nl", 32, 18, R, o},   TypeTraits{21, "iq3_s", 256, 110, o, o},
-    TypeTraits{22, "iq2_s", 256, 82, o, o},   TypeTraits{23, "iq4_xs", 256, 136, R, o},
-    TypeTraits{24, "i8", 1, 1, o, o},         TypeTraits{25, "i16", 1, 2, o, o},
-    TypeTraits{26, "i32", 1, 4, o, o},        TypeTraits{27, "i64", 1, 8, o, o},
-    TypeTraits{28, "f64", 1, 8, o, o},        TypeTraits{29, "iq1_m", 256, 56, o, o},
-    TypeTraits{30, "bf16", 1, 2, R, W},       TypeTraits{34, "tq1_0", 256, 54, o, o},
-    TypeTraits{35, "tq2_0", 256, 66, o, o},   TypeTraits{39, "mxfp4", 32, 17, o, o},
+    TypeTraits{0, "f32", 1, 4, R, W, C},         TypeTraits{1, "f16", 1, 2, R, W, C},
+    TypeTraits{2, "q4_0", 32, 18, R, W, C},      TypeTraits{3, "q4_1", 32, 20, R, W, C},
+    TypeTraits{6, "q5_0", 32, 22, R, W, C},      TypeTraits{7, "q5_1", 32, 24, R, W, C},
+    TypeTraits{8, "q8_0", 32, 34, R, W, C},      TypeTraits{9, "q8_1", 32, 36, o, o, o},
+    TypeTraits{10, "q2_K", 256, 84, R, W, C},    TypeTraits{11, "q3_K", 256, 110, R, W, C},
+    TypeTraits{12, "q4_K", 256, 144, R, W, C},   TypeTraits{13, "q5_K", 256, 176, R, W, C},
+    TypeTraits{14, "q6_K", 256, 210, R, W, C},   TypeTraits{15, "q8_K", 256, 292, o, o, o},
+    TypeTraits{16, "iq2_xxs", 256, 66, o, o, C}, TypeTraits{17, "iq2_xs", 256, 74, o, o, C},
+    TypeTraits{18, "iq3_xxs", 256, 98, o, o, C}, TypeTraits{19, "iq1_s", 256, 50, o, o, C},
+    TypeTraits{20, "iq4_nl", 32, 18, R, o, C},   TypeTraits{21, "iq3_s", 256, 110, o, o, C},
+    TypeTraits{22, "iq2_s", 256, 82, o, o, C},   TypeTraits{23, "iq4_xs", 256, 136, R, o, C},
+    TypeTraits{24, "i8", 1, 1, o, o, o},         TypeTraits{25, "i16", 1, 2, o, o, o},
+    TypeTraits{26, "i32", 1, 4, o, o, o},        TypeTraits{27, "i64", 1, 8, o, o, o},
+    TypeTraits{28, "f64", 1, 8, o, o, o},        TypeTraits{29, "iq1_m", 256, 56, o, o, C},
+    TypeTraits{30, "bf16", 1, 2, R, W, C},       TypeTraits{34, "tq1_0", 256, 54, o, o, C},
+    TypeTraits{35, "tq2_0", 256, 66, o, o, C},   TypeTraits{39, "mxfp4", 32, 17, o, o, C},
 };
 
 // The written types in the CLI's order: floats, then the 32-wide types, then the K-quants.
@@ -63,16 +65,25 @@ std::optional<DType> parse_dtype(std::string_view name) noexcept {
 
 std::span<const DType> model_dtypes() noexcept { return kModelTypes; }
 
-std::string readable_type_names() {
+namespace {
+
+// "a, b or c": the names of the types with `has`.
+std::string type_names(bool TypeTraits::*has) {
     std::string out;
     for (const TypeTraits& t : kTypes) {
-        if (!t.reads) continue;
+        if (!(t.*has)) continue;
         if (!out.empty()) out += ", ";
         out += t.name;
     }
     const std::size_t last = out.rfind(", ");
     return last == std::string::npos ? out : out.replace(last, 2, " or ");
 }
+
+}  // namespace
+
+std::string readable_type_names() { return type_names(&TypeTraits::reads); }
+
+std::string weight_type_names() { return type_names(&TypeTraits::carries); }
 
 std::uint64_t row_bytes(std::uint32_t type_id, std::uint64_t ne0) {
     const TypeTraits* t = find_type(type_id);

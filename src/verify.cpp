@@ -189,6 +189,7 @@ std::vector<std::string> config_differences(const Config& a, const Config& b, bo
 
 bool VerifyReport::ok() const noexcept {
     if (!mismatches.empty() || !config_differences.empty()) return false;
+    if (!logits_compared) return true;
     return same_types ? logits_identical : logits_finite;
 }
 
@@ -234,6 +235,17 @@ VerifyReport verify(const PerHeadModel& per_head, const FusedModel& fused, const
         }
     });
 
+    if (options.tokens.empty()) {
+        auto undecoded = [&](const TensorView& v) {
+            if (report.undecoded_type.empty() && !traits(v.type).reads) report.undecoded_type = traits(v.type).name;
+        };
+        for_each_view(a, undecoded);
+        for_each_view(b, undecoded);
+        if (!report.undecoded_type.empty()) {
+            report.logits_compared = false;
+            return report;
+        }
+    }
     const std::vector<std::uint32_t> tokens = options.tokens.empty() ? default_tokens(a.config.vocab) : options.tokens;
     const std::vector<float> la = forward_logits(a, tokens, options.threads);
     const std::vector<float> lb = forward_logits(b, tokens, options.threads);

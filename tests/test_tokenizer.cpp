@@ -630,6 +630,23 @@ TEST_P(TokenizerFilesRoundTrip, ExportWritesThemBackByteIdentical) {
         }
     std::sort(want.begin(), want.end());
     EXPECT_EQ(list_dir(hf), want);
+    if (llama2) {  // a TransformerLens export writes them too, and fusing its folder takes them back
+        const fs::path tl = dir / "tl", from_tl = dir / "from_tl.gguf";
+        const RunResult t = run_cli({"export", "-q", back.string(), "-o", tl.string(), "--format", "transformer-lens"});
+        ASSERT_EQ(t.status, 0) << t.err;
+        EXPECT_NE(t.out.find(", tokenizer tokenizer.json "), std::string::npos) << t.out;
+        EXPECT_EQ(list_dir(tl), want);
+        for (const std::string& name : want)
+            if (name.rfind("tokenizer", 0) == 0 || name == "special_tokens_map.json") {
+                EXPECT_TRUE(file_text(tl / name) == file_text(src / name)) << name << " differs";
+            }
+        ASSERT_EQ(run_cli({"fuse", "-q", tl.string(), "-o", from_tl.string()}).status, 0);
+        const GgufFile a = GgufFile::open(back), b = GgufFile::open(from_tl);
+        for (const auto& entry : a.metadata().entries())
+            if (entry.key.rfind("tokenizer.", 0) == 0 || entry.key.rfind("headfuse.source.tokenizer", 0) == 0) {
+                EXPECT_TRUE(b.metadata().find(entry.key) && *b.metadata().find(entry.key) == entry.value) << entry.key;
+            }
+    }
     // inspect shows the long string cut, with its size.
     const RunResult i = run_cli({"inspect", back.string()});
     EXPECT_LT(i.out.size(), 8000u);

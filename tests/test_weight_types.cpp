@@ -4,7 +4,9 @@
 // gives back the file byte for byte (metadata, tensor order, tensor bytes), and verify passes the pair.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <map>
 
 #include "gguf_write.h"
@@ -157,21 +159,21 @@ TEST(WeightTypeMixes, Q4KMAndFallbacksReadAgreeAndRoundTrip) {
     }
 }
 
-// A type headfuse does not read is refused by name, as is any file llama.cpp writes in it (IQ2_XXS needs an
-// importance matrix, so the file is made by changing one tensor's type id in place).
-TEST(WeightTypeMixes, AnUnreadTypeIsRefusedByName) {
-    TempDir dir;
-    const auto x = f32_file(dir, kquant_model(), "m");
-    const auto r = test::run_cli({"logits", x.string(), "--tokens", "1,2"});
-    ASSERT_EQ(r.status, 0) << r.err;
-    // q8_1 (id 9, 36-byte blocks of 32) is ggml's activation type, never a weight: one tensor becomes q8_1.
+namespace {
+
+// `x` written again to `out` with the type id of each tensor `type_of` names changed (its bytes cut or padded
+// with zeros to the new size): a file in a type no quantizer writes without an importance matrix.
+void retype(const std::filesystem::path& x, const std::filesystem::path& out,
+            const std::function<std::uint32_t(const TensorInfo&)>& type_of) {
     const GgufFile g = GgufFile::open(x);
     GgufWriter w;
     w.alignment = g.alignment();
     w.metadata = g.metadata();
+    // A quantized file records ggml's quantization version, as llama.cpp's writer (and headfuse's) does.
+    for (const TensorInfo& t : g.tensors())
+        if (find_type(type_of(t))->block_size > 1) w.metadata.set("general.quantization_version", Value::u32(2));
     for (const TensorInfo& t : g.tensors()) {
-        const bool target = t.name == "blk.0.ffn_up.weight";
-        const std::uint32_t type = target ? 9 : t.type;
+        const std::uint32_t type = type_of(t);
         const std::uint64_t n = row_bytes(type, t.ne[0]) * t.n_rows();
         w.add_tensor(t.name, type, {t.ne.data(), t.n_dims}, [n, &g, &t](ByteSink& sink) {
             std::vector<std::byte> bytes(g.tensor_data(t).begin(), g.tensor_data(t).end());
@@ -179,8 +181,20 @@ TEST(WeightTypeMixes, AnUnreadTypeIsRefusedByName) {
             sink.write(bytes);
         });
     }
+    w.write(out);
+}
+
+}  // namespace
+
+// A type that is not a weight type is refused by name.
+TEST(WeightTypeMixes, AnUnreadTypeIsRefusedByName) {
+    TempDir dir;
+    const auto x = f32_file(dir, kquant_model(), "m");
+    const auto r = test::run_cli({"logits", x.string(), "--tokens", "1,2"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    // q8_1 (id 9, 36-byte blocks of 32) is ggml's activation type, never a weight: one tensor becomes q8_1.
     const auto bad = dir / "q8_1.gguf";
-    w.write(bad);
+    retype(x, bad, [](const TensorInfo& t) { return t.name == "blk.0.ffn_up.weight" ? 9u : t.type; });
     for (const char* cmd : {"logits", "split"}) {
         std::vector<std::string> args{cmd, bad.string()};
         if (std::string(cmd) == "logits")
@@ -192,5 +206,110 @@ TEST(WeightTypeMixes, AnUnreadTypeIsRefusedByName) {
         EXPECT_NE(rr.err.find("blk.0.ffn_up.weight"), std::string::npos) << rr.err;
         EXPECT_NE(rr.err.find("q8_1"), std::string::npos) << rr.err;
         EXPECT_FALSE(std::filesystem::exists(dir / "out.gguf"));
+    }
+}
+
+// The weight types llama.cpp runs that headfuse does not decode (the iq1/iq2/iq3 types, tq1_0, tq2_0, mxfp4) are
+// carried as bytes: inspect, split and fuse back byte for byte, verify, realize as row ranges, prune at whole
+// blocks; what would compute from their values (logits, pool-kv, prune inside a block) is refused as unsupported,
+// naming the tensor and the type. d_head 256 makes a head whole 256-blocks of attn_output's rows.
+namespace {
+
+Config carried_model() {
+    Config c;
+    c.d_model = 256;
+    c.n_heads = 2;
+    c.n_kv_heads = 2;
+    c.d_head = 256;
+    c.d_ff = 512;
+    c.n_layers = 2;
+    c.vocab = 300;
+    c.context_length = 256;
+    return c;
+}
+
+void check_carried(const TempDir& dir, const std::filesystem::path& x, std::uint32_t type_id) {
+    const std::string stem = x.stem().string(), name(traits(static_cast<DType>(type_id)).name);
+    SCOPED_TRACE(stem);
+    const auto ins = test::run_cli({"inspect", x.string()});
+    EXPECT_EQ(ins.status, 0) << ins.err;
+    EXPECT_NE(ins.out.find(name), std::string::npos) << ins.out;
+
+    const auto ph = dir / (stem + "-split.gguf"), back = dir / (stem + "-back.gguf");
+    const auto s = test::run_cli({"split", x.string(), "-o", ph.string(), "-q"});
+    ASSERT_EQ(s.status, 0) << s.err;
+    const auto f = test::run_cli({"fuse", ph.string(), "-o", back.string(), "-q"});
+    ASSERT_EQ(f.status, 0) << f.err;
+    EXPECT_TRUE(test::read_bytes(back) == test::read_bytes(x)) << "fuse(split(x)) differs from x";
+    const auto v = test::run_cli({"verify", ph.string(), x.string(), "-q"});
+    EXPECT_EQ(v.status, 0) << v.out << v.err;
+
+    const FusedModel fm = FusedModel::open(x);
+    const TensorView& q = fm.fused(0, Role::AttnQ);
+    EXPECT_EQ(q.type, static_cast<DType>(type_id));
+    EXPECT_EQ(fm.views().layers[0].q[1].bytes.data(), q.bytes.data() + q.row_nbytes() * fm.config().d_head);
+
+    // Prune at whole blocks: the kept heads' bytes, attn_output's rows cut to the kept head's column bytes.
+    const auto pruned = dir / (stem + "-pruned.gguf");
+    const auto p = test::run_cli({"heads", "prune", x.string(), "-o", pruned.string(), "--heads", "0:1,1:1", "-q"});
+    ASSERT_EQ(p.status, 0) << p.err;
+    const FusedModel pm = FusedModel::open(pruned);
+    EXPECT_EQ(pm.config().n_heads, 1u);
+    const TensorView &out0 = pm.views().layers[0].attn_output, &in0 = fm.views().layers[0].attn_output;
+    ASSERT_EQ(out0.type, in0.type);
+    ASSERT_EQ(out0.n_rows(), in0.n_rows());
+    ASSERT_EQ(out0.row_nbytes() * 2, in0.row_nbytes());
+    for (std::uint64_t r = 0; r < in0.n_rows(); ++r)  // head 0 kept: the first half of each row
+        ASSERT_TRUE(std::equal(out0.row(r).begin(), out0.row(r).end(), in0.row(r).begin())) << "row " << r;
+    const auto& kept = pm.views().layers[1].k[0];
+    const auto& src = fm.views().layers[1].k[0];
+    EXPECT_TRUE(std::equal(kept.bytes.begin(), kept.bytes.end(), src.bytes.begin(), src.bytes.end()));
+
+    // Refused, naming the tensor and the type, nothing written.
+    const auto none = dir / "none.gguf";
+    for (const std::vector<std::string>& args :
+         {std::vector<std::string>{"logits", x.string(), "--tokens", "1,2"},
+          {"heads", "pool-kv", x.string(), "-o", none.string(), "--kv-heads", "1"},
+          {"fuse", x.string(), "-o", none.string(), "--type", "q8_0"}}) {
+        const auto r = test::run_cli(args);
+        EXPECT_EQ(r.status, 1) << args[0];
+        EXPECT_NE(r.err.find(" is " + name), std::string::npos) << r.err;
+        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+        EXPECT_FALSE(std::filesystem::exists(none));
+    }
+}
+
+}  // namespace
+
+// Made by llama.cpp's quantizer: the types it writes without an importance matrix.
+TEST(CarriedTypes, LlamaCppsFilesSplitAndFuseBackByteForByte) {
+    HEADFUSE_REQUIRE_LLAMA_QUANTIZE(quantizer);
+    HEADFUSE_REQUIRE_GGML(ggml);
+    TempDir dir;
+    const auto f32 = f32_file(dir, carried_model(), "m");
+    for (auto [ftype, type_id] :
+         {std::pair{test::LlamaFtype::IQ3_S, 21u}, {test::LlamaFtype::TQ1_0, 34u}, {test::LlamaFtype::TQ2_0, 35u}}) {
+        const auto x = dir / (std::string(traits(static_cast<DType>(type_id)).name) + ".gguf");
+        quantizer->quantize(f32, x, {.ftype = ftype, .pure = true});
+        const GgufFile g = GgufFile::open(x);
+        for (const TensorInfo& t : g.tensors()) EXPECT_EQ(t.type, t.n_dims == 1 ? 0u : type_id) << t.name;
+        ASSERT_TRUE(ggml->read_gguf(x.string()).ok);
+        check_carried(dir, x, type_id);
+    }
+}
+
+// The importance-matrix types and mxfp4, in files whose weights are retyped in place (bytes that no quantizer
+// wrote: carrying never reads them). ggml's reader accepts every file.
+TEST(CarriedTypes, EveryOtherWeightTypeIsCarried) {
+    TempDir dir;
+    const auto f32 = f32_file(dir, carried_model(), "m");
+    auto ggml = test::GgmlLib::get();
+    for (std::uint32_t type_id : {16u, 17u, 18u, 19u, 22u, 29u, 39u}) {
+        const auto x = dir / (std::string(traits(static_cast<DType>(type_id)).name) + ".gguf");
+        retype(f32, x, [type_id](const TensorInfo& t) { return t.n_dims == 1 ? t.type : type_id; });
+        if (ggml) {
+            EXPECT_TRUE(ggml->read_gguf(x.string()).ok) << x;
+        }
+        check_carried(dir, x, type_id);
     }
 }

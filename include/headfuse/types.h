@@ -40,6 +40,11 @@ struct TypeTraits {
     std::uint32_t type_size;   // bytes per block
     bool reads;                // decode_row turns it into floats (every DType)
     bool writes;               // encode_row produces it from floats
+    // A weight type llama.cpp runs: a model may hold it. Those headfuse does not read (the iq1/iq2/iq3 types,
+    // tq1_0, tq2_0, mxfp4) are carried as bytes: inspect, split, fuse without --type, realize, verify without
+    // --tokens and prune at whole blocks keep them; computing from their values or re-encoding them (logits,
+    // scan, ablate, pool-kv, transplant, --type, export) is refused as Unsupported.
+    bool carries;
 };
 
 // The traits of a ggml type id, or nullptr for an id ggml does not define.
@@ -55,6 +60,8 @@ std::span<const DType> model_dtypes() noexcept;
 
 // "f32, f16, ..., or iq4_xs": the types headfuse reads, for messages.
 std::string readable_type_names();
+// "f32, f16, ..., or mxfp4": the types a model's weights may have (TypeTraits::carries), for messages.
+std::string weight_type_names();
 
 // Bytes of one row of `ne0` elements; Error if ne0 is not a whole number of blocks or the size overflows.
 std::uint64_t row_bytes(std::uint32_t type_id, std::uint64_t ne0);

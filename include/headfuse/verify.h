@@ -18,13 +18,19 @@ struct VerifyReport {
     std::uint64_t tensors_checked = 0;
     std::vector<std::string> mismatches;  // one line per tensor that differs
     bool same_types = true;               // every fused weight has its per-head source's type
-    bool logits_identical = false;        // bit for bit
-    bool logits_finite = false;           // no NaN or infinity in the fused file's logits
-    double max_logprob_diff = 0;          // over every position and token
-    bool top_token_agrees = true;         // the most likely next token is the same at every position
+    // False when a weight has a type headfuse carries but does not decode (iq2_xxs, tq1_0, ...; see
+    // TypeTraits::carries) and no tokens were asked for: the logits are not computed, the tensors compared byte for
+    // byte are the whole proof. `undecoded_type` names the first such type.
+    bool logits_compared = true;
+    std::string undecoded_type;
+    bool logits_identical = false;  // bit for bit
+    bool logits_finite = false;     // no NaN or infinity in the fused file's logits
+    double max_logprob_diff = 0;    // over every position and token
+    bool top_token_agrees = true;   // the most likely next token is the same at every position
     // The hyperparameters agree, every tensor matches (an encoded tensor: the exact encoding of its f32 source) and the
     // logits are bit-identical. For an encoded file the logits differ by the encoding's rounding, which is reported
-    // (max_logprob_diff, top_token_agrees) but is no verdict: the tensors are the proof there.
+    // (max_logprob_diff, top_token_agrees) but is no verdict: the tensors are the proof there, as they are when
+    // the logits are not compared.
     bool ok() const noexcept;
 };
 
@@ -36,7 +42,8 @@ struct VerifyOptions {
 };
 
 // Compares every tensor (fused against the concatenated heads, encoded as the fused file is; token_embd
-// against the recomputed lens fold) and the logits of both models on `tokens`.
+// against the recomputed lens fold) and the logits of both models on `tokens`. A model with weights headfuse
+// does not decode is compared by its tensors alone, unless `tokens` are given (then Error, Unsupported).
 VerifyReport verify(const PerHeadModel& per_head, const FusedModel& fused, const VerifyOptions& options = {});
 
 // log-softmax of each row of `logits` (n_rows x vocab), in f64.

@@ -277,10 +277,11 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         zeros("unembed.b_U", {c.vocab});
     }
 
-    // Hugging Face: the tokenizer files the GGUF keeps (kTokenizerFiles), byte for byte as they were read.
+    // The tokenizer files the GGUF keeps (kTokenizerFiles), byte for byte as they were read, in either format:
+    // a TransformerLens folder holding them is read back with them, as a Hugging Face folder is.
     std::vector<std::pair<fs::path, std::string>> tokenizer_files;
     for (const TokenizerFile& f : kTokenizerFiles) {
-        const Value* v = tl ? nullptr : model.metadata().find(f.key);
+        const Value* v = model.metadata().find(f.key);
         if (!v) continue;
         std::string bytes;
         if (!f.binary && v->type == ValueType::STRING) {

@@ -103,8 +103,11 @@ std::optional<LlamaFtype> ftype_for(std::uint32_t type_id) {
         case 13: return LlamaFtype::Q5_K_S;
         case 14: return LlamaFtype::Q6_K;
         case 20: return LlamaFtype::IQ4_NL;
+        case 21: return LlamaFtype::IQ3_S;
         case 23: return LlamaFtype::IQ4_XS;
         case 30: return LlamaFtype::BF16;
+        case 34: return LlamaFtype::TQ1_0;
+        case 35: return LlamaFtype::TQ2_0;
         default: return std::nullopt;
     }
 }

@@ -38,7 +38,11 @@ enum class LlamaFtype : std::int32_t {
     Q5_K_M = 17,
     Q6_K = 18,
     IQ4_NL = 25,
+    IQ3_S = 26,
+    IQ3_M = 27,
     IQ4_XS = 30,
+    TQ1_0 = 36,
+    TQ2_0 = 37,
     BF16 = 32,
 };
 
