@@ -16,14 +16,7 @@ TEST(LlamaQuantize, PureFilesHaveTheAskedTypeAndLoadInGgml) {
     HEADFUSE_REQUIRE_LLAMA_QUANTIZE(q);
     HEADFUSE_REQUIRE_GGML(ggml);
     test::TempDir dir;
-    Config c;
-    c.d_model = 256;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.d_head = 64;
-    c.d_ff = 512;
-    c.n_layers = 1;
-    c.vocab = 300;
+    const Config c = test::make_config(256, 4, 2, 64, 512, 1, 300);
     fuse(PerHeadModel::random_init(c, test::test_seed()), dir / "f32.gguf");
     for (auto [ftype, type_id] : {std::pair{test::LlamaFtype::Q8_0, 8u}, {test::LlamaFtype::Q4_K_S, 12u}}) {
         SCOPED_TRACE(type_id);

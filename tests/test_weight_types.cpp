@@ -43,14 +43,7 @@ constexpr double kMixTolerance = 6.5e-2;
 
 // d_model 256: every row is whole K-quant super-blocks, so a pure file is all of one type.
 Config kquant_model() {
-    Config c;
-    c.d_model = 256;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.d_head = 64;
-    c.d_ff = 512;
-    c.n_layers = 2;
-    c.vocab = 300;
+    Config c = test::make_config(256, 4, 2, 64, 512, 2, 300);
     c.context_length = 256;
     return c;
 }
@@ -58,14 +51,7 @@ Config kquant_model() {
 // d_model 96 and d_ff 160: rows are whole 32-blocks but not 256-blocks, so llama.cpp writes the K-quant
 // tensors in its fallback types (tensor_type_fallback) and the file mixes types.
 Config narrow_model() {
-    Config c;
-    c.d_model = 96;
-    c.n_heads = 3;
-    c.n_kv_heads = 1;
-    c.d_head = 32;
-    c.d_ff = 160;
-    c.n_layers = 2;
-    c.vocab = 300;
+    Config c = test::make_config(96, 3, 1, 32, 160, 2, 300);
     c.context_length = 256;
     return c;
 }
@@ -216,14 +202,7 @@ TEST(WeightTypeMixes, AnUnreadTypeIsRefusedByName) {
 namespace {
 
 Config carried_model() {
-    Config c;
-    c.d_model = 256;
-    c.n_heads = 2;
-    c.n_kv_heads = 2;
-    c.d_head = 256;
-    c.d_ff = 512;
-    c.n_layers = 2;
-    c.vocab = 300;
+    Config c = test::make_config(256, 2, 2, 256, 512, 2, 300);
     c.context_length = 256;
     return c;
 }
