@@ -14,7 +14,8 @@
 # the judge) turning the same model's F32 fused file into Q4_K_M, both with the same 2 threads.
 # Head surgery on the same model's F32 fused file (and, for pool-kv, on a multi-head model of the same shape):
 # heads_prune removes a quarter of the heads of every layer (one query head of each kv group), heads_ablate all
-# heads of layer 0 and two more, heads_pool_kv pools 16 key/value heads into 4; each against the durable copy.
+# heads of layer 0 and two more, heads_pool_kv pools 16 key/value heads into 4, heads_transplant gives layer 0
+# every head of layer 1 (the model is its own donor); each against the durable copy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -63,8 +64,9 @@ echo "bench: models in $dir ($size, $reps runs)" >&2
 [ -f "$dir/lens.gguf" ] || ! wanted fuse_lens || "$hf" init -q -o "$dir/lens.gguf" "${lens_shape[@]}" --seed 1 >/dev/null
 # llama.cpp's input: the same model fused to F32 (the default alignment, which llama.cpp's tools need).
 f32_32="$dir/fused-f32.gguf"
-# Also the input of heads prune and ablate.
-if [ ! -f "$f32_32" ] && { { [ -x "$lq" ] && wanted llama_q4_k_m; } || wanted heads_prune || wanted heads_ablate; }; then
+# Also the input of heads prune, ablate and transplant.
+if [ ! -f "$f32_32" ] && { { [ -x "$lq" ] && wanted llama_q4_k_m; } || wanted heads_prune || wanted heads_ablate ||
+  wanted heads_transplant; }; then
   "$hf" fuse -q "$ph" -o "$f32_32"
 fi
 # heads pool-kv's input: a multi-head model of the same shape (a key/value head per query head), fused to F32.
@@ -77,6 +79,7 @@ fi
 # The heads the surgery benchmarks edit: a quarter of every layer's (head 0 of each kv group), and layer 0 whole.
 quarter=$(for ((l = 0; l < n_layers; l++)); do for ((h = 0; h < n_heads; h += n_heads / n_kv)); do printf '%s:%s,' $l $h; done; done)
 ablated=$(for ((h = 0; h < n_heads; h++)); do printf '0:%s,' $h; done)"1:3,$((n_layers - 1)):$((n_heads - 1))"
+moved=$(for ((h = 0; h < n_heads; h++)); do printf '0:%s=1:%s,' $h $h; done)
 # The same model as a Hugging Face checkpoint (one model.safetensors, rotate-half Q/K rows), for the import.
 st="$dir/hf/model.safetensors"
 [ -f "$st" ] || { ! wanted import && ! wanted copy_st; } || "$hf" export -q "$ph" -o "$dir/hf" --format hf --max-shard-size 100000000000 >/dev/null
@@ -110,7 +113,10 @@ for rep in $(seq 1 "$reps"); do
   measure heads_ablate "$hf" heads ablate -q "$f32_32" -o "$dir/out-ablate.gguf" --heads "$ablated"
   rm -f "$dir/out-ablate.gguf"; warm "$mha"
   measure heads_pool_kv "$hf" heads pool-kv -q "$mha" -o "$dir/out-pool.gguf" --kv-heads "$n_kv"
-  rm -f "$dir/out-pool.gguf"
+  rm -f "$dir/out-pool.gguf"; warm "$f32_32"
+  measure heads_transplant "$hf" heads transplant -q "$f32_32" --from "$f32_32" -o "$dir/out-transplant.gguf" \
+    --heads "${moved%,}"
+  rm -f "$dir/out-transplant.gguf"
   # Every run's ratios are taken within the run, against that run's baseline.
   awk -v rep="$rep" '{t[$1] = $2} END {
       for (k in t) if (k != "copy" && k != "gemm" && k != "llama_q4_k_m" && k != "copy_st") print "ratio", rep, k, t[k] / (k == "fuse_lens" ? t["gemm"] : k == "import" ? t["copy_st"] : t["copy"])
@@ -131,11 +137,11 @@ function median(arr, n,    i, j, tmp) {
 { n[$1]++; secs[$1, n[$1]] = $2; rss[$1, n[$1]] = $3 }
 END {
   while ((getline line < ratios) > 0) { split(line, f, " "); m[f[3]]++; r[f[3], m[f[3]]] = f[4] }
-  split("init fuse_f32 fuse_f16 fuse_bf16 fuse_q8_0 fuse_q4_0 fuse_q4_k_m split verify fuse_lens import heads_prune heads_ablate heads_pool_kv copy copy_st gemm llama_q4_k_m", order, " ")
+  split("init fuse_f32 fuse_f16 fuse_bf16 fuse_q8_0 fuse_q4_0 fuse_q4_k_m split verify fuse_lens import heads_prune heads_ablate heads_pool_kv heads_transplant copy copy_st gemm llama_q4_k_m", order, " ")
   target["init"] = 2.0; target["fuse_f32"] = 1.0; target["fuse_q8_0"] = 1.0; target["fuse_lens"] = 3.0
   target["fuse_q4_k_m"] = 1.0; target["import"] = 1.2
-  printf "%-13s %9s  %-14s %7s %8s  %9s %8s\n", "operation", "median s", "baseline", "ratio", "target", "peak RSS", "target"
-  for (i = 1; i <= 18; i++) {
+  printf "%-16s %9s  %-14s %7s %8s  %9s %8s\n", "operation", "median s", "baseline", "ratio", "target", "peak RSS", "target"
+  for (i = 1; i <= 19; i++) {
     k = order[i]; if (!(k in n)) continue
     delete a; for (j = 1; j <= n[k]; j++) a[j] = secs[k, j]; s = median(a, n[k])
     delete a; for (j = 1; j <= n[k]; j++) a[j] = rss[k, j]; peak = 0; for (j = 1; j <= n[k]; j++) if (a[j] > peak) peak = a[j]
@@ -146,7 +152,7 @@ END {
     verdict = ""
     if (k in target && ratio != "-" && ratio + 0 > target[k]) verdict = verdict " SLOW"
     if (rtgt != "-" && peak / 1024 > 256) verdict = verdict " RSS"
-    printf "%-13s %9.2f  %-14s %7s %8s  %6.0f MiB %8s%s\n", k, s, base, ratio, tgt, peak / 1024, rtgt, verdict
+    printf "%-16s %9.2f  %-14s %7s %8s  %6.0f MiB %8s%s\n", k, s, base, ratio, tgt, peak / 1024, rtgt, verdict
   }
   if ("q4_k_m_vs_llama" in m) {
     delete a; for (j = 1; j <= m["q4_k_m_vs_llama"]; j++) a[j] = r["q4_k_m_vs_llama", j]
