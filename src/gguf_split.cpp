@@ -13,8 +13,6 @@
 namespace headfuse {
 namespace {
 
-constexpr std::uint32_t kMaxShards = 99999;  // five digits in the name
-
 std::string five_digits(std::uint32_t n) {
     char buf[16];
     std::snprintf(buf, sizeof buf, "%05u", n);

@@ -316,7 +316,9 @@ SafetensorsSet SafetensorsSet::open(const fs::path& path) {
                          ", the weight_map says " + in_quotes(it->second));
             }
         }
-        for (const auto& [tensor, file] : weight_map) {
+        for (const auto& entry : weight_map) {
+            // Named, not a structured binding: clang before 16 cannot capture a binding in a lambda.
+            const std::string &tensor = entry.first, &file = entry.second;
             const auto it = std::find_if(s.files_.begin(), s.files_.end(), [&](const SafetensorsFile& f) {
                 return fs::path(f.name()).filename() == file;
             });
