@@ -338,7 +338,10 @@ int main(int argc, char** argv) {
                                                "Comma-separated token ids (default: 8 tokens across the vocabulary)")
                                   ->type_name("IDS");
     add_common(c_verify, deferred, common);
-    c_verify->footer("Exit status: 0 the same model (PASS), 1 they differ (FAIL), 2 they could not be compared.");
+    c_verify->footer(
+        "Exit status: 0 the same model (PASS), 1 they differ (FAIL), 2 they could not be compared.\n"
+        "Weights in a type headfuse carries but does not decode (the iq1/iq2/iq3 types, tq1_0, tq2_0, mxfp4) are "
+        "compared byte for byte and the logits are not computed (with --tokens, verify exits 2).");
 
     // heads: one subcommand per verb, sharing the source, output and type flags.
     HeadsArgs heads;
