@@ -244,6 +244,42 @@ void check_carried(const TempDir& dir, const std::filesystem::path& x, std::uint
     const auto& src = fm.views().layers[1].k[0];
     EXPECT_TRUE(std::equal(kept.bytes.begin(), kept.bytes.end(), src.bytes.begin(), src.bytes.end()));
 
+    // Ablate at whole blocks: head 1's columns of attn_output become zero blocks (zero bytes for a type headfuse
+    // does not encode), which ggml decodes to zeros; head 0's columns keep their bytes.
+    const auto ablated = dir / (stem + "-ablated.gguf");
+    const auto a = test::run_cli({"heads", "ablate", x.string(), "-o", ablated.string(), "--heads", "0:1", "-q"});
+    ASSERT_EQ(a.status, 0) << a.err;
+    const FusedModel am = FusedModel::open(ablated);
+    const TensorView& ab = am.views().layers[0].attn_output;
+    const std::uint64_t half = in0.row_nbytes() / 2;
+    for (std::uint64_t r = 0; r < in0.n_rows(); ++r) {
+        ASSERT_TRUE(std::equal(ab.row(r).begin(), ab.row(r).begin() + half, in0.row(r).begin())) << "row " << r;
+        ASSERT_TRUE(
+            std::all_of(ab.row(r).begin() + half, ab.row(r).end(), [](std::byte b) { return b == std::byte{0}; }))
+            << "row " << r;
+    }
+    if (auto* ggml = test::GgmlLib::get(); ggml) {
+        ASSERT_TRUE(ggml->has_to_float(q.type)) << name;
+        const std::uint32_t block = traits(q.type).block_size;
+        const std::vector<std::byte> zeros(traits(q.type).type_size);
+        const std::vector<float> decoded = ggml->to_float(q.type, zeros.data(), block);
+        EXPECT_TRUE(std::all_of(decoded.begin(), decoded.end(), [](float v) { return v == 0.0f; }))
+            << "ggml does not decode a zero " << name << " block to zeros";
+    }
+    // Transplant at whole blocks: layer 0's head 0 from layer 1 of the same file, bytes moved.
+    const auto moved = dir / (stem + "-moved.gguf");
+    const auto t = test::run_cli(
+        {"heads", "transplant", x.string(), "--from", x.string(), "-o", moved.string(), "--heads", "0:0=1:0", "-q"});
+    ASSERT_EQ(t.status, 0) << t.err;
+    const FusedModel mm = FusedModel::open(moved);
+    const TensorView &mq = mm.views().layers[0].q[0], &dq = fm.views().layers[1].q[0];
+    EXPECT_TRUE(std::equal(mq.bytes.begin(), mq.bytes.end(), dq.bytes.begin(), dq.bytes.end()));
+    const TensorView &mo = mm.views().layers[0].attn_output, &d1 = fm.views().layers[1].attn_output;
+    for (std::uint64_t r = 0; r < in0.n_rows(); ++r) {
+        ASSERT_TRUE(std::equal(mo.row(r).begin(), mo.row(r).begin() + half, d1.row(r).begin())) << "row " << r;
+        ASSERT_TRUE(std::equal(mo.row(r).begin() + half, mo.row(r).end(), in0.row(r).begin() + half)) << "row " << r;
+    }
+
     // Refused, naming the tensor and the type, nothing written.
     const auto none = dir / "none.gguf";
     for (const std::vector<std::string>& args :

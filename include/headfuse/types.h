@@ -42,8 +42,8 @@ struct TypeTraits {
     bool writes;               // encode_row produces it from floats
     // A weight type llama.cpp runs: a model may hold it. Those headfuse does not read (the iq1/iq2/iq3 types,
     // tq1_0, tq2_0, mxfp4) are carried as bytes: inspect, split, fuse without --type, realize, verify without
-    // --tokens and prune at whole blocks keep them; computing from their values or re-encoding them (logits,
-    // scan, ablate, pool-kv, transplant, --type, export) is refused as Unsupported.
+    // --tokens, and prune, ablate and transplant at whole blocks keep them; computing from their values or
+    // re-encoding them (logits, scan, pool-kv, an edit inside a block, --type, export) is refused as Unsupported.
     bool carries;
 };
 

@@ -103,17 +103,21 @@ struct ColumnPlan {
     std::uint64_t mixed = 0;  // mixed blocks per row
 };
 
-ColumnPlan plan_columns(DType type, std::uint64_t ne0, std::vector<ColumnSource> cols, const std::string& tensor) {
+ColumnPlan plan_columns(DType type, std::uint64_t ne0, std::vector<ColumnSource> cols, const std::string& tensor,
+                        std::uint32_t d_head) {
     const TypeTraits& t = traits(type);
     const std::uint64_t bs = t.block_size;
     ColumnPlan p{.type = type, .ne0 = ne0, .cols = std::move(cols), .blocks = {}, .zero_block = {}, .mixed = 0};
+    // Zeros in a type headfuse encodes: their encoding. In the others (iq4_nl, iq4_xs, the carried types): a
+    // block of zero bytes, whose stored scale is zero (each scales its whole block by an fp16 factor, or in
+    // mxfp4 multiplies by a value that is 0 for code 0). Checked to decode to zeros where headfuse decodes the
+    // type; tests check that ggml decodes the carried types' zero blocks to zeros.
     p.zero_block.resize(t.type_size);
-    if (bs > 1) {
-        if (!t.writes)
-            fail(ErrorKind::Unsupported,
-                 "tensor '" + tensor + "' is " + std::string(t.name) + ", which headfuse does not encode");
+    if (bs > 1 && t.writes) {
         const std::vector<float> zeros(bs, 0.0f);
         encode_row(type, zeros.data(), p.zero_block.data(), bs);
+    }
+    if (bs > 1 && t.reads) {
         std::vector<float> back(bs);
         decode_row(type, p.zero_block.data(), back.data(), bs);
         if (std::any_of(back.begin(), back.end(), [](float x) { return x != 0.0f; }))
@@ -136,6 +140,11 @@ ColumnPlan plan_columns(DType type, std::uint64_t ne0, std::vector<ColumnSource>
                                                                                                : Block::Mixed;
         p.mixed += p.blocks[b] == Block::Mixed;
     }
+    if (p.mixed && !(t.reads && t.writes))
+        fail(ErrorKind::Unsupported, "tensor '" + tensor + "' is " + std::string(t.name) + " and head width " +
+                                         std::to_string(d_head) + " is not a whole number of its blocks of " +
+                                         std::to_string(bs) +
+                                         ": headfuse would decode and re-encode blocks of a type it carries as bytes");
     return p;
 }
 
@@ -179,7 +188,7 @@ void rewrite_columns(const ColumnPlan& p, std::span<std::byte> rows, const std::
 void spill_rewritten(Spill& spill, TensorView* slot, const TensorView& w, const std::string& tensor,
                      std::optional<TensorView> donor, std::vector<ColumnSource> cols, std::uint32_t d_head,
                      const EditOptions& o) {
-    ColumnPlan plan = plan_columns(w.type, w.ne[0], std::move(cols), tensor);
+    ColumnPlan plan = plan_columns(w.type, w.ne[0], std::move(cols), tensor, d_head);
     if (const std::uint64_t blocks = plan.mixed * w.n_rows(); blocks && o.warn)
         o.warn(tensor + ": head width " + std::to_string(d_head) + " is not a whole number of " +
                std::string(type_name(w.type)) + " blocks of " + std::to_string(traits(w.type).block_size) + ": " +
