@@ -285,10 +285,7 @@ std::string describe(const Config& c) {
     auto count = [&](const std::vector<std::uint32_t>& list, std::uint32_t scalar) {
         if (list.empty()) return std::to_string(scalar);
         std::string out;
-        for (std::uint32_t x : list) {
-            if (!out.empty()) out += ',';
-            out += std::to_string(x);
-        }
+        for (std::uint32_t x : list) out += (out.empty() ? "" : ",") + std::to_string(x);
         return out;
     };
     std::string s = "d_model " + std::to_string(c.d_model) + ", " + count(c.layer_heads, c.n_heads) + " heads (" +

@@ -51,10 +51,7 @@ void check_matrix(const TensorView& w, std::uint64_t n_in, std::uint64_t n_out) 
     if (!t)
         fail("forward: tensor '" + w.name + "' has type id " + std::to_string(static_cast<std::uint32_t>(w.type)) +
              ", which ggml does not define");
-    if (!t->reads)
-        fail(ErrorKind::Unsupported, "forward: tensor '" + w.name + "' is " + std::string(t->name) +
-                                         ", which headfuse carries as bytes but does not decode (it computes from " +
-                                         readable_type_names() + ")");
+    require_decoded(w.type, "forward: tensor '" + w.name + "'");
     if (w.ne[0] != n_in || w.n_rows() != n_out)
         fail("forward: tensor '" + w.name + "' has wrong shape; expected [" + std::to_string(n_in) + ", " +
              std::to_string(n_out) + "], got " + shape_of(w));

@@ -85,6 +85,14 @@ std::string readable_type_names() { return type_names(&TypeTraits::reads); }
 
 std::string weight_type_names() { return type_names(&TypeTraits::carries); }
 
+void require_decoded(DType t, const std::string& what) {
+    const TypeTraits& tt = traits(t);
+    if (!tt.reads)
+        fail(ErrorKind::Unsupported, what + " is " + std::string(tt.name) +
+                                         ", which headfuse carries as bytes but does not decode (it computes from " +
+                                         readable_type_names() + ")");
+}
+
 std::uint64_t row_bytes(std::uint32_t type_id, std::uint64_t ne0) {
     const TypeTraits* t = find_type(type_id);
     if (!t) fail("unknown ggml type id " + std::to_string(type_id));

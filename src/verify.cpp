@@ -143,10 +143,7 @@ std::vector<std::string> config_differences(const Config& a, const Config& b, bo
     auto k = [&](std::string_view name) { return a.key(name); };
     auto list = [](const std::vector<std::uint32_t>& v) {
         std::string s;
-        for (std::uint32_t x : v) {
-            if (!s.empty()) s += ',';
-            s += std::to_string(x);
-        }
+        for (std::uint32_t x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
         return s.empty() ? std::string("uniform") : s;
     };
     differ("architecture", "general.architecture", std::string(a.architecture()), std::string(b.architecture()), false);

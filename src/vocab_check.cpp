@@ -153,10 +153,7 @@ bool is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F') ||
 
 std::string shown(std::string_view s) {
     constexpr std::size_t kShown = 40;
-    std::string out = "'";
-    out += s.substr(0, kShown);
-    out += s.size() > kShown ? "...'" : "'";
-    return out;
+    return "'" + std::string(s.substr(0, kShown)) + (s.size() > kShown ? "...'" : "'");
 }
 
 std::string type_of(const Value& v) {

@@ -62,6 +62,9 @@ std::span<const DType> model_dtypes() noexcept;
 std::string readable_type_names();
 // "f32, f16, ..., or mxfp4": the types a model's weights may have (TypeTraits::carries), for messages.
 std::string weight_type_names();
+// Error (Unsupported) unless headfuse decodes type t: "<what> is iq3_s, which headfuse carries as bytes but does
+// not decode (it computes from f32, ...)". For what computes from a tensor's values.
+void require_decoded(DType t, const std::string& what);
 
 // Bytes of one row of `ne0` elements; Error if ne0 is not a whole number of blocks or the size overflows.
 std::uint64_t row_bytes(std::uint32_t type_id, std::uint64_t ne0);

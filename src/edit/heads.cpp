@@ -25,15 +25,6 @@ std::string head_name(const HeadRef& h) { return std::to_string(h.layer) + ":" +
 
 std::string prefix(const EditOptions& o) { return o.source.empty() ? "" : o.source + ": "; }
 
-// An edit that computes from a tensor's values needs a type headfuse decodes; the others are carried as bytes.
-void require_decoded(const TensorView& v, const std::string& where, std::string_view verb) {
-    const TypeTraits& t = traits(v.type);
-    if (!t.reads)
-        fail(ErrorKind::Unsupported, where + std::string(verb) + ": tensor '" + v.name + "' is " + std::string(t.name) +
-                                         ", which headfuse carries as bytes but does not decode (it computes from " +
-                                         readable_type_names() + ")");
-}
-
 // The edits index heads with one count for every layer: a model with per-layer counts (deci) is refused.
 void require_uniform(const Config& c, const std::string& where, std::string_view verb, std::string_view which) {
     if (c.per_layer())
@@ -389,7 +380,7 @@ PerHeadModel prune_heads(const PerHeadModel& src, std::span<const HeadRef> heads
         const std::uint64_t nq = std::uint64_t{heads_at[l]} * c.d_head;
         const std::array<std::uint64_t, 2> ne{nq, w.ne[1]};
         const bool whole = c.d_head % traits(w.type).block_size == 0;
-        if (!whole) require_decoded(w, where, "prune");
+        if (!whole) require_decoded(w.type, where + "prune: tensor '" + w.name + "'");
         if (!whole && options.warn && !std::exchange(said_f32, true))
             options.warn("head width " + std::to_string(c.d_head) + " is not a whole number of " +
                          std::string(at.name) + " blocks of " + std::to_string(at.block_size) +
@@ -445,7 +436,7 @@ PerHeadModel pool_kv_heads(const PerHeadModel& src, std::uint32_t n_kv, const Ed
     auto pool = [&](const std::vector<TensorView>& from, std::vector<TensorView>& to, Role role, std::uint32_t layer) {
         to.clear();
         if (from.empty()) return;
-        for (const TensorView& h : from) require_decoded(h, where, "pool-kv");
+        for (const TensorView& h : from) require_decoded(h.type, where + "pool-kv: tensor '" + h.name + "'");
         to.resize(n_kv);  // not resized again: the spill fills these slots
         for (std::uint32_t j = 0; j < n_kv; ++j) {
             const TensorView& first = from[j * r];

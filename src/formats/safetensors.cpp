@@ -37,12 +37,7 @@ constexpr DtypeName kDtypes[] = {
     {"I8", 1, {}},          {"U8", 1, {}},          {"BOOL", 1, {}},          {"F8_E4M3", 1, {}}, {"F8_E5M2", 1, {}},
 };
 
-std::string in_quotes(std::string_view s) {
-    std::string out = "'";
-    out += s;
-    out += '\'';
-    return out;
-}
+std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 // The JSON of a header, parsed with its shape enforced while it streams: nesting at most 3 deep (the tensor
 // entries' arrays), no duplicate key in any object, at most kMaxEntries entries.
@@ -445,7 +440,7 @@ std::vector<fs::path> write_safetensors(const fs::path& folder, const std::vecto
         if (ec) fail(ErrorKind::Io, "cannot create folder '" + folder.string() + "': " + ec.message());
         // Room for every shard, checked before the first is written.
         check_free_space(folder, total,
-                         in_quotes(folder.string()) + " (" + std::to_string(shards.size()) + " safetensors file" +
+                         "'" + folder.string() + "' (" + std::to_string(shards.size()) + " safetensors file" +
                              (shards.size() == 1 ? ")" : "s)"));
         if (shards.size() == 1) {
             write_one(folder / kSafetensorsSingleName, shards[0], options.metadata, inputs, options.progress, 0, total);
