@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "headfuse/quantize.h"
-#include "kernels.h"
+#include "quant/kernels.h"
 
 namespace {
 

@@ -24,7 +24,7 @@
 #include "headfuse/gguf.h"
 #include "headfuse/model.h"
 #include "headfuse/vocab.h"
-#include "sp_model.h"
+#include "tokenizer/sp_model.h"
 
 namespace headfuse::fuzz {
 

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <random>
 
-#include "gguf_write.h"
+#include "gguf/writer.h"
 #include "headfuse/error.h"
 #include "headfuse/file_io.h"
 #include "headfuse/gguf.h"

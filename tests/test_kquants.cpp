@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "headfuse/quantize.h"
-#include "kernels.h"
+#include "quant/kernels.h"
 #include "support/codec_checks.h"
 #include "support/ggml_lib.h"
 

@@ -12,7 +12,7 @@
 #include "headfuse/fuse.h"
 #include "headfuse/model.h"
 #include "headfuse/verify.h"
-#include "roles.h"
+#include "model/roles.h"
 #include "support/judge.h"
 #include "support/models.h"
 

@@ -14,7 +14,7 @@
 #include "headfuse/fuse.h"
 #include "headfuse/heads.h"
 #include "headfuse/model.h"
-#include "random.h"
+#include "model/random.h"
 #include "support/ggml_lib.h"
 #include "support/models.h"
 

@@ -9,9 +9,9 @@
 #include <cstring>
 #include <vector>
 
-#include "init.h"
-#include "random.h"
-#include "roles.h"
+#include "model/init.h"
+#include "model/random.h"
+#include "model/roles.h"
 
 using namespace headfuse;
 

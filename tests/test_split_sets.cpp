@@ -11,7 +11,7 @@
 #include <functional>
 #include <limits>
 
-#include "gguf_write.h"
+#include "gguf/writer.h"
 #include "headfuse/error.h"
 #include "headfuse/file_io.h"
 #include "headfuse/forward.h"

@@ -11,7 +11,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "gguf_write.h"
+#include "gguf/writer.h"
 #include "headfuse/error.h"
 #include "headfuse/fuse.h"
 #include "headfuse/gguf.h"
@@ -19,7 +19,7 @@
 #include "headfuse/vocab.h"
 #include "support/judge.h"
 #include "support/models.h"
-#include "tokenizer.h"
+#include "tokenizer/placeholder_vocab.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;

@@ -9,7 +9,7 @@
 #include <functional>
 #include <map>
 
-#include "gguf_write.h"
+#include "gguf/writer.h"
 #include "headfuse/fuse.h"
 #include "headfuse/model.h"
 #include "headfuse/verify.h"

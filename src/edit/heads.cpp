@@ -12,11 +12,11 @@
 #include <set>
 #include <utility>
 
+#include "edit/spill.h"
 #include "headfuse/error.h"
 #include "headfuse/quantize.h"
-#include "roles.h"
-#include "spill.h"
-#include "view_rows.h"
+#include "model/roles.h"
+#include "model/view_rows.h"
 
 namespace headfuse {
 namespace {

@@ -1,4 +1,4 @@
-#include "spill.h"
+#include "edit/spill.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -12,8 +12,8 @@
 
 #include "headfuse/error.h"
 #include "headfuse/gguf.h"
-#include "mapped_file.h"
-#include "output_file.h"
+#include "io/mapped_file.h"
+#include "io/output_file.h"
 
 namespace headfuse {
 namespace {

@@ -3,16 +3,16 @@
 #include <algorithm>
 #include <cstring>
 
-#include "formats/layouts.h"
+#include "formats/import.h"
 #include "formats/safetensors.h"
 #include "headfuse/checkpoint.h"
 #include "headfuse/error.h"
 #include "headfuse/file_io.h"
 #include "headfuse/quantize.h"
 #include "headfuse/vocab.h"
-#include "output_file.h"
-#include "roles.h"
-#include "view_rows.h"
+#include "io/output_file.h"
+#include "model/roles.h"
+#include "model/view_rows.h"
 
 namespace headfuse {
 namespace {

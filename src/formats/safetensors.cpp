@@ -9,11 +9,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "checked.h"
+#include "base/checked.h"
 #include "headfuse/error.h"
 #include "headfuse/file_io.h"
-#include "mapped_file.h"
-#include "output_file.h"
+#include "io/mapped_file.h"
+#include "io/output_file.h"
 
 namespace headfuse {
 namespace {

@@ -29,9 +29,9 @@
 #include <string_view>
 #include <vector>
 
+#include "gguf/write_plan.h"
 #include "headfuse/gguf.h"
 #include "headfuse/types.h"
-#include "write_plan.h"
 
 namespace headfuse {
 

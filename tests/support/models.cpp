@@ -13,7 +13,7 @@
 #include <random>
 #include <stdexcept>
 
-#include "gguf_write.h"
+#include "gguf/writer.h"
 
 extern char** environ;
 

@@ -1,0 +1,545 @@
+// headfuse: the reference forward pass, llama.cpp's `llama` graph evaluated in f32 over per-head views.
+//
+// It reads like llama2.c's run.c: the weights are the ModelViews (shapes in model.h and beside each use
+// below), a small run state holds the activations, and one function walks the layers top to bottom. Every
+// position is evaluated at once, as llama.cpp evaluates a prompt, so each weight row is decoded once a call.
+//
+// Numerics follow ggml-cpu's kernels, so that the only disagreement left with llama.cpp (F32 weights, F32
+// KV cache) is the order in which ggml sums its dot products:
+// - rms_norm, rope, soft_max and silu use ggml's f32 formulas, and its f64 sums where it has them;
+// - matmul dot products accumulate in f64 and round once to f32. ggml sums them in f32 SIMD lanes (or
+//   llamafile tiles) in an order that depends on the CPU; an f64 sum is the exactly rounded dot product to
+//   within ~1e-16, so our error adds nothing to ggml's. An f32 product is exact in f64 (24 + 24 bits < 53),
+//   so FMA contraction cannot change a result either.
+// - Weights of every other type (F16, BF16, the 32-wide quants, the K-quants, IQ4_NL, IQ4_XS) are decoded row by
+//   row to f32 by decode_row, as ggml's dequantize_row_* does, and used the same way. (llama.cpp would also
+//   round the activations to F16, BF16, Q8_0 or Q8_K for those; this pass keeps them f32.)
+// Matmuls split their output rows, and attention its heads, over threads (parallel_for): every output element
+// is computed by one thread in a fixed order, so the logits are bit-identical for any thread count.
+#include "headfuse/forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "base/checked.h"
+#include "base/parallel.h"
+#include "headfuse/error.h"
+#include "headfuse/fold.h"
+#include "headfuse/quantize.h"
+#include "io/mapped_file.h"
+#include "model/roles.h"
+
+namespace headfuse {
+namespace {
+
+// ----------------------------------------------------------------------------------------------------------
+// Checking the views against the config: a hand-built ModelViews must not make us read out of bounds.
+
+std::string shape_of(const TensorView& w) { return format_shape({w.ne.data(), std::max(w.n_dims, 1u)}); }
+
+// w must be a matrix of n_out rows of n_in elements of a model type, with the bytes to match.
+void check_matrix(const TensorView& w, std::uint64_t n_in, std::uint64_t n_out) {
+    if (!w.plain())
+        fail(ErrorKind::InvalidArgument,
+             "forward: tensor '" + w.name + "' is stored in a foreign row order; fuse the model first");
+    const TypeTraits* t = find_type(static_cast<std::uint32_t>(w.type));
+    if (!t)
+        fail("forward: tensor '" + w.name + "' has type id " + std::to_string(static_cast<std::uint32_t>(w.type)) +
+             ", which ggml does not define");
+    require_decoded(w.type, "forward: tensor '" + w.name + "'");
+    if (w.ne[0] != n_in || w.n_rows() != n_out)
+        fail("forward: tensor '" + w.name + "' has wrong shape; expected [" + std::to_string(n_in) + ", " +
+             std::to_string(n_out) + "], got " + shape_of(w));
+    const std::uint64_t want = checked_mul(row_bytes(w.type, n_in), n_out, w.name);
+    if (w.bytes.size() != want)
+        fail("forward: tensor '" + w.name + "' holds " + std::to_string(w.bytes.size()) + " bytes; expected " +
+             std::to_string(want));
+}
+
+// Norm weights are F32 vectors of n elements.
+void check_norm(const TensorView& w, std::uint64_t n) {
+    if (w.type != DType::F32 || w.ne[0] != n || w.n_rows() != 1 || w.bytes.size() != n * sizeof(float))
+        fail("forward: norm tensor '" + w.name + "' must be f32 [" + std::to_string(n) + "], found " +
+             std::string(w.type == DType::F32 ? "f32 " : "another type, ") + shape_of(w));
+}
+
+void check_model(const ModelViews& m) {
+    const Config& c = m.config;
+    c.validate();
+    if (!c.unmodeled.empty())
+        fail(ErrorKind::Unsupported,
+             "forward: the model has " + c.unmodeled.front() +
+                 ", which changes what llama.cpp computes and which the reference forward pass does not model");
+    if (c.tied == m.output.has_value())
+        fail(std::string("forward: config says ") + (c.tied ? "tied" : "untied") + " but output.weight is " +
+             (m.output ? "present" : "absent"));
+    if (c.has_lens() != m.lens_proj.has_value())
+        fail("forward: config says donor_d_in " + std::to_string(c.donor_d_in) + " but lens.proj.weight is " +
+             (m.lens_proj ? "present" : "absent"));
+    if (m.layers.size() != c.n_layers)
+        fail("forward: " + std::to_string(m.layers.size()) + " layers given; expected " + std::to_string(c.n_layers));
+    // Every tensor the role table gives the per-head layout of this config, with its shape and type.
+    auto check = [](const TensorSpec& s, const TensorView& w) {
+        if (s.kind == TensorKind::Norm || s.kind == TensorKind::Bias) return check_norm(w, s.ne[0]);
+        check_matrix(w, s.ne[0], s.ne[1]);
+        if ((s.kind == TensorKind::Donor || s.kind == TensorKind::Lens) && w.type != DType::F32)
+            fail("forward: a projection lens needs f32 token_embd.weight and lens.proj.weight");
+    };
+    for_each_spec(c, ModelKind::PerHead, [&](TensorSpec&& s) {
+        const RoleSpec& r = *s.role;
+        if (!is_head_role(r)) {
+            const TensorView* w = role_view(m, r, s.layer);
+            if (!w) fail("forward: config says the model has " + s.name + ", but it is absent");
+            return check(s, *w);
+        }
+        const std::vector<TensorView>& heads = role_heads(m, r, s.layer);
+        if (heads.size() != head_count(r, c, s.layer))
+            fail("forward: layer " + std::to_string(s.layer) + " has " + std::to_string(heads.size()) + " " +
+                 std::string(r.name) + " heads; expected " + std::to_string(head_count(r, c, s.layer)));
+        check(s, heads[s.head]);
+    });
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// The run state: activations of every position, position-major (row t belongs to tokens[t]).
+
+struct RunState {
+    std::vector<float> x;       // [n_tok, d_model]       the residual stream
+    std::vector<float> xn;      // [n_tok, d_model]       x normed: the input of attention or of the FFN
+    std::vector<float> q;       // [n_tok, n_heads*d_head]
+    std::vector<float> k;       // [n_tok, n_kv*d_head]   the KV cache: every position, k roped
+    std::vector<float> v;       // [n_tok, n_kv*d_head]
+    std::vector<float> att;     // [n_tok, n_heads*d_head] attention output, heads concatenated
+    std::vector<float> gate;    // [n_tok, d_ff]
+    std::vector<float> up;      // [n_tok, d_ff]
+    std::vector<float> y;       // [n_tok, d_model]       a projection back into the residual stream
+    std::vector<float> rope;    // [n_tok, d_head]        (cos, sin) of each pair's angle at each position
+    std::vector<float> logits;  // [n_tok, vocab]
+
+    RunState(const Config& c, std::size_t n)
+        : x(n * c.d_model),
+          xn(n * c.d_model),
+          q(n * c.q_dim()),
+          k(n * c.kv_dim()),
+          v(n * c.kv_dim()),
+          att(n * c.q_dim()),
+          gate(n * c.d_ff),
+          up(n * c.d_ff),
+          y(n * c.d_model),
+          rope(n * c.d_head),
+          logits(n * c.vocab) {}
+};
+
+// ----------------------------------------------------------------------------------------------------------
+// The building blocks.
+
+// The hot loop. Eight f64 lanes (lane j sums the terms i = j mod 8, in order), added pairwise at the end:
+// a fixed order, independent of threads, that the compiler may vectorize without changing a bit. So it is
+// also built for AVX2 (3x faster than baseline x86-64's SSE2), picked at load time, with the same results.
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+float dot(const float* a, const float* b, std::size_t n) {
+    double acc[8] = {};
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (std::size_t j = 0; j < 8; ++j) acc[j] += double(a[i + j]) * double(b[i + j]);
+    for (std::size_t j = 0; i < n; ++i, ++j) acc[j] += double(a[i]) * double(b[i]);
+    return float(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+}
+
+// Weight bytes a thread reads before it hands their pages back: a mapped model never becomes resident whole.
+constexpr std::uint64_t kReleaseBytes = std::uint64_t{4} << 20;
+
+// "ph.gguf: " for a view of a mapped file, "" for one in memory: errors about weights name their file.
+std::string source_of(const TensorView& w) { return w.file ? w.file->path().string() + ": " : ""; }
+
+[[noreturn]] void non_finite(const TensorView& w, std::uint64_t row) {
+    fail(source_of(w) + "tensor '" + w.name + "': non-finite weight (NaN or infinity) in row " + std::to_string(row));
+}
+
+// Row r of w as f32, checked finite: F32 rows in place when the file aligns them for float loads (a file may
+// set general.alignment to 1), anything else decoded (or copied) into `scratch`.
+const float* load_row(const TensorView& w, std::uint64_t r, float* scratch) {
+    const std::byte* p = w.row(r).data();
+    const std::uint64_t n = w.ne[0];
+    const float* row = scratch;
+    if (w.type == DType::F32 && reinterpret_cast<std::uintptr_t>(p) % alignof(float) == 0)
+        row = reinterpret_cast<const float*>(p);
+    else
+        decode_row(w.type, p, scratch, n);
+    if (!all_finite(row, n)) non_finite(w, r);
+    return row;
+}
+
+// A norm's weights, copied out of the file (whatever its alignment) and checked finite.
+std::vector<float> load_norm(const TensorView& w) {
+    std::vector<float> out(w.ne[0]);
+    const float* row = load_row(w, 0, out.data());
+    if (row != out.data()) std::copy(row, row + out.size(), out.begin());
+    return out;
+}
+
+// y[t, o] = W[o] · x[t] for t < n_tok, W being `parts` stacked row after row: the heads of a projection in
+// head order, which is exactly the layout of the fused tensor. Rows are decoded one at a time into scratch.
+void matmul(float* y, const float* x, std::size_t n_tok, std::span<const TensorView> parts, unsigned threads) {
+    const std::uint64_t n_in = parts[0].ne[0];
+    std::uint64_t n_out = 0;
+    for (const TensorView& w : parts) n_out += w.n_rows();
+    parallel_for(n_out, threads, [&](std::uint64_t o0, std::uint64_t o1) {
+        std::vector<float> scratch(n_in);
+        std::uint64_t base = 0;  // first output row of the current part
+        for (const TensorView& w : parts) {
+            const std::uint64_t lo = std::max(o0, base), hi = std::min(o1, base + w.n_rows());
+            std::uint64_t unreleased = lo;  // first row whose pages this thread still holds
+            for (std::uint64_t o = lo; o < hi; ++o) {
+                const float* row = load_row(w, o - base, scratch.data());
+                for (std::size_t t = 0; t < n_tok; ++t) y[t * n_out + o] = dot(row, x + t * n_in, n_in);  // hot loop
+                if (w.file && ((o + 1 - unreleased) * w.row_nbytes() >= kReleaseBytes || o + 1 == hi)) {
+                    w.file->release(w.row(unreleased - base).data(), (o + 1 - unreleased) * w.row_nbytes());
+                    unreleased = o + 1;
+                }
+            }
+            base += w.n_rows();
+        }
+    });
+}
+
+void matmul(float* y, const float* x, std::size_t n_tok, const TensorView& w, unsigned threads) {
+    matmul(y, x, n_tok, std::span(&w, 1), threads);
+}
+
+// ggml_rms_norm then ggml_mul: f32 squares summed in f64, the mean rounded to f32, x * (1/sqrtf(mean + eps)),
+// then times the weight.
+void rmsnorm(float* out, const float* x, const float* w, std::size_t n, float eps) {
+    double sum = 0;
+    for (std::size_t i = 0; i < n; ++i) sum += double(x[i] * x[i]);
+    const float mean = float(sum / double(n));
+    const float scale = 1.0f / std::sqrt(mean + eps);
+    for (std::size_t i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
+}
+
+// RoPE's parameters as llama.cpp derives them from the model's keys (llama_context's constructor) and hands
+// them to ggml_rope_ext: freq_scale is the inverse of the scaling factor (1 without scaling), YaRN sets
+// ext_factor 1 and an attention factor that ggml's rope_yarn multiplies back by 1 + 0.1 ln(1/freq_scale), and
+// YaRN's correction dimensions come from beta_fast 32 and beta_slow 1 (the `llama` graph reads no keys for them).
+struct RopeParams {
+    std::uint32_t n_dims = 0;
+    float freq_base = 10000.0f, freq_scale = 1.0f, ext_factor = 0.0f, attn_factor = 1.0f;
+    float corr_low = 0.0f, corr_high = 0.0f;  // ggml_rope_yarn_corr_dims
+};
+
+constexpr float kYarnBetaFast = 32.0f, kYarnBetaSlow = 1.0f;  // llama_hparams' defaults
+
+RopeParams rope_params(const Config& c) {
+    RopeParams r;
+    r.n_dims = c.d_head;
+    r.freq_base = c.rope_theta;
+    r.freq_scale = c.rope_scaling == RopeScaling::None ? 1.0f : 1.0f / c.rope_scaling_factor;
+    r.ext_factor = c.rope_scaling == RopeScaling::Yarn ? 1.0f : 0.0f;
+    if (r.ext_factor != 0.0f) {
+        const float factor = 1.0f / r.freq_scale;  // not always the factor itself: llama.cpp inverts twice
+        r.attn_factor = factor <= 1.0f ? 1.0f : 0.1f * 1.0f * std::log(factor) + 1.0f;
+        r.attn_factor *= 1.0f / (1.0f + 0.1f * std::log(factor));
+    }
+    r.attn_factor *= c.rope_attn_factor;
+    const std::uint32_t n_ctx_orig = c.rope_original_context ? c.rope_original_context : c.context_length;
+    const float pi = 3.14159265358979323846f;
+    auto corr_dim = [&](float n_rot) {
+        return float(r.n_dims) * std::log(float(n_ctx_orig) / (n_rot * 2 * pi)) / (2 * std::log(r.freq_base));
+    };
+    r.corr_low = std::max(0.0f, std::floor(corr_dim(kYarnBetaFast)));
+    r.corr_high = std::min(float(r.n_dims - 1), std::ceil(corr_dim(kYarnBetaSlow)));
+    return r;
+}
+
+// ggml's rope_yarn_ramp: 1 below the low correction dimension, 0 above the high one, linear between.
+float yarn_ramp(float low, float high, std::uint32_t i0) {
+    const float y = (float(i0 / 2) - low) / std::max(0.001f, high - low);
+    return 1.0f - std::min(1.0f, std::max(0.0f, y));
+}
+
+// RoPE (cos, sin) pairs of one position as ggml-cpu builds them (ggml_rope_cache_init, rope_yarn): the angle
+// theta_i = pos * base^(-2i/d_head) is built by repeated f32 multiplication by powf(base, -2/d_head) rather
+// than by a pow per pair. The two differ by a few ulps of theta, and at a far position one ulp of theta
+// (2.4e-4 at 2048) moves cos and sin by as much: following ggml's recurrence keeps the angles, and so cos and
+// sin (same libm), identical to llama.cpp's. Then each pair's angle is divided by its frequency factor
+// (rope_freqs.weight, when given), scaled (linear), or blended per dimension (YaRN), and cos and sin are
+// multiplied by the attention factor.
+void rope_angles(float* cs, std::uint32_t pos, const RopeParams& r, const float* freq_factors) {
+    const float theta_scale = std::pow(r.freq_base, -2.0f / float(r.n_dims));  // float overload: powf
+    float theta = float(pos);
+    for (std::uint32_t i = 0; i < r.n_dims; i += 2) {
+        const float extrap = theta / (freq_factors ? freq_factors[i / 2] : 1.0f);
+        const float interp = r.freq_scale * extrap;
+        float angle = interp, mscale = r.attn_factor;
+        if (r.ext_factor != 0.0f) {
+            const float mix = yarn_ramp(r.corr_low, r.corr_high, i) * r.ext_factor;
+            angle = interp * (1 - mix) + extrap * mix;
+            mscale *= 1.0f + 0.1f * std::log(1.0f / r.freq_scale);
+        }
+        cs[i] = std::cos(angle) * mscale;
+        cs[i + 1] = std::sin(angle) * mscale;
+        theta *= theta_scale;
+    }
+}
+
+// RoPE mode NORM (llama): rotate the adjacent pairs (x[2i], x[2i+1]) of one head.
+void rope(float* x, const float* cs, std::uint32_t d_head) {
+    for (std::uint32_t i = 0; i < d_head; i += 2) {
+        const float x0 = x[i], x1 = x[i + 1], c = cs[i], s = cs[i + 1];
+        x[i] = x0 * c - x1 * s;
+        x[i + 1] = x0 * s + x1 * c;
+    }
+}
+
+// Causal grouped-query attention, heads split over threads. ggml's soft_max_ext(kq, mask, 1/sqrt(d_head)):
+// each score is (q·k) * scale in f32, exp(s - max) is summed in f64, and each weight is scaled by float(1/sum).
+// Layer `layer`'s counts: q is [n_tok, n_heads*d_head], k and v [n_tok, n_kv*d_head] for its own counts.
+void attention(RunState& s, const Config& c, std::uint32_t layer, std::size_t n_tok, unsigned threads) {
+    const std::uint32_t heads = c.n_heads_at(layer), kv_heads = c.n_kv_heads_at(layer);
+    const std::uint32_t dh = c.d_head, q_dim = heads * dh, kv_dim = kv_heads * dh;
+    const std::uint32_t group = heads / kv_heads;  // q heads per kv head
+    const float scale = 1.0f / std::sqrt(float(dh));
+    parallel_for(heads, threads, [&](std::uint64_t h0, std::uint64_t h1) {
+        std::vector<float> p(n_tok);
+        std::vector<double> acc(dh);
+        for (std::uint64_t h = h0; h < h1; ++h) {
+            const std::uint64_t g = h / group;
+            for (std::size_t t = 0; t < n_tok; ++t) {
+                const float* q = &s.q[t * q_dim + h * dh];
+                float max = -INFINITY;
+                for (std::size_t j = 0; j <= t; ++j) {
+                    p[j] = dot(q, &s.k[j * kv_dim + g * dh], dh) * scale;
+                    max = std::max(max, p[j]);
+                }
+                double sum = 0;
+                for (std::size_t j = 0; j <= t; ++j) {
+                    p[j] = std::exp(p[j] - max);
+                    sum += p[j];
+                }
+                const float inv = float(1.0 / sum);
+                std::fill(acc.begin(), acc.end(), 0.0);
+                for (std::size_t j = 0; j <= t; ++j) {
+                    const float pj = p[j] * inv;
+                    const float* v = &s.v[j * kv_dim + g * dh];
+                    for (std::uint32_t d = 0; d < dh; ++d) acc[d] += double(pj) * double(v[d]);
+                }
+                float* out = &s.att[t * q_dim + h * dh];
+                for (std::uint32_t d = 0; d < dh; ++d) out[d] = float(acc[d]);
+            }
+        }
+    });
+}
+
+// x[t] = row tokens[t] of token_embd. With a lens, the row of the folded table E = D · Pᵀ, folded in the
+// same kFoldBlockRows-row blocks fuse folds, so the bits equal those of the fused file's token_embd.
+void embed(const ModelViews& m, std::span<const std::uint32_t> tokens, float* x) {
+    const std::uint64_t d = m.config.d_model, vocab = m.config.vocab;
+    std::optional<LensFold> fold;                        // built at the first lens row
+    std::map<std::uint64_t, std::vector<float>> blocks;  // folded blocks by first row, for this call
+    for (std::size_t t = 0; t < tokens.size(); ++t) {
+        const std::uint64_t tok = tokens[t];
+        if (!m.lens_proj) {
+            const float* row = load_row(m.token_embd, tok, x + t * d);
+            if (row != x + t * d) std::memcpy(x + t * d, row, d * sizeof(float));
+            continue;
+        }
+        const std::uint64_t v0 = tok - tok % kFoldBlockRows;
+        auto [it, fresh] = blocks.try_emplace(v0);
+        if (fresh) {
+            if (!fold) fold.emplace(m.token_embd, *m.lens_proj);
+            const std::uint64_t n = std::min(kFoldBlockRows, vocab - v0);
+            it->second.resize(n * d);
+            fold->rows(v0, n, it->second.data());
+        }
+        if (!all_finite(it->second.data() + (tok - v0) * d, d)) non_finite(m.token_embd, tok);
+        std::memcpy(x + t * d, it->second.data() + (tok - v0) * d, d * sizeof(float));
+    }
+}
+
+// y[t] += b for every position t, b being `parts` concatenated (the heads of a projection's bias): ggml_add
+// in f32 after the matmul. No parts, no bias.
+void add_bias(float* y, std::size_t n_tok, std::span<const TensorView> parts) {
+    std::size_t n_out = 0;
+    for (const TensorView& b : parts) n_out += b.ne[0];
+    for (std::size_t t = 0; t < n_tok; ++t) {
+        float* row = y + t * n_out;
+        for (const TensorView& b : parts) {
+            const float* w = b.f32();
+            for (std::uint64_t i = 0; i < b.ne[0]; ++i) row[i] += w[i];
+            row += b.ne[0];
+        }
+    }
+}
+
+void add_bias(float* y, std::size_t n_tok, const std::optional<TensorView>& b) {
+    if (b) add_bias(y, n_tok, std::span(&*b, 1));
+}
+
+float silu(float x) { return x / (1.0f + std::exp(-x)); }  // ggml_silu_f32
+
+// The attention half of layer `layer`, with its own counts: x += attn_output · attention(rope(q), rope(k), v),
+// all of rmsnorm(x) * attn_norm. The query heads listed in `ablated` contribute nothing: their attention outputs
+// are zeroed before attn_output, which is what zeroing their columns of attn_output does to the product.
+void attention_block(RunState& s, const Config& c, const LayerViews& l, std::uint32_t layer, std::size_t n,
+                     unsigned threads, std::span<const std::uint32_t> ablated) {
+    const std::uint32_t d = c.d_model, dh = c.d_head;
+    const std::uint32_t heads = c.n_heads_at(layer), kv_heads = c.n_kv_heads_at(layer);
+    const std::vector<float> attn_norm = load_norm(l.attn_norm);  // [d_model]
+    for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], attn_norm.data(), d, c.rms_eps);
+    matmul(s.q.data(), s.xn.data(), n, l.q, threads);  // n_heads x [d_model, d_head]
+    matmul(s.k.data(), s.xn.data(), n, l.k, threads);  // n_kv    x [d_model, d_head]
+    matmul(s.v.data(), s.xn.data(), n, l.v, threads);  // n_kv    x [d_model, d_head]
+    add_bias(s.q.data(), n, l.q_bias);                 // n_heads x [d_head], before RoPE
+    add_bias(s.k.data(), n, l.k_bias);
+    add_bias(s.v.data(), n, l.v_bias);
+    for (std::size_t t = 0; t < n; ++t) {
+        for (std::uint32_t h = 0; h < heads; ++h) rope(&s.q[(t * heads + h) * dh], &s.rope[t * dh], dh);
+        for (std::uint32_t g = 0; g < kv_heads; ++g) rope(&s.k[(t * kv_heads + g) * dh], &s.rope[t * dh], dh);
+    }
+    attention(s, c, layer, n, threads);
+    for (const std::uint32_t h : ablated)
+        for (std::size_t t = 0; t < n; ++t) std::fill_n(&s.att[(t * heads + h) * dh], dh, 0.0f);
+    matmul(s.y.data(), s.att.data(), n, l.attn_output, threads);  // [n_heads*d_head, d_model]
+    add_bias(s.y.data(), n, l.attn_output_bias);                  // [d_model]
+    for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
+}
+
+// One layer on the run state: the residual stream s.x goes in and comes out updated. A layer of 0 heads (deci)
+// has no attention (h = x), as llama.cpp's deci graph skips it.
+void layer_forward(RunState& s, const Config& c, const LayerViews& l, std::uint32_t layer, std::size_t n,
+                   unsigned threads, std::span<const std::uint32_t> ablated) {
+    const std::uint32_t d = c.d_model, ff = c.d_ff_at(layer);
+    if (c.has_attention(layer)) attention_block(s, c, l, layer, n, threads, ablated);
+    // FFN: x = h + ffn_down · (silu(ffn_gate · xn) * (ffn_up · xn)), xn = rmsnorm(h) * ffn_norm
+    const std::vector<float> ffn_norm = load_norm(l.ffn_norm);  // [d_model]
+    for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], ffn_norm.data(), d, c.rms_eps);
+    matmul(s.gate.data(), s.xn.data(), n, l.ffn_gate, threads);  // [d_model, d_ff]
+    add_bias(s.gate.data(), n, l.ffn_gate_bias);                 // [d_ff]
+    matmul(s.up.data(), s.xn.data(), n, l.ffn_up, threads);      // [d_model, d_ff]
+    add_bias(s.up.data(), n, l.ffn_up_bias);                     // [d_ff]
+    for (std::size_t i = 0; i < n * ff; ++i) s.gate[i] = silu(s.gate[i]) * s.up[i];
+    matmul(s.y.data(), s.gate.data(), n, l.ffn_down, threads);  // [d_ff, d_model]
+    add_bias(s.y.data(), n, l.ffn_down_bias);                   // [d_model]
+    for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
+}
+
+// logits = output · (rmsnorm(x) * output_norm); token_embd [d_model, vocab] when tied
+void logits_of(RunState& s, const ModelViews& model, std::size_t n, unsigned threads) {
+    const Config& c = model.config;
+    const std::vector<float> output_norm = load_norm(model.output_norm);
+    for (std::size_t t = 0; t < n; ++t)
+        rmsnorm(&s.xn[t * c.d_model], &s.x[t * c.d_model], output_norm.data(), c.d_model, c.rms_eps);
+    matmul(s.logits.data(), s.xn.data(), n, model.output ? *model.output : model.token_embd, threads);
+}
+
+// Checks the model and the tokens, and fills the run state's embeddings and RoPE angles.
+RunState start(const ModelViews& model, std::span<const std::uint32_t> tokens) {
+    check_model(model);
+    const Config& c = model.config;
+    for (std::size_t t = 0; t < tokens.size(); ++t)
+        if (tokens[t] >= c.vocab)
+            fail(ErrorKind::InvalidArgument, source_of(model.token_embd) + "token " + std::to_string(tokens[t]) +
+                                                 " at position " + std::to_string(t) +
+                                                 " is out of the vocabulary (vocab " + std::to_string(c.vocab) +
+                                                 ", ids 0 to " + std::to_string(c.vocab - 1) + ")");
+    const std::size_t n = tokens.size();
+    RunState s(c, n);
+    embed(model, tokens, s.x.data());
+    const RopeParams rope_p = rope_params(c);
+    const float* freq_factors = model.rope_freqs ? model.rope_freqs->f32() : nullptr;  // rope_freqs.weight
+    for (std::size_t t = 0; t < n; ++t) rope_angles(&s.rope[t * c.d_head], std::uint32_t(t), rope_p, freq_factors);
+    return s;
+}
+
+// The query heads of `layer` among `ablated`, checked against the config.
+std::vector<std::uint32_t> ablated_in(const Config& c, std::span<const HeadRef> ablated, std::uint32_t layer) {
+    std::vector<std::uint32_t> out;
+    for (const HeadRef& h : ablated) {
+        if (h.layer >= c.n_layers || h.head >= c.n_heads_at(h.layer))
+            fail(ErrorKind::InvalidArgument, "forward: head " + std::to_string(h.layer) + ":" + std::to_string(h.head) +
+                                                 " is out of range (" + std::to_string(c.n_layers) + " layers of " +
+                                                 std::to_string(c.n_heads) + " heads)");
+        if (h.layer == layer) out.push_back(h.head);
+    }
+    return out;
+}
+
+// Mean of -log p(tokens[t+1]) over the positions that have a next token, in f64.
+double mean_loss(std::span<const float> logits, std::span<const std::uint32_t> tokens, std::uint32_t vocab) {
+    double sum = 0;
+    for (std::size_t t = 0; t + 1 < tokens.size(); ++t) {
+        const float* row = logits.data() + t * vocab;
+        double mx = -INFINITY;
+        for (std::uint32_t i = 0; i < vocab; ++i) mx = std::max(mx, double{row[i]});
+        double z = 0;
+        for (std::uint32_t i = 0; i < vocab; ++i) z += std::exp(double{row[i]} - mx);
+        sum -= double{row[tokens[t + 1]]} - mx - std::log(z);
+    }
+    return sum / double(tokens.size() - 1);
+}
+
+}  // namespace
+
+// ----------------------------------------------------------------------------------------------------------
+// The forward pass.
+
+std::vector<float> forward_logits(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads,
+                                  std::span<const HeadRef> ablated) {
+    threads = resolve_threads(threads);
+    if (tokens.empty()) {
+        check_model(model);
+        return {};
+    }
+    RunState s = start(model, tokens);
+    for (std::uint32_t i = 0; i < model.layers.size(); ++i)
+        layer_forward(s, model.config, model.layers[i], i, tokens.size(), threads,
+                      ablated_in(model.config, ablated, i));
+    logits_of(s, model, tokens.size(), threads);
+    return std::move(s.logits);
+}
+
+HeadScan scan_heads(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads,
+                    const ProgressFn& progress) {
+    if (tokens.size() < 2)
+        fail(ErrorKind::InvalidArgument, "scan: at least 2 tokens are needed (each position predicts the next token)");
+    threads = resolve_threads(threads);
+    const Config& c = model.config;
+    const std::size_t n = tokens.size();
+    RunState s = start(model, tokens);
+    // One clean pass, keeping the residual stream at the entry of every layer: an ablation in layer L starts
+    // there, as the layers below it do not see it.
+    std::vector<std::vector<float>> entry(c.n_layers);
+    for (std::uint32_t i = 0; i < c.n_layers; ++i) {
+        entry[i] = s.x;
+        layer_forward(s, c, model.layers[i], i, n, threads, {});
+    }
+    logits_of(s, model, n, threads);
+    HeadScan out;
+    out.base_loss = mean_loss(s.logits, tokens, c.vocab);
+    out.loss.assign(c.n_layers, std::vector<double>(c.n_heads));
+    // Work in units of layers run, for the progress bar: ablating in layer L runs n_layers - L layers.
+    const std::uint64_t total = std::uint64_t{c.n_heads} * c.n_layers * (c.n_layers + 1) / 2;
+    std::uint64_t done = 0;
+    for (std::uint32_t layer = 0; layer < c.n_layers; ++layer)
+        for (std::uint32_t h = 0; h < c.n_heads_at(layer); ++h) {
+            s.x = entry[layer];
+            const std::uint32_t masked[] = {h};
+            layer_forward(s, c, model.layers[layer], layer, n, threads, masked);
+            for (std::uint32_t i = layer + 1; i < c.n_layers; ++i)
+                layer_forward(s, c, model.layers[i], i, n, threads, {});
+            logits_of(s, model, n, threads);
+            out.loss[layer][h] = mean_loss(s.logits, tokens, c.vocab);
+            done += c.n_layers - layer;
+            if (progress) progress(done, total);
+        }
+    return out;
+}
+
+}  // namespace headfuse

@@ -1,0 +1,294 @@
+// fuse and split: a write plan per output tensor (where its bytes come from: views to copy, rows to encode,
+// a lens to fold), streamed by the GGUF writer in bounded memory.
+#include "headfuse/fuse.h"
+
+#include <algorithm>
+#include <exception>
+#include <future>
+#include <string>
+#include <vector>
+
+#include "base/parallel.h"
+#include "gguf/writer.h"
+#include "headfuse/error.h"
+#include "headfuse/fold.h"
+#include "headfuse/mix.h"
+#include "headfuse/quantize.h"
+#include "io/mapped_file.h"
+#include "model/model_keys.h"
+#include "model/roles.h"
+#include "model/tensor_order.h"
+#include "model/view_rows.h"
+#include "tokenizer/placeholder_vocab.h"
+
+namespace headfuse {
+namespace {
+
+// Input bytes handled per step. A copy checks a window for non-finite weights and writes it while it is still
+// in the core's cache, so the bytes make one trip through memory, as a plain copy's do; an encode shares a
+// window out to every thread.
+constexpr std::uint64_t kCopyWindowBytes = std::uint64_t{512} << 10;
+constexpr std::uint64_t kEncodeWindowBytes = std::uint64_t{4} << 20;
+
+// `source` names the input file ("ph.gguf: "), or is empty for a model in memory.
+[[noreturn]] void non_finite(const std::string& source, const std::string& tensor, std::uint64_t row) {
+    fail(source + "tensor '" + tensor + "': non-finite weight (NaN or infinity) in row " + std::to_string(row));
+}
+
+// Encodes F32 rows [0, n_rows) of `rows` (row r at rows + r * ne0) to `type`, checking they are finite.
+void encode_rows(const std::string& source, const std::string& tensor, std::uint64_t first_row, const float* rows,
+                 std::uint64_t n_rows, std::uint64_t ne0, DType type, unsigned threads, std::vector<std::byte>& out) {
+    const std::uint64_t rb = row_bytes(type, ne0);
+    out.resize(n_rows * rb);
+    parallel_for(n_rows, threads, [&](std::size_t r0, std::size_t r1) {
+        for (std::size_t r = r0; r < r1; ++r) {
+            const float* x = rows + r * ne0;
+            if (!all_finite(x, ne0)) non_finite(source, tensor, first_row + r);
+            encode_row(type, x, out.data() + r * rb, ne0);
+        }
+    });
+}
+
+// Writes one view's bytes as `type`: copied when the type is unchanged (F32 checked for non-finite weights
+// on the way), encoded from F32 (or F16/BF16 widened to F32 exactly) otherwise. A view in another storage order
+// (a foreign checkpoint's) is read row by row in that order. Memory stays bounded by the window whatever the
+// tensor size. Reading beats touching the mapping: a page fault costs more than copying the page.
+void emit_view(const TensorView& v, const std::string& source, DType type, unsigned threads, ByteSink& sink) {
+    if (v.type == type && type != DType::F32 && v.plain()) {  // nothing to look at: the kernel copies it
+        if (v.file)
+            sink.copy_from(*v.file, v.file_offset, v.bytes.size());
+        else
+            sink.write(v.bytes);
+        return;
+    }
+    const bool copy = v.type == type;
+    if (!copy && v.type != DType::F32 && v.type != DType::F16 && v.type != DType::BF16)
+        fail(ErrorKind::Unsupported, source + "tensor '" + v.name + "' is " + std::string(type_name(v.type)) +
+                                         "; headfuse encodes to " + std::string(type_name(type)) +
+                                         " from f32, f16 or bf16 weights only");
+    const std::uint64_t ne0 = v.ne[0], n_rows = v.n_rows();
+    const std::uint64_t step = window_rows(v, copy ? kCopyWindowBytes : kEncodeWindowBytes);
+    auto check = [&](const float* x, std::uint64_t n, std::uint64_t r) {
+        for (std::uint64_t i = 0; i < n; ++i)
+            if (!all_finite(x + i * ne0, ne0)) non_finite(source, v.name, r + i);
+    };
+    if (copy && v.plain() && v.file && resolve_threads(threads) > 1) {
+        // The kernel copies the bytes while another core reads and checks them.
+        auto checked = std::async(std::launch::async, [&] {
+            std::vector<std::byte> in, scratch;
+            for (std::uint64_t r = 0; r < n_rows; r += step) {
+                const std::uint64_t n = std::min(step, n_rows - r);
+                check(reinterpret_cast<const float*>(rows_of(v, r, n, in, scratch).data()), n, r);
+            }
+        });
+        std::exception_ptr copy_error;
+        try {
+            sink.copy_from(*v.file, v.file_offset, v.bytes.size());
+        } catch (...) {
+            copy_error = std::current_exception();
+        }
+        checked.get();  // a non-finite weight is the error to report first
+        if (copy_error) std::rethrow_exception(copy_error);
+        return;
+    }
+    std::vector<std::byte> in, scratch, out;
+    std::vector<float> wide;
+    for (std::uint64_t r = 0; r < n_rows; r += step) {
+        const std::uint64_t n = std::min(step, n_rows - r);
+        const auto window = rows_of(v, r, n, in, scratch);
+        if (copy) {  // check the window, then write it while it is still in cache
+            if (type == DType::F32) check(reinterpret_cast<const float*>(window.data()), n, r);
+            sink.write(window);
+            continue;
+        }
+        const float* x = reinterpret_cast<const float*>(window.data());
+        if (v.type != DType::F32) {  // F16/BF16 widened to F32, exactly
+            wide.resize(n * ne0);
+            for (std::uint64_t i = 0; i < n; ++i)
+                decode_row(v.type, window.data() + i * v.row_nbytes(), wide.data() + i * ne0, ne0);
+            x = wide.data();
+        }
+        if (type == DType::F32) {
+            check(x, n, r);
+            sink.write({reinterpret_cast<const std::byte*>(x), n * ne0 * sizeof(float)});
+        } else {
+            encode_rows(source, v.name, r, x, n, ne0, type, threads, out);
+            sink.write(out);
+        }
+    }
+}
+
+struct Planner {
+    const ModelViews& m;
+    const FuseOptions& opt;
+    std::string source;  // "ph.gguf: " for a model read from a file, prefixing errors about its weights
+
+    // 2-D weights whose rows are not whole blocks of the requested type: reported once, with the count.
+    mutable std::vector<std::string> fallback;
+    mutable DType fallback_type_ = DType::F16;
+
+    // The type a 2-D weight is written in: the input's, the pure type or the mix's choice, each with
+    // llama.cpp's fallback when the rows are not whole blocks. Only F32 weights are encoded.
+    DType weight_type(const std::string& name, const TensorView& src, std::uint64_t ne0) const {
+        if (!opt.type && !opt.mix) return src.type;
+        const DType want = opt.mix ? mix_base_type(*opt.mix) : *opt.type;
+        const DType t = opt.mix ? mix_tensor_type(*opt.mix, name, ne0, mix_model()) : fallback_type(want, ne0);
+        if (t == src.type) return t;
+        if (src.type != DType::F32 && src.type != DType::F16 && src.type != DType::BF16)
+            fail(ErrorKind::Unsupported,
+                 source + "tensor '" + src.name + "' is " + std::string(type_name(src.type)) +
+                     ": headfuse encodes from f32, f16 or bf16 weights only; fuse this checkpoint without a type to "
+                     "keep its types");
+        if (ne0 % traits(want).block_size != 0) {
+            if (fallback.empty()) fallback_type_ = t;
+            fallback.push_back(name);
+        }
+        return t;
+    }
+
+    void report_fallback() const {
+        if (fallback.empty() || !opt.warn) return;
+        const DType want = opt.mix ? mix_base_type(*opt.mix) : *opt.type;
+        const bool one = fallback.size() == 1;
+        opt.warn(std::to_string(fallback.size()) + (one ? " tensor ('" : " tensors (first '") + fallback.front() +
+                 (one ? "') has" : "') have") + " rows that are not whole " + std::string(type_name(want)) +
+                 " blocks of " + std::to_string(traits(want).block_size) + " elements: written as " +
+                 std::string(type_name(fallback_type_)) + (one ? "" : " (or llama.cpp's fallback for each)"));
+    }
+
+    MixModel mix_model() const {
+        const Config& c = m.config;
+        // llama_model_llama and llama_model_deci::load_arch_hparams: 80 layers is 70B (llama: with GQA).
+        MixModel mm{.n_layers = c.n_layers,
+                    .tied = !m.output,
+                    .is_70b = c.n_layers == 80 && (c.per_layer() || c.n_heads != c.n_kv_heads),
+                    .attention_layers = {}};
+        if (c.per_layer())
+            for (std::uint32_t l = 0; l < c.n_layers; ++l)
+                if (c.has_attention(l)) mm.attention_layers.push_back(l);
+        return mm;
+    }
+
+    void add_copy(GgufWriter& w, const TensorSpec& s, const TensorView& v) const {
+        const DType t =
+            s.kind == TensorKind::Norm || s.kind == TensorKind::Bias ? DType::F32 : weight_type(s.name, v, s.ne[0]);
+        w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne,
+                     [this, v, t](ByteSink& sink) { emit_view(v, source, t, opt.threads, sink); });
+    }
+
+    // A fused projection: the heads' rows, head after head.
+    void add_heads(GgufWriter& w, const TensorSpec& s, const std::vector<TensorView>& heads) const {
+        const DType t = weight_type(s.name, heads.front(), s.ne[0]);
+        for (const TensorView& h : heads)
+            if (h.type != heads.front().type)
+                fail(ErrorKind::Unsupported, source + "tensor '" + h.name + "' is " + std::string(type_name(h.type)) +
+                                                 ", but '" + heads.front().name + "' is " +
+                                                 std::string(type_name(heads.front().type)) +
+                                                 ": the heads of a projection must share a type");
+        w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [this, &heads, t](ByteSink& sink) {
+            for (const TensorView& h : heads) emit_view(h, source, t, opt.threads, sink);
+        });
+    }
+
+    // token_embd of a lens model: donor · projᵀ, folded block by block, rounded to f32, then encoded.
+    void add_fold(GgufWriter& w, const TensorSpec& s) const {
+        const DType t = weight_type(s.name, m.token_embd, s.ne[0]);
+        w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [this, t, name = s.name](ByteSink& sink) {
+            LensFold fold(m.token_embd, *m.lens_proj);
+            const std::uint64_t dm = fold.d_model();
+            std::vector<float> block(kFoldBlockRows * dm);
+            std::vector<std::byte> out;
+            for (std::uint64_t v0 = 0; v0 < fold.vocab(); v0 += kFoldBlockRows) {
+                const std::uint64_t n = std::min(kFoldBlockRows, fold.vocab() - v0);
+                fold.rows(v0, n, block.data());
+                if (const TensorView& d = m.token_embd; d.file)  // the donor rows are done with
+                    d.file->release(d.row(v0).data(), n * d.row_nbytes());
+                if (t == DType::F32) {
+                    for (std::uint64_t r = 0; r < n; ++r)
+                        if (!all_finite(block.data() + r * dm, dm)) non_finite(source, name, v0 + r);
+                    sink.write({reinterpret_cast<const std::byte*>(block.data()), n * dm * sizeof(float)});
+                } else {
+                    encode_rows(source, name, v0, block.data(), n, dm, t, opt.threads, out);
+                    sink.write(out);
+                }
+            }
+        });
+    }
+};
+
+// The source's keys in their order, the hyperparameters set in place (per_head_metadata), and what fusing
+// changes: general.file_type when the weights change type, the tokenizer when another file's is asked for.
+Metadata fused_metadata(const PerHeadModel& model, const FuseOptions& opt) {
+    const Config& c = model.config();
+    Metadata md = per_head_metadata(c, model.metadata());
+    const bool retyped = opt.type || opt.mix;
+    const DType base = opt.mix ? mix_base_type(*opt.mix) : opt.type.value_or(model.views().token_embd.type);
+    if (retyped || !md.find("general.file_type"))
+        md.set("general.file_type", Value::u32(opt.mix ? file_type(*opt.mix) : file_type(base)));
+    if (traits(base).block_size > 1 && (retyped || !md.find("general.quantization_version")))
+        md.set("general.quantization_version", Value::u32(kQuantizationVersion));
+    if (!md.find("general.name")) md.set("general.name", Value::string("headfuse"));
+    if (opt.tokenizer) {  // another tokenizer replaces the model's
+        check_tokenizer(opt.tokenizer->keys, c.vocab, opt.tokenizer->source);
+        std::vector<std::string> old;
+        for (const auto& e : md.entries())
+            if (e.key.rfind("tokenizer.", 0) == 0) old.push_back(e.key);
+        for (const std::string& k : old) md.erase(k);
+        for (const TokenizerFile& f : kTokenizerFiles) md.erase(f.key);  // the old tokenizer's files
+        Metadata tok = opt.tokenizer->keys;
+        md.merge(std::move(tok));
+    } else if (has_tokenizer(model.metadata())) {  // the model's own, checked, stays in its place
+        tokenizer_keys(model.metadata(), c.vocab, model.file() ? model.file()->name() : "the model");
+    } else {
+        if (c.vocab < kMinLoadableVocab && opt.warn)
+            opt.warn("a vocabulary of " + std::to_string(c.vocab) + " tokens is below the " +
+                     std::to_string(kMinLoadableVocab) + " node-llama-cpp needs to load a model; libllama loads it");
+        md.merge(default_tokenizer(c.vocab));
+    }
+    return md;
+}
+
+std::vector<std::filesystem::path> input_paths(const GgufFile* f) {
+    return f ? f->paths() : std::vector<std::filesystem::path>{};
+}
+
+}  // namespace
+
+std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::filesystem::path& out,
+                                        const FuseOptions& options) {
+    const ModelViews& m = model.views();
+    const Config& c = m.config;
+    if (c.has_lens() && c.tied) fail("a projection lens requires an untied output layer (output.weight)");
+    GgufWriter w;
+    w.alignment = options.layout.alignment;
+    w.split = options.layout.split;
+    w.metadata = fused_metadata(model, options);
+    const Planner plan{
+        .m = m, .opt = options, .source = model.file() ? model.file()->name() + ": " : "", .fallback = {}};
+    // In the source file's order: a fused tensor where its first head was.
+    std::vector<TensorSpec> layout = tensor_layout(c, ModelKind::Fused);
+    std::vector<std::string> names;
+    for (const TensorSpec& s : layout) names.push_back(s.name);
+    for (std::size_t i : source_order(model.file(), names)) {
+        const TensorSpec& s = layout[i];
+        if (is_head_role(*s.role))
+            plan.add_heads(w, s, role_heads(m, *s.role, s.layer));
+        else if (s.role->role == Role::TokenEmbd && m.lens_proj)
+            plan.add_fold(w, s);
+        else
+            plan.add_copy(w, s, *role_view(m, *s.role, s.layer));
+    }
+    plan.report_fallback();
+    std::vector<std::filesystem::path> inputs = input_paths(model.file());
+    inputs.insert(inputs.end(), options.inputs.begin(), options.inputs.end());
+    if (options.tokenizer)
+        inputs.insert(inputs.end(), options.tokenizer->inputs.begin(), options.tokenizer->inputs.end());
+    return w.write(out, inputs, options.progress);
+}
+
+std::vector<std::filesystem::path> split(const FusedModel& model, const std::filesystem::path& out,
+                                         const SplitOptions& options) {
+    return model.per_head().save(out, options.progress, options.layout);
+}
+
+}  // namespace headfuse

@@ -1,0 +1,615 @@
+// Foreign checkpoints in: the name maps of Hugging Face and TransformerLens, their configs, layout detection,
+// and the per-head views over a mapped safetensors checkpoint.
+#include "formats/import.h"
+
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <set>
+
+#include <unistd.h>
+
+#include "formats/safetensors.h"
+#include "headfuse/error.h"
+#include "headfuse/quantize.h"
+#include "io/mapped_file.h"
+#include "io/open_input.h"
+#include "model/config_read.h"
+#include "model/roles.h"
+#include "model/view_rows.h"
+
+namespace headfuse {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+using enum Storage;
+
+constexpr NameMap kHf[] = {
+    {Role::TokenEmbd, "model.embed_tokens.weight", Rows, false, false},
+    {Role::OutputNorm, "model.norm.weight", Rows, false, false},
+    {Role::Output, "lm_head.weight", Rows, false, false},
+    {Role::AttnNorm, "model.layers.{L}.input_layernorm.weight", Rows, false, false},
+    {Role::AttnQ, "model.layers.{L}.self_attn.q_proj.weight", Rows, true, false},
+    {Role::AttnK, "model.layers.{L}.self_attn.k_proj.weight", Rows, true, false},
+    {Role::AttnV, "model.layers.{L}.self_attn.v_proj.weight", Rows, false, false},
+    {Role::AttnOutput, "model.layers.{L}.self_attn.o_proj.weight", Rows, false, false},
+    {Role::FfnNorm, "model.layers.{L}.post_attention_layernorm.weight", Rows, false, false},
+    {Role::FfnGate, "model.layers.{L}.mlp.gate_proj.weight", Rows, false, false},
+    {Role::FfnUp, "model.layers.{L}.mlp.up_proj.weight", Rows, false, false},
+    {Role::FfnDown, "model.layers.{L}.mlp.down_proj.weight", Rows, false, false},
+    {Role::AttnQBias, "model.layers.{L}.self_attn.q_proj.bias", Rows, true, false},
+    {Role::AttnKBias, "model.layers.{L}.self_attn.k_proj.bias", Rows, true, false},
+    {Role::AttnVBias, "model.layers.{L}.self_attn.v_proj.bias", Rows, false, false},
+    {Role::AttnOutputBias, "model.layers.{L}.self_attn.o_proj.bias", Rows, false, false},
+    {Role::FfnGateBias, "model.layers.{L}.mlp.gate_proj.bias", Rows, false, false},
+    {Role::FfnUpBias, "model.layers.{L}.mlp.up_proj.bias", Rows, false, false},
+    {Role::FfnDownBias, "model.layers.{L}.mlp.down_proj.bias", Rows, false, false},
+};
+
+constexpr NameMap kTl[] = {
+    {Role::TokenEmbd, "embed.W_E", Rows, false, false},
+    {Role::OutputNorm, "ln_final.w", Rows, false, true},
+    {Role::Output, "unembed.W_U", Transposed, false, false},
+    {Role::AttnNorm, "blocks.{L}.ln1.w", Rows, false, true},
+    {Role::AttnQ, "blocks.{L}.attn.W_Q", HeadsT, true, false},
+    {Role::AttnK, "blocks.{L}.attn.{G}W_K", HeadsT, true, false},
+    {Role::AttnV, "blocks.{L}.attn.{G}W_V", HeadsT, false, false},
+    {Role::AttnOutput, "blocks.{L}.attn.W_O", OutHeads, false, false},
+    {Role::FfnNorm, "blocks.{L}.ln2.w", Rows, false, true},
+    {Role::FfnGate, "blocks.{L}.mlp.W_gate", Transposed, false, false},
+    {Role::FfnUp, "blocks.{L}.mlp.W_in", Transposed, false, false},
+    {Role::FfnDown, "blocks.{L}.mlp.W_out", Transposed, false, false},
+    {Role::AttnQBias, "blocks.{L}.attn.b_Q", HeadRows, true, false},
+    {Role::AttnKBias, "blocks.{L}.attn.{G}b_K", HeadRows, true, false},
+    {Role::AttnVBias, "blocks.{L}.attn.{G}b_V", HeadRows, false, false},
+    {Role::AttnOutputBias, "blocks.{L}.attn.b_O", Rows, false, false},
+    {Role::FfnDownBias, "blocks.{L}.mlp.b_out", Rows, false, false},
+};
+
+// The roles Hugging Face's config flags switch on.
+constexpr Role kHfAttentionBiases[] = {Role::AttnQBias, Role::AttnKBias, Role::AttnVBias, Role::AttnOutputBias};
+constexpr Role kHfMlpBiases[] = {Role::FfnGateBias, Role::FfnUpBias, Role::FfnDownBias};
+
+std::string replace_all(std::string s, std::string_view from, std::string_view to) {
+    for (std::size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size()))
+        s.replace(at, from.size(), to);
+    return s;
+}
+
+// ---- JSON fields ---------------------------------------------------------------------------------------------
+
+const json* field(const json& j, std::string_view key) {
+    const auto it = j.find(key);
+    return it == j.end() || it->is_null() ? nullptr : &*it;
+}
+
+std::uint32_t get_count(const json& j, std::string_view key, const std::string& where,
+                        std::optional<std::uint32_t> fallback = std::nullopt) {
+    const json* v = field(j, key);
+    if (!v) {
+        if (fallback) return *fallback;
+        fail(where + ": missing key '" + std::string(key) + "'");
+    }
+    if (!v->is_number_unsigned() || v->get<std::uint64_t>() > UINT32_MAX)
+        fail(where + ": key '" + std::string(key) + "' must be an integer in [0, 2^32), found " + v->dump());
+    return static_cast<std::uint32_t>(v->get<std::uint64_t>());
+}
+
+float get_float(const json& j, std::string_view key, const std::string& where, float fallback) {
+    const json* v = field(j, key);
+    if (!v) return fallback;
+    if (!v->is_number()) fail(where + ": key '" + std::string(key) + "' must be a number, found " + v->dump());
+    return v->get<float>();
+}
+
+void expect_string(const json& j, std::string_view key, std::string_view want, const std::string& where) {
+    const json* v = field(j, key);
+    if (v && (!v->is_string() || v->get<std::string>() != want))
+        fail(ErrorKind::Unsupported, where + ": key '" + std::string(key) + "' is " + v->dump() +
+                                         "; headfuse converts \"" + std::string(want) + "\" only");
+}
+
+// A rope_scaling object's kind ("rope_type", or the older "type"); "default" for an empty object.
+std::string rope_scaling_type(const json& rs, const std::string& where) {
+    if (!rs.is_object()) fail(where + ": key 'rope_scaling' must be an object, found " + rs.dump());
+    const json* t = field(rs, "rope_type");
+    if (!t) t = field(rs, "type");
+    if (!t) {
+        if (rs.empty()) return "default";
+        fail(where + ": key 'rope_scaling' has no 'rope_type': " + rs.dump());
+    }
+    if (!t->is_string()) fail(where + ": rope_scaling's 'rope_type' must be a string, found " + t->dump());
+    return t->get<std::string>();
+}
+
+json read_json(const fs::path& p) {
+    const MappedFile m = MappedFile::open(p);
+    if (m.bytes().size() > kMaxSafetensorsHeader) fail(p.string() + ": too large for a config file");
+    const auto* c = reinterpret_cast<const char*>(m.bytes().data());
+    try {
+        return json::parse(c, c + m.bytes().size());
+    } catch (const json::exception& e) {
+        fail(p.string() + ": not valid JSON: " + e.what());
+    }
+}
+
+}  // namespace
+
+std::span<const NameMap> hf_names() { return kHf; }
+std::span<const NameMap> tl_names() { return kTl; }
+
+std::string foreign_name(const NameMap& m, std::uint32_t layer, bool gqa) {
+    return replace_all(replace_all(std::string(m.name), "{L}", std::to_string(layer)), "{G}", gqa ? "_" : "");
+}
+
+std::vector<std::uint64_t> foreign_shape(const NameMap& m, std::span<const std::uint64_t> ne, const Config& c) {
+    switch (m.storage) {
+        case Rows: return {ne.rbegin(), ne.rend()};
+        case Transposed: return {ne.begin(), ne.end()};
+        case HeadsT: return {ne[1] / c.d_head, ne[0], c.d_head};
+        case OutHeads: return {ne[0] / c.d_head, c.d_head, ne[1]};
+        case HeadRows: return {ne[0] / c.d_head, c.d_head};
+    }
+    return {};
+}
+
+Config hf_config(const json& j, const std::string& where) {
+    if (!j.is_object()) fail(where + ": expected a JSON object");
+    expect_string(j, "model_type", "llama", where);
+    expect_string(j, "hidden_act", "silu", where);
+    Config c;
+    for (const char* flag : {"attention_bias", "mlp_bias"})
+        if (const json* v = field(j, flag)) {
+            if (!v->is_boolean())
+                fail(where + ": key '" + std::string(flag) + "' must be true or false, found " + v->dump());
+            if (!v->get<bool>()) continue;
+            for (Role r : std::string_view(flag) == "mlp_bias" ? std::span<const Role>(kHfMlpBiases)
+                                                               : std::span<const Role>(kHfAttentionBiases))
+                c.optional_roles.insert(r);
+        }
+    c.d_model = get_count(j, "hidden_size", where);
+    c.n_heads = get_count(j, "num_attention_heads", where);
+    c.n_kv_heads = get_count(j, "num_key_value_heads", where, c.n_heads);
+    c.d_head = get_count(j, "head_dim", where, c.n_heads ? c.d_model / c.n_heads : 0);
+    c.d_ff = get_count(j, "intermediate_size", where);
+    c.n_layers = get_count(j, "num_hidden_layers", where);
+    c.vocab = get_count(j, "vocab_size", where);
+    c.context_length = get_count(j, "max_position_embeddings", where, 2048);
+    c.rms_eps = get_float(j, "rms_norm_eps", where, 1e-6f);  // LlamaConfig's default
+    c.rope_theta = get_float(j, "rope_theta", where, 10000.0f);
+    if (const json* t = field(j, "tie_word_embeddings")) {
+        if (!t->is_boolean()) fail(where + ": key 'tie_word_embeddings' must be true or false, found " + t->dump());
+        c.tied = t->get<bool>();
+    }
+    if (const json* rs = field(j, "rope_scaling")) {
+        const std::string kind = rope_scaling_type(*rs, where);
+        if (kind == "linear") {
+            c.rope_scaling = RopeScaling::Linear;
+            c.rope_scaling_factor = get_float(*rs, "factor", where + ": rope_scaling", 1.0f);
+            for (const auto& [k, v] : rs->items())
+                if (k != "type" && k != "rope_type" && k != "factor")
+                    fail(ErrorKind::Unsupported,
+                         where + ": rope_scaling key '" + k + "' is not one headfuse converts for linear scaling");
+        } else if (kind == "llama3") {
+            c.optional_roles.insert(Role::RopeFreqs);  // llama.cpp's converter writes the rule as rope_freqs.weight
+        } else if (kind != "default") {
+            fail(ErrorKind::Unsupported,
+                 where + ": key 'rope_scaling' is " + rs->dump() +
+                     "; headfuse converts \"linear\" and \"llama3\" scaling (llama.cpp's llama graph has other rules "
+                     "for the rest)");
+        }
+    }
+    validate_read(c, where);
+    return c;
+}
+
+std::vector<float> llama3_rope_factors(const json& rs, const Config& c, const std::string& where) {
+    // As llama.cpp's converter (LlamaModel.generate_extra_tensors) computes them: torch f32 arithmetic, the
+    // defaults its keys have there. The smooth band's factors are f32 expressions in the same order.
+    const std::string w = where + ": rope_scaling";
+    const float factor = get_float(rs, "factor", w, 8.0f), lo = get_float(rs, "low_freq_factor", w, 1.0f),
+                hi = get_float(rs, "high_freq_factor", w, 4.0f);
+    const float old = static_cast<float>(get_count(rs, "original_max_position_embeddings", w, 8192));
+    const float theta = c.rope_theta;
+    if (!(factor > 0) || !(hi > lo) || !(lo > 0))
+        fail(w + ": llama3 needs factor > 0 and high_freq_factor > low_freq_factor > 0");
+    const float lo_wavelen = old / lo, hi_wavelen = old / hi;
+    const float two_pi = static_cast<float>(2.0 * 3.141592653589793);
+    std::vector<float> out;
+    for (std::uint32_t i = 0; i < c.d_head; i += 2) {
+        const float e = static_cast<float>(i) / static_cast<float>(c.d_head);
+        const float freq = 1.0f / std::pow(theta, e);
+        const float wavelen = two_pi / freq;
+        if (wavelen < hi_wavelen) {
+            out.push_back(1.0f);
+        } else if (wavelen > lo_wavelen) {
+            out.push_back(factor);
+        } else {
+            const float smooth = (old / wavelen - lo) / (hi - lo);
+            out.push_back(1.0f / ((1.0f - smooth) / factor + smooth));
+        }
+    }
+    return out;
+}
+
+TlConfig tl_config(const json& j, const std::string& where) {
+    if (!j.is_object()) fail(where + ": expected a JSON object");
+    expect_string(j, "positional_embedding_type", "rotary", where);
+    expect_string(j, "act_fn", "silu", where);
+    if (const json* g = field(j, "gated_mlp"); g && *g != true)
+        fail(ErrorKind::Unsupported,
+             where + ": key 'gated_mlp' is " + g->dump() + "; headfuse converts LLaMA's gated MLP only");
+    TlConfig t;
+    Config& c = t.config;
+    c.d_model = get_count(j, "d_model", where);
+    c.n_heads = get_count(j, "n_heads", where);
+    c.d_head = get_count(j, "d_head", where);
+    c.n_kv_heads = get_count(j, "n_key_value_heads", where, c.n_heads);
+    c.d_ff = get_count(j, "d_mlp", where);
+    c.n_layers = get_count(j, "n_layers", where);
+    c.vocab = get_count(j, "d_vocab", where);
+    c.context_length = get_count(j, "n_ctx", where, 2048);
+    c.rms_eps = get_float(j, "eps", where, 1e-5f);
+    c.rope_theta = get_float(j, "rotary_base", where, 10000.0f);
+    if (const json* rd = field(j, "rotary_dim"); rd && *rd != c.d_head)
+        fail(ErrorKind::Unsupported, where + ": key 'rotary_dim' is " + rd->dump() + ", not d_head " +
+                                         std::to_string(c.d_head) + "; headfuse converts full rotary embeddings only");
+    const json* norm = field(j, "normalization_type");
+    if (!norm || !norm->is_string() || (*norm != "RMS" && *norm != "RMSPre"))
+        fail(ErrorKind::Unsupported, where + ": key 'normalization_type' is " + (norm ? norm->dump() : "missing") +
+                                         "; headfuse converts \"RMS\" and \"RMSPre\" (folded) only");
+    t.folded = *norm == "RMSPre";
+    if (const json* adj = field(j, "rotary_adjacent_pairs")) {
+        if (!adj->is_boolean()) fail(where + ": key 'rotary_adjacent_pairs' must be true or false");
+        t.rotate_half = !adj->get<bool>();
+    }
+    validate_read(c, where);
+    return t;
+}
+
+namespace {
+bool any_role(const Config& c, std::span<const Role> roles) {
+    return std::any_of(roles.begin(), roles.end(), [&](Role r) { return c.optional_roles.contains(r); });
+}
+}  // namespace
+
+bool hf_attention_bias(const Config& c) { return any_role(c, kHfAttentionBiases); }
+bool hf_mlp_bias(const Config& c) { return any_role(c, kHfMlpBiases); }
+
+json hf_config_json(const Config& c, std::string_view torch_dtype, const json& rope_scaling) {
+    return {{"architectures", {"LlamaForCausalLM"}},
+            {"model_type", "llama"},
+            {"hidden_size", c.d_model},
+            {"num_attention_heads", c.n_heads},
+            {"num_key_value_heads", c.n_kv_heads},
+            {"head_dim", c.d_head},
+            {"intermediate_size", c.d_ff},
+            {"num_hidden_layers", c.n_layers},
+            {"vocab_size", c.vocab},
+            {"max_position_embeddings", c.context_length},
+            {"rms_norm_eps", c.rms_eps},
+            {"rope_theta", c.rope_theta},
+            {"rope_scaling", rope_scaling},
+            {"tie_word_embeddings", c.tied},
+            {"hidden_act", "silu"},
+            {"attention_bias", hf_attention_bias(c)},
+            {"mlp_bias", hf_mlp_bias(c)},
+            {"torch_dtype", torch_dtype}};
+}
+
+json tl_config_json(const Config& c, bool folded) {
+    return {{"d_model", c.d_model},
+            {"n_heads", c.n_heads},
+            {"d_head", c.d_head},
+            {"d_mlp", c.d_ff},
+            {"n_layers", c.n_layers},
+            {"d_vocab", c.vocab},
+            {"n_key_value_heads", c.n_kv_heads == c.n_heads ? json(nullptr) : json(c.n_kv_heads)},
+            {"n_ctx", c.context_length},
+            {"eps", c.rms_eps},
+            {"rotary_base", c.rope_theta},
+            {"rotary_dim", c.d_head},
+            {"normalization_type", folded ? "RMSPre" : "RMS"},
+            {"rotary_adjacent_pairs", false},
+            {"positional_embedding_type", "rotary"},
+            {"act_fn", "silu"},
+            {"gated_mlp", true},
+            {"final_rms", true},
+            {"original_architecture", "LlamaForCausalLM"}};
+}
+
+std::string_view layout_name(Layout l) noexcept {
+    switch (l) {
+        case Layout::Gguf: return "GGUF";
+        case Layout::PerHeadNames: return "headfuse names";
+        case Layout::HuggingFace: return "Hugging Face LLaMA";
+        case Layout::TransformerLens: return "TransformerLens";
+    }
+    return "";
+}
+
+// ---- import ----------------------------------------------------------------------------------------------------
+
+namespace {
+
+// What the model's views borrow: the mapped checkpoint, and the ones that stand in for folded norms.
+struct Owner {
+    SafetensorsSet set;
+    std::vector<float> ones;
+    std::vector<float> rope_freqs;               // computed from a "llama3" rope_scaling
+    std::deque<std::vector<std::byte>> vectors;  // biases in llama.cpp's element order
+};
+
+// True for a GGUF file; false for one that cannot be opened (the safetensors reader then says why). A FIFO or a
+// device is refused here, without blocking.
+bool is_gguf(const fs::path& p) {
+    std::error_code ec;
+    if (!fs::exists(p, ec)) return false;
+    const int fd = open_regular_file(p);
+    char magic[4] = {};
+    const bool gguf = ::pread(fd, magic, 4, 0) == 4 && std::memcmp(magic, "GGUF", 4) == 0;
+    ::close(fd);
+    return gguf;
+}
+
+Layout detect(const SafetensorsSet& s) {
+    if (s.find("model.embed_tokens.weight") || s.find("model.layers.0.self_attn.q_proj.weight"))
+        return Layout::HuggingFace;
+    if (s.find("embed.W_E") || s.find("blocks.0.attn.W_Q")) return Layout::TransformerLens;
+    if (s.find("token_embd.weight")) return Layout::PerHeadNames;
+    const auto ts = s.tensors();
+    fail(s.name() +
+         ": the tensor names match no layout headfuse reads (Hugging Face model.embed_tokens.weight, "
+         "TransformerLens embed.W_E, headfuse token_embd.weight); the first is '" +
+         (ts.empty() ? std::string() : ts.front()->name) + "'");
+}
+
+TensorView view_of(const StTensor& t, std::span<const std::uint64_t> ne) {
+    TensorView v;
+    v.name = t.name;
+    v.type = t.readable_type();
+    v.n_dims = static_cast<std::uint32_t>(ne.size());
+    std::copy(ne.begin(), ne.end(), v.ne.begin());
+    v.bytes = t.bytes;
+    v.file = t.file;
+    v.file_offset = t.file_offset;
+    return v;
+}
+
+void check_shape(const StTensor& t, const std::vector<std::uint64_t>& want, const std::string& where) {
+    if (t.shape != want)
+        fail(where + ": tensor '" + t.name + "' has shape " + format_shape(t.shape) + ", expected " +
+             format_shape(want));
+}
+
+// A bias TransformerLens keeps: all zero, else refused (llama.cpp's graph would need it).
+void check_zero(const StTensor& t, const std::string& where, std::string_view why) {
+    const DType type = t.readable_type();
+    const std::uint64_t es = traits(type).type_size, n = t.bytes.size() / es;
+    float x = 0;
+    for (std::uint64_t i = 0; i < n; ++i) {
+        decode_row(type, t.bytes.data() + i * es, &x, 1);
+        if (x != 0.0f)
+            fail(where + ": tensor '" + t.name + "' is not zero (element " + std::to_string(i) + " is " +
+                 std::to_string(x) + "); " + std::string(why));
+    }
+}
+
+bool all_zero(const StTensor& t) {
+    const DType type = t.readable_type();
+    const std::uint64_t es = traits(type).type_size, n = t.bytes.size() / es;
+    float x = 0;
+    for (std::uint64_t i = 0; i < n; ++i) {
+        decode_row(type, t.bytes.data() + i * es, &x, 1);
+        if (x != 0.0f) return false;
+    }
+    return true;
+}
+
+// A bias as a view of memory the owner keeps, its elements put in llama.cpp's order: within each head of
+// `group` elements, rotate-half element j*(group/2)+i holds element 2i+j. (Small: a vector per layer.)
+TensorView owned_vector(Owner& owner, const StTensor& t, std::span<const std::uint64_t> ne, bool rotate_half,
+                        std::uint64_t group) {
+    const DType type = t.readable_type();
+    const std::uint64_t es = traits(type).type_size, n = t.bytes.size() / es;
+    std::vector<std::byte>& out = owner.vectors.emplace_back(t.bytes.size());
+    for (std::uint64_t e = 0; e < n; ++e) {
+        const std::uint64_t head = e / group, r = e % group;
+        const std::uint64_t stored = rotate_half ? head * group + rotate_half_stored_row(r, group) : e;
+        std::memcpy(out.data() + e * es, t.bytes.data() + stored * es, es);
+    }
+    TensorView v;
+    v.name = t.name;
+    v.type = type;
+    v.n_dims = static_cast<std::uint32_t>(ne.size());
+    std::copy(ne.begin(), ne.end(), v.ne.begin());
+    v.bytes = out;
+    return v;
+}
+
+// TransformerLens buffers that hold no weights (a causal mask, rotary tables, a constant).
+bool tl_buffer(std::string_view name) {
+    for (std::string_view s : {".attn.mask", ".attn.IGNORE", ".attn.rotary_sin", ".attn.rotary_cos"})
+        if (name.ends_with(s)) return true;
+    return false;
+}
+
+PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::span<const NameMap> map,
+                           bool rotate_half, bool gqa_names, const std::string& where, Metadata md = {}) {
+    std::vector<TensorView> views;
+    std::set<std::string, std::less<>> used;
+    bool norms_non_f32 = false;
+    DType norm_type = DType::F32;
+    for (const TensorSpec& s : tensor_layout(c, ModelKind::Fused)) {
+        if (s.role->role == Role::RopeFreqs) {  // computed from the config's rope_scaling
+            TensorView v;
+            v.name = s.name;
+            v.n_dims = 1;
+            v.ne[0] = s.ne[0];
+            v.bytes = {reinterpret_cast<const std::byte*>(owner->rope_freqs.data()), owner->rope_freqs.size() * 4};
+            views.push_back(v);
+            continue;
+        }
+        const NameMap* m = nullptr;
+        for (const NameMap& row : map)
+            if (row.role == s.role->role) m = &row;
+        if (!m) fail(where + ": the layout has no name for tensor '" + s.name + "'");
+        std::string name = foreign_name(*m, s.layer, gqa_names);
+        const StTensor* t = owner->set.find(name);
+        if (!t && m->name.find("{G}") != std::string_view::npos)  // TransformerLens names GQA's W_K _W_K
+            if (const StTensor* other = owner->set.find(foreign_name(*m, s.layer, !gqa_names))) {
+                t = other;
+                name = other->name;
+            }
+        if (!t && m->may_be_ones) {  // folded into the next weights: a norm of ones
+            TensorView v;
+            v.name = s.name;
+            v.n_dims = 1;
+            v.ne[0] = s.ne[0];
+            v.bytes = {reinterpret_cast<const std::byte*>(owner->ones.data()), s.ne[0] * sizeof(float)};
+            views.push_back(v);
+            continue;
+        }
+        if (!t)
+            fail(where + ": missing tensor '" + name + "' (expected shape " + format_shape(foreign_shape(*m, s.ne, c)) +
+                 ")");
+        check_shape(*t, foreign_shape(*m, s.ne, c), where);
+        used.insert(name);
+        TensorView v = s.kind == TensorKind::Bias
+                           ? owned_vector(*owner, *t, s.ne, m->rope_rows && rotate_half, c.d_head)
+                           : view_of(*t, s.ne);
+        v.name = s.name;  // the role table's name, as assemble_views expects
+        if ((s.kind == TensorKind::Norm || s.kind == TensorKind::Bias) && v.type != DType::F32) {
+            norms_non_f32 = true;
+            norm_type = v.type;
+        }
+        if (s.kind != TensorKind::Bias) {
+            v.rotate_half = m->rope_rows && rotate_half;
+            v.transposed = m->storage != Rows;
+            if (m->storage == HeadsT || v.rotate_half) v.group_rows = c.d_head;
+        }
+        views.push_back(std::move(v));
+    }
+    ModelViews mv = assemble_views(c, ModelKind::Fused, views);
+    if (norms_non_f32) md.set(std::string(kNormTypeKey), Value::string(std::string(type_name(norm_type))));
+    // Every other tensor must be one the layout knows to carry nothing.
+    const bool hf = map.data() == kHf;
+    for (const StTensor* t : owner->set.tensors()) {
+        if (used.count(t->name)) continue;
+        if (hf) {
+            if (t->name == "lm_head.weight" && c.tied) continue;  // tied: Hugging Face ignores it too
+            if (t->name.ends_with(".self_attn.rotary_emb.inv_freq")) continue;
+        } else {
+            if (tl_buffer(t->name)) continue;
+            bool known = false;  // a bias role the model does not have (all zero), or one llama.cpp has no place for
+            for (std::uint32_t l = 0; l < c.n_layers && !known; ++l) {
+                for (const NameMap& row : map) {
+                    if (role_spec(row.role).kind != TensorKind::Bias) continue;
+                    for (bool g : {false, true})
+                        if (t->name == foreign_name(row, l, g)) known = true;
+                }
+                for (std::string_view z : kTlZeroBiases)
+                    if (t->name == replace_all(std::string(z), "{L}", std::to_string(l))) known = true;
+            }
+            if (known) {
+                check_zero(*t, where,
+                           t->name.ends_with("b_U") ? "llama.cpp has no output bias"
+                           : t->name.ends_with("b_in")
+                               ? "TransformerLens adds b_in after the gated MLP's product, where "
+                                 "llama.cpp has no bias"
+                               : "a bias of the model's other layers");
+                continue;
+            }
+        }
+        fail(where + ": unexpected tensor '" + t->name + "' in a " +
+             std::string(hf ? "Hugging Face" : "TransformerLens") + " checkpoint");
+    }
+    return PerHeadModel::from_views(std::move(mv), std::move(md), std::move(owner));
+}
+
+// headfuse's own names in safetensors: the per-head or fused layout, hyperparameters from a config.json.
+PerHeadModel import_own_names(std::shared_ptr<Owner> owner, Config c, const std::string& where) {
+    const SafetensorsSet& s = owner->set;
+    const ModelKind kind = s.find("blk.0.attn_q.head_0.weight") ? ModelKind::PerHead : ModelKind::Fused;
+    c.tied = s.find("output.weight") == nullptr;
+    if (const StTensor* lens = s.find("lens.proj.weight"); lens && lens->shape.size() == 2) {
+        if (lens->shape[1] > UINT32_MAX) fail(where + ": tensor 'lens.proj.weight' is too wide");
+        c.donor_d_in = static_cast<std::uint32_t>(lens->shape[1]);
+    }
+    validate_read(c, where);
+    std::vector<TensorView> views;
+    bool norms_non_f32 = false;
+    DType norm_type = DType::F32;
+    const auto layout = tensor_layout(c, kind);
+    if (layout.size() != s.tensors().size())
+        fail(where + ": " + std::to_string(s.tensors().size()) + " tensors, the config implies " +
+             std::to_string(layout.size()));
+    for (const TensorSpec& spec : layout) {
+        const StTensor* t = s.find(spec.name);
+        const std::vector<std::uint64_t> want(spec.ne.rbegin(), spec.ne.rend());
+        if (!t) fail(where + ": missing tensor '" + spec.name + "' (expected shape " + format_shape(want) + ")");
+        check_shape(*t, want, where);
+        views.push_back(view_of(*t, spec.ne));
+        if (spec.kind == TensorKind::Norm && views.back().type != DType::F32) {
+            norms_non_f32 = true;
+            norm_type = views.back().type;
+        }
+    }
+    Metadata md;
+    if (norms_non_f32) md.set(std::string(kNormTypeKey), Value::string(std::string(type_name(norm_type))));
+    return PerHeadModel::from_views(assemble_views(c, kind, views), std::move(md), std::move(owner));
+}
+
+}  // namespace
+
+OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs::path>& config) {
+    std::error_code ec;
+    if (!fs::is_directory(source, ec) && source.extension() != ".json" && is_gguf(source))
+        return {open_model(source), Layout::Gguf, source.parent_path(), {source}};
+    auto owner = std::make_shared<Owner>(Owner{SafetensorsSet::open(source), {}, {}, {}});
+    const Layout layout = detect(owner->set);
+    const fs::path config_path = config ? *config : owner->set.folder() / "config.json";
+    if (!fs::exists(config_path, ec))
+        fail(owner->set.name() + ": a " + std::string(layout_name(layout)) +
+             " checkpoint needs its config: " + config_path.string() + " does not exist (give one with --config)");
+    const json j = read_json(config_path);
+    const std::string where = config_path.string();
+    OpenedCheckpoint out{PerHeadModel{}, layout, owner->set.folder(), owner->set.paths()};
+    out.inputs.push_back(config_path);
+    const std::string st = owner->set.name();
+    switch (layout) {
+        case Layout::HuggingFace: {
+            const Config c = hf_config(j, where);
+            Metadata md;
+            if (c.optional_roles.contains(Role::RopeFreqs)) {
+                const json& rs = j.at("rope_scaling");
+                owner->rope_freqs = llama3_rope_factors(rs, c, where);
+                md.set(std::string(kRopeScalingKey), Value::string(rs.dump()));
+            }
+            out.model = import_mapped(owner, c, kHf, true, false, st, std::move(md));
+            break;
+        }
+        case Layout::TransformerLens: {
+            const TlConfig t = tl_config(j, where);
+            Config c = t.config;
+            c.tied = false;  // TransformerLens keeps its own W_U
+            owner->ones.assign(c.d_model, 1.0f);
+            // A bias role is carried when some layer's bias is not all zero (TransformerLens keeps zeros).
+            for (const NameMap& row : kTl) {
+                if (role_spec(row.role).kind != TensorKind::Bias) continue;
+                for (std::uint32_t l = 0; l < c.n_layers; ++l)
+                    for (bool g : {false, true})
+                        if (const StTensor* b = owner->set.find(foreign_name(row, l, g)); b && !all_zero(*b))
+                            c.optional_roles.insert(row.role);
+            }
+            out.model = import_mapped(owner, c, kTl, t.rotate_half, c.n_kv_heads != c.n_heads, st);
+            break;
+        }
+        default: out.model = import_own_names(owner, hf_config(j, where), st); break;
+    }
+    return out;
+}
+
+}  // namespace headfuse

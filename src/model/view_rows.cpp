@@ -1,0 +1,87 @@
+#include "model/view_rows.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "headfuse/error.h"
+#include "io/mapped_file.h"
+
+namespace headfuse {
+namespace {
+
+// Stored bytes [off, off + n) of a view: pread from its file, or copied from memory.
+void stored(const TensorView& v, std::uint64_t off, std::span<std::byte> out) {
+    if (v.file)
+        v.file->read(v.file_offset + off, out);
+    else
+        std::memcpy(out.data(), v.bytes.data() + off, out.size());
+}
+
+}  // namespace
+
+void read_rows(const TensorView& v, std::uint64_t r0, std::uint64_t n, std::span<std::byte> out,
+               std::vector<std::byte>& scratch) {
+    const std::uint64_t rb = v.row_nbytes();
+    if (v.plain()) return stored(v, r0 * rb, out.first(n * rb));
+    const std::uint64_t g = v.group_rows ? v.group_rows : v.n_rows();
+    const std::uint64_t gb = g * rb;  // bytes of a group
+    if (v.transposed) {
+        // The group holds ne[0] stored rows of g elements; logical row r is stored column r (or its rotate-half
+        // place). Each stored row gives its span of the columns wanted; nothing beyond the window is held.
+        const std::uint64_t es = traits(v.type).type_size;
+        if (traits(v.type).block_size != 1)
+            fail(ErrorKind::Unsupported, "tensor '" + v.name + "': a transposed tensor must be f32, f16 or bf16");
+        const std::uint64_t ne0 = v.ne[0];
+        for (std::uint64_t r = r0; r < r0 + n;) {
+            const std::uint64_t grp = r / g, end = std::min(r0 + n, (grp + 1) * g);
+            const std::uint64_t lo = v.rotate_half ? 0 : r - grp * g;  // the first stored column wanted
+            const std::byte* base = v.bytes.data() + grp * gb;
+            for (std::uint64_t c = 0; c < ne0; ++c) {
+                const std::byte* src = base + (c * g + lo) * es;
+                for (std::uint64_t q = r; q < end; ++q) {
+                    const std::uint64_t local = q - grp * g;
+                    const std::uint64_t col = v.rotate_half ? rotate_half_stored_row(local, g) : local;
+                    std::memcpy(out.data() + (q - r0) * rb + c * es, src + (col - lo) * es, es);
+                }
+            }
+            r = end;
+        }
+        return;
+    }
+    // Rotate-half rows: read the stored rows of each group, then put them in llama.cpp's order.
+    for (std::uint64_t r = r0; r < r0 + n;) {
+        const std::uint64_t grp = r / g, end = std::min(r0 + n, (grp + 1) * g);
+        scratch.resize(gb);
+        stored(v, grp * gb, scratch);
+        for (; r < end; ++r)
+            std::memcpy(out.data() + (r - r0) * rb, scratch.data() + rotate_half_stored_row(r - grp * g, g) * rb, rb);
+    }
+}
+
+std::uint64_t window_rows(const TensorView& v, std::uint64_t window_bytes) {
+    const std::uint64_t step = std::max<std::uint64_t>(1, window_bytes / std::max<std::uint64_t>(1, v.row_nbytes()));
+    if (!v.rotate_half || v.transposed) return step;
+    const std::uint64_t g = v.group_rows ? v.group_rows : v.n_rows();
+    return std::max<std::uint64_t>(1, step / g) * g;
+}
+
+void for_each_window(const TensorView& v, std::uint64_t window_bytes,
+                     const std::function<void(std::span<const std::byte>, std::uint64_t, std::uint64_t)>& f) {
+    const std::uint64_t step = window_rows(v, window_bytes), n_rows = v.n_rows();
+    std::vector<std::byte> buf, scratch;
+    for (std::uint64_t r = 0; r < n_rows; r += step) {
+        const std::uint64_t n = std::min(step, n_rows - r);
+        f(rows_of(v, r, n, buf, scratch), r, n);
+    }
+}
+
+std::span<const std::byte> rows_of(const TensorView& v, std::uint64_t r, std::uint64_t n, std::vector<std::byte>& buf,
+                                   std::vector<std::byte>& scratch) {
+    const std::uint64_t rb = v.row_nbytes();
+    if (v.plain() && !v.file) return v.bytes.subspan(r * rb, n * rb);
+    buf.resize(n * rb);
+    read_rows(v, r, n, buf, scratch);
+    return buf;
+}
+
+}  // namespace headfuse

@@ -1,0 +1,671 @@
+// Hugging Face tokenizers (tokenizer.json + tokenizer_config.json + special_tokens_map.json) to the tokenizer.*
+// keys llama.cpp reads, and read_tokenizer, which takes a GGUF file, a folder or a tokenizer.json.
+//
+// Only what llama.cpp reproduces exactly is converted; anything else is refused by name (a normalizer, a
+// pre-tokenizer, a model type) so that a converted file tokenizes as Hugging Face does or is not written.
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "headfuse/error.h"
+#include "headfuse/vocab.h"
+#include "io/mapped_file.h"
+#include "tokenizer/sp_model.h"
+
+namespace headfuse {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+// llama.cpp's token types (enum llama_token_type).
+constexpr std::int32_t kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kByte = 6;
+// SentencePiece's word boundary, U+2581.
+constexpr std::string_view kSpace = "\xE2\x96\x81";
+// The score llama.cpp's converter gives the tokens of added_tokens_decoder.
+constexpr float kAddedTokenScore = -1000.0f;
+// Scores are f32: ranks above 2^24 would no longer be distinct.
+constexpr std::size_t kMaxExactRank = std::size_t{1} << 24;
+
+// The pre-tokenizer regexes llama.cpp implements, as tokenizer.json spells them, and llama.cpp's name for each.
+// llama.cpp's BPE tokenizer skips the merges for a word that is a token itself only for "llama-bpe" (its
+// ignore_merges), so the tokenizer.json must say the same.
+struct KnownPre {
+    std::string_view regex, name;
+    bool ignore_merges;
+};
+constexpr KnownPre kLlama3Pre{
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    "llama-bpe", true};
+// ByteLevel with use_regex: GPT-2's own regex, llama.cpp's "gpt-2".
+constexpr KnownPre kGpt2Pre{"", "gpt-2", false};
+
+// Deeper nesting than any tokenizer file has; refused before parsing, as printing or freeing a deeply nested
+// value recurses.
+constexpr int kMaxJsonDepth = 64;
+
+// The deepest nesting of arrays and objects in `text`, outside strings (stops counting past the limit).
+int json_depth(std::string_view text) {
+    int depth = 0, deepest = 0;
+    bool in_string = false;
+    for (std::size_t i = 0; i < text.size() && deepest <= kMaxJsonDepth; ++i) {
+        const char c = text[i];
+        if (in_string) {
+            if (c == '\\')
+                ++i;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            deepest = std::max(deepest, ++depth);
+        } else if (c == ']' || c == '}') {
+            --depth;
+        }
+    }
+    return deepest;
+}
+
+std::string_view as_chars(std::span<const std::byte> bytes) {
+    return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+std::vector<Value> byte_values(std::span<const std::byte> bytes) {
+    std::vector<Value> out;
+    out.reserve(bytes.size());
+    for (std::byte b : bytes) out.push_back(Value::u8(static_cast<std::uint8_t>(b)));
+    return out;
+}
+
+json parse_json(const fs::path& path, std::span<const std::byte> bytes) {
+    if (json_depth({reinterpret_cast<const char*>(bytes.data()), bytes.size()}) > kMaxJsonDepth)
+        fail(path.string() + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+    try {
+        return json::parse(reinterpret_cast<const char*>(bytes.data()),
+                           reinterpret_cast<const char*>(bytes.data()) + bytes.size());
+    } catch (const json::exception& e) {
+        fail(path.string() + ": not valid JSON: " + e.what());
+    }
+}
+
+std::string dump(const json& j) {
+    std::string s = j.dump();
+    constexpr std::size_t kShown = 80;
+    return s.size() > kShown ? s.substr(0, kShown) + "..." : s;
+}
+
+// Code points of a UTF-8 string, as byte offsets (the last one is s.size()).
+std::vector<std::size_t> char_bounds(std::string_view s) {
+    std::vector<std::size_t> b;
+    for (std::size_t i = 0; i < s.size(); ++i)
+        if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80) b.push_back(i);
+    b.push_back(s.size());
+    return b;
+}
+
+bool is_byte_token(std::string_view t) {
+    auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'); };
+    return t.size() == 6 && t.substr(0, 3) == "<0x" && hex(t[3]) && hex(t[4]) && t[5] == '>';
+}
+
+// Special token ids (-1: none) and add_bos, when the configuration files say nothing.
+struct Fallback {
+    std::int64_t bos = -1, eos = -1, unk = -1, pad = -1;
+    bool add_bos = false;
+};
+
+struct Converter {
+    const std::string src;  // tokenizer.json's path, naming errors
+    const json& tj;         // tokenizer.json
+    const json& config;     // tokenizer_config.json, or null
+    const json& stm;        // special_tokens_map.json, or null
+    const WarnFn& warn;
+
+    std::vector<std::string> tokens;
+    std::unordered_map<std::string, std::uint32_t> ids;  // every token, added tokens first
+    std::vector<std::int32_t> types;
+    std::vector<std::pair<std::string, std::string>> merges;
+
+    [[noreturn]] void bad(const std::string& what) const { fail(src + ": " + what); }
+    // Well-formed, but llama.cpp would not tokenize it as Hugging Face or SentencePiece does.
+    [[noreturn]] void unsupported(const std::string& what) const { fail(ErrorKind::Unsupported, src + ": " + what); }
+
+    const json& field(const json& j, const char* key) const {
+        static const json null;
+        return j.is_object() && j.contains(key) ? j.at(key) : null;
+    }
+    std::string type_of(const json& j) const {
+        const json& t = field(j, "type");
+        return t.is_string() ? t.get<std::string>() : "";
+    }
+    // The objects of a Sequence (under `list`), or the object itself.
+    std::vector<const json*> flatten(const json& j, const char* list) const {
+        std::vector<const json*> out;
+        if (j.is_null()) return out;
+        if (type_of(j) == "Sequence")
+            for (const json& e : field(j, list)) out.push_back(&e);
+        else
+            out.push_back(&j);
+        return out;
+    }
+
+    void index_tokens() {
+        ids.reserve(tokens.size());
+        for (std::uint32_t i = 0; i < tokens.size(); ++i)
+            if (!ids.emplace(tokens[i], i).second)
+                bad("token '" + tokens[i] + "' appears twice (ids " + std::to_string(ids[tokens[i]]) + " and " +
+                    std::to_string(i) + ")");
+    }
+
+    void read_vocab() {
+        const json& model = field(tj, "model");
+        if (type_of(model) != "BPE")
+            unsupported(
+                "model type '" + type_of(model) +
+                "' is not supported (headfuse converts BPE tokenizers: SentencePiece-style with byte fallback, or "
+                "byte-level)");
+        for (const char* key : {"dropout", "continuing_subword_prefix", "end_of_word_suffix"}) {
+            const json& v = field(model, key);
+            if (!v.is_null() && !(v.is_string() && v.get<std::string>().empty()))
+                unsupported("model." + std::string(key) + " " + dump(v) + " has no llama.cpp equivalent");
+        }
+        const json& vocab = field(model, "vocab");
+        if (!vocab.is_object()) bad("model.vocab is not an object");
+        std::map<std::uint64_t, std::string> by_id;
+        auto put = [&](const std::string& text, const json& id) {
+            if (!id.is_number_unsigned() || id.get<std::uint64_t>() >= std::numeric_limits<std::uint32_t>::max())
+                bad("token '" + text + "' has id " + dump(id) + ", expected an unsigned 32-bit integer");
+            const auto [it, fresh] = by_id.emplace(id.get<std::uint64_t>(), text);
+            if (!fresh && it->second != text)
+                bad("id " + dump(id) + " is both '" + it->second + "' and '" + text + "'");
+        };
+        for (const auto& [text, id] : vocab.items()) put(text, id);
+        for (const json& a : field(tj, "added_tokens")) {
+            if (!field(a, "content").is_string()) bad("an added token has no content: " + dump(a));
+            put(a["content"].get<std::string>(), field(a, "id"));
+        }
+        if (by_id.empty()) bad("no tokens");
+        const std::uint64_t n = by_id.rbegin()->first + 1;
+        if (by_id.size() != n) {
+            std::uint64_t hole = 0;
+            while (by_id.count(hole)) ++hole;
+            bad("token ids are not contiguous: no token has id " + std::to_string(hole) + " (" +
+                std::to_string(by_id.size()) + " tokens, ids up to " + std::to_string(n - 1) + ")");
+        }
+        tokens.reserve(n);
+        for (auto& [id, text] : by_id) tokens.push_back(std::move(text));
+        index_tokens();
+        types.assign(n, kNormal);
+        for (const json& a : field(tj, "added_tokens")) {
+            const std::uint32_t id = a["id"].get<std::uint32_t>();
+            types[id] = field(a, "special").is_boolean() && a["special"].get<bool>() ? kControl : kUserDefined;
+            for (const char* flag : {"lstrip", "rstrip", "single_word"})
+                if (field(a, flag).is_boolean() && a[flag].get<bool>() && warn)
+                    warn(src + ": added token '" + tokens[id] + "' has " + flag +
+                         ", which llama.cpp does not apply when it matches the token in text");
+        }
+    }
+
+    void read_merges() {
+        const json& list = field(field(tj, "model"), "merges");
+        if (!list.is_array()) bad("model.merges is not an array");
+        merges.reserve(list.size());
+        for (const json& m : list) {
+            std::string a, b;
+            if (m.is_string()) {  // "a b"
+                const std::string s = m.get<std::string>();
+                const std::size_t sp = s.find(' ');
+                if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos)
+                    bad("merge " + dump(m) + " is not two pieces separated by a space");
+                a = s.substr(0, sp);
+                b = s.substr(sp + 1);
+            } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {  // ["a", "b"]
+                a = m[0].get<std::string>();
+                b = m[1].get<std::string>();
+            } else {
+                bad("merge " + dump(m) + " is neither \"a b\" nor [\"a\", \"b\"]");
+            }
+            if (!ids.count(a) || !ids.count(b) || !ids.count(a + b))
+                bad("merge " + dump(m) + " joins pieces that are not all tokens");
+            merges.emplace_back(std::move(a), std::move(b));
+        }
+    }
+
+    // The token of a special role: tokenizer_config.json, then special_tokens_map.json (a string, or an
+    // object with "content"). -1 when neither names one.
+    std::int64_t special(const std::string& role) const {
+        const std::string key = role + "_token";
+        for (const json* j : {&config, &stm}) {
+            const json& v = field(*j, key.c_str());
+            const json& text = v.is_object() ? field(v, "content") : v;
+            if (text.is_null()) continue;
+            if (!text.is_string()) bad(key + " is " + dump(v) + ", expected a token");
+            const auto it = ids.find(text.get<std::string>());
+            if (it == ids.end()) bad(key + " '" + text.get<std::string>() + "' is not a token");
+            return it->second;
+        }
+        return -1;
+    }
+
+    // add_bos/add_eos: tokenizer_config.json's add_bos_token/add_eos_token, else the post-processor's template
+    // (a special token before or after the text). Also the template's first special token as bos when the
+    // configuration names none.
+    // `fallback` holds the ids when neither file names the token, and the default of add_bos.
+    void special_keys(Metadata& md, const Fallback& fallback = {}) {
+        auto either = [](std::int64_t id, std::int64_t other) { return id >= 0 ? id : other; };
+        std::int64_t bos = either(special("bos"), fallback.bos), eos = either(special("eos"), fallback.eos),
+                     unk = either(special("unk"), fallback.unk), pad = either(special("pad"), fallback.pad);
+        if (unk < 0)
+            if (const json& u = field(field(tj, "model"), "unk_token");
+                u.is_string() && ids.count(u.get<std::string>()))
+                unk = ids.at(u.get<std::string>());
+        bool add_bos = fallback.add_bos, add_eos = false;
+        for (const json* p : flatten(field(tj, "post_processor"), "processors")) {
+            if (type_of(*p) != "TemplateProcessing") continue;
+            const json& single = field(*p, "single");
+            auto special_at = [&](const json& item) -> std::int64_t {
+                const json& st = field(item, "SpecialToken");
+                if (st.is_null()) return -1;
+                const json& name = field(st, "id");
+                if (!name.is_string()) return -1;
+                const json& known = field(field(field(*p, "special_tokens"), name.get<std::string>().c_str()), "ids");
+                if (known.is_array() && known.size() == 1 && known[0].is_number_unsigned())
+                    return known[0].get<std::int64_t>();
+                const auto it = ids.find(name.get<std::string>());
+                return it == ids.end() ? -1 : it->second;
+            };
+            if (!single.is_array() || single.empty()) continue;
+            if (const std::int64_t first = special_at(single.front()); first >= 0) {
+                add_bos = true;
+                if (bos < 0) bos = first;
+            }
+            if (single.size() > 1)
+                if (const std::int64_t last = special_at(single.back()); last >= 0) {
+                    add_eos = true;
+                    if (eos < 0) eos = last;
+                }
+        }
+        if (field(config, "add_bos_token").is_boolean()) add_bos = config["add_bos_token"].get<bool>();
+        if (field(config, "add_eos_token").is_boolean()) add_eos = config["add_eos_token"].get<bool>();
+        if (unk >= 0 && types[unk] != kByte) types[unk] = kUnknown;
+        for (const auto& [key, id] : {std::pair{"tokenizer.ggml.bos_token_id", bos},
+                                      {"tokenizer.ggml.eos_token_id", eos},
+                                      {"tokenizer.ggml.unknown_token_id", unk},
+                                      {"tokenizer.ggml.padding_token_id", pad}})
+            if (id >= 0) md.set(key, Value::u32(static_cast<std::uint32_t>(id)));
+        md.set("tokenizer.ggml.add_bos_token", Value::boolean(add_bos));
+        md.set("tokenizer.ggml.add_eos_token", Value::boolean(add_eos));
+    }
+
+    void chat_template(Metadata& md) const {
+        const json& t = field(config, "chat_template");
+        if (t.is_string()) {
+            md.set("tokenizer.chat_template", Value::string(t.get<std::string>()));
+        } else if (t.is_array()) {  // [{"name": ..., "template": ...}]: "default" and tokenizer.chat_template.NAME
+            for (const json& e : t) {
+                if (!field(e, "name").is_string() || !field(e, "template").is_string())
+                    bad("chat_template entry " + dump(e) + " has no name and template");
+                const std::string name = e["name"].get<std::string>();
+                md.set(name == "default" ? "tokenizer.chat_template" : "tokenizer.chat_template." + name,
+                       Value::string(e["template"].get<std::string>()));
+            }
+        } else if (!t.is_null()) {
+            bad("chat_template is " + dump(t) + ", expected a string");
+        }
+    }
+
+    // SentencePiece-style: "▁" for spaces (a Replace normalizer or a Metaspace pre-tokenizer), an optional
+    // "▁" before the text (Prepend, or Metaspace's prefix), byte fallback. Returns add_space_prefix.
+    bool spm_text_rules() const {
+        bool escapes = false, prefix = false;
+        for (const json* n : flatten(field(tj, "normalizer"), "normalizers")) {
+            const std::string t = type_of(*n);
+            if (t == "Prepend" && field(*n, "prepend") == json(kSpace)) {
+                prefix = true;
+            } else if (t == "Replace" && field(field(*n, "pattern"), "String") == json(" ") &&
+                       field(*n, "content") == json(kSpace)) {
+                escapes = true;
+            } else {
+                unsupported("normalizer " + dump(*n) +
+                            " has no llama.cpp equivalent for a SentencePiece-style tokenizer");
+            }
+        }
+        const json& pre = field(tj, "pre_tokenizer");
+        if (type_of(pre) == "Metaspace") {
+            if (field(pre, "replacement") != json(kSpace) || field(pre, "split") == json(true))
+                unsupported("pre-tokenizer " + dump(pre) +
+                            " has no llama.cpp equivalent (llama.cpp does not split at spaces)");
+            escapes = true;
+            const json& scheme = field(pre, "prepend_scheme");
+            if (scheme.is_string()) {
+                prefix = scheme.get<std::string>() != "never";
+                if (scheme.get<std::string>() == "first" && warn)
+                    warn(src +
+                         ": prepend_scheme 'first': llama.cpp also puts a space before text that follows a "
+                         "special token");
+            } else {
+                prefix = field(pre, "add_prefix_space") != json(false);
+            }
+        } else if (!pre.is_null()) {
+            unsupported("pre-tokenizer " + dump(pre) +
+                        " has no llama.cpp equivalent for a SentencePiece-style tokenizer");
+        }
+        if (!escapes)
+            unsupported("a SentencePiece-style tokenizer must write spaces as U+2581 (no Replace or Metaspace found)");
+        if (field(field(tj, "model"), "byte_fallback") != json(true))
+            unsupported(
+                "a SentencePiece-style tokenizer without byte_fallback: llama.cpp has no unknown-token fallback for "
+                "it");
+        return prefix;
+    }
+
+    // Scores that make llama.cpp's SentencePiece merging (the adjacent pair whose joined piece scores highest,
+    // leftmost on ties) follow the merges: a piece scores minus the rank of the first merge that forms it; a
+    // piece no merge forms scores -n_merges, below all of them. Warns when llama.cpp can join pieces that the
+    // merges never join (a pair missing from the merges, or a piece no merge forms), as it then may differ.
+    std::vector<Value> spm_scores() const {
+        if (merges.size() >= kMaxExactRank)
+            unsupported(std::to_string(merges.size()) + " merges: ranks beyond 2^24 are not exact as f32 scores");
+        const float none = -static_cast<float>(merges.size());
+        std::vector<float> score(tokens.size(), none);
+        std::vector<bool> formed(tokens.size(), false);
+        std::set<std::pair<std::string_view, std::string_view>> pairs;
+        for (std::size_t r = 0; r < merges.size(); ++r) {
+            const auto& [a, b] = merges[r];
+            const std::uint32_t id = ids.at(a + b);
+            if (!formed[id]) score[id] = -static_cast<float>(r);
+            formed[id] = true;
+            pairs.emplace(a, b);
+        }
+        // Pieces llama.cpp can hold while merging: single characters and pieces merges form.
+        auto reachable = [&](std::string_view p) {
+            const auto it = ids.find(std::string(p));
+            return it != ids.end() && (formed[it->second] || char_bounds(p).size() == 2);
+        };
+        std::size_t extra = 0;
+        std::string example;
+        for (std::uint32_t id = 0; id < tokens.size(); ++id) {
+            if (types[id] != kNormal) continue;
+            const std::string& t = tokens[id];
+            const auto bounds = char_bounds(t);
+            for (std::size_t k = 1; k + 1 < bounds.size(); ++k) {
+                const std::string_view a = std::string_view(t).substr(0, bounds[k]),
+                                       b = std::string_view(t).substr(bounds[k]);
+                if (reachable(a) && reachable(b) && !pairs.count({a, b})) {
+                    if (extra++ == 0) example = "'" + std::string(a) + "' + '" + std::string(b) + "'";
+                    break;
+                }
+            }
+        }
+        if (extra && warn)
+            warn(src + ": " + std::to_string(extra) + " tokens can be joined from pairs the merges do not list (e.g. " +
+                 example + "); llama.cpp may tokenize some texts differently");
+        std::vector<Value> out;
+        out.reserve(score.size());
+        for (float s : score) out.push_back(Value::f32(s));
+        return out;
+    }
+
+    // Byte-level: the llama.cpp pre-tokenizer whose regex is the tokenizer.json's.
+    const KnownPre& byte_level_pre() const {
+        if (!field(tj, "normalizer").is_null())
+            unsupported("normalizer " + dump(field(tj, "normalizer")) +
+                        " has no llama.cpp equivalent for a byte-level tokenizer");
+        const auto parts = flatten(field(tj, "pre_tokenizer"), "pretokenizers");
+        auto byte_level = [&](const json& j, bool regex) {
+            return type_of(j) == "ByteLevel" && field(j, "add_prefix_space") != json(true) &&
+                   field(j, "use_regex") == json(regex);
+        };
+        const KnownPre* pre = nullptr;
+        if (parts.size() == 1 && byte_level(*parts[0], true)) {
+            pre = &kGpt2Pre;
+        } else if (parts.size() == 2 && type_of(*parts[0]) == "Split" && byte_level(*parts[1], false)) {
+            const json& split = *parts[0];
+            const json& regex = field(field(split, "pattern"), "Regex");
+            if (field(split, "behavior") == json("Isolated") && field(split, "invert") != json(true) &&
+                regex == json(kLlama3Pre.regex))
+                pre = &kLlama3Pre;
+            else
+                unsupported("pre-tokenizer regex " + dump(regex) +
+                            " is not one llama.cpp implements (known: LLaMA 3's, GPT-2's)");
+        }
+        if (!pre) unsupported("pre-tokenizer " + dump(field(tj, "pre_tokenizer")) + " is not one llama.cpp implements");
+        const bool ignore = field(field(tj, "model"), "ignore_merges") == json(true);
+        if (ignore != pre->ignore_merges)
+            unsupported("model.ignore_merges is " + std::string(ignore ? "true" : "false") + ", but llama.cpp's '" +
+                        std::string(pre->name) + "' pre-tokenizer has it " + (pre->ignore_merges ? "true" : "false"));
+        return *pre;
+    }
+
+    // A SentencePiece model, as llama.cpp's converter takes one (convert_hf_to_gguf.py's
+    // _set_vocab_sentencepiece): its pieces, scores and piece types, the entries of tokenizer_config.json's
+    // added_tokens_decoder as control (special) or user-defined tokens scored -1000, add_space_prefix from the
+    // normalizer's add_dummy_prefix. SentencePiece's BPE merges the adjacent pair whose joined piece scores
+    // highest, as llama.cpp does, so the model's own scores need no change; what llama.cpp would not reproduce is
+    // refused by name.
+    Metadata convert_sp(const SpModel& sp) {
+        static constexpr const char* kModelTypes[] = {"?", "UNIGRAM", "BPE", "WORD", "CHAR"};
+        if (sp.model_type != kSpBpe)
+            unsupported(
+                "model type " +
+                std::string(sp.model_type >= 1 && sp.model_type <= 4 ? kModelTypes[sp.model_type]
+                                                                     : std::to_string(sp.model_type).c_str()) +
+                ": llama.cpp's SentencePiece tokenizer merges pieces by score, which reproduces BPE models only");
+        if (!sp.byte_fallback)
+            unsupported("a SentencePiece model without byte_fallback: llama.cpp has no unknown-token fallback for it");
+        if (sp.charsmap_bytes)
+            unsupported("normalization rule '" + sp.normalizer +
+                        "' changes text before tokenizing, which llama.cpp does not (only 'identity' converts)");
+        if (sp.remove_extra_whitespaces)
+            unsupported("remove_extra_whitespaces is on: SentencePiece drops runs of spaces, llama.cpp keeps them");
+        if (!sp.escape_whitespaces) unsupported("escape_whitespaces is off: llama.cpp always writes spaces as U+2581");
+        if (sp.treat_whitespace_as_suffix)
+            unsupported("treat_whitespace_as_suffix is on: llama.cpp puts U+2581 before words, not after");
+        std::vector<float> scores;
+        for (std::size_t i = 0; i < sp.pieces.size(); ++i) {
+            const SpModel::Piece& p = sp.pieces[i];
+            if (p.type < kNormal || p.type > kByte)
+                bad("piece " + std::to_string(i) + " '" + p.text + "' has type " + std::to_string(p.type) +
+                    ", expected 1..6");
+            tokens.push_back(p.text);
+            types.push_back(p.type);
+            scores.push_back(p.score);
+        }
+        index_tokens();
+        added_tokens_decoder(scores);
+        // The model's own ids for its special pieces (-1: none), unless the configuration names others.
+        auto own = [&](std::int32_t id) { return id >= 0 && std::size_t(id) < tokens.size() ? id : -1; };
+        const std::int64_t bos = own(sp.bos_id);
+        Metadata specials;
+        special_keys(specials, {bos, own(sp.eos_id), own(sp.unk_id), own(sp.pad_id), bos >= 0});
+        Metadata md;
+        md.set("tokenizer.ggml.model", Value::string("llama"));
+        std::vector<Value> tv, sv, ty;
+        for (std::size_t i = 0; i < tokens.size(); ++i) {
+            tv.push_back(Value::string(tokens[i]));
+            sv.push_back(Value::f32(scores[i]));
+            ty.push_back(Value::i32(types[i]));
+        }
+        md.set("tokenizer.ggml.tokens", Value::array(ValueType::STRING, std::move(tv)));
+        md.set("tokenizer.ggml.scores", Value::array(ValueType::F32, std::move(sv)));
+        md.set("tokenizer.ggml.token_type", Value::array(ValueType::I32, std::move(ty)));
+        md.set("tokenizer.ggml.add_space_prefix", Value::boolean(sp.add_dummy_prefix));
+        md.merge(std::move(specials));
+        chat_template(md);
+        return md;
+    }
+
+    // tokenizer_config.json's added_tokens_decoder {"id": {"content": ..., "special": ...}}: a token the model
+    // has (same text) or the next id after the model's pieces.
+    void added_tokens_decoder(std::vector<float>& scores) {
+        const json& added = field(config, "added_tokens_decoder");
+        if (added.is_null()) return;
+        if (!added.is_object()) bad("added_tokens_decoder is " + dump(added) + ", expected an object");
+        std::map<std::uint64_t, const json*> by_id;
+        for (const auto& [key, value] : added.items()) {
+            std::uint64_t id = 0;
+            const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
+            if (ec != std::errc() || end != key.data() + key.size() || !field(value, "content").is_string())
+                bad("added_tokens_decoder entry \"" + key + "\": " + dump(value) + " is not an id and a content");
+            by_id.emplace(id, &value);
+        }
+        for (const auto& [id, value] : by_id) {
+            const std::string text = (*value)["content"].get<std::string>();
+            if (id > tokens.size())
+                bad("added_tokens_decoder token " + std::to_string(id) + " '" + text + "' leaves a gap after the " +
+                    std::to_string(tokens.size()) + " tokens");
+            if (id == tokens.size()) {
+                if (!ids.emplace(text, static_cast<std::uint32_t>(id)).second)
+                    bad("added_tokens_decoder token " + std::to_string(id) + " '" + text + "' is already token " +
+                        std::to_string(ids[text]));
+                tokens.push_back(text);
+                types.push_back(kNormal);
+                scores.push_back(0.0f);
+            } else if (tokens[id] != text) {
+                bad("added_tokens_decoder token " + std::to_string(id) + " is '" + text + "', the model's piece " +
+                    std::to_string(id) + " is '" + tokens[id] + "'");
+            }
+            types[id] = field(*value, "special") == json(true) ? kControl : kUserDefined;
+            scores[id] = kAddedTokenScore;
+        }
+    }
+
+    Metadata convert() {
+        read_vocab();
+        read_merges();
+        const bool byte_level = [&] {
+            for (const json* p : flatten(field(tj, "pre_tokenizer"), "pretokenizers"))
+                if (type_of(*p) == "ByteLevel") return true;
+            return false;
+        }();
+        Metadata md;
+        if (byte_level) {
+            const KnownPre& pre = byte_level_pre();
+            md.set("tokenizer.ggml.model", Value::string("gpt2"));
+            md.set("tokenizer.ggml.pre", Value::string(std::string(pre.name)));
+        } else {
+            const bool prefix = spm_text_rules();
+            for (std::uint32_t id = 0; id < tokens.size(); ++id)
+                if (types[id] == kNormal && is_byte_token(tokens[id])) types[id] = kByte;
+            md.set("tokenizer.ggml.model", Value::string("llama"));
+            md.set("tokenizer.ggml.add_space_prefix", Value::boolean(prefix));
+        }
+        Metadata specials;
+        special_keys(specials);  // settles the unknown token's type
+        std::vector<Value> tv, ty;
+        tv.reserve(tokens.size());
+        ty.reserve(tokens.size());
+        for (std::uint32_t i = 0; i < tokens.size(); ++i) {
+            tv.push_back(Value::string(tokens[i]));
+            ty.push_back(Value::i32(types[i]));
+        }
+        md.set("tokenizer.ggml.tokens", Value::array(ValueType::STRING, std::move(tv)));
+        if (!byte_level) md.set("tokenizer.ggml.scores", Value::array(ValueType::F32, spm_scores()));
+        md.set("tokenizer.ggml.token_type", Value::array(ValueType::I32, std::move(ty)));
+        if (byte_level) {
+            std::vector<Value> mv;
+            mv.reserve(merges.size());
+            for (const auto& [a, b] : merges) {
+                // llama.cpp splits a merge at its first space after the first byte.
+                if (a.find(' ', 1) != std::string::npos || b.find(' ') != std::string::npos)
+                    unsupported("merge '" + a + "' + '" + b + "' holds a space, which llama.cpp's merge list cannot");
+                mv.push_back(Value::string(a + " " + b));
+            }
+            md.set("tokenizer.ggml.merges", Value::array(ValueType::STRING, std::move(mv)));
+        }
+        md.merge(std::move(specials));
+        chat_template(md);
+        return md;
+    }
+};
+
+bool starts_with_gguf_magic(const fs::path& path) {
+    const MappedFile f = MappedFile::open(path);
+    return f.bytes().size() >= 4 && std::memcmp(f.bytes().data(), "GGUF", 4) == 0;
+}
+
+}  // namespace
+
+Tokenizer read_hf_tokenizer(const fs::path& path, const WarnFn& warn) {
+    fs::path file = path, dir = path.parent_path();
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) {
+        dir = path;
+        file = path / "tokenizer.json";
+        if (!fs::exists(file, ec)) file = path / "tokenizer.model";
+        if (!fs::exists(file, ec)) fail(path.string() + ": no tokenizer.json or tokenizer.model");
+    }
+    const bool sentencepiece = file.extension() == ".model";
+    Tokenizer t;
+    t.source = file.string();
+    t.inputs.push_back(file);
+    // The files' exact bytes are kept (kTokenizerFiles) for `export --format hf` to write back, under their
+    // standard names whatever the given file is called.
+    Metadata sources;
+    auto keep = [&](std::string_view name, std::span<const std::byte> bytes) {
+        for (const TokenizerFile& f : kTokenizerFiles)
+            if (name == f.file)
+                sources.set(std::string(f.key), f.binary ? Value::array(ValueType::U8, byte_values(bytes))
+                                                         : Value::string(std::string(as_chars(bytes))));
+    };
+    const MappedFile main = MappedFile::open(file);
+    json tj, config, stm;
+    if (!sentencepiece) tj = parse_json(file, main.bytes());
+    keep(sentencepiece ? "tokenizer.model" : "tokenizer.json", main.bytes());
+    for (auto [name, into] : {std::pair{"tokenizer_config.json", &config}, {"special_tokens_map.json", &stm}})
+        if (const fs::path p = dir / name; fs::exists(p, ec)) {
+            const MappedFile f = MappedFile::open(p);
+            *into = parse_json(p, f.bytes());
+            keep(name, f.bytes());
+            t.inputs.push_back(p);
+        }
+    // A tokenizer.model beside a tokenizer.json (LLaMA 2's folders have both) is not read, only kept.
+    if (const fs::path p = dir / "tokenizer.model";
+        !sentencepiece && file.filename() == "tokenizer.json" && fs::exists(p, ec) && !fs::is_directory(p, ec)) {
+        keep("tokenizer.model", MappedFile::open(p).bytes());
+        t.inputs.push_back(p);
+    }
+    if (!sentencepiece && !tj.is_object()) fail(t.source + ": not a tokenizer (a JSON object with a model)");
+    Converter c{t.source, tj, config, stm, warn, {}, {}, {}, {}};
+    t.keys = sentencepiece ? c.convert_sp(parse_sp_model(main.bytes(), t.source)) : c.convert();
+    check_tokenizer(t.keys, 0, t.source);
+    t.keys.merge(std::move(sources));
+    return t;
+}
+
+Metadata sp_model_keys(std::span<const std::byte> bytes, const std::string& where) {
+    const json none;
+    Converter c{where, none, none, none, {}, {}, {}, {}, {}};
+    Metadata keys = c.convert_sp(parse_sp_model(bytes, where));
+    check_tokenizer(keys, 0, where);
+    return keys;
+}
+
+Tokenizer read_tokenizer(const fs::path& path, const WarnFn& warn) {
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) return read_hf_tokenizer(path, warn);
+    if (!starts_with_gguf_magic(path)) {
+        if (path.extension() == ".json" || path.extension() == ".model") return read_hf_tokenizer(path, warn);
+        fail(path.string() + ": not a GGUF file, a Hugging Face folder, a tokenizer.json or a tokenizer.model");
+    }
+    const GgufFile f = GgufFile::open(path);
+    Tokenizer t;
+    t.source = f.name();
+    t.inputs.push_back(path);
+    for (const auto& e : f.metadata().entries())
+        if (e.key.rfind("tokenizer.", 0) == 0) t.keys.set(e.key, e.value);
+    check_tokenizer(t.keys, 0, t.source);
+    return t;
+}
+
+}  // namespace headfuse
