@@ -194,7 +194,7 @@ int run_init(const InitArgs& a, const Common& c) {
     a.config.validate();
     check_output_path(a.out);
     const auto t0 = Clock::now();
-    const auto files = write_random_init(a.config, a.seed, a.out, make_progress("init", c.quiet), c.threads, c.layout);
+    const auto files = write_random_init(a.config, a.seed, a.out, make_progress("init", c.quiet), c.threads, c.output);
     std::printf("wrote %s: per-head checkpoint, %s, seed %llu in %.2f s\n", written(files).c_str(),
                 describe(a.config).c_str(), static_cast<unsigned long long>(a.seed), seconds_since(t0));
     return 0;
@@ -235,10 +235,10 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     std::optional<Tokenizer> tok;
     if (!a.tokenizer_from.empty()) tok = read_tokenizer(a.tokenizer_from, warn);
     const OpenedCheckpoint src = open_source(a.in, a.config);
-    if (src.layout == Layout::Gguf && !a.config.empty())
+    if (src.format == CheckpointFormat::Gguf && !a.config.empty())
         fail(ErrorKind::InvalidArgument, "--config applies to safetensors inputs only");
     const PerHeadModel& model = src.model;
-    if (!tok && src.layout != Layout::Gguf &&
+    if (!tok && src.format != CheckpointFormat::Gguf &&
         (std::filesystem::exists(src.folder / "tokenizer.json") ||
          std::filesystem::exists(src.folder / "tokenizer.model")))
         tok = read_tokenizer(src.folder, warn);  // a Hugging Face folder brings its own tokenizer
@@ -248,7 +248,7 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     opt.threads = c.threads;
     opt.tokenizer = tok ? &*tok : nullptr;
     opt.progress = make_progress("fuse", c.quiet);
-    opt.layout = c.layout;
+    opt.output = c.output;
     opt.warn = warn;
     opt.inputs = src.inputs;
     const auto files = fuse(model, a.out, opt);
@@ -270,7 +270,7 @@ int run_split(const SplitArgs& a, const Common& c) {
     const auto t0 = Clock::now();
     check_output_path(a.out);
     const FusedModel model = FusedModel::open(a.in);
-    const auto files = split(model, a.out, {make_progress("split", c.quiet), c.layout});
+    const auto files = split(model, a.out, {make_progress("split", c.quiet), c.output});
     std::printf("wrote %s: per-head checkpoint, %s in %.2f s\n", written(files).c_str(),
                 describe(model.config()).c_str(), seconds_since(t0));
     return 0;

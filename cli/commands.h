@@ -16,7 +16,7 @@ namespace headfuse::cli {
 struct Common {
     unsigned threads = 0;
     bool quiet = false;
-    OutputLayout layout;  // writing commands: alignment, and cutting the output into a split set
+    OutputOptions output;  // writing commands: alignment, and cutting the output into a split set
 };
 
 struct InitArgs {

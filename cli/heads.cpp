@@ -210,7 +210,7 @@ int run_heads(const HeadsArgs& a, const Common& c) {
     FuseOptions opt;
     opt.type = a.type;
     opt.threads = c.threads;
-    opt.layout = c.layout;
+    opt.output = c.output;
     opt.progress = make_progress("heads " + a.verb, c.quiet);
     opt.warn = eo.warn;
     opt.inputs = inputs;

@@ -32,7 +32,7 @@ std::string lowercase(std::string_view s) {
 // The --type values of head edits: every type headfuse writes (no mixes: an edit keeps the input's mix).
 std::string lowercase_types() {
     std::string s;
-    for (DType t : model_dtypes()) {
+    for (DType t : writable_dtypes()) {
         if (!s.empty()) s += '|';
         s += lowercase(type_name(t));
     }
@@ -444,12 +444,12 @@ int main(int argc, char** argv) {
             for (const CLI::App* verb : cmd->get_subcommands()) deferred.apply(verb);  // heads VERB
         }
         if (!split_max_size.empty())
-            common.layout.split.max_bytes = parse_split_size(split_max_size, "--split-max-size");
-        common.layout.split.max_tensors = split_max_tensors;
+            common.output.shards.max_bytes = parse_split_size(split_max_size, "--split-max-size");
+        common.output.shards.max_tensors = split_max_tensors;
         if ((alignment & (alignment - 1)) != 0)
             fail(ErrorKind::InvalidArgument,
                  "--alignment: expected a power of two, found " + std::to_string(alignment));
-        common.layout.alignment = alignment;
+        common.output.alignment = alignment;
         if (*c_init) {
             cfg.rope_scaling = rope_scaling == "yarn"     ? RopeScaling::Yarn
                                : rope_scaling == "linear" ? RopeScaling::Linear

@@ -111,7 +111,7 @@ TEST(ErrorKinds, WhatTheCallerAskedForIsInvalidArgument) {
                  ErrorKind::InvalidArgument, {in.filename().string()});
     // An alignment that is not a power of two.
     FuseOptions odd;
-    odd.layout.alignment = 48;
+    odd.output.alignment = 48;
     expect_error(thrown([&] { fuse(m, dir / "odd.gguf", odd); }), ErrorKind::InvalidArgument, {"48"});
     EXPECT_FALSE(fs::exists(dir / "odd.gguf"));
 }

@@ -144,7 +144,7 @@ TEST(SplitSets, LlamaCppLoadsTheShardsAndAgrees) {
     const Config c = small_model();
     write_random_init(c, test::test_seed(), dir / "ph.gguf");
     FuseOptions opt;
-    opt.layout.split.max_tensors = 8;
+    opt.output.shards.max_tensors = 8;
     const auto shards = fuse(PerHeadModel::open(dir / "ph.gguf"), dir / "m.gguf", opt);
     ASSERT_GE(shards.size(), 3u);
     const std::size_t total = FusedModel::open(shards[1]).file().tensors().size();
@@ -173,7 +173,7 @@ TEST(SplitSets, ABrokenSetIsRefusedNamingTheShard) {
     TempDir dir;
     write_random_init(small_model(), test::test_seed(), dir / "ph.gguf");
     FuseOptions opt;
-    opt.layout.split.max_tensors = 10;
+    opt.output.shards.max_tensors = 10;
     const auto shards = fuse(PerHeadModel::open(dir / "ph.gguf"), dir / "m", opt);
     ASSERT_EQ(shards.size(), 3u);
     const auto backup = [&](int i) { return dir / ("backup" + std::to_string(i)); };

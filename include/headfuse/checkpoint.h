@@ -21,8 +21,8 @@
 
 namespace headfuse {
 
-// The layout a checkpoint was read in (what its tensor names say).
-enum class Layout {
+// The format a checkpoint was read in (what its tensor names say).
+enum class CheckpointFormat {
     Gguf,             // a per-head or fused GGUF file
     PerHeadNames,     // headfuse's names in safetensors (per-head or fused)
     HuggingFace,      // Hugging Face LLaMA
@@ -30,13 +30,13 @@ enum class Layout {
 };
 
 // "GGUF", "headfuse names", "Hugging Face LLaMA", "TransformerLens": for messages.
-std::string_view layout_name(Layout l) noexcept;
+std::string_view checkpoint_format_name(CheckpointFormat l) noexcept;
 
 // A checkpoint opened by open_checkpoint: the model (its views borrow the mapped files, which it keeps alive),
 // and what a command writing it needs to know.
 struct OpenedCheckpoint {
     PerHeadModel model;
-    Layout layout = Layout::Gguf;
+    CheckpointFormat format = CheckpointFormat::Gguf;
     std::filesystem::path folder;               // where config.json (and a tokenizer) would be
     std::vector<std::filesystem::path> inputs;  // the files read, which an output must not overwrite
 };

@@ -28,7 +28,7 @@ struct FuseOptions {
     // The tokenizer to write (see read_tokenizer); unset: the model's own, else a default SentencePiece one.
     // Its token count must be the model's vocabulary.
     const Tokenizer* tokenizer = nullptr;
-    OutputLayout layout;  // alignment, and a split set (llama-gguf-split's layout) named after `out` when asked
+    OutputOptions output;  // alignment, and a split set (llama-gguf-split's layout) named after `out` when asked
     std::vector<std::filesystem::path> inputs;  // more files the output must not overwrite (a checkpoint's)
     ProgressFn progress;
     std::function<void(const std::string&)> warn;
@@ -43,7 +43,7 @@ std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::fi
 // How split writes its output.
 struct SplitOptions {
     ProgressFn progress;
-    OutputLayout layout;  // alignment, and a split set named after `out` when asked
+    OutputOptions output;  // alignment, and a split set named after `out` when asked
 };
 
 // Writes the per-head checkpoint of a fused model to `out`; tensors keep their type, bytes and order (head

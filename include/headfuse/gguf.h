@@ -162,7 +162,7 @@ inline constexpr std::string_view kSplitTensorsCount = "split.tensors.count";
 std::filesystem::path shard_path(const std::filesystem::path& prefix, std::uint32_t index, std::uint32_t count);
 
 // How a writer cuts its output into a split set. With neither limit it writes one plain file.
-struct SplitLimits {
+struct ShardLimits {
     // Bytes of tensor data (each tensor padded to the alignment) per shard, as llama-gguf-split's
     // --split-max-size counts them; a tensor larger than this gets a shard of its own. 0: no limit.
     std::uint64_t max_bytes = 0;
@@ -171,12 +171,12 @@ struct SplitLimits {
 };
 
 // How a writing command lays out its output: the tensor data alignment, and one file or a split set.
-struct OutputLayout {
+struct OutputOptions {
     // general.alignment, a power of two. Keep the default (32) for files llama.cpp's tools will rewrite:
     // llama-quantize copies a file's general.alignment key into its output but pads its own tensors to 32,
     // and ggml's reader then refuses that output.
     std::uint32_t alignment = kDefaultAlignment;
-    SplitLimits split;  // when active, write a split set (llama-gguf-split's layout) named after the output
+    ShardLimits shards;  // when active, write a split set (llama-gguf-split's layout) named after the output
 };
 
 // "500M" (10^6 bytes, as llama-gguf-split counts), "2G" (10^9) to bytes; Error naming `what` otherwise.

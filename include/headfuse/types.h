@@ -56,7 +56,7 @@ inline std::string_view type_name(DType t) noexcept { return traits(t).name; }
 // The name of a type headfuse writes ("f32", "q8_0", "q4_k", ...; case-insensitive) to its DType.
 std::optional<DType> parse_dtype(std::string_view name) noexcept;
 // The types headfuse writes, in the order the CLI lists them.
-std::span<const DType> model_dtypes() noexcept;
+std::span<const DType> writable_dtypes() noexcept;
 
 // "f32, f16, ..., or iq4_xs": the types headfuse reads, for messages.
 std::string readable_type_names();

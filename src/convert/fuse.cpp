@@ -260,8 +260,8 @@ std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::fi
     const Config& c = m.config;
     if (c.has_lens() && c.tied) fail("a projection lens requires an untied output layer (output.weight)");
     GgufWriter w;
-    w.alignment = options.layout.alignment;
-    w.split = options.layout.split;
+    w.alignment = options.output.alignment;
+    w.shards = options.output.shards;
     w.metadata = fused_metadata(model, options);
     const Planner plan{
         .m = m, .opt = options, .source = model.file() ? model.file()->name() + ": " : "", .fallback = {}};
@@ -288,7 +288,7 @@ std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::fi
 
 std::vector<std::filesystem::path> split(const FusedModel& model, const std::filesystem::path& out,
                                          const SplitOptions& options) {
-    return model.per_head().save(out, options.progress, options.layout);
+    return model.per_head().save(out, options.progress, options.output);
 }
 
 }  // namespace headfuse

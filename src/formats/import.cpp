@@ -320,12 +320,12 @@ json tl_config_json(const Config& c, bool folded) {
             {"original_architecture", "LlamaForCausalLM"}};
 }
 
-std::string_view layout_name(Layout l) noexcept {
+std::string_view checkpoint_format_name(CheckpointFormat l) noexcept {
     switch (l) {
-        case Layout::Gguf: return "GGUF";
-        case Layout::PerHeadNames: return "headfuse names";
-        case Layout::HuggingFace: return "Hugging Face LLaMA";
-        case Layout::TransformerLens: return "TransformerLens";
+        case CheckpointFormat::Gguf: return "GGUF";
+        case CheckpointFormat::PerHeadNames: return "headfuse names";
+        case CheckpointFormat::HuggingFace: return "Hugging Face LLaMA";
+        case CheckpointFormat::TransformerLens: return "TransformerLens";
     }
     return "";
 }
@@ -354,11 +354,11 @@ bool is_gguf(const fs::path& p) {
     return gguf;
 }
 
-Layout detect(const SafetensorsSet& s) {
+CheckpointFormat detect(const SafetensorsSet& s) {
     if (s.find("model.embed_tokens.weight") || s.find("model.layers.0.self_attn.q_proj.weight"))
-        return Layout::HuggingFace;
-    if (s.find("embed.W_E") || s.find("blocks.0.attn.W_Q")) return Layout::TransformerLens;
-    if (s.find("token_embd.weight")) return Layout::PerHeadNames;
+        return CheckpointFormat::HuggingFace;
+    if (s.find("embed.W_E") || s.find("blocks.0.attn.W_Q")) return CheckpointFormat::TransformerLens;
+    if (s.find("token_embd.weight")) return CheckpointFormat::PerHeadNames;
     const auto ts = s.tensors();
     fail(s.name() +
          ": the tensor names match no layout headfuse reads (Hugging Face model.embed_tokens.weight, "
@@ -567,12 +567,12 @@ PerHeadModel import_own_names(std::shared_ptr<Owner> owner, Config c, const std:
 OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs::path>& config) {
     std::error_code ec;
     if (!fs::is_directory(source, ec) && source.extension() != ".json" && is_gguf(source))
-        return {open_model(source), Layout::Gguf, source.parent_path(), {source}};
+        return {open_model(source), CheckpointFormat::Gguf, source.parent_path(), {source}};
     auto owner = std::make_shared<Owner>(Owner{SafetensorsSet::open(source), {}, {}, {}});
-    const Layout layout = detect(owner->set);
+    const CheckpointFormat layout = detect(owner->set);
     const fs::path config_path = config ? *config : owner->set.folder() / "config.json";
     if (!fs::exists(config_path, ec))
-        fail(owner->set.name() + ": a " + std::string(layout_name(layout)) +
+        fail(owner->set.name() + ": a " + std::string(checkpoint_format_name(layout)) +
              " checkpoint needs its config: " + config_path.string() + " does not exist (give one with --config)");
     const json j = read_json(config_path);
     const std::string where = config_path.string();
@@ -580,7 +580,7 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
     out.inputs.push_back(config_path);
     const std::string st = owner->set.name();
     switch (layout) {
-        case Layout::HuggingFace: {
+        case CheckpointFormat::HuggingFace: {
             const Config c = hf_config(j, where);
             Metadata md;
             if (c.optional_roles.contains(Role::RopeFreqs)) {
@@ -591,7 +591,7 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
             out.model = import_mapped(owner, c, kHf, true, false, st, std::move(md));
             break;
         }
-        case Layout::TransformerLens: {
+        case CheckpointFormat::TransformerLens: {
             const TlConfig t = tl_config(j, where);
             Config c = t.config;
             c.tied = false;  // TransformerLens keeps its own W_U

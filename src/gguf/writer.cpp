@@ -147,7 +147,7 @@ std::uint64_t GgufWriter::file_size(std::uint64_t header_size) const {
 std::vector<std::filesystem::path> GgufWriter::write(const std::filesystem::path& path,
                                                      std::span<const std::filesystem::path> inputs,
                                                      const ProgressFn& progress) const {
-    if (split.active()) return write_split(path, inputs, progress);
+    if (shards.active()) return write_split(path, inputs, progress);
     std::vector<std::byte> head = header();
     // The writer agrees with the reader: parse what is about to go out with the reader's rules.
     GgufFile::validate_header(head, path.string() + " (header about to be written)");
@@ -174,8 +174,8 @@ std::vector<std::filesystem::path> GgufWriter::write_split(const std::filesystem
     std::uint64_t bytes = 0, count = 0;
     for (std::size_t i = 0; i < tensors_.size(); ++i) {
         const std::uint64_t n = checked_align(tensors_[i].info.nbytes, alignment, "tensor size");
-        if (count > 0 &&
-            ((split.max_bytes && bytes + n > split.max_bytes) || (split.max_tensors && count >= split.max_tensors))) {
+        if (count > 0 && ((shards.max_bytes && bytes + n > shards.max_bytes) ||
+                          (shards.max_tensors && count >= shards.max_tensors))) {
             first.push_back(i);
             bytes = count = 0;
         }

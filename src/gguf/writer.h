@@ -20,7 +20,7 @@ class GgufWriter {
 public:
     Metadata metadata;
     std::uint32_t alignment = kDefaultAlignment;  // written as general.alignment when not 32
-    SplitLimits split;                            // when active, write() writes a split set
+    ShardLimits shards;                           // when active, write() writes a split set
 
     // Appends a tensor. nbytes is computed from type and shape; Error on a rule ggml's reader enforces.
     void add_tensor(std::string name, std::uint32_t type, std::span<const std::uint64_t> ne,

@@ -154,12 +154,12 @@ private:
 
 std::vector<std::filesystem::path> write_random_init(const Config& config, std::uint64_t seed,
                                                      const std::filesystem::path& path, const ProgressFn& progress,
-                                                     unsigned threads, const OutputLayout& out_layout) {
+                                                     unsigned threads, const OutputOptions& output) {
     config.validate();
     const std::vector<TensorSpec> layout = tensor_layout(config, ModelKind::PerHead);
     GgufWriter w;
-    w.alignment = out_layout.alignment;
-    w.split = out_layout.split;
+    w.alignment = output.alignment;
+    w.shards = output.shards;
     w.metadata = per_head_metadata(config, {});
     // One writer takes whatever a few generators make (~2 GB/s each with AVX-512): more would only cost memory.
     RandomPipeline pipeline(layout, seed, std::min(resolve_threads(threads), 32u));

@@ -330,11 +330,11 @@ void add_view(GgufWriter& w, const TensorView& v) {
 }  // namespace
 
 std::vector<std::filesystem::path> PerHeadModel::save(const std::filesystem::path& path, const ProgressFn& progress,
-                                                      const OutputLayout& layout) const {
+                                                      const OutputOptions& output) const {
     const ModelViews& m = views_;
     GgufWriter w;
-    w.alignment = layout.alignment;
-    w.split = layout.split;
+    w.alignment = output.alignment;
+    w.shards = output.shards;
     w.metadata = per_head_metadata(m.config, metadata_);
     // In the source file's order (split keeps a fused file's order, head tensors where their fused tensor was).
     std::vector<const TensorView*> views;

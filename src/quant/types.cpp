@@ -63,7 +63,7 @@ std::optional<DType> parse_dtype(std::string_view name) noexcept {
     return std::nullopt;
 }
 
-std::span<const DType> model_dtypes() noexcept { return kModelTypes; }
+std::span<const DType> writable_dtypes() noexcept { return kModelTypes; }
 
 namespace {
 
