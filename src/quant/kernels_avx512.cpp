@@ -22,6 +22,7 @@
 #endif
 #define HEADFUSE_LANES_AVX512 1
 #define HEADFUSE_LANES_TYPE blocks::V16
+#define HEADFUSE_RANDOM_LANES_TYPE D8
 #define HEADFUSE_KERNELS_ISA Isa::Avx512
 #define HEADFUSE_KERNELS_TABLE kKernelsAvx512
 #include "quant/kernels_target.h"
