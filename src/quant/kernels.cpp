@@ -56,15 +56,18 @@ bool cpu_has_f16c() {
 
 bool isa_supported(Isa isa) noexcept {
 #if HEADFUSE_X86_KERNELS
-    // __builtin_cpu_supports also asks the OS (XGETBV) whether it saves the AVX and AVX-512 registers.
-    __builtin_cpu_init();  // needed when called before constructors have run
-    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt") && cpu_has_f16c();
+    // Asked once. __builtin_cpu_supports also asks the OS (XGETBV) whether it saves the AVX and AVX-512
+    // registers; __builtin_cpu_init is needed when this runs before constructors have.
+    static const bool avx2 = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt") && cpu_has_f16c();
+    }();
+    static const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                               __builtin_cpu_supports("avx512vl");
     switch (isa) {
         case Isa::Scalar: return true;
         case Isa::Avx2: return avx2;
-        case Isa::Avx512:
-            return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                   __builtin_cpu_supports("avx512vl");
+        case Isa::Avx512: return avx512;
     }
     return false;
 #else

@@ -103,16 +103,25 @@ struct V8 {
     static M none() { return _mm256_setzero_ps(); }
     static M either(M a, M b) { return _mm256_or_ps(a, b); }
     static std::uint32_t bitmask(M m) { return static_cast<std::uint32_t>(_mm256_movemask_ps(m)); }
-    // W bytes: the low byte of each lane.
-    static void store_bytes(std::byte* p, I v) {
-        const I low = _mm256_and_si256(v, _mm256_set1_epi32(0xFF));
-        const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(low), _mm256_extracti128_si256(low, 1));
-        _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi16(words, words));
+    // The low byte of each lane of v[0..4) (32 bytes) or of v[0..2) (16 bytes), in order. The packs saturate, so
+    // mask first to make them plain narrowing; they also work per 128-bit lane, which the permutation undoes.
+    static __m256i low_bytes(I a, I b, I c, I d) {
+        const I byte = _mm256_set1_epi32(0xFF);
+        const I ab = _mm256_packus_epi32(_mm256_and_si256(a, byte), _mm256_and_si256(b, byte));
+        const I cd = _mm256_packus_epi32(_mm256_and_si256(c, byte), _mm256_and_si256(d, byte));
+        return _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     }
-    // W 16-bit values, each lane in [0, 65535].
-    static void store_u16s(std::byte* p, I v) {
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
-                         _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
+    static void store_bytes32(std::byte* p, const I* v) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), low_bytes(v[0], v[1], v[2], v[3]));
+    }
+    static void store_bytes16(std::byte* p, const I* v) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(low_bytes(v[0], v[1], v[0], v[1])));
+    }
+    // 2W 16-bit values from a then b, each lane in [0, 65535]: the saturating pack narrows exactly; it
+    // interleaves 64-bit quarters, which the permutation undoes.
+    static void store_u16s(std::byte* p, I a, I b) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                            _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0b11011000));
     }
     static I load_u16s(const std::byte* p) {
         return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -211,11 +220,16 @@ struct V16 {
     static M none() { return 0; }
     static M either(M a, M b) { return static_cast<M>(a | b); }
     static std::uint32_t bitmask(M m) { return m; }
-    static void store_bytes(std::byte* p, I v) {
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(v));  // vpmovdb: the low bytes
+    static void store_bytes32(std::byte* p, const I* v) {  // vpmovdb: the low bytes
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(v[0]));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 16), _mm512_cvtepi32_epi8(v[1]));
     }
-    static void store_u16s(std::byte* p, I v) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(v));
+    static void store_bytes16(std::byte* p, const I* v) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(v[0]));
+    }
+    static void store_u16s(std::byte* p, I a, I b) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(a));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 32), _mm512_cvtepi32_epi16(b));
     }
     static I load_u16s(const std::byte* p) {
         return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -417,17 +431,21 @@ void encode_f16_lanes(const float* src, std::byte* dst, std::size_t n) {
 
 // ggml_compute_fp32_to_bf16: round to nearest even on the top 16 bits; a NaN kept and made quiet.
 template <class V>
+typename V::I bf16_lanes(const float* src) {
+    const typename V::I u = V::bits(src);
+    const typename V::I high = V::shr(u, 16);
+    const typename V::I bias = V::addi(V::seti(0x7FFF), V::andi(high, V::seti(1)));
+    const typename V::I nearest_even = V::shr(V::addi(u, bias), 16);
+    const typename V::I quiet_nan = V::ori(high, V::seti(64));
+    return V::picki(nearest_even, quiet_nan, V::gti(V::andi(u, V::seti(0x7FFFFFFF)), V::seti(0x7F800000)));
+}
+
+// ggml_compute_fp32_to_bf16: round to nearest even on the top 16 bits; a NaN kept and made quiet.
+template <class V>
 void encode_bf16_lanes(const float* src, std::byte* dst, std::size_t n) {
     std::size_t i = 0;
-    for (; i + V::W <= n; i += V::W) {
-        const typename V::I u = V::bits(src + i);
-        const typename V::I high = V::shr(u, 16);
-        const typename V::I bias = V::addi(V::seti(0x7FFF), V::andi(high, V::seti(1)));
-        const typename V::I nearest_even = V::shr(V::addi(u, bias), 16);
-        const typename V::I quiet_nan = V::ori(high, V::seti(64));
-        const auto is_nan = V::gti(V::andi(u, V::seti(0x7FFFFFFF)), V::seti(0x7F800000));
-        V::store_u16s(dst + 2 * i, V::picki(nearest_even, quiet_nan, is_nan));
-    }
+    for (; i + 2 * V::W <= n; i += 2 * V::W)
+        V::store_u16s(dst + 2 * i, bf16_lanes<V>(src + i), bf16_lanes<V>(src + i + V::W));
     for (; i < n; ++i) store_u16(dst + 2 * i, fp32_to_bf16(src[i]));
 }
 
@@ -449,8 +467,9 @@ void encode_q8_0_lanes(const float* src, std::byte* dst, std::size_t n) {
         store_u16(out, fp16_of_finite(d));
         const typename V::F idv = V::set(id);
         // roundf(x*id) truncated to int32, its low byte stored as the x86 cast does.
-        for (int k = 0; k < K; ++k)
-            V::store_bytes(out + 2 + k * V::W, V::trunc(V::round_half_away(V::rounded(V::mul(v[k], idv)))));
+        typename V::I q[K];
+        for (int k = 0; k < K; ++k) q[k] = V::trunc(V::round_half_away(V::rounded(V::mul(v[k], idv))));
+        V::store_bytes32(out + 2, q);
     }
 }
 
@@ -488,11 +507,10 @@ void encode_q4_0_lanes(const float* src, std::byte* dst, std::size_t n) {
         store_u16(out, fp16_of_finite(d));
         const typename V::F idv = V::set(id);
         // Byte j holds element j in its low nibble and element j+16 in its high nibble.
-        for (int k = 0; k < K / 2; ++k) {
-            const typename V::I pair =
-                V::ori(q4_0_codes_lanes<V>(v[k], idv), V::shl(q4_0_codes_lanes<V>(v[k + K / 2], idv), 4));
-            V::store_bytes(out + 2 + k * V::W, pair);
-        }
+        typename V::I pairs[K / 2];
+        for (int k = 0; k < K / 2; ++k)
+            pairs[k] = V::ori(q4_0_codes_lanes<V>(v[k], idv), V::shl(q4_0_codes_lanes<V>(v[k + K / 2], idv), 4));
+        V::store_bytes16(out + 2, pairs);
     }
 }
 
