@@ -242,6 +242,7 @@ void random_chunk_lanes(std::uint64_t seed, std::uint64_t hash, std::uint64_t ch
     constexpr int G = static_cast<int>(kLanes) / L::W;
     const LaneStates st = seed_lanes(seed, hash, chunk);
     Group<L> g[G];
+#pragma GCC unroll 2
     for (int k = 0; k < G; ++k)
         g[k] = {L::load(&st.s[0][k * L::W]), L::load(&st.s[1][k * L::W]), L::load(&st.s[2][k * L::W]),
                 L::load(&st.s[3][k * L::W])};
@@ -249,7 +250,10 @@ void random_chunk_lanes(std::uint64_t seed, std::uint64_t hash, std::uint64_t ch
     while (n - i >= 32) {
         unsigned c[2 * G];
         typename L::P p[2 * G];
+        // Unrolled, so that the groups' states stay in registers.
+#pragma GCC unroll 4
         for (int r = 0; r < 2 * G; ++r) p[r] = g[r % G].round(c[r]);
+#pragma GCC unroll 4
         for (int r = 0; r < 2 * G; ++r) {
             L::store(out + i, p[r]);
             i += c[r];
@@ -258,6 +262,7 @@ void random_chunk_lanes(std::uint64_t seed, std::uint64_t hash, std::uint64_t ch
     alignas(64) float tmp[2 * kLanes];
     while (i < n) {
         std::size_t got = 0;
+#pragma GCC unroll 2
         for (int k = 0; k < G; ++k) {
             unsigned c;
             const typename L::P p = g[k].round(c);
