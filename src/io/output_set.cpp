@@ -219,9 +219,10 @@ void OutputSet::publish() {
     Journal j;
     for (const Member& m : members_) {
         if (!m.ready) fail(ErrorKind::Io, "publishing " + quoted(m.final_path) + ": it was not written");
-        j.puts.emplace_back(m.staged.filename().string(), m.final_path);
+        // Absolute: a later run that finishes the publication may start in another working folder.
+        j.puts.emplace_back(m.staged.filename().string(), fs::absolute(m.final_path));
     }
-    j.removals = removals_;
+    for (const fs::path& old : removals_) j.removals.push_back(fs::absolute(old));
     throw_if_stopped(members_.empty() ? folder_ : members_.front().final_path);
     fsync_dir(staging_);
     const std::string text = encode(j);
