@@ -58,7 +58,7 @@ int run_scan(const HeadsArgs& a, const Common& c) {
     if (!a.scan.empty()) check_output_path(a.scan);
     const OpenedCheckpoint src = open_source(a.in, a.config);
     const std::vector<std::uint32_t> tokens = read_tokens(a.tokens_file);
-    const HeadScan s = scan_heads(src.model.views(), tokens, c.threads, make_progress("scan", c.quiet));
+    const HeadScan s = scan_heads(src.model.views(), tokens, c.threads, make_progress("scan", c.quiet, "layers"));
     const Config& cfg = src.model.config();
     std::vector<std::filesystem::path> inputs = src.inputs;
     inputs.emplace_back(a.tokens_file);

@@ -134,6 +134,22 @@ TEST(ScanJson, RecordsTheModelAndPruneRefusesAnotherModelsScan) {
         << r.out;
 }
 
+// Issue 23 item 9: on a terminal, scan's progress bar counts the layers it runs, not bytes ("64 B / 576 B").
+TEST(ScanProgress, CountsLayersOnATerminal) {
+    TempDir dir;
+    const Config c = small_gqa();
+    write_random_init(c, test::test_seed(), dir / "a.ph.gguf");
+    write_tokens(dir / "tokens.txt", c.vocab, 16);
+    // util-linux's script(1) gives the command a terminal; its output is what the terminal showed.
+    const std::string cmd = std::string(HEADFUSE_CLI) + " heads scan " + (dir / "a.ph.gguf").string() +
+                            " --tokens-file " + (dir / "tokens.txt").string();
+    const auto r = test::run_program({"script", "-qec", cmd, "/dev/null"});
+    ASSERT_EQ(r.status, 0) << r.out << r.err;
+    EXPECT_TRUE(std::regex_search(r.out, std::regex("scan \\[#+\\] 100% [0-9]+ / [0-9]+ layers  [0-9.]+ layers/s")))
+        << r.out;
+    EXPECT_EQ(r.out.find(" B / "), std::string::npos) << r.out;
+}
+
 // ---- the figure in a browser ---------------------------------------------------------------------------------
 
 struct Png {
