@@ -275,6 +275,28 @@ TEST(HeadsAblate, QuantizedBlocksSharedByHeadsKeepTheOtherHeadsValues) {
         EXPECT_EQ(logprobs(out, tokens), logprobs(src, tokens, masked));
     }
 
+    // Transplant into a shared block: the donor's columns cannot be zeroed in, so the receiving attn_output is F32,
+    // decoded exactly: the moved head is the donor's decoded head, every other head the input's.
+    {
+        const auto src = dir / "q4_k.gguf", out = dir / "q4_k.transplanted.gguf";
+        const auto r = run_cli({"heads", "transplant", src.string(), "--from", src.string(), "-o", out.string(),
+                                "--heads", "0:1=1:6", "-q"});
+        ASSERT_EQ(r.status, 0) << r.err;
+        EXPECT_NE(r.err.find("written as f32, decoded exactly"), std::string::npos) << r.err;
+        const GgufFile a = GgufFile::open(src), b = GgufFile::open(out);
+        ASSERT_EQ(b.find_tensor("blk.0.attn_output.weight")->type, static_cast<std::uint32_t>(DType::F32));
+        const std::int64_t n = std::int64_t{c.d_model} * c.q_dim();
+        const auto x0 = ggml->to_float(DType::Q4_K, tensor(a, "blk.0.attn_output.weight").data(), n);
+        const auto x1 = ggml->to_float(DType::Q4_K, tensor(a, "blk.1.attn_output.weight").data(), n);
+        const auto y = f32_of(tensor(b, "blk.0.attn_output.weight"));
+        ASSERT_EQ(y.size(), x0.size());
+        for (std::uint64_t i = 0; i < y.size(); ++i) {
+            const std::uint64_t col = i % c.q_dim();
+            const float want = col / c.d_head == 1 ? x1[i - col + 6 * c.d_head + col % c.d_head] : x0[i];
+            ASSERT_EQ(std::memcmp(&y[i], &want, sizeof(float)), 0) << i;
+        }
+    }
+
     const Config m = mha_config();  // d_head 16: half a Q4_1 block, whose min the other half shares
     const auto q41 = fused_model(dir, m, "q41", 0, DType::Q4_1);
     const auto out = dir / "q41.ablated.gguf";
