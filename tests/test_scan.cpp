@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "edit/sha256.h"
 #include "headfuse/forward.h"
 #include "headfuse/fuse.h"
 #include "headfuse/gguf.h"
@@ -55,6 +56,24 @@ std::vector<std::uint32_t> write_tokens(const std::filesystem::path& p, std::uin
         f << t.back() << (i + 1 < n ? " " : "\n");
     }
     return t;
+}
+
+// The digest's hash, both paths (the SHA extensions where the processor has them, and the portable rounds), against
+// coreutils' sha256sum: every length around the 64-byte block and its 56-byte padding limit, and a larger buffer.
+TEST(ScanJson, Sha256AsSha256sumComputesIt) {
+    TempDir dir;
+    std::vector<std::byte> data(300000);
+    for (std::size_t i = 0; i < data.size(); ++i)
+        data[i] = std::byte(static_cast<unsigned char>((i * 2654435761u) >> 13));
+    for (const std::size_t n : {0, 1, 3, 55, 56, 57, 63, 64, 65, 119, 120, 127, 128, 129, 1000, 300000}) {
+        const auto file = dir / "bytes.bin";
+        std::ofstream(file, std::ios::binary).write(reinterpret_cast<const char*>(data.data()), std::streamsize(n));
+        const auto r = test::run_program({"sha256sum", file.string()});
+        ASSERT_GE(r.out.size(), 64u) << r.err;
+        const std::span<const std::byte> bytes(data.data(), n);
+        EXPECT_EQ(sha256_hex(bytes, true), r.out.substr(0, 64)) << n;
+        EXPECT_EQ(sha256_hex(bytes, false), r.out.substr(0, 64)) << n;
+    }
 }
 
 TEST(ScanJson, RecordsTheModelAndPruneRefusesAnotherModelsScan) {
