@@ -167,7 +167,13 @@ ColumnPlan plan_columns(DType type, std::uint64_t ne0, std::vector<ColumnSource>
                         std::uint32_t d_head) {
     const TypeTraits& t = traits(type);
     const std::uint64_t bs = t.block_size;
-    ColumnPlan p{.type = type, .ne0 = ne0, .cols = std::move(cols), .blocks = {}, .zero_block = {}};
+    ColumnPlan p{.type = type,
+                 .ne0 = ne0,
+                 .cols = std::move(cols),
+                 .blocks = {},
+                 .zero_block = {},
+                 .shared = 0,
+                 .to_f32 = false};
     // Zeros in a type headfuse encodes: their encoding. In the others (iq4_nl, iq4_xs, the carried types): a
     // block of zero bytes, whose stored scale is zero (each scales its whole block by an fp16 factor, or in
     // mxfp4 multiplies by a value that is 0 for code 0). Checked to decode to zeros where headfuse decodes the
