@@ -125,7 +125,7 @@ std::vector<HeadRef> lowest_heads(const ModelViews& model, const std::string& in
     auto text_of = [&](const char* key, const char* old) {
         if (!j.contains(key)) return std::string(old);  // scans before these keys were exact zero ablations
         if (!j[key].is_string()) fail(scan_path + ": expected '" + key + "' to be a string, found " + j[key].dump());
-        return j[key].get<std::string>();
+        return printable(j[key].get<std::string>());
     };
     const std::string method = text_of("method", "exact"), ablation = text_of("ablation", "zero");
     std::string checked = "a scan that does not record its model: not checked against " + in;
@@ -133,8 +133,9 @@ std::vector<HeadRef> lowest_heads(const ModelViews& model, const std::string& in
         const auto& m = j["model"];
         if (!m.contains("digest") || !m["digest"].is_string())
             fail(scan_path + ": expected model.digest (a string), found " + m.dump());
-        const std::string recorded = m["digest"].get<std::string>(), here = tensors_digest(model);
-        const std::string made_on = m.contains("path") && m["path"].is_string() ? m["path"].get<std::string>() : "?";
+        const std::string recorded = printable(m["digest"].get<std::string>()), here = tensors_digest(model);
+        const std::string made_on =
+            m.contains("path") && m["path"].is_string() ? printable(m["path"].get<std::string>()) : "?";
         if (recorded != here)
             fail(ErrorKind::InvalidArgument, scan_path + ": made on " + made_on + " (tensors " + recorded +
                                                  "), not on " + in + " (tensors " + here +
