@@ -302,6 +302,21 @@ TEST(SafetensorsScale, TensorsUpToTheCapAreRead) {
     EXPECT_EQ(f.find("t12345")->file_offset, 8 + header.size() + 2 * 12345);
 }
 
+// The fields of an entry in any order, as JSON allows.
+TEST(Safetensors, FieldsInAnyOrder) {
+    const Bytes d = random_bytes(24, 6);
+    const SafetensorsFile f = SafetensorsFile::parse(
+        file_of(
+            R"({"b":{"data_offsets":[8,24],"shape":[2,2],"dtype":"F32"},"a":{"shape":[4],"data_offsets":[0,8],"dtype":"BF16"}})",
+            d),
+        "x.safetensors");
+    ASSERT_EQ(f.tensors().size(), 2u);
+    EXPECT_EQ(f.find("b")->shape, (std::vector<std::uint64_t>{2, 2}));
+    EXPECT_EQ(Bytes(f.find("b")->bytes.begin(), f.find("b")->bytes.end()), Bytes(d.begin() + 8, d.end()));
+    EXPECT_EQ(f.find("a")->readable_type(), DType::BF16);
+    EXPECT_EQ(f.tensors().front().name, "a") << "tensors in data-offset order";
+}
+
 TEST(Safetensors, ValidatesEveryDtypeAndRefusesOthersByNameWhenUsed) {
     const Bytes d = random_bytes(24, 5);
     const SafetensorsFile f = SafetensorsFile::parse(

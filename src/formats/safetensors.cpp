@@ -141,6 +141,8 @@ public:
                      (offsets_.size() > 3 ? ",...]" : "]"));
             if (!not_unsigned_.empty())
                 fail(where() + ": \"data_offsets\" must hold unsigned integers, found " + not_unsigned_);
+            entry_.begin = offsets_[0];
+            entry_.end = offsets_[1];
         }
         return true;
     }
@@ -237,8 +239,6 @@ private:
         Entry& e = entry_;
         std::uint64_t elements = 1;
         for (std::uint64_t d : e.t.shape) elements = checked_mul(elements, d, w + ": element count");
-        e.begin = offsets_[0];
-        e.end = offsets_[1];
         if (e.end < e.begin)
             fail(w + ": data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
                  "] end before they begin");
