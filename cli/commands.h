@@ -34,6 +34,7 @@ struct FuseArgs {
 struct ExportArgs {
     std::string in, out, format = "hf", config;
     std::uint64_t max_shard_bytes = 5'000'000'000;
+    std::optional<DType> dtype;  // --dtype: every tensor decoded to f32, f16 or bf16
 };
 
 struct SplitArgs {

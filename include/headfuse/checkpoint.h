@@ -12,6 +12,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,11 +54,16 @@ struct ExportOptions {
     ExportFormat format = ExportFormat::HuggingFace;
     std::uint64_t max_shard_bytes = 5'000'000'000;  // per safetensors shard; Hugging Face's default
     ProgressFn progress;                            // bytes written, of all
+    // Every tensor written as this type (F32, F16 or BF16), decoded from whatever type it has (an encoded
+    // model's weights: then `warn` says the result carries the quantization error). Unset: tensors keep their
+    // type, and an encoded weight is refused.
+    std::optional<DType> dtype;
+    std::function<void(const std::string&)> warn;
 };
 
 // Writes `model` into `folder` as config.json and model.safetensors (or shards and an index) in the chosen
-// layout, undoing every reordering the import applied; tensors keep their F32/F16/BF16 type. Returns the files
-// written. `inputs` must not be overwritten.
+// layout, undoing every reordering the import applied; tensors keep their F32/F16/BF16 type, or take
+// options.dtype. Returns the files written. `inputs` must not be overwritten.
 std::vector<std::filesystem::path> export_checkpoint(const PerHeadModel& model, const std::filesystem::path& folder,
                                                      const ExportOptions& options,
                                                      std::span<const std::filesystem::path> inputs = {});
