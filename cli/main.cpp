@@ -257,8 +257,9 @@ int main(int argc, char** argv) {
     auto* type_opt = c_fuse
                          ->add_option("--type", fuse_type,
                                       "Type of 2-D weights: " + type_list() +
-                                          " (a K-quant mix chooses per tensor as llama-quantize does; default: keep "
-                                          "the input's)")
+                                          " (a K-quant mix chooses per tensor as llama-quantize does; f32, f16 or "
+                                          "bf16 decode an encoded input, which then carries its quantization error; "
+                                          "default: keep the input's)")
                          ->type_name("TYPE");
     c_fuse
         ->add_option("--tokenizer-from", fuse.tokenizer_from,
