@@ -204,6 +204,7 @@ int run_heads(const HeadsArgs& a, const Common& c) {
         if (a.verb == "pool-kv") return pool_kv_heads(src.model, a.kv_heads, eo);
         if (a.verb == "transplant") {
             donor.emplace(open_source(a.from, ""));
+            eo.donor = a.from;
             inputs.insert(inputs.end(), donor->inputs.begin(), donor->inputs.end());
             return transplant_heads(src.model, donor->model, parse_head_moves(a.heads, "--heads"), eo);
         }

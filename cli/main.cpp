@@ -259,8 +259,9 @@ int main(int argc, char** argv) {
     auto* type_opt = c_fuse
                          ->add_option("--type", fuse_type,
                                       "Type of 2-D weights: " + type_list() +
-                                          " (a K-quant mix chooses per tensor as llama-quantize does; default: keep "
-                                          "the input's)")
+                                          " (a K-quant mix chooses per tensor as llama-quantize does; f32, f16 or "
+                                          "bf16 decode an encoded input, which then carries its quantization error; "
+                                          "default: keep the input's)")
                          ->type_name("TYPE");
     c_fuse
         ->add_option("--tokenizer-from", fuse.tokenizer_from,
@@ -295,6 +296,13 @@ int main(int argc, char** argv) {
     c_export->add_flag("--force", exp.force,
                        "Write into a folder that is not empty: its checkpoint files (config.json, weights, index, "
                        "tokenizer files) are replaced as a whole, those the new checkpoint lacks removed");
+    std::string export_dtype;
+    c_export
+        ->add_option("--dtype", export_dtype,
+                     "f32|f16|bf16: write every tensor in this type, decoding an encoded model's weights (the result "
+                     "carries their quantization error; default: keep each tensor's f32, f16 or bf16)")
+        ->check(CLI::IsMember({"f32", "f16", "bf16"}))
+        ->type_name("TYPE");
     add_common(c_export, deferred, common, false);
 
     SplitArgs split;
@@ -330,20 +338,23 @@ int main(int argc, char** argv) {
 
     VerifyArgs verify;
     std::string verify_tokens;
-    auto* c_verify =
-        app.add_subcommand("verify", "Prove a fused file is its per-head checkpoint: every tensor and the logits");
-    c_verify->add_option("per_head", verify.per_head, "Per-head GGUF checkpoint (or any shard of a split set)")
+    auto* c_verify = app.add_subcommand(
+        "verify", "Prove two models are the same (or B is A encoded): hyperparameters, every tensor, the logits");
+    c_verify
+        ->add_option("a", verify.per_head, "Model A: any model headfuse reads (GGUF, split set, safetensors, folder)")
         ->required()
-        ->type_name("FILE");
-    c_verify->add_option("fused", verify.fused, "Fused llama.cpp GGUF file (or any shard of a split set)")
-        ->required()
-        ->type_name("FILE");
+        ->type_name("MODEL");
+    c_verify->add_option("b", verify.fused, "Model B, compared with A")->required()->type_name("MODEL");
     auto* verify_tokens_opt = c_verify
                                   ->add_option("--tokens", verify_tokens,
                                                "Comma-separated token ids (default: 8 tokens across the vocabulary)")
                                   ->type_name("IDS");
     add_common(c_verify, deferred, common);
     c_verify->footer(
+        "Tensors are compared in a common form: the logical rows, per head where the layouts differ; bytes when both "
+        "have one type, else the values decoded to f32, a tensor of B also matching when it is the exact encoding of "
+        "A's values at B's type (as fuse --type writes it). A difference is named with its first row and the largest "
+        "|A - B|.\n"
         "Exit status: 0 the same model (PASS), 1 they differ (FAIL), 2 they could not be compared.\n"
         "Weights in a type headfuse carries but does not decode (the iq1/iq2/iq3 types, tq1_0, tq2_0, mxfp4) are "
         "compared byte for byte and the logits are not computed (with --tokens, verify exits 2).");
@@ -477,7 +488,10 @@ int main(int argc, char** argv) {
             return run_fuse(fuse, common);
         }
         if (*c_split) return run_split(split, common);
-        if (*c_export) return run_export(exp, common);
+        if (*c_export) {
+            if (!export_dtype.empty()) exp.dtype = parse_dtype(export_dtype);
+            return run_export(exp, common);
+        }
         if (*c_inspect) return run_inspect(inspect);
         if (*c_logits) {
             if (top->count() > 0 && logits_out->count() > 0)

@@ -427,37 +427,46 @@ TEST_P(HfRefused, OneLineNoOutput) {
     expect_converted_or_refused(r, c.expect, tj, out);
 }
 
+// A pre-tokenizer that splits on `regex`, then maps bytes (LLaMA 3's shape).
+json split_then_byte_level(const std::string& regex) {
+    return {{"type", "Sequence"},
+            {"pretokenizers",
+             {{{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"}, {"invert", false}},
+              {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Cli, HfRefused,
-    ::testing::Values(BadHf{"converts", [](json&) {}, ""},
-                      BadHf{"unigram", [](json& j) { j["model"]["type"] = "Unigram"; },
-                            "model type 'Unigram' is not supported"},
-                      BadHf{"unknown_regex",
-                            [](json& j) {
-                                j["pre_tokenizer"] = {
-                                    {"type", "Sequence"},
-                                    {"pretokenizers",
-                                     {{{"type", "Split"},
-                                       {"pattern", {{"Regex", "\\p{N}+|\\s+"}}},
-                                       {"behavior", "Isolated"},
-                                       {"invert", false}},
-                                      {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
-                            },
-                            "pre-tokenizer regex \"\\\\p{N}+|\\\\s+\" is not one llama.cpp implements"},
-                      BadHf{"normalizer",
-                            [](json& j) {
-                                j["normalizer"] = {{"type", "NFKC"}};
-                            },
-                            "normalizer {\"type\":\"NFKC\"} has no llama.cpp equivalent"},
-                      BadHf{"ignore_merges", [](json& j) { j["model"]["ignore_merges"] = true; },
-                            "model.ignore_merges is true, but llama.cpp's 'gpt-2' pre-tokenizer has it false"},
-                      BadHf{"hole", [](json& j) { j["model"]["vocab"].erase("ab"), j["model"]["vocab"]["ab"] = 257; },
-                            "no token has id 256"},
-                      BadHf{"bad_merge", [](json& j) { j["model"]["merges"] = {"a b c"}; },
-                            "merge \"a b c\" is not two pieces separated by a space"},
-                      BadHf{"prefix_space", [](json& j) { j["pre_tokenizer"]["add_prefix_space"] = true; },
-                            "is not one llama.cpp implements"},
-                      BadHf{"not_json", [](json& j) { j = "just a string"; }, "not a tokenizer"}),
+    ::testing::Values(
+        BadHf{"converts", [](json&) {}, ""},
+        BadHf{"unigram", [](json& j) { j["model"]["type"] = "Unigram"; }, "model type 'Unigram' is not supported"},
+        BadHf{"unknown_regex", [](json& j) { j["pre_tokenizer"] = split_then_byte_level("\\p{N}+|\\s+"); },
+              "pre-tokenizer regex \"\\\\p{N}+|\\\\s+\" is not one headfuse converts"},
+        // Qwen2's tokenizer.json (NFC, digits one at a time): llama.cpp has it as 'qwen2', which the refusal says,
+        // rather than that llama.cpp lacks it.
+        BadHf{
+            "qwen2_regex",
+            [](json& j) {
+                j["normalizer"] = {{"type", "NFC"}};
+                j["pre_tokenizer"] = split_then_byte_level(
+                    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+                    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+");
+            },
+            "is Qwen2's, which llama.cpp implements as 'qwen2' and headfuse does not convert yet"},
+        BadHf{"normalizer",
+              [](json& j) {
+                  j["normalizer"] = {{"type", "NFKC"}};
+              },
+              "normalizer {\"type\":\"NFKC\"} has no llama.cpp equivalent"},
+        BadHf{"ignore_merges", [](json& j) { j["model"]["ignore_merges"] = true; },
+              "model.ignore_merges is true, but llama.cpp's 'gpt-2' pre-tokenizer has it false"},
+        BadHf{"hole", [](json& j) { j["model"]["vocab"].erase("ab"), j["model"]["vocab"]["ab"] = 257; },
+              "no token has id 256"},
+        BadHf{"bad_merge", [](json& j) { j["model"]["merges"] = {"a b c"}; },
+              "merge \"a b c\" is not two pieces separated by a space"},
+        BadHf{"prefix_space", [](json& j) { j["pre_tokenizer"]["add_prefix_space"] = true; },
+              "is not one headfuse converts"},
+        BadHf{"not_json", [](json& j) { j = "just a string"; }, "not a tokenizer"}),
     [](const auto& info) { return info.param.name; });
 
 // A SentencePiece-style tokenizer.json (byte fallback, "▁" for spaces): three specials, 256 byte tokens, then

@@ -37,6 +37,9 @@ constexpr std::uint64_t kEncodeWindowBytes = std::uint64_t{2} << 20;
 // from a 4 MB buffer).
 constexpr std::uint64_t kConvertWindowBytes = std::uint64_t{256} << 10;
 
+// The types whose values headfuse encodes from, and decodes an encoded type to on request.
+bool plain_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
 // `source` names the input file ("ph.gguf: "), or is empty for a model in memory.
 [[noreturn]] void non_finite(const std::string& source, const std::string& tensor, std::uint64_t row) {
     fail(source + "tensor '" + tensor + "': non-finite weight (NaN or infinity) in row " + std::to_string(row));
@@ -106,7 +109,7 @@ void emit_view(const TensorView& v, const std::string& source, DType type, unsig
         return;
     }
     const bool copy = v.type == type;
-    if (!copy && v.type != DType::F32 && v.type != DType::F16 && v.type != DType::BF16)
+    if (!copy && !plain_float(v.type) && !(plain_float(type) && traits(v.type).reads))
         fail(ErrorKind::Unsupported, source + "tensor '" + v.name + "' is " + std::string(type_name(v.type)) +
                                          "; headfuse encodes to " + std::string(type_name(type)) +
                                          " from f32, f16 or bf16 weights only");
@@ -162,6 +165,8 @@ struct Planner {
     // 2-D weights whose rows are not whole blocks of the requested type: reported once, with the count.
     mutable std::vector<std::string> fallback;
     mutable DType fallback_type_ = DType::F16;
+    // The first encoded type decoded to the f32, f16 or bf16 asked for: reported once.
+    mutable std::string decoded;
 
     // The type a 2-D weight is written in: the input's, the pure type or the mix's choice, each with
     // llama.cpp's fallback when the rows are not whole blocks. Only F32 weights are encoded.
@@ -170,16 +175,29 @@ struct Planner {
         const DType want = opt.mix ? mix_base_type(*opt.mix) : *opt.type;
         const DType t = opt.mix ? mix_tensor_type(*opt.mix, name, ne0, mix_model()) : fallback_type(want, ne0);
         if (t == src.type) return t;
-        if (src.type != DType::F32 && src.type != DType::F16 && src.type != DType::BF16)
-            fail(ErrorKind::Unsupported,
-                 source + "tensor '" + src.name + "' is " + std::string(type_name(src.type)) +
-                     ": headfuse encodes from f32, f16 or bf16 weights only; fuse this checkpoint without a type to "
-                     "keep its types");
+        if (!plain_float(src.type)) {
+            if (!traits(src.type).reads) require_decoded(src.type, source + "tensor '" + src.name + "'");
+            if (!plain_float(t))
+                fail(ErrorKind::Unsupported,
+                     source + "tensor '" + src.name + "' is " + std::string(type_name(src.type)) +
+                         ": headfuse encodes from f32, f16 or bf16 weights only (encoding " +
+                         std::string(type_name(src.type)) +
+                         " again would add a second rounding); fuse without "
+                         "--type to keep its types, decode it with --type f32, f16 or bf16, or fuse its f32 source");
+            if (decoded.empty()) decoded = std::string(type_name(src.type));
+        }
         if (ne0 % traits(want).block_size != 0) {
             if (fallback.empty()) fallback_type_ = t;
             fallback.push_back(name);
         }
         return t;
+    }
+
+    void report_decoded() const {
+        if (decoded.empty() || !opt.warn) return;
+        const DType want = opt.mix ? mix_base_type(*opt.mix) : *opt.type;
+        opt.warn("weights decoded from " + decoded + " to " + std::string(type_name(want)) + ": the result carries " +
+                 decoded + "'s quantization error (it is not the model " + decoded + " was encoded from)");
     }
 
     void report_fallback() const {
@@ -262,6 +280,8 @@ Metadata fused_metadata(const PerHeadModel& model, const FuseOptions& opt) {
         md.set("general.file_type", Value::u32(opt.mix ? file_type(*opt.mix) : file_type(base)));
     if (traits(base).block_size > 1 && (retyped || !md.find("general.quantization_version")))
         md.set("general.quantization_version", Value::u32(kQuantizationVersion));
+    else if (retyped && traits(base).block_size == 1)  // decoded: no weight is quantized any more
+        md.erase("general.quantization_version");
     if (!md.find("general.name")) md.set("general.name", Value::string("headfuse"));
     if (opt.tokenizer) {  // another tokenizer replaces the model's
         check_tokenizer(opt.tokenizer->keys, c.vocab, opt.tokenizer->source);
@@ -298,8 +318,11 @@ std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::fi
     w.alignment = options.output.alignment;
     w.shards = options.output.shards;
     w.metadata = fused_metadata(model, options);
-    const Planner plan{
-        .m = m, .opt = options, .source = model.file() ? model.file()->name() + ": " : "", .fallback = {}};
+    const Planner plan{.m = m,
+                       .opt = options,
+                       .source = model.file() ? model.file()->name() + ": " : "",
+                       .fallback = {},
+                       .decoded = {}};
     // In the source file's order: a fused tensor where its first head was.
     std::vector<TensorSpec> layout = tensor_layout(c, ModelKind::Fused);
     std::vector<std::string> names;
@@ -314,6 +337,7 @@ std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::fi
             plan.add_copy(w, s, *role_view(m, *s.role, s.layer));
     }
     plan.report_fallback();
+    plan.report_decoded();
     std::vector<std::filesystem::path> inputs = input_paths(model.file());
     inputs.insert(inputs.end(), options.inputs.begin(), options.inputs.end());
     if (options.tokenizer)

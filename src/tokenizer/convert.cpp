@@ -48,6 +48,13 @@ constexpr KnownPre kLlama3Pre{
     "llama-bpe", true};
 // ByteLevel with use_regex: GPT-2's own regex, llama.cpp's "gpt-2".
 constexpr KnownPre kGpt2Pre{"", "gpt-2", false};
+// Qwen2's (digits one at a time), which llama.cpp implements as "qwen2" and headfuse does not convert yet: named
+// in the refusal.
+constexpr std::string_view kQwen2Regex =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+// The pre-tokenizers headfuse converts, for its refusals.
+constexpr std::string_view kKnownPres = "headfuse converts LLaMA 3's (llama.cpp's 'llama-bpe') and GPT-2's ('gpt-2')";
 
 // Deeper nesting than any tokenizer file has; refused before parsing, as printing or freeing a deeply nested
 // value recurses.
@@ -453,10 +460,15 @@ struct Converter {
 
     // Byte-level: the llama.cpp pre-tokenizer whose regex is the tokenizer.json's.
     const KnownPre& byte_level_pre() const {
+        const auto parts = flatten(field(tj, "pre_tokenizer"), "pretokenizers");
+        for (const json* p : parts)
+            if (type_of(*p) == "Split" && field(field(*p, "pattern"), "Regex") == json(kQwen2Regex))
+                unsupported("pre-tokenizer regex " + dump(field(field(*p, "pattern"), "Regex")) +
+                            " is Qwen2's, which llama.cpp implements as 'qwen2' and headfuse does not convert yet (" +
+                            std::string(kKnownPres) + ")");
         if (!field(tj, "normalizer").is_null())
             unsupported("normalizer " + dump(field(tj, "normalizer")) +
                         " has no llama.cpp equivalent for a byte-level tokenizer");
-        const auto parts = flatten(field(tj, "pre_tokenizer"), "pretokenizers");
         auto byte_level = [&](const json& j, bool regex) {
             return type_of(j) == "ByteLevel" && field(j, "add_prefix_space") != json(true) &&
                    field(j, "use_regex") == json(regex);
@@ -471,10 +483,12 @@ struct Converter {
                 regex == json(kLlama3Pre.regex))
                 pre = &kLlama3Pre;
             else
-                unsupported("pre-tokenizer regex " + dump(regex) +
-                            " is not one llama.cpp implements (known: LLaMA 3's, GPT-2's)");
+                unsupported("pre-tokenizer regex " + dump(regex) + " is not one headfuse converts (" +
+                            std::string(kKnownPres) + ")");
         }
-        if (!pre) unsupported("pre-tokenizer " + dump(field(tj, "pre_tokenizer")) + " is not one llama.cpp implements");
+        if (!pre)
+            unsupported("pre-tokenizer " + dump(field(tj, "pre_tokenizer")) + " is not one headfuse converts (" +
+                        std::string(kKnownPres) + ")");
         const bool ignore = field(field(tj, "model"), "ignore_merges") == json(true);
         if (ignore != pre->ignore_merges)
             unsupported("model.ignore_merges is " + std::string(ignore ? "true" : "false") + ", but llama.cpp's '" +
