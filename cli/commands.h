@@ -46,7 +46,7 @@ struct InspectArgs {
 };
 
 struct LogitsArgs {
-    std::string model, out;
+    std::string model, config, out;
     std::vector<std::uint32_t> tokens;
     unsigned top = 5;
 };

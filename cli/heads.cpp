@@ -51,7 +51,9 @@ std::vector<std::uint32_t> read_tokens(const std::string& path) {
 
 // A blue (no change) to red (the largest loss increase) heat map of layers x heads, one cell per head.
 std::string heatmap_svg(const HeadScan& s) {
-    const std::size_t layers = s.loss.size(), heads = layers ? s.loss[0].size() : 0;
+    const std::size_t layers = s.loss.size();
+    std::size_t heads = 0;  // the widest layer's; a deci layer has cells for the heads it has
+    for (const auto& row : s.loss) heads = std::max(heads, row.size());
     double top = 0;
     for (const auto& row : s.loss)
         for (double l : row) top = std::max(top, std::abs(l - s.base_loss));
@@ -68,7 +70,7 @@ std::string heatmap_svg(const HeadScan& s) {
         o << "<text x=\"" << left + int(hd) * cell + 6 << "\" y=\"" << head_row - 6 << "\">" << hd << "</text>\n";
     for (std::size_t l = 0; l < layers; ++l) {
         o << "<text x=\"4\" y=\"" << head_row + int(l) * cell + 16 << "\">layer " << l << "</text>\n";
-        for (std::size_t hd = 0; hd < heads; ++hd) {
+        for (std::size_t hd = 0; hd < s.loss[l].size(); ++hd) {
             const double d = s.loss[l][hd] - s.base_loss, t = top > 0 ? std::abs(d) / top : 0;
             const int fade = int(std::lround(255 * (1 - t)));
             const int r = d >= 0 ? 255 : fade, b = d >= 0 ? fade : 255;
@@ -97,7 +99,7 @@ int run_scan(const HeadsArgs& a, const Common& c) {
         nlohmann::json j = {{"model", a.in}, {"tokens", tokens.size()}, {"base_loss", s.base_loss}};
         nlohmann::json hs = nlohmann::json::array();
         for (std::uint32_t l = 0; l < cfg.n_layers; ++l)
-            for (std::uint32_t h = 0; h < cfg.n_heads; ++h)
+            for (std::uint32_t h = 0; h < cfg.n_heads_at(l); ++h)
                 hs.push_back(
                     {{"layer", l}, {"head", h}, {"loss", s.loss[l][h]}, {"delta", s.loss[l][h] - s.base_loss}});
         j["heads"] = hs;
@@ -106,12 +108,14 @@ int run_scan(const HeadsArgs& a, const Common& c) {
     if (!a.svg.empty()) write_text(a.svg, heatmap_svg(s), inputs);
     std::printf("mean next-token loss %.6f nats over %zu tokens; change when each head is ablated:\n", s.base_loss,
                 tokens.size());
+    std::uint32_t widest = 0;  // a deci layer lists only the heads it has
+    for (std::uint32_t l = 0; l < cfg.n_layers; ++l) widest = std::max(widest, cfg.n_heads_at(l));
     std::printf("%-6s", "layer");
-    for (std::uint32_t h = 0; h < cfg.n_heads; ++h) std::printf(" %10s", ("head " + std::to_string(h)).c_str());
+    for (std::uint32_t h = 0; h < widest; ++h) std::printf(" %10s", ("head " + std::to_string(h)).c_str());
     std::printf("\n");
     for (std::uint32_t l = 0; l < cfg.n_layers; ++l) {
         std::printf("%-6u", l);
-        for (std::uint32_t h = 0; h < cfg.n_heads; ++h) std::printf(" %+10.6f", s.loss[l][h] - s.base_loss);
+        for (std::uint32_t h = 0; h < cfg.n_heads_at(l); ++h) std::printf(" %+10.6f", s.loss[l][h] - s.base_loss);
         std::printf("\n");
     }
     if (!a.scan.empty()) std::printf("wrote %s\n", a.scan.c_str());

@@ -30,7 +30,7 @@ public:
 private:
     static constexpr std::uint64_t kWindowBytes = std::uint64_t{4} << 20;
     void release_to(std::uint64_t row_end) {
-        if (v_.file && row_end > from_) v_.file->release(v_.row(from_).data(), (row_end - from_) * v_.row_nbytes());
+        if (v_.file() && row_end > from_) v_.file()->release(v_.row(from_).data(), (row_end - from_) * v_.row_nbytes());
         from_ = row_end;
     }
     const TensorView& v_;
@@ -57,27 +57,27 @@ public:
                 expected_pages.read_to(r);
                 actual_pages.read_to(offset / std::max<std::uint64_t>(1, actual.row_nbytes()));
                 auto want = e->row(r);
-                const std::uint64_t n = e->type == actual.type ? want.size() : row_bytes(actual.type, e->ne[0]);
-                if (offset + n > actual.bytes.size())
-                    return mismatch(actual.name, "holds fewer bytes than its " + std::to_string(expected.size()) +
-                                                     " per-head parts");
-                auto got = actual.bytes.subspan(offset, n);
+                const std::uint64_t n = e->type() == actual.type() ? want.size() : row_bytes(actual.type(), e->ne()[0]);
+                if (offset + n > actual.bytes().size())
+                    return mismatch(actual.name(), "holds fewer bytes than its " + std::to_string(expected.size()) +
+                                                       " per-head parts");
+                auto got = actual.bytes().subspan(offset, n);
                 offset += n;
-                if (e->type != actual.type) {
+                if (e->type() != actual.type()) {
                     report_.same_types = false;
-                    if (e->type != DType::F32)
-                        return mismatch(actual.name, "a " + std::string(type_name(e->type)) + " source and a " +
-                                                         std::string(type_name(actual.type)) + " file");
+                    if (e->type() != DType::F32)
+                        return mismatch(actual.name(), "a " + std::string(type_name(e->type())) + " source and a " +
+                                                           std::string(type_name(actual.type())) + " file");
                     encoded.resize(got.size());
-                    floats.resize(e->ne[0]);  // a copy: the file may not align its rows for float loads
+                    floats.resize(e->ne()[0]);  // a copy: the file may not align its rows for float loads
                     std::memcpy(floats.data(), want.data(), floats.size() * sizeof(float));
-                    encode_row(actual.type, floats.data(), encoded.data(), e->ne[0]);
+                    encode_row(actual.type(), floats.data(), encoded.data(), e->ne()[0]);
                     want = encoded;
                 }
                 if (want.size() != got.size() || std::memcmp(want.data(), got.data(), want.size()) != 0)
-                    return mismatch(actual.name, "row " + std::to_string(row) + " differs");
+                    return mismatch(actual.name(), "row " + std::to_string(row) + " differs");
             }
-            done_ += e->bytes.size();
+            done_ += e->bytes().size();
             if (opt_.progress) opt_.progress(done_, total_);
         }
     }
@@ -88,8 +88,8 @@ public:
         LensFold fold(donor, proj);
         const std::uint64_t dm = fold.d_model();
         std::vector<float> block(kFoldBlockRows * dm);
-        std::vector<std::byte> encoded(row_bytes(actual.type, dm));
-        if (actual.type != DType::F32) report_.same_types = false;
+        std::vector<std::byte> encoded(row_bytes(actual.type(), dm));
+        if (actual.type() != DType::F32) report_.same_types = false;
         Releaser donor_pages(donor), actual_pages(actual);
         for (std::uint64_t v0 = 0; v0 < fold.vocab(); v0 += kFoldBlockRows) {
             donor_pages.read_to(v0);
@@ -97,13 +97,13 @@ public:
             const std::uint64_t n = std::min(kFoldBlockRows, fold.vocab() - v0);
             fold.rows(v0, n, block.data());
             for (std::uint64_t r = 0; r < n; ++r) {
-                encode_row(actual.type, block.data() + r * dm, encoded.data(), dm);
+                encode_row(actual.type(), block.data() + r * dm, encoded.data(), dm);
                 auto got = actual.row(v0 + r);
                 if (std::memcmp(encoded.data(), got.data(), got.size()) != 0)
-                    return mismatch(actual.name, "row " + std::to_string(v0 + r) + " differs from the lens fold");
+                    return mismatch(actual.name(), "row " + std::to_string(v0 + r) + " differs from the lens fold");
             }
         }
-        done_ += donor.bytes.size() + proj.bytes.size();
+        done_ += donor.bytes().size() + proj.bytes().size();
         if (opt_.progress) opt_.progress(done_, total_);
     }
 
@@ -217,7 +217,7 @@ VerifyReport verify(const PerHeadModel& per_head, const FusedModel& fused, const
     report.config_differences = config_differences(a.config, b.config, shapes_differ);
     if (shapes_differ) return report;  // no tensor has a counterpart to compare with
     std::uint64_t total = 0;
-    for_each_view(a, [&](const TensorView& v) { total += v.bytes.size(); });
+    for_each_view(a, [&](const TensorView& v) { total += v.bytes().size(); });
     Comparer cmp(report, options, total);
     for_each_spec(a.config, ModelKind::Fused, [&](TensorSpec&& s) {
         const RoleSpec& r = *s.role;
@@ -234,7 +234,7 @@ VerifyReport verify(const PerHeadModel& per_head, const FusedModel& fused, const
 
     if (options.tokens.empty()) {
         auto undecoded = [&](const TensorView& v) {
-            if (report.undecoded_type.empty() && !traits(v.type).reads) report.undecoded_type = traits(v.type).name;
+            if (report.undecoded_type.empty() && !traits(v.type()).reads) report.undecoded_type = traits(v.type()).name;
         };
         for_each_view(a, undecoded);
         for_each_view(b, undecoded);

@@ -26,10 +26,10 @@ constexpr std::uint64_t kWindowBytes = std::uint64_t{4} << 20;
 constexpr std::uint64_t kTransposeBlockBytes = std::uint64_t{16} << 20;
 
 std::uint64_t element_size(const TensorView& v) {
-    if (traits(v.type).block_size != 1)
-        fail(ErrorKind::Unsupported, "tensor '" + v.name + "' is " + std::string(type_name(v.type)) +
+    if (traits(v.type()).block_size != 1)
+        fail(ErrorKind::Unsupported, "tensor '" + v.name() + "' is " + std::string(type_name(v.type())) +
                                          "; export writes f32, f16 and bf16 tensors only");
-    return traits(v.type).type_size;
+    return traits(v.type()).type_size;
 }
 
 // All rows of a view (a head: small).
@@ -43,8 +43,8 @@ std::vector<std::byte> all_rows(const TensorView& v) {
 void emit_rows(const TensorView& v, DType type, ByteSink& sink) {
     std::vector<std::byte> narrow;
     for_each_window(v, kWindowBytes, [&](std::span<const std::byte> rows, std::uint64_t, std::uint64_t n) {
-        if (type == v.type) return sink.write(rows);
-        const std::uint64_t ne0 = v.ne[0], rb = row_bytes(type, ne0);
+        if (type == v.type()) return sink.write(rows);
+        const std::uint64_t ne0 = v.ne()[0], rb = row_bytes(type, ne0);
         narrow.resize(n * rb);
         for (std::uint64_t i = 0; i < n; ++i)
             encode_row(type, reinterpret_cast<const float*>(rows.data()) + i * ne0, narrow.data() + i * rb, ne0);
@@ -65,7 +65,7 @@ void emit_rotate_half(const std::vector<TensorView>& heads, ByteSink& sink) {
 void emit_heads_transposed(const std::vector<TensorView>& heads, bool rotate_half, ByteSink& sink) {
     std::vector<std::byte> out;
     for (const TensorView& h : heads) {
-        const std::uint64_t es = element_size(h), g = h.n_rows(), ne0 = h.ne[0], rb = h.row_nbytes();
+        const std::uint64_t es = element_size(h), g = h.n_rows(), ne0 = h.ne()[0], rb = h.row_nbytes();
         const std::vector<std::byte> rows = all_rows(h);
         out.resize(ne0 * g * es);
         for (std::uint64_t s = 0; s < g; ++s) {
@@ -78,7 +78,7 @@ void emit_heads_transposed(const std::vector<TensorView>& heads, bool rotate_hal
 
 // The transpose of a view, [ne0, n_rows] row-major, in blocks of output rows.
 void emit_transposed(const TensorView& v, ByteSink& sink) {
-    const std::uint64_t es = element_size(v), R = v.n_rows(), C = v.ne[0], rb = v.row_nbytes();
+    const std::uint64_t es = element_size(v), R = v.n_rows(), C = v.ne()[0], rb = v.row_nbytes();
     const std::uint64_t B = std::max<std::uint64_t>(1, kTransposeBlockBytes / std::max<std::uint64_t>(1, R * es));
     std::vector<std::byte> block;
     for (std::uint64_t c0 = 0; c0 < C; c0 += B) {
@@ -97,13 +97,13 @@ void emit_transposed(const TensorView& v, ByteSink& sink) {
 void emit_rotate_half_elements(const std::vector<TensorView>& heads, DType type, ByteSink& sink) {
     std::vector<std::byte> out;
     for (const TensorView& h : heads) {
-        std::vector<std::byte> bytes(h.bytes.size()), scratch;
+        std::vector<std::byte> bytes(h.bytes().size()), scratch;
         read_rows(h, 0, h.n_rows(), bytes, scratch);
-        const std::uint64_t g = h.ne[0], es = element_size(h), os = traits(type).type_size;
+        const std::uint64_t g = h.ne()[0], es = element_size(h), os = traits(type).type_size;
         out.resize(g * os);
         for (std::uint64_t s = 0; s < g; ++s) {
             const std::byte* src = bytes.data() + rotate_half_row_of(s, g) * es;
-            if (type == h.type)
+            if (type == h.type())
                 std::memcpy(out.data() + s * os, src, es);
             else
                 encode_row(type, reinterpret_cast<const float*>(src), out.data() + s * os, 1);
@@ -150,7 +150,7 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         for (const TensorSpec& s : tensor_layout(c, ModelKind::Fused))
             if (s.kind == TensorKind::Norm && s.role->role != Role::RopeFreqs && folded) {
                 const TensorView* v = role_view(m, *s.role, s.layer);
-                folded = v->type == DType::F32 && all_ones(*v);
+                folded = v->type() == DType::F32 && all_ones(*v);
             }
     // RoPE scaling: linear is a config key in both layouts; Llama 3's rope_freqs.weight goes back to the
     // Hugging Face rope_scaling object it came from; TransformerLens's config holds neither.
@@ -180,7 +180,7 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
     if (tl && rope_scaling != nullptr)
         fail(ErrorKind::Unsupported,
              "export: the model scales RoPE, which a TransformerLens config cannot say; export it as hf");
-    const DType weight_type = m.token_embd.type;
+    const DType weight_type = m.token_embd.type();
     element_size(m.token_embd);
 
     std::vector<StTensorPlan> plans;
@@ -234,11 +234,11 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         StTensorPlan p{foreign_name(*row, s.layer, gqa), DType::F32, foreign_shape(*row, s.ne, c), {}};
         if (is_head_role(*s.role)) {
             const std::vector<TensorView>* heads = &role_heads(m, *s.role, s.layer);
-            p.type = heads->front().type;
+            p.type = heads->front().type();
             for (const TensorView& h : *heads) {
                 element_size(h);
-                if (h.type != p.type)
-                    fail("tensor '" + h.name + "' is " + std::string(type_name(h.type)) + ", head 0 is " +
+                if (h.type() != p.type)
+                    fail("tensor '" + h.name() + "' is " + std::string(type_name(h.type())) + ", head 0 is " +
                          std::string(type_name(p.type)));
             }
             if (small && p.type == DType::F32) p.type = norm_type;
@@ -259,7 +259,7 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         } else {
             const TensorView* v = role_view(m, *s.role, s.layer);
             element_size(*v);
-            p.type = small && v->type == DType::F32 ? norm_type : v->type;
+            p.type = small && v->type() == DType::F32 ? norm_type : v->type();
             if (row->storage == Transposed || row->storage == OutHeads)
                 p.produce = [v](ByteSink& sink) { emit_transposed(*v, sink); };
             else
@@ -270,7 +270,7 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
     layer_biases(layer_done);
     if (tl) {
         if (c.tied) {  // TransformerLens keeps its own unembedding: the embedding, transposed
-            plans.push_back({"unembed.W_U", m.token_embd.type, {c.d_model, c.vocab}, [&m](ByteSink& sink) {
+            plans.push_back({"unembed.W_U", m.token_embd.type(), {c.d_model, c.vocab}, [&m](ByteSink& sink) {
                                  emit_transposed(m.token_embd, sink);
                              }});
         }
