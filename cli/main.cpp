@@ -389,11 +389,12 @@ int main(int argc, char** argv) {
         ->type_name("GROUPS");
     auto* h_lowest = h_prune
                          ->add_option("--lowest", heads_lowest,
-                                      "With --scan: prune this fraction (0 to 1) of the heads that matter least, the "
-                                      "same number in every layer (and kv group)")
+                                      "With --scan: prune this fraction (0 to 1) of the heads with the lowest delta "
+                                      "(ablation raised the loss least or lowered it most), the same number in every "
+                                      "layer (and kv group)")
                          ->type_name("FRACTION");
-    auto* h_scan_in =
-        h_prune->add_option("--scan", heads.scan, "A scan JSON written by 'heads scan -o'")->type_name("FILE");
+    auto* h_scan_in = h_prune->add_option("--scan", heads.scan, "A scan JSON written by 'heads scan -o' on this model")
+                          ->type_name("FILE");
     auto* h_pool = heads_verb("pool-kv", "Multi-head to grouped-query: mean-pool each group's key/value heads", true);
     deferred
         .number(h_pool, "--kv-heads", heads.kv_heads, 1, kMaxHeads, "Key/value heads to keep, dividing the model's")
@@ -415,7 +416,10 @@ int main(int argc, char** argv) {
         ->required()
         ->type_name("FILE");
     deferred.output(h_scan, heads.scan, "Write the scan as JSON (for 'heads prune --lowest F --scan')");
-    h_scan->add_option("--svg", heads.svg, "Write a heat map (layers x heads) as SVG")->type_name("FILE");
+    h_scan
+        ->add_option("--svg", heads.svg,
+                     "Write the scan as an SVG figure: layers x heads, colour bar in nats, kv groups marked")
+        ->type_name("FILE");
 
     // verify answers as cmp does: 0 the same model, 1 they differ, 2 they could not be compared.
     const int failure = argc > 1 && std::string_view(argv[1]) == "verify" ? 2 : 1;
