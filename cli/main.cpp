@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "headfuse/error.h"
 #include "headfuse/text.h"
+#include "signals.h"
 
 using namespace headfuse;
 using namespace headfuse::cli;
@@ -197,6 +198,7 @@ void complete_config(Config& cfg, bool d_head_given, bool n_kv_given) {
 int main(int argc, char** argv) {
     // A file-size limit must end in EFBIG and a clear error, not in a signal.
     std::signal(SIGXFSZ, SIG_IGN);
+    headfuse::cli::install_stop_handlers();
 
     CLI::App app{"headfuse: per-head LLaMA checkpoints to llama.cpp GGUF files and back, exactly."};
     app.name("headfuse");
@@ -290,6 +292,9 @@ int main(int argc, char** argv) {
     deferred.number(c_export, "--max-shard-size", exp.max_shard_bytes, 1, UINT64_MAX,
                     "Bytes per safetensors file; more go to shards with an index (default: 5000000000)");
     c_export->add_option("--config", exp.config, "Hyperparameters of a safetensors input")->type_name("FILE");
+    c_export->add_flag("--force", exp.force,
+                       "Write into a folder that is not empty: its checkpoint files (config.json, weights, index, "
+                       "tokenizer files) are replaced as a whole, those the new checkpoint lacks removed");
     add_common(c_export, deferred, common, false);
 
     SplitArgs split;
@@ -519,6 +524,7 @@ int main(int argc, char** argv) {
         }
     } catch (const Error& e) {
         std::fprintf(stderr, "headfuse: %s\n", one_line(e.what()).c_str());
+        headfuse::cli::end_if_stopped();
         return failure;
     } catch (const std::bad_alloc&) {
         std::fprintf(stderr, "headfuse: out of memory\n");
