@@ -49,7 +49,7 @@ struct InspectArgs {
 };
 
 struct LogitsArgs {
-    std::string model, out;
+    std::string model, config, out;
     std::vector<std::uint32_t> tokens;
     unsigned top = 5;
 };

@@ -94,12 +94,14 @@ int run_scan(const HeadsArgs& a, const Common& c) {
     }
     std::printf("mean next-token loss %.6f nats over %zu tokens; change when each head is ablated:\n", s.base_loss,
                 tokens.size());
+    std::uint32_t widest = 0;  // a deci layer lists only the heads it has
+    for (std::uint32_t l = 0; l < cfg.n_layers; ++l) widest = std::max(widest, cfg.n_heads_at(l));
     std::printf("%-6s", "layer");
-    for (std::uint32_t h = 0; h < cfg.n_heads; ++h) std::printf(" %10s", ("head " + std::to_string(h)).c_str());
+    for (std::uint32_t h = 0; h < widest; ++h) std::printf(" %10s", ("head " + std::to_string(h)).c_str());
     std::printf("\n");
     for (std::uint32_t l = 0; l < cfg.n_layers; ++l) {
         std::printf("%-6u", l);
-        for (std::uint32_t h = 0; h < cfg.n_heads; ++h) std::printf(" %+10.6f", s.loss[l][h] - s.base_loss);
+        for (std::uint32_t h = 0; h < cfg.n_heads_at(l); ++h) std::printf(" %+10.6f", s.loss[l][h] - s.base_loss);
         std::printf("\n");
     }
     if (!a.scan.empty()) std::printf("wrote %s\n", a.scan.c_str());

@@ -323,10 +323,14 @@ int main(int argc, char** argv) {
 
     LogitsArgs logits;
     std::string logits_tokens;
-    auto* c_logits = app.add_subcommand("logits", "Run the reference forward pass on a per-head or fused file");
-    c_logits->add_option("model", logits.model, "Per-head or fused GGUF file (or any shard of a split set)")
+    auto* c_logits = app.add_subcommand("logits", "Run the reference forward pass on any model headfuse reads");
+    c_logits
+        ->add_option("model", logits.model,
+                     "Per-head or fused GGUF file (or any shard of a split set), .safetensors file, "
+                     "model.safetensors.index.json, or a Hugging Face / TransformerLens folder")
         ->required()
-        ->type_name("FILE");
+        ->type_name("PATH");
+    c_logits->add_option("--config", logits.config, "Hyperparameters of a safetensors input")->type_name("FILE");
     c_logits->add_option("--tokens", logits_tokens, "Comma-separated token ids, e.g. 1,2,3")
         ->required()
         ->type_name("IDS");
