@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
@@ -34,6 +35,7 @@ struct FuseArgs {
 struct ExportArgs {
     std::string in, out, format = "hf", config;
     std::uint64_t max_shard_bytes = 5'000'000'000;
+    bool force = false;  // replace the checkpoint in a folder that is not empty
 };
 
 struct SplitArgs {
@@ -64,6 +66,9 @@ struct HeadsArgs {
     std::uint32_t kv_heads = 0;
     double lowest = 0;  // prune --lowest: the fraction of heads to prune, by --scan
 };
+
+// "model.gguf" or "model-00001-of-00003.gguf .. model-00003-of-00003.gguf (3 shards)", and their total size.
+std::string written(const std::vector<std::filesystem::path>& files);
 
 // Each returns the process exit code; errors are thrown as headfuse::Error.
 int run_init(const InitArgs& a, const Common& c);

@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "headfuse/error.h"
 #include "headfuse/text.h"
+#include "signals.h"
 
 using namespace headfuse;
 using namespace headfuse::cli;
@@ -197,6 +198,7 @@ void complete_config(Config& cfg, bool d_head_given, bool n_kv_given) {
 int main(int argc, char** argv) {
     // A file-size limit must end in EFBIG and a clear error, not in a signal.
     std::signal(SIGXFSZ, SIG_IGN);
+    headfuse::cli::install_stop_handlers();
 
     CLI::App app{"headfuse: per-head LLaMA checkpoints to llama.cpp GGUF files and back, exactly."};
     app.name("headfuse");
@@ -290,6 +292,9 @@ int main(int argc, char** argv) {
     deferred.number(c_export, "--max-shard-size", exp.max_shard_bytes, 1, UINT64_MAX,
                     "Bytes per safetensors file; more go to shards with an index (default: 5000000000)");
     c_export->add_option("--config", exp.config, "Hyperparameters of a safetensors input")->type_name("FILE");
+    c_export->add_flag("--force", exp.force,
+                       "Write into a folder that is not empty: its checkpoint files (config.json, weights, index, "
+                       "tokenizer files) are replaced as a whole, those the new checkpoint lacks removed");
     add_common(c_export, deferred, common, false);
 
     SplitArgs split;
@@ -385,11 +390,12 @@ int main(int argc, char** argv) {
         ->type_name("GROUPS");
     auto* h_lowest = h_prune
                          ->add_option("--lowest", heads_lowest,
-                                      "With --scan: prune this fraction (0 to 1) of the heads that matter least, the "
-                                      "same number in every layer (and kv group)")
+                                      "With --scan: prune this fraction (0 to 1) of the heads with the lowest delta "
+                                      "(ablation raised the loss least or lowered it most), the same number in every "
+                                      "layer (and kv group)")
                          ->type_name("FRACTION");
-    auto* h_scan_in =
-        h_prune->add_option("--scan", heads.scan, "A scan JSON written by 'heads scan -o'")->type_name("FILE");
+    auto* h_scan_in = h_prune->add_option("--scan", heads.scan, "A scan JSON written by 'heads scan -o' on this model")
+                          ->type_name("FILE");
     auto* h_pool = heads_verb("pool-kv", "Multi-head to grouped-query: mean-pool each group's key/value heads", true);
     deferred
         .number(h_pool, "--kv-heads", heads.kv_heads, 1, kMaxHeads, "Key/value heads to keep, dividing the model's")
@@ -411,7 +417,10 @@ int main(int argc, char** argv) {
         ->required()
         ->type_name("FILE");
     deferred.output(h_scan, heads.scan, "Write the scan as JSON (for 'heads prune --lowest F --scan')");
-    h_scan->add_option("--svg", heads.svg, "Write a heat map (layers x heads) as SVG")->type_name("FILE");
+    h_scan
+        ->add_option("--svg", heads.svg,
+                     "Write the scan as an SVG figure: layers x heads, colour bar in nats, kv groups marked")
+        ->type_name("FILE");
 
     // verify answers as cmp does: 0 the same model, 1 they differ, 2 they could not be compared.
     const int failure = argc > 1 && std::string_view(argv[1]) == "verify" ? 2 : 1;
@@ -511,6 +520,7 @@ int main(int argc, char** argv) {
         }
     } catch (const Error& e) {
         std::fprintf(stderr, "headfuse: %s\n", one_line(e.what()).c_str());
+        headfuse::cli::end_if_stopped();
         return failure;
     } catch (const std::bad_alloc&) {
         std::fprintf(stderr, "headfuse: out of memory\n");
