@@ -16,6 +16,7 @@
 
 #include "headfuse/gguf.h"
 #include "support/models.h"
+#include "support/required.h"
 
 namespace {
 
@@ -357,8 +358,8 @@ TEST(CliDestinations, ReplacedFileKeepsItsMode) {
 TEST(CliDestinations, RefusesWhatTheUserCouldNotWrite) {
     Args as_user{HEADFUSE_CLI};
     if (::geteuid() == 0) {
-        if (run_program({"setpriv", "--version"}).status != 0)
-            GTEST_SKIP() << "running as root without setpriv: no unprivileged user to run the CLI as";
+        HEADFUSE_REQUIRE(run_program({"setpriv", "--version"}).status == 0,
+                         "running as root without setpriv (util-linux): no unprivileged user to run the CLI as");
         as_user = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", HEADFUSE_CLI};
     }
     TempDir dir;

@@ -28,14 +28,7 @@ using test::TempDir;
 namespace {
 
 Config small_model() {
-    Config c;
-    c.d_model = 128;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.d_head = 32;
-    c.d_ff = 1024;
-    c.n_layers = 3;
-    c.vocab = 300;
+    Config c = test::make_config(128, 4, 2, 32, 1024, 3, 300);
     c.context_length = 256;
     return c;
 }
