@@ -1,11 +1,14 @@
-// The headfuse commands: each one parses nothing, calls the library and prints. main.cpp holds the flags.
+// The headfuse commands' work: each one parses nothing, calls the library and prints. Their options are registered
+// and checked in model_commands.cpp, read_commands.cpp and heads_commands.cpp.
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "headfuse/checkpoint.h"
 #include "headfuse/config.h"
 #include "headfuse/gguf.h"
 #include "headfuse/mix.h"
@@ -64,6 +67,13 @@ struct HeadsArgs {
     std::uint32_t kv_heads = 0;
     double lowest = 0;  // prune --lowest: the fraction of heads to prune, by --scan
 };
+
+// A model to read, with its --config (empty: config.json beside the weights).
+OpenedCheckpoint open_source(const std::string& in, const std::string& config);
+
+// True if the two paths name one file: the same name, or the same file through a symbolic or hard link (also
+// when neither exists yet but a link points at the other).
+bool same_file(const std::filesystem::path& a, const std::filesystem::path& b);
 
 // Each returns the process exit code; errors are thrown as headfuse::Error.
 int run_init(const InitArgs& a, const Common& c);

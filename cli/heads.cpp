@@ -1,4 +1,4 @@
-// headfuse heads: the head surgery verbs and scan. Parsing lives in main.cpp, the edits in the library.
+// headfuse heads: the head surgery verbs and scan. Their options are in heads_commands.cpp, the edits in the library.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -21,10 +21,6 @@ namespace headfuse::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-OpenedCheckpoint open_source(const std::string& in, const std::string& config) {
-    return open_checkpoint(in, config.empty() ? std::nullopt : std::optional<std::filesystem::path>(config));
-}
 
 // Token ids from a file: decimal numbers separated by commas or white space.
 std::vector<std::uint32_t> read_tokens(const std::string& path) {
