@@ -64,6 +64,7 @@ struct HeadsArgs {
     std::string verb;  // "ablate", "prune", "pool-kv", "transplant", "scan"
     std::string in, out, heads, kv_groups, from, config, tokens_file, svg, scan;
     std::optional<DType> type;
+    std::optional<Mix> mix;
     std::uint32_t kv_heads = 0;
     double lowest = 0;  // prune --lowest: the fraction of heads to prune, by --scan
 };

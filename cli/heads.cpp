@@ -82,10 +82,14 @@ void write_text(const std::string& path, const std::string& text, std::span<cons
 }
 
 int run_scan(const HeadsArgs& a, const Common& c) {
+    if (!a.scan.empty() && !a.svg.empty() && same_file(a.scan, a.svg))
+        fail(ErrorKind::InvalidArgument,
+             "-o '" + a.scan + "' and --svg '" + a.svg + "' are one file: the scan and its heat map need two");
     if (!a.scan.empty()) check_output_path(a.scan);
+    if (!a.svg.empty()) check_output_path(a.svg);
     const OpenedCheckpoint src = open_source(a.in, a.config);
     const std::vector<std::uint32_t> tokens = read_tokens(a.tokens_file);
-    const HeadScan s = scan_heads(src.model.views(), tokens, c.threads, make_progress("scan", c.quiet));
+    const HeadScan s = scan_heads(src.model.views(), tokens, c.threads, make_progress("scan", c.quiet, "layer passes"));
     const Config& cfg = src.model.config();
     std::vector<std::filesystem::path> inputs = src.inputs;
     inputs.emplace_back(a.tokens_file);
@@ -205,6 +209,7 @@ int run_heads(const HeadsArgs& a, const Common& c) {
     }();
     FuseOptions opt;
     opt.type = a.type;
+    opt.mix = a.mix;
     opt.threads = c.threads;
     opt.output = c.output;
     opt.progress = make_progress("heads " + a.verb, c.quiet);
@@ -214,7 +219,10 @@ int run_heads(const HeadsArgs& a, const Common& c) {
     for (const std::string& w : warnings) std::fprintf(stderr, "headfuse: warning: %s\n", w.c_str());
     const Value* edits = edited.metadata().find(kEditsKey);
     std::printf("wrote %s: fused llama file, %s, %s, %s in %.2f s\n  %s\n", a.out.c_str(),
-                describe(edited.config()).c_str(), a.type ? std::string(type_name(*a.type)).c_str() : "types kept",
+                describe(edited.config()).c_str(),
+                a.mix    ? std::string(mix_name(*a.mix)).c_str()
+                : a.type ? std::string(type_name(*a.type)).c_str()
+                         : "types kept",
                 human_bytes(double(std::filesystem::file_size(a.out))).c_str(),
                 std::chrono::duration<double>(Clock::now() - t0).count(),
                 std::get<std::string>(edits->items.back().scalar).c_str());

@@ -15,12 +15,7 @@ class Verb : public Command {
 public:
     int run() override {
         args_.verb = app_->get_name();
-        if (type_ != nullptr && type_->count() > 0) {
-            args_.type = parse_dtype(type_text_);
-            if (!args_.type)
-                fail(ErrorKind::InvalidArgument,
-                     "--type: expected one of " + writable_type_list() + ", found '" + type_text_ + "'");
-        }
+        if (type_ != nullptr && type_->count() > 0) parse_type("--type", type_text_, args_.type, args_.mix);
         check();
         return run_heads(args_, common_);
     }
@@ -36,7 +31,9 @@ protected:
             f.output("-o,--output", args_.out, "Output llama.cpp GGUF file")->required();
             f.output_options(common_);
             type_ = f.text("--type", type_text_,
-                           "Type of 2-D weights: " + writable_type_list() + " (default: keep the input's)");
+                           "Type of 2-D weights: " + type_list() +
+                               " (a K-quant mix chooses per tensor as llama-quantize does; default: keep the "
+                               "input's)");
             type_->type_name("TYPE");
         }
         f.common(common_);
@@ -55,7 +52,9 @@ class Ablate : public Verb {
 public:
     void add(CLI::App& parent) override {
         Flags& f = verb(parent, "ablate", "Remove heads' contributions: zero their columns of attn_output", true);
-        f.text("--heads", args_.heads, "Heads to ablate: LAYER:HEAD[,LAYER:HEAD...]")->required()->type_name("HEADS");
+        f.list("--heads", args_.heads, "0:1,1:2", "Heads to ablate: LAYER:HEAD[,LAYER:HEAD...]")
+            ->required()
+            ->type_name("HEADS");
     }
 };
 
@@ -65,8 +64,9 @@ public:
         Flags& f =
             verb(parent, "prune",
                  "Remove heads (a kv head goes with its last query head); equal counts per layer stay llama", true);
-        f.text("--heads", args_.heads, "Query heads to remove: LAYER:HEAD[,...]")->type_name("HEADS");
-        f.text("--kv-groups", args_.kv_groups, "Whole kv groups to remove: LAYER:GROUP[,...]")->type_name("GROUPS");
+        f.list("--heads", args_.heads, "0:1,1:2", "Query heads to remove: LAYER:HEAD[,...]")->type_name("HEADS");
+        f.list("--kv-groups", args_.kv_groups, "0:1,1:0", "Whole kv groups to remove: LAYER:GROUP[,...]")
+            ->type_name("GROUPS");
         lowest_ = f.text("--lowest", lowest_text_,
                          "With --scan: prune this fraction (0 to 1) of the heads that matter least, the same number in "
                          "every layer (and kv group)");
@@ -111,7 +111,7 @@ public:
                         "groups)",
                         true);
         f.text("--from", args_.from, "The donor model")->required()->type_name("PATH");
-        f.text("--heads", args_.heads,
+        f.list("--heads", args_.heads, "0:1=1:1,1:2",
                "Heads to replace: LAYER:HEAD[=DONOR_LAYER:DONOR_HEAD][,...] (default: the same head)")
             ->required()
             ->type_name("MOVES");

@@ -144,8 +144,9 @@ public:
         f.output("-o,--output", args_.out, "Output folder")->required()->type_name("DIR");
         f.choice("--format", args_.format, {"hf", "transformer-lens"}, "hf|transformer-lens (default: hf)")
             ->type_name("FORMAT");
-        f.number("--max-shard-size", args_.max_shard_bytes, 1, UINT64_MAX,
-                 "Bytes per safetensors file; more go to shards with an index (default: 5000000000)");
+        f.size("--max-shard-size", args_.max_shard_bytes,
+               std::string("At most SIZE per safetensors file; more go to shards with an index (") + kSizeHelp +
+                   "; default: 5G)");
         f.text("--config", args_.config, "Hyperparameters of a safetensors input")->type_name("FILE");
         f.common(common_, false);
     }

@@ -146,6 +146,13 @@ CLI::Option* Flags::text(const std::string& names, std::string& target, const st
     return add(names, help, "TEXT", [&target](const std::string&, const std::string& text) { target = text; });
 }
 
+CLI::Option* Flags::list(const std::string& names, std::string& target, const std::string& example,
+                         const std::string& help) {
+    CLI::Option* opt = text(names, target, help);
+    items_.back().list_example = example;
+    return opt;
+}
+
 CLI::Option* Flags::positive(const std::string& names, float& target, const std::string& help) {
     return add(names, help, "X",
                [&target](const std::string& flag, const std::string& text) { target = parse_positive(flag, text); });
@@ -157,8 +164,11 @@ CLI::Option* Flags::size(const std::string& names, std::uint64_t& target, const 
 }
 
 CLI::Option* Flags::tokens(const std::string& names, std::vector<std::uint32_t>& target, const std::string& help) {
-    return add(names, help, "IDS",
-               [&target](const std::string& flag, const std::string& text) { target = parse_tokens(flag, text); });
+    CLI::Option* opt = add(names, help, "IDS", [&target](const std::string& flag, const std::string& text) {
+        target = parse_tokens(flag, text);
+    });
+    items_.back().list_example = "1,2,3";
+    return opt;
 }
 
 CLI::Option* Flags::output(const std::string& names, std::string& target, const std::string& help) {
@@ -201,12 +211,9 @@ void Flags::output_options(Common& c) {
            "Tensor data alignment, a power of two (default: 32, what llama.cpp's tools expect: llama-quantize "
            "keeps a file's alignment key but pads its output to 32, so its output of a file with another "
            "alignment does not load)");
-    add("--split-max-size",
-        "Write a split set: at most N[M|G] of tensor data per shard (M = 10^6 bytes, G = 10^9), named "
-        "PREFIX-00001-of-0000N.gguf from -o PREFIX[.gguf]",
-        "N[M|G]", [&c](const std::string& flag, const std::string& text) {
-            c.output.shards.max_bytes = parse_split_size(text, flag);
-        });
+    size("--split-max-size", c.output.shards.max_bytes,
+         std::string("Write a split set: at most SIZE of tensor data per shard (") + kSizeHelp +
+             "), named PREFIX-00001-of-0000N.gguf from -o PREFIX[.gguf]");
     number("--split-max-tensors", c.output.shards.max_tensors, 1, std::uint64_t{1} << 31,
            "Write a split set: at most N tensors per shard");
 }
@@ -216,8 +223,10 @@ void Flags::apply() {
         const std::size_t n = it.opt->count();
         const std::string name = it.opt->get_name();
         if (n > 1)
-            fail(ErrorKind::InvalidArgument, name + ": given " + std::to_string(n) +
-                                                 " times; give it once (a list goes in one value, comma-separated)");
+            fail(ErrorKind::InvalidArgument,
+                 name + ": given " + std::to_string(n) + " times; give it once" +
+                     (it.list_example.empty() ? std::string()
+                                              : " (several go in one list: " + name + " " + it.list_example + ")"));
         if (n == 1) it.convert(name, it.text);
     }
     if (output_ != nullptr) {

@@ -55,6 +55,9 @@ public:
 
     // Text taken as it is (a path, a list parsed by the command).
     CLI::Option* text(const std::string& names, std::string& target, const std::string& help);
+    // A comma-separated list, parsed by the command; `example` shows a repeated option how to give several.
+    CLI::Option* list(const std::string& names, std::string& target, const std::string& example,
+                      const std::string& help);
     // A whole number in [lo, hi].
     template <class T>
     CLI::Option* number(const std::string& names, T& target, std::uint64_t lo, std::uint64_t hi,
@@ -96,6 +99,7 @@ private:
         CLI::Option* opt = nullptr;
         std::string text;
         Convert convert;
+        std::string list_example;  // a list option: "0:1,1:2"
     };
     CLI::App* cmd_;
     std::deque<Item> items_;  // stable addresses: CLI11 holds pointers to `text`

@@ -8,16 +8,17 @@
 
 namespace headfuse::cli {
 
-ProgressFn make_progress(std::string label, bool quiet) {
+ProgressFn make_progress(std::string label, bool quiet, std::string unit) {
     if (quiet || !::isatty(STDERR_FILENO)) return {};
     using Clock = std::chrono::steady_clock;
     struct State {
-        std::string label;
+        std::string label, unit;
         Clock::time_point start = Clock::now(), last{};
         bool finished = false;
     };
     auto st = std::make_shared<State>();
     st->label = std::move(label);
+    st->unit = std::move(unit);
     return [st](std::uint64_t done, std::uint64_t total) {
         if (st->finished) return;
         const auto now = Clock::now();
@@ -33,8 +34,13 @@ ProgressFn make_progress(std::string label, bool quiet) {
         bar.resize(kWidth, ' ');
         char eta[32] = "";
         if (!end && rate > 0) std::snprintf(eta, sizeof eta, " ETA %.0fs", (total - done) / rate);
-        std::fprintf(stderr, "\r%s [%s] %3.0f%% %s / %s  %s/s%s\033[K", st->label.c_str(), bar.c_str(), frac * 100,
-                     human_bytes(done).c_str(), human_bytes(total).c_str(), human_bytes(rate).c_str(), eta);
+        if (st->unit.empty())
+            std::fprintf(stderr, "\r%s [%s] %3.0f%% %s / %s  %s/s%s\033[K", st->label.c_str(), bar.c_str(), frac * 100,
+                         human_bytes(done).c_str(), human_bytes(total).c_str(), human_bytes(rate).c_str(), eta);
+        else
+            std::fprintf(stderr, "\r%s [%s] %3.0f%% %llu / %llu %s  %.1f/s%s\033[K", st->label.c_str(), bar.c_str(),
+                         frac * 100, static_cast<unsigned long long>(done), static_cast<unsigned long long>(total),
+                         st->unit.c_str(), rate, eta);
         if (end) {
             std::fprintf(stderr, "\n");
             st->finished = true;

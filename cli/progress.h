@@ -1,4 +1,5 @@
-// A progress bar on stderr for long work: bytes done, rate, time left. Only when stderr is a terminal.
+// A progress bar on stderr for long work: bytes (or other units) done, rate, time left. Only when stderr is a
+// terminal.
 #pragma once
 
 #include <string>
@@ -7,7 +8,8 @@
 
 namespace headfuse::cli {
 
-// A progress callback labelled `label`, or an empty one when `quiet` or stderr is not a terminal.
-ProgressFn make_progress(std::string label, bool quiet);
+// A progress callback labelled `label`, or an empty one when `quiet` or stderr is not a terminal. It counts bytes,
+// or with `unit` ("layer passes") that many things.
+ProgressFn make_progress(std::string label, bool quiet, std::string unit = {});
 
 }  // namespace headfuse::cli

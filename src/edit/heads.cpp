@@ -239,11 +239,16 @@ HeadRef parse_head(std::string_view item, std::string_view flag) {
     return h;
 }
 
+// The items of a comma-separated list, each without the spaces around it ("0:1, 1:2").
 std::vector<std::string_view> split_commas(std::string_view text) {
     std::vector<std::string_view> out;
     for (std::size_t pos = 0;;) {
         const std::size_t comma = text.find(',', pos);
-        out.push_back(text.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos));
+        std::string_view item =
+            text.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
+        while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+        while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+        out.push_back(item);
         if (comma == std::string_view::npos) return out;
         pos = comma + 1;
     }
