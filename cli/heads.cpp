@@ -15,6 +15,7 @@
 #include "headfuse/forward.h"
 #include "headfuse/fuse.h"
 #include "headfuse/heads.h"
+#include "headfuse/text.h"
 #include "progress.h"
 
 namespace headfuse::cli {
@@ -45,38 +46,6 @@ std::vector<std::uint32_t> read_tokens(const std::string& path) {
     return out;
 }
 
-// A blue (no change) to red (the largest loss increase) heat map of layers x heads, one cell per head.
-std::string heatmap_svg(const HeadScan& s) {
-    const std::size_t layers = s.loss.size(), heads = layers ? s.loss[0].size() : 0;
-    double top = 0;
-    for (const auto& row : s.loss)
-        for (double l : row) top = std::max(top, std::abs(l - s.base_loss));
-    const int cell = 24, left = 70, head_row = 56;
-    const int w = std::max(left + int(heads) * cell + 20, 560), h = head_row + int(layers) * cell + 20;
-    std::ostringstream o;
-    o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << w << "\" height=\"" << h
-      << "\" font-family=\"sans-serif\" font-size=\"11\">\n";
-    o << "<text x=\"4\" y=\"14\">Change of the mean next-token loss when a head is ablated (base " << s.base_loss
-      << " nats)</text>\n";
-    o << "<text x=\"4\" y=\"30\">red: the loss rises, blue: it falls; full colour: |change| " << top
-      << " nats. Columns are heads.</text>\n";
-    for (std::size_t hd = 0; hd < heads; ++hd)
-        o << "<text x=\"" << left + int(hd) * cell + 6 << "\" y=\"" << head_row - 6 << "\">" << hd << "</text>\n";
-    for (std::size_t l = 0; l < layers; ++l) {
-        o << "<text x=\"4\" y=\"" << head_row + int(l) * cell + 16 << "\">layer " << l << "</text>\n";
-        for (std::size_t hd = 0; hd < heads; ++hd) {
-            const double d = s.loss[l][hd] - s.base_loss, t = top > 0 ? std::abs(d) / top : 0;
-            const int fade = int(std::lround(255 * (1 - t)));
-            const int r = d >= 0 ? 255 : fade, b = d >= 0 ? fade : 255;
-            o << "<rect x=\"" << left + int(hd) * cell << "\" y=\"" << head_row + int(l) * cell << "\" width=\""
-              << cell - 1 << "\" height=\"" << cell - 1 << "\" fill=\"rgb(" << r << "," << fade << "," << b
-              << ")\"><title>layer " << l << " head " << hd << ": " << d << "</title></rect>\n";
-        }
-    }
-    o << "</svg>\n";
-    return o.str();
-}
-
 void write_text(const std::string& path, const std::string& text, std::span<const std::filesystem::path> inputs) {
     write_file_atomically(path, {reinterpret_cast<const std::byte*>(text.data()), text.size()}, inputs);
 }
@@ -84,26 +53,44 @@ void write_text(const std::string& path, const std::string& text, std::span<cons
 int run_scan(const HeadsArgs& a, const Common& c) {
     if (!a.scan.empty() && !a.svg.empty() && same_file(a.scan, a.svg))
         fail(ErrorKind::InvalidArgument,
-             "-o '" + a.scan + "' and --svg '" + a.svg + "' are one file: the scan and its heat map need two");
+             "-o '" + a.scan + "' and --svg '" + a.svg + "' are one file: the scan and its figure need two");
     if (!a.scan.empty()) check_output_path(a.scan);
     if (!a.svg.empty()) check_output_path(a.svg);
     const OpenedCheckpoint src = open_source(a.in, a.config);
     const std::vector<std::uint32_t> tokens = read_tokens(a.tokens_file);
-    const HeadScan s = scan_heads(src.model.views(), tokens, c.threads, make_progress("scan", c.quiet, "layer passes"));
+    const HeadScan s = scan_heads(src.model.views(), tokens, c.threads, make_progress("scan", c.quiet, "layers"));
     const Config& cfg = src.model.config();
     std::vector<std::filesystem::path> inputs = src.inputs;
     inputs.emplace_back(a.tokens_file);
     if (!a.scan.empty()) {
-        nlohmann::json j = {{"model", a.in}, {"tokens", tokens.size()}, {"base_loss", s.base_loss}};
-        nlohmann::json hs = nlohmann::json::array();
-        for (std::uint32_t l = 0; l < cfg.n_layers; ++l)
-            for (std::uint32_t h = 0; h < cfg.n_heads; ++h)
-                hs.push_back(
-                    {{"layer", l}, {"head", h}, {"loss", s.loss[l][h]}, {"delta", s.loss[l][h] - s.base_loss}});
+        // What the scan is: the model (path, bytes, a digest of its tensors), the tokens, how it was computed.
+        std::uint64_t size = 0;
+        for (const auto& p : src.inputs) size += std::filesystem::file_size(p);
+        nlohmann::ordered_json j = {
+            {"model", {{"path", utf8_replaced(a.in)}, {"size", size}, {"digest", tensors_digest(src.model.views())}}},
+            {"tokens", tokens},
+            {"method", "exact"},
+            {"ablation", "zero"},
+            {"base_loss", s.base_loss}};
+        nlohmann::ordered_json hs = nlohmann::ordered_json::array();
+        for (std::uint32_t l = 0; l < s.loss.size(); ++l)
+            for (std::uint32_t h = 0; h < s.loss[l].size(); ++h)
+                hs.push_back({{"layer", l},
+                              {"head", h},
+                              {"loss", s.loss[l][h]},
+                              {"delta", s.loss[l][h] - s.base_loss},
+                              {"exact", true}});
         j["heads"] = hs;
         write_text(a.scan, j.dump(2) + "\n", inputs);
     }
-    if (!a.svg.empty()) write_text(a.svg, heatmap_svg(s), inputs);
+    if (!a.svg.empty()) {
+        ScanFigure fig;
+        const std::filesystem::path in = std::filesystem::path(a.in).lexically_normal();
+        fig.model = (in.has_filename() ? in.filename() : in.parent_path().filename()).string();
+        fig.tokens = tokens.size();
+        fig.n_kv_heads = cfg.n_kv_heads;
+        write_text(a.svg, scan_svg(s, fig), inputs);
+    }
     std::printf("mean next-token loss %.6f nats over %zu tokens; change when each head is ablated:\n", s.base_loss,
                 tokens.size());
     std::printf("%-6s", "layer");
@@ -119,10 +106,13 @@ int run_scan(const HeadsArgs& a, const Common& c) {
     return 0;
 }
 
-// prune --lowest F --scan S: in every layer the same number of the heads that matter least (so the output stays
-// a llama model): round(F * group) per kv group, or round(F * n_heads) per layer when every head has its own kv
-// head.
-std::vector<HeadRef> lowest_heads(const Config& c, const std::string& scan_path, double fraction) {
+// prune --lowest F --scan S: in every layer the same number of the heads whose ablation raised the loss least
+// (the lowest signed delta: a head whose ablation lowers the loss goes first), so that the output stays a llama
+// model: round(F * group) per kv group, or round(F * n_heads) per layer when every head has its own kv head. A
+// scan that records its model (its tensors' digest) must have been made on this model. `how` says what ranked.
+std::vector<HeadRef> lowest_heads(const ModelViews& model, const std::string& in, const std::string& scan_path,
+                                  double fraction, std::string& how) {
+    const Config& c = model.config;
     const std::string text = read_file(scan_path);
     nlohmann::json j;
     try {
@@ -130,8 +120,30 @@ std::vector<HeadRef> lowest_heads(const Config& c, const std::string& scan_path,
     } catch (const nlohmann::json::exception& e) {
         fail(scan_path + ": not valid JSON: " + e.what());
     }
+    if (!j.is_object() || !j.contains("heads") || !j["heads"].is_array())
+        fail(scan_path + ": expected a scan with a 'heads' array");
+    auto text_of = [&](const char* key, const char* old) {
+        if (!j.contains(key)) return std::string(old);  // scans before these keys were exact zero ablations
+        if (!j[key].is_string()) fail(scan_path + ": expected '" + key + "' to be a string, found " + j[key].dump());
+        return printable(j[key].get<std::string>());
+    };
+    const std::string method = text_of("method", "exact"), ablation = text_of("ablation", "zero");
+    std::string checked = "a scan that does not record its model: not checked against " + in;
+    if (j.contains("model") && j["model"].is_object()) {
+        const auto& m = j["model"];
+        if (!m.contains("digest") || !m["digest"].is_string())
+            fail(scan_path + ": expected model.digest (a string), found " + m.dump());
+        const std::string recorded = printable(m["digest"].get<std::string>()), here = tensors_digest(model);
+        const std::string made_on =
+            m.contains("path") && m["path"].is_string() ? printable(m["path"].get<std::string>()) : "?";
+        if (recorded != here)
+            fail(ErrorKind::InvalidArgument, scan_path + ": made on " + made_on + " (tensors " + recorded +
+                                                 "), not on " + in + " (tensors " + here +
+                                                 "); scan this model, or prune the one scanned");
+        checked = "made on this model (tensors " + here.substr(0, 19) + "...)";
+    }
     std::vector<std::vector<double>> delta(c.n_layers, std::vector<double>(c.n_heads, NAN));
-    if (!j.contains("heads") || !j["heads"].is_array()) fail(scan_path + ": expected a scan with a 'heads' array");
+    std::uint64_t estimated = 0;
     for (const auto& h : j["heads"]) {
         if (!h.is_object() || !h.contains("layer") || !h.contains("head") || !h.contains("delta") ||
             !h["layer"].is_number_unsigned() || !h["head"].is_number_unsigned() || !h["delta"].is_number())
@@ -142,6 +154,7 @@ std::vector<HeadRef> lowest_heads(const Config& c, const std::string& scan_path,
                                                  " is not in the model (" + std::to_string(c.n_layers) + " layers of " +
                                                  std::to_string(c.n_heads) + " heads)");
         delta[l][hd] = h["delta"].get<double>();
+        estimated += h.contains("exact") && h["exact"] == false;
     }
     const std::uint32_t group = c.n_heads / c.n_kv_heads;
     const std::uint32_t unit = group == 1 ? c.n_heads : group;  // heads chosen among
@@ -161,6 +174,11 @@ std::vector<HeadRef> lowest_heads(const Config& c, const std::string& scan_path,
             std::stable_sort(hs.begin(), hs.end(), [&](auto x, auto y) { return delta[l][x] < delta[l][y]; });
             for (std::uint32_t i = 0; i < k; ++i) out.push_back({l, hs[i]});
         }
+    how = "ranked by " + scan_path + " (method " + method + ", ablation " + ablation +
+          (estimated ? ", " + std::to_string(estimated) + " estimated values" : "") + "; " + checked + "): the " +
+          std::to_string(k) + " of every " + std::to_string(unit) +
+          (group == 1 ? " heads of a layer" : " heads of a kv group") +
+          " with the lowest delta (ablation raised the loss least or lowered it most)";
     return out;
 }
 
@@ -179,6 +197,7 @@ int run_heads(const HeadsArgs& a, const Common& c) {
     std::vector<std::filesystem::path> inputs = src.inputs;
     if (inputs.empty()) inputs.emplace_back(a.in);
     std::optional<OpenedCheckpoint> donor;
+    std::string ranked;  // prune --lowest: what ranked the heads
     PerHeadModel edited = [&] {
         if (a.verb == "ablate") return ablate_heads(src.model, parse_heads(a.heads, "--heads"), eo);
         if (a.verb == "pool-kv") return pool_kv_heads(src.model, a.kv_heads, eo);
@@ -202,7 +221,7 @@ int run_heads(const HeadsArgs& a, const Common& c) {
         }
         if (!a.scan.empty()) {
             inputs.emplace_back(a.scan);
-            const auto low = lowest_heads(cfg, a.scan, a.lowest);
+            const auto low = lowest_heads(src.model.views(), a.in, a.scan, a.lowest, ranked);
             heads.insert(heads.end(), low.begin(), low.end());
         }
         return prune_heads(src.model, heads, eo);
@@ -217,6 +236,7 @@ int run_heads(const HeadsArgs& a, const Common& c) {
     opt.inputs = inputs;
     fuse(edited, a.out, opt);
     for (const std::string& w : warnings) std::fprintf(stderr, "headfuse: warning: %s\n", w.c_str());
+    if (!ranked.empty()) std::printf("prune --lowest %g: %s\n", a.lowest, ranked.c_str());
     const Value* edits = edited.metadata().find(kEditsKey);
     std::printf("wrote %s: fused llama file, %s, %s, %s in %.2f s\n  %s\n", a.out.c_str(),
                 describe(edited.config()).c_str(),

@@ -67,11 +67,12 @@ public:
         f.list("--heads", args_.heads, "0:1,1:2", "Query heads to remove: LAYER:HEAD[,...]")->type_name("HEADS");
         f.list("--kv-groups", args_.kv_groups, "0:1,1:0", "Whole kv groups to remove: LAYER:GROUP[,...]")
             ->type_name("GROUPS");
-        lowest_ = f.text("--lowest", lowest_text_,
-                         "With --scan: prune this fraction (0 to 1) of the heads that matter least, the same number in "
-                         "every layer (and kv group)");
+        lowest_ =
+            f.text("--lowest", lowest_text_,
+                   "With --scan: prune this fraction (0 to 1) of the heads with the lowest delta (ablation raised "
+                   "the loss least or lowered it most), the same number in every layer (and kv group)");
         lowest_->type_name("FRACTION");
-        scan_ = f.text("--scan", args_.scan, "A scan JSON written by 'heads scan -o'");
+        scan_ = f.text("--scan", args_.scan, "A scan JSON written by 'heads scan -o' on this model");
         scan_->type_name("FILE");
     }
 
@@ -127,7 +128,9 @@ public:
             ->required()
             ->type_name("FILE");
         f.output("-o,--output", args_.scan, "Write the scan as JSON (for 'heads prune --lowest F --scan')");
-        f.text("--svg", args_.svg, "Write a heat map (layers x heads) as SVG")->type_name("FILE");
+        f.text("--svg", args_.svg,
+               "Write the scan as an SVG figure: layers x heads, colour bar in nats, kv groups marked")
+            ->type_name("FILE");
     }
 
 private:

@@ -38,9 +38,9 @@ ProgressFn make_progress(std::string label, bool quiet, std::string unit) {
             std::fprintf(stderr, "\r%s [%s] %3.0f%% %s / %s  %s/s%s\033[K", st->label.c_str(), bar.c_str(), frac * 100,
                          human_bytes(done).c_str(), human_bytes(total).c_str(), human_bytes(rate).c_str(), eta);
         else
-            std::fprintf(stderr, "\r%s [%s] %3.0f%% %llu / %llu %s  %.1f/s%s\033[K", st->label.c_str(), bar.c_str(),
+            std::fprintf(stderr, "\r%s [%s] %3.0f%% %llu / %llu %s  %.1f %s/s%s\033[K", st->label.c_str(), bar.c_str(),
                          frac * 100, static_cast<unsigned long long>(done), static_cast<unsigned long long>(total),
-                         st->unit.c_str(), rate, eta);
+                         st->unit.c_str(), rate, st->unit.c_str(), eta);
         if (end) {
             std::fprintf(stderr, "\n");
             st->finished = true;

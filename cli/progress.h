@@ -9,7 +9,7 @@
 namespace headfuse::cli {
 
 // A progress callback labelled `label`, or an empty one when `quiet` or stderr is not a terminal. It counts bytes,
-// or with `unit` ("layer passes") that many things.
-ProgressFn make_progress(std::string label, bool quiet, std::string unit = {});
+// or, given a `unit` ("layers"), plain numbers of it.
+ProgressFn make_progress(std::string label, bool quiet, std::string unit = "");
 
 }  // namespace headfuse::cli

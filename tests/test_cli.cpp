@@ -771,19 +771,6 @@ TEST(CliTypes, HeadsVerbsTakeTheKQuantMixes) {
     EXPECT_TRUE(q4_k);
 }
 
-// #23.9: scan's progress bar counts layer passes, not bytes. Run under a terminal (script(1)), as a user sees it.
-TEST(CliProgress, ScanCountsLayerPasses) {
-    const Models& m = models();
-    TempDir dir;
-    const std::string cmd = std::string(HEADFUSE_CLI) + " heads scan '" + m.fused.string() + "' --tokens-file '" +
-                            tokens_file(dir).string() + "'";
-    const RunResult r = run_program({"script", "-qec", cmd, "/dev/null"});
-    ASSERT_EQ(r.status, 0) << r.out << r.err;
-    // 2 layers of 4 heads: 4 ablations in layer 0 run 2 layers each, 4 in layer 1 run 1.
-    EXPECT_NE(r.out.find("12 / 12 layer passes"), std::string::npos) << r.out;
-    EXPECT_EQ(r.out.find(" B / "), std::string::npos) << r.out;
-}
-
 // #23.9: the two size options read units by one rule: a plain number is bytes, K/M/G are powers of 1000 (as
 // llama-gguf-split counts), KiB/MiB/GiB powers of 1024; --help says so.
 TEST(CliSizes, OneRuleForBothSizeOptions) {

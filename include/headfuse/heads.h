@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "headfuse/forward.h"
 #include "headfuse/model.h"
 
 namespace headfuse {
@@ -64,5 +65,28 @@ PerHeadModel pool_kv_heads(const PerHeadModel& src, std::uint32_t n_kv, const Ed
 // order, comes along too.
 PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor, std::span<const HeadMove> moves,
                               const EditOptions& options = {});
+
+// ---- what a scan reports -------------------------------------------------------------------------------------
+
+// A digest of every tensor of `model`, naming the model a scan was made on: "sha256:" and the SHA-256 (hex) of the
+// bytes of every tensor's rows, in the per-head checkpoint's tensor order and llama.cpp's row order, each tensor
+// in its stored type. A per-head file and the fused file `fuse` makes of it (same types) have the same digest.
+std::string tensors_digest(const ModelViews& model);
+
+// What the figure of a scan says about it.
+struct ScanFigure {
+    std::string model;              // named in the title (a file name)
+    std::string method = "exact";   // how the changes were computed
+    std::string ablation = "zero";  // what replaced a head's output
+    std::uint64_t tokens = 0;       // tokens the loss was taken over
+    std::uint32_t n_kv_heads = 0;   // key/value heads per layer: groups are marked when fewer than the heads
+};
+
+// The scan as an SVG figure: a heat map of layers (rows) x query heads (columns), red where ablating the head
+// raises the loss and blue where it lowers it, on a scale symmetric about zero; a colour bar with ticks in nats,
+// axis titles, key/value groups bracketed and separated, a title naming the model, method and ablation. Every
+// cell shows its value on hover, and printed in the cell where it fits at 8 px or more (up to about 24 heads);
+// cells are square, 6 to 56 px, so the figure stays about 1000 px wide and at most about 1400 px high.
+std::string scan_svg(const HeadScan& scan, const ScanFigure& figure);
 
 }  // namespace headfuse

@@ -81,24 +81,99 @@ struct ColumnSource {
     std::uint64_t donor_col = 0;
 };
 
+// Zeros within a block without re-encoding it, so that every other element keeps its decoded value bit for bit:
+// the width of the parts a type can zero in place (1: any element; 16 or 32: whole sub-blocks), 0 when it cannot.
+// The 32-wide symmetric types have a code that decodes to zero (Q8_0: 0, Q4_0: 8, Q5_0: 16); the K-quants scale
+// each sub-block by its own 6-bit (Q3_K: offset by 32; Q4_K, Q5_K: with a min) or 4-bit (Q2_K, with a min) or
+// 8-bit (Q6_K) factor, which set to zero makes the sub-block decode to zeros whatever its codes.
+std::uint64_t zero_part_width(DType t) {
+    switch (t) {
+        case DType::Q8_0:
+        case DType::Q4_0:
+        case DType::Q5_0: return 1;
+        case DType::Q2_K:
+        case DType::Q3_K:
+        case DType::Q6_K: return 16;
+        case DType::Q4_K:
+        case DType::Q5_K: return 32;
+        default: return 0;
+    }
+}
+
+// Zeros, in place, the parts of block `b` (of `t`, ggml's layouts) whose first element `zero` marks, each
+// zero_part_width(t) wide; the codes and scales of the other parts are left as they are.
+void zero_parts(DType t, std::byte* b, const std::vector<bool>& zero) {
+    const auto u = [](std::byte x) { return static_cast<unsigned>(x); };
+    const std::uint64_t w = zero_part_width(t);
+    for (std::uint64_t i = 0; i < zero.size(); i += w) {
+        if (!zero[i]) continue;
+        switch (t) {
+            case DType::Q8_0: b[2 + i] = std::byte{0}; break;  // {fp16 d; int8 qs[32]}
+            case DType::Q4_0:                                  // {fp16 d; u8 qs[16]}, code 8 is (8 - 8) * d
+                b[2 + i % 16] =
+                    i < 16 ? std::byte((u(b[2 + i]) & 0xF0) | 0x08) : std::byte((u(b[2 + i - 16]) & 0x0F) | 0x80);
+                break;
+            case DType::Q5_0:  // {fp16 d; u32 qh; u8 qs[16]}: low nibble 0 and high bit 1 is (16 - 16) * d
+                b[6 + i % 16] = i < 16 ? std::byte(u(b[6 + i]) & 0xF0) : std::byte(u(b[6 + i - 16]) & 0x0F);
+                b[2 + i / 8] |= std::byte(1u << (i % 8));
+                break;
+            case DType::Q2_K: b[i / 16] = std::byte{0}; break;  // scales[16] first: 4-bit scale | 4-bit min
+            case DType::Q3_K: {  // 12 bytes of 6-bit scales at 96, stored + 32: sub-block j gets 32
+                const std::uint64_t j = i / 16;
+                std::byte* sc = b + 96;
+                sc[j % 8] = j < 8 ? std::byte(u(sc[j]) & 0xF0) : std::byte(u(sc[j - 8]) & 0x0F);
+                const unsigned shift = 2 * unsigned(j / 4);
+                sc[8 + j % 4] = std::byte((u(sc[8 + j % 4]) & ~(3u << shift)) | (2u << shift));
+                break;
+            }
+            case DType::Q4_K:
+            case DType::Q5_K: {  // 12 bytes at 4 of 6-bit scales and mins, ggml's get_scale_min_k4 packing
+                const std::uint64_t j = i / 32;
+                std::byte* q = b + 4;
+                if (j < 4) {
+                    q[j] &= std::byte{0xC0};
+                    q[j + 4] &= std::byte{0xC0};
+                } else {
+                    q[j + 4] = std::byte{0};
+                    q[j - 4] &= std::byte{0x3F};
+                    q[j] &= std::byte{0x3F};
+                }
+                break;
+            }
+            case DType::Q6_K: b[192 + i / 16] = std::byte{0}; break;  // int8 scales[16] at 192
+            default: break;
+        }
+    }
+}
+
 // How the columns of attn_output rows (`type`, ne0 columns) are rewritten, planned once per tensor: each block is
 // untouched, replaced whole (by the encoding of zeros, or by a donor block when its columns are one whole,
-// aligned donor block), or "mixed": decoded, rewritten and re-encoded. F32/F16/BF16 are blocks of one element.
+// aligned donor block), or zeroed in part in place (zero_parts). A block that needs anything else (a part the
+// type cannot zero in place, donor columns sharing a block with others) would have to be re-encoded, which
+// changes the other heads' values in it: then the whole tensor is written as F32, decoded exactly. F32/F16/BF16
+// are blocks of one element.
 struct ColumnPlan {
-    enum class Block : std::uint8_t { Keep, Zero, Copy, Mixed };
+    enum class Block : std::uint8_t { Keep, Zero, Copy, ZeroParts };
     DType type = DType::F32;
     std::uint64_t ne0 = 0;
     std::vector<ColumnSource> cols;
     std::vector<Block> blocks;
     std::vector<std::byte> zero_block;
-    std::uint64_t mixed = 0;  // mixed blocks per row
+    std::uint64_t shared = 0;  // blocks per row shared by edited and other heads' columns
+    bool to_f32 = false;       // written as F32, decoded exactly
 };
 
 ColumnPlan plan_columns(DType type, std::uint64_t ne0, std::vector<ColumnSource> cols, const std::string& tensor,
                         std::uint32_t d_head) {
     const TypeTraits& t = traits(type);
     const std::uint64_t bs = t.block_size;
-    ColumnPlan p{.type = type, .ne0 = ne0, .cols = std::move(cols), .blocks = {}, .zero_block = {}, .mixed = 0};
+    ColumnPlan p{.type = type,
+                 .ne0 = ne0,
+                 .cols = std::move(cols),
+                 .blocks = {},
+                 .zero_block = {},
+                 .shared = 0,
+                 .to_f32 = false};
     // Zeros in a type headfuse encodes: their encoding. In the others (iq4_nl, iq4_xs, the carried types): a
     // block of zero bytes, whose stored scale is zero (each scales its whole block by an fp16 factor, or in
     // mxfp4 multiplies by a value that is 0 for code 0). Checked to decode to zeros where headfuse decodes the
@@ -116,57 +191,65 @@ ColumnPlan plan_columns(DType type, std::uint64_t ne0, std::vector<ColumnSource>
                  "tensor '" + tensor + "': a " + std::string(t.name) + " block of zeros does not decode to zeros");
     }
     using Block = ColumnPlan::Block;
+    const std::uint64_t part = zero_part_width(type);
     p.blocks.resize(ne0 / bs);
     for (std::uint64_t b = 0; b < p.blocks.size(); ++b) {
         const ColumnSource& first = p.cols[b * bs];
-        bool same = true, any = false;
+        bool same = true, any = false, parts = part != 0;
         for (std::uint64_t i = 0; i < bs; ++i) {
             const ColumnSource& c = p.cols[b * bs + i];
             any |= c.kind != ColumnSource::Keep;
             same &= c.kind == first.kind && (c.kind != ColumnSource::Donor || c.donor_col == first.donor_col + i);
+            parts &= c.kind != ColumnSource::Donor && (part == 0 || c.kind == p.cols[b * bs + i / part * part].kind);
         }
         p.blocks[b] = !any                                                                     ? Block::Keep
                       : same && first.kind == ColumnSource::Zero                               ? Block::Zero
                       : same && first.kind == ColumnSource::Donor && first.donor_col % bs == 0 ? Block::Copy
-                                                                                               : Block::Mixed;
-        p.mixed += p.blocks[b] == Block::Mixed;
+                                                                                               : Block::ZeroParts;
+        p.shared += p.blocks[b] == Block::ZeroParts;
+        p.to_f32 |= p.blocks[b] == Block::ZeroParts && !parts;
     }
-    if (p.mixed && !(t.reads && t.writes))
+    if (p.to_f32 && !t.reads)
         fail(ErrorKind::Unsupported, "tensor '" + tensor + "' is " + std::string(t.name) + " and head width " +
                                          std::to_string(d_head) + " is not a whole number of its blocks of " +
                                          std::to_string(bs) +
-                                         ": headfuse would decode and re-encode blocks of a type it carries as bytes");
+                                         ": headfuse would have to decode blocks of a type it carries as bytes");
     return p;
 }
 
-// Rewrites whole rows of attn_output in place as `p` says, taking donor columns from the donor's same rows
-// (`donor`, null when nothing comes from a donor).
-void rewrite_columns(const ColumnPlan& p, std::span<std::byte> rows, const std::byte* donor) {
+// Rewrites whole rows of attn_output as `p` says, from `in` (rows of p.type) into `out` (rows of p.type, or of
+// F32 when p.to_f32), taking donor columns from the donor's same rows (`donor`, null when nothing comes from a
+// donor).
+void rewrite_columns(const ColumnPlan& p, std::span<const std::byte> in, std::span<std::byte> out,
+                     const std::byte* donor) {
     const TypeTraits& t = traits(p.type);
     const std::uint64_t bs = t.block_size, ts = t.type_size, rb = row_bytes(p.type, p.ne0);
-    std::vector<float> x(bs), d(p.ne0);
-    for (std::uint64_t r = 0; r < rows.size() / rb; ++r) {
-        std::byte* row = rows.data() + r * rb;
+    std::vector<float> x(p.to_f32 ? p.ne0 : 0), d(p.to_f32 && donor ? p.ne0 : 0);
+    std::vector<bool> zero(bs);
+    for (std::uint64_t r = 0; r < in.size() / rb; ++r) {
+        const std::byte* src = in.data() + r * rb;
         const std::byte* drow = donor ? donor + r * rb : nullptr;
-        bool decoded = false;
+        if (p.to_f32) {
+            decode_row(p.type, src, x.data(), p.ne0);
+            if (drow) decode_row(p.type, drow, d.data(), p.ne0);
+            for (std::uint64_t i = 0; i < p.ne0; ++i) {
+                if (p.cols[i].kind == ColumnSource::Zero) x[i] = 0.0f;
+                if (p.cols[i].kind == ColumnSource::Donor) x[i] = d[p.cols[i].donor_col];
+            }
+            std::memcpy(out.data() + r * p.ne0 * sizeof(float), x.data(), p.ne0 * sizeof(float));
+            continue;
+        }
+        std::byte* row = out.data() + r * rb;
+        std::memcpy(row, src, rb);
         for (std::uint64_t b = 0; b < p.blocks.size(); ++b) {
             std::byte* blk = row + b * ts;
             switch (p.blocks[b]) {
                 case ColumnPlan::Block::Keep: break;
                 case ColumnPlan::Block::Zero: std::memcpy(blk, p.zero_block.data(), ts); break;
                 case ColumnPlan::Block::Copy: std::memcpy(blk, drow + p.cols[b * bs].donor_col / bs * ts, ts); break;
-                case ColumnPlan::Block::Mixed:
-                    if (drow && !decoded) {
-                        decode_row(p.type, drow, d.data(), p.ne0);
-                        decoded = true;
-                    }
-                    decode_row(p.type, blk, x.data(), bs);
-                    for (std::uint64_t i = 0; i < bs; ++i) {
-                        const ColumnSource& c = p.cols[b * bs + i];
-                        if (c.kind == ColumnSource::Zero) x[i] = 0.0f;
-                        if (c.kind == ColumnSource::Donor) x[i] = d[c.donor_col];
-                    }
-                    encode_row(p.type, x.data(), blk, bs);
+                case ColumnPlan::Block::ZeroParts:
+                    for (std::uint64_t i = 0; i < bs; ++i) zero[i] = p.cols[b * bs + i].kind == ColumnSource::Zero;
+                    zero_parts(p.type, blk, zero);
                     break;
             }
         }
@@ -174,25 +257,28 @@ void rewrite_columns(const ColumnPlan& p, std::span<std::byte> rows, const std::
 }
 
 // Plans `*slot` as attn_output `w` (llama.cpp's `tensor`) with the columns `cols` says rewritten, from `donor`'s
-// rows when given (a view of the same type and shape), a window of rows at a time; says how many blocks are
-// re-encoded.
+// rows when given (a view of the same type and shape), a window of rows at a time; says when the tensor has to
+// be written as F32.
 void spill_rewritten(Spill& spill, TensorView* slot, const TensorView& w, const std::string& tensor,
                      std::optional<TensorView> donor, std::vector<ColumnSource> cols, std::uint32_t d_head,
                      const EditOptions& o) {
     ColumnPlan plan = plan_columns(w.type, w.ne[0], std::move(cols), tensor, d_head);
-    if (const std::uint64_t blocks = plan.mixed * w.n_rows(); blocks && o.warn)
+    if (plan.to_f32 && o.warn)
         o.warn(tensor + ": head width " + std::to_string(d_head) + " is not a whole number of " +
-               std::string(type_name(w.type)) + " blocks of " + std::to_string(traits(w.type).block_size) + ": " +
-               std::to_string(blocks) + " blocks that also hold other heads' columns were decoded and re-encoded");
-    spill.add(slot, w.name, w.type, {w.ne.data(), w.n_dims},
+               std::string(type_name(w.type)) + " blocks of " + std::to_string(traits(w.type).block_size) + ", and " +
+               std::to_string(plan.shared * w.n_rows()) +
+               " blocks hold both edited and other heads' columns, which re-encoding would change (requantized from "
+               "their decoded values): written as f32, decoded exactly, so that every other head keeps its values");
+    const DType out_type = plan.to_f32 ? DType::F32 : w.type;
+    spill.add(slot, w.name, out_type, {w.ne.data(), w.n_dims},
               [plan = std::move(plan), w, donor](std::uint64_t r0, std::uint64_t n, std::span<std::byte> out) {
-                  std::vector<std::byte> donor_rows, scratch;
-                  read_rows(w, r0, n, out, scratch);
+                  std::vector<std::byte> rows(n * w.row_nbytes()), donor_rows, scratch;
+                  read_rows(w, r0, n, rows, scratch);
                   if (donor) {
-                      donor_rows.resize(out.size());
+                      donor_rows.resize(rows.size());
                       read_rows(*donor, r0, n, donor_rows, scratch);
                   }
-                  rewrite_columns(plan, out, donor ? donor_rows.data() : nullptr);
+                  rewrite_columns(plan, rows, out, donor ? donor_rows.data() : nullptr);
               });
 }
 
