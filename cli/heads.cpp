@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "head_lists.h"
 #include "headfuse/checkpoint.h"
 #include "headfuse/error.h"
 #include "headfuse/file_io.h"

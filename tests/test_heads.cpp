@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "head_lists.h"
 #include "headfuse/forward.h"
 #include "headfuse/fuse.h"
 #include "headfuse/gguf.h"
@@ -25,6 +26,7 @@
 #include "support/models.h"
 
 using namespace headfuse;
+using headfuse::cli::parse_heads;
 using headfuse::test::run_cli;
 using headfuse::test::TempDir;
 
