@@ -25,11 +25,6 @@
 #include "progress.h"
 
 namespace headfuse::cli {
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // "model.gguf" or "model-00001-of-00003.gguf .. model-00003-of-00003.gguf (3 shards)", and their total size.
 std::string written(const std::vector<std::filesystem::path>& files) {
@@ -39,6 +34,12 @@ std::string written(const std::vector<std::filesystem::path>& files) {
     if (files.size() > 1) s += " .. " + files.back().string() + " (" + std::to_string(files.size()) + " shards)";
     return s + ", " + human_bytes(bytes);
 }
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 std::string type_label(std::uint32_t id) {
     const TypeTraits* t = find_type(id);
@@ -284,6 +285,7 @@ int run_export(const ExportArgs& a, const Common& c) {
     ExportOptions opt;
     opt.format = a.format == "hf" ? ExportFormat::HuggingFace : ExportFormat::TransformerLens;
     opt.max_shard_bytes = a.max_shard_bytes;
+    opt.replace = a.force;
     opt.progress = make_progress("export", c.quiet);
     std::vector<std::filesystem::path> inputs = src.inputs;
     if (inputs.empty()) inputs.push_back(a.in);

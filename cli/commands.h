@@ -37,6 +37,7 @@ struct FuseArgs {
 struct ExportArgs {
     std::string in, out, format = "hf", config;
     std::uint64_t max_shard_bytes = 5'000'000'000;
+    bool force = false;  // replace the checkpoint in a folder that is not empty
 };
 
 struct SplitArgs {
@@ -75,6 +76,9 @@ OpenedCheckpoint open_source(const std::string& in, const std::string& config);
 // True if the two paths name one file: the same name, or the same file through a symbolic or hard link (also
 // when neither exists yet but a link points at the other).
 bool same_file(const std::filesystem::path& a, const std::filesystem::path& b);
+
+// "model.gguf" or "model-00001-of-00003.gguf .. model-00003-of-00003.gguf (3 shards)", and their total size.
+std::string written(const std::vector<std::filesystem::path>& files);
 
 // Each returns the process exit code; errors are thrown as headfuse::Error.
 int run_init(const InitArgs& a, const Common& c);

@@ -235,16 +235,15 @@ int run_heads(const HeadsArgs& a, const Common& c) {
     opt.progress = make_progress("heads " + a.verb, c.quiet);
     opt.warn = eo.warn;
     opt.inputs = inputs;
-    fuse(edited, a.out, opt);
+    const std::vector<std::filesystem::path> files = fuse(edited, a.out, opt);  // one file, or a split set's shards
     for (const std::string& w : warnings) std::fprintf(stderr, "headfuse: warning: %s\n", w.c_str());
     if (!ranked.empty()) std::printf("prune --lowest %g: %s\n", a.lowest, ranked.c_str());
     const Value* edits = edited.metadata().find(kEditsKey);
-    std::printf("wrote %s: fused llama file, %s, %s, %s in %.2f s\n  %s\n", a.out.c_str(),
+    std::printf("wrote %s: fused llama file, %s, %s in %.2f s\n  %s\n", written(files).c_str(),
                 describe(edited.config()).c_str(),
                 a.mix    ? std::string(mix_name(*a.mix)).c_str()
                 : a.type ? std::string(type_name(*a.type)).c_str()
                          : "types kept",
-                human_bytes(double(std::filesystem::file_size(a.out))).c_str(),
                 std::chrono::duration<double>(Clock::now() - t0).count(),
                 std::get<std::string>(edits->items.back().scalar).c_str());
     return 0;

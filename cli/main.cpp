@@ -12,6 +12,7 @@
 #include "headfuse/error.h"
 #include "headfuse/text.h"
 #include "options.h"
+#include "signals.h"
 
 using namespace headfuse;
 using namespace headfuse::cli;
@@ -27,6 +28,7 @@ std::string one_line(const char* message) { return printable(message, false, fal
 int main(int argc, char** argv) {
     // A file-size limit must end in EFBIG and a clear error, not in a signal.
     std::signal(SIGXFSZ, SIG_IGN);
+    headfuse::cli::install_stop_handlers();
 
     CLI::App app{"headfuse: per-head LLaMA checkpoints to llama.cpp GGUF files and back, exactly."};
     app.name("headfuse");
@@ -69,6 +71,7 @@ int main(int argc, char** argv) {
             if (c->given()) return c->execute();
     } catch (const Error& e) {
         std::fprintf(stderr, "headfuse: %s\n", one_line(e.what()).c_str());
+        headfuse::cli::end_if_stopped();
         return failure;
     } catch (const std::bad_alloc&) {
         std::fprintf(stderr, "headfuse: out of memory\n");

@@ -148,6 +148,9 @@ public:
                std::string("At most SIZE per safetensors file; more go to shards with an index (") + kSizeHelp +
                    "; default: 5G)");
         f.text("--config", args_.config, "Hyperparameters of a safetensors input")->type_name("FILE");
+        f.flag("--force", args_.force,
+               "Write into a folder that is not empty: its checkpoint files (config.json, weights, index, "
+               "tokenizer files) are replaced as a whole, those the new checkpoint lacks removed");
         f.common(common_, false);
     }
     int run() override { return run_export(args_, common_); }

@@ -27,8 +27,6 @@
 #include "headfuse/gguf.h"
 #include "support/models.h"
 
-extern char** environ;
-
 namespace {
 
 namespace fs = std::filesystem;
@@ -36,6 +34,7 @@ using namespace std::chrono_literals;
 using headfuse::test::list_dir;
 using headfuse::test::run_cli;
 using headfuse::test::RunResult;
+using headfuse::test::spawn_cli;
 using headfuse::test::TempDir;
 using Clock = std::chrono::steady_clock;
 using Args = std::vector<std::string>;
@@ -91,24 +90,6 @@ std::vector<std::string> strays(const fs::path& dir, const std::vector<std::stri
 
 bool one_line(const std::string& s) {
     return !s.empty() && s.back() == '\n' && std::count(s.begin(), s.end(), '\n') == 1;
-}
-
-// The CLI started in the background, output discarded.
-pid_t spawn_cli(const Args& args) {
-    std::vector<std::string> argv{HEADFUSE_CLI};
-    argv.insert(argv.end(), args.begin(), args.end());
-    std::vector<char*> p;
-    for (std::string& a : argv) p.push_back(a.data());
-    p.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    pid_t pid = -1;
-    if (posix_spawn(&pid, p[0], &fa, nullptr, p.data(), environ) != 0) pid = -1;
-    posix_spawn_file_actions_destroy(&fa);
-    return pid;
 }
 
 // The CLI with RLIMIT_FSIZE = `limit` bytes in the child (fork, setrlimit, exec).

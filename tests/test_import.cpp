@@ -393,6 +393,7 @@ std::vector<BadCase> bad_cases() {
          "data buffer of"},
         {"index_missing_shard",
          [](const fs::path& hf) {
+             fs::remove(hf / "model.safetensors");  // an index beside it would be two checkpoints
              std::ofstream(hf / "model.safetensors.index.json") << R"({"weight_map":{"w":"gone.safetensors"}})";
          },
          "gone.safetensors: cannot open"},

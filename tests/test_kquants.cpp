@@ -135,6 +135,12 @@ void expect_matches_ggml(const GgmlLib& ggml, DType t, const std::vector<float>&
     const std::vector<std::byte> want = ggml.quantize(t, x.data(), static_cast<std::int64_t>(rows), n_per_row);
     EXPECT_TRUE(same_encoding(t, encode_reference(t, x), want, x)) << what << ", reference";
     EXPECT_TRUE(same_encoding(t, encode_fast(t, x), want, x)) << what << ", encode_row";
+    // Every kernel table this CPU runs, not only the one encode_row dispatches to.
+    for (Isa isa : test::supported_isas()) {
+        std::vector<std::byte> out(row_bytes(t, x.size()));
+        kernels::encode_row(isa, t, x.data(), out.data(), x.size());
+        EXPECT_TRUE(same_encoding(t, out, want, x)) << what << ", " << isa_name(isa);
+    }
 }
 
 std::vector<float> normal_values(std::mt19937_64& rng, std::size_t n, float scale) {

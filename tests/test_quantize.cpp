@@ -25,7 +25,6 @@
 namespace headfuse {
 namespace {
 
-using kernels::Isa;
 using test::GgmlLib;
 using test::same_bits;
 using test::same_encoding;
@@ -45,21 +44,7 @@ std::string show(float f) {
     return buf;
 }
 
-std::vector<Isa> supported_isas() {
-    std::vector<Isa> out;
-    for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512})
-        if (kernels::isa_supported(isa)) out.push_back(isa);
-    return out;
-}
-
-const char* isa_name(Isa isa) {
-    switch (isa) {
-        case Isa::Scalar: return "scalar";
-        case Isa::Avx2: return "avx2";
-        case Isa::Avx512: return "avx512";
-    }
-    return "?";
-}
+using test::supported_isas;
 
 std::vector<std::byte> encode_reference(DType t, const std::vector<float>& x) {
     std::vector<std::byte> out(row_bytes(t, x.size()));
@@ -610,6 +595,28 @@ TEST(AllFinite, FindsEveryNonFiniteValueAtEveryPosition) {
                 EXPECT_FALSE(all_finite(y.data(), n));
             }
         }
+    }
+}
+
+// The forward pass's dot product (compute/dot.h) in every kernel table, against its definition: eight f64 lanes,
+// lane j summing the terms i = j mod 8 in order, added pairwise at the end, rounded once to f32.
+TEST(Kernels, DotIsItsDefinitionInEveryTable) {
+    std::mt19937_64 rng(test_seed(77));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    constexpr std::size_t kLengths[] = {0, 1, 7, 8, 9, 31, 64, 127, 128, 1000, 2048, 5632};
+    for (std::size_t n : kLengths) {
+        std::vector<float> a(n), b(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            a[i] = normal(rng);
+            b[i] = normal(rng) * 1e-3f;
+        }
+        double acc[8] = {};
+        for (std::size_t i = 0; i < n; ++i) acc[i % 8] += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+        const auto want =
+            static_cast<float>(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+        for (Isa isa : supported_isas())
+            EXPECT_EQ(bits_of(kernels::for_isa(isa).dot(a.data(), b.data(), n)), bits_of(want))
+                << isa_name(isa) << ", n " << n;
     }
 }
 

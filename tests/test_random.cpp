@@ -12,6 +12,8 @@
 #include "model/init.h"
 #include "model/random.h"
 #include "model/roles.h"
+#include "quant/kernels.h"
+#include "support/codec_checks.h"
 
 using namespace headfuse;
 
@@ -90,19 +92,13 @@ struct Reference {
     }
 };
 
-std::vector<RandomIsa> supported_isas() {
-    std::vector<RandomIsa> isas;
-    for (RandomIsa isa : {RandomIsa::Scalar, RandomIsa::Avx2, RandomIsa::Avx512})
-        if (random_isa_supported(isa)) isas.push_back(isa);
-    return isas;
-}
+using test::supported_isas;
 
-std::vector<float> draw(RandomIsa isa, std::uint64_t seed, std::uint64_t hash, std::uint64_t c, std::size_t n) {
+std::vector<float> draw(Isa isa, std::uint64_t seed, std::uint64_t hash, std::uint64_t c, std::size_t n) {
     // Guard values past n catch a path that stores beyond its range.
     std::vector<float> out(n + 64, -7.0f);
-    random_normal_chunk_isa(isa, seed, hash, c, out.data(), n);
-    for (std::size_t i = n; i < out.size(); ++i)
-        EXPECT_EQ(out[i], -7.0f) << random_isa_name(isa) << " wrote past n=" << n;
+    kernels::for_isa(isa).random_chunk(seed, hash, c, out.data(), n);
+    for (std::size_t i = n; i < out.size(); ++i) EXPECT_EQ(out[i], -7.0f) << isa_name(isa) << " wrote past n=" << n;
     out.resize(n);
     return out;
 }
@@ -128,20 +124,20 @@ const std::size_t kLengths[] = {0,  1,  2,  3,  5,  7,   8,    9,    15,    16, 
 }  // namespace
 
 TEST(Random, EveryImplementationGivesTheReferenceBytes) {
-    const std::vector<RandomIsa> isas = supported_isas();
+    const std::vector<Isa> isas = supported_isas();
     std::string names;
-    for (RandomIsa isa : isas) names += std::string(" ") + random_isa_name(isa);
+    for (Isa isa : isas) names += std::string(" ") + isa_name(isa);
     std::printf("implementations on this machine:%s (dispatching to %s)\n", names.c_str(),
-                random_isa_name(random_isa_in_use()));
+                isa_name(kernels::active().isa));
     int cases = 0;
     for (std::uint64_t seed : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{42}, ~std::uint64_t{0}})
         for (std::uint64_t c : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{7}, std::uint64_t{123456789}})
             for (std::size_t n : kLengths) {
                 const std::uint64_t hash = name_hash("blk." + std::to_string(c % 5) + ".ffn_up.weight") + n;
                 const std::vector<float> want = Reference::chunk(seed, hash, c, n);
-                for (RandomIsa isa : isas)
+                for (Isa isa : isas)
                     ASSERT_TRUE(same_bytes(draw(isa, seed, hash, c, n), want))
-                        << random_isa_name(isa) << " seed " << seed << " chunk " << c << " n " << n;
+                        << isa_name(isa) << " seed " << seed << " chunk " << c << " n " << n;
                 std::vector<float> dispatched(n);
                 random_normal_chunk(seed, hash, c, dispatched.data(), n);
                 ASSERT_TRUE(same_bytes(dispatched, want)) << "dispatch, seed " << seed << " chunk " << c << " n " << n;
@@ -152,22 +148,22 @@ TEST(Random, EveryImplementationGivesTheReferenceBytes) {
 
 TEST(Random, ImplementationsAgreeOverManyChunks) {
     // Whole chunks over many seeds and chunk numbers: every accept/reject pattern of a round occurs.
-    const std::vector<RandomIsa> isas = supported_isas();
+    const std::vector<Isa> isas = supported_isas();
     for (std::uint64_t k = 0; k < 200; ++k) {
         const std::uint64_t seed = k * 0x9e3779b97f4a7c15ULL + 3, hash = name_hash("token_embd.weight") ^ k;
         const std::size_t n = k % 3 == 0 ? kRandomChunk : (k * 7919) % kRandomChunk;  // many odd lengths too
-        const std::vector<float> scalar = draw(RandomIsa::Scalar, seed, hash, k, n);
-        for (RandomIsa isa : isas)
-            ASSERT_TRUE(same_bytes(draw(isa, seed, hash, k, n), scalar)) << random_isa_name(isa) << " k " << k;
+        const std::vector<float> scalar = draw(Isa::Scalar, seed, hash, k, n);
+        for (Isa isa : isas)
+            ASSERT_TRUE(same_bytes(draw(isa, seed, hash, k, n), scalar)) << isa_name(isa) << " k " << k;
     }
 }
 
 TEST(Random, ShorterDrawsArePrefixes) {
-    for (RandomIsa isa : supported_isas()) {
+    for (Isa isa : supported_isas()) {
         const std::vector<float> whole = draw(isa, 5, 6, 7, kRandomChunk);
         for (std::size_t n : kLengths) {
             const std::vector<float> part = draw(isa, 5, 6, 7, n);
-            ASSERT_TRUE(std::equal(part.begin(), part.end(), whole.begin())) << random_isa_name(isa) << " n " << n;
+            ASSERT_TRUE(std::equal(part.begin(), part.end(), whole.begin())) << isa_name(isa) << " n " << n;
         }
     }
 }
@@ -177,7 +173,7 @@ TEST(Random, PinnedBytes) {
     // after release): these are its first values and a digest of one whole chunk. Change them only together
     // with the definition in random.h, and say so in the changelog.
     const std::vector<float> v = Reference::chunk(1, name_hash("token_embd.weight"), 0, kRandomChunk);
-    const std::vector<float> w = draw(random_isa_in_use(), 1, name_hash("token_embd.weight"), 0, kRandomChunk);
+    const std::vector<float> w = draw(kernels::active().isa, 1, name_hash("token_embd.weight"), 0, kRandomChunk);
     ASSERT_TRUE(same_bytes(v, w));
     std::printf("first values: %a %a %a %a; digest 0x%016llx\n", v[0], v[1], v[2], v[3],
                 static_cast<unsigned long long>(fnv(v)));

@@ -53,11 +53,17 @@ struct ExportOptions {
     ExportFormat format = ExportFormat::HuggingFace;
     std::uint64_t max_shard_bytes = 5'000'000'000;  // per safetensors shard; Hugging Face's default
     ProgressFn progress;                            // bytes written, of all
+    // A folder that holds anything is refused unless this is set; then the files of the checkpoint there
+    // (config.json, generation_config.json, model.safetensors, its shards and index, the tokenizer files) are
+    // replaced, those the new one lacks removed, and any other file kept.
+    bool replace = false;
 };
 
 // Writes `model` into `folder` as config.json and model.safetensors (or shards and an index) in the chosen
 // layout, undoing every reordering the import applied; tensors keep their F32/F16/BF16 type. Returns the files
-// written. `inputs` must not be overwritten.
+// written. `inputs` must not be overwritten. The files are published as a whole or not at all (a failure or a
+// stop, request_stop in headfuse/file_io.h, publishes none; docs/ROBUSTNESS.md). Error (InvalidArgument) if
+// the model has per-layer head counts (deci), which neither layout's config can describe.
 std::vector<std::filesystem::path> export_checkpoint(const PerHeadModel& model, const std::filesystem::path& folder,
                                                      const ExportOptions& options,
                                                      std::span<const std::filesystem::path> inputs = {});

@@ -33,6 +33,7 @@
 #include "headfuse/quantize.h"
 #include "io/mapped_file.h"
 #include "model/roles.h"
+#include "quant/kernels.h"
 
 namespace headfuse {
 namespace {
@@ -138,20 +139,8 @@ struct RunState {
 // ----------------------------------------------------------------------------------------------------------
 // The building blocks.
 
-// The hot loop. Eight f64 lanes (lane j sums the terms i = j mod 8, in order), added pairwise at the end:
-// a fixed order, independent of threads, that the compiler may vectorize without changing a bit. So it is
-// also built for AVX2 (3x faster than baseline x86-64's SSE2), picked at load time, with the same results.
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target_clones("avx2", "default")))
-#endif
-float dot(const float* a, const float* b, std::size_t n) {
-    double acc[8] = {};
-    std::size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (std::size_t j = 0; j < 8; ++j) acc[j] += double(a[i + j]) * double(b[i + j]);
-    for (std::size_t j = 0; i < n; ++i, ++j) acc[j] += double(a[i]) * double(b[i]);
-    return float(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
-}
+// The hot loop (compute/dot.h), built for the widest instruction set this CPU has (quant/kernels.h).
+float dot(const float* a, const float* b, std::size_t n) { return kernels::active().dot(a, b, n); }
 
 // Weight bytes a thread reads before it hands their pages back: a mapped model never becomes resident whole.
 constexpr std::uint64_t kReleaseBytes = std::uint64_t{4} << 20;

@@ -121,6 +121,48 @@ bool all_ones(const TensorView& v) {
     return ones;
 }
 
+// A file of a checkpoint folder, one an export replaces: config.json, generation_config.json, model.safetensors,
+// its index, model-NNNNN-of-NNNNN.safetensors, the tokenizer files.
+bool checkpoint_file(const std::string& name) {
+    if (name == "config.json" || name == "generation_config.json" || name == kSafetensorsSingleName ||
+        name == kSafetensorsIndexName)
+        return true;
+    for (const TokenizerFile& f : kTokenizerFiles)
+        if (name == f.file) return true;
+    // "model-00001-of-00005.safetensors"
+    auto digits = [&](std::size_t at) {
+        return name.substr(at, 5).find_first_not_of("0123456789") == std::string::npos;
+    };
+    return name.size() == 32 && name.starts_with("model-") && digits(6) && name.substr(11, 4) == "-of-" && digits(15) &&
+           name.ends_with(".safetensors");
+}
+
+// An export's destination before any work: interrupted exports' staging folders cleared (io/output_set.h), then
+// empty, or with `replace` the checkpoint files to remove at publication (none of them an input).
+std::vector<fs::path> existing_checkpoint(const fs::path& folder, bool replace, std::span<const fs::path> inputs) {
+    std::vector<fs::path> old;
+    std::error_code ec;
+    if (!fs::is_directory(folder, ec)) return old;
+    OutputSet::recover(folder, std::string(kCheckpointStem));
+    std::vector<std::string> names;
+    for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec))
+        names.push_back(it->path().filename().string());
+    if (ec) fail(ErrorKind::Io, "cannot list the folder '" + folder.string() + "': " + ec.message());
+    std::sort(names.begin(), names.end());
+    if (!names.empty() && !replace)
+        fail(ErrorKind::InvalidArgument,
+             "export: the folder '" + folder.string() + "' is not empty (it holds '" + names.front() + "'" +
+                 (names.size() > 1 ? " and " + std::to_string(names.size() - 1) + " more" : std::string()) +
+                 "); a checkpoint folder is written whole: give a new or empty folder, or --force to replace the "
+                 "checkpoint in it");
+    for (const std::string& n : names)
+        if (checkpoint_file(n)) {
+            refuse_overwrite(folder / n, inputs);
+            old.push_back(folder / n);
+        }
+    return old;
+}
+
 std::string_view torch_dtype(DType t) {
     switch (t) {
         case DType::F16: return "float16";
@@ -135,10 +177,27 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
                                         std::span<const fs::path> inputs) {
     const ModelViews& m = model.views();
     const Config& c = m.config;
+    const std::vector<fs::path> replaced = existing_checkpoint(folder, options.replace, inputs);
     if (c.has_lens())
         fail(ErrorKind::Unsupported,
              "export: a per-head lens model has no token embedding yet: fuse it first (the fold)");
     const bool tl = options.format == ExportFormat::TransformerLens;
+    if (c.per_layer()) {
+        // Heads pruned unevenly (a deci model): Hugging Face's and TransformerLens's llama configs hold one head
+        // count and one d_ff for every layer, so no config describes these tensors.
+        for (std::uint32_t l = 1; l < c.n_layers; ++l) {
+            auto counts = [&](std::uint32_t i) {
+                return std::to_string(c.n_heads_at(i)) + " heads (" + std::to_string(c.n_kv_heads_at(i)) +
+                       " kv), d_ff " + std::to_string(c.d_ff_at(i));
+            };
+            if (counts(l) != counts(0))
+                fail(ErrorKind::Unsupported,
+                     "export: layer " + std::to_string(l) + " has " + counts(l) + ", layer 0 " + counts(0) + "; a " +
+                         (tl ? "TransformerLens" : "Hugging Face") +
+                         " llama config holds one count for every layer, so export refuses a model with per-layer "
+                         "head counts (deci); prune as many heads in every layer");
+        }
+    }
     const std::span<const NameMap> map = tl ? tl_names() : hf_names();
     const bool gqa = c.n_kv_heads != c.n_heads;
     DType norm_type = DType::F32;
@@ -299,23 +358,32 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         tokenizer_files.emplace_back(folder / f.file, std::move(bytes));
     }
 
-    StWriteOptions st;
-    st.max_shard_bytes = options.max_shard_bytes;
-    st.progress = options.progress;
+    // Every file into one set, published together: a failure or a stop leaves the folder as it was.
     std::error_code ec;
     const bool folder_existed = fs::exists(folder, ec);
-    std::vector<fs::path> written = write_safetensors(folder, plans, st, inputs);
-    const std::string text =
-        (tl ? tl_config_json(c, folded) : hf_config_json(c, torch_dtype(weight_type), rope_scaling)).dump(2) + "\n";
-    auto put = [&](const fs::path& path, std::string_view bytes) {
-        write_file_atomically(path, {reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}, inputs);
-        written.push_back(path);
-    };
+    std::vector<fs::path> written;
     try {
-        put(folder / "config.json", text);
+        fs::create_directories(folder, ec);
+        if (ec) fail(ErrorKind::Io, "cannot create folder '" + folder.string() + "': " + ec.message());
+        OutputSet set(folder, std::string(kCheckpointStem));
+        StWriteOptions st;
+        st.max_shard_bytes = options.max_shard_bytes;
+        st.progress = options.progress;
+        st.set = &set;
+        written = write_safetensors(folder, plans, st, inputs);
+        const std::string text =
+            (tl ? tl_config_json(c, folded) : hf_config_json(c, torch_dtype(weight_type), rope_scaling)).dump(2) + "\n";
+        auto put = [&](const fs::path& path, std::string_view bytes) {
+            OutputFile out(path, inputs, bytes.size(), &set);
+            out.write({reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()});
+            out.commit();
+            written.push_back(path);
+        };
         for (const auto& [path, bytes] : tokenizer_files) put(path, bytes);
+        put(folder / "config.json", text);
+        for (const fs::path& old : replaced) set.remove_on_publish(old);
+        set.publish();
     } catch (...) {
-        for (const fs::path& p : written) fs::remove(p, ec);
         if (!folder_existed) fs::remove(folder, ec);  // the folder we made, if it is empty
         throw;
     }

@@ -279,9 +279,16 @@ SafetensorsSet SafetensorsSet::open(const fs::path& path) {
     fs::path p = path;
     std::error_code ec;
     if (fs::is_directory(p, ec)) {
-        if (fs::exists(p / kSafetensorsIndexName, ec))
+        const bool index = fs::exists(p / kSafetensorsIndexName, ec);
+        const bool single = fs::exists(p / kSafetensorsSingleName, ec);
+        // Both: two checkpoints in one folder (one written over the other), and loaders disagree on which
+        // wins (Hugging Face's takes the single file). Neither is guessed.
+        if (index && single)
+            fail(path.string() + ": folder holds both " + std::string(kSafetensorsSingleName) + " and " +
+                 std::string(kSafetensorsIndexName) + ", two checkpoints; remove the stale one");
+        if (index)
             p = p / kSafetensorsIndexName;
-        else if (fs::exists(p / kSafetensorsSingleName, ec))
+        else if (single)
             p = p / kSafetensorsSingleName;
         else
             fail(path.string() + ": folder holds neither " + std::string(kSafetensorsSingleName) + " nor " +
@@ -383,7 +390,7 @@ std::vector<std::byte> header_bytes(const std::vector<StTensorPlan>& tensors,
 
 void write_one(const fs::path& path, const std::vector<StTensorPlan>& tensors,
                const std::map<std::string, std::string>& metadata, std::span<const fs::path> inputs,
-               const ProgressFn& progress, std::uint64_t done_before, std::uint64_t total) {
+               const ProgressFn& progress, std::uint64_t done_before, std::uint64_t total, OutputSet* set = nullptr) {
     const std::vector<std::byte> head = header_bytes(tensors, metadata);
     std::uint64_t data = 0;
     for (const StTensorPlan& t : tensors) data += t.nbytes();
@@ -394,7 +401,7 @@ void write_one(const fs::path& path, const std::vector<StTensorPlan>& tensors,
         const std::string_view text(reinterpret_cast<const char*>(head.data()) + 8, head.size() - 8);
         parse_entries(parse_header_json(text, name), data, name, md);
     }
-    OutputFile out(path, inputs, head.size() + data);
+    OutputFile out(path, inputs, head.size() + data, set);
     if (progress)
         out.set_progress([&](std::uint64_t d, std::uint64_t) { progress(done_before + d, total); }, head.size() + data);
     out.write(head);
@@ -435,38 +442,44 @@ std::vector<fs::path> write_safetensors(const fs::path& folder, const std::vecto
     std::vector<fs::path> written;
     std::error_code ec;
     const bool folder_existed = fs::exists(folder, ec);
+    std::optional<OutputSet> own;  // without the caller's set, the files are a set of their own
     try {
         fs::create_directories(folder, ec);
         if (ec) fail(ErrorKind::Io, "cannot create folder '" + folder.string() + "': " + ec.message());
+        OutputSet* set = options.set ? options.set : &own.emplace(folder, std::string(kCheckpointStem));
         // Room for every shard, checked before the first is written.
         check_free_space(folder, total,
                          "'" + folder.string() + "' (" + std::to_string(shards.size()) + " safetensors file" +
                              (shards.size() == 1 ? ")" : "s)"));
         if (shards.size() == 1) {
-            write_one(folder / kSafetensorsSingleName, shards[0], options.metadata, inputs, options.progress, 0, total);
-            return {folder / kSafetensorsSingleName};
-        }
-        char buf[64];
-        nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
-        std::uint64_t done = 0;
-        for (std::size_t i = 0; i < shards.size(); ++i) {
-            std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
-            const fs::path p = folder / buf;
-            write_one(p, shards[i], options.metadata, inputs, options.progress, done, total);
-            written.push_back(p);
-            for (const StTensorPlan& t : shards[i]) {
-                weight_map[t.name] = std::string(buf);
-                done += t.nbytes();
+            write_one(folder / kSafetensorsSingleName, shards[0], options.metadata, inputs, options.progress, 0, total,
+                      set);
+            written.push_back(folder / kSafetensorsSingleName);
+        } else {
+            char buf[64];
+            nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+            std::uint64_t done = 0;
+            for (std::size_t i = 0; i < shards.size(); ++i) {
+                std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
+                const fs::path p = folder / buf;
+                write_one(p, shards[i], options.metadata, inputs, options.progress, done, total, set);
+                written.push_back(p);
+                for (const StTensorPlan& t : shards[i]) {
+                    weight_map[t.name] = std::string(buf);
+                    done += t.nbytes();
+                }
             }
+            nlohmann::ordered_json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+            const std::string text = index.dump(2) + "\n";
+            OutputFile out(folder / kSafetensorsIndexName, inputs, text.size(), set);
+            out.write({reinterpret_cast<const std::byte*>(text.data()), text.size()});
+            out.commit();
+            written.push_back(folder / kSafetensorsIndexName);
         }
-        nlohmann::ordered_json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-        const std::string text = index.dump(2) + "\n";
-        write_file_atomically(folder / kSafetensorsIndexName,
-                              {reinterpret_cast<const std::byte*>(text.data()), text.size()}, inputs);
-        written.push_back(folder / kSafetensorsIndexName);
+        if (own) own->publish();
         return written;
     } catch (...) {
-        for (const fs::path& p : written) fs::remove(p, ec);
+        own.reset();                                  // the staging folder and what it holds
         if (!folder_existed) fs::remove(folder, ec);  // the folder we made, if it is empty
         throw;
     }

@@ -35,6 +35,8 @@
 
 namespace headfuse {
 
+class OutputSet;
+
 // The reference implementation's cap on the JSON header (safetensors' MAX_HEADER_SIZE).
 inline constexpr std::uint64_t kMaxSafetensorsHeader = 100'000'000;
 // Tensor dimensions headfuse reads (its layouts use 1 to 3).
@@ -125,11 +127,17 @@ struct StWriteOptions {
     // __metadata__ of every file. Hugging Face's loader wants "format": "pt".
     std::map<std::string, std::string> metadata{{"format", "pt"}};
     ProgressFn progress;
+    // The set the files join (staged only: the caller adds its files and publishes it). None: the files are
+    // published as a set of their own.
+    OutputSet* set = nullptr;
 };
 
+// The stem of a checkpoint folder's staging folder (".checkpoint.headfuse-PID.partial", io/output_set.h).
+inline constexpr std::string_view kCheckpointStem = "checkpoint";
+
 // Writes `tensors` into `folder` as model.safetensors, or as model-0000i-of-0000n.safetensors plus
-// model.safetensors.index.json. Each file is published atomically; on error the files written so far are
-// removed. Returns the files written (the index last). `inputs` must not be overwritten.
+// model.safetensors.index.json, published together (io/output_set.h): on error or a stop none is, and a folder
+// this call made is removed. Returns the files written (the index last). `inputs` must not be overwritten.
 std::vector<std::filesystem::path> write_safetensors(const std::filesystem::path& folder,
                                                      const std::vector<StTensorPlan>& tensors,
                                                      const StWriteOptions& options,

@@ -1,7 +1,10 @@
 // The GGUF writer: the header goes out first (every size is known from the plan), then each tensor is
 // streamed by its producer and padded, into an OutputFile that is published atomically.
 #include <cstring>
+#include <filesystem>
+#include <span>
 #include <string>
+#include <string_view>
 #include <unordered_set>
 
 #include "base/checked.h"
@@ -12,6 +15,36 @@
 
 namespace headfuse {
 namespace {
+
+// The file name of a split set's prefix, a trailing ".gguf" dropped (as shard_path does).
+std::string set_stem(const std::filesystem::path& prefix) {
+    std::string stem = prefix.filename().string();
+    if (stem.size() > 5 && stem.ends_with(".gguf")) stem.resize(stem.size() - 5);
+    return stem;
+}
+
+// PREFIX-0000i-of-0000n.gguf files in PREFIX's folder whose n is not `n_shards`: the shards of another set (none
+// that is one of `inputs`: those stay).
+std::vector<std::filesystem::path> older_shards(const std::filesystem::path& prefix, std::size_t n_shards,
+                                                std::span<const std::filesystem::path> inputs) {
+    std::vector<std::filesystem::path> out;
+    const std::filesystem::path dir = prefix.parent_path().empty() ? std::filesystem::path(".") : prefix.parent_path();
+    const std::string stem = set_stem(prefix) + "-";
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        // "-00001-of-00003.gguf": 20 characters after the stem.
+        if (name.size() != stem.size() + 20 || !name.starts_with(stem) || !name.ends_with(".gguf")) continue;
+        const std::string_view tail = std::string_view(name).substr(stem.size());
+        auto digits = [](std::string_view d) { return d.find_first_not_of("0123456789") == std::string_view::npos; };
+        if (!digits(tail.substr(0, 5)) || tail.substr(5, 4) != "-of-" || !digits(tail.substr(9, 5))) continue;
+        if (std::stoul(std::string(tail.substr(9, 5))) == n_shards) continue;
+        bool input = false;
+        for (const auto& in : inputs) input = input || std::filesystem::equivalent(in, dir / name, ec);
+        if (!input) out.push_back(dir / name);
+    }
+    return out;
+}
 
 class HeaderBuilder {
 public:
@@ -213,33 +246,32 @@ std::vector<std::filesystem::path> GgufWriter::write_split(const std::filesystem
     if (tensors_.size() > INT32_MAX)
         fail(ErrorKind::InvalidArgument, prefix.string() + ": too many tensors for split.tensors.count");
 
-    // Shard after shard, each published when written (one open file and one buffer at a time); a failure
-    // removes the shards already published, so no partial set is left behind.
+    // Shard after shard (one open file and one buffer at a time), each staged in the set's staging folder, then
+    // published together: a failure or a stop leaves no shard of the new set and the old files as they were.
+    const std::filesystem::path dir = prefix.parent_path().empty() ? std::filesystem::path(".") : prefix.parent_path();
+    OutputSet set(dir, set_stem(prefix));
     std::vector<std::filesystem::path> published;
     std::uint64_t base = 0;
-    try {
-        for (const Shard& sh : shards) {
-            OutputFile out(sh.path, inputs);
-            if (progress)
-                out.set_progress(
-                    [&progress, base, total](std::uint64_t done, std::uint64_t) { progress(base + done, total); },
-                    total);
-            out.write(sh.head);
-            for (const TensorPlan& p : sh.tensors) {
-                CountingSink sink(out, p.info.name, p.info.nbytes);
-                p.produce(sink);
-                sink.finish();
-                out.pad_to(alignment);
-            }
-            base += out.position();
-            out.commit();
-            published.push_back(sh.path);
+    for (const Shard& sh : shards) {
+        OutputFile out(sh.path, inputs, 0, &set);
+        if (progress)
+            out.set_progress(
+                [&progress, base, total](std::uint64_t done, std::uint64_t) { progress(base + done, total); }, total);
+        out.write(sh.head);
+        for (const TensorPlan& p : sh.tensors) {
+            CountingSink sink(out, p.info.name, p.info.nbytes);
+            p.produce(sink);
+            sink.finish();
+            out.pad_to(alignment);
         }
-    } catch (...) {
-        std::error_code ec;
-        for (const auto& p : published) std::filesystem::remove(p, ec);
-        throw;
+        base += out.position();
+        out.commit();
+        published.push_back(sh.path);
     }
+    // The shards of an older set with this prefix and another shard count would stay beside the new set, and a
+    // reader given one of them would load the old model: they go when the new set is published.
+    for (const std::filesystem::path& old : older_shards(prefix, n_shards, inputs)) set.remove_on_publish(old);
+    set.publish();
     return published;
 }
 

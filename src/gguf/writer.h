@@ -36,8 +36,9 @@ public:
     // `inputs` are files that must not be overwritten (same path, hard link or symlink): Error if `path` is one.
     // With `split` active, `path` is the prefix (a trailing ".gguf" dropped) of a split set, as
     // llama-gguf-split writes it: shard 0 holds the metadata and split.* keys, the others only split.*
-    // (and general.alignment when not 32); every shard is written before any is published, and a failure
-    // removes those already published. Returns the files written.
+    // (and general.alignment when not 32). The shards are an OutputSet (io/output_set.h): all staged before any
+    // is published, published together, and the shards of an older set with this prefix and another shard
+    // count removed with the publication; a failure or a stop publishes nothing. Returns the files written.
     std::vector<std::filesystem::path> write(const std::filesystem::path& path,
                                              std::span<const std::filesystem::path> inputs = {},
                                              const ProgressFn& progress = {}) const;

@@ -123,13 +123,24 @@ void check_free_space(const std::filesystem::path& dir, std::uint64_t bytes, con
 }
 
 OutputFile::OutputFile(std::filesystem::path dest, std::span<const std::filesystem::path> inputs,
-                       std::uint64_t expected_bytes)
-    : dest_(std::move(dest)), target_(check_destination(dest_, expected_bytes)) {
+                       std::uint64_t expected_bytes, OutputSet* set)
+    : dest_(std::move(dest)), target_(check_destination(dest_, expected_bytes)), set_(set) {
     refuse_overwrite(dest_, inputs);
-    const std::filesystem::path& dir = target_.dir;
+    throw_if_stopped(dest_);
+    const std::filesystem::path& dir = set_ ? set_->staging() : target_.dir;
     // 0666 less the umask for a new file, as cp and shells create them; an existing file's mode is restored on
     // commit.
     fd_ = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
+    if (fd_ < 0 && set_) {
+        // No O_TMPFILE: named in the staging folder from the start, which the set removes whole on failure.
+        temp_ = set_->reserve(target_.path);
+        fd_ = ::open(temp_.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
+        if (fd_ < 0) {
+            int err = errno;
+            temp_.clear();
+            fail(ErrorKind::Io, "cannot create a file in " + quoted(dir) + ": " + std::strerror(err));
+        }
+    }
     if (fd_ < 0) {
         // No O_TMPFILE on this file system: a named temporary, removed on error.
         std::random_device rd;
@@ -158,6 +169,7 @@ void OutputFile::io_error(const char* what, int err) const {
 
 void OutputFile::write_all(const std::byte* p, std::size_t n) {
     while (n > 0) {
+        throw_if_stopped(dest_);
         ssize_t w = ::write(fd_, p, n);
         if (w < 0) {
             if (errno == EINTR) continue;
@@ -205,6 +217,7 @@ void OutputFile::copy_from(const MappedFile& file, std::uint64_t offset, std::ui
     loff_t in_off = static_cast<loff_t>(offset);
     while (len > 0) {
         // In slices, so that progress moves and a kill lands between system calls.
+        throw_if_stopped(dest_);
         std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(len, std::uint64_t{32} << 20));
         ssize_t n = ::copy_file_range(file.fd(), &in_off, fd_, nullptr, chunk, 0);
         if (n < 0 && errno == EINTR) continue;
@@ -255,6 +268,7 @@ void OutputFile::report() {
 
 void OutputFile::commit() {
     flush();
+    throw_if_stopped(dest_);
     if (const auto& old = target_.existing) {
         // The replacement keeps the replaced file's owner (where we may give it) and mode, as writing in place would.
         if ((old->st_uid != ::geteuid() || old->st_gid != ::getegid()) && ::fchown(fd_, old->st_uid, old->st_gid) != 0)
@@ -266,6 +280,22 @@ void OutputFile::commit() {
     if (struct stat now{}; ::lstat(target_.path.c_str(), &now) == 0 && !S_ISREG(now.st_mode))
         fail(ErrorKind::Io,
              "cannot write " + quoted(dest_) + ": it became " + file_type_name(now.st_mode) + " while writing");
+    if (set_) {
+        // A member of a set: named in the staging folder; the set renames it at publish.
+        if (temp_.empty()) {
+            temp_ = set_->reserve(target_.path);
+            std::string proc = "/proc/self/fd/" + std::to_string(fd_);
+            if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, temp_.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+                int err = errno;
+                temp_.clear();
+                io_error("staging", err);
+            }
+        }
+        set_->staged(temp_);
+        committed_ = true;  // the set owns the staged file now
+        if (progress_) progress_(position(), total_);
+        return;
+    }
     const std::filesystem::path& dir = target_.dir;
     if (temp_.empty()) {
         // Give the unnamed file a name next to the destination, then rename it over the destination.

@@ -16,6 +16,7 @@
 
 #include "gguf/write_plan.h"
 #include "headfuse/gguf.h"
+#include "io/output_set.h"
 
 namespace headfuse {
 
@@ -39,8 +40,10 @@ void check_free_space(const std::filesystem::path& dir, std::uint64_t bytes, con
 class OutputFile final : public ByteSink {
 public:
     // `expected_bytes`: the size about to be written, checked against the free space first (0: not checked).
+    // With a `set`, the file is a member of it: written in its staging folder, and commit() only stages it (the
+    // set publishes its members together).
     OutputFile(std::filesystem::path dest, std::span<const std::filesystem::path> inputs,
-               std::uint64_t expected_bytes = 0);
+               std::uint64_t expected_bytes = 0, OutputSet* set = nullptr);
     ~OutputFile() override;  // removes the temporary unless committed
     OutputFile(const OutputFile&) = delete;
     OutputFile& operator=(const OutputFile&) = delete;
@@ -52,7 +55,8 @@ public:
     std::uint64_t position() const noexcept { return written_ + buffer_.size(); }
 
     void set_progress(ProgressFn fn, std::uint64_t total);
-    // Flushes, fsyncs and renames over the destination.
+    // Flushes, fsyncs and renames over the destination (a set's member: links it into the staging folder). Every
+    // write checks for a stop (request_stop) first and throws if one was asked for.
     void commit();
 
 private:
@@ -62,8 +66,10 @@ private:
     void report();
     void start_writeback();
 
-    std::filesystem::path dest_;  // as given, for messages
-    Destination target_;          // declared after dest_: initialised from it
+    WriteInProgress in_progress_;  // first: counted before any temporary exists
+    std::filesystem::path dest_;   // as given, for messages
+    Destination target_;           // declared after dest_: initialised from it
+    OutputSet* set_ = nullptr;
     std::filesystem::path temp_;  // named temporary (fallback), empty with O_TMPFILE
     int fd_ = -1;
     bool committed_ = false;

@@ -40,18 +40,14 @@ inline constexpr double kInitStd = 0.02;
 std::uint64_t name_hash(std::string_view name) noexcept;
 
 // Fills out[0, n) (n <= kRandomChunk) with the first n values of chunk `chunk` of the tensor whose name hashes
-// to `hash`, with the fastest implementation this CPU supports.
+// to `hash`, with the active kernel table's implementation (quant/kernels.h).
 void random_normal_chunk(std::uint64_t seed, std::uint64_t hash, std::uint64_t chunk, float* out,
                          std::size_t n) noexcept;
 
-// The implementations, for tests and benchmarks: each gives the same bytes as every other.
-enum class RandomIsa { Scalar, Avx2, Avx512 };
-bool random_isa_supported(RandomIsa isa) noexcept;  // compiled in and supported by this CPU and OS
-RandomIsa random_isa_in_use() noexcept;             // the one random_normal_chunk dispatches to
-const char* random_isa_name(RandomIsa isa) noexcept;
-// Precondition: random_isa_supported(isa).
-void random_normal_chunk_isa(RandomIsa isa, std::uint64_t seed, std::uint64_t hash, std::uint64_t chunk, float* out,
-                             std::size_t n) noexcept;
+// The scalar implementation, the scalar kernel table's entry; the others are the AVX2 and AVX-512 tables'
+// (quant/kernels.h: a test holds every supported one against this through kernels::for_isa).
+void random_normal_chunk_scalar(std::uint64_t seed, std::uint64_t hash, std::uint64_t chunk, float* out,
+                                std::size_t n) noexcept;
 
 // A deterministic natural logarithm for x > 0 (exposed for tests): the L of step 4 above for normal x, extended
 // to subnormals (scaled by 2^54 first), 0 (-inf), +inf, and negative or NaN x (NaN).

@@ -11,6 +11,10 @@
 #include <cstdint>
 #include <cstring>
 
+namespace headfuse {
+struct Kernels;
+}
+
 namespace headfuse::blocks {
 
 inline void store_u16(std::byte* p, std::uint16_t v) { std::memcpy(p, &v, sizeof v); }
@@ -37,6 +41,17 @@ inline std::int32_t truncate_like_x86(float v) {
 }
 inline std::int8_t low_byte(std::int32_t v) { return static_cast<std::int8_t>(static_cast<std::uint8_t>(v)); }
 
+// The scalar F16, BF16, Q8_0 and Q4_0 codecs and finiteness scan (quantize.cpp), the scalar table's entries.
+void encode_f16(const float* src, std::byte* dst, std::size_t n);
+void encode_bf16(const float* src, std::byte* dst, std::size_t n);
+void encode_q8_0(const float* src, std::byte* dst, std::size_t n);
+void encode_q4_0(const float* src, std::byte* dst, std::size_t n);
+void decode_f16(const std::byte* src, float* dst, std::size_t n);
+void decode_bf16(const std::byte* src, float* dst, std::size_t n);
+void decode_q8_0(const std::byte* src, float* dst, std::size_t n);
+void decode_q4_0(const std::byte* src, float* dst, std::size_t n);
+bool all_finite(const float* x, std::size_t n);
+
 // Legacy 32-wide types (ggml-quants.c: quantize_row_q{4_1,5_0,5_1}_ref, dequantize_row_*).
 void encode_q4_1(const float* x, std::byte* out, std::size_t n);
 void encode_q5_0(const float* x, std::byte* out, std::size_t n);
@@ -49,19 +64,15 @@ void decode_iq4_nl(const std::byte* in, float* y, std::size_t n);
 // 256-wide super-blocks (quantize_row_q{2..6}_K_ref, dequantize_row_q{2..6}_K, dequantize_row_iq4_xs).
 void encode_q2_k(const float* x, std::byte* out, std::size_t n);
 void encode_q3_k(const float* x, std::byte* out, std::size_t n);
-// `lanes`: run the scale searches 16 sub-blocks at a time (AVX-512F), 8 (AVX2) or one (the scalar reference);
-// the caller checked the CPU. The bytes are the same whatever it is.
-void encode_q4_k(const float* x, std::byte* out, std::size_t n, int lanes);
-void encode_q5_k(const float* x, std::byte* out, std::size_t n, int lanes);
-void encode_q6_k(const float* x, std::byte* out, std::size_t n, int lanes);
-
-// The searches with one sub-block per SIMD lane (src/quant_lanes.h; defined only in x86-64 builds): Q4_K/Q5_K's
-// make_qkx2_quants on one super-block (AVX2) or two (AVX-512F), Q6_K's make_qx_quants on half a super-block
-// (AVX2) or a whole one (AVX-512F).
-void k4_search_avx2(const float* x, int nmax, float rmin, int nstep, float* scales, float* mins, std::uint8_t* L);
-void k4_search_avx512(const float* x, int nmax, float rmin, int nstep, float* scales, float* mins, std::uint8_t* L);
-void q6_search_avx2(const float* x, float* scales, std::int8_t* L);
-void q6_search_avx512(const float* x, float* scales, std::int8_t* L);
+// The scale searches run with the given table's kernels (k4_search, q6_search); the caller checked the CPU. The
+// bytes are the same whatever the table.
+void encode_q4_k(const float* x, std::byte* out, std::size_t n, const Kernels& k);
+void encode_q5_k(const float* x, std::byte* out, std::size_t n, const Kernels& k);
+void encode_q6_k(const float* x, std::byte* out, std::size_t n, const Kernels& k);
+// The scalar searches, the scalar table's entries: Q4_K/Q5_K's make_qkx2_quants on one super-block, Q6_K's
+// make_qx_quants on one sub-block of 16.
+void k4_search_scalar(const float* x, int nmax, float rmin, int nstep, float* scales, float* mins, std::uint8_t* L);
+void q6_search_scalar(const float* x, float* scales, std::int8_t* L);
 void decode_q2_k(const std::byte* in, float* y, std::size_t n);
 void decode_q3_k(const std::byte* in, float* y, std::size_t n);
 void decode_q4_k(const std::byte* in, float* y, std::size_t n);

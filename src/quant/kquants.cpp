@@ -19,6 +19,7 @@
 
 #include "headfuse/quantize.h"
 #include "quant/blocks.h"
+#include "quant/kernels.h"
 
 namespace headfuse::blocks {
 namespace {
@@ -332,10 +333,12 @@ void encode_q3_k_block(const float* x, std::byte* y) {
     pack_2bit(low, qs);
 }
 
-// Q4_K and Q5_K: per 32-wide sub-block, weights sqrt(mean x²) + |x| and make_qkx2_quants (k4_search, or its
+}  // namespace
+
+// Q4_K and Q5_K: per 32-wide sub-block, weights sqrt(mean x²) + |x| and make_qkx2_quants (k4_search_scalar, or its
 // lane forms); then the 6-bit scales and mins packed, d and dmin stored, the codes recomputed (k4_finish).
 // The scalar searches of one super-block: scales[j], mins[j] and codes L of its eight sub-blocks.
-void k4_search(const float* x, int nmax, float rmin, int nstep, float* scales, float* mins, std::uint8_t* L) {
+void k4_search_scalar(const float* x, int nmax, float rmin, int nstep, float* scales, float* mins, std::uint8_t* L) {
     std::uint8_t Laux[32];
     float weights[32];
     for (int j = 0; j < 8; ++j) {
@@ -347,6 +350,10 @@ void k4_search(const float* x, int nmax, float rmin, int nstep, float* scales, f
             make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep, false);
     }
 }
+
+void q6_search_scalar(const float* x, float* scales, std::int8_t* L) { scales[0] = make_qx_quants_rmse1(16, 32, x, L); }
+
+namespace {
 
 // The rest of a Q4_K/Q5_K super-block once its searches ran: the 6-bit scales and mins packed into `scales`,
 // d and dmin stored, then the codes L (0..nmax) recomputed from them.
@@ -389,28 +396,16 @@ void k4_finish(const float* x, std::byte* y, int nmax, const float* scales, cons
     }
 }
 
-// Q4_K's and Q5_K's searches for `count` super-blocks (1 or 2) with the widest kernel `lanes` allows: the
-// same results whatever it is.
-void k4_searches(const float* x, std::size_t count, int lanes, int nmax, float rmin, int nstep, float* scales,
+// Q4_K's and Q5_K's searches for `count` super-blocks (1 or 2), k.k4_supers at a time while they last, then
+// one at a time by the scalar search: the same results either way.
+void k4_searches(const float* x, std::size_t count, const Kernels& k, int nmax, float rmin, int nstep, float* scales,
                  float* mins, std::uint8_t* L) {
-#if !defined(__x86_64__) || !defined(__GNUC__)
-    lanes = 1;  // the lane kernels are x86-64 only (src/quant_lanes_*.cpp)
-#endif
+    const auto per_call = static_cast<std::size_t>(k.k4_supers);
     for (std::size_t b = 0; b < count;) {
-#if defined(__x86_64__) && defined(__GNUC__)
-        if (lanes >= 16 && b + 2 <= count) {
-            k4_search_avx512(x + b * kSuper, nmax, rmin, nstep, scales + 8 * b, mins + 8 * b, L + b * kSuper);
-            b += 2;
-            continue;
-        }
-        if (lanes >= 8) {
-            k4_search_avx2(x + b * kSuper, nmax, rmin, nstep, scales + 8 * b, mins + 8 * b, L + b * kSuper);
-            ++b;
-            continue;
-        }
-#endif
-        k4_search(x + b * kSuper, nmax, rmin, nstep, scales + 8 * b, mins + 8 * b, L + b * kSuper);
-        ++b;
+        const bool whole = b + per_call <= count;
+        (whole ? k.k4_search : k4_search_scalar)(x + b * kSuper, nmax, rmin, nstep, scales + 8 * b, mins + 8 * b,
+                                                 L + b * kSuper);
+        b += whole ? per_call : 1;
     }
 }
 
@@ -444,22 +439,14 @@ void pack_q5_k(const std::uint8_t* L, std::byte* y) {
     }
 }
 
-void encode_q6_k_block(const float* x, std::byte* y, int lanes) {
+void encode_q6_k_block(const float* x, std::byte* y, const Kernels& k) {
     std::int8_t L[kSuper];
     float scales[16];
     float max_scale = 0;
     float max_abs_scale = 0;
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (lanes >= 16)
-        q6_search_avx512(x, scales, L);
-    else if (lanes >= 8)
-        for (int half = 0; half < 2; ++half) q6_search_avx2(x + 128 * half, scales + 8 * half, L + 128 * half);
-#else
-    lanes = 1;
-#endif
+    for (int ib = 0; ib < 16; ib += k.q6_subs) k.q6_search(x + 16 * ib, scales + ib, L + 16 * ib);
     for (int ib = 0; ib < 16; ++ib) {
-        const float scale = lanes >= 8 ? scales[ib] : make_qx_quants_rmse1(16, 32, x + 16 * ib, L + 16 * ib);
-        scales[ib] = scale;
+        const float scale = scales[ib];
         const float abs_scale = std::fabs(scale);
         if (abs_scale > max_abs_scale) {
             max_abs_scale = abs_scale;
@@ -508,17 +495,17 @@ void encode_blocks(const float* x, std::byte* out, std::size_t n, std::size_t bl
 
 // Q4_K and Q5_K, two super-blocks at a time (the 16-lane kernel's width).
 template <void (*Pack)(const std::uint8_t*, std::byte*)>
-void encode_k4(const float* x, std::byte* out, std::size_t n, std::size_t block_bytes, int lanes, int nmax, float rmin,
-               int nstep) {
+void encode_k4(const float* x, std::byte* out, std::size_t n, std::size_t block_bytes, const Kernels& k, int nmax,
+               float rmin, int nstep) {
     std::uint8_t L[2 * kSuper];
     float scales[16], mins[16];
     for (std::size_t b = 0; b < n / kSuper; b += 2) {
         const std::size_t count = std::min<std::size_t>(2, n / kSuper - b);
-        k4_searches(x + b * kSuper, count, lanes, nmax, rmin, nstep, scales, mins, L);
-        for (std::size_t k = 0; k < count; ++k) {
-            std::byte* y = out + (b + k) * block_bytes;
-            k4_finish(x + (b + k) * kSuper, y, nmax, scales + 8 * k, mins + 8 * k, L + k * kSuper);
-            Pack(L + k * kSuper, y);
+        k4_searches(x + b * kSuper, count, k, nmax, rmin, nstep, scales, mins, L);
+        for (std::size_t s = 0; s < count; ++s) {
+            std::byte* y = out + (b + s) * block_bytes;
+            k4_finish(x + (b + s) * kSuper, y, nmax, scales + 8 * s, mins + 8 * s, L + s * kSuper);
+            Pack(L + s * kSuper, y);
         }
     }
 }
@@ -527,14 +514,14 @@ void encode_k4(const float* x, std::byte* out, std::size_t n, std::size_t block_
 
 void encode_q2_k(const float* x, std::byte* out, std::size_t n) { encode_blocks<encode_q2_k_block>(x, out, n, 84); }
 void encode_q3_k(const float* x, std::byte* out, std::size_t n) { encode_blocks<encode_q3_k_block>(x, out, n, 110); }
-void encode_q4_k(const float* x, std::byte* out, std::size_t n, int lanes) {
-    encode_k4<pack_q4_k>(x, out, n, 144, lanes, 15, -1.f, 20);
+void encode_q4_k(const float* x, std::byte* out, std::size_t n, const Kernels& k) {
+    encode_k4<pack_q4_k>(x, out, n, 144, k, 15, -1.f, 20);
 }
-void encode_q5_k(const float* x, std::byte* out, std::size_t n, int lanes) {
-    encode_k4<pack_q5_k>(x, out, n, 176, lanes, 31, -0.5f, 15);
+void encode_q5_k(const float* x, std::byte* out, std::size_t n, const Kernels& k) {
+    encode_k4<pack_q5_k>(x, out, n, 176, k, 31, -0.5f, 15);
 }
-void encode_q6_k(const float* x, std::byte* out, std::size_t n, int lanes) {
-    for (std::size_t b = 0; b < n / kSuper; ++b) encode_q6_k_block(x + b * kSuper, out + b * 210, lanes);
+void encode_q6_k(const float* x, std::byte* out, std::size_t n, const Kernels& k) {
+    for (std::size_t b = 0; b < n / kSuper; ++b) encode_q6_k_block(x + b * kSuper, out + b * 210, k);
 }
 
 void decode_q2_k(const std::byte* src, float* y, std::size_t n) {

@@ -1,18 +1,23 @@
-// headfuse: the K-quant scale searches with one sub-block per SIMD lane, written once over a lane type V and
-// compiled once per instruction set: src/quant_lanes_avx2.cpp (V8, eight lanes) and src/quant_lanes_avx512.cpp
-// (V16, sixteen lanes), each translation unit built for its target. Include nothing else from headfuse here:
-// every function below has internal linkage, so the two builds cannot be mixed by the linker. The including file
-// defines HEADFUSE_LANES_AVX2 or HEADFUSE_LANES_AVX512 for the lane type it builds.
+// headfuse: the encoders' SIMD kernels, written once over a lane type V and compiled once per instruction set by
+// quant/kernels_avx2.cpp (V8, eight float lanes) and quant/kernels_avx512.cpp (V16, sixteen), each translation
+// unit built whole for its target (quant/kernels.h). The including file defines HEADFUSE_LANES_AVX2 or
+// HEADFUSE_LANES_AVX512 for the lane type it builds, and includes this file's dependencies before it switches
+// the target on; everything below has internal linkage, so the builds cannot be mixed by the linker.
 //
-// Lane k performs exactly the scalar reference's operations (src/quant_kquants.cpp, ggml's make_qkx2_quants
-// and make_qx_quants with rmse_type 1) on sub-block k, in the same order: no reassociation, no fused
-// multiply-add (the library is built with -ffp-contract=off), comparisons, nearest_int and every choice made
-// per lane. So the bytes are the scalar code's whatever the lane count.
+// The K-quant scale searches: lane k performs exactly the scalar reference's operations (quant/kquants.cpp,
+// ggml's make_qkx2_quants and make_qx_quants with rmse_type 1) on sub-block k, in the same order: no
+// reassociation, no fused multiply-add (the library is built with -ffp-contract=off), comparisons, nearest_int
+// and every choice made per lane. So the bytes are the scalar code's whatever the lane count. The 32-wide
+// codecs and F16/BF16 at the end: element i in lane i mod W, with the scalar reference's operations.
 #pragma once
 
 #include <immintrin.h>
 
+#include <cstddef>
 #include <cstdint>
+
+#include "headfuse/quantize.h"
+#include "quant/blocks.h"
 
 namespace headfuse::blocks {
 namespace {
@@ -61,6 +66,80 @@ struct V8 {
     }
     static void store(float* p, F v) { _mm256_storeu_ps(p, v); }
     static void storei(std::int32_t* p, I v) { _mm256_storeu_si256(reinterpret_cast<I*>(p), v); }
+    // For the 32-wide codecs, F16 and BF16.
+    static F load(const float* p) { return _mm256_loadu_ps(p); }
+    static I bits(const float* p) { return _mm256_loadu_si256(reinterpret_cast<const I*>(p)); }
+    static F as_float(I v) { return _mm256_castsi256_ps(v); }
+    // v unchanged, hidden from the optimizer: a product is rounded before it is added to anything.
+    static F rounded(F v) {
+        __asm__("" : "+x"(v));
+        return v;
+    }
+    // The largest lane. max is exact, so the reduction order cannot change the result.
+    static float reduce_max(F m) {
+        m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
+        m = _mm256_max_ps(m, _mm256_permute_ps(m, 0b01001110));
+        return _mm256_cvtss_f32(_mm256_max_ps(m, _mm256_permute_ps(m, 0b10110001)));
+    }
+    // roundf: to nearest, ties away from zero. v - trunc(v) is exact, so comparing it with 0.5 finds ties
+    // exactly; NaN and infinities pass through as trunc(v).
+    static F round_half_away(F v) {
+        const F t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        const F frac = abs(_mm256_sub_ps(v, t));
+        const F away = _mm256_or_ps(_mm256_and_ps(v, _mm256_set1_ps(-0.0f)), _mm256_set1_ps(1.0f));
+        return _mm256_add_ps(t, _mm256_and_ps(away, _mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ)));
+    }
+    static I trunc(F v) { return _mm256_cvttps_epi32(v); }  // INT32_MIN when NaN or out of range
+    static I seti(int v) { return _mm256_set1_epi32(v); }
+    static I addi(I a, I b) { return _mm256_add_epi32(a, b); }
+    static I subi(I a, I b) { return _mm256_sub_epi32(a, b); }
+    static I andi(I a, I b) { return _mm256_and_si256(a, b); }
+    static I ori(I a, I b) { return _mm256_or_si256(a, b); }
+    static I mini(I a, I b) { return _mm256_min_epi32(a, b); }
+    static I shl(I a, int k) { return _mm256_slli_epi32(a, k); }
+    static I shr(I a, int k) { return _mm256_srli_epi32(a, k); }                      // logical
+    static I sar(I a, int k) { return _mm256_srai_epi32(a, k); }                      // arithmetic
+    static M gti(I a, I b) { return _mm256_castsi256_ps(_mm256_cmpgt_epi32(a, b)); }  // signed
+    static M none() { return _mm256_setzero_ps(); }
+    static M either(M a, M b) { return _mm256_or_ps(a, b); }
+    static std::uint32_t bitmask(M m) { return static_cast<std::uint32_t>(_mm256_movemask_ps(m)); }
+    // The low byte of each lane of v[0..4) (32 bytes) or of v[0..2) (16 bytes), in order. The packs saturate, so
+    // mask first to make them plain narrowing; they also work per 128-bit lane, which the permutation undoes.
+    static __m256i low_bytes(I a, I b, I c, I d) {
+        const I byte = _mm256_set1_epi32(0xFF);
+        const I ab = _mm256_packus_epi32(_mm256_and_si256(a, byte), _mm256_and_si256(b, byte));
+        const I cd = _mm256_packus_epi32(_mm256_and_si256(c, byte), _mm256_and_si256(d, byte));
+        return _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    }
+    static void store_bytes32(std::byte* p, const I* v) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), low_bytes(v[0], v[1], v[2], v[3]));
+    }
+    static void store_bytes16(std::byte* p, const I* v) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(low_bytes(v[0], v[1], v[0], v[1])));
+    }
+    // 2W 16-bit values from a then b, each lane in [0, 65535]: the saturating pack narrows exactly; it
+    // interleaves 64-bit quarters, which the permutation undoes.
+    static void store_u16s(std::byte* p, I a, I b) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                            _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0b11011000));
+    }
+    static I load_u16s(const std::byte* p) {
+        return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    }
+    static I load_i8s(const std::byte* p) {
+        return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    }
+    static I load_u8s(const std::byte* p) {
+        return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    }
+    // F16C: round to nearest even, as ggml's fp32_to_fp16 for every finite input and infinity.
+    static void store_f16(std::byte* p, F v) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                         _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    static F load_f16(const std::byte* p) {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    }
 };
 #endif
 
@@ -112,6 +191,62 @@ struct V16 {
     }
     static void store(float* p, F v) { _mm512_storeu_ps(p, v); }
     static void storei(std::int32_t* p, I v) { _mm512_storeu_si512(p, v); }
+    static F load(const float* p) { return _mm512_loadu_ps(p); }
+    static I bits(const float* p) { return _mm512_loadu_si512(p); }
+    static F as_float(I v) { return _mm512_castsi512_ps(v); }
+    static F rounded(F v) {
+        __asm__("" : "+v"(v));
+        return v;
+    }
+    static float reduce_max(F m) { return _mm512_reduce_max_ps(m); }
+    static F round_half_away(F v) {
+        const F t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        const M tie_or_above = _mm512_cmp_ps_mask(abs(_mm512_sub_ps(v, t)), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+        const I sign = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(INT32_MIN));
+        const F away = _mm512_castsi512_ps(_mm512_or_si512(sign, _mm512_castps_si512(_mm512_set1_ps(1.0f))));
+        return _mm512_mask_add_ps(t, tie_or_above, t, away);
+    }
+    static I trunc(F v) { return _mm512_cvttps_epi32(v); }
+    static I seti(int v) { return _mm512_set1_epi32(v); }
+    static I addi(I a, I b) { return _mm512_add_epi32(a, b); }
+    static I subi(I a, I b) { return _mm512_sub_epi32(a, b); }
+    static I andi(I a, I b) { return _mm512_and_si512(a, b); }
+    static I ori(I a, I b) { return _mm512_or_si512(a, b); }
+    static I mini(I a, I b) { return _mm512_min_epi32(a, b); }
+    static I shl(I a, int k) { return _mm512_slli_epi32(a, static_cast<unsigned>(k)); }
+    static I shr(I a, int k) { return _mm512_srli_epi32(a, static_cast<unsigned>(k)); }
+    static I sar(I a, int k) { return _mm512_srai_epi32(a, static_cast<unsigned>(k)); }
+    static M gti(I a, I b) { return _mm512_cmpgt_epi32_mask(a, b); }
+    static M none() { return 0; }
+    static M either(M a, M b) { return static_cast<M>(a | b); }
+    static std::uint32_t bitmask(M m) { return m; }
+    static void store_bytes32(std::byte* p, const I* v) {  // vpmovdb: the low bytes
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(v[0]));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 16), _mm512_cvtepi32_epi8(v[1]));
+    }
+    static void store_bytes16(std::byte* p, const I* v) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(v[0]));
+    }
+    static void store_u16s(std::byte* p, I a, I b) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(a));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 32), _mm512_cvtepi32_epi16(b));
+    }
+    static I load_u16s(const std::byte* p) {
+        return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
+    static I load_i8s(const std::byte* p) {
+        return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    }
+    static I load_u8s(const std::byte* p) {
+        return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    }
+    static void store_f16(std::byte* p, F v) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                            _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    static F load_f16(const std::byte* p) {
+        return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
 };
 #endif
 
@@ -270,6 +405,168 @@ void q6_search_lanes(const float* x, float* scales, std::int8_t* L) {
         V::storei(li, V::zero_where(V::addi(Lt[l], nmax), tiny));
         for (int k = 0; k < V::W; ++k) L[n * k + l] = static_cast<std::int8_t>(li[k]);
     }
+}
+
+// ---- F16, BF16, Q8_0 and Q4_0 (ggml-quants.c: quantize_row_q8_0_ref, quantize_row_q4_0_ref, the dequantizers;
+// ggml_fp32_to_fp16_row, ggml_fp32_to_bf16_row). Bit for bit as the scalar reference in quantize.cpp, which
+// fixes how they round: roundf is half away from zero (not the vector unit's nearest even), a float-to-int8
+// cast truncates, and every product is rounded before it is added to anything (V::rounded). ----
+
+inline constexpr std::size_t kLanesBlock = 32;  // elements per Q8_0 and Q4_0 block
+inline constexpr std::size_t kLanesQ8Bytes = 34;
+inline constexpr std::size_t kLanesQ4Bytes = 18;
+
+// fp32_to_fp16 in one F16C instruction: for finite input its round-to-nearest-even conversion gives the same bits
+// as ggml's arithmetic (including overflow to infinity and fp16 subnormals).
+inline std::uint16_t fp16_of_finite(float f) {
+    return static_cast<std::uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+template <class V>
+void encode_f16_lanes(const float* src, std::byte* dst, std::size_t n) {
+    std::size_t i = 0;
+    for (; i + V::W <= n; i += V::W) V::store_f16(dst + 2 * i, V::load(src + i));
+    for (; i < n; ++i) store_u16(dst + 2 * i, fp32_to_fp16(src[i]));
+}
+
+// ggml_compute_fp32_to_bf16: round to nearest even on the top 16 bits; a NaN kept and made quiet.
+template <class V>
+typename V::I bf16_lanes(const float* src) {
+    const typename V::I u = V::bits(src);
+    const typename V::I high = V::shr(u, 16);
+    const typename V::I bias = V::addi(V::seti(0x7FFF), V::andi(high, V::seti(1)));
+    const typename V::I nearest_even = V::shr(V::addi(u, bias), 16);
+    const typename V::I quiet_nan = V::ori(high, V::seti(64));
+    return V::picki(nearest_even, quiet_nan, V::gti(V::andi(u, V::seti(0x7FFFFFFF)), V::seti(0x7F800000)));
+}
+
+// ggml_compute_fp32_to_bf16: round to nearest even on the top 16 bits; a NaN kept and made quiet.
+template <class V>
+void encode_bf16_lanes(const float* src, std::byte* dst, std::size_t n) {
+    std::size_t i = 0;
+    for (; i + 2 * V::W <= n; i += 2 * V::W)
+        V::store_u16s(dst + 2 * i, bf16_lanes<V>(src + i), bf16_lanes<V>(src + i + V::W));
+    for (; i < n; ++i) store_u16(dst + 2 * i, fp32_to_bf16(src[i]));
+}
+
+template <class V>
+void encode_q8_0_lanes(const float* src, std::byte* dst, std::size_t n) {
+    constexpr int K = static_cast<int>(kLanesBlock) / V::W;  // vectors per block
+    for (std::size_t b = 0; b < n / kLanesBlock; ++b) {
+        const float* x = src + b * kLanesBlock;
+        std::byte* out = dst + b * kLanesQ8Bytes;
+        typename V::F v[K];
+        typename V::F m = V::zero();
+        for (int k = 0; k < K; ++k) {
+            v[k] = V::load(x + k * V::W);
+            m = V::max(m, V::abs(v[k]));
+        }
+        const float amax = V::reduce_max(m);
+        const float d = amax / 127;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        store_u16(out, fp16_of_finite(d));
+        const typename V::F idv = V::set(id);
+        // roundf(x*id) truncated to int32, its low byte stored as the x86 cast does.
+        typename V::I q[K];
+        for (int k = 0; k < K; ++k) q[k] = V::trunc(V::round_half_away(V::rounded(V::mul(v[k], idv))));
+        V::store_bytes32(out + 2, q);
+    }
+}
+
+// MIN(15, (int8_t)(x*id + 8.5f)) in int32 lanes: truncate, keep the signed low byte, clamp above.
+template <class V>
+typename V::I q4_0_codes_lanes(typename V::F x, typename V::F id) {
+    const typename V::I t = V::trunc(V::add(V::rounded(V::mul(x, id)), V::set(8.5f)));
+    return V::mini(V::sar(V::shl(t, 24), 24), V::seti(15));
+}
+
+template <class V>
+void encode_q4_0_lanes(const float* src, std::byte* dst, std::size_t n) {
+    constexpr int K = static_cast<int>(kLanesBlock) / V::W;
+    for (std::size_t b = 0; b < n / kLanesBlock; ++b) {
+        const float* x = src + b * kLanesBlock;
+        std::byte* out = dst + b * kLanesQ4Bytes;
+        typename V::F v[K], a[K];
+        typename V::F m = V::zero();
+        for (int k = 0; k < K; ++k) {
+            v[k] = V::load(x + k * V::W);
+            a[k] = V::abs(v[k]);
+            m = V::max(m, a[k]);
+        }
+        const float amax = V::reduce_max(m);
+        // The first element of largest magnitude, with its sign; an all-zero block keeps +0. (No lane matches
+        // only with NaN input, whose result is unspecified but must not be read from outside the block.)
+        float max = 0.0f;
+        if (amax != 0.0f) {
+            std::uint32_t hits = 0;
+            for (int k = 0; k < K; ++k) hits |= V::bitmask(V::eq(a[k], V::set(amax))) << (k * V::W);
+            if (hits != 0) max = x[__builtin_ctz(hits)];
+        }
+        const float d = max / -8;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        store_u16(out, fp16_of_finite(d));
+        const typename V::F idv = V::set(id);
+        // Byte j holds element j in its low nibble and element j+16 in its high nibble.
+        typename V::I pairs[K / 2];
+        for (int k = 0; k < K / 2; ++k)
+            pairs[k] = V::ori(q4_0_codes_lanes<V>(v[k], idv), V::shl(q4_0_codes_lanes<V>(v[k + K / 2], idv), 4));
+        V::store_bytes16(out + 2, pairs);
+    }
+}
+
+template <class V>
+void decode_f16_lanes(const std::byte* src, float* dst, std::size_t n) {
+    std::size_t i = 0;
+    for (; i + V::W <= n; i += V::W) V::store(dst + i, V::load_f16(src + 2 * i));
+    for (; i < n; ++i) dst[i] = fp16_to_fp32(load_u16(src + 2 * i));
+}
+
+template <class V>
+void decode_bf16_lanes(const std::byte* src, float* dst, std::size_t n) {
+    std::size_t i = 0;
+    for (; i + V::W <= n; i += V::W) V::store(dst + i, V::as_float(V::shl(V::load_u16s(src + 2 * i), 16)));
+    for (; i < n; ++i) dst[i] = bf16_to_fp32(load_u16(src + 2 * i));
+}
+
+template <class V>
+void decode_q8_0_lanes(const std::byte* src, float* dst, std::size_t n) {
+    for (std::size_t b = 0; b < n / kLanesBlock; ++b) {
+        const std::byte* block = src + b * kLanesQ8Bytes;
+        const typename V::F d = V::set(fp16_to_fp32(load_u16(block)));
+        for (std::size_t k = 0; k < kLanesBlock; k += V::W)
+            V::store(dst + b * kLanesBlock + k, V::mul(V::tof(V::load_i8s(block + 2 + k)), d));
+    }
+}
+
+template <class V>
+void decode_q4_0_lanes(const std::byte* src, float* dst, std::size_t n) {
+    const typename V::I nibble = V::seti(0x0F), eight = V::seti(8);
+    for (std::size_t b = 0; b < n / kLanesBlock; ++b) {
+        const std::byte* block = src + b * kLanesQ4Bytes;
+        float* y = dst + b * kLanesBlock;
+        const typename V::F d = V::set(fp16_to_fp32(load_u16(block)));
+        for (std::size_t k = 0; k < kLanesBlock / 2; k += V::W) {
+            const typename V::I pairs = V::load_u8s(block + 2 + k);
+            V::store(y + k, V::mul(V::tof(V::subi(V::andi(pairs, nibble), eight)), d));              // elements 0..15
+            V::store(y + k + kLanesBlock / 2, V::mul(V::tof(V::subi(V::shr(pairs, 4), eight)), d));  // 16..31
+        }
+    }
+}
+
+// Finite means the magnitude bits are below the infinity pattern; 32 floats per branch.
+template <class V>
+bool all_finite_lanes(const float* x, std::size_t n) {
+    const typename V::I abs_mask = V::seti(0x7FFFFFFF), largest = V::seti(0x7F7FFFFF);
+    std::size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        auto bad = V::none();
+        for (std::size_t k = 0; k < 32; k += V::W)
+            bad = V::either(bad, V::gti(V::andi(V::bits(x + i + k), abs_mask), largest));
+        if (V::any(bad)) return false;
+    }
+    for (; i < n; ++i)
+        if (!__builtin_isfinite(x[i])) return false;
+    return true;
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "headfuse/types.h"
+#include "quant/kernels.h"
 
 namespace headfuse::test {
 
@@ -25,5 +26,13 @@ std::string hex_bytes(const std::byte* p, std::size_t n);
 
 // The same float bit patterns, or a message naming the first element that differs.
 ::testing::AssertionResult same_bits(const std::vector<float>& got, const std::vector<float>& want);
+
+// Every instruction set whose kernel table this CPU runs (quant/kernels.h), the scalar reference first.
+inline std::vector<Isa> supported_isas() {
+    std::vector<Isa> out;
+    for (Isa isa : kIsas)
+        if (isa_supported(isa)) out.push_back(isa);
+    return out;
+}
 
 }  // namespace headfuse::test

@@ -122,6 +122,23 @@ RunResult run_cli(const std::vector<std::string>& args) {
     return run_program(argv);
 }
 
+pid_t spawn_cli(const std::vector<std::string>& args) {
+    std::vector<std::string> argv{HEADFUSE_CLI};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> p;
+    for (std::string& a : argv) p.push_back(a.data());
+    p.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    pid_t pid = -1;
+    if (posix_spawn(&pid, p[0], &fa, nullptr, p.data(), environ) != 0) pid = -1;
+    posix_spawn_file_actions_destroy(&fa);
+    return pid;
+}
+
 std::vector<std::byte> read_bytes(const std::filesystem::path& p) {
     std::ifstream in(p, std::ios::binary);
     std::vector<char> c((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

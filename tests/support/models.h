@@ -1,6 +1,8 @@
 // Shared test fixtures: the shape families every round trip runs over, temporary folders, the CLI.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -53,6 +55,9 @@ struct RunResult {
 
 // Runs the headfuse CLI built alongside the tests.
 RunResult run_cli(const std::vector<std::string>& args);
+// Starts the CLI in the background (stdin, stdout and stderr on /dev/null); -1 if it cannot start. The caller
+// waits for it (waitpid).
+pid_t spawn_cli(const std::vector<std::string>& args);
 // Runs any program (argv[0] looked up in PATH).
 RunResult run_program(const std::vector<std::string>& argv);
 
