@@ -16,6 +16,12 @@
 # heads_prune removes a quarter of the heads of every layer (one query head of each kv group), heads_ablate all
 # heads of layer 0 and two more, heads_pool_kv pools 16 key/value heads into 4, heads_transplant gives layer 0
 # every head of layer 1 (the model is its own donor); each against the durable copy.
+# BF16 checkpoints, as Hugging Face ships them: the same model exported as one BF16 model.safetensors, fused to F16,
+# BF16 and Q8_0 (bf16_f16, bf16_bf16, bf16_q8_0), each against a durable copy of that file (copy_bf16). llama.cpp's
+# own converter (convert_hf_to_gguf.py) is not run beside them: it imports transformers, which Debian does not
+# package, and needs torch 2 (torch.float8_e4m3fn), where Debian has 1.13.
+# st_header_100k: the time to refuse safetensors' attack payload of 100,000 tensors sharing one byte range
+# (attacks/safetensors_abuse_attempt_3.py: a header of 8.2 MB), target under a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -46,7 +52,7 @@ wanted() { [ "$only" = "  " ] || [[ "$only" == *" $1 "* ]]; }
 # measure NAME CMD...: appends "NAME seconds peak_kib" to the results (unless ONLY leaves NAME out).
 measure() {
   local name=$1; shift
-  if [ "$name" != copy ] && ! wanted "$name"; then return 0; fi
+  if [ "$name" != copy ] && [ "$name" != copy_bf16 ] && ! wanted "$name"; then return 0; fi
   /usr/bin/time -f "%e %M" -o "$dir/time.txt" "$@" >/dev/null
   echo "$name $(cat "$dir/time.txt")" >> "$results"
 }
@@ -83,6 +89,20 @@ moved=$(for ((h = 0; h < n_heads; h++)); do printf '0:%s=1:%s,' $h $h; done)
 # The same model as a Hugging Face checkpoint (one model.safetensors, rotate-half Q/K rows), for the import.
 st="$dir/hf/model.safetensors"
 [ -f "$st" ] || { ! wanted import && ! wanted copy_st; } || "$hf" export -q "$ph" -o "$dir/hf" --format hf --max-shard-size 100000000000 >/dev/null
+# The same model as a BF16 Hugging Face checkpoint.
+bf="$dir/hf-bf16/model.safetensors"
+if [ ! -f "$bf" ] && { wanted bf16_f16 || wanted bf16_bf16 || wanted bf16_q8_0; }; then
+  "$hf" fuse -q "$ph" -o "$dir/bf16.gguf" --type bf16 >/dev/null
+  "$hf" export -q "$dir/bf16.gguf" -o "$dir/hf-bf16" --format hf --max-shard-size 100000000000 >/dev/null
+  rm -f "$dir/bf16.gguf"
+fi
+attack="$dir/attack-100k.safetensors"
+[ -f "$attack" ] || ! wanted st_header_100k || python3 - "$attack" <<'PY'
+import json, sys
+header = {f"weight_{i}": {"dtype": "F32", "shape": [200, 200], "data_offsets": [0, 160000]} for i in range(100000)}
+b = json.dumps(header).encode()
+open(sys.argv[1], "wb").write(len(b).to_bytes(8, "little") + b + bytes(len(b)))
+PY
 
 for rep in $(seq 1 "$reps"); do
   echo "bench: run $rep/$reps" >&2
@@ -108,6 +128,17 @@ for rep in $(seq 1 "$reps"); do
   warm "$st";                 measure copy_st sh -c 'cp "$1" "$2" && sync "$2"' copy "$st" "$dir/out-copy.st"
   rm -f "$dir/out-copy.st"; warm "$st"; measure import "$hf" fuse -q "$dir/hf" -o "$dir/out-import.gguf"
   rm -f "$dir/out-import.gguf"
+  if [ -f "$bf" ] && { wanted bf16_f16 || wanted bf16_bf16 || wanted bf16_q8_0; }; then
+    warm "$bf";               measure copy_bf16 sh -c 'cp "$1" "$2" && sync "$2"' copy "$bf" "$dir/out-copy-bf16.st"
+    rm -f "$dir/out-copy-bf16.st"
+    for t in f16 bf16 q8_0; do
+      warm "$bf"; measure "bf16_$t" "$hf" fuse -q "$dir/hf-bf16" -o "$dir/out-bf16-$t.gguf" --type "$t"
+      rm -f "$dir/out-bf16-$t.gguf"
+    done
+  fi
+  # Refused (exit 1) is the expected end.
+  [ ! -f "$attack" ] || measure st_header_100k sh -c '"$1" fuse -q "$2" -o "$3" 2>/dev/null; [ $? = 1 ]' st "$hf" \
+    "$attack" "$dir/out-attack.gguf"
   warm "$f32_32";             measure heads_prune "$hf" heads prune -q "$f32_32" -o "$dir/out-prune.gguf" --heads "${quarter%,}"
   rm -f "$dir/out-prune.gguf"; warm "$f32_32"
   measure heads_ablate "$hf" heads ablate -q "$f32_32" -o "$dir/out-ablate.gguf" --heads "$ablated"
@@ -119,7 +150,7 @@ for rep in $(seq 1 "$reps"); do
   rm -f "$dir/out-transplant.gguf"
   # Every run's ratios are taken within the run, against that run's baseline.
   awk -v rep="$rep" '{t[$1] = $2} END {
-      for (k in t) if (k != "copy" && k != "gemm" && k != "llama_q4_k_m" && k != "copy_st") print "ratio", rep, k, t[k] / (k == "fuse_lens" ? t["gemm"] : k == "import" ? t["copy_st"] : t["copy"])
+      for (k in t) if (k != "copy" && k != "gemm" && k != "llama_q4_k_m" && k != "copy_st" && k != "copy_bf16" && k != "st_header_100k") print "ratio", rep, k, t[k] / (k == "fuse_lens" ? t["gemm"] : k == "import" ? t["copy_st"] : k ~ /^bf16_/ ? t["copy_bf16"] : t["copy"])
       if ("fuse_q4_k_m" in t && "llama_q4_k_m" in t) print "ratio", rep, "q4_k_m_vs_llama", t["fuse_q4_k_m"] / t["llama_q4_k_m"]
     }' <(awk -v rep="$rep" '$1 == "copy" {c++} c == rep' "$results") >> "$dir/ratios.txt.$$"
 done
@@ -137,19 +168,21 @@ function median(arr, n,    i, j, tmp) {
 { n[$1]++; secs[$1, n[$1]] = $2; rss[$1, n[$1]] = $3 }
 END {
   while ((getline line < ratios) > 0) { split(line, f, " "); m[f[3]]++; r[f[3], m[f[3]]] = f[4] }
-  split("init fuse_f32 fuse_f16 fuse_bf16 fuse_q8_0 fuse_q4_0 fuse_q4_k_m split verify fuse_lens import heads_prune heads_ablate heads_pool_kv heads_transplant copy copy_st gemm llama_q4_k_m", order, " ")
+  n_order = split("init fuse_f32 fuse_f16 fuse_bf16 fuse_q8_0 fuse_q4_0 fuse_q4_k_m split verify fuse_lens import bf16_f16 bf16_bf16 bf16_q8_0 heads_prune heads_ablate heads_pool_kv heads_transplant st_header_100k copy copy_st copy_bf16 gemm llama_q4_k_m", order, " ")
   target["init"] = 2.0; target["fuse_f32"] = 1.0; target["fuse_q8_0"] = 1.0; target["fuse_lens"] = 3.0
   target["fuse_q4_k_m"] = 1.0; target["import"] = 1.2
+  target["bf16_f16"] = 1.0; target["bf16_bf16"] = 1.0; target["bf16_q8_0"] = 1.0
   printf "%-16s %9s  %-14s %7s %8s  %9s %8s\n", "operation", "median s", "baseline", "ratio", "target", "peak RSS", "target"
-  for (i = 1; i <= 19; i++) {
+  for (i = 1; i <= n_order; i++) {
     k = order[i]; if (!(k in n)) continue
     delete a; for (j = 1; j <= n[k]; j++) a[j] = secs[k, j]; s = median(a, n[k])
     delete a; for (j = 1; j <= n[k]; j++) a[j] = rss[k, j]; peak = 0; for (j = 1; j <= n[k]; j++) if (a[j] > peak) peak = a[j]
-    base = (k == "fuse_lens") ? "1 f64 GEMM" : (k == "import") ? "copy of .st" : (k == "copy" || k == "copy_st" || k == "gemm" || k == "llama_q4_k_m") ? "-" : "durable copy"
+    base = (k == "fuse_lens") ? "1 f64 GEMM" : (k == "import") ? "copy of .st" : (k ~ /^bf16_/) ? "copy of bf16" : (k == "copy" || k == "copy_st" || k == "copy_bf16" || k == "gemm" || k == "llama_q4_k_m" || k == "st_header_100k") ? "-" : "durable copy"
     ratio = "-"; if (k in m) { delete a; for (j = 1; j <= m[k]; j++) a[j] = r[k, j]; ratio = sprintf("%.2f", median(a, m[k])) }
     tgt = (k in target) ? sprintf("<= %.1f", target[k]) : "-"
-    rtgt = (k == "copy" || k == "copy_st" || k == "gemm" || k == "llama_q4_k_m") ? "-" : "<= 256"
+    rtgt = (k == "copy" || k == "copy_st" || k == "copy_bf16" || k == "gemm" || k == "llama_q4_k_m") ? "-" : "<= 256"
     verdict = ""
+    if (k == "st_header_100k") { tgt = "< 1 s"; if (s >= 1) verdict = verdict " SLOW" }
     if (k in target && ratio != "-" && ratio + 0 > target[k]) verdict = verdict " SLOW"
     if (rtgt != "-" && peak / 1024 > 256) verdict = verdict " RSS"
     printf "%-16s %9.2f  %-14s %7s %8s  %6.0f MiB %8s%s\n", k, s, base, ratio, tgt, peak / 1024, rtgt, verdict

@@ -287,6 +287,9 @@ int run_export(const ExportArgs& a, const Common& c) {
     opt.max_shard_bytes = a.max_shard_bytes;
     opt.replace = a.force;
     opt.progress = make_progress("export", c.quiet);
+    opt.dtype = a.dtype;
+    Warnings warnings;
+    opt.warn = warnings.sink();
     std::vector<std::filesystem::path> inputs = src.inputs;
     if (inputs.empty()) inputs.push_back(a.in);
     const auto files = export_checkpoint(src.model, a.out, opt, inputs);
@@ -298,6 +301,7 @@ int run_export(const ExportArgs& a, const Common& c) {
             if (f.filename() == t.file) tokenizer.append(tokenizer.empty() ? ", tokenizer " : " ").append(t.file);
     }
     if (tokenizer.empty()) tokenizer = ", no tokenizer files (the source keeps none)";
+    warnings.print();
     std::printf("wrote %s: %s checkpoint, %s, %zu files, %s%s in %.2f s\n", a.out.c_str(),
                 a.format == "hf" ? "Hugging Face" : "TransformerLens", describe(src.model.config()).c_str(),
                 files.size(), human_bytes(bytes).c_str(), tokenizer.c_str(), seconds_since(t0));
@@ -440,32 +444,54 @@ int run_logits(const LogitsArgs& a, const Common& c) {
     return 0;
 }
 
+// What verify calls a model in its report: its layout, or A and B when both have the same.
+std::string layout_label(const OpenedCheckpoint& m) {
+    if (m.format != CheckpointFormat::Gguf) return std::string(checkpoint_format_name(m.format));
+    return m.model.file() && model_kind(*m.model.file()) == ModelKind::Fused ? "fused" : "per-head";
+}
+
 int run_verify(const VerifyArgs& a, const Common& c) {
-    const PerHeadModel per_head = PerHeadModel::open(a.per_head);
-    const FusedModel fused = FusedModel::open(a.fused);
+    const OpenedCheckpoint first = open_source(a.per_head, "");
+    const OpenedCheckpoint second = open_source(a.fused, "");
     VerifyOptions opt;
     opt.tokens = a.tokens;
     opt.threads = c.threads;
     opt.progress = make_progress("verify", c.quiet);
-    const VerifyReport r = verify(per_head, fused, opt);
+    opt.labels = {layout_label(first), layout_label(second)};
+    if (opt.labels[0] == opt.labels[1]) opt.labels = {"A", "B"};
+    const VerifyReport r = verify(first.model, second.model, opt);
+    const std::string& la = opt.labels[0];
+    const std::string& lb = opt.labels[1];
     for (const std::string& d : r.config_differences) std::printf("MISMATCH hyperparameter %s\n", d.c_str());
     for (const std::string& m : r.mismatches) std::printf("MISMATCH %s\n", m.c_str());
-    std::printf("tensors: %llu compared, %zu differ%s\n", static_cast<unsigned long long>(r.tensors_checked),
-                r.mismatches.size(),
-                r.same_types ? "" : " (fused weights compared with their encoding of the per-head f32 weights)");
+    std::printf(
+        "tensors: %llu compared, %zu differ%s\n", static_cast<unsigned long long>(r.tensors_checked),
+        r.mismatches.size(),
+        r.same_types ? "" : (" (" + lb + "'s weights of other types compared with " + la + "'s values)").c_str());
+    if (!r.first_difference.empty()) std::printf("         first difference: '%s'\n", r.first_difference.c_str());
+    if (r.max_abs_diff > 0)
+        std::printf("values:  max |%s - %s| %.3g (in '%s')%s\n", la.c_str(), lb.c_str(), r.max_abs_diff,
+                    r.max_abs_diff_tensor.c_str(),
+                    r.mismatches.empty() ? (": " + lb + " carries the error of encoding " + la).c_str() : "");
     if (!r.logits_compared)
         std::printf("logits:  not computed: %s weights are carried as bytes, not decoded; the tensors are the proof\n",
                     r.undecoded_type.c_str());
-    else
+    else if (r.tensors_checked > 0)
         std::printf("logits:  %s, max |log-prob difference| %.3g, top token %s\n",
                     r.logits_identical ? "bit-identical" : "differ", r.max_logprob_diff,
                     r.top_token_agrees ? "agrees at every position" : "differs");
-    if (!r.same_types)
+    if (!r.same_types && r.mismatches.empty() && r.config_differences.empty())
         std::printf(
-            "         (an encoded file: the difference is the encoding's rounding; the tensors are the proof)\n");
-    std::printf("verdict: %s\n", r.ok() ? "PASS: the fused file is the per-head model" : "FAIL");
+            "         (%s is %s encoded: the difference is the encoding's rounding; the tensors are the proof)\n",
+            lb.c_str(), la.c_str());
+    if (!r.ok())
+        std::printf("verdict: FAIL: the models differ\n");
+    else if (r.same_types)
+        std::printf("verdict: PASS: the same model\n");
+    else
+        std::printf("verdict: PASS: %s is %s's values encoded at its types\n", lb.c_str(), la.c_str());
     Warnings warnings;
-    warn_context(warnings, per_head.config(), a.tokens.size());
+    warn_context(warnings, first.model.config(), a.tokens.size());
     warnings.print();
     return r.ok() ? 0 : 1;
 }

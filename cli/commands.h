@@ -37,7 +37,8 @@ struct FuseArgs {
 struct ExportArgs {
     std::string in, out, format = "hf", config;
     std::uint64_t max_shard_bytes = 5'000'000'000;
-    bool force = false;  // replace the checkpoint in a folder that is not empty
+    std::optional<DType> dtype;  // --dtype: every tensor decoded to f32, f16 or bf16
+    bool force = false;          // replace the checkpoint in a folder that is not empty
 };
 
 struct SplitArgs {

@@ -59,6 +59,8 @@ int run_scan(const HeadsArgs& a, const Common& c) {
     if (!a.svg.empty()) check_output_path(a.svg);
     const OpenedCheckpoint src = open_source(a.in, a.config);
     const std::vector<std::uint32_t> tokens = read_tokens(a.tokens_file);
+    // The digest before the scan: a libcrypto that cannot compute it fails before the work.
+    const std::string digest = a.scan.empty() ? std::string() : tensors_digest(src.model.views());
     const HeadScan s = scan_heads(src.model.views(), tokens, c.threads, make_progress("scan", c.quiet, "layers"));
     const Config& cfg = src.model.config();
     std::vector<std::filesystem::path> inputs = src.inputs;
@@ -67,12 +69,11 @@ int run_scan(const HeadsArgs& a, const Common& c) {
         // What the scan is: the model (path, bytes, a digest of its tensors), the tokens, how it was computed.
         std::uint64_t size = 0;
         for (const auto& p : src.inputs) size += std::filesystem::file_size(p);
-        nlohmann::ordered_json j = {
-            {"model", {{"path", utf8_replaced(a.in)}, {"size", size}, {"digest", tensors_digest(src.model.views())}}},
-            {"tokens", tokens},
-            {"method", "exact"},
-            {"ablation", "zero"},
-            {"base_loss", s.base_loss}};
+        nlohmann::ordered_json j = {{"model", {{"path", utf8_replaced(a.in)}, {"size", size}, {"digest", digest}}},
+                                    {"tokens", tokens},
+                                    {"method", "exact"},
+                                    {"ablation", "zero"},
+                                    {"base_loss", s.base_loss}};
         nlohmann::ordered_json hs = nlohmann::ordered_json::array();
         for (std::uint32_t l = 0; l < s.loss.size(); ++l)
             for (std::uint32_t h = 0; h < s.loss[l].size(); ++h)
@@ -204,6 +205,7 @@ int run_heads(const HeadsArgs& a, const Common& c) {
         if (a.verb == "pool-kv") return pool_kv_heads(src.model, a.kv_heads, eo);
         if (a.verb == "transplant") {
             donor.emplace(open_source(a.from, ""));
+            eo.donor = a.from;
             inputs.insert(inputs.end(), donor->inputs.begin(), donor->inputs.end());
             return transplant_heads(src.model, donor->model, parse_head_moves(a.heads, "--heads"), eo);
         }

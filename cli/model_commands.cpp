@@ -89,9 +89,11 @@ public:
                      "model.safetensors.index.json, or a folder with config.json and the weights (Hugging Face, "
                      "TransformerLens or headfuse names)");
         f.output("-o,--output", args_.out, "Output llama.cpp GGUF file")->required();
-        type_ = f.text("--type", type_text_,
-                       "Type of 2-D weights: " + type_list() +
-                           " (a K-quant mix chooses per tensor as llama-quantize does; default: keep the input's)");
+        type_ = f.text(
+            "--type", type_text_,
+            "Type of 2-D weights: " + type_list() +
+                " (a K-quant mix chooses per tensor as llama-quantize does; f32, f16 or bf16 decode an encoded input, "
+                "which then carries its quantization error; default: keep the input's)");
         type_->type_name("TYPE");
         f.text("--tokenizer-from", args_.tokenizer_from,
                "Tokenizer to write: a GGUF file's, or converted from a Hugging Face folder, tokenizer.json or "
@@ -148,14 +150,22 @@ public:
                std::string("At most SIZE per safetensors file; more go to shards with an index (") + kSizeHelp +
                    "; default: 5G)");
         f.text("--config", args_.config, "Hyperparameters of a safetensors input")->type_name("FILE");
+        f.choice("--dtype", dtype_, {"f32", "f16", "bf16"},
+                 "f32|f16|bf16: write every tensor in this type, decoding an encoded model's weights (the result "
+                 "carries their quantization error; default: keep each tensor's f32, f16 or bf16)")
+            ->type_name("TYPE");
         f.flag("--force", args_.force,
                "Write into a folder that is not empty: its checkpoint files (config.json, weights, index, "
                "tokenizer files) are replaced as a whole, those the new checkpoint lacks removed");
         f.common(common_, false);
     }
-    int run() override { return run_export(args_, common_); }
+    int run() override {
+        if (!dtype_.empty()) args_.dtype = parse_dtype(dtype_);
+        return run_export(args_, common_);
+    }
 
 private:
+    std::string dtype_;
     ExportArgs args_;
     Common common_;
 };

@@ -50,12 +50,18 @@ class Verify : public Command {
 public:
     void add(CLI::App& parent) override {
         Flags& f =
-            subcommand(parent, "verify", "Prove a fused file is its per-head checkpoint: every tensor and the logits");
-        f.positional("per_head", args_.per_head, "FILE", "Per-head GGUF checkpoint (or any shard of a split set)");
-        f.positional("fused", args_.fused, "FILE", "Fused llama.cpp GGUF file (or any shard of a split set)");
+            subcommand(parent, "verify",
+                       "Prove two models are the same (or B is A encoded): hyperparameters, every tensor, the logits");
+        f.positional("a", args_.per_head, "MODEL",
+                     "Model A: any model headfuse reads (GGUF, split set, safetensors, folder)");
+        f.positional("b", args_.fused, "MODEL", "Model B, compared with A");
         f.tokens("--tokens", args_.tokens, "Comma-separated token ids (default: 8 tokens across the vocabulary)");
         f.common(common_);
         app_->footer(
+            "Tensors are compared in a common form: the logical rows, per head where the layouts differ; bytes when "
+            "both have one type, else the values decoded to f32, a tensor of B also matching when it is the exact "
+            "encoding of A's values at B's type (as fuse --type writes it). A difference is named with its first row "
+            "and the largest |A - B|.\n"
             "Exit status: 0 the same model (PASS), 1 they differ (FAIL), 2 they could not be compared.\n"
             "Weights in a type headfuse carries but does not decode (the iq1/iq2/iq3 types, tq1_0, tq2_0, mxfp4) are "
             "compared byte for byte and the logits are not computed (with --tokens, verify exits 2).");

@@ -66,6 +66,8 @@ valid = {
   'st_hf_names': st({'model.embed_tokens.weight': ent('F32', [3, 2], 0, 24),
                      'model.norm.weight': ent('F32', [2], 24, 32)}, f32 + f32[:8], {'format': 'pt'}),
   'st_empty': st({}, b''),
+  # many entries (reading them was quadratic in their number)
+  'st_1500_tensors': st({f't{i}': ent('U8', [1], i, i + 1) for i in range(1500)}, bytes(1500)),
 }
 broken = {
   'broken_short': b'\x05\x00',
@@ -100,7 +102,8 @@ put per_head ph_*.gguf fu_f32_tiny.gguf $broken
 put fused fu_*.gguf ph_f32_tiny.gguf $broken
 put safetensors st_*.safetensors broken_*.safetensors
 # tokenizer: a fused file's tokenizer keys; its tokenizer.json seeds (seed-tk_*.json, seed-broken_*.json) are
-# small hand-made files kept in the corpus itself.
+# small hand-made files kept in the corpus itself (seed-tk_long_piece.json: seed-tk_spm.json with pieces of 30,000
+# and 15,000 bytes, which the conversion once handled in time quadratic in a piece's length).
 cp fu_f32_tiny.gguf tk_fused.gguf
 put tokenizer tk_fused.gguf
 # sp_model: its seeds (seed-sp_*.model: one SentencePiece trained with tests/support/sp_reference.py, one written

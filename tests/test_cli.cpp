@@ -174,10 +174,12 @@ TEST(CliErrors, NoWarningBeforeAnErrorAndFallbackSaidOnce) {
     const RunResult r = run_cli({"fuse", "-q", sq8.string(), "-o", (dir / "x.gguf").string(), "--type", "q4_0"});
     expect_refused(r, {"split-q8.gguf", "f32, f16 or bf16 weights only"});
     EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
-    // From q8_0 to f32: the same clear refusal, not "encodes to f32 from f32 weights only".
-    expect_refused(run_cli({"fuse", "-q", sq8.string(), "-o", (dir / "x.gguf").string(), "--type", "f32"}),
-                   {"is q8_0", "without a type"});
-    EXPECT_FALSE(fs::exists(dir / "x.gguf"));
+    EXPECT_NE(r.err.find("decode it with --type f32, f16 or bf16"), std::string::npos) << r.err;
+    // From q8_0 to f32: decoded on request, said once (the fallback's f16 tensors widen exactly, unsaid).
+    const RunResult d = run_cli({"fuse", "-q", sq8.string(), "-o", (dir / "x.gguf").string(), "--type", "f32"});
+    EXPECT_EQ(d.status, 0) << d.err;
+    EXPECT_TRUE(one_line(d.err)) << d.err;
+    EXPECT_NE(d.err.find("warning: weights decoded from q8_0 to f32"), std::string::npos) << d.err;
 }
 
 // Rough edges of issue 10: empty and "-" outputs, empty types and tokens, --top, context, help, wording.

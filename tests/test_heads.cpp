@@ -684,6 +684,44 @@ TEST(HeadsErrors, OneLineAndNoOutput) {
     expect_refused({"heads", "ablate", src, "-o", src, "--heads", "0:0"}, dir / "none", "");
 }
 
+// A type mismatch names the tensors as the two fused files hold them, each with its own file.
+TEST(HeadsTransplant, ATypeMismatchNamesTheFilesTensors) {
+    TempDir dir;
+    const Config c = gqa_config();
+    const auto src = fused_model(dir, c, "src").string();
+    const auto donor = fused_model(dir, c, "donor", 1, DType::Q8_0).string();
+    const auto out = dir / "out.gguf";
+    expect_refused({"heads", "transplant", src, "--from", donor, "-o", out.string(), "--heads", "0:2=1:3"}, out,
+                   "transplant: " + donor + ": tensor 'blk.1.attn_q.weight' (head 3) is q8_0, and " + src +
+                       ": tensor 'blk.0.attn_q.weight' (head 2) is f32; the moved tensors must share a type");
+}
+
+// headfuse.edits names the donor; attention hyperparameters that differ are named in a warning, one line each.
+TEST(HeadsTransplant, RecordsTheDonorAndNamesDifferentAttention) {
+    TempDir dir;
+    const Config c = gqa_config();
+    Config other = c;
+    other.rope_theta = 500000.0f;
+    other.rms_eps = 1e-6f;
+    const auto src = fused_model(dir, c, "src");
+    const auto donor = fused_model(dir, other, "donor", 1);
+    const auto out = dir / "out.gguf";
+    const auto r = run_cli(
+        {"heads", "transplant", src.string(), "--from", donor.string(), "-o", out.string(), "--heads", "0:0", "-q"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.err.find("rope_theta (llama.rope.freq_base) 10000, the donor's 500000"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("rms_eps (llama.attention.layer_norm_rms_epsilon) 1e-05, the donor's 1e-06"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 2) << r.err;
+    const GgufFile f = GgufFile::open(out);
+    const Value* edits = f.metadata().find(std::string(kEditsKey));
+    ASSERT_NE(edits, nullptr);
+    ASSERT_EQ(edits->items.size(), 1u);
+    EXPECT_NE(std::get<std::string>(edits->items[0].scalar).find("from " + donor.string()), std::string::npos)
+        << std::get<std::string>(edits->items[0].scalar);
+}
+
 TEST(HeadsCli, HelpForEveryVerb) {
     for (const std::string verb : {"ablate", "prune", "pool-kv", "transplant", "scan"}) {
         const auto r = run_cli({"heads", verb, "--help"});

@@ -343,6 +343,11 @@ std::vector<BadCase> bad_cases() {
              edit_config(hf, [](auto& j) { j["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 8.0}}; });
          },
          "key 'rope_scaling' is"},
+        // Absent, num_key_value_heads is num_attention_heads (Hugging Face's rule): a GQA checkpoint without it
+        // is refused by the key, not by the shape that then does not fit.
+        {"no_kv_heads", [](const fs::path& hf) { edit_config(hf, [](auto& j) { j.erase("num_key_value_heads"); }); },
+         "config.json: key 'num_key_value_heads' is absent, so it is num_attention_heads (2), but tensor "
+         "'model.layers.0.self_attn.k_proj.weight' has 16 rows"},
         {"not_llama", [](const fs::path& hf) { edit_config(hf, [](auto& j) { j["model_type"] = "gpt2"; }); },
          "key 'model_type' is \"gpt2\""},
         {"wrong_width", [](const fs::path& hf) { edit_config(hf, [](auto& j) { j["intermediate_size"] = 97; }); },
@@ -398,6 +403,52 @@ std::vector<BadCase> bad_cases() {
          },
          "gone.safetensors: cannot open"},
     };
+}
+
+// config.json's floats are the shortest decimals of the f32 hyperparameters, as a Hugging Face config spells
+// them (1e-05, not 9.999999747378752e-06), in both layouts; read back as doubles, they are those decimals.
+TEST(Export, ConfigFloatsAreTheirShortestDecimals) {
+    TempDir dir;
+    const fs::path ph = dir / "ph.gguf";
+    const auto i = run_cli({"init",
+                            "-q",
+                            "-o",
+                            ph.string(),
+                            "--d-model",
+                            "64",
+                            "--n-heads",
+                            "4",
+                            "--d-ff",
+                            "128",
+                            "--n-layers",
+                            "1",
+                            "--vocab",
+                            "300",
+                            "--rms-eps",
+                            "1e-5",
+                            "--rope-theta",
+                            "500000.5",
+                            "--rope-scaling",
+                            "linear",
+                            "--rope-scaling-factor",
+                            "1.1"});
+    ASSERT_EQ(i.status, 0) << i.err;
+    const auto hf = run_cli({"export", "-q", ph.string(), "-o", (dir / "hf").string()});
+    ASSERT_EQ(hf.status, 0) << hf.err;
+    const auto j = nlohmann::json::parse(std::ifstream(dir / "hf" / "config.json"));
+    EXPECT_EQ(j.at("rms_norm_eps").get<double>(), 1e-05) << j.dump();
+    EXPECT_EQ(j.at("rope_theta").get<double>(), 500000.5) << j.dump();
+    EXPECT_EQ(j.at("rope_scaling").at("factor").get<double>(), 1.1) << j.dump();
+
+    const auto i2 = run_cli({"init", "-q", "-o", (dir / "ph2.gguf").string(), "--d-model", "64", "--n-heads", "4",
+                             "--d-ff", "128", "--n-layers", "1", "--vocab", "300", "--rms-eps", "1e-6"});
+    ASSERT_EQ(i2.status, 0) << i2.err;
+    const auto tl = run_cli(
+        {"export", "-q", (dir / "ph2.gguf").string(), "-o", (dir / "tl").string(), "--format", "transformer-lens"});
+    ASSERT_EQ(tl.status, 0) << tl.err;
+    const auto t = nlohmann::json::parse(std::ifstream(dir / "tl" / "config.json"));
+    EXPECT_EQ(t.at("eps").get<double>(), 1e-06) << t.dump();
+    EXPECT_EQ(t.at("rotary_base").get<double>(), 10000.0) << t.dump();
 }
 
 class BadCheckpoint : public ::testing::TestWithParam<BadCase> {};

@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -18,6 +19,7 @@ namespace fs = std::filesystem;
 using namespace headfuse;
 using headfuse::test::list_dir;
 using headfuse::test::read_bytes;
+using headfuse::test::run_cli;
 using headfuse::test::run_program;
 using headfuse::test::TempDir;
 using Bytes = std::vector<std::byte>;
@@ -142,7 +144,8 @@ Bytes file_of(std::string header, const Bytes& data, bool pad = true) {
     Bytes b(8);
     const std::uint64_t n = header.size();
     std::memcpy(b.data(), &n, 8);
-    for (char c : header) b.push_back(static_cast<std::byte>(c));
+    const auto* h = reinterpret_cast<const std::byte*>(header.data());
+    b.insert(b.end(), h, h + header.size());
     b.insert(b.end(), data.begin(), data.end());
     return b;
 }
@@ -232,6 +235,87 @@ TEST_P(SafetensorsHostile, EndsInAnErrorNamingTheProblem) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, SafetensorsHostile, ::testing::ValuesIn(hostile()),
                          [](const auto& info) { return info.param.name; });
+
+// ------------------------------------------------------------------------------------------------------------
+// Headers of many entries: read in time linear in the header (the benchmark's st_header_100k times one), and
+// refused with the count of what they hold.
+
+// A header (JSON written as Python's json.dumps writes it) of `n` members made by `member(i)`.
+std::string many_entries(std::size_t n, const std::function<std::string(std::size_t)>& member,
+                         const std::string& wrap_begin = "{", const std::string& wrap_end = "}") {
+    std::string h = wrap_begin;
+    for (std::size_t i = 0; i < n; ++i) h += (i ? ", " : "") + member(i);
+    return h + wrap_end;
+}
+
+// `fuse` on the file `bytes`: exit 1, one line on stderr holding `expect`, no output file.
+void expect_cli_refusal(const Bytes& bytes, const std::string& expect) {
+    TempDir dir;
+    const fs::path in = dir / "x.safetensors", out = dir / "out.gguf";
+    std::ofstream(in, std::ios::binary)
+        .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    const auto r = run_cli({"fuse", "-q", in.string(), "-o", out.string()});
+    EXPECT_EQ(r.status, 1) << r.err;
+    EXPECT_EQ(r.err, "headfuse: " + in.string() + ": " + expect + "\n");
+    EXPECT_FALSE(fs::exists(out));
+}
+
+// safetensors' own attack payload (attacks/safetensors_abuse_attempt_3.py): 100,000 F32 [200, 200] tensors that
+// all claim bytes [0, 160000) of a buffer as long as the header.
+TEST(SafetensorsScale, AttackOfSharedBytesRefusedNamingTheFirstTwo) {
+    auto member = [](std::size_t i) {
+        return "\"weight_" + std::to_string(i) +
+               R"(": {"dtype": "F32", "shape": [200, 200], "data_offsets": [0, 160000]})";
+    };
+    const std::string header = many_entries(100'000, member);
+    expect_cli_refusal(file_of(header, Bytes(header.size()), false),
+                       "tensor 'weight_1' at [0, 160000) overlaps tensor 'weight_0' (ends at 160000)");
+}
+
+// More tensors than one file may hold: the refusal counts them, all of them.
+TEST(SafetensorsScale, TensorsBeyondTheCapRefusedWithTheirCount) {
+    const std::string header = many_entries(300'000, [](std::size_t i) {
+        return "\"t" + std::to_string(i) + R"(": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]})";
+    });
+    expect_cli_refusal(file_of(header, {}, false),
+                       "header declares 300000 tensors, more than the 262144 headfuse reads from one file");
+}
+
+TEST(SafetensorsScale, MetadataBeyondTheCapRefusedWithItsCount) {
+    const std::string header = many_entries(
+        300'000, [](std::size_t i) { return "\"k" + std::to_string(i) + "\": \"v\""; }, R"({"__metadata__": {)", "}}");
+    expect_cli_refusal(file_of(header, {}, false),
+                       "\"__metadata__\" holds 300000 entries, more than the 262144 headfuse reads");
+}
+
+// As many tensors as the cap allows are read, every one.
+TEST(SafetensorsScale, TensorsUpToTheCapAreRead) {
+    constexpr std::size_t kCap = std::size_t{1} << 18;
+    const std::string header = many_entries(kCap, [](std::size_t i) {
+        return "\"t" + std::to_string(i) + R"(": {"dtype": "BF16", "shape": [1], "data_offsets": [)" +
+               std::to_string(2 * i) + ", " + std::to_string(2 * i + 2) + "]}";
+    });
+    const Bytes b = file_of(header, Bytes(2 * kCap), false);
+    const SafetensorsFile f = SafetensorsFile::parse(b, "x.safetensors");
+    ASSERT_EQ(f.tensors().size(), kCap);
+    EXPECT_EQ(f.tensors().back().name, "t" + std::to_string(kCap - 1));
+    EXPECT_EQ(f.find("t12345")->file_offset, 8 + header.size() + 2 * 12345);
+}
+
+// The fields of an entry in any order, as JSON allows.
+TEST(Safetensors, FieldsInAnyOrder) {
+    const Bytes d = random_bytes(24, 6);
+    const SafetensorsFile f = SafetensorsFile::parse(
+        file_of(
+            R"({"b":{"data_offsets":[8,24],"shape":[2,2],"dtype":"F32"},"a":{"shape":[4],"data_offsets":[0,8],"dtype":"BF16"}})",
+            d),
+        "x.safetensors");
+    ASSERT_EQ(f.tensors().size(), 2u);
+    EXPECT_EQ(f.find("b")->shape, (std::vector<std::uint64_t>{2, 2}));
+    EXPECT_EQ(Bytes(f.find("b")->bytes.begin(), f.find("b")->bytes.end()), Bytes(d.begin() + 8, d.end()));
+    EXPECT_EQ(f.find("a")->readable_type(), DType::BF16);
+    EXPECT_EQ(f.tensors().front().name, "a") << "tensors in data-offset order";
+}
 
 TEST(Safetensors, ValidatesEveryDtypeAndRefusesOthersByNameWhenUsed) {
     const Bytes d = random_bytes(24, 5);

@@ -58,8 +58,8 @@ std::vector<std::uint32_t> write_tokens(const std::filesystem::path& p, std::uin
     return t;
 }
 
-// The digest's hash, both paths (the SHA extensions where the processor has them, and the portable rounds), against
-// coreutils' sha256sum: every length around the 64-byte block and its 56-byte padding limit, and a larger buffer.
+// The digest's hash (libcrypto's, fed in pieces as the digest feeds it) against coreutils' sha256sum: every length
+// around the 64-byte block and its 56-byte padding limit, and a larger buffer, whole and in uneven pieces.
 TEST(ScanJson, Sha256AsSha256sumComputesIt) {
     TempDir dir;
     std::vector<std::byte> data(300000);
@@ -71,9 +71,38 @@ TEST(ScanJson, Sha256AsSha256sumComputesIt) {
         const auto r = test::run_program({"sha256sum", file.string()});
         ASSERT_GE(r.out.size(), 64u) << r.err;
         const std::span<const std::byte> bytes(data.data(), n);
-        EXPECT_EQ(sha256_hex(bytes, true), r.out.substr(0, 64)) << n;
-        EXPECT_EQ(sha256_hex(bytes, false), r.out.substr(0, 64)) << n;
+        EXPECT_EQ(sha256_hex(bytes), r.out.substr(0, 64)) << n;
+        Sha256 pieces;
+        for (std::size_t at = 0, k = 1; at < n; at += k, k = k * 3 % 257 + 1)
+            pieces.update(bytes.subspan(at, std::min(k, n - at)));
+        EXPECT_EQ(pieces.hex(), r.out.substr(0, 64)) << n;
     }
+}
+
+// A libcrypto that offers no SHA-256 (a configuration that loads only its "null" provider): the scan fails with
+// one line naming the digest and libcrypto's reason, exit 1, before the scan's work (no table printed), and leaves
+// no scan behind.
+TEST(ScanJson, NoSha256FromLibcryptoIsOneLineAndNoOutput) {
+    TempDir dir;
+    const Config c = small_gqa();
+    write_random_init(c, test::test_seed(), dir / "a.ph.gguf");
+    write_tokens(dir / "tokens.txt", c.vocab, 8);
+    std::ofstream(dir / "openssl.cnf") << "openssl_conf = init\n[init]\nproviders = providers\n"
+                                          "[providers]\nnull = null\n[null]\nactivate = 1\n";
+    const auto scan = dir / "scan.json";
+    const auto r = test::run_program({"env", "OPENSSL_CONF=" + (dir / "openssl.cnf").string(), HEADFUSE_CLI, "heads",
+                                      "scan", (dir / "a.ph.gguf").string(), "--tokens-file",
+                                      (dir / "tokens.txt").string(), "-o", scan.string(), "-q"});
+    EXPECT_EQ(r.status, 1) << r.err;
+    EXPECT_EQ(r.err.rfind("headfuse: SHA-256 of the tensors: expected OpenSSL's libcrypto to compute it, but "
+                          "EVP_DigestInit_ex(EVP_sha256()) failed: ",
+                          0),
+              0u)
+        << r.err;
+    EXPECT_NE(r.err.find("unsupported"), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(r.out, "");
+    EXPECT_FALSE(std::filesystem::exists(scan));
 }
 
 TEST(ScanJson, RecordsTheModelAndPruneRefusesAnotherModelsScan) {

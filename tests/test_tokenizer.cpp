@@ -427,38 +427,124 @@ TEST_P(HfRefused, OneLineNoOutput) {
     expect_converted_or_refused(r, c.expect, tj, out);
 }
 
+// A pre-tokenizer that splits on `regex`, then maps bytes (LLaMA 3's shape).
+json split_then_byte_level(const std::string& regex) {
+    return {{"type", "Sequence"},
+            {"pretokenizers",
+             {{{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"}, {"invert", false}},
+              {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Cli, HfRefused,
-    ::testing::Values(BadHf{"converts", [](json&) {}, ""},
-                      BadHf{"unigram", [](json& j) { j["model"]["type"] = "Unigram"; },
-                            "model type 'Unigram' is not supported"},
-                      BadHf{"unknown_regex",
-                            [](json& j) {
-                                j["pre_tokenizer"] = {
-                                    {"type", "Sequence"},
-                                    {"pretokenizers",
-                                     {{{"type", "Split"},
-                                       {"pattern", {{"Regex", "\\p{N}+|\\s+"}}},
-                                       {"behavior", "Isolated"},
-                                       {"invert", false}},
-                                      {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
-                            },
-                            "pre-tokenizer regex \"\\\\p{N}+|\\\\s+\" is not one llama.cpp implements"},
-                      BadHf{"normalizer",
-                            [](json& j) {
-                                j["normalizer"] = {{"type", "NFKC"}};
-                            },
-                            "normalizer {\"type\":\"NFKC\"} has no llama.cpp equivalent"},
-                      BadHf{"ignore_merges", [](json& j) { j["model"]["ignore_merges"] = true; },
-                            "model.ignore_merges is true, but llama.cpp's 'gpt-2' pre-tokenizer has it false"},
-                      BadHf{"hole", [](json& j) { j["model"]["vocab"].erase("ab"), j["model"]["vocab"]["ab"] = 257; },
-                            "no token has id 256"},
-                      BadHf{"bad_merge", [](json& j) { j["model"]["merges"] = {"a b c"}; },
-                            "merge \"a b c\" is not two pieces separated by a space"},
-                      BadHf{"prefix_space", [](json& j) { j["pre_tokenizer"]["add_prefix_space"] = true; },
-                            "is not one llama.cpp implements"},
-                      BadHf{"not_json", [](json& j) { j = "just a string"; }, "not a tokenizer"}),
+    ::testing::Values(
+        BadHf{"converts", [](json&) {}, ""},
+        BadHf{"unigram", [](json& j) { j["model"]["type"] = "Unigram"; }, "model type 'Unigram' is not supported"},
+        BadHf{"unknown_regex", [](json& j) { j["pre_tokenizer"] = split_then_byte_level("\\p{N}+|\\s+"); },
+              "pre-tokenizer regex \"\\\\p{N}+|\\\\s+\" is not one headfuse converts"},
+        // Qwen2's tokenizer.json (NFC, digits one at a time): llama.cpp has it as 'qwen2', which the refusal says,
+        // rather than that llama.cpp lacks it.
+        BadHf{
+            "qwen2_regex",
+            [](json& j) {
+                j["normalizer"] = {{"type", "NFC"}};
+                j["pre_tokenizer"] = split_then_byte_level(
+                    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+                    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+");
+            },
+            "is Qwen2's, which llama.cpp implements as 'qwen2' and headfuse does not convert yet"},
+        BadHf{"normalizer",
+              [](json& j) {
+                  j["normalizer"] = {{"type", "NFKC"}};
+              },
+              "normalizer {\"type\":\"NFKC\"} has no llama.cpp equivalent"},
+        BadHf{"ignore_merges", [](json& j) { j["model"]["ignore_merges"] = true; },
+              "model.ignore_merges is true, but llama.cpp's 'gpt-2' pre-tokenizer has it false"},
+        BadHf{"hole", [](json& j) { j["model"]["vocab"].erase("ab"), j["model"]["vocab"]["ab"] = 257; },
+              "no token has id 256"},
+        BadHf{"bad_merge", [](json& j) { j["model"]["merges"] = {"a b c"}; },
+              "merge \"a b c\" is not two pieces separated by a space"},
+        BadHf{"prefix_space", [](json& j) { j["pre_tokenizer"]["add_prefix_space"] = true; },
+              "is not one headfuse converts"},
+        BadHf{"not_json", [](json& j) { j = "just a string"; }, "not a tokenizer"}),
     [](const auto& info) { return info.param.name; });
+
+// A SentencePiece-style tokenizer.json (byte fallback, "▁" for spaces): three specials, 256 byte tokens, then
+// `pieces` with `merges`.
+json spm_style(const std::vector<std::string>& pieces, const std::vector<std::string>& merges) {
+    json vocab = json::object(), added = json::array();
+    for (const char* s : {"<unk>", "<s>", "</s>"}) {
+        added.push_back({{"id", vocab.size()}, {"content", s}, {"special", true}});
+        vocab[s] = vocab.size();
+    }
+    for (int b = 0; b < 256; ++b) {
+        char hex[8];
+        std::snprintf(hex, sizeof hex, "<0x%02X>", b);
+        vocab[hex] = vocab.size();
+    }
+    for (const std::string& p : pieces) vocab[p] = vocab.size();
+    return {{"version", "1.0"},
+            {"added_tokens", added},
+            {"normalizer",
+             {{"type", "Sequence"},
+              {"normalizers",
+               {{{"type", "Prepend"}, {"prepend", "▁"}},
+                {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "▁"}}}}}},
+            {"pre_tokenizer", nullptr},
+            {"model",
+             {{"type", "BPE"}, {"unk_token", "<unk>"}, {"byte_fallback", true}, {"vocab", vocab}, {"merges", merges}}}};
+}
+
+// The warning about tokens llama.cpp can join from two tokens it holds although no merge joins that pair
+// counts them as an independent count does: a few lines of Python that look up every split of every token. The
+// vocabulary has long pieces (4,096 and 3,000 bytes): headfuse finds a token's splits through the chains of its
+// token prefixes and suffixes, in time linear in the vocabulary's bytes (looking up every split, as the Python
+// does, costs the square of a piece's length: a second for a 121 kB piece, and out of memory under the
+// sanitizers).
+TEST(HfTokenizerCli, UnlistedPairsCountedAsAnIndependentCountCountsThem) {
+    TempDir dir;
+    std::vector<std::string> pieces = {"▁", "a", "b", "c", "ab", "ba", "ca", "aab", "▁a"}, merges = {"a b", "▁ a"};
+    for (std::size_t n = 2; n <= 4096; n *= 2) {  // a^n, each formed from two of half its length
+        pieces.push_back(std::string(n, 'a'));
+        merges.push_back(std::string(n / 2, 'a') + " " + std::string(n / 2, 'a'));
+    }
+    pieces.push_back(std::string(2048, 'a') + "ab");  // a^2048 + ab: both formed, the pair not listed
+    pieces.push_back(std::string(3000, 'c'));         // no split into tokens
+    pieces.push_back("b" + std::string(1024, 'a'));   // b + a^1024: not listed
+    const json tj = spm_style(pieces, merges);
+    const fs::path file = dir / "tokenizer.json", ph = dir / "ph.gguf", out = dir / "out.gguf";
+    std::ofstream(file) << tj.dump();
+    const char* reference = R"(
+import json, sys
+j = json.load(open(sys.argv[1], encoding='utf-8'))
+vocab, model = j['model']['vocab'], j['model']
+special = {a['content'] for a in j['added_tokens']} | {model['unk_token']}
+pairs = {tuple(m.split(' ')) for m in model['merges']}
+formed = {a + b for a, b in pairs}
+def reachable(p): return p in vocab and (p in formed or len(p) == 1)
+def byte(t): return len(t) == 6 and t.startswith('<0x') and t.endswith('>')
+extra, example = 0, ''
+for t, _ in sorted(vocab.items(), key=lambda kv: kv[1]):
+    if t in special or byte(t): continue
+    for k in range(1, len(t)):
+        if reachable(t[:k]) and reachable(t[k:]) and (t[:k], t[k:]) not in pairs:
+            if extra == 0: example = "'" + t[:k] + "' + '" + t[k:] + "'"
+            extra += 1
+            break
+print(extra, example)
+)";
+    const RunResult py = run_program({"/usr/bin/python3", "-c", reference, file.string()});
+    ASSERT_EQ(py.status, 0) << py.err;
+    const std::string count = py.out.substr(0, py.out.find(' ')),
+                      example = py.out.substr(py.out.find(' ') + 1, py.out.size() - py.out.find(' ') - 2);
+    EXPECT_EQ(count, "5") << "the vocabulary was built with five such tokens: " << py.out;
+    ASSERT_EQ(run_cli(init_args(ph, static_cast<std::uint32_t>(tj["model"]["vocab"].size()))).status, 0);
+    const RunResult r = run_cli({"fuse", "-q", ph.string(), "-o", out.string(), "--tokenizer-from", file.string()});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.err, "headfuse: warning: " + file.string() + ": " + count +
+                         " tokens can be joined from pairs the merges do not list (e.g. " + example +
+                         "); llama.cpp may tokenize some texts differently\n");
+}
 
 TEST(HfTokenizerCli, NotATokenizer) {
     TempDir dir;

@@ -10,7 +10,11 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "headfuse/gguf.h"
+#include "headfuse/types.h"
+#include "support/ggml_lib.h"
 #include "support/models.h"
 
 namespace headfuse {
@@ -185,8 +189,8 @@ TEST_F(VerifyFixture, ATensorOfAnotherTypeFails) {
     const RunResult s = run_cli({"split", "-q", (dir_ / "f16.gguf").string(), "-o", (dir_ / "ph16.gguf").string()});
     ASSERT_EQ(s.status, 0) << s.err;
     expect_fail(verify(dir_ / "ph16.gguf", fused_),
-                {"MISMATCH tensor 'token_embd.weight': a f16 source and a f32 file",
-                 "MISMATCH tensor 'blk.1.ffn_down.weight': a f16 source and a f32 file"});
+                {"MISMATCH tensor 'token_embd.weight': f16 in per-head, f32 in fused; row 0 differs (max |difference| ",
+                 "MISMATCH tensor 'blk.1.ffn_down.weight': f16 in per-head, f32 in fused; row 0 differs"});
 }
 
 TEST(Verify, ALensFoldedInF32Fails) {
@@ -223,8 +227,7 @@ TEST_F(VerifyFixture, WhatCannotBeComparedExitsTwo) {
     for (const auto& args : std::vector<std::vector<std::string>>{
              {"verify", "-q", missing.string(), fused_.string()},
              {"verify", "-q", ph_.string(), text.string()},
-             {"verify", "-q", fused_.string(), ph_.string()},  // the arguments swapped
-             {"verify", "-q", ph_.string()},                   // usage
+             {"verify", "-q", ph_.string()},  // usage
              {"verify", "-q", ph_.string(), fused_.string(), "--threads", "0"},
          }) {
         const RunResult r = run_cli(args);
@@ -232,6 +235,130 @@ TEST_F(VerifyFixture, WhatCannotBeComparedExitsTwo) {
         EXPECT_EQ(r.out.find("PASS"), std::string::npos) << r.out;
         EXPECT_FALSE(r.err.empty());
     }
+}
+
+// ---- any two models headfuse reads ----------------------------------------------------------------------------
+
+void expect_pass(const RunResult& r) {
+    EXPECT_EQ(r.status, 0) << r.out << r.err;
+    EXPECT_NE(r.out.find("verdict: PASS"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(" 0 differ"), std::string::npos) << r.out;
+}
+
+TEST_F(VerifyFixture, EitherOrderPasses) {
+    const RunResult r = verify(fused_, ph_);
+    expect_pass(r);
+    EXPECT_NE(r.out.find("logits:  bit-identical"), std::string::npos) << r.out;
+}
+
+// An export in either layout is its source (the fused file, its per-head checkpoint), in either order: every
+// tensor read back in llama.cpp's row order, the logits bit for bit.
+TEST_F(VerifyFixture, AnExportIsItsSource) {
+    for (const std::string format : {"hf", "transformer-lens"}) {
+        const fs::path out = dir_ / format;
+        const RunResult e = run_cli({"export", "-q", fused_.string(), "-o", out.string(), "--format", format});
+        ASSERT_EQ(e.status, 0) << e.err;
+        for (const auto& [a, b] :
+             std::vector<std::pair<fs::path, fs::path>>{{fused_, out}, {out, fused_}, {ph_, out}}) {
+            const RunResult r = verify(a, b);
+            expect_pass(r);
+            EXPECT_NE(r.out.find("logits:  bit-identical"), std::string::npos) << format << ": " << r.out;
+        }
+    }
+}
+
+// Two fused files, and a split set given by one shard.
+TEST_F(VerifyFixture, FusedAgainstFusedAndASplitSet) {
+    const fs::path again = dir_ / "again.gguf", set = dir_ / "set.gguf";
+    fuse(ph_, again);
+    expect_pass(verify(fused_, again));
+    fuse(ph_, set, {"--split-max-tensors", "6"});
+    fs::path first;
+    for (const std::string& f : test::list_dir(dir_.path()))
+        if (f.starts_with("set-00001-of-")) first = dir_ / f;
+    ASSERT_FALSE(first.empty()) << "no first shard";
+    ASSERT_FALSE(fs::exists(dir_ / "set-00001-of-00001.gguf")) << "one shard: the case tests nothing";
+    expect_pass(verify(fused_, first));
+    expect_pass(verify(first, ph_));
+}
+
+// The offset of a safetensors tensor's first byte in its file.
+std::uint64_t safetensors_offset(const fs::path& file, const std::string& tensor) {
+    const std::vector<std::byte> head = read_at(file, 0, 8);
+    std::uint64_t n = 0;
+    std::memcpy(&n, head.data(), 8);
+    const std::vector<std::byte> text = read_at(file, 8, n);
+    const auto j = nlohmann::json::parse(std::string(reinterpret_cast<const char*>(text.data()), text.size()));
+    return 8 + n + j.at(tensor).at("data_offsets")[0].get<std::uint64_t>();
+}
+
+// One ulp changed is found, by the tensor's name, its first differing row and the size of the difference.
+TEST_F(VerifyFixture, AChangedTensorIsFound) {
+    const fs::path b = dir_ / "b.gguf";
+    fs::copy_file(fused_, b);
+    bump_one_ulp(b, "blk.0.ffn_up.weight", 64 * 3 + 1);
+    const RunResult r = verify(fused_, b);
+    expect_fail(r, {"MISMATCH tensor 'blk.0.ffn_up.weight': row 3 differs (max |difference| ",
+                    "first difference: 'blk.0.ffn_up.weight'", "verdict: FAIL: the models differ"});
+
+    const fs::path hf = dir_ / "hf";
+    ASSERT_EQ(run_cli({"export", "-q", fused_.string(), "-o", hf.string()}).status, 0);
+    const std::uint64_t at = safetensors_offset(hf / "model.safetensors", "model.layers.1.self_attn.k_proj.weight");
+    float x;
+    std::memcpy(&x, read_at(hf / "model.safetensors", at, 4).data(), 4);
+    const float y = std::nextafter(x, INFINITY);
+    write_at(hf / "model.safetensors", at, std::as_bytes(std::span(&y, 1)));
+    expect_fail(verify(hf, fused_), {"MISMATCH tensor 'blk.1.attn_k.weight': row "});
+}
+
+// Parses the number after `label` in `text`.
+double number_after(const std::string& text, const std::string& label) {
+    const std::size_t at = text.find(label);
+    if (at == std::string::npos) return -1;
+    return std::strtod(text.c_str() + at + label.size(), nullptr);
+}
+
+// A q8_0 file against its f32 source: different (exit 1), by the size of the difference that ggml's own
+// dequantizer gives; the other way round, the f32 file is not the q8_0 one, but the q8_0 file is the f32 one
+// encoded: PASS, with the same size said.
+TEST_F(VerifyFixture, AQuantizedFileAgainstItsF32Source) {
+    const fs::path q8 = dir_ / "q8.gguf";
+    fuse(fused_, q8, {"--type", "q8_0"});
+    const RunResult r = verify(q8, fused_);
+    expect_fail(r, {"MISMATCH tensor 'token_embd.weight': q8_0 in A, f32 in B; row 0 differs (max |difference| ",
+                    "values:  max |A - B| "});
+    const double reported = number_after(r.out, "values:  max |A - B| ");
+    EXPECT_GT(reported, 0) << r.out;
+    const RunResult back = verify(fused_, q8);
+    EXPECT_EQ(back.status, 0) << back.out << back.err;
+    EXPECT_NE(back.out.find("verdict: PASS: B is A's values encoded at its types"), std::string::npos) << back.out;
+    EXPECT_NE(back.out.find("B carries the error of encoding A"), std::string::npos) << back.out;
+    EXPECT_EQ(number_after(back.out, "values:  max |A - B| "), reported) << back.out;
+
+    HEADFUSE_OPTIONAL_GGML(ggml);
+    if (!ggml) return;
+    // The largest |dequantized q8_0 - f32| over every weight, by ggml's reader and dequantizer.
+    const auto a = ggml->read_gguf(q8.string()), b = ggml->read_gguf(fused_.string());
+    ASSERT_TRUE(a.ok && b.ok);
+    const GgufFile fa = GgufFile::open(q8);
+    double max_diff = 0;
+    for (std::size_t i = 0; i < a.names.size(); ++i) {
+        if (a.types[i] != static_cast<std::uint32_t>(DType::Q8_0)) continue;
+        const TensorInfo* t = fa.find_tensor(a.names[i]);
+        const std::int64_t n = static_cast<std::int64_t>(t->n_elements());
+        const auto bi = std::find(b.names.begin(), b.names.end(), a.names[i]) - b.names.begin();
+        const std::vector<std::byte> qa = read_at(q8, a.data_offset + a.offsets[i], ggml->row_size(DType::Q8_0, n));
+        const std::vector<std::byte> fb = read_at(fused_, b.data_offset + b.offsets[bi], n * sizeof(float));
+        const std::vector<float> da = ggml->to_float(DType::Q8_0, qa.data(), n);
+        for (std::int64_t e = 0; e < n; ++e) {
+            float f;
+            std::memcpy(&f, fb.data() + e * sizeof(float), sizeof f);
+            max_diff = std::max(max_diff, std::abs(double{da[e]} - double{f}));
+        }
+    }
+    // verify prints three significant digits: agreement within half a unit of the third.
+    constexpr double kPrintedRelativeError = 5e-3;
+    EXPECT_NEAR(reported, max_diff, max_diff * kPrintedRelativeError) << r.out;
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -57,13 +58,19 @@ struct ExportOptions {
     // (config.json, generation_config.json, model.safetensors, its shards and index, the tokenizer files) are
     // replaced, those the new one lacks removed, and any other file kept.
     bool replace = false;
+    // Every tensor written as this type (F32, F16 or BF16), decoded from whatever type it has (an encoded
+    // model's weights: then `warn` says the result carries the quantization error). Unset: tensors keep their
+    // type, and an encoded weight is refused.
+    std::optional<DType> dtype;
+    std::function<void(const std::string&)> warn;
 };
 
 // Writes `model` into `folder` as config.json and model.safetensors (or shards and an index) in the chosen
-// layout, undoing every reordering the import applied; tensors keep their F32/F16/BF16 type. Returns the files
-// written. `inputs` must not be overwritten. The files are published as a whole or not at all (a failure or a
-// stop, request_stop in headfuse/file_io.h, publishes none; docs/ROBUSTNESS.md). Error (InvalidArgument) if
-// the model has per-layer head counts (deci), which neither layout's config can describe.
+// layout, undoing every reordering the import applied; tensors keep their F32/F16/BF16 type, or take
+// options.dtype. Returns the files written. `inputs` must not be overwritten. The files are published as a
+// whole or not at all (a failure or a stop, request_stop in headfuse/file_io.h, publishes none;
+// docs/ROBUSTNESS.md). Error (InvalidArgument) if the model has per-layer head counts (deci), which neither
+// layout's config can describe.
 std::vector<std::filesystem::path> export_checkpoint(const PerHeadModel& model, const std::filesystem::path& folder,
                                                      const ExportOptions& options,
                                                      std::span<const std::filesystem::path> inputs = {});

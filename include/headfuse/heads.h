@@ -36,6 +36,7 @@ struct HeadMove {
 
 struct EditOptions {
     std::string source;                            // the input's name, prefixing errors ("model.gguf")
+    std::string donor;                             // transplant: the donor's name, for errors and headfuse.edits
     std::function<void(const std::string&)> warn;  // what an edit wants said (blocks re-encoded, ...)
 };
 
@@ -57,7 +58,9 @@ PerHeadModel pool_kv_heads(const PerHeadModel& src, std::uint32_t n_kv, const Ed
 
 // Heads copied from `donor` (same d_model and d_head, same tensor types): each move's query rows (and bias) and
 // attn_output columns; the key/value head of a group whose every query head arrives from one donor group, in
-// order, comes along too.
+// order, comes along too. Attention hyperparameters that differ between the two (rope_theta, RoPE scaling, the
+// norm epsilon) are named through `warn`: the moved heads were trained under the donor's. headfuse.edits records
+// the moves and the donor (options.donor, else its file's name).
 PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor, std::span<const HeadMove> moves,
                               const EditOptions& options = {});
 

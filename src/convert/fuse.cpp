@@ -29,31 +29,63 @@ namespace {
 // window out to every thread.
 constexpr std::uint64_t kCopyWindowBytes = std::uint64_t{512} << 10;
 constexpr std::uint64_t kEncodeWindowBytes = std::uint64_t{4} << 20;
+// A conversion between F32, F16 and BF16 costs less than a trip through memory, so it runs on one thread in
+// windows that stay in the core's cache until written: the kernel copies a written window that has left the
+// cache several times slower (measured on 1.3 GB: 0.22 s of system time in 256 kB writes of cached bytes, 2.5 s
+// from a 4 MB buffer).
+constexpr std::uint64_t kConvertWindowBytes = std::uint64_t{256} << 10;
+
+// The types whose values headfuse encodes from, and decodes an encoded type to on request.
+bool plain_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
 // `source` names the input file ("ph.gguf: "), or is empty for a model in memory.
 [[noreturn]] void non_finite(const std::string& source, const std::string& tensor, std::uint64_t row) {
     fail(source + "tensor '" + tensor + "': non-finite weight (NaN or infinity) in row " + std::to_string(row));
 }
 
-// Encodes F32 rows [0, n_rows) of `rows` (row r at rows + r * ne0) to `type`, checking they are finite.
-void encode_rows(const std::string& source, const std::string& tensor, std::uint64_t first_row, const float* rows,
-                 std::uint64_t n_rows, std::uint64_t ne0, DType type, unsigned threads, std::vector<std::byte>& out) {
-    const std::uint64_t rb = row_bytes(type, ne0);
-    out.resize(n_rows * rb);
+// Buffers the producers reuse from tensor to tensor (the writer calls them one at a time). Allocated once per
+// fuse, not once per view: a fresh buffer of megabytes is fresh pages, whose faults and zeroing cost more than
+// converting the bytes in them.
+struct Scratch {
+    std::vector<std::byte> in, group, out;
+};
+
+// Encodes rows [0, n_rows) of `rows` (row r at rows + r * row_bytes(from, ne0); `from` F32, or F16/BF16 widened
+// to F32 exactly) to `type` in `out`, checking they are finite; returns the bytes written. A thread widens one row
+// at a time into a buffer of its own, so the values make one trip through memory.
+std::span<const std::byte> encode_rows(const std::string& source, const std::string& tensor, std::uint64_t first_row,
+                                       const std::byte* rows, DType from, std::uint64_t n_rows, std::uint64_t ne0,
+                                       DType type, unsigned threads, std::vector<std::byte>& out) {
+    const std::uint64_t rb = row_bytes(type, ne0), from_rb = row_bytes(from, ne0);
+    if (out.size() < n_rows * rb) out.resize(n_rows * rb);
     parallel_for(n_rows, threads, [&](std::size_t r0, std::size_t r1) {
+        std::vector<float> wide(from == DType::F32 || type == DType::F32 ? 0 : ne0);
         for (std::size_t r = r0; r < r1; ++r) {
-            const float* x = rows + r * ne0;
+            const std::byte* in = rows + r * from_rb;
+            std::byte* dst = out.data() + r * rb;
+            const float* x = reinterpret_cast<const float*>(in);
+            if (type == DType::F32) {  // widened straight into place
+                decode_row(from, in, reinterpret_cast<float*>(dst), ne0);
+                if (!all_finite(reinterpret_cast<const float*>(dst), ne0)) non_finite(source, tensor, first_row + r);
+                continue;
+            }
+            if (from != DType::F32) {
+                decode_row(from, in, wide.data(), ne0);
+                x = wide.data();
+            }
             if (!all_finite(x, ne0)) non_finite(source, tensor, first_row + r);
-            encode_row(type, x, out.data() + r * rb, ne0);
+            encode_row(type, x, dst, ne0);
         }
     });
+    return std::span<const std::byte>(out).first(n_rows * rb);
 }
 
 // Writes one view's bytes as `type`: copied when the type is unchanged (F32 checked for non-finite weights
 // on the way), encoded from F32 (or F16/BF16 widened to F32 exactly) otherwise. A view in another storage order
 // (a foreign checkpoint's) is read row by row in that order. Memory stays bounded by the window whatever the
 // tensor size. Reading beats touching the mapping: a page fault costs more than copying the page.
-void emit_view(const TensorView& v, const std::string& source, DType type, unsigned threads, ByteSink& sink) {
+void emit_view(const TensorView& v, const std::string& source, DType type, unsigned threads, Scratch& s,
+               ByteSink& sink) {
     if (v.type == type && type != DType::F32 && v.plain()) {  // nothing to look at: the kernel copies it
         if (v.file)
             sink.copy_from(*v.file, v.file_offset, v.bytes.size());
@@ -62,12 +94,15 @@ void emit_view(const TensorView& v, const std::string& source, DType type, unsig
         return;
     }
     const bool copy = v.type == type;
-    if (!copy && v.type != DType::F32 && v.type != DType::F16 && v.type != DType::BF16)
+    if (!copy && !plain_float(v.type) && !(plain_float(type) && traits(v.type).reads))
         fail(ErrorKind::Unsupported, source + "tensor '" + v.name + "' is " + std::string(type_name(v.type)) +
                                          "; headfuse encodes to " + std::string(type_name(type)) +
                                          " from f32, f16 or bf16 weights only");
     const std::uint64_t ne0 = v.ne[0], n_rows = v.n_rows();
-    const std::uint64_t step = window_rows(v, copy ? kCopyWindowBytes : kEncodeWindowBytes);
+    const bool quantize = !copy && traits(type).block_size > 1;
+    const std::uint64_t step = window_rows(v, copy       ? kCopyWindowBytes
+                                              : quantize ? kEncodeWindowBytes
+                                                         : kConvertWindowBytes);
     auto check = [&](const float* x, std::uint64_t n, std::uint64_t r) {
         for (std::uint64_t i = 0; i < n; ++i)
             if (!all_finite(x + i * ne0, ne0)) non_finite(source, v.name, r + i);
@@ -75,10 +110,9 @@ void emit_view(const TensorView& v, const std::string& source, DType type, unsig
     if (copy && v.plain() && v.file && resolve_threads(threads) > 1) {
         // The kernel copies the bytes while another core reads and checks them.
         auto checked = std::async(std::launch::async, [&] {
-            std::vector<std::byte> in, scratch;
             for (std::uint64_t r = 0; r < n_rows; r += step) {
                 const std::uint64_t n = std::min(step, n_rows - r);
-                check(reinterpret_cast<const float*>(rows_of(v, r, n, in, scratch).data()), n, r);
+                check(reinterpret_cast<const float*>(rows_of(v, r, n, s.in, s.group).data()), n, r);
             }
         });
         std::exception_ptr copy_error;
@@ -91,29 +125,17 @@ void emit_view(const TensorView& v, const std::string& source, DType type, unsig
         if (copy_error) std::rethrow_exception(copy_error);
         return;
     }
-    std::vector<std::byte> in, scratch, out;
-    std::vector<float> wide;
     for (std::uint64_t r = 0; r < n_rows; r += step) {
         const std::uint64_t n = std::min(step, n_rows - r);
-        const auto window = rows_of(v, r, n, in, scratch);
-        if (copy) {  // check the window, then write it while it is still in cache
-            if (type == DType::F32) check(reinterpret_cast<const float*>(window.data()), n, r);
+        const auto window = rows_of(v, r, n, s.in, s.group);
+        if (copy && type != DType::F32) {
             sink.write(window);
-            continue;
-        }
-        const float* x = reinterpret_cast<const float*>(window.data());
-        if (v.type != DType::F32) {  // F16/BF16 widened to F32, exactly
-            wide.resize(n * ne0);
-            for (std::uint64_t i = 0; i < n; ++i)
-                decode_row(v.type, window.data() + i * v.row_nbytes(), wide.data() + i * ne0, ne0);
-            x = wide.data();
-        }
-        if (type == DType::F32) {
-            check(x, n, r);
-            sink.write({reinterpret_cast<const std::byte*>(x), n * ne0 * sizeof(float)});
+        } else if (copy) {  // check the window, then write it while it is still in cache
+            check(reinterpret_cast<const float*>(window.data()), n, r);
+            sink.write(window);
         } else {
-            encode_rows(source, v.name, r, x, n, ne0, type, threads, out);
-            sink.write(out);
+            sink.write(
+                encode_rows(source, v.name, r, window.data(), v.type, n, ne0, type, quantize ? threads : 1, s.out));
         }
     }
 }
@@ -123,9 +145,13 @@ struct Planner {
     const FuseOptions& opt;
     std::string source;  // "ph.gguf: " for a model read from a file, prefixing errors about its weights
 
+    mutable Scratch scratch = {};  // the producers' buffers
+
     // 2-D weights whose rows are not whole blocks of the requested type: reported once, with the count.
     mutable std::vector<std::string> fallback;
     mutable DType fallback_type_ = DType::F16;
+    // The first encoded type decoded to the f32, f16 or bf16 asked for: reported once.
+    mutable std::string decoded;
 
     // The type a 2-D weight is written in: the input's, the pure type or the mix's choice, each with
     // llama.cpp's fallback when the rows are not whole blocks. Only F32 weights are encoded.
@@ -134,16 +160,29 @@ struct Planner {
         const DType want = opt.mix ? mix_base_type(*opt.mix) : *opt.type;
         const DType t = opt.mix ? mix_tensor_type(*opt.mix, name, ne0, mix_model()) : fallback_type(want, ne0);
         if (t == src.type) return t;
-        if (src.type != DType::F32 && src.type != DType::F16 && src.type != DType::BF16)
-            fail(ErrorKind::Unsupported,
-                 source + "tensor '" + src.name + "' is " + std::string(type_name(src.type)) +
-                     ": headfuse encodes from f32, f16 or bf16 weights only; fuse this checkpoint without a type to "
-                     "keep its types");
+        if (!plain_float(src.type)) {
+            if (!traits(src.type).reads) require_decoded(src.type, source + "tensor '" + src.name + "'");
+            if (!plain_float(t))
+                fail(ErrorKind::Unsupported,
+                     source + "tensor '" + src.name + "' is " + std::string(type_name(src.type)) +
+                         ": headfuse encodes from f32, f16 or bf16 weights only (encoding " +
+                         std::string(type_name(src.type)) +
+                         " again would add a second rounding); fuse without "
+                         "--type to keep its types, decode it with --type f32, f16 or bf16, or fuse its f32 source");
+            if (decoded.empty()) decoded = std::string(type_name(src.type));
+        }
         if (ne0 % traits(want).block_size != 0) {
             if (fallback.empty()) fallback_type_ = t;
             fallback.push_back(name);
         }
         return t;
+    }
+
+    void report_decoded() const {
+        if (decoded.empty() || !opt.warn) return;
+        const DType want = opt.mix ? mix_base_type(*opt.mix) : *opt.type;
+        opt.warn("weights decoded from " + decoded + " to " + std::string(type_name(want)) + ": the result carries " +
+                 decoded + "'s quantization error (it is not the model " + decoded + " was encoded from)");
     }
 
     void report_fallback() const {
@@ -173,7 +212,7 @@ struct Planner {
         const DType t =
             s.kind == TensorKind::Norm || s.kind == TensorKind::Bias ? DType::F32 : weight_type(s.name, v, s.ne[0]);
         w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne,
-                     [this, v, t](ByteSink& sink) { emit_view(v, source, t, opt.threads, sink); });
+                     [this, v, t](ByteSink& sink) { emit_view(v, source, t, opt.threads, scratch, sink); });
     }
 
     // A fused projection: the heads' rows, head after head.
@@ -186,7 +225,7 @@ struct Planner {
                                                  std::string(type_name(heads.front().type)) +
                                                  ": the heads of a projection must share a type");
         w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [this, &heads, t](ByteSink& sink) {
-            for (const TensorView& h : heads) emit_view(h, source, t, opt.threads, sink);
+            for (const TensorView& h : heads) emit_view(h, source, t, opt.threads, scratch, sink);
         });
     }
 
@@ -197,7 +236,6 @@ struct Planner {
             LensFold fold(m.token_embd, *m.lens_proj);
             const std::uint64_t dm = fold.d_model();
             std::vector<float> block(kFoldBlockRows * dm);
-            std::vector<std::byte> out;
             for (std::uint64_t v0 = 0; v0 < fold.vocab(); v0 += kFoldBlockRows) {
                 const std::uint64_t n = std::min(kFoldBlockRows, fold.vocab() - v0);
                 fold.rows(v0, n, block.data());
@@ -208,8 +246,8 @@ struct Planner {
                         if (!all_finite(block.data() + r * dm, dm)) non_finite(source, name, v0 + r);
                     sink.write({reinterpret_cast<const std::byte*>(block.data()), n * dm * sizeof(float)});
                 } else {
-                    encode_rows(source, name, v0, block.data(), n, dm, t, opt.threads, out);
-                    sink.write(out);
+                    sink.write(encode_rows(source, name, v0, reinterpret_cast<const std::byte*>(block.data()),
+                                           DType::F32, n, dm, t, opt.threads, scratch.out));
                 }
             }
         });
@@ -227,6 +265,8 @@ Metadata fused_metadata(const PerHeadModel& model, const FuseOptions& opt) {
         md.set("general.file_type", Value::u32(opt.mix ? file_type(*opt.mix) : file_type(base)));
     if (traits(base).block_size > 1 && (retyped || !md.find("general.quantization_version")))
         md.set("general.quantization_version", Value::u32(kQuantizationVersion));
+    else if (retyped && traits(base).block_size == 1)  // decoded: no weight is quantized any more
+        md.erase("general.quantization_version");
     if (!md.find("general.name")) md.set("general.name", Value::string("headfuse"));
     if (opt.tokenizer) {  // another tokenizer replaces the model's
         check_tokenizer(opt.tokenizer->keys, c.vocab, opt.tokenizer->source);
@@ -263,8 +303,11 @@ std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::fi
     w.alignment = options.output.alignment;
     w.shards = options.output.shards;
     w.metadata = fused_metadata(model, options);
-    const Planner plan{
-        .m = m, .opt = options, .source = model.file() ? model.file()->name() + ": " : "", .fallback = {}};
+    const Planner plan{.m = m,
+                       .opt = options,
+                       .source = model.file() ? model.file()->name() + ": " : "",
+                       .fallback = {},
+                       .decoded = {}};
     // In the source file's order: a fused tensor where its first head was.
     std::vector<TensorSpec> layout = tensor_layout(c, ModelKind::Fused);
     std::vector<std::string> names;
@@ -279,6 +322,7 @@ std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::fi
             plan.add_copy(w, s, *role_view(m, *s.role, s.layer));
     }
     plan.report_fallback();
+    plan.report_decoded();
     std::vector<std::filesystem::path> inputs = input_paths(model.file());
     inputs.insert(inputs.end(), options.inputs.begin(), options.inputs.end());
     if (options.tokenizer)

@@ -1,141 +1,211 @@
 #include "headfuse/verify.h"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <string>
 
+#include "base/float_text.h"
+#include "edit/spill.h"
 #include "headfuse/error.h"
 #include "headfuse/fold.h"
 #include "headfuse/forward.h"
 #include "headfuse/quantize.h"
-#include "io/mapped_file.h"
 #include "model/roles.h"
+#include "model/view_rows.h"
 
 namespace headfuse {
 namespace {
 
-// Hands a mapped view's pages back to the page cache as its rows are read, a few MiB at a time, so that
-// neither model becomes resident whole.
-class Releaser {
-public:
-    explicit Releaser(const TensorView& v) : v_(v) {}
-    ~Releaser() { release_to(v_.n_rows()); }
-    void read_to(std::uint64_t row_end) {
-        if ((row_end - from_) * v_.row_nbytes() >= kWindowBytes) release_to(row_end);
-    }
+// Bytes of each view read per step: rows are read (pread for a mapped file), so neither model becomes resident.
+constexpr std::uint64_t kWindowBytes = std::uint64_t{4} << 20;
 
-private:
-    static constexpr std::uint64_t kWindowBytes = std::uint64_t{4} << 20;
-    void release_to(std::uint64_t row_end) {
-        if (v_.file && row_end > from_) v_.file->release(v_.row(from_).data(), (row_end - from_) * v_.row_nbytes());
-        from_ = row_end;
-    }
-    const TensorView& v_;
-    std::uint64_t from_ = 0;
+// What one tensor's comparison found.
+struct Finding {
+    bool differs = false;         // some row differs in value and is not the encoding of A's row
+    bool encoded = false;         // some row of B is the encoding of A's (different) values at B's type
+    std::uint64_t first_row = 0;  // the first row that differs, when `differs`
+    double max_abs = 0;           // the largest |A - B| over the decoded values
 };
 
 class Comparer {
 public:
     Comparer(VerifyReport& r, const VerifyOptions& o, std::uint64_t total) : report_(r), opt_(o), total_(total) {}
 
-    // `expected` are the per-head rows of one fused tensor (several views for q/k/v), `actual` the fused
-    // tensor, whose bytes are the expected rows one after the other (a 1-D head bias too: its heads stack
-    // within the fused tensor's one row). Equal types compare bytes; an F32 source is encoded as the fused
-    // tensor is, then compared.
-    void compare(const std::vector<const TensorView*>& expected, const TensorView& actual) {
+    // One tensor of the common form: `a` and `b` are its parts in A and in B (a head role's heads, in order, or
+    // one view), part i of each holding the same logical rows. Rows are compared in the tensor's common form:
+    // bytes when both have one type, else the decoded values, with B's row also accepted as the exact encoding
+    // of A's values at B's type (a fused file encoded from its source). `name` is the tensor's fused name.
+    void compare(const std::string& name, const std::vector<const TensorView*>& a,
+                 const std::vector<const TensorView*>& b) {
         ++report_.tensors_checked;
-        std::uint64_t row = 0, offset = 0;  // row of the expected concatenation, its byte offset in `actual`
-        std::vector<std::byte> encoded;
-        std::vector<float> floats;
-        Releaser actual_pages(actual);
-        for (const TensorView* e : expected) {
-            Releaser expected_pages(*e);
-            for (std::uint64_t r = 0; r < e->n_rows(); ++r, ++row) {
-                expected_pages.read_to(r);
-                actual_pages.read_to(offset / std::max<std::uint64_t>(1, actual.row_nbytes()));
-                auto want = e->row(r);
-                const std::uint64_t n = e->type == actual.type ? want.size() : row_bytes(actual.type, e->ne[0]);
-                if (offset + n > actual.bytes.size())
-                    return mismatch(actual.name, "holds fewer bytes than its " + std::to_string(expected.size()) +
-                                                     " per-head parts");
-                auto got = actual.bytes.subspan(offset, n);
-                offset += n;
-                if (e->type != actual.type) {
-                    report_.same_types = false;
-                    if (e->type != DType::F32)
-                        return mismatch(actual.name, "a " + std::string(type_name(e->type)) + " source and a " +
-                                                         std::string(type_name(actual.type)) + " file");
-                    encoded.resize(got.size());
-                    floats.resize(e->ne[0]);  // a copy: the file may not align its rows for float loads
-                    std::memcpy(floats.data(), want.data(), floats.size() * sizeof(float));
-                    encode_row(actual.type, floats.data(), encoded.data(), e->ne[0]);
-                    want = encoded;
-                }
-                if (want.size() != got.size() || std::memcmp(want.data(), got.data(), want.size()) != 0)
-                    return mismatch(actual.name, "row " + std::to_string(row) + " differs");
-            }
-            done_ += e->bytes.size();
+        Finding f;
+        std::uint64_t row0 = 0;  // the first row of part i in the whole tensor
+        DType ta = a.front()->type, tb = b.front()->type;
+        for (std::size_t i = 0; i < a.size(); ++i) {
+            compare_part(name, *a[i], *b[i], row0, f);
+            row0 += a[i]->n_rows();
+            ta = a[i]->type;
+            tb = b[i]->type;
+            done_ += a[i]->bytes.size();
             if (opt_.progress) opt_.progress(done_, total_);
         }
+        record(name, ta, tb, f);
     }
 
-    // token_embd of a lens model against the fold recomputed from the donor table and the projection.
-    void compare_fold(const TensorView& donor, const TensorView& proj, const TensorView& actual) {
+    // token_embd of a lens model A against B's: the fold recomputed from A's donor table and projection (f64,
+    // rounded once to f32), as B's type encodes it.
+    void compare_fold(const std::string& name, const TensorView& donor, const TensorView& proj,
+                      const TensorView& actual) {
         ++report_.tensors_checked;
+        Finding f;
         LensFold fold(donor, proj);
         const std::uint64_t dm = fold.d_model();
-        std::vector<float> block(kFoldBlockRows * dm);
-        std::vector<std::byte> encoded(row_bytes(actual.type, dm));
-        if (actual.type != DType::F32) report_.same_types = false;
-        Releaser donor_pages(donor), actual_pages(actual);
+        std::vector<float> block(kFoldBlockRows * dm), got(dm);
+        std::vector<std::byte> encoded(row_bytes(actual.type, dm)), buf, scratch;
+        require_decoded(actual.type, "tensor '" + name + "' of " + opt_.labels[1]);
         for (std::uint64_t v0 = 0; v0 < fold.vocab(); v0 += kFoldBlockRows) {
-            donor_pages.read_to(v0);
-            actual_pages.read_to(v0);
             const std::uint64_t n = std::min(kFoldBlockRows, fold.vocab() - v0);
             fold.rows(v0, n, block.data());
+            const auto rows = rows_of(actual, v0, n, buf, scratch);
             for (std::uint64_t r = 0; r < n; ++r) {
-                encode_row(actual.type, block.data() + r * dm, encoded.data(), dm);
-                auto got = actual.row(v0 + r);
-                if (std::memcmp(encoded.data(), got.data(), got.size()) != 0)
-                    return mismatch(actual.name, "row " + std::to_string(v0 + r) + " differs from the lens fold");
+                const std::byte* g = rows.data() + r * actual.row_nbytes();
+                const float* want = block.data() + r * dm;
+                decode_row(actual.type, g, got.data(), dm);
+                row_finding(want, got.data(), g, actual.type, dm, v0 + r, encoded, f);
             }
         }
         done_ += donor.bytes.size() + proj.bytes.size();
         if (opt_.progress) opt_.progress(done_, total_);
+        if (f.differs) {
+            report_.mismatches.push_back("tensor '" + name + "': row " + std::to_string(f.first_row) +
+                                         " differs from the lens fold (max |difference| " + number(f.max_abs) + ")");
+            note_first(name);
+        }
+        note_max(name, f.max_abs);
+        if (actual.type != DType::F32) report_.same_types = false;
     }
 
 private:
-    void mismatch(const std::string& name, const std::string& what) {
-        report_.mismatches.push_back("tensor '" + name + "': " + what);
+    static std::string number(double x) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.3g", x);
+        return buf;
     }
+
+    // Decoded row `want` (A) against B's row `got` (decoded) and its bytes `gb` at type tb.
+    static void row_finding(const float* want, const float* got, const std::byte* gb, DType tb, std::uint64_t ne0,
+                            std::uint64_t row, std::vector<std::byte>& encoded, Finding& f) {
+        bool equal = true;
+        for (std::uint64_t e = 0; e < ne0; ++e) {
+            if (std::memcmp(&want[e], &got[e], sizeof(float)) == 0) continue;
+            equal = false;
+            const double d = std::abs(double{want[e]} - double{got[e]});
+            f.max_abs = std::max(f.max_abs, std::isnan(d) ? INFINITY : d);
+        }
+        if (equal) return;
+        if (tb != DType::F32 && traits(tb).writes && all_finite(want, ne0)) {
+            encoded.resize(row_bytes(tb, ne0));
+            encode_row(tb, want, encoded.data(), ne0);
+            if (std::memcmp(encoded.data(), gb, encoded.size()) == 0) {
+                f.encoded = true;
+                return;
+            }
+        }
+        if (!f.differs) f.first_row = row;
+        f.differs = true;
+    }
+
+    void compare_part(const std::string& name, const TensorView& a, const TensorView& b, std::uint64_t row0,
+                      Finding& f) {
+        const std::uint64_t ne0 = a.ne[0], n_rows = a.n_rows();
+        const bool same = a.type == b.type;
+        std::vector<std::byte> abuf, bbuf, scratch, encoded;
+        std::vector<float> fa, fb;
+        const std::uint64_t step =
+            std::max<std::uint64_t>(1, std::min(window_rows(a, kWindowBytes), window_rows(b, kWindowBytes)));
+        const bool decodable = traits(a.type).reads && traits(b.type).reads;
+        if (!same && !decodable)
+            fail(ErrorKind::Unsupported,
+                 "tensor '" + name + "' is " + std::string(type_name(a.type)) + " in " + opt_.labels[0] + " and " +
+                     std::string(type_name(b.type)) + " in " + opt_.labels[1] + ", and headfuse does not decode " +
+                     std::string(type_name(traits(a.type).reads ? b.type : a.type)) +
+                     ": tensors of such a type are compared byte for byte, with the same type on both sides");
+        for (std::uint64_t r = 0; r < n_rows; r += step) {
+            const std::uint64_t n = std::min(step, n_rows - r);
+            const auto ra = rows_of(a, r, n, abuf, scratch);
+            const auto rb = rows_of(b, r, n, bbuf, scratch);
+            const std::uint64_t rba = a.row_nbytes(), rbb = b.row_nbytes();
+            if (same && std::memcmp(ra.data(), rb.data(), ra.size()) == 0) continue;
+            for (std::uint64_t i = 0; i < n; ++i) {
+                const std::byte* pa = ra.data() + i * rba;
+                const std::byte* pb = rb.data() + i * rbb;
+                if (same && std::memcmp(pa, pb, rba) == 0) continue;
+                if (!decodable) {  // one carried type on both sides: the bytes differ
+                    if (!f.differs) f.first_row = row0 + r + i;
+                    f.differs = true;
+                    continue;
+                }
+                fa.resize(ne0);
+                fb.resize(ne0);
+                decode_row(a.type, pa, fa.data(), ne0);
+                decode_row(b.type, pb, fb.data(), ne0);
+                if (same) {  // one type, other bytes: a difference whatever the values say (-0 and 0, NaNs)
+                    if (!f.differs) f.first_row = row0 + r + i;
+                    f.differs = true;
+                    Finding ignored;
+                    row_finding(fa.data(), fb.data(), pb, b.type, ne0, 0, encoded, ignored);
+                    f.max_abs = std::max(f.max_abs, ignored.max_abs);
+                    continue;
+                }
+                row_finding(fa.data(), fb.data(), pb, b.type, ne0, row0 + r + i, encoded, f);
+            }
+        }
+    }
+
+    void record(const std::string& name, DType ta, DType tb, const Finding& f) {
+        if (ta != tb) report_.same_types = false;
+        note_max(name, f.max_abs);
+        if (!f.differs) return;
+        std::string line = "tensor '" + name + "': ";
+        if (ta != tb)
+            line += std::string(type_name(ta)) + " in " + opt_.labels[0] + ", " + std::string(type_name(tb)) + " in " +
+                    opt_.labels[1] + "; ";
+        line += "row " + std::to_string(f.first_row) + " differs";
+        if (traits(ta).reads && traits(tb).reads) line += " (max |difference| " + number(f.max_abs) + ")";
+        report_.mismatches.push_back(line);
+        note_first(name);
+    }
+    void note_first(const std::string& name) {
+        if (report_.first_difference.empty()) report_.first_difference = name;
+    }
+    void note_max(const std::string& name, double d) {
+        if (d > report_.max_abs_diff || (d > 0 && report_.max_abs_diff_tensor.empty())) {
+            report_.max_abs_diff = d;
+            report_.max_abs_diff_tensor = name;
+        }
+    }
+
     VerifyReport& report_;
     const VerifyOptions& opt_;
     std::uint64_t total_, done_ = 0;
 };
 
-// The shortest decimal that reads back as x, so one ulp of rms_eps shows: "500000", "1e-05", "1.0000001e-05"
-// (plain digits for exponents -4 to 15, as Python's repr).
-std::string shortest(float x) {
-    char buf[64];
-    auto r = std::to_chars(buf, buf + sizeof buf - 1, x, std::chars_format::scientific);
-    *r.ptr = '\0';  // atoi reads up to a terminator
-    const int exponent = std::atoi(std::find(buf, r.ptr, 'e') + 1);
-    if (exponent >= -4 && exponent < 16) r = std::to_chars(buf, buf + sizeof buf, x, std::chars_format::fixed);
-    return std::string(buf, r.ptr);
-}
-
 // One line per hyperparameter that differs, naming the field, its metadata key and both values. `shapes` is
 // set when a difference changes the tensors' shapes or list, so that they cannot be compared.
-std::vector<std::string> config_differences(const Config& a, const Config& b, bool& shapes) {
+std::vector<std::string> config_differences(const Config& a, const Config& b, const std::array<std::string, 2>& labels,
+                                            bool& shapes) {
     std::vector<std::string> out;
     auto differ = [&](std::string_view field, std::string_view key, const std::string& x, const std::string& y,
                       bool shape) {
         if (x == y) return;
-        out.push_back(std::string(field) + (key.empty() ? "" : " (" + std::string(key) + ")") + ": per-head " + x +
-                      ", fused " + y);
+        out.push_back(std::string(field) + (key.empty() ? "" : " (" + std::string(key) + ")") + ": " + labels[0] + " " +
+                      x + ", " + labels[1] + " " + y);
         shapes = shapes || shape;
     };
     auto u = [](std::uint32_t v) { return std::to_string(v); };
@@ -158,16 +228,17 @@ std::vector<std::string> config_differences(const Config& a, const Config& b, bo
     differ("n_layers", k("block_count"), u(a.n_layers), u(b.n_layers), true);
     differ("vocab", k("vocab_size"), u(a.vocab), u(b.vocab), true);
     differ("context_length", k("context_length"), u(a.context_length), u(b.context_length), false);
-    differ("rms_eps", k("attention.layer_norm_rms_epsilon"), shortest(a.rms_eps), shortest(b.rms_eps), false);
-    differ("rope_theta", k("rope.freq_base"), shortest(a.rope_theta), shortest(b.rope_theta), false);
+    differ("rms_eps", k("attention.layer_norm_rms_epsilon"), shortest_float(a.rms_eps), shortest_float(b.rms_eps),
+           false);
+    differ("rope_theta", k("rope.freq_base"), shortest_float(a.rope_theta), shortest_float(b.rope_theta), false);
     differ("rope_scaling", k("rope.scaling.type"), std::string(rope_scaling_name(a.rope_scaling)),
            std::string(rope_scaling_name(b.rope_scaling)), false);
-    differ("rope_scaling_factor", k("rope.scaling.factor"), shortest(a.rope_scaling_factor),
-           shortest(b.rope_scaling_factor), false);
+    differ("rope_scaling_factor", k("rope.scaling.factor"), shortest_float(a.rope_scaling_factor),
+           shortest_float(b.rope_scaling_factor), false);
     differ("rope_original_context", k("rope.scaling.original_context_length"), u(a.rope_original_context),
            u(b.rope_original_context), false);
-    differ("rope_attn_factor", k("rope.scaling.attn_factor"), shortest(a.rope_attn_factor),
-           shortest(b.rope_attn_factor), false);
+    differ("rope_attn_factor", k("rope.scaling.attn_factor"), shortest_float(a.rope_attn_factor),
+           shortest_float(b.rope_attn_factor), false);
     auto joined = [](const std::vector<std::string>& v) {
         std::string s;
         for (const std::string& x : v) s += (s.empty() ? "" : "; ") + x;
@@ -180,6 +251,63 @@ std::vector<std::string> config_differences(const Config& a, const Config& b, bo
             differ(tensor_name(r, 0), "", a.optional_roles.contains(r.role) ? "present" : "absent",
                    b.optional_roles.contains(r.role) ? "present" : "absent", true);
     return out;  // donor_d_in is not compared: the fused file has the lens folded away
+}
+
+// Calls f on every view slot of m, optional ones when present.
+void for_each_slot(ModelViews& m, const std::function<void(TensorView&)>& f) {
+    auto opt = [&](std::optional<TensorView>& v) {
+        if (v) f(*v);
+    };
+    auto all = [&](std::vector<TensorView>& vs) {
+        for (TensorView& v : vs) f(v);
+    };
+    f(m.token_embd);
+    opt(m.lens_proj);
+    f(m.output_norm);
+    opt(m.output);
+    opt(m.rope_freqs);
+    for (LayerViews& l : m.layers) {
+        f(l.attn_norm);
+        all(l.q);
+        all(l.k);
+        all(l.v);
+        f(l.attn_output);
+        f(l.ffn_norm);
+        f(l.ffn_gate);
+        f(l.ffn_up);
+        f(l.ffn_down);
+        all(l.q_bias);
+        all(l.k_bias);
+        all(l.v_bias);
+        opt(l.attn_output_bias);
+        opt(l.ffn_gate_bias);
+        opt(l.ffn_up_bias);
+        opt(l.ffn_down_bias);
+    }
+}
+
+// The views of m with every tensor stored in a foreign row order (a Hugging Face or TransformerLens checkpoint's)
+// read into llama.cpp's row order, a window at a time, in an unnamed temporary file (a Spill) that the returned
+// views keep alive, for the forward pass, which reads plain views. m itself when every view is plain.
+ModelViews plain_views(const ModelViews& m) {
+    ModelViews out = m;
+    Spill spill;
+    bool any = false;
+    for_each_slot(out, [&](TensorView& slot) {
+        if (slot.plain()) return;
+        any = true;
+        const TensorView v = slot;
+        spill.add(&slot, v.name, v.type, std::span(v.ne.data(), v.n_dims),
+                  [v](std::uint64_t r0, std::uint64_t n, std::span<std::byte> rows) {
+                      std::vector<std::byte> scratch;
+                      read_rows(v, r0, n, rows, scratch);
+                  });
+    });
+    if (!any) return out;
+    auto owners = std::make_shared<const std::array<std::shared_ptr<const void>, 2>>(
+        std::array<std::shared_ptr<const void>, 2>{spill.write(), m.owner});
+    out.owner = owners;
+    return out;
 }
 
 }  // namespace
@@ -209,28 +337,39 @@ std::vector<std::uint32_t> default_tokens(std::uint32_t vocab, std::size_t n) {
     return t;
 }
 
-VerifyReport verify(const PerHeadModel& per_head, const FusedModel& fused, const VerifyOptions& options) {
-    const ModelViews& a = per_head.views();
-    const ModelViews& b = fused.views();
+VerifyReport verify(const PerHeadModel& first, const PerHeadModel& second, const VerifyOptions& options) {
+    const ModelViews& a = first.views();
+    const ModelViews& b = second.views();
     VerifyReport report;
     bool shapes_differ = false;
-    report.config_differences = config_differences(a.config, b.config, shapes_differ);
+    report.config_differences = config_differences(a.config, b.config, options.labels, shapes_differ);
+    if (a.config.has_lens() && b.config.has_lens() && a.config.donor_d_in != b.config.donor_d_in) {
+        report.config_differences.push_back("donor_d_in (lens.proj.weight): " + options.labels[0] + " " +
+                                            std::to_string(a.config.donor_d_in) + ", " + options.labels[1] + " " +
+                                            std::to_string(b.config.donor_d_in));
+        shapes_differ = true;
+    }
     if (shapes_differ) return report;  // no tensor has a counterpart to compare with
+    if (b.lens_proj && !a.lens_proj)
+        fail(ErrorKind::Unsupported, options.labels[1] + " has a projection lens (lens.proj.weight) and " +
+                                         options.labels[0] + " has it folded: give the lens model first");
     std::uint64_t total = 0;
     for_each_view(a, [&](const TensorView& v) { total += v.bytes.size(); });
     Comparer cmp(report, options, total);
     for_each_spec(a.config, ModelKind::Fused, [&](TensorSpec&& s) {
         const RoleSpec& r = *s.role;
         if (is_head_role(r)) {
-            std::vector<const TensorView*> heads;
-            for (const TensorView& h : role_heads(a, r, s.layer)) heads.push_back(&h);
-            cmp.compare(heads, fused.fused(s.layer, r.role));
-        } else if (r.role == Role::TokenEmbd && a.lens_proj) {
-            cmp.compare_fold(a.token_embd, *a.lens_proj, b.token_embd);
+            std::vector<const TensorView*> ha, hb;
+            for (const TensorView& h : role_heads(a, r, s.layer)) ha.push_back(&h);
+            for (const TensorView& h : role_heads(b, r, s.layer)) hb.push_back(&h);
+            if (!ha.empty()) cmp.compare(s.name, ha, hb);
+        } else if (r.role == Role::TokenEmbd && a.lens_proj && !b.lens_proj) {
+            cmp.compare_fold(s.name, a.token_embd, *a.lens_proj, b.token_embd);
         } else {
-            cmp.compare({role_view(a, r, s.layer)}, *role_view(b, r, s.layer));
+            cmp.compare(s.name, {role_view(a, r, s.layer)}, {role_view(b, r, s.layer)});
         }
     });
+    if (a.lens_proj && b.lens_proj) cmp.compare(a.lens_proj->name, {&*a.lens_proj}, {&*b.lens_proj});
 
     if (options.tokens.empty()) {
         auto undecoded = [&](const TensorView& v) {
@@ -244,8 +383,8 @@ VerifyReport verify(const PerHeadModel& per_head, const FusedModel& fused, const
         }
     }
     const std::vector<std::uint32_t> tokens = options.tokens.empty() ? default_tokens(a.config.vocab) : options.tokens;
-    const std::vector<float> la = forward_logits(a, tokens, options.threads);
-    const std::vector<float> lb = forward_logits(b, tokens, options.threads);
+    const std::vector<float> la = forward_logits(plain_views(a), tokens, options.threads);
+    const std::vector<float> lb = forward_logits(plain_views(b), tokens, options.threads);
     report.logits_identical =
         la.size() == lb.size() && std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)) == 0;
     report.logits_finite = std::all_of(lb.begin(), lb.end(), [](float x) { return std::isfinite(x); });
@@ -262,6 +401,10 @@ VerifyReport verify(const PerHeadModel& per_head, const FusedModel& fused, const
         if (top(pa) != top(pb)) report.top_token_agrees = false;
     }
     return report;
+}
+
+VerifyReport verify(const PerHeadModel& per_head, const FusedModel& fused, const VerifyOptions& options) {
+    return verify(per_head, fused.per_head(), options);
 }
 
 }  // namespace headfuse

@@ -10,6 +10,7 @@
 #include <optional>
 #include <utility>
 
+#include "base/float_text.h"
 #include "edit/spill.h"
 #include "headfuse/error.h"
 #include "headfuse/quantize.h"
@@ -496,6 +497,37 @@ PerHeadModel pool_kv_heads(const PerHeadModel& src, std::uint32_t n_kv, const Ed
 
 // ---- transplant ----------------------------------------------------------------------------------------------
 
+// How a message names a tensor of `m`: as the file it came from holds it (a per-head checkpoint's head tensor; a
+// fused file's projection, with the head), or by its view's name when the model has no GGUF file.
+std::string stored_name(const PerHeadModel& m, const TensorView& v, Role role, std::uint32_t layer,
+                        std::optional<std::uint32_t> head) {
+    if (!head || !m.file() || m.file()->find_tensor(v.name)) return "'" + v.name + "'";
+    return "'" + tensor_name(role_spec(role), layer) + "' (head " + std::to_string(*head) + ")";
+}
+
+// The attention hyperparameters a moved head was trained under, where the donor's differ from the model's.
+std::vector<std::string> attention_differences(const Config& c, const Config& dc) {
+    std::vector<std::string> out;
+    auto differ = [&](std::string_view field, std::string_view key, const std::string& x, const std::string& y) {
+        if (x != y) out.push_back(std::string(field) + " (" + c.key(key) + ") " + x + ", the donor's " + y);
+    };
+    auto f = [](float x) { return shortest_float(x); };
+    auto u = [](std::uint32_t x) { return std::to_string(x); };
+    differ("rope_theta", "rope.freq_base", f(c.rope_theta), f(dc.rope_theta));
+    differ("rope_scaling", "rope.scaling.type", std::string(rope_scaling_name(c.rope_scaling)),
+           std::string(rope_scaling_name(dc.rope_scaling)));
+    differ("rope_scaling_factor", "rope.scaling.factor", f(c.rope_scaling_factor), f(dc.rope_scaling_factor));
+    differ("rope_original_context", "rope.scaling.original_context_length", u(c.rope_original_context),
+           u(dc.rope_original_context));
+    differ("rope_attn_factor", "rope.scaling.attn_factor", f(c.rope_attn_factor), f(dc.rope_attn_factor));
+    differ("rms_eps", "attention.layer_norm_rms_epsilon", f(c.rms_eps), f(dc.rms_eps));
+    if (c.optional_roles.contains(Role::RopeFreqs) != dc.optional_roles.contains(Role::RopeFreqs))
+        out.push_back(std::string("rope_freqs.weight: ") +
+                      (c.optional_roles.contains(Role::RopeFreqs) ? "present" : "absent") + ", the donor's " +
+                      (dc.optional_roles.contains(Role::RopeFreqs) ? "present" : "absent"));
+    return out;
+}
+
 PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor, std::span<const HeadMove> moves,
                               const EditOptions& options) {
     const Config& c = src.config();
@@ -509,20 +541,36 @@ PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor
                                              " and d_head " + std::to_string(dc.d_head) +
                                              "; expected the model's d_model " + std::to_string(c.d_model) +
                                              " and d_head " + std::to_string(c.d_head));
-    if (dc.optional_roles != c.optional_roles)
+    const std::string model_name = !options.source.empty() ? options.source
+                                   : src.file()            ? src.file()->name()
+                                                           : "the model";
+    const std::string donor_name = !options.donor.empty() ? options.donor
+                                   : donor.file()         ? donor.file()->name()
+                                                          : "the donor";
+    // The optional tensors but rope_freqs (named with the attention hyperparameters below) must match.
+    const bool same_biases = std::all_of(role_table().begin(), role_table().end(), [&](const RoleSpec& r) {
+        return r.role == Role::RopeFreqs || c.optional_roles.contains(r.role) == dc.optional_roles.contains(r.role);
+    });
+    if (!same_biases)
         fail(ErrorKind::InvalidArgument, where + "transplant: the donor and the model do not have the same biases");
+    if (options.warn)
+        for (const std::string& d : attention_differences(c, dc))
+            options.warn("transplant: " + d + ": the moved heads were trained under " + donor_name + "'s");
     std::map<std::uint32_t, std::vector<HeadMove>> by_to;
     for (const HeadMove& m : moves) {
         check_head(c, m.to, where);
         check_head(dc, m.from, where, "the donor");
         by_to[m.to.layer].push_back(m);
     }
-    auto same_type = [&](const TensorView& a, const TensorView& b) {
+    // a: the model's tensor of `role` in `layer` (head `head`), b: the donor's (layer `dlayer`, head `dhead`).
+    auto same_type = [&](const TensorView& a, const TensorView& b, Role role, std::uint32_t layer, std::uint32_t dlayer,
+                         std::optional<std::uint32_t> head, std::optional<std::uint32_t> dhead) {
         if (a.type != b.type)
-            fail(ErrorKind::InvalidArgument, where + "transplant: the donor's '" + b.name + "' is " +
-                                                 std::string(type_name(b.type)) + " and the model's '" + a.name +
-                                                 "' is " + std::string(type_name(a.type)) +
-                                                 "; the moved tensors must share a type");
+            fail(ErrorKind::InvalidArgument,
+                 "transplant: " + donor_name + ": tensor " + stored_name(donor, b, role, dlayer, dhead) + " is " +
+                     std::string(type_name(b.type)) + ", and " + model_name + ": tensor " +
+                     stored_name(src, a, role, layer, head) + " is " + std::string(type_name(a.type)) +
+                     "; the moved tensors must share a type");
     };
     Spill spill;
     ModelViews views = src.views();
@@ -535,7 +583,7 @@ PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor
         bool one_donor_layer = true;
         for (const HeadMove& m : ms) {
             const LayerViews& dl = donor.views().layers[m.from.layer];
-            same_type(lv.q[m.to.head], dl.q[m.from.head]);
+            same_type(lv.q[m.to.head], dl.q[m.from.head], Role::AttnQ, layer, m.from.layer, m.to.head, m.from.head);
             lv.q[m.to.head] = renamed(dl.q[m.from.head], tensor_name(role_spec(Role::AttnQ), layer, m.to.head));
             if (!lv.q_bias.empty())
                 lv.q_bias[m.to.head] =
@@ -551,7 +599,7 @@ PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor
                  where + "transplant: layer " + std::to_string(layer) +
                      " receives heads from several donor layers; move heads of one donor layer into a layer at a time");
         const TensorView& dw = donor.views().layers[from_layer].attn_output;
-        same_type(lv.attn_output, dw);
+        same_type(lv.attn_output, dw, Role::AttnOutput, layer, from_layer, std::nullopt, std::nullopt);
         spill_rewritten(spill, &lv.attn_output, lv.attn_output, tensor_name(role_spec(Role::AttnOutput), layer), dw,
                         std::move(cols), c.d_head, options);
         // A kv group whose every query head arrives, in order, from one donor group brings its key/value head.
@@ -569,8 +617,8 @@ PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor
             }
             if (!whole) continue;
             const LayerViews& dl = donor.views().layers[from_layer];
-            same_type(lv.k[g], dl.k[*dg]);
-            same_type(lv.v[g], dl.v[*dg]);
+            same_type(lv.k[g], dl.k[*dg], Role::AttnK, layer, from_layer, g, *dg);
+            same_type(lv.v[g], dl.v[*dg], Role::AttnV, layer, from_layer, g, *dg);
             lv.k[g] = renamed(dl.k[*dg], tensor_name(role_spec(Role::AttnK), layer, g));
             lv.v[g] = renamed(dl.v[*dg], tensor_name(role_spec(Role::AttnV), layer, g));
             if (!lv.k_bias.empty()) {
@@ -583,7 +631,7 @@ PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor
     std::string list;
     for (const HeadMove& m : moves) list += (list.empty() ? "" : ", ") + head_name(m.to) + "=" + head_name(m.from);
     return finish(src, std::move(views), spill,
-                  "transplant: heads " + list + " from the donor (" + std::to_string(kv_moved) +
+                  "transplant: heads " + list + " from " + donor_name + " (" + std::to_string(kv_moved) +
                       " key/value heads moved with their whole group)",
                   {donor.views().owner});
 }

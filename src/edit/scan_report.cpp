@@ -3,7 +3,6 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <sstream>
 
 #include "edit/sha256.h"
@@ -11,133 +10,8 @@
 #include "headfuse/text.h"
 #include "model/view_rows.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <cpuid.h>
-#include <immintrin.h>
-#define HEADFUSE_SHA_NI 1
-#endif
-
 namespace headfuse {
 namespace {
-
-// The round constants.
-constexpr std::array<std::uint32_t, 64> kRound = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
-
-#if HEADFUSE_SHA_NI
-// CPUID leaf 7 EBX bit 29 (SHA), leaf 1 ECX (SSSE3, SSE4.1): the x86 SHA extensions.
-bool cpu_has_sha() {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    if (__get_cpuid(1, &a, &b, &c, &d) == 0 || (c & bit_SSSE3) == 0 || (c & bit_SSE4_1) == 0) return false;
-    return __get_cpuid_count(7, 0, &a, &b, &c, &d) != 0 && (b & (1u << 29)) != 0;
-}
-
-// One 64-byte block with the SHA extensions (Intel's SHA-NI sequence): the same state as the portable rounds.
-__attribute__((target("sha,sse4.1,ssse3"))) void sha_ni_block(std::uint32_t* h, const std::byte* p,
-                                                              const std::uint32_t* kr) {
-    const __m128i mask = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
-    __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)), 0xB1);     // CDAB
-    __m128i s1 = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 4)), 0x1B);  // EFGH
-    __m128i s0 = _mm_alignr_epi8(tmp, s1, 8);                                                        // ABEF
-    s1 = _mm_blend_epi16(s1, tmp, 0xF0);                                                             // CDGH
-    const __m128i abef = s0, cdgh = s1;
-    __m128i w[16];
-    for (int i = 0; i < 4; ++i)
-        w[i] = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * i)), mask);
-    for (int i = 4; i < 16; ++i)
-        w[i] = _mm_sha256msg2_epu32(
-            _mm_add_epi32(_mm_sha256msg1_epu32(w[i - 4], w[i - 3]), _mm_alignr_epi8(w[i - 1], w[i - 2], 4)), w[i - 1]);
-    for (int i = 0; i < 16; ++i) {
-        __m128i m = _mm_add_epi32(w[i], _mm_loadu_si128(reinterpret_cast<const __m128i*>(kr + 4 * i)));
-        s1 = _mm_sha256rnds2_epu32(s1, s0, m);
-        m = _mm_shuffle_epi32(m, 0x0E);
-        s0 = _mm_sha256rnds2_epu32(s0, s1, m);
-    }
-    s0 = _mm_add_epi32(s0, abef);
-    s1 = _mm_add_epi32(s1, cdgh);
-    tmp = _mm_shuffle_epi32(s0, 0x1B);    // FEBA
-    s1 = _mm_shuffle_epi32(s1, 0xB1);     // DCHG
-    s0 = _mm_blend_epi16(tmp, s1, 0xF0);  // DCBA
-    s1 = _mm_alignr_epi8(s1, tmp, 8);     // HGFE
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(h), s0);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(h + 4), s1);
-}
-#endif
-
-// SHA-256 (FIPS 180-4), fed in pieces; with the x86 SHA extensions where the processor has them.
-class Sha256 {
-public:
-    // `extensions`: use the SHA extensions when the processor has them (else the portable rounds).
-    explicit Sha256(bool extensions = true) {
-#if HEADFUSE_SHA_NI
-        static const bool has = cpu_has_sha();
-        ni_ = extensions && has;
-#else
-        (void)extensions;
-#endif
-    }
-    void update(const std::byte* p, std::size_t n) {
-        total_ += n;
-        while (n) {
-            const std::size_t k = std::min(n, buf_.size() - used_);
-            std::memcpy(buf_.data() + used_, p, k);
-            used_ += k, p += k, n -= k;
-            if (used_ == buf_.size()) block(buf_.data()), used_ = 0;
-        }
-    }
-    std::string hex() {
-        const std::uint64_t bits = total_ * 8;
-        const std::byte one{0x80}, zero{0};
-        update(&one, 1);
-        while (used_ != 56) update(&zero, 1);
-        std::array<std::byte, 8> len;
-        for (int i = 0; i < 8; ++i) len[std::size_t(i)] = std::byte(bits >> (56 - 8 * i));
-        update(len.data(), len.size());
-        std::string out;
-        char d[9];
-        for (const std::uint32_t w : h_) std::snprintf(d, sizeof d, "%08x", w), out += d;
-        return out;
-    }
-
-private:
-    static std::uint32_t rotr(std::uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-    void block(const std::byte* p) {
-#if HEADFUSE_SHA_NI
-        if (ni_) return sha_ni_block(h_.data(), p, kRound.data());
-#endif
-        std::array<std::uint32_t, 64> w;
-        for (int i = 0; i < 16; ++i)
-            w[std::size_t(i)] = std::uint32_t(p[4 * i]) << 24 | std::uint32_t(p[4 * i + 1]) << 16 |
-                                std::uint32_t(p[4 * i + 2]) << 8 | std::uint32_t(p[4 * i + 3]);
-        for (std::size_t i = 16; i < 64; ++i) {
-            const std::uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-            const std::uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-            w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-        }
-        std::uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6], h = h_[7];
-        for (std::size_t i = 0; i < 64; ++i) {
-            const std::uint32_t t1 =
-                h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + kRound[i] + w[i];
-            const std::uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-            h = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
-        }
-        const std::array<std::uint32_t, 8> add = {a, b, c, d, e, f, g, h};
-        for (std::size_t i = 0; i < 8; ++i) h_[i] += add[i];
-    }
-    std::array<std::uint32_t, 8> h_ = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                       0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    std::array<std::byte, 64> buf_{};
-    std::size_t used_ = 0;
-    std::uint64_t total_ = 0;
-    bool ni_ = false;
-};
 
 // ---- the figure ----------------------------------------------------------------------------------------------
 
@@ -210,19 +84,11 @@ std::uint64_t label_every(double cell, double min_gap) {
 
 }  // namespace
 
-std::string sha256_hex(std::span<const std::byte> bytes, bool extensions) {
-    Sha256 sha(extensions);
-    sha.update(bytes.data(), bytes.size());
-    return sha.hex();
-}
-
 std::string tensors_digest(const ModelViews& model) {
     Sha256 sha;
-    std::vector<std::byte> rows, scratch;
     for_each_view(model, [&](const TensorView& v) {
-        for_each_window(v, std::uint64_t{1} << 22, [&](std::span<const std::byte> b, std::uint64_t, std::uint64_t) {
-            sha.update(b.data(), b.size());
-        });
+        for_each_window(v, std::uint64_t{1} << 22,
+                        [&](std::span<const std::byte> b, std::uint64_t, std::uint64_t) { sha.update(b); });
     });
     return "sha256:" + sha.hex();
 }

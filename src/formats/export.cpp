@@ -25,48 +25,70 @@ constexpr std::uint64_t kWindowBytes = std::uint64_t{4} << 20;
 // A transposed matrix is written in blocks of output rows gathered from one pass over the input.
 constexpr std::uint64_t kTransposeBlockBytes = std::uint64_t{16} << 20;
 
-std::uint64_t element_size(const TensorView& v) {
+// The type v is written in: `dtype` when one is asked for, else its own, which must be F32, F16 or BF16.
+DType export_type(const TensorView& v, std::optional<DType> dtype) {
+    if (dtype) {
+        require_decoded(v.type, "tensor '" + v.name + "'");
+        return *dtype;
+    }
     if (traits(v.type).block_size != 1)
         fail(ErrorKind::Unsupported, "tensor '" + v.name + "' is " + std::string(type_name(v.type)) +
-                                         "; export writes f32, f16 and bf16 tensors only");
-    return traits(v.type).type_size;
+                                         "; export writes f32, f16 and bf16 tensors: ask for one with --dtype to "
+                                         "decode it (the result then carries its quantization error)");
+    return v.type;
 }
 
-// All rows of a view (a head: small).
-std::vector<std::byte> all_rows(const TensorView& v) {
+// n rows of `ne0` elements of type `from` as type `to`: decoded to f32 (F16 and BF16 exactly, an encoded type as
+// ggml decodes it), then narrowed to `to` when it is F16 or BF16.
+void convert_rows(DType from, DType to, std::uint64_t ne0, std::uint64_t n, std::span<const std::byte> in,
+                  std::vector<std::byte>& out) {
+    const std::uint64_t rbi = row_bytes(from, ne0), rbo = row_bytes(to, ne0);
+    out.resize(n * rbo);
+    std::vector<float> x(ne0);
+    for (std::uint64_t i = 0; i < n; ++i) {
+        decode_row(from, in.data() + i * rbi, x.data(), ne0);
+        if (to == DType::F32)
+            std::memcpy(out.data() + i * rbo, x.data(), rbo);
+        else
+            encode_row(to, x.data(), out.data() + i * rbo, ne0);
+    }
+}
+
+// All rows of a view (a head: small), as type t.
+std::vector<std::byte> all_rows(const TensorView& v, DType t) {
     std::vector<std::byte> out(v.n_rows() * v.row_nbytes()), scratch;
     read_rows(v, 0, v.n_rows(), out, scratch);
-    return out;
+    if (t == v.type) return out;
+    std::vector<std::byte> converted;
+    convert_rows(v.type, t, v.ne[0], v.n_rows(), out, converted);
+    return converted;
 }
 
-// The rows of v, narrowed to `type` when v is F32 and type is not (norms going back to their source type).
+// The rows of v as `type` (norms going back to their source type, or every tensor to the --dtype asked for).
 void emit_rows(const TensorView& v, DType type, ByteSink& sink) {
-    std::vector<std::byte> narrow;
+    std::vector<std::byte> converted;
     for_each_window(v, kWindowBytes, [&](std::span<const std::byte> rows, std::uint64_t, std::uint64_t n) {
         if (type == v.type) return sink.write(rows);
-        const std::uint64_t ne0 = v.ne[0], rb = row_bytes(type, ne0);
-        narrow.resize(n * rb);
-        for (std::uint64_t i = 0; i < n; ++i)
-            encode_row(type, reinterpret_cast<const float*>(rows.data()) + i * ne0, narrow.data() + i * rb, ne0);
-        sink.write(narrow);
+        convert_rows(v.type, type, v.ne[0], n, rows, converted);
+        sink.write(converted);
     });
 }
 
 // Heads in Hugging Face's rotate-half order: stored row s of each head is llama.cpp's row rotate_half_row_of(s).
-void emit_rotate_half(const std::vector<TensorView>& heads, ByteSink& sink) {
+void emit_rotate_half(const std::vector<TensorView>& heads, DType t, ByteSink& sink) {
     for (const TensorView& h : heads) {
-        const std::vector<std::byte> rows = all_rows(h);
-        const std::uint64_t rb = h.row_nbytes(), g = h.n_rows();
+        const std::vector<std::byte> rows = all_rows(h, t);
+        const std::uint64_t rb = row_bytes(t, h.ne[0]), g = h.n_rows();
         for (std::uint64_t s = 0; s < g; ++s) sink.write(std::span(rows).subspan(rotate_half_row_of(s, g) * rb, rb));
     }
 }
 
 // Heads transposed, each [ne0, d_head] row-major (TransformerLens W_Q), columns in rotate-half order for Q, K.
-void emit_heads_transposed(const std::vector<TensorView>& heads, bool rotate_half, ByteSink& sink) {
+void emit_heads_transposed(const std::vector<TensorView>& heads, bool rotate_half, DType t, ByteSink& sink) {
     std::vector<std::byte> out;
     for (const TensorView& h : heads) {
-        const std::uint64_t es = element_size(h), g = h.n_rows(), ne0 = h.ne[0], rb = h.row_nbytes();
-        const std::vector<std::byte> rows = all_rows(h);
+        const std::uint64_t es = traits(t).type_size, g = h.n_rows(), ne0 = h.ne[0], rb = row_bytes(t, ne0);
+        const std::vector<std::byte> rows = all_rows(h, t);
         out.resize(ne0 * g * es);
         for (std::uint64_t s = 0; s < g; ++s) {
             const std::byte* src = rows.data() + (rotate_half ? rotate_half_row_of(s, g) : s) * rb;
@@ -77,14 +99,18 @@ void emit_heads_transposed(const std::vector<TensorView>& heads, bool rotate_hal
 }
 
 // The transpose of a view, [ne0, n_rows] row-major, in blocks of output rows.
-void emit_transposed(const TensorView& v, ByteSink& sink) {
-    const std::uint64_t es = element_size(v), R = v.n_rows(), C = v.ne[0], rb = v.row_nbytes();
+void emit_transposed(const TensorView& v, DType t, ByteSink& sink) {
+    const std::uint64_t es = traits(t).type_size, R = v.n_rows(), C = v.ne[0], rb = row_bytes(t, C);
     const std::uint64_t B = std::max<std::uint64_t>(1, kTransposeBlockBytes / std::max<std::uint64_t>(1, R * es));
-    std::vector<std::byte> block;
+    std::vector<std::byte> block, converted;
     for (std::uint64_t c0 = 0; c0 < C; c0 += B) {
         const std::uint64_t nb = std::min(B, C - c0);
         block.resize(nb * R * es);
         for_each_window(v, kWindowBytes, [&](std::span<const std::byte> rows, std::uint64_t r, std::uint64_t n) {
+            if (t != v.type) {
+                convert_rows(v.type, t, C, n, rows, converted);
+                rows = converted;
+            }
             for (std::uint64_t i = 0; i < n; ++i)
                 for (std::uint64_t b = 0; b < nb; ++b)
                     std::memcpy(block.data() + (b * R + r + i) * es, rows.data() + i * rb + (c0 + b) * es, es);
@@ -97,17 +123,11 @@ void emit_transposed(const TensorView& v, ByteSink& sink) {
 void emit_rotate_half_elements(const std::vector<TensorView>& heads, DType type, ByteSink& sink) {
     std::vector<std::byte> out;
     for (const TensorView& h : heads) {
-        std::vector<std::byte> bytes(h.bytes.size()), scratch;
-        read_rows(h, 0, h.n_rows(), bytes, scratch);
-        const std::uint64_t g = h.ne[0], es = element_size(h), os = traits(type).type_size;
+        const std::vector<std::byte> bytes = all_rows(h, type);
+        const std::uint64_t g = h.ne[0], os = traits(type).type_size;
         out.resize(g * os);
-        for (std::uint64_t s = 0; s < g; ++s) {
-            const std::byte* src = bytes.data() + rotate_half_row_of(s, g) * es;
-            if (type == h.type)
-                std::memcpy(out.data() + s * os, src, es);
-            else
-                encode_row(type, reinterpret_cast<const float*>(src), out.data() + s * os, 1);
-        }
+        for (std::uint64_t s = 0; s < g; ++s)
+            std::memcpy(out.data() + s * os, bytes.data() + rotate_half_row_of(s, g) * os, os);
         sink.write(out);
     }
 }
@@ -219,7 +239,7 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
              "export: the model uses YaRN RoPE scaling, which headfuse does not export (Hugging Face's YaRN differs "
              "from llama.cpp's)");
     if (c.rope_scaling == RopeScaling::Linear)
-        rope_scaling = {{"rope_type", "linear"}, {"factor", c.rope_scaling_factor}};
+        rope_scaling = {{"rope_type", "linear"}, {"factor", json_float(c.rope_scaling_factor)}};
     if (c.optional_roles.contains(Role::RopeFreqs)) {
         const Value* v = model.metadata().find(kRopeScalingKey);
         const auto* text = v ? std::get_if<std::string>(&v->scalar) : nullptr;
@@ -239,8 +259,21 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
     if (tl && rope_scaling != nullptr)
         fail(ErrorKind::Unsupported,
              "export: the model scales RoPE, which a TransformerLens config cannot say; export it as hf");
-    const DType weight_type = m.token_embd.type;
-    element_size(m.token_embd);
+    const std::optional<DType> dtype = options.dtype;
+    if (dtype && *dtype != DType::F32 && *dtype != DType::F16 && *dtype != DType::BF16)
+        fail(ErrorKind::InvalidArgument,
+             "export: --dtype is " + std::string(type_name(*dtype)) + "; expected f32, f16 or bf16");
+    const DType weight_type = export_type(m.token_embd, dtype);
+    if (dtype && options.warn) {  // the first encoded type decoded
+        std::string decoded;
+        for_each_view(m, [&](const TensorView& v) {
+            if (decoded.empty() && traits(v.type).block_size != 1) decoded = std::string(type_name(v.type));
+        });
+        if (!decoded.empty())
+            options.warn("weights decoded from " + decoded + " to " + std::string(type_name(*dtype)) +
+                         ": the result carries " + decoded + "'s quantization error (it is not the model " + decoded +
+                         " was encoded from)");
+    }
 
     std::vector<StTensorPlan> plans;
     auto zeros = [&](std::string name, std::vector<std::uint64_t> shape) {
@@ -293,14 +326,14 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         StTensorPlan p{foreign_name(*row, s.layer, gqa), DType::F32, foreign_shape(*row, s.ne, c), {}};
         if (is_head_role(*s.role)) {
             const std::vector<TensorView>* heads = &role_heads(m, *s.role, s.layer);
-            p.type = heads->front().type;
+            p.type = export_type(heads->front(), dtype);
             for (const TensorView& h : *heads) {
-                element_size(h);
-                if (h.type != p.type)
+                export_type(h, dtype);
+                if (h.type != heads->front().type)
                     fail("tensor '" + h.name + "' is " + std::string(type_name(h.type)) + ", head 0 is " +
-                         std::string(type_name(p.type)));
+                         std::string(type_name(heads->front().type)));
             }
-            if (small && p.type == DType::F32) p.type = norm_type;
+            if (!dtype && small && p.type == DType::F32) p.type = norm_type;
             if (s.kind == TensorKind::Bias && row->rope_rows)
                 p.produce = [heads, t = p.type](ByteSink& sink) { emit_rotate_half_elements(*heads, t, sink); };
             else if (s.kind == TensorKind::Bias)
@@ -308,19 +341,21 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
                     for (const TensorView& h : *heads) emit_rows(h, t, sink);
                 };
             else if (row->storage == HeadsT)
-                p.produce = [heads, rh = row->rope_rows](ByteSink& sink) { emit_heads_transposed(*heads, rh, sink); };
+                p.produce = [heads, rh = row->rope_rows, t = p.type](ByteSink& sink) {
+                    emit_heads_transposed(*heads, rh, t, sink);
+                };
             else if (row->rope_rows)
-                p.produce = [heads](ByteSink& sink) { emit_rotate_half(*heads, sink); };
+                p.produce = [heads, t = p.type](ByteSink& sink) { emit_rotate_half(*heads, t, sink); };
             else
                 p.produce = [heads, t = p.type](ByteSink& sink) {
                     for (const TensorView& h : *heads) emit_rows(h, t, sink);
                 };
         } else {
             const TensorView* v = role_view(m, *s.role, s.layer);
-            element_size(*v);
-            p.type = small && v->type == DType::F32 ? norm_type : v->type;
+            p.type = export_type(*v, dtype);
+            if (!dtype && small && v->type == DType::F32) p.type = norm_type;
             if (row->storage == Transposed || row->storage == OutHeads)
-                p.produce = [v](ByteSink& sink) { emit_transposed(*v, sink); };
+                p.produce = [v, t = p.type](ByteSink& sink) { emit_transposed(*v, t, sink); };
             else
                 p.produce = [v, t = p.type](ByteSink& sink) { emit_rows(*v, t, sink); };
         }
@@ -329,8 +364,8 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
     layer_biases(layer_done);
     if (tl) {
         if (c.tied) {  // TransformerLens keeps its own unembedding: the embedding, transposed
-            plans.push_back({"unembed.W_U", m.token_embd.type, {c.d_model, c.vocab}, [&m](ByteSink& sink) {
-                                 emit_transposed(m.token_embd, sink);
+            plans.push_back({"unembed.W_U", weight_type, {c.d_model, c.vocab}, [&m, weight_type](ByteSink& sink) {
+                                 emit_transposed(m.token_embd, weight_type, sink);
                              }});
         }
         zeros("unembed.b_U", {c.vocab});

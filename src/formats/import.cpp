@@ -2,6 +2,7 @@
 // and the per-head views over a mapped safetensors checkpoint.
 #include "formats/import.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <deque>
@@ -278,6 +279,14 @@ bool any_role(const Config& c, std::span<const Role> roles) {
 bool hf_attention_bias(const Config& c) { return any_role(c, kHfAttentionBiases); }
 bool hf_mlp_bias(const Config& c) { return any_role(c, kHfMlpBiases); }
 
+double json_float(float x) {
+    char buf[64];
+    const auto end = std::to_chars(buf, buf + sizeof buf, x).ptr;
+    double d = x;
+    std::from_chars(buf, end, d);
+    return d;
+}
+
 json hf_config_json(const Config& c, std::string_view torch_dtype, const json& rope_scaling) {
     return {{"architectures", {"LlamaForCausalLM"}},
             {"model_type", "llama"},
@@ -289,8 +298,8 @@ json hf_config_json(const Config& c, std::string_view torch_dtype, const json& r
             {"num_hidden_layers", c.n_layers},
             {"vocab_size", c.vocab},
             {"max_position_embeddings", c.context_length},
-            {"rms_norm_eps", c.rms_eps},
-            {"rope_theta", c.rope_theta},
+            {"rms_norm_eps", json_float(c.rms_eps)},
+            {"rope_theta", json_float(c.rope_theta)},
             {"rope_scaling", rope_scaling},
             {"tie_word_embeddings", c.tied},
             {"hidden_act", "silu"},
@@ -308,8 +317,8 @@ json tl_config_json(const Config& c, bool folded) {
             {"d_vocab", c.vocab},
             {"n_key_value_heads", c.n_kv_heads == c.n_heads ? json(nullptr) : json(c.n_kv_heads)},
             {"n_ctx", c.context_length},
-            {"eps", c.rms_eps},
-            {"rotary_base", c.rope_theta},
+            {"eps", json_float(c.rms_eps)},
+            {"rotary_base", json_float(c.rope_theta)},
             {"rotary_dim", c.d_head},
             {"normalization_type", folded ? "RMSPre" : "RMS"},
             {"rotary_adjacent_pairs", false},
@@ -588,6 +597,16 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
                 owner->rope_freqs = llama3_rope_factors(rs, c, where);
                 md.set(std::string(kRopeScalingKey), Value::string(rs.dump()));
             }
+            // Absent, num_key_value_heads is num_attention_heads (as Hugging Face's LlamaConfig has it); a GQA
+            // checkpoint without it is named by its key, not by the shape that then fails.
+            if (!j.contains("num_key_value_heads"))
+                if (const StTensor* k = owner->set.find("model.layers.0.self_attn.k_proj.weight");
+                    k && k->shape.size() == 2 && k->shape[0] != std::uint64_t{c.n_heads} * c.d_head)
+                    fail(where + ": key 'num_key_value_heads' is absent, so it is num_attention_heads (" +
+                         std::to_string(c.n_heads) + "), but tensor '" + k->name + "' has " +
+                         std::to_string(k->shape[0]) + " rows, not " +
+                         std::to_string(std::uint64_t{c.n_heads} * c.d_head) + " (" + std::to_string(c.n_heads) +
+                         " heads of head_dim " + std::to_string(c.d_head) + "): set num_key_value_heads");
             out.model = import_mapped(owner, c, kHf, true, false, st, std::move(md));
             break;
         }

@@ -65,7 +65,11 @@ TlConfig tl_config(const nlohmann::json& j, const std::string& where);
 bool hf_attention_bias(const Config& c);
 bool hf_mlp_bias(const Config& c);
 
-// `rope_scaling` is the object to write (null for none).
+// An f32 hyperparameter as config.json writes it: the double of the shortest decimal that reads back as x (so
+// 1e-05, not the f32's exact 9.999999747378752e-06), which JSON prints as that decimal.
+double json_float(float x);
+
+// `rope_scaling` is the object to write (null for none); its floats and the config's are json_float's.
 nlohmann::json hf_config_json(const Config& c, std::string_view torch_dtype, const nlohmann::json& rope_scaling);
 nlohmann::json tl_config_json(const Config& c, bool folded);
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <optional>
 #include <set>
+#include <unordered_set>
 
 #include <nlohmann/json.hpp>
 
@@ -21,9 +22,12 @@ namespace {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-// Tensors (and metadata entries) one file may declare. Real checkpoints hold a few thousand per file; the cap
-// bounds the memory a 100 MB header of empty entries could ask for.
+// Tensors one file may declare, and entries of its __metadata__. Real checkpoints hold a few thousand tensors per
+// file (a mixture-of-experts shard some tens of thousands); the cap bounds the memory the entries of a 100 MB
+// header could ask for (about 64 MB of them at this count).
 constexpr std::size_t kMaxEntries = std::size_t{1} << 18;
+// How much of a value that is not the expected one an error message shows.
+constexpr std::size_t kShownChars = 80;
 
 struct DtypeName {
     std::string_view name;
@@ -39,58 +43,10 @@ constexpr DtypeName kDtypes[] = {
 
 std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
 
-// The JSON of a header, parsed with its shape enforced while it streams: nesting at most 3 deep (the tensor
-// entries' arrays), no duplicate key in any object, at most kMaxEntries entries.
-json parse_header_json(std::string_view text, const std::string& name) {
-    std::vector<std::set<std::string>> keys;  // one per open object
-    std::size_t entries = 0;
-    auto cb = [&](int depth, json::parse_event_t event, json& parsed) {
-        switch (event) {
-            case json::parse_event_t::object_start:
-                if (depth > 2) fail(name + ": header JSON nests deeper than a tensor entry");
-                keys.emplace_back();
-                break;
-            case json::parse_event_t::object_end: keys.pop_back(); break;
-            case json::parse_event_t::array_start:
-                if (depth > 2) fail(name + ": header JSON nests deeper than a tensor entry");
-                break;
-            case json::parse_event_t::key: {
-                const std::string& k = parsed.get_ref<const std::string&>();
-                if (!keys.back().insert(k).second) fail(name + ": header has key " + in_quotes(k) + " twice");
-                if (++entries > kMaxEntries)
-                    fail(name + ": header has more than " + std::to_string(kMaxEntries) +
-                         " entries, the most headfuse reads");
-                break;
-            }
-            default: break;
-        }
-        return true;
-    };
-    try {
-        return json::parse(text.begin(), text.end(), cb);
-    } catch (const json::exception& e) {
-        fail(name + ": header is not valid JSON: " + e.what());
-    }
-}
-
-std::uint64_t read_u64_le(const std::byte* p) {
-    std::uint64_t v = 0;
-    for (int i = 7; i >= 0; --i) v = v << 8 | static_cast<std::uint8_t>(p[i]);
-    return v;
-}
-
-const DtypeName& parse_dtype_name(const json& v, const std::string& where) {
-    if (!v.is_string()) fail(where + ": \"dtype\" must be a string, found " + v.dump());
-    const auto& s = v.get_ref<const std::string&>();
-    for (const DtypeName& d : kDtypes)
-        if (s == d.name) return d;
-    fail(where + ": unknown dtype " + in_quotes(s));
-}
-
-std::uint64_t unsigned_of(const json& v, const std::string& where, std::string_view field) {
-    if (!v.is_number_unsigned())
-        fail(where + ": \"" + std::string(field) + "\" must hold unsigned integers, found " + v.dump());
-    return v.get<std::uint64_t>();
+// A JSON string as JSON writes it, cut to kShownChars.
+std::string shown_string(const std::string& s) {
+    std::string d = json(s).dump();
+    return d.size() > kShownChars ? d.substr(0, kShownChars) + "..." : d;
 }
 
 struct Entry {
@@ -98,65 +54,239 @@ struct Entry {
     std::uint64_t begin = 0, end = 0;
 };
 
-// The tensors a header declares, checked against a data buffer of `buffer_size` bytes.
-std::vector<Entry> parse_entries(const json& j, std::uint64_t buffer_size, const std::string& name,
-                                 std::map<std::string, std::string>& metadata) {
-    if (!j.is_object()) fail(name + ": header must be a JSON object, found " + std::string(j.type_name()));
-    std::vector<Entry> out;
-    for (const auto& [key, v] : j.items()) {
-        if (key == "__metadata__") {
-            if (!v.is_object()) fail(name + ": \"__metadata__\" must be an object of strings");
-            for (const auto& [mk, mv] : v.items()) {
-                if (!mv.is_string())
-                    fail(name + ": \"__metadata__\" value of " + in_quotes(mk) + " must be a string, found " +
-                         mv.dump());
-                metadata[mk] = mv.get<std::string>();
-            }
-            continue;
-        }
-        const std::string where = name + ": tensor " + in_quotes(key);
-        if (!v.is_object()) fail(where + ": entry must be an object, found " + std::string(v.type_name()));
-        for (const auto& [field, fv] : v.items())
-            if (field != "dtype" && field != "shape" && field != "data_offsets")
-                fail(where + ": unexpected field " + in_quotes(field) + " (expected dtype, shape, data_offsets)");
-        for (const char* field : {"dtype", "shape", "data_offsets"})
-            if (!v.contains(field)) fail(where + ": missing field \"" + field + "\"");
-        Entry e;
-        e.t.name = key;
-        const DtypeName& dt = parse_dtype_name(v["dtype"], where);
-        e.t.dtype = dt.name;
-        e.t.type = dt.type;
-        const json& shape = v["shape"];
-        if (!shape.is_array()) fail(where + ": \"shape\" must be an array, found " + shape.dump());
-        if (shape.size() > kMaxSafetensorsDims)
-            fail(ErrorKind::Unsupported, where + ": " + std::to_string(shape.size()) +
-                                             " dimensions, headfuse reads at most " +
-                                             std::to_string(kMaxSafetensorsDims));
-        std::uint64_t elements = 1;
-        for (const json& d : shape) {
-            e.t.shape.push_back(unsigned_of(d, where, "shape"));
-            elements = checked_mul(elements, e.t.shape.back(), where + ": element count");
-        }
-        const json& off = v["data_offsets"];
-        if (!off.is_array() || off.size() != 2)
-            fail(where + ": \"data_offsets\" must be [begin, end], found " + off.dump());
-        e.begin = unsigned_of(off[0], where, "data_offsets");
-        e.end = unsigned_of(off[1], where, "data_offsets");
-        if (e.end < e.begin)
-            fail(where + ": data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
-                 "] end before they begin");
-        const std::uint64_t nbytes = checked_mul(elements, dt.size, where + ": byte length");
-        if (e.end - e.begin != nbytes)
-            fail(where + ": " + std::string(dt.name) + " " + format_shape(e.t.shape) + " needs " +
-                 std::to_string(nbytes) + " bytes, data_offsets give " + std::to_string(e.end - e.begin));
-        if (e.end > buffer_size)
-            fail(where + ": data_offsets end at " + std::to_string(e.end) + ", past the data buffer of " +
-                 std::to_string(buffer_size) + " bytes");
-        out.push_back(std::move(e));
+// The header's JSON read as it streams (nlohmann's SAX interface) straight into its entries, its shape
+// enforced on the way: one object of tensor entries {dtype, shape, data_offsets} and an optional
+// "__metadata__" object of strings, nothing nested deeper, no key twice in an object, unsigned integers only,
+// at most kMaxEntries tensors and metadata entries (counted to the end, so that the refusal says how many).
+// Time is linear in the header: no document is built (a document built with nlohmann's parse callback rescans
+// the top object at the end of every entry, which made a header of n tensors cost n^2).
+class HeaderReader {
+public:
+    HeaderReader(const std::string& name, std::uint64_t buffer_size, std::map<std::string, std::string>& metadata)
+        : name_(name), buffer_size_(buffer_size), metadata_(metadata) {}
+
+    std::vector<Entry> read(std::string_view text) {
+        json::sax_parse(text.begin(), text.end(), this);
+        return std::move(entries_);
     }
+
+    // The SAX interface.
+    bool null() { return scalar("null"); }
+    bool boolean(bool b) { return scalar(b ? "true" : "false"); }
+    bool number_integer(std::int64_t v) { return scalar(std::to_string(v)); }
+    bool number_unsigned(std::uint64_t v) { return scalar(std::to_string(v), v); }
+    bool number_float(double, const std::string& text) { return scalar(text); }
+    bool string(std::string& s) {
+        if (over_) return true;
+        if (depth_ == 2 && ctx_ == Ctx::Metadata) {
+            if (!over_) metadata_[key_] = std::move(s);
+            return true;
+        }
+        if (depth_ == 2 && ctx_ == Ctx::Entry && key_ == "dtype") {
+            for (const DtypeName& d : kDtypes)
+                if (s == d.name) {
+                    entry_.t.dtype = d.name;
+                    entry_.t.type = d.type;
+                    dtype_size_ = d.size;
+                    return true;
+                }
+            fail(where() + ": unknown dtype " + in_quotes(s));
+        }
+        return scalar(shown_string(s));
+    }
+    bool binary(json::binary_t&) { return scalar("binary"); }
+
+    bool start_object(std::size_t) { return open(true); }
+    bool start_array(std::size_t) { return open(false); }
+
+    bool key(std::string& k) {
+        if (depth_ == 1) {
+            if (k == "__metadata__") {
+                if (metadata_seen_) fail(name_ + ": header has key '__metadata__' twice");
+                metadata_seen_ = true;
+                ctx_ = Ctx::Metadata;
+            } else {
+                ctx_ = Ctx::Entry;
+                if (++tensors_ > kMaxEntries) over_ = true;
+                if (!over_ && !names_.insert(k).second) fail(name_ + ": header has key " + in_quotes(k) + " twice");
+            }
+            entry_name_ = k;
+        } else if (depth_ == 2 && ctx_ == Ctx::Metadata) {
+            if (++metadata_entries_ > kMaxEntries) over_ = true;
+            if (!over_ && metadata_.count(k)) fail(name_ + ": \"__metadata__\" has key " + in_quotes(k) + " twice");
+        } else if (depth_ == 2 && !over_) {  // a field of a tensor entry
+            int i = 0;
+            while (i < 3 && k != kFields[i]) ++i;
+            if (i == 3) fail(where() + ": unexpected field " + in_quotes(k) + " (expected dtype, shape, data_offsets)");
+            if (has_[i]) fail(where() + ": key " + in_quotes(k) + " twice");
+            has_[i] = true;
+        }
+        key_ = std::move(k);
+        return true;
+    }
+
+    bool end_array() {
+        --depth_;
+        if (over_ || depth_ != 2 || ctx_ != Ctx::Entry) return true;
+        if (key_ == "shape") {
+            if (dims_ > kMaxSafetensorsDims)
+                fail(ErrorKind::Unsupported, where() + ": " + std::to_string(dims_) +
+                                                 " dimensions, headfuse reads at most " +
+                                                 std::to_string(kMaxSafetensorsDims));
+            if (!not_unsigned_.empty())
+                fail(where() + ": \"shape\" must hold unsigned integers, found " + not_unsigned_);
+        } else {  // data_offsets
+            if (offsets_.size() != 2)
+                fail(where() + ": \"data_offsets\" must be [begin, end], found [" + offsets_text_ +
+                     (offsets_.size() > 3 ? ",...]" : "]"));
+            if (!not_unsigned_.empty())
+                fail(where() + ": \"data_offsets\" must hold unsigned integers, found " + not_unsigned_);
+            entry_.begin = offsets_[0];
+            entry_.end = offsets_[1];
+        }
+        return true;
+    }
+
+    bool end_object() {
+        --depth_;
+        if (depth_ == 0) {
+            if (tensors_ > kMaxEntries)
+                fail(name_ + ": header declares " + std::to_string(tensors_) + " tensors, more than the " +
+                     std::to_string(kMaxEntries) + " headfuse reads from one file");
+            if (metadata_entries_ > kMaxEntries)
+                fail(name_ + ": \"__metadata__\" holds " + std::to_string(metadata_entries_) +
+                     " entries, more than the " + std::to_string(kMaxEntries) + " headfuse reads");
+        }
+        if (depth_ == 1 && ctx_ == Ctx::Entry && !over_) finish_entry();
+        return true;
+    }
+
+    bool parse_error(std::size_t, const std::string&, const json::exception& e) {
+        fail(name_ + ": header is not valid JSON: " + e.what());
+    }
+
+private:
+    enum class Ctx { Metadata, Entry };
+    static constexpr const char* kFields[3] = {"dtype", "shape", "data_offsets"};
+
+    std::string where() const { return name_ + ": tensor " + in_quotes(entry_name_); }
+
+    // An object or array begins.
+    bool open(bool object) {
+        const char* kind = object ? "an object" : "an array";
+        if (depth_ >= 3) fail(name_ + ": header JSON nests deeper than a tensor entry");
+        if (depth_ == 1 && !over_) {
+            if (ctx_ == Ctx::Metadata && !object) fail(name_ + ": \"__metadata__\" must be an object of strings");
+            if (ctx_ == Ctx::Entry && !object) fail(where() + ": entry must be an object, found array");
+            if (ctx_ == Ctx::Entry) {
+                entry_ = Entry{};
+                entry_.t.name = entry_name_;
+                has_[0] = has_[1] = has_[2] = false;
+            }
+        } else if (depth_ == 2 && !over_) {
+            if (ctx_ == Ctx::Metadata)
+                fail(name_ + ": \"__metadata__\" value of " + in_quotes(key_) + " must be a string, found " + kind);
+            if (key_ == "dtype") fail(where() + ": \"dtype\" must be a string, found " + kind);
+            if (object) {
+                if (key_ == "shape") fail(where() + ": \"shape\" must be an array, found an object");
+                fail(where() + ": \"data_offsets\" must be [begin, end], found an object");
+            }
+            dims_ = 0;
+            not_unsigned_.clear();
+            offsets_.clear();
+            offsets_text_.clear();
+        }
+        ++depth_;
+        return true;
+    }
+
+    // A value that is not an object or an array; `text` as JSON shows it, `u` when it is an unsigned integer.
+    bool scalar(const std::string& text, std::optional<std::uint64_t> u = std::nullopt) {
+        if (over_) return true;
+        if (depth_ == 1)  // a tensor entry or __metadata__ that is not an object
+            fail(ctx_ == Ctx::Metadata ? name_ + ": \"__metadata__\" must be an object of strings"
+                                       : where() + ": entry must be an object, found " + json_type(text));
+        if (depth_ == 2) {
+            if (ctx_ == Ctx::Metadata)
+                fail(name_ + ": \"__metadata__\" value of " + in_quotes(key_) + " must be a string, found " + text);
+            if (key_ == "dtype") fail(where() + ": \"dtype\" must be a string, found " + text);
+            if (key_ == "shape") fail(where() + ": \"shape\" must be an array, found " + text);
+            fail(where() + ": \"data_offsets\" must be [begin, end], found " + text);
+        }
+        // depth 3: an element of shape or data_offsets
+        if (!u && not_unsigned_.empty()) not_unsigned_ = text;
+        if (key_ == "shape") {
+            if (++dims_ <= kMaxSafetensorsDims && u) entry_.t.shape.push_back(*u);
+        } else {
+            if (offsets_.size() < 3) offsets_text_ += (offsets_.empty() ? "" : ",") + text;
+            if (offsets_.size() < 4) offsets_.push_back(u.value_or(0));  // counted no further than "more than 3"
+        }
+        return true;
+    }
+
+    static std::string json_type(const std::string& text) {
+        if (text == "null") return "null";
+        if (text == "true" || text == "false") return "boolean";
+        if (!text.empty() && text.front() == '"') return "string";
+        return "number";
+    }
+
+    // The checks of one complete tensor entry.
+    void finish_entry() {
+        const std::string w = where();
+        for (int i = 0; i < 3; ++i)
+            if (!has_[i]) fail(w + ": missing field \"" + kFields[i] + "\"");
+        Entry& e = entry_;
+        std::uint64_t elements = 1;
+        for (std::uint64_t d : e.t.shape) elements = checked_mul(elements, d, w + ": element count");
+        if (e.end < e.begin)
+            fail(w + ": data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
+                 "] end before they begin");
+        const std::uint64_t nbytes = checked_mul(elements, dtype_size_, w + ": byte length");
+        if (e.end - e.begin != nbytes)
+            fail(w + ": " + std::string(e.t.dtype) + " " + format_shape(e.t.shape) + " needs " +
+                 std::to_string(nbytes) + " bytes, data_offsets give " + std::to_string(e.end - e.begin));
+        if (e.end > buffer_size_)
+            fail(w + ": data_offsets end at " + std::to_string(e.end) + ", past the data buffer of " +
+                 std::to_string(buffer_size_) + " bytes");
+        entries_.push_back(std::move(e));
+    }
+
+    const std::string& name_;
+    const std::uint64_t buffer_size_;
+    std::map<std::string, std::string>& metadata_;
+    std::vector<Entry> entries_;
+    std::unordered_set<std::string> names_;
+    std::size_t tensors_ = 0, metadata_entries_ = 0;
+    bool over_ = false;  // past kMaxEntries: only counting now
+    bool metadata_seen_ = false;
+    int depth_ = 0;  // open objects and arrays
+    Ctx ctx_ = Ctx::Entry;
+    std::string entry_name_, key_;
+    // The entry being read.
+    Entry entry_;
+    bool has_[3] = {};
+    std::uint32_t dtype_size_ = 0;
+    std::size_t dims_ = 0;
+    std::vector<std::uint64_t> offsets_;
+    std::string offsets_text_, not_unsigned_;
+};
+
+std::uint64_t read_u64_le(const std::byte* p) {
+    std::uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = v << 8 | static_cast<std::uint8_t>(p[i]);
+    return v;
+}
+
+// The tensors a header's JSON declares, checked against a data buffer of `buffer_size` bytes.
+std::vector<Entry> parse_entries(std::string_view text, std::uint64_t buffer_size, const std::string& name,
+                                 std::map<std::string, std::string>& metadata) {
+    std::vector<Entry> out = HeaderReader(name, buffer_size, metadata).read(text);
     // The tensors must tile the buffer: sorted by offset, each begins where the previous ended.
-    std::sort(out.begin(), out.end(),
-              [](const Entry& a, const Entry& b) { return std::tie(a.begin, a.end) < std::tie(b.begin, b.end); });
+    // Stable: of entries with the same range, the first in the header is named first.
+    std::stable_sort(out.begin(), out.end(), [](const Entry& a, const Entry& b) {
+        return std::tie(a.begin, a.end) < std::tie(b.begin, b.end);
+    });
     std::uint64_t at = 0;
     const Entry* prev = nullptr;
     for (const Entry& e : out) {
@@ -213,8 +343,7 @@ SafetensorsFile SafetensorsFile::parse(std::span<const std::byte> bytes, std::st
     f.name_ = std::move(name);
     const std::string_view text = header_text(bytes, f.name_);
     const std::uint64_t data_start = 8 + text.size();
-    const json j = parse_header_json(text, f.name_);
-    std::vector<Entry> entries = parse_entries(j, bytes.size() - data_start, f.name_, f.metadata_);
+    std::vector<Entry> entries = parse_entries(text, bytes.size() - data_start, f.name_, f.metadata_);
     f.tensors_.reserve(entries.size());
     for (Entry& e : entries) {
         e.t.file_offset = data_start + e.begin;
@@ -318,13 +447,12 @@ SafetensorsSet SafetensorsSet::open(const fs::path& path) {
                          ", the weight_map says " + in_quotes(it->second));
             }
         }
-        for (const auto& entry : weight_map) {
-            // Named, not a structured binding: clang before 16 cannot capture a binding in a lambda.
-            const std::string &tensor = entry.first, &file = entry.second;
-            const auto it = std::find_if(s.files_.begin(), s.files_.end(), [&](const SafetensorsFile& f) {
-                return fs::path(f.name()).filename() == file;
-            });
-            if (it == s.files_.end() || !it->find(tensor))
+        // A map of the shards by name: one look-up per entry, not a scan of the shards.
+        std::map<std::string, const SafetensorsFile*, std::less<>> shard;
+        for (const SafetensorsFile& f : s.files_) shard.emplace(fs::path(f.name()).filename().string(), &f);
+        for (const auto& [tensor, file] : weight_map) {
+            const auto it = shard.find(file);
+            if (it == shard.end() || !it->second->find(tensor))
                 fail(p.string() + ": weight_map puts tensor " + in_quotes(tensor) + " in " + in_quotes(file) +
                      ", which does not hold it");
         }
@@ -399,7 +527,7 @@ void write_one(const fs::path& path, const std::vector<StTensorPlan>& tensors,
         const std::string name = path.string() + " (header about to be written)";
         std::map<std::string, std::string> md;
         const std::string_view text(reinterpret_cast<const char*>(head.data()) + 8, head.size() - 8);
-        parse_entries(parse_header_json(text, name), data, name, md);
+        parse_entries(text, data, name, md);
     }
     OutputFile out(path, inputs, head.size() + data, set);
     if (progress)

@@ -9,7 +9,8 @@
 //
 // Offsets are relative to the data buffer, row-major data, dims outermost first. The reader applies the
 // reference implementation's rules and a few more: N at most 100 MB, one JSON object of exactly that shape (no
-// other keys, no duplicate names, unsigned integers only), the byte length of each tensor equal to its element
+// other keys, no duplicate names, unsigned integers only, at most 2^18 tensors and 2^18 metadata entries, read as
+// it streams in time linear in its length), the byte length of each tensor equal to its element
 // count times its dtype size (checked arithmetic), and the tensors tiling the buffer from 0 to its end with no
 // gap and no overlap. Every dtype of the format is validated; F32, F16 and BF16 tensors are read, a tensor of
 // another dtype is refused by name when it is used (a TransformerLens state dict holds a BOOL mask buffer).

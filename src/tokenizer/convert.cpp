@@ -8,7 +8,6 @@
 #include <cstring>
 #include <limits>
 #include <map>
-#include <set>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -49,6 +48,13 @@ constexpr KnownPre kLlama3Pre{
     "llama-bpe", true};
 // ByteLevel with use_regex: GPT-2's own regex, llama.cpp's "gpt-2".
 constexpr KnownPre kGpt2Pre{"", "gpt-2", false};
+// Qwen2's (digits one at a time), which llama.cpp implements as "qwen2" and headfuse does not convert yet: named
+// in the refusal.
+constexpr std::string_view kQwen2Regex =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+// The pre-tokenizers headfuse converts, for its refusals.
+constexpr std::string_view kKnownPres = "headfuse converts LLaMA 3's (llama.cpp's 'llama-bpe') and GPT-2's ('gpt-2')";
 
 // Deeper nesting than any tokenizer file has; refused before parsing, as printing or freeing a deeply nested
 // value recurses.
@@ -111,6 +117,30 @@ std::vector<std::size_t> char_bounds(std::string_view s) {
         if ((static_cast<unsigned char>(s[i]) & 0xC0) != 0x80) b.push_back(i);
     b.push_back(s.size());
     return b;
+}
+
+// For each token, its longest proper prefix (suffix: `reversed`) that is also a token, or -1. The tokens sorted by
+// text, a token's token prefixes are the chain on a stack of the previous token's: linear in the bytes of the
+// tokens after the sort.
+std::vector<std::int32_t> affix_parents(const std::vector<std::string>& tokens, bool reversed) {
+    std::vector<std::string> rev;
+    if (reversed) {
+        rev.reserve(tokens.size());
+        for (const std::string& t : tokens) rev.emplace_back(t.rbegin(), t.rend());
+    }
+    const std::vector<std::string>& text = reversed ? rev : tokens;
+    std::vector<std::uint32_t> order(text.size());
+    for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) { return text[a] < text[b]; });
+    std::vector<std::int32_t> parent(text.size(), -1);
+    std::vector<std::uint32_t> chain;
+    for (const std::uint32_t id : order) {
+        const std::string_view t = text[id];
+        while (!chain.empty() && !t.starts_with(text[chain.back()])) chain.pop_back();
+        if (!chain.empty()) parent[id] = static_cast<std::int32_t>(chain.back());
+        chain.push_back(id);
+    }
+    return parent;
 }
 
 bool is_byte_token(std::string_view t) {
@@ -379,30 +409,42 @@ struct Converter {
         const float none = -static_cast<float>(merges.size());
         std::vector<float> score(tokens.size(), none);
         std::vector<bool> formed(tokens.size(), false);
-        std::set<std::pair<std::string_view, std::string_view>> pairs;
+        std::unordered_set<std::uint64_t> pairs;  // the ids a and b of every merge, as a << 32 | b
         for (std::size_t r = 0; r < merges.size(); ++r) {
             const auto& [a, b] = merges[r];
             const std::uint32_t id = ids.at(a + b);
             if (!formed[id]) score[id] = -static_cast<float>(r);
             formed[id] = true;
-            pairs.emplace(a, b);
+            pairs.insert(std::uint64_t{ids.at(a)} << 32 | ids.at(b));
         }
         // Pieces llama.cpp can hold while merging: single characters and pieces merges form.
-        auto reachable = [&](std::string_view p) {
-            const auto it = ids.find(std::string(p));
-            return it != ids.end() && (formed[it->second] || char_bounds(p).size() == 2);
-        };
+        std::vector<bool> reach(tokens.size());
+        for (std::uint32_t id = 0; id < tokens.size(); ++id)
+            reach[id] = formed[id] || (!tokens[id].empty() && char_bounds(tokens[id]).size() == 2);
+        auto reachable = [&](std::int32_t id) { return reach[static_cast<std::uint32_t>(id)]; };
+        // A token's splits into two tokens are found through the chains of its token prefixes and token
+        // suffixes, not by looking up every split (hashing each split of a piece of n bytes costs n^2, minutes
+        // for a piece of a few megabytes); each chain is at most as long as the token, so this is linear in the
+        // bytes of the vocabulary.
+        const std::vector<std::int32_t> prefix = affix_parents(tokens, false), suffix = affix_parents(tokens, true);
         std::size_t extra = 0;
         std::string example;
+        std::vector<std::pair<std::size_t, std::uint32_t>> heads;  // (split, prefix token), split decreasing
         for (std::uint32_t id = 0; id < tokens.size(); ++id) {
             if (types[id] != kNormal) continue;
             const std::string& t = tokens[id];
-            const auto bounds = char_bounds(t);
-            for (std::size_t k = 1; k + 1 < bounds.size(); ++k) {
-                const std::string_view a = std::string_view(t).substr(0, bounds[k]),
-                                       b = std::string_view(t).substr(bounds[k]);
-                if (reachable(a) && reachable(b) && !pairs.count({a, b})) {
-                    if (extra++ == 0) example = "'" + std::string(a) + "' + '" + std::string(b) + "'";
+            heads.clear();
+            for (std::int32_t p = prefix[id]; p >= 0; p = prefix[p])
+                if (!tokens[p].empty() && reachable(p)) heads.emplace_back(tokens[p].size(), p);
+            // Suffixes from the longest: their splits increase, so the first split found is the leftmost.
+            auto h = heads.rbegin();
+            for (std::int32_t q = suffix[id]; q >= 0 && h != heads.rend(); q = suffix[q]) {
+                if (tokens[q].empty() || !reachable(q)) continue;
+                const std::size_t k = t.size() - tokens[q].size();
+                while (h != heads.rend() && h->first < k) ++h;
+                if (h != heads.rend() && h->first == k &&
+                    !pairs.count(std::uint64_t{h->second} << 32 | static_cast<std::uint32_t>(q))) {
+                    if (extra++ == 0) example = "'" + t.substr(0, k) + "' + '" + t.substr(k) + "'";
                     break;
                 }
             }
@@ -418,10 +460,15 @@ struct Converter {
 
     // Byte-level: the llama.cpp pre-tokenizer whose regex is the tokenizer.json's.
     const KnownPre& byte_level_pre() const {
+        const auto parts = flatten(field(tj, "pre_tokenizer"), "pretokenizers");
+        for (const json* p : parts)
+            if (type_of(*p) == "Split" && field(field(*p, "pattern"), "Regex") == json(kQwen2Regex))
+                unsupported("pre-tokenizer regex " + dump(field(field(*p, "pattern"), "Regex")) +
+                            " is Qwen2's, which llama.cpp implements as 'qwen2' and headfuse does not convert yet (" +
+                            std::string(kKnownPres) + ")");
         if (!field(tj, "normalizer").is_null())
             unsupported("normalizer " + dump(field(tj, "normalizer")) +
                         " has no llama.cpp equivalent for a byte-level tokenizer");
-        const auto parts = flatten(field(tj, "pre_tokenizer"), "pretokenizers");
         auto byte_level = [&](const json& j, bool regex) {
             return type_of(j) == "ByteLevel" && field(j, "add_prefix_space") != json(true) &&
                    field(j, "use_regex") == json(regex);
@@ -436,10 +483,12 @@ struct Converter {
                 regex == json(kLlama3Pre.regex))
                 pre = &kLlama3Pre;
             else
-                unsupported("pre-tokenizer regex " + dump(regex) +
-                            " is not one llama.cpp implements (known: LLaMA 3's, GPT-2's)");
+                unsupported("pre-tokenizer regex " + dump(regex) + " is not one headfuse converts (" +
+                            std::string(kKnownPres) + ")");
         }
-        if (!pre) unsupported("pre-tokenizer " + dump(field(tj, "pre_tokenizer")) + " is not one llama.cpp implements");
+        if (!pre)
+            unsupported("pre-tokenizer " + dump(field(tj, "pre_tokenizer")) + " is not one headfuse converts (" +
+                        std::string(kKnownPres) + ")");
         const bool ignore = field(field(tj, "model"), "ignore_merges") == json(true);
         if (ignore != pre->ignore_merges)
             unsupported("model.ignore_merges is " + std::string(ignore ? "true" : "false") + ", but llama.cpp's '" +
