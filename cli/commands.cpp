@@ -222,10 +222,6 @@ void warn_context(Warnings& w, const Config& c, std::size_t n_tokens) {
                  std::to_string(c.context_length) + " (llama.cpp evaluates at most that many in a sequence)");
 }
 
-OpenedCheckpoint open_source(const std::string& in, const std::string& config) {
-    return open_checkpoint(in, config.empty() ? std::nullopt : std::optional<std::filesystem::path>(config));
-}
-
 int run_fuse(const FuseArgs& a, const Common& c) {
     const auto t0 = Clock::now();
     Warnings warnings;

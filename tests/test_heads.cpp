@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "head_lists.h"
 #include "headfuse/forward.h"
 #include "headfuse/fuse.h"
 #include "headfuse/gguf.h"
@@ -27,6 +28,7 @@
 #include "support/models.h"
 
 using namespace headfuse;
+using headfuse::cli::parse_heads;
 using headfuse::test::run_cli;
 using headfuse::test::TempDir;
 
