@@ -222,10 +222,6 @@ void warn_context(Warnings& w, const Config& c, std::size_t n_tokens) {
                  std::to_string(c.context_length) + " (llama.cpp evaluates at most that many in a sequence)");
 }
 
-OpenedCheckpoint open_source(const std::string& in, const std::string& config) {
-    return open_checkpoint(in, config.empty() ? std::nullopt : std::optional<std::filesystem::path>(config));
-}
-
 int run_fuse(const FuseArgs& a, const Common& c) {
     const auto t0 = Clock::now();
     Warnings warnings;
@@ -417,15 +413,17 @@ int run_inspect(const InspectArgs& a) {
 
 int run_logits(const LogitsArgs& a, const Common& c) {
     if (!a.out.empty()) check_output_path(a.out);
-    const PerHeadModel model = open_model(a.model);
+    const OpenedCheckpoint src = open_source(a.model, a.config);
+    const PerHeadModel& model = src.model;
     const std::vector<float> logits = forward_logits(model.views(), a.tokens, c.threads);
     const std::uint32_t vocab = model.config().vocab;
     Warnings warnings;
     warn_context(warnings, model.config(), a.tokens.size());
     if (!a.out.empty()) {
-        const std::filesystem::path in = a.model;
+        std::vector<std::filesystem::path> inputs = src.inputs;
+        if (inputs.empty()) inputs.emplace_back(a.model);
         write_file_atomically(a.out, {reinterpret_cast<const std::byte*>(logits.data()), logits.size() * sizeof(float)},
-                              {&in, 1});
+                              inputs);
         std::printf("wrote %s: %zu x %u f32 logits\n", a.out.c_str(), a.tokens.size(), vocab);
         warnings.print();
         return 0;

@@ -1,4 +1,5 @@
-// The headfuse commands: each one parses nothing, calls the library and prints. main.cpp holds the flags.
+// The headfuse commands' work: each one parses nothing, calls the library and prints. Their options are registered
+// and checked in model_commands.cpp, read_commands.cpp and heads_commands.cpp.
 #pragma once
 
 #include <cstdint>
@@ -7,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "headfuse/checkpoint.h"
 #include "headfuse/config.h"
 #include "headfuse/gguf.h"
 #include "headfuse/mix.h"
@@ -49,7 +51,7 @@ struct InspectArgs {
 };
 
 struct LogitsArgs {
-    std::string model, out;
+    std::string model, config, out;
     std::vector<std::uint32_t> tokens;
     unsigned top = 5;
 };
@@ -64,9 +66,17 @@ struct HeadsArgs {
     std::string verb;  // "ablate", "prune", "pool-kv", "transplant", "scan"
     std::string in, out, heads, kv_groups, from, config, tokens_file, svg, scan;
     std::optional<DType> type;
+    std::optional<Mix> mix;
     std::uint32_t kv_heads = 0;
     double lowest = 0;  // prune --lowest: the fraction of heads to prune, by --scan
 };
+
+// A model to read, with its --config (empty: config.json beside the weights).
+OpenedCheckpoint open_source(const std::string& in, const std::string& config);
+
+// True if the two paths name one file: the same name, or the same file through a symbolic or hard link (also
+// when neither exists yet but a link points at the other).
+bool same_file(const std::filesystem::path& a, const std::filesystem::path& b);
 
 // "model.gguf" or "model-00001-of-00003.gguf .. model-00003-of-00003.gguf (3 shards)", and their total size.
 std::string written(const std::vector<std::filesystem::path>& files);

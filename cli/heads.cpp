@@ -1,4 +1,4 @@
-// headfuse heads: the head surgery verbs and scan. Parsing lives in main.cpp, the edits in the library.
+// headfuse heads: the head surgery verbs and scan. Their options are in heads_commands.cpp, the edits in the library.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "head_lists.h"
 #include "headfuse/checkpoint.h"
 #include "headfuse/error.h"
 #include "headfuse/file_io.h"
@@ -22,10 +23,6 @@ namespace headfuse::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-OpenedCheckpoint open_source(const std::string& in, const std::string& config) {
-    return open_checkpoint(in, config.empty() ? std::nullopt : std::optional<std::filesystem::path>(config));
-}
 
 // Token ids from a file: decimal numbers separated by commas or white space.
 std::vector<std::uint32_t> read_tokens(const std::string& path) {
@@ -55,7 +52,11 @@ void write_text(const std::string& path, const std::string& text, std::span<cons
 }
 
 int run_scan(const HeadsArgs& a, const Common& c) {
+    if (!a.scan.empty() && !a.svg.empty() && same_file(a.scan, a.svg))
+        fail(ErrorKind::InvalidArgument,
+             "-o '" + a.scan + "' and --svg '" + a.svg + "' are one file: the scan and its figure need two");
     if (!a.scan.empty()) check_output_path(a.scan);
+    if (!a.svg.empty()) check_output_path(a.svg);
     const OpenedCheckpoint src = open_source(a.in, a.config);
     const std::vector<std::uint32_t> tokens = read_tokens(a.tokens_file);
     // The digest before the scan: a libcrypto that cannot compute it fails before the work.
@@ -94,12 +95,14 @@ int run_scan(const HeadsArgs& a, const Common& c) {
     }
     std::printf("mean next-token loss %.6f nats over %zu tokens; change when each head is ablated:\n", s.base_loss,
                 tokens.size());
+    std::uint32_t widest = 0;  // a deci layer lists only the heads it has
+    for (std::uint32_t l = 0; l < cfg.n_layers; ++l) widest = std::max(widest, cfg.n_heads_at(l));
     std::printf("%-6s", "layer");
-    for (std::uint32_t h = 0; h < cfg.n_heads; ++h) std::printf(" %10s", ("head " + std::to_string(h)).c_str());
+    for (std::uint32_t h = 0; h < widest; ++h) std::printf(" %10s", ("head " + std::to_string(h)).c_str());
     std::printf("\n");
     for (std::uint32_t l = 0; l < cfg.n_layers; ++l) {
         std::printf("%-6u", l);
-        for (std::uint32_t h = 0; h < cfg.n_heads; ++h) std::printf(" %+10.6f", s.loss[l][h] - s.base_loss);
+        for (std::uint32_t h = 0; h < cfg.n_heads_at(l); ++h) std::printf(" %+10.6f", s.loss[l][h] - s.base_loss);
         std::printf("\n");
     }
     if (!a.scan.empty()) std::printf("wrote %s\n", a.scan.c_str());
@@ -230,6 +233,7 @@ int run_heads(const HeadsArgs& a, const Common& c) {
     }();
     FuseOptions opt;
     opt.type = a.type;
+    opt.mix = a.mix;
     opt.threads = c.threads;
     opt.output = c.output;
     opt.progress = make_progress("heads " + a.verb, c.quiet);
@@ -240,7 +244,10 @@ int run_heads(const HeadsArgs& a, const Common& c) {
     if (!ranked.empty()) std::printf("prune --lowest %g: %s\n", a.lowest, ranked.c_str());
     const Value* edits = edited.metadata().find(kEditsKey);
     std::printf("wrote %s: fused llama file, %s, %s in %.2f s\n  %s\n", written(files).c_str(),
-                describe(edited.config()).c_str(), a.type ? std::string(type_name(*a.type)).c_str() : "types kept",
+                describe(edited.config()).c_str(),
+                a.mix    ? std::string(mix_name(*a.mix)).c_str()
+                : a.type ? std::string(type_name(*a.type)).c_str()
+                         : "types kept",
                 std::chrono::duration<double>(Clock::now() - t0).count(),
                 std::get<std::string>(edits->items.back().scalar).c_str());
     return 0;

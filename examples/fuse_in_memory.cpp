@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
         const headfuse::PerHeadModel source = headfuse::PerHeadModel::random_init(cfg, 42);
         std::vector<headfuse::ExternalTensor> tensors;
         headfuse::for_each_view(source.views(), [&](const headfuse::TensorView& v) {
-            tensors.push_back({v.name, v.type, {v.ne.begin(), v.ne.begin() + v.n_dims}, v.bytes});
+            tensors.push_back({v.name(), v.type(), {v.ne().begin(), v.ne().begin() + v.n_dims()}, v.bytes()});
         });
         const headfuse::PerHeadModel engine = headfuse::PerHeadModel::from_tensors(cfg, tensors);
 

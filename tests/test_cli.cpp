@@ -16,6 +16,7 @@
 
 #include "headfuse/gguf.h"
 #include "support/models.h"
+#include "support/required.h"
 
 namespace {
 
@@ -357,8 +358,8 @@ TEST(CliDestinations, ReplacedFileKeepsItsMode) {
 TEST(CliDestinations, RefusesWhatTheUserCouldNotWrite) {
     Args as_user{HEADFUSE_CLI};
     if (::geteuid() == 0) {
-        if (run_program({"setpriv", "--version"}).status != 0)
-            GTEST_SKIP() << "running as root without setpriv: no unprivileged user to run the CLI as";
+        HEADFUSE_REQUIRE(run_program({"setpriv", "--version"}).status == 0,
+                         "running as root without setpriv (util-linux): no unprivileged user to run the CLI as");
         as_user = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", HEADFUSE_CLI};
     }
     TempDir dir;
@@ -656,6 +657,168 @@ TEST(CliAlignment, OneByteAlignedFilesRunWithoutMisalignedLoads) {
     }
     expect_refused(run_cli(concat({"init", "-q", "-o", (dir / "x.gguf").string(), "--alignment", "48"}, kModel)),
                    {"--alignment", "power of two", "48"});
+}
+
+// ---- issue 23: outputs checked before the work, lists and repeats, the heads verbs' types, sizes (#23.5, #23.9) --
+
+// A tokens file for heads scan: 24 ids across the small model's vocabulary.
+fs::path tokens_file(const TempDir& dir) {
+    const fs::path p = dir / "tokens.txt";
+    std::string ids;
+    for (int i = 0; i < 24; ++i) ids += std::to_string((i * 37 + 5) % 300) + (i % 2 ? "\n" : ", ");
+    write_text(p, ids, 0644);
+    return p;
+}
+
+// #23.5: every output of heads scan is checked before the scan: a --svg in a folder that does not exist is refused
+// at once with no JSON left; -o and --svg naming one file (by name, through a symbolic link, a hard link) are
+// refused, and an existing file keeps its bytes.
+TEST(CliOutputs, ScanChecksEveryOutputBeforeTheWork) {
+    const Models& m = models();
+    TempDir dir;
+    const std::string fu = m.fused.string(), tokens = tokens_file(dir).string();
+    const std::string json = (dir / "ok.json").string();
+    auto scan = [&](const std::string& out, const std::string& svg) {
+        return run_cli({"heads", "scan", fu, "--tokens-file", tokens, "-q", "-o", out, "--svg", svg});
+    };
+    expect_refused(scan(json, (dir / "missing" / "map.svg").string()), {"map.svg"});
+    EXPECT_FALSE(fs::exists(json));
+    expect_refused(scan(json, json), {"-o", "--svg", "ok.json"});
+    EXPECT_FALSE(fs::exists(json));
+    fs::create_symlink("ok.json", dir / "link.svg");  // dangling until ok.json is written
+    expect_refused(scan(json, (dir / "link.svg").string()), {"-o", "--svg", "link.svg"});
+    EXPECT_FALSE(fs::exists(json));
+    write_text(dir / "old.json", "old", 0644);
+    fs::create_hard_link(dir / "old.json", dir / "hard.svg");
+    expect_refused(scan((dir / "old.json").string(), (dir / "hard.svg").string()), {"-o", "--svg", "hard.svg"});
+    EXPECT_EQ(read_bytes(dir / "old.json").size(), 3u);
+    // Two files: both written.
+    const RunResult ok = scan(json, (dir / "map.svg").string());
+    ASSERT_EQ(ok.status, 0) << ok.err;
+    EXPECT_TRUE(fs::exists(json));
+    EXPECT_TRUE(fs::exists(dir / "map.svg"));
+}
+
+// #23.9: a head list may have spaces after its commas; it means what the list without them means.
+TEST(CliLists, SpacesAfterCommasAreAccepted) {
+    const Models& m = models();
+    TempDir dir;
+    const fs::path tight = dir / "tight.gguf", spaced = dir / "spaced.gguf";
+    const RunResult a =
+        run_cli({"heads", "ablate", "-q", m.fused.string(), "-o", tight.string(), "--heads", "0:1,1:2"});
+    ASSERT_EQ(a.status, 0) << a.err;
+    const RunResult b =
+        run_cli({"heads", "ablate", "-q", m.fused.string(), "-o", spaced.string(), "--heads", "0:1, 1:2"});
+    ASSERT_EQ(b.status, 0) << b.err;
+    EXPECT_EQ(read_bytes(tight), read_bytes(spaced));
+    const RunResult t = run_cli({"heads", "transplant", "-q", m.fused.string(), "--from", m.fused.string(), "-o",
+                                 (dir / "t.gguf").string(), "--heads", "0:1=1:1,  1:2"});
+    EXPECT_EQ(t.status, 0) << t.err;
+    // Other spaces are still refused, by name.
+    expect_refused(
+        run_cli({"heads", "ablate", "-q", m.fused.string(), "-o", (dir / "x.gguf").string(), "--heads", "0 :1"}),
+        {"--heads", "'0 :1'"});
+}
+
+// #23.9: an option given twice is one line naming it, for every kind of option, not CLI11's message.
+TEST(CliLists, RepeatedOptionsAreNamed) {
+    const Models& m = models();
+    TempDir dir;
+    const std::string fu = m.fused.string(), ph = m.ph.string(), out = (dir / "x.gguf").string();
+    const std::vector<std::pair<Args, std::string>> cases = {
+        {{"heads", "ablate", fu, "-o", out, "--heads", "0:1", "--heads", "1:2"}, "--heads"},
+        {{"heads", "prune", fu, "-o", out, "--kv-groups", "0:1", "--kv-groups", "1:0"}, "--kv-groups"},
+        {{"fuse", ph, "-o", out, "--type", "f16", "--type", "q8_0"}, "--type"},
+        {{"fuse", ph, "-o", out, "-o", out}, "--output"},
+        {{"fuse", ph, "-o", out, "--split-max-size", "1M", "--split-max-size", "2M"}, "--split-max-size"},
+        {{"init", "-o", out, "--seed", "1", "--seed", "2"}, "--seed"},
+        {{"logits", fu, "--tokens", "1", "--tokens", "2"}, "--tokens"},
+    };
+    for (const auto& [args, flag] : cases) {
+        SCOPED_TRACE(flag);
+        const RunResult r = run_cli(flag == "--seed" ? concat(args, kModel) : args);
+        expect_refused(r, {flag, "given 2 times"});
+        EXPECT_EQ(r.err.find("argument(s)"), std::string::npos) << r.err;
+    }
+    EXPECT_TRUE(list_dir(dir.path()).empty());
+}
+
+// #23.9: the heads verbs take the K-quant mixes fuse takes, list them in --help, and write what fuse writes for
+// the edited model: an ablation at q4_k_m has the tensor types of the ablated F32 model fused at q4_k_m (rows of
+// 256, whole K-quant blocks, so the mix's own types, Q4_K among them, not its fallbacks).
+TEST(CliTypes, HeadsVerbsTakeTheKQuantMixes) {
+    TempDir dir;
+    const fs::path ph = dir / "ph.gguf", src = dir / "src.gguf", mixed = dir / "mixed.gguf", plain = dir / "plain.gguf",
+                   refused = dir / "fused_mix.gguf";
+    ASSERT_EQ(run_cli({"init", "-q", "-o", ph.string(), "--d-model", "256", "--n-heads", "4", "--d-ff", "256",
+                       "--n-layers", "1", "--vocab", "300"})
+                  .status,
+              0);
+    ASSERT_EQ(run_cli({"fuse", "-q", ph.string(), "-o", src.string()}).status, 0);
+    const RunResult help = run_cli({"heads", "ablate", "--help"});
+    EXPECT_NE(help.out.find("q4_k_m"), std::string::npos) << help.out;
+    const RunResult a =
+        run_cli({"heads", "ablate", "-q", src.string(), "-o", mixed.string(), "--heads", "0:1", "--type", "q4_k_m"});
+    ASSERT_EQ(a.status, 0) << a.err;
+    EXPECT_NE(a.out.find("q4_k_m"), std::string::npos) << a.out;
+    ASSERT_EQ(run_cli({"heads", "ablate", "-q", src.string(), "-o", plain.string(), "--heads", "0:1"}).status, 0);
+    ASSERT_EQ(run_cli({"fuse", "-q", plain.string(), "-o", refused.string(), "--type", "q4_k_m"}).status, 0);
+    const headfuse::GgufFile x = headfuse::GgufFile::open(mixed), y = headfuse::GgufFile::open(refused);
+    ASSERT_EQ(x.tensors().size(), y.tensors().size());
+    bool q4_k = false;
+    for (std::size_t i = 0; i < x.tensors().size(); ++i) {
+        EXPECT_EQ(x.tensors()[i].name, y.tensors()[i].name);
+        EXPECT_EQ(x.tensors()[i].type, y.tensors()[i].type) << x.tensors()[i].name;
+        q4_k |= x.tensors()[i].type == 12;  // GGML_TYPE_Q4_K
+    }
+    EXPECT_TRUE(q4_k);
+}
+
+// #23.9: the two size options read units by one rule: a plain number is bytes, K/M/G are powers of 1000 (as
+// llama-gguf-split counts), KiB/MiB/GiB powers of 1024; --help says so.
+TEST(CliSizes, OneRuleForBothSizeOptions) {
+    const Models& m = models();
+    TempDir dir;
+    // --split-max-size: the same shards from 60000, 60K and 60KB; 58KiB (59392 bytes) is a smaller limit.
+    std::vector<std::vector<std::string>> sets;
+    for (const std::string size : {"60000", "60K", "60KB"}) {
+        const fs::path sub = dir / ("s" + size);
+        fs::create_directory(sub);
+        const RunResult r =
+            run_cli({"fuse", "-q", m.ph.string(), "-o", (sub / "m").string(), "--split-max-size", size});
+        ASSERT_EQ(r.status, 0) << size << ": " << r.err;
+        sets.push_back(list_dir(sub));
+        EXPECT_GT(sets.back().size(), 1u) << size;
+        if (sets.size() > 1) {
+            EXPECT_EQ(sets.back(), sets.front());
+            for (const std::string& f : sets.front())
+                EXPECT_EQ(read_bytes(sub / f), read_bytes(dir / "s60000" / f)) << size << " " << f;
+        }
+    }
+    // --max-shard-size: 100000, 100K and 100KB give the same export; plain bytes as before.
+    std::vector<std::string> exported;
+    for (const std::string size : {"100000", "100K", "100KB"}) {
+        const fs::path out = dir / ("e" + size);
+        const RunResult r = run_cli({"export", "-q", m.ph.string(), "-o", out.string(), "--max-shard-size", size});
+        ASSERT_EQ(r.status, 0) << size << ": " << r.err;
+        if (exported.empty()) exported = list_dir(out);
+        EXPECT_EQ(list_dir(out), exported) << size;
+        EXPECT_GT(exported.size(), 3u);  // config.json, the index and shards
+    }
+    const RunResult kib =
+        run_cli({"export", "-q", m.ph.string(), "-o", (dir / "kib").string(), "--max-shard-size", "2MiB"});
+    ASSERT_EQ(kib.status, 0) << kib.err;
+    for (const std::string bad : {"0", "1.5M", "10T", "M", "-1", "1m", "18446744073709551616"}) {
+        expect_refused(run_cli({"fuse", "-q", m.ph.string(), "-o", (dir / "x.gguf").string(), "--split-max-size", bad}),
+                       {"--split-max-size", "'" + bad + "'", "KiB"});
+        expect_refused(run_cli({"export", "-q", m.ph.string(), "-o", (dir / "x").string(), "--max-shard-size", bad}),
+                       {"--max-shard-size", "'" + bad + "'", "KiB"});
+    }
+    for (const Args& cmd : {Args{"fuse", "--help"}, Args{"export", "--help"}}) {
+        const RunResult help = run_cli(cmd);
+        EXPECT_NE(help.out.find("KiB"), std::string::npos) << help.out;
+        EXPECT_NE(help.out.find("10^6"), std::string::npos) << help.out;
+    }
 }
 
 }  // namespace

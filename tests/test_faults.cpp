@@ -26,6 +26,7 @@
 
 #include "headfuse/gguf.h"
 #include "support/models.h"
+#include "support/required.h"
 
 namespace {
 
@@ -354,9 +355,10 @@ TEST(Faults, FullDiskIsRefusedBeforeWritingAndLeavesNothing) {
     TempDir root;
     const fs::path mnt = root / "small_fs";
     Tmpfs small_fs(mnt, "size=2m");
-    if (!small_fs.mounted())
-        GTEST_SKIP() << "cannot mount a 2 MB tmpfs here (" << small_fs.error()
-                     << "): needs root or CAP_SYS_ADMIN; the file-size limit test covers the write error path";
+    HEADFUSE_REQUIRE(small_fs.mounted(), "cannot mount a 2 MB tmpfs here ("
+                                             << small_fs.error()
+                                             << "): needs root or CAP_SYS_ADMIN; the file-size limit test covers "
+                                                "the write error path");
     ASSERT_TRUE(has_o_tmpfile(mnt)) << "tmpfs has O_TMPFILE";
     // Leave 48 kB: every output below is larger.
     {

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -40,14 +41,8 @@ struct TestModel {
     ModelViews views;
 
     TensorView add(std::string name, DType type, std::vector<std::uint64_t> ne, std::vector<std::byte> bytes) {
-        TensorView v;
-        v.name = std::move(name);
-        v.type = type;
-        v.n_dims = std::uint32_t(ne.size());
-        for (std::size_t i = 0; i < ne.size(); ++i) v.ne[i] = ne[i];
         storage.push_back(std::move(bytes));
-        v.bytes = storage.back();
-        return v;
+        return TensorView::of(std::move(name), type, ne, storage.back());
     }
     TensorView add_f32(std::string name, std::vector<std::uint64_t> ne, const std::vector<float>& data) {
         std::vector<std::byte> bytes(data.size() * sizeof(float));
@@ -119,7 +114,7 @@ using Vec = std::vector<double>;
 
 // y = W x for W stored [n_in, n_out] (row o is W[o*n_in .. o*n_in + n_in)).
 Vec mul(const TensorView& w, const Vec& x) {
-    const std::uint64_t n_in = w.ne[0], n_out = w.n_rows();
+    const std::uint64_t n_in = w.ne()[0], n_out = w.n_rows();
     Vec y(n_out, 0.0);
     for (std::uint64_t o = 0; o < n_out; ++o)
         for (std::uint64_t i = 0; i < n_in; ++i) y[o] += double(w.f32()[o * n_in + i]) * x[i];
@@ -282,13 +277,13 @@ TEST(Forward, FusedHeadSlicesMatchSeparateBuffers) {
     for (LayerViews& l : fused.views.layers) {
         for (auto* heads : {&l.q, &l.k, &l.v}) {
             std::vector<std::byte> bytes;
-            for (const TensorView& h : *heads) bytes.insert(bytes.end(), h.bytes.begin(), h.bytes.end());
+            for (const TensorView& h : *heads) bytes.insert(bytes.end(), h.bytes().begin(), h.bytes().end());
             const auto n = std::uint64_t(heads->size());
             const TensorView whole = fused.add("fused", DType::F32, {c.d_model, n * c.d_head}, std::move(bytes));
             for (std::uint64_t h = 0; h < n; ++h) (*heads)[h] = whole.rows(h * c.d_head, c.d_head, "head");
         }
     }
-    ASSERT_NE(fused.views.layers[0].q[1].bytes.data(), separate.views.layers[0].q[1].bytes.data());
+    ASSERT_NE(fused.views.layers[0].q[1].bytes().data(), separate.views.layers[0].q[1].bytes().data());
     const auto tokens = random_tokens(10, 11, c.vocab);
     EXPECT_TRUE(bit_identical(forward_logits(separate.views, tokens), forward_logits(fused.views, tokens)));
 }
@@ -326,15 +321,15 @@ TEST_P(ForwardTypes, EncodedWeightsMatchTheirDecodedTwin) {
     TestModel encoded, decoded;
     encoded.views = decoded.views = f32.views;
     auto convert = [&](TensorView& enc, TensorView& dec) {
-        const std::uint64_t n_in = enc.ne[0], n_out = enc.n_rows(), rb = row_bytes(type, n_in);
+        const std::uint64_t n_in = enc.ne()[0], n_out = enc.n_rows(), rb = row_bytes(type, n_in);
         std::vector<std::byte> bytes(rb * n_out);
         std::vector<float> back(n_in * n_out);
         for (std::uint64_t r = 0; r < n_out; ++r) {
             encode_row(type, enc.f32() + r * n_in, bytes.data() + r * rb, n_in);
             decode_row(type, bytes.data() + r * rb, back.data() + r * n_in, n_in);
         }
-        dec = decoded.add_f32(dec.name, {n_in, n_out}, back);
-        enc = encoded.add(enc.name, type, {n_in, n_out}, std::move(bytes));
+        dec = decoded.add_f32(dec.name(), {n_in, n_out}, back);
+        enc = encoded.add(enc.name(), type, {n_in, n_out}, std::move(bytes));
     };
     convert(encoded.views.token_embd, decoded.views.token_embd);
     convert(*encoded.views.output, *decoded.views.output);
@@ -376,7 +371,7 @@ TEST(Forward, OutOfRangeTokenIsAnError) {
 TEST(Forward, WrongShapeIsAnError) {
     const Config c = make_config(32, 2, 2, 16, 48, 1, 50);
     TestModel m = random_model(c, 49);
-    m.views.layers[0].ffn_up.ne[1] = 47;
+    m.views.layers[0].ffn_up = m.views.layers[0].ffn_up.rows(0, 47, "blk.0.ffn_up.weight");  // [32, 47]
     try {
         forward_logits(m.views, std::vector<std::uint32_t>{1});
         ADD_FAILURE() << "a wrong shape was accepted";
@@ -384,6 +379,30 @@ TEST(Forward, WrongShapeIsAnError) {
         EXPECT_NE(std::string(e.what()).find("ffn_up"), std::string::npos) << e.what();
         EXPECT_NE(std::string(e.what()).find("[32, 48]"), std::string::npos) << e.what();
     }
+}
+
+// A view's type, shape and bytes agree wherever it is made: TensorView::of and rows() refuse what does not, by name.
+TEST(TensorViewInvariants, OfAndRowsRefuseInconsistentViews) {
+    const std::vector<std::byte> bytes(4 * 34);  // four Q8_0 blocks
+    const std::vector<std::uint64_t> ne{64, 2};
+    const TensorView q = TensorView::of("w", DType::Q8_0, ne, bytes);
+    EXPECT_EQ(q.n_rows(), 2u);
+    EXPECT_EQ(q.row_nbytes(), 68u);
+    EXPECT_TRUE(q.plain());
+    auto refused = [](const std::function<void()>& f, const std::string& says) {
+        try {
+            f();
+            ADD_FAILURE() << "accepted: " << says;
+        } catch (const Error& e) {
+            EXPECT_EQ(e.kind(), ErrorKind::InvalidArgument);
+            EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+        }
+    };
+    refused([&] { TensorView::of("w", DType::Q8_0, ne, std::span(bytes).first(135)); }, "tensor 'w': 135 bytes");
+    refused([&] { TensorView::of("w", DType::Q8_0, std::vector<std::uint64_t>{48, 2}, bytes); }, "block size 32");
+    refused([&] { TensorView::of("w", DType::F32, std::vector<std::uint64_t>{}, bytes); }, "0 dimensions");
+    refused([&] { TensorView::of("w", static_cast<DType>(200), ne, bytes); }, "type id 200");
+    refused([&] { (void)q.rows(1, 2, "x"); }, "rows 1 to 3 of 2");
 }
 
 // A lens folds into token_embd, which a tied output would then have to be: refused.

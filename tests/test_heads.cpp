@@ -9,10 +9,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <set>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "head_lists.h"
 #include "headfuse/forward.h"
 #include "headfuse/fuse.h"
 #include "headfuse/gguf.h"
@@ -25,6 +28,7 @@
 #include "support/models.h"
 
 using namespace headfuse;
+using headfuse::cli::parse_heads;
 using headfuse::test::run_cli;
 using headfuse::test::TempDir;
 
@@ -657,6 +661,69 @@ TEST(HeadsScan, AHeadScaledTenfoldComesFirst) {
     ASSERT_EQ(p.status, 0) << p.err;
     EXPECT_EQ(open_model(out).config().n_heads, 2u);
     EXPECT_EQ(p.out.find("1:2"), std::string::npos) << p.out;
+}
+
+// The scan of a deci model (per-layer head counts) lists, in its JSON and its table, exactly the heads each layer
+// has: a layer pruned to 2 heads has 2 entries, a layer without attention none. Each entry is the source model
+// run with the pruned heads and that head masked, and the base loss is llama.cpp's on the deci file.
+TEST(HeadsScan, DeciListsTheHeadsEachLayerHas) {
+    TempDir dir;
+    const Config c = gqa_config();
+    const auto src = fused_model(dir, c, "src");
+    const auto tokens = default_tokens(c.vocab, 7);
+    {
+        std::ofstream f(dir / "tokens.txt");
+        for (const std::uint32_t t : tokens) f << t << "\n";
+    }
+    auto mean_loss = [&](const std::vector<double>& lp) {
+        double loss = 0;
+        for (std::size_t t = 0; t + 1 < tokens.size(); ++t) loss -= lp[t * c.vocab + tokens[t + 1]];
+        return loss / double(tokens.size() - 1);
+    };
+    struct Case {
+        std::string pruned;
+        std::vector<std::vector<std::uint32_t>> kept;  // per layer: the source's heads the deci file keeps
+    };
+    for (const Case& k : {Case{"0:0,0:1", {{2, 3}, {0, 1, 2, 3}}}, Case{"1:0,1:1,1:2,1:3,0:0,0:1", {{2, 3}, {}}}}) {
+        const auto deci = dir / "deci.gguf", scan = dir / "scan.json";
+        ASSERT_EQ(run_cli({"heads", "prune", src.string(), "-o", deci.string(), "--heads", k.pruned, "-q"}).status, 0);
+        const auto r = run_cli({"heads", "scan", deci.string(), "--tokens-file", (dir / "tokens.txt").string(), "-o",
+                                scan.string(), "-q"});
+        ASSERT_EQ(r.status, 0) << r.err;
+        const auto j = nlohmann::json::parse(std::ifstream(scan));
+        std::vector<std::pair<std::uint32_t, std::uint32_t>> listed, want;
+        for (const auto& h : j["heads"]) listed.emplace_back(h["layer"].get<std::uint32_t>(), h["head"]);
+        for (std::uint32_t l = 0; l < k.kept.size(); ++l)
+            for (std::uint32_t h = 0; h < k.kept[l].size(); ++h) want.emplace_back(l, h);
+        EXPECT_EQ(listed, want) << k.pruned;
+        const auto gone = parse_heads(k.pruned, "--heads");
+        for (const auto& h : j["heads"]) {
+            const std::uint32_t l = h["layer"], hd = h["head"];
+            auto ablated = gone;
+            ablated.push_back({l, k.kept[l][hd]});
+            EXPECT_NEAR(h["loss"].get<double>(), mean_loss(logprobs(src, tokens, ablated)), kPrunedLogprobTolerance)
+                << k.pruned << " " << l << ":" << hd;
+        }
+        // The table: a row per layer, with a change for each head it has.
+        std::istringstream table(r.out);
+        std::string line;
+        std::getline(table, line);  // the mean loss
+        std::getline(table, line);  // the head numbers
+        for (std::uint32_t l = 0; l < k.kept.size(); ++l) {
+            ASSERT_TRUE(std::getline(table, line)) << r.out;
+            std::istringstream cells(line);
+            std::vector<std::string> words{std::istream_iterator<std::string>(cells), {}};
+            EXPECT_EQ(words.size(), 1 + k.kept[l].size()) << line;
+        }
+        if (test::judges_available()) {
+            const auto theirs = test::llama_eval(deci.string(), {tokens.begin(), tokens.end()});
+            ASSERT_EQ(theirs.logprobs.size(), tokens.size());
+            double loss = 0;
+            for (std::size_t t = 0; t + 1 < tokens.size(); ++t) loss -= theirs.logprobs[t][tokens[t + 1]];
+            EXPECT_NEAR(j["base_loss"].get<double>(), loss / double(tokens.size() - 1), kF32LogprobTolerance);
+        }
+        std::filesystem::remove(deci);
+    }
 }
 
 TEST(HeadsErrors, OneLineAndNoOutput) {

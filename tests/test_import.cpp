@@ -16,6 +16,7 @@
 
 #include "formats/safetensors.h"
 #include "headfuse/gguf.h"
+#include "headfuse/verify.h"
 #include "support/judge.h"
 #include "support/models.h"
 
@@ -155,6 +156,66 @@ TEST_P(HfImport, LlamaCppGivesTheReferenceDistributionAndExportGivesTheSameBytes
 
 INSTANTIATE_TEST_SUITE_P(Shapes, HfImport, ::testing::ValuesIn(hf_cases()),
                          [](const auto& info) { return info.param.name; });
+
+// `logits` and `heads scan` read foreign checkpoints where they lie, in their own row order: a Hugging Face
+// folder (rotate-half Q and K rows; F32 with all seven biases, a sharded index, BF16) and a TransformerLens state
+// dict (transposed heads). The logits are the fused file's, bit for bit, and the float64 reference's within
+// kLogprobTolerance; every entry of the scan is the fused file's scan, exactly.
+TEST(ForeignInputs, LogitsAndScanReadEveryLayoutInPlace) {
+    TempDir dir;
+    const std::vector<std::string> shape{"--d-model",  "64", "--n-heads", "4",   "--n-kv-heads", "2", "--d-ff", "96",
+                                         "--n-layers", "2",  "--vocab",   "300", "--seed",       "11"};
+    auto make = [&](const std::string& name, std::vector<std::string> extra) {
+        std::vector<std::string> a{"make-hf", (dir / name).string()};
+        a.insert(a.end(), shape.begin(), shape.end());
+        a.insert(a.end(), extra.begin(), extra.end());
+        reference(a);
+    };
+    make("biases", {"--attention-bias", "--mlp-bias"});
+    make("sharded", {"--shard-bytes", "60000"});
+    make("bf16", {"--dtype", "BF16"});
+    reference({"make-tl", (dir / "sharded").string(), (dir / "tl").string()});
+    const auto tokens = prompt(300);
+    {
+        std::ofstream f(dir / "tokens.txt");
+        f << csv(tokens) << "\n";
+    }
+    struct Source {
+        std::string name;
+        fs::path in, hf;  // the input, and the Hugging Face folder the reference reads
+    };
+    for (const Source& s : {Source{"biases", dir / "biases", dir / "biases"},
+                            Source{"sharded", dir / "sharded" / "model.safetensors.index.json", dir / "sharded"},
+                            Source{"bf16", dir / "bf16", dir / "bf16"}, Source{"tl", dir / "tl", dir / "sharded"}}) {
+        const fs::path gguf = dir / (s.name + ".gguf");
+        fuse_ok({"fuse", "-q", s.in.string(), "-o", gguf.string()});
+        std::vector<std::vector<std::byte>> logits;
+        std::vector<nlohmann::json> scans;
+        for (const fs::path& in : {s.in, gguf}) {
+            const fs::path out = dir / (s.name + "." + std::to_string(logits.size()));
+            auto r = run_cli({"logits", in.string(), "--tokens", csv(tokens), "-o", out.string() + ".f32", "-q"});
+            ASSERT_EQ(r.status, 0) << s.name << ": " << r.err;
+            logits.push_back(test::read_bytes(out.string() + ".f32"));
+            r = run_cli({"heads", "scan", in.string(), "--tokens-file", (dir / "tokens.txt").string(), "-o",
+                         out.string() + ".json", "-q"});
+            ASSERT_EQ(r.status, 0) << s.name << ": " << r.err;
+            scans.push_back(nlohmann::json::parse(std::ifstream(out.string() + ".json")));
+        }
+        EXPECT_EQ(logits[0], logits[1]) << s.name;
+        EXPECT_EQ(scans[0]["base_loss"], scans[1]["base_loss"]) << s.name;
+        ASSERT_EQ(scans[0]["heads"].size(), 2u * 4u) << s.name;
+        EXPECT_EQ(scans[0]["heads"], scans[1]["heads"]) << s.name;
+        // The logits against Hugging Face's convention, computed by numpy in float64.
+        std::vector<float> f32(logits[0].size() / sizeof(float));
+        std::memcpy(f32.data(), logits[0].data(), logits[0].size());
+        const std::vector<double> lp = log_softmax(f32, 300);
+        std::vector<std::vector<double>> got(tokens.size());
+        for (std::size_t p = 0; p < tokens.size(); ++p) got[p].assign(lp.begin() + p * 300, lp.begin() + (p + 1) * 300);
+        const double d = max_diff(reference_logprobs(s.hf, tokens), got);
+        std::printf("[headfuse] %s: logits vs numpy reference max |dlogp| %.3g\n", s.name.c_str(), d);
+        EXPECT_LE(d, kLogprobTolerance) << s.name;
+    }
+}
 
 TEST(HfImport, Bf16KeepsItsTypeAndComesBackByteIdentical) {
     TempDir dir;

@@ -41,30 +41,13 @@ std::vector<Target> targets() {
     return out;
 }
 
-struct FileShape {
-    std::string name;
-    Config config;
-};
-void PrintTo(const FileShape& s, std::ostream* os) { *os << s.name; }
-
-Config make(std::uint32_t d_model, std::uint32_t heads, std::uint32_t kv, std::uint32_t d_head, std::uint32_t d_ff,
-            std::uint32_t layers, std::uint32_t vocab, bool tied) {
-    Config c;
-    c.d_model = d_model;
-    c.n_heads = heads;
-    c.n_kv_heads = kv;
-    c.d_head = d_head;
-    c.d_ff = d_ff;
-    c.n_layers = layers;
-    c.vocab = vocab;
-    c.tied = tied;
-    return c;
-}
+using FileShape = test::Shape;
+using test::make_config;
 
 // A deci model (per-layer counts) with two layers of no attention: llama.cpp counts attn_v tensors, not layers,
 // for use_more_bits and the first-layers rules.
 Config deci_model() {
-    Config c = make(256, 4, 2, 64, 512, 8, 300, false);
+    Config c = make_config(256, 4, 2, 64, 512, 8, 300, false);
     c.set_layer_counts({4, 0, 2, 4, 0, 4, 2, 4}, {2, 0, 1, 2, 0, 2, 1, 2}, {512, 256, 512, 512, 512, 256, 512, 512});
     return c;
 }
@@ -74,10 +57,10 @@ Config deci_model() {
 std::vector<FileShape> file_shapes() {
     return {
         {"deci_8layers_2_without_attention", deci_model()},
-        {"d256_gqa_8layers", make(256, 4, 2, 64, 512, 8, 300, false)},
-        {"d320_mqa_16layers_ff288", make(320, 5, 1, 64, 288, 16, 260, false)},
-        {"d96_tied", make(96, 3, 3, 32, 256, 4, 270, true)},
-        {"d256_tied_ff320", make(256, 2, 2, 128, 320, 3, 280, true)},
+        {"d256_gqa_8layers", make_config(256, 4, 2, 64, 512, 8, 300, false)},
+        {"d320_mqa_16layers_ff288", make_config(320, 5, 1, 64, 288, 16, 260, false)},
+        {"d96_tied", make_config(96, 3, 3, 32, 256, 4, 270, true)},
+        {"d256_tied_ff320", make_config(256, 2, 2, 128, 320, 3, 280, true)},
     };
 }
 
@@ -141,7 +124,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, KQuantFiles, ::testing::ValuesIn(file_shapes())
 TEST(KQuantFiles, F16AndBf16SourcesAreWidenedExactly) {
     HEADFUSE_REQUIRE_LLAMA_QUANTIZE(llama);
     test::TempDir dir;
-    const PerHeadModel f32 = PerHeadModel::random_init(make(320, 4, 2, 64, 512, 4, 300, false), test::test_seed());
+    const PerHeadModel f32 =
+        PerHeadModel::random_init(make_config(320, 4, 2, 64, 512, 4, 300, false), test::test_seed());
     for (DType half : {DType::F16, DType::BF16}) {
         SCOPED_TRACE(type_name(half));
         FuseOptions to_half;

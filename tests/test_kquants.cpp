@@ -23,7 +23,10 @@
 namespace headfuse {
 namespace {
 
+using test::encode_fast;
+using test::encode_reference;
 using test::GgmlLib;
+using test::normal_values;
 using test::same_bits;
 using test::same_encoding;
 
@@ -117,18 +120,6 @@ TEST(DecodeEveryType, ExtremeScalesMatchGgml) {
 
 // ---- encoders ----
 
-std::vector<std::byte> encode_reference(DType t, const std::vector<float>& x) {
-    std::vector<std::byte> out(row_bytes(t, x.size()));
-    reference::encode_row(t, x.data(), out.data(), x.size());
-    return out;
-}
-
-std::vector<std::byte> encode_fast(DType t, const std::vector<float>& x) {
-    std::vector<std::byte> out(row_bytes(t, x.size()));
-    encode_row(t, x.data(), out.data(), x.size());
-    return out;
-}
-
 void expect_matches_ggml(const GgmlLib& ggml, DType t, const std::vector<float>& x, std::size_t rows,
                          const std::string& what) {
     const auto n_per_row = static_cast<std::int64_t>(x.size() / rows);
@@ -141,13 +132,6 @@ void expect_matches_ggml(const GgmlLib& ggml, DType t, const std::vector<float>&
         kernels::encode_row(isa, t, x.data(), out.data(), x.size());
         EXPECT_TRUE(same_encoding(t, out, want, x)) << what << ", " << isa_name(isa);
     }
-}
-
-std::vector<float> normal_values(std::mt19937_64& rng, std::size_t n, float scale) {
-    std::normal_distribution<float> normal(0.0f, 1.0f);
-    std::vector<float> x(n);
-    for (float& v : x) v = normal(rng) * scale;
-    return x;
 }
 
 TEST(EncodeNewTypes, RandomNormalRowsMatchGgml) {

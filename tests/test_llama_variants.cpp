@@ -53,14 +53,7 @@ void write_sharp_model(const Config& c, std::uint64_t seed, const std::filesyste
 }
 
 Config small_config() {
-    Config c;
-    c.d_model = 64;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.d_head = 32;
-    c.d_ff = 128;
-    c.n_layers = 2;
-    c.vocab = 300;
+    Config c = test::make_config(64, 4, 2, 32, 128, 2, 300);
     c.context_length = 512;
     return c;
 }

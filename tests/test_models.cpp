@@ -25,8 +25,8 @@ using headfuse::test::TempDir;
 namespace {
 
 bool same_bytes(const TensorView& a, const TensorView& b) {
-    return a.type == b.type && a.ne == b.ne && a.bytes.size() == b.bytes.size() &&
-           std::memcmp(a.bytes.data(), b.bytes.data(), a.bytes.size()) == 0;
+    return a.type() == b.type() && a.ne() == b.ne() && a.bytes().size() == b.bytes().size() &&
+           std::memcmp(a.bytes().data(), b.bytes().data(), a.bytes().size()) == 0;
 }
 
 // Every per-head view of `a` equals the same view of `b`, byte for byte (the lens excepted when folded).
@@ -44,7 +44,7 @@ void expect_same_heads(const ModelViews& a, const ModelViews& b, bool compare_em
         const LayerViews &x = a.layers[l], &y = b.layers[l];
         for (auto [p, q] : {std::pair{&x.q, &y.q}, {&x.k, &y.k}, {&x.v, &y.v}}) {
             ASSERT_EQ(p->size(), q->size());
-            for (std::size_t h = 0; h < p->size(); ++h) EXPECT_TRUE(same_bytes((*p)[h], (*q)[h])) << (*p)[h].name;
+            for (std::size_t h = 0; h < p->size(); ++h) EXPECT_TRUE(same_bytes((*p)[h], (*q)[h])) << (*p)[h].name();
         }
         for (auto [p, q] : {std::pair{&x.attn_norm, &y.attn_norm},
                             {&x.attn_output, &y.attn_output},
@@ -52,7 +52,7 @@ void expect_same_heads(const ModelViews& a, const ModelViews& b, bool compare_em
                             {&x.ffn_gate, &y.ffn_gate},
                             {&x.ffn_up, &y.ffn_up},
                             {&x.ffn_down, &y.ffn_down}})
-            EXPECT_TRUE(same_bytes(*p, *q)) << p->name;
+            EXPECT_TRUE(same_bytes(*p, *q)) << p->name();
     }
 }
 
@@ -92,8 +92,8 @@ TEST_P(ShapeTest, FuseRealizeSplitIsBitExact) {
     // Head views are zero-copy slices at h * head_nbytes of the fused tensor.
     const std::uint64_t head_nbytes = std::uint64_t{c.d_model} * c.d_head * sizeof(float);
     for (std::uint32_t h = 0; h < c.n_heads; ++h)
-        EXPECT_EQ(fused.views().layers[0].q[h].bytes.data(),
-                  fused.fused(0, Role::AttnQ).bytes.data() + h * head_nbytes);
+        EXPECT_EQ(fused.views().layers[0].q[h].bytes().data(),
+                  fused.fused(0, Role::AttnQ).bytes().data() + h * head_nbytes);
 
     split(fused, dir / "split.gguf");
     const PerHeadModel back = PerHeadModel::open(dir / "split.gguf");
@@ -178,7 +178,7 @@ TEST(Views, ACopyOutlivesItsModel) {
     // Every view's bytes, copied.
     auto contents = [](const ModelViews& v) {
         std::vector<std::vector<std::byte>> out;
-        for_each_view(v, [&](const TensorView& t) { out.emplace_back(t.bytes.begin(), t.bytes.end()); });
+        for_each_view(v, [&](const TensorView& t) { out.emplace_back(t.bytes().begin(), t.bytes().end()); });
         return out;
     };
     const std::vector<HeadRef> heads{{1, 2}};
@@ -249,7 +249,7 @@ TEST(RandomInit, NormalWithStd002AndNormsOne) {
     const Config c = test::make_config(256, 4, 4, 64, 512, 1, 2000);
     const PerHeadModel m = PerHeadModel::random_init(c, test::test_seed());
     const TensorView& e = m.views().token_embd;
-    const std::size_t n = e.bytes.size() / 4;
+    const std::size_t n = e.bytes().size() / 4;
     double s1 = 0, s2 = 0, s4 = 0;
     for (std::size_t i = 0; i < n; ++i) {
         const double x = e.f32()[i];
@@ -266,7 +266,7 @@ TEST(RandomInit, NormalWithStd002AndNormsOne) {
     const TensorView& norm = m.views().layers[0].attn_norm;
     for (std::size_t i = 0; i < c.d_model; ++i) EXPECT_EQ(norm.f32()[i], 1.0f);
     const PerHeadModel a = PerHeadModel::random_init(c, 1), b = PerHeadModel::random_init(c, 2);
-    EXPECT_NE(std::memcmp(a.views().token_embd.bytes.data(), b.views().token_embd.bytes.data(), 64), 0)
+    EXPECT_NE(std::memcmp(a.views().token_embd.bytes().data(), b.views().token_embd.bytes().data(), 64), 0)
         << "different seeds gave the same weights";
 }
 

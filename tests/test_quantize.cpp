@@ -25,7 +25,10 @@
 namespace headfuse {
 namespace {
 
+using test::encode_fast;
+using test::encode_reference;
 using test::GgmlLib;
+using test::normal_values;
 using test::same_bits;
 using test::same_encoding;
 
@@ -46,18 +49,6 @@ std::string show(float f) {
 
 using test::supported_isas;
 
-std::vector<std::byte> encode_reference(DType t, const std::vector<float>& x) {
-    std::vector<std::byte> out(row_bytes(t, x.size()));
-    reference::encode_row(t, x.data(), out.data(), x.size());
-    return out;
-}
-
-std::vector<std::byte> encode_fast(DType t, const std::vector<float>& x) {
-    std::vector<std::byte> out(row_bytes(t, x.size()));
-    encode_row(t, x.data(), out.data(), x.size());
-    return out;
-}
-
 std::vector<std::byte> encode_with(Isa isa, DType t, const std::vector<float>& x) {
     std::vector<std::byte> out(row_bytes(t, x.size()));
     kernels::encode_row(isa, t, x.data(), out.data(), x.size());
@@ -73,13 +64,6 @@ void expect_all_match_ggml(const GgmlLib& ggml, DType t, const std::vector<float
     EXPECT_TRUE(same_encoding(t, encode_fast(t, x), want, x)) << what << ", encode_row";
     for (Isa isa : supported_isas())
         EXPECT_TRUE(same_encoding(t, encode_with(isa, t, x), want, x)) << what << ", " << isa_name(isa);
-}
-
-std::vector<float> normal_values(std::mt19937_64& rng, std::size_t n, float scale) {
-    std::normal_distribution<float> normal(0.0f, 1.0f);
-    std::vector<float> x(n);
-    for (float& v : x) v = normal(rng) * scale;
-    return x;
 }
 
 // A random float that is finite: any sign, exponent and mantissa.

@@ -25,6 +25,7 @@
 #include "headfuse/model.h"
 #include "support/ggml_lib.h"
 #include "support/models.h"
+#include "support/required.h"
 
 using namespace headfuse;
 using headfuse::test::run_cli;
@@ -308,11 +309,8 @@ void check_picture(const std::filesystem::path& svg, std::size_t cells, const ch
     EXPECT_GT(p.at(last->x + 8, last->y + 2)[2], 150);
 }
 
-#define REQUIRE_CHROMIUM()                                                            \
-    if (chromium().empty()) {                                                         \
-        if (::headfuse::test::running_in_ci()) FAIL() << "chromium is not installed"; \
-        GTEST_SKIP() << "chromium is not installed (scripts/setup.sh installs it)";   \
-    }
+#define REQUIRE_CHROMIUM() \
+    HEADFUSE_REQUIRE(!chromium().empty(), "chromium is not installed (scripts/setup.sh installs it)")
 
 // A real scan of a 2 x 4 model through the CLI: the figure names model, method and ablation, prints every value,
 // marks the two kv groups, and chromium shows what it declares.

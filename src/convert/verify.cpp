@@ -46,13 +46,13 @@ public:
         ++report_.tensors_checked;
         Finding f;
         std::uint64_t row0 = 0;  // the first row of part i in the whole tensor
-        DType ta = a.front()->type, tb = b.front()->type;
+        DType ta = a.front()->type(), tb = b.front()->type();
         for (std::size_t i = 0; i < a.size(); ++i) {
             compare_part(name, *a[i], *b[i], row0, f);
             row0 += a[i]->n_rows();
-            ta = a[i]->type;
-            tb = b[i]->type;
-            done_ += a[i]->bytes.size();
+            ta = a[i]->type();
+            tb = b[i]->type();
+            done_ += a[i]->bytes().size();
             if (opt_.progress) opt_.progress(done_, total_);
         }
         record(name, ta, tb, f);
@@ -67,8 +67,8 @@ public:
         LensFold fold(donor, proj);
         const std::uint64_t dm = fold.d_model();
         std::vector<float> block(kFoldBlockRows * dm), got(dm);
-        std::vector<std::byte> encoded(row_bytes(actual.type, dm)), buf, scratch;
-        require_decoded(actual.type, "tensor '" + name + "' of " + opt_.labels[1]);
+        std::vector<std::byte> encoded(row_bytes(actual.type(), dm)), buf, scratch;
+        require_decoded(actual.type(), "tensor '" + name + "' of " + opt_.labels[1]);
         for (std::uint64_t v0 = 0; v0 < fold.vocab(); v0 += kFoldBlockRows) {
             const std::uint64_t n = std::min(kFoldBlockRows, fold.vocab() - v0);
             fold.rows(v0, n, block.data());
@@ -76,11 +76,11 @@ public:
             for (std::uint64_t r = 0; r < n; ++r) {
                 const std::byte* g = rows.data() + r * actual.row_nbytes();
                 const float* want = block.data() + r * dm;
-                decode_row(actual.type, g, got.data(), dm);
-                row_finding(want, got.data(), g, actual.type, dm, v0 + r, encoded, f);
+                decode_row(actual.type(), g, got.data(), dm);
+                row_finding(want, got.data(), g, actual.type(), dm, v0 + r, encoded, f);
             }
         }
-        done_ += donor.bytes.size() + proj.bytes.size();
+        done_ += donor.bytes().size() + proj.bytes().size();
         if (opt_.progress) opt_.progress(done_, total_);
         if (f.differs) {
             report_.mismatches.push_back("tensor '" + name + "': row " + std::to_string(f.first_row) +
@@ -88,7 +88,7 @@ public:
             note_first(name);
         }
         note_max(name, f.max_abs);
-        if (actual.type != DType::F32) report_.same_types = false;
+        if (actual.type() != DType::F32) report_.same_types = false;
     }
 
 private:
@@ -123,18 +123,18 @@ private:
 
     void compare_part(const std::string& name, const TensorView& a, const TensorView& b, std::uint64_t row0,
                       Finding& f) {
-        const std::uint64_t ne0 = a.ne[0], n_rows = a.n_rows();
-        const bool same = a.type == b.type;
+        const std::uint64_t ne0 = a.ne()[0], n_rows = a.n_rows();
+        const bool same = a.type() == b.type();
         std::vector<std::byte> abuf, bbuf, scratch, encoded;
         std::vector<float> fa, fb;
         const std::uint64_t step =
             std::max<std::uint64_t>(1, std::min(window_rows(a, kWindowBytes), window_rows(b, kWindowBytes)));
-        const bool decodable = traits(a.type).reads && traits(b.type).reads;
+        const bool decodable = traits(a.type()).reads && traits(b.type()).reads;
         if (!same && !decodable)
             fail(ErrorKind::Unsupported,
-                 "tensor '" + name + "' is " + std::string(type_name(a.type)) + " in " + opt_.labels[0] + " and " +
-                     std::string(type_name(b.type)) + " in " + opt_.labels[1] + ", and headfuse does not decode " +
-                     std::string(type_name(traits(a.type).reads ? b.type : a.type)) +
+                 "tensor '" + name + "' is " + std::string(type_name(a.type())) + " in " + opt_.labels[0] + " and " +
+                     std::string(type_name(b.type())) + " in " + opt_.labels[1] + ", and headfuse does not decode " +
+                     std::string(type_name(traits(a.type()).reads ? b.type() : a.type())) +
                      ": tensors of such a type are compared byte for byte, with the same type on both sides");
         for (std::uint64_t r = 0; r < n_rows; r += step) {
             const std::uint64_t n = std::min(step, n_rows - r);
@@ -153,17 +153,17 @@ private:
                 }
                 fa.resize(ne0);
                 fb.resize(ne0);
-                decode_row(a.type, pa, fa.data(), ne0);
-                decode_row(b.type, pb, fb.data(), ne0);
+                decode_row(a.type(), pa, fa.data(), ne0);
+                decode_row(b.type(), pb, fb.data(), ne0);
                 if (same) {  // one type, other bytes: a difference whatever the values say (-0 and 0, NaNs)
                     if (!f.differs) f.first_row = row0 + r + i;
                     f.differs = true;
                     Finding ignored;
-                    row_finding(fa.data(), fb.data(), pb, b.type, ne0, 0, encoded, ignored);
+                    row_finding(fa.data(), fb.data(), pb, b.type(), ne0, 0, encoded, ignored);
                     f.max_abs = std::max(f.max_abs, ignored.max_abs);
                     continue;
                 }
-                row_finding(fa.data(), fb.data(), pb, b.type, ne0, row0 + r + i, encoded, f);
+                row_finding(fa.data(), fb.data(), pb, b.type(), ne0, row0 + r + i, encoded, f);
             }
         }
     }
@@ -297,7 +297,7 @@ ModelViews plain_views(const ModelViews& m) {
         if (slot.plain()) return;
         any = true;
         const TensorView v = slot;
-        spill.add(&slot, v.name, v.type, std::span(v.ne.data(), v.n_dims),
+        spill.add(&slot, v.name(), v.type(), std::span(v.ne().data(), v.n_dims()),
                   [v](std::uint64_t r0, std::uint64_t n, std::span<std::byte> rows) {
                       std::vector<std::byte> scratch;
                       read_rows(v, r0, n, rows, scratch);
@@ -354,7 +354,7 @@ VerifyReport verify(const PerHeadModel& first, const PerHeadModel& second, const
         fail(ErrorKind::Unsupported, options.labels[1] + " has a projection lens (lens.proj.weight) and " +
                                          options.labels[0] + " has it folded: give the lens model first");
     std::uint64_t total = 0;
-    for_each_view(a, [&](const TensorView& v) { total += v.bytes.size(); });
+    for_each_view(a, [&](const TensorView& v) { total += v.bytes().size(); });
     Comparer cmp(report, options, total);
     for_each_spec(a.config, ModelKind::Fused, [&](TensorSpec&& s) {
         const RoleSpec& r = *s.role;
@@ -369,11 +369,11 @@ VerifyReport verify(const PerHeadModel& first, const PerHeadModel& second, const
             cmp.compare(s.name, {role_view(a, r, s.layer)}, {role_view(b, r, s.layer)});
         }
     });
-    if (a.lens_proj && b.lens_proj) cmp.compare(a.lens_proj->name, {&*a.lens_proj}, {&*b.lens_proj});
+    if (a.lens_proj && b.lens_proj) cmp.compare(a.lens_proj->name(), {&*a.lens_proj}, {&*b.lens_proj});
 
     if (options.tokens.empty()) {
         auto undecoded = [&](const TensorView& v) {
-            if (report.undecoded_type.empty() && !traits(v.type).reads) report.undecoded_type = traits(v.type).name;
+            if (report.undecoded_type.empty() && !traits(v.type()).reads) report.undecoded_type = traits(v.type()).name;
         };
         for_each_view(a, undecoded);
         for_each_view(b, undecoded);

@@ -5,11 +5,9 @@
 
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <cstring>
 #include <map>
 #include <optional>
-#include <set>
 #include <utility>
 
 #include "base/float_text.h"
@@ -36,10 +34,7 @@ void require_uniform(const Config& c, const std::string& where, std::string_view
 }
 
 // The same view under another name (a head renumbered).
-TensorView renamed(TensorView v, std::string name) {
-    v.name = std::move(name);
-    return v;
-}
+TensorView renamed(const TensorView& v, std::string name) { return v.renamed(std::move(name)); }
 
 void check_head(const Config& c, const HeadRef& h, const std::string& where, std::string_view what = "the model") {
     if (h.layer >= c.n_layers || h.head >= c.n_heads)
@@ -263,15 +258,15 @@ void rewrite_columns(const ColumnPlan& p, std::span<const std::byte> in, std::sp
 void spill_rewritten(Spill& spill, TensorView* slot, const TensorView& w, const std::string& tensor,
                      std::optional<TensorView> donor, std::vector<ColumnSource> cols, std::uint32_t d_head,
                      const EditOptions& o) {
-    ColumnPlan plan = plan_columns(w.type, w.ne[0], std::move(cols), tensor, d_head);
+    ColumnPlan plan = plan_columns(w.type(), w.ne()[0], std::move(cols), tensor, d_head);
     if (plan.to_f32 && o.warn)
         o.warn(tensor + ": head width " + std::to_string(d_head) + " is not a whole number of " +
-               std::string(type_name(w.type)) + " blocks of " + std::to_string(traits(w.type).block_size) + ", and " +
-               std::to_string(plan.shared * w.n_rows()) +
+               std::string(type_name(w.type())) + " blocks of " + std::to_string(traits(w.type()).block_size) +
+               ", and " + std::to_string(plan.shared * w.n_rows()) +
                " blocks hold both edited and other heads' columns, which re-encoding would change (requantized from "
                "their decoded values): written as f32, decoded exactly, so that every other head keeps its values");
-    const DType out_type = plan.to_f32 ? DType::F32 : w.type;
-    spill.add(slot, w.name, out_type, {w.ne.data(), w.n_dims},
+    const DType out_type = plan.to_f32 ? DType::F32 : w.type();
+    spill.add(slot, w.name(), out_type, {w.ne().data(), w.n_dims()},
               [plan = std::move(plan), w, donor](std::uint64_t r0, std::uint64_t n, std::span<std::byte> out) {
                   std::vector<std::byte> rows(n * w.row_nbytes()), donor_rows, scratch;
                   read_rows(w, r0, n, rows, scratch);
@@ -298,70 +293,7 @@ std::map<std::uint32_t, std::vector<std::uint32_t>> by_layer(const Config& c, st
     return out;
 }
 
-std::uint32_t parse_number(std::string_view& s, std::string_view flag, std::string_view item) {
-    std::uint32_t v = 0;
-    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc{} || end == s.data())
-        fail(
-            ErrorKind::InvalidArgument,
-            std::string(flag) + ": expected LAYER:HEAD (decimal numbers, e.g. 3:1), found '" + std::string(item) + "'");
-    s.remove_prefix(static_cast<std::size_t>(end - s.data()));
-    return v;
-}
-
-HeadRef parse_head(std::string_view item, std::string_view flag) {
-    std::string_view s = item;
-    HeadRef h;
-    h.layer = parse_number(s, flag, item);
-    if (s.empty() || s.front() != ':')
-        fail(
-            ErrorKind::InvalidArgument,
-            std::string(flag) + ": expected LAYER:HEAD (decimal numbers, e.g. 3:1), found '" + std::string(item) + "'");
-    s.remove_prefix(1);
-    h.head = parse_number(s, flag, item);
-    if (!s.empty())
-        fail(
-            ErrorKind::InvalidArgument,
-            std::string(flag) + ": expected LAYER:HEAD (decimal numbers, e.g. 3:1), found '" + std::string(item) + "'");
-    return h;
-}
-
-std::vector<std::string_view> split_commas(std::string_view text) {
-    std::vector<std::string_view> out;
-    for (std::size_t pos = 0;;) {
-        const std::size_t comma = text.find(',', pos);
-        out.push_back(text.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos));
-        if (comma == std::string_view::npos) return out;
-        pos = comma + 1;
-    }
-}
-
 }  // namespace
-
-std::vector<HeadRef> parse_heads(std::string_view text, std::string_view flag) {
-    std::vector<HeadRef> out;
-    for (std::string_view item : split_commas(text)) out.push_back(parse_head(item, flag));
-    std::sort(out.begin(), out.end());
-    out.erase(std::unique(out.begin(), out.end()), out.end());
-    return out;
-}
-
-std::vector<HeadMove> parse_head_moves(std::string_view text, std::string_view flag) {
-    std::vector<HeadMove> out;
-    std::set<HeadRef> seen;
-    for (std::string_view item : split_commas(text)) {
-        const std::size_t eq = item.find('=');
-        HeadMove m;
-        m.to = parse_head(item.substr(0, eq), flag);
-        m.from = eq == std::string_view::npos ? m.to : parse_head(item.substr(eq + 1), flag);
-        if (!seen.insert(m.to).second)
-            fail(ErrorKind::InvalidArgument,
-                 std::string(flag) + ": head " + head_name(m.to) + " receives more than one head");
-        out.push_back(m);
-    }
-    std::sort(out.begin(), out.end(), [](const HeadMove& a, const HeadMove& b) { return a.to < b.to; });
-    return out;
-}
 
 // ---- ablate --------------------------------------------------------------------------------------------------
 
@@ -442,7 +374,7 @@ PerHeadModel prune_heads(const PerHeadModel& src, std::span<const HeadRef> heads
         nc.n_heads = heads_at[0];
         nc.n_kv_heads = kv_at[0];
     }
-    const TypeTraits& at = traits(views.layers[0].attn_output.type);
+    const TypeTraits& at = traits(views.layers[0].attn_output.type());
     bool said_f32 = false;
     for (std::uint32_t l = 0; l < c.n_layers; ++l) {
         const LayerViews& old = src.views().layers[l];
@@ -465,26 +397,26 @@ PerHeadModel prune_heads(const PerHeadModel& src, std::span<const HeadRef> heads
         // attn_output keeps the kept heads' columns: bytes when a head is whole blocks, else decoded to F32.
         const TensorView& w = old.attn_output;
         const std::uint64_t nq = std::uint64_t{heads_at[l]} * c.d_head;
-        const std::array<std::uint64_t, 2> ne{nq, w.ne[1]};
-        const bool whole = c.d_head % traits(w.type).block_size == 0;
-        if (!whole) require_decoded(w.type, where + "prune: tensor '" + w.name + "'");
+        const std::array<std::uint64_t, 2> ne{nq, w.ne()[1]};
+        const bool whole = c.d_head % traits(w.type()).block_size == 0;
+        if (!whole) require_decoded(w.type(), where + "prune: tensor '" + w.name() + "'");
         if (!whole && options.warn && !std::exchange(said_f32, true))
             options.warn("head width " + std::to_string(c.d_head) + " is not a whole number of " +
                          std::string(at.name) + " blocks of " + std::to_string(at.block_size) +
                          ": the pruned attn_output tensors are written as f32 (decoded exactly)");
-        spill.add(&lv.attn_output, tensor_name(role_spec(Role::AttnOutput), l), whole ? w.type : DType::F32, ne,
+        spill.add(&lv.attn_output, tensor_name(role_spec(Role::AttnOutput), l), whole ? w.type() : DType::F32, ne,
                   [w, whole, keep = keep_q[l], d_head = std::uint64_t{c.d_head}, q_dim = c.q_dim()](
                       std::uint64_t r0, std::uint64_t n, std::span<std::byte> out) {
                       const std::uint64_t rb = w.row_nbytes(), out_rb = out.size() / n;
                       std::vector<std::byte> rows(n * rb), scratch;
                       read_rows(w, r0, n, rows, scratch);
                       // Head h's columns are bytes [h * hb, (h+1) * hb) of a row: of the input's type, or of f32.
-                      const std::uint64_t hb = whole ? row_bytes(w.type, d_head) : d_head * sizeof(float);
+                      const std::uint64_t hb = whole ? row_bytes(w.type(), d_head) : d_head * sizeof(float);
                       std::vector<float> x(whole ? 0 : q_dim);
                       for (std::uint64_t r = 0; r < n; ++r) {
                           const std::byte* row = rows.data() + r * rb;
                           if (!whole) {
-                              decode_row(w.type, row, x.data(), q_dim);
+                              decode_row(w.type(), row, x.data(), q_dim);
                               row = reinterpret_cast<const std::byte*>(x.data());
                           }
                           for (std::size_t i = 0; i < keep.size(); ++i)
@@ -523,14 +455,14 @@ PerHeadModel pool_kv_heads(const PerHeadModel& src, std::uint32_t n_kv, const Ed
     auto pool = [&](const std::vector<TensorView>& from, std::vector<TensorView>& to, Role role, std::uint32_t layer) {
         to.clear();
         if (from.empty()) return;
-        for (const TensorView& h : from) require_decoded(h.type, where + "pool-kv: tensor '" + h.name + "'");
+        for (const TensorView& h : from) require_decoded(h.type(), where + "pool-kv: tensor '" + h.name() + "'");
         to.resize(n_kv);  // not resized again: the spill fills these slots
         for (std::uint32_t j = 0; j < n_kv; ++j) {
             const TensorView& first = from[j * r];
-            spill.add(&to[j], tensor_name(role_spec(role), layer, j), DType::F32, {first.ne.data(), first.n_dims},
+            spill.add(&to[j], tensor_name(role_spec(role), layer, j), DType::F32, {first.ne().data(), first.n_dims()},
                       [group = std::vector<TensorView>(from.begin() + j * r, from.begin() + (j + 1) * r)](
                           std::uint64_t r0, std::uint64_t n, std::span<std::byte> out) {
-                          const std::uint64_t ne0 = group.front().ne[0], len = n * ne0;
+                          const std::uint64_t ne0 = group.front().ne()[0], len = n * ne0;
                           std::vector<double> sum(len, 0.0);
                           std::vector<float> x(len);
                           std::vector<std::byte> rows, scratch;
@@ -538,7 +470,7 @@ PerHeadModel pool_kv_heads(const PerHeadModel& src, std::uint32_t n_kv, const Ed
                               rows.resize(n * h.row_nbytes());
                               read_rows(h, r0, n, rows, scratch);
                               for (std::uint64_t row = 0; row < n; ++row)
-                                  decode_row(h.type, rows.data() + row * h.row_nbytes(), x.data() + row * ne0, ne0);
+                                  decode_row(h.type(), rows.data() + row * h.row_nbytes(), x.data() + row * ne0, ne0);
                               for (std::uint64_t e = 0; e < len; ++e) sum[e] += double{x[e]};
                           }
                           for (std::uint64_t e = 0; e < len; ++e)
@@ -566,7 +498,7 @@ PerHeadModel pool_kv_heads(const PerHeadModel& src, std::uint32_t n_kv, const Ed
 // fused file's projection, with the head), or by its view's name when the model has no GGUF file.
 std::string stored_name(const PerHeadModel& m, const TensorView& v, Role role, std::uint32_t layer,
                         std::optional<std::uint32_t> head) {
-    if (!head || !m.file() || m.file()->find_tensor(v.name)) return "'" + v.name + "'";
+    if (!head || !m.file() || m.file()->find_tensor(v.name())) return "'" + v.name() + "'";
     return "'" + tensor_name(role_spec(role), layer) + "' (head " + std::to_string(*head) + ")";
 }
 
@@ -630,11 +562,11 @@ PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor
     // a: the model's tensor of `role` in `layer` (head `head`), b: the donor's (layer `dlayer`, head `dhead`).
     auto same_type = [&](const TensorView& a, const TensorView& b, Role role, std::uint32_t layer, std::uint32_t dlayer,
                          std::optional<std::uint32_t> head, std::optional<std::uint32_t> dhead) {
-        if (a.type != b.type)
+        if (a.type() != b.type())
             fail(ErrorKind::InvalidArgument,
                  "transplant: " + donor_name + ": tensor " + stored_name(donor, b, role, dlayer, dhead) + " is " +
-                     std::string(type_name(b.type)) + ", and " + model_name + ": tensor " +
-                     stored_name(src, a, role, layer, head) + " is " + std::string(type_name(a.type)) +
+                     std::string(type_name(b.type())) + ", and " + model_name + ": tensor " +
+                     stored_name(src, a, role, layer, head) + " is " + std::string(type_name(a.type())) +
                      "; the moved tensors must share a type");
     };
     Spill spill;

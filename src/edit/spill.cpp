@@ -14,6 +14,7 @@
 #include "headfuse/gguf.h"
 #include "io/mapped_file.h"
 #include "io/output_file.h"
+#include "model/view_rows.h"
 
 namespace headfuse {
 namespace {
@@ -57,12 +58,9 @@ void write_at(int fd, std::span<const std::byte> bytes, std::uint64_t offset, co
 }  // namespace
 
 void Spill::add(TensorView* slot, std::string name, DType type, std::span<const std::uint64_t> ne, RowsFn rows) {
-    TensorView v;
-    v.name = std::move(name);
-    v.type = type;
-    v.n_dims = static_cast<std::uint32_t>(ne.size());
-    std::copy(ne.begin(), ne.end(), v.ne.begin());
-    planned_.push_back({slot, std::move(v), std::move(rows)});
+    std::uint64_t nbytes = row_bytes(type, ne[0]);
+    for (std::size_t i = 1; i < ne.size(); ++i) nbytes *= ne[i];
+    planned_.push_back({slot, std::move(name), type, {ne.begin(), ne.end()}, nbytes, std::move(rows)});
 }
 
 std::shared_ptr<const void> Spill::write() {
@@ -81,7 +79,7 @@ std::shared_ptr<const void> Spill::write() {
     for (const Planned& p : planned_) {
         const std::uint64_t at = (end + kSpillAlignment - 1) / kSpillAlignment * kSpillAlignment;
         offsets.push_back(at);
-        end = at + row_bytes(p.view.type, p.view.ne[0]) * p.view.n_rows();
+        end = at + p.nbytes;
     }
     check_free_space(dir, end, spill_name(dir));
     const FdCloser fd{create_unnamed(dir)};
@@ -89,7 +87,7 @@ std::shared_ptr<const void> Spill::write() {
     for (std::size_t i = 0; i < planned_.size(); ++i) {
         const Planned& p = planned_[i];
         const std::uint64_t at = offsets[i];
-        const std::uint64_t rb = row_bytes(p.view.type, p.view.ne[0]), n_rows = p.view.n_rows();
+        const std::uint64_t rb = row_bytes(p.type, p.ne[0]), n_rows = p.nbytes / std::max<std::uint64_t>(1, rb);
         const std::uint64_t step = std::max<std::uint64_t>(1, kSpillWindowBytes / std::max<std::uint64_t>(1, rb));
         for (std::uint64_t r = 0; r < n_rows; r += step) {
             const std::uint64_t n = std::min(step, n_rows - r);
@@ -104,12 +102,9 @@ std::shared_ptr<const void> Spill::write() {
     // input's, and the writer copies them with copy_file_range.
     auto file = std::make_shared<const MappedFile>(MappedFile::open("/proc/self/fd/" + std::to_string(fd.fd)));
     for (std::size_t i = 0; i < planned_.size(); ++i) {
-        TensorView v = std::move(planned_[i].view);
-        const std::uint64_t size = row_bytes(v.type, v.ne[0]) * v.n_rows();
-        v.bytes = file->bytes().subspan(offsets[i], size);
-        v.file = file.get();
-        v.file_offset = offsets[i];
-        *planned_[i].slot = std::move(v);
+        Planned& p = planned_[i];
+        *p.slot = ViewAccess::in_file(std::move(p.name), p.type, p.ne, file->bytes().subspan(offsets[i], p.nbytes),
+                                      file.get(), offsets[i]);
     }
     planned_.clear();
     return file;

@@ -35,7 +35,10 @@ public:
 private:
     struct Planned {
         TensorView* slot;
-        TensorView view;  // name, type and shape; bytes once written
+        std::string name;
+        DType type;
+        std::vector<std::uint64_t> ne;
+        std::uint64_t nbytes;  // what the type and shape take
         RowsFn rows;
     };
     std::vector<Planned> planned_;

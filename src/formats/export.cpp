@@ -28,14 +28,14 @@ constexpr std::uint64_t kTransposeBlockBytes = std::uint64_t{16} << 20;
 // The type v is written in: `dtype` when one is asked for, else its own, which must be F32, F16 or BF16.
 DType export_type(const TensorView& v, std::optional<DType> dtype) {
     if (dtype) {
-        require_decoded(v.type, "tensor '" + v.name + "'");
+        require_decoded(v.type(), "tensor '" + v.name() + "'");
         return *dtype;
     }
-    if (traits(v.type).block_size != 1)
-        fail(ErrorKind::Unsupported, "tensor '" + v.name + "' is " + std::string(type_name(v.type)) +
+    if (traits(v.type()).block_size != 1)
+        fail(ErrorKind::Unsupported, "tensor '" + v.name() + "' is " + std::string(type_name(v.type())) +
                                          "; export writes f32, f16 and bf16 tensors: ask for one with --dtype to "
                                          "decode it (the result then carries its quantization error)");
-    return v.type;
+    return v.type();
 }
 
 // n rows of `ne0` elements of type `from` as type `to`: decoded to f32 (F16 and BF16 exactly, an encoded type as
@@ -58,9 +58,9 @@ void convert_rows(DType from, DType to, std::uint64_t ne0, std::uint64_t n, std:
 std::vector<std::byte> all_rows(const TensorView& v, DType t) {
     std::vector<std::byte> out(v.n_rows() * v.row_nbytes()), scratch;
     read_rows(v, 0, v.n_rows(), out, scratch);
-    if (t == v.type) return out;
+    if (t == v.type()) return out;
     std::vector<std::byte> converted;
-    convert_rows(v.type, t, v.ne[0], v.n_rows(), out, converted);
+    convert_rows(v.type(), t, v.ne()[0], v.n_rows(), out, converted);
     return converted;
 }
 
@@ -68,8 +68,8 @@ std::vector<std::byte> all_rows(const TensorView& v, DType t) {
 void emit_rows(const TensorView& v, DType type, ByteSink& sink) {
     std::vector<std::byte> converted;
     for_each_window(v, kWindowBytes, [&](std::span<const std::byte> rows, std::uint64_t, std::uint64_t n) {
-        if (type == v.type) return sink.write(rows);
-        convert_rows(v.type, type, v.ne[0], n, rows, converted);
+        if (type == v.type()) return sink.write(rows);
+        convert_rows(v.type(), type, v.ne()[0], n, rows, converted);
         sink.write(converted);
     });
 }
@@ -78,7 +78,7 @@ void emit_rows(const TensorView& v, DType type, ByteSink& sink) {
 void emit_rotate_half(const std::vector<TensorView>& heads, DType t, ByteSink& sink) {
     for (const TensorView& h : heads) {
         const std::vector<std::byte> rows = all_rows(h, t);
-        const std::uint64_t rb = row_bytes(t, h.ne[0]), g = h.n_rows();
+        const std::uint64_t rb = row_bytes(t, h.ne()[0]), g = h.n_rows();
         for (std::uint64_t s = 0; s < g; ++s) sink.write(std::span(rows).subspan(rotate_half_row_of(s, g) * rb, rb));
     }
 }
@@ -87,7 +87,7 @@ void emit_rotate_half(const std::vector<TensorView>& heads, DType t, ByteSink& s
 void emit_heads_transposed(const std::vector<TensorView>& heads, bool rotate_half, DType t, ByteSink& sink) {
     std::vector<std::byte> out;
     for (const TensorView& h : heads) {
-        const std::uint64_t es = traits(t).type_size, g = h.n_rows(), ne0 = h.ne[0], rb = row_bytes(t, ne0);
+        const std::uint64_t es = traits(t).type_size, g = h.n_rows(), ne0 = h.ne()[0], rb = row_bytes(t, ne0);
         const std::vector<std::byte> rows = all_rows(h, t);
         out.resize(ne0 * g * es);
         for (std::uint64_t s = 0; s < g; ++s) {
@@ -100,15 +100,15 @@ void emit_heads_transposed(const std::vector<TensorView>& heads, bool rotate_hal
 
 // The transpose of a view, [ne0, n_rows] row-major, in blocks of output rows.
 void emit_transposed(const TensorView& v, DType t, ByteSink& sink) {
-    const std::uint64_t es = traits(t).type_size, R = v.n_rows(), C = v.ne[0], rb = row_bytes(t, C);
+    const std::uint64_t es = traits(t).type_size, R = v.n_rows(), C = v.ne()[0], rb = row_bytes(t, C);
     const std::uint64_t B = std::max<std::uint64_t>(1, kTransposeBlockBytes / std::max<std::uint64_t>(1, R * es));
     std::vector<std::byte> block, converted;
     for (std::uint64_t c0 = 0; c0 < C; c0 += B) {
         const std::uint64_t nb = std::min(B, C - c0);
         block.resize(nb * R * es);
         for_each_window(v, kWindowBytes, [&](std::span<const std::byte> rows, std::uint64_t r, std::uint64_t n) {
-            if (t != v.type) {
-                convert_rows(v.type, t, C, n, rows, converted);
+            if (t != v.type()) {
+                convert_rows(v.type(), t, C, n, rows, converted);
                 rows = converted;
             }
             for (std::uint64_t i = 0; i < n; ++i)
@@ -124,7 +124,7 @@ void emit_rotate_half_elements(const std::vector<TensorView>& heads, DType type,
     std::vector<std::byte> out;
     for (const TensorView& h : heads) {
         const std::vector<std::byte> bytes = all_rows(h, type);
-        const std::uint64_t g = h.ne[0], os = traits(type).type_size;
+        const std::uint64_t g = h.ne()[0], os = traits(type).type_size;
         out.resize(g * os);
         for (std::uint64_t s = 0; s < g; ++s)
             std::memcpy(out.data() + s * os, bytes.data() + rotate_half_row_of(s, g) * os, os);
@@ -229,7 +229,7 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         for (const TensorSpec& s : tensor_layout(c, ModelKind::Fused))
             if (s.kind == TensorKind::Norm && s.role->role != Role::RopeFreqs && folded) {
                 const TensorView* v = role_view(m, *s.role, s.layer);
-                folded = v->type == DType::F32 && all_ones(*v);
+                folded = v->type() == DType::F32 && all_ones(*v);
             }
     // RoPE scaling: linear is a config key in both layouts; Llama 3's rope_freqs.weight goes back to the
     // Hugging Face rope_scaling object it came from; TransformerLens's config holds neither.
@@ -267,7 +267,7 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
     if (dtype && options.warn) {  // the first encoded type decoded
         std::string decoded;
         for_each_view(m, [&](const TensorView& v) {
-            if (decoded.empty() && traits(v.type).block_size != 1) decoded = std::string(type_name(v.type));
+            if (decoded.empty() && traits(v.type()).block_size != 1) decoded = std::string(type_name(v.type()));
         });
         if (!decoded.empty())
             options.warn("weights decoded from " + decoded + " to " + std::string(type_name(*dtype)) +
@@ -329,9 +329,9 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
             p.type = export_type(heads->front(), dtype);
             for (const TensorView& h : *heads) {
                 export_type(h, dtype);
-                if (h.type != heads->front().type)
-                    fail("tensor '" + h.name + "' is " + std::string(type_name(h.type)) + ", head 0 is " +
-                         std::string(type_name(heads->front().type)));
+                if (h.type() != heads->front().type())
+                    fail("tensor '" + h.name() + "' is " + std::string(type_name(h.type())) + ", head 0 is " +
+                         std::string(type_name(heads->front().type())));
             }
             if (!dtype && small && p.type == DType::F32) p.type = norm_type;
             if (s.kind == TensorKind::Bias && row->rope_rows)
@@ -353,7 +353,7 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         } else {
             const TensorView* v = role_view(m, *s.role, s.layer);
             p.type = export_type(*v, dtype);
-            if (!dtype && small && v->type == DType::F32) p.type = norm_type;
+            if (!dtype && small && v->type() == DType::F32) p.type = norm_type;
             if (row->storage == Transposed || row->storage == OutHeads)
                 p.produce = [v, t = p.type](ByteSink& sink) { emit_transposed(*v, t, sink); };
             else

@@ -376,15 +376,7 @@ CheckpointFormat detect(const SafetensorsSet& s) {
 }
 
 TensorView view_of(const StTensor& t, std::span<const std::uint64_t> ne) {
-    TensorView v;
-    v.name = t.name;
-    v.type = t.readable_type();
-    v.n_dims = static_cast<std::uint32_t>(ne.size());
-    std::copy(ne.begin(), ne.end(), v.ne.begin());
-    v.bytes = t.bytes;
-    v.file = t.file;
-    v.file_offset = t.file_offset;
-    return v;
+    return ViewAccess::in_file(t.name, t.readable_type(), ne, t.bytes, t.file, t.file_offset);
 }
 
 void check_shape(const StTensor& t, const std::vector<std::uint64_t>& want, const std::string& where) {
@@ -429,13 +421,7 @@ TensorView owned_vector(Owner& owner, const StTensor& t, std::span<const std::ui
         const std::uint64_t stored = rotate_half ? head * group + rotate_half_stored_row(r, group) : e;
         std::memcpy(out.data() + e * es, t.bytes.data() + stored * es, es);
     }
-    TensorView v;
-    v.name = t.name;
-    v.type = type;
-    v.n_dims = static_cast<std::uint32_t>(ne.size());
-    std::copy(ne.begin(), ne.end(), v.ne.begin());
-    v.bytes = out;
-    return v;
+    return TensorView::of(t.name, type, ne, out);
 }
 
 // TransformerLens buffers that hold no weights (a causal mask, rotary tables, a constant).
@@ -453,12 +439,9 @@ PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::s
     DType norm_type = DType::F32;
     for (const TensorSpec& s : tensor_layout(c, ModelKind::Fused)) {
         if (s.role->role == Role::RopeFreqs) {  // computed from the config's rope_scaling
-            TensorView v;
-            v.name = s.name;
-            v.n_dims = 1;
-            v.ne[0] = s.ne[0];
-            v.bytes = {reinterpret_cast<const std::byte*>(owner->rope_freqs.data()), owner->rope_freqs.size() * 4};
-            views.push_back(v);
+            views.push_back(TensorView::of(
+                s.name, DType::F32, s.ne,
+                {reinterpret_cast<const std::byte*>(owner->rope_freqs.data()), owner->rope_freqs.size() * 4}));
             continue;
         }
         const NameMap* m = nullptr;
@@ -473,12 +456,8 @@ PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::s
                 name = other->name;
             }
         if (!t && m->may_be_ones) {  // folded into the next weights: a norm of ones
-            TensorView v;
-            v.name = s.name;
-            v.n_dims = 1;
-            v.ne[0] = s.ne[0];
-            v.bytes = {reinterpret_cast<const std::byte*>(owner->ones.data()), s.ne[0] * sizeof(float)};
-            views.push_back(v);
+            views.push_back(TensorView::of(s.name, DType::F32, s.ne,
+                                           {reinterpret_cast<const std::byte*>(owner->ones.data()), s.ne[0] * 4}));
             continue;
         }
         if (!t)
@@ -486,18 +465,17 @@ PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::s
                  ")");
         check_shape(*t, foreign_shape(*m, s.ne, c), where);
         used.insert(name);
+        // Under the role table's name, as assemble_views expects.
         TensorView v = s.kind == TensorKind::Bias
-                           ? owned_vector(*owner, *t, s.ne, m->rope_rows && rotate_half, c.d_head)
-                           : view_of(*t, s.ne);
-        v.name = s.name;  // the role table's name, as assemble_views expects
-        if ((s.kind == TensorKind::Norm || s.kind == TensorKind::Bias) && v.type != DType::F32) {
+                           ? owned_vector(*owner, *t, s.ne, m->rope_rows && rotate_half, c.d_head).renamed(s.name)
+                           : view_of(*t, s.ne).renamed(s.name);
+        if ((s.kind == TensorKind::Norm || s.kind == TensorKind::Bias) && v.type() != DType::F32) {
             norms_non_f32 = true;
-            norm_type = v.type;
+            norm_type = v.type();
         }
         if (s.kind != TensorKind::Bias) {
-            v.rotate_half = m->rope_rows && rotate_half;
-            v.transposed = m->storage != Rows;
-            if (m->storage == HeadsT || v.rotate_half) v.group_rows = c.d_head;
+            const bool rh = m->rope_rows && rotate_half;
+            v = ViewAccess::in_order(std::move(v), rh, m->storage != Rows, m->storage == HeadsT || rh ? c.d_head : 0);
         }
         views.push_back(std::move(v));
     }
@@ -561,9 +539,9 @@ PerHeadModel import_own_names(std::shared_ptr<Owner> owner, Config c, const std:
         if (!t) fail(where + ": missing tensor '" + spec.name + "' (expected shape " + format_shape(want) + ")");
         check_shape(*t, want, where);
         views.push_back(view_of(*t, spec.ne));
-        if (spec.kind == TensorKind::Norm && views.back().type != DType::F32) {
+        if (spec.kind == TensorKind::Norm && views.back().type() != DType::F32) {
             norms_non_f32 = true;
-            norm_type = views.back().type;
+            norm_type = views.back().type();
         }
     }
     Metadata md;

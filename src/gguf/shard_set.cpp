@@ -62,26 +62,6 @@ std::filesystem::path shard_path(const std::filesystem::path& prefix, std::uint3
     return p + "-" + five_digits(index + 1) + "-of-" + five_digits(count) + ".gguf";
 }
 
-std::uint64_t parse_split_size(std::string_view text, std::string_view what) {
-    auto bad = [&]() -> std::uint64_t {
-        fail(std::string(what) +
-             ": expected a positive size with a unit, M (10^6 bytes) or G (10^9), e.g. 500M or "
-             "2G, found '" +
-             std::string(text) + "'");
-    };
-    if (text.size() < 2) return bad();
-    const char unit = text.back();
-    const std::uint64_t scale = unit == 'M' ? 1000000 : unit == 'G' ? 1000000000 : 0;
-    if (!scale) return bad();
-    std::uint64_t n = 0;
-    for (char c : text.substr(0, text.size() - 1)) {
-        if (c < '0' || c > '9' || n > (UINT64_MAX / scale) / 10) return bad();
-        n = n * 10 + static_cast<std::uint64_t>(c - '0');
-    }
-    if (n == 0) return bad();
-    return n * scale;
-}
-
 GgufFile GgufFile::open(const std::filesystem::path& path) {
     GgufFile named = open_one(path);
     const auto count = split_key(named, kSplitCount, ValueType::U16);

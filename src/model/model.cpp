@@ -22,35 +22,67 @@
 
 namespace headfuse {
 
+TensorView TensorView::of(std::string name, DType type, std::span<const std::uint64_t> ne,
+                          std::span<const std::byte> bytes) {
+    const TypeTraits* t = find_type(static_cast<std::uint32_t>(type));
+    if (!t)
+        fail(ErrorKind::InvalidArgument, "tensor '" + name + "': type id " +
+                                             std::to_string(static_cast<std::uint32_t>(type)) +
+                                             " is not one ggml defines");
+    if (ne.empty() || ne.size() > kMaxDims)
+        fail(ErrorKind::InvalidArgument,
+             "tensor '" + name + "': " + std::to_string(ne.size()) + " dimensions; expected 1 to 4");
+    if (ne[0] % t->block_size != 0)
+        fail(ErrorKind::InvalidArgument, "tensor '" + name + "': ne[0] " + std::to_string(ne[0]) +
+                                             " is not a multiple of " + std::string(t->name) + "'s block size " +
+                                             std::to_string(t->block_size));
+    std::uint64_t want = row_bytes(type, ne[0]);
+    for (std::size_t i = 1; i < ne.size(); ++i) want = checked_mul(want, ne[i], "tensor '" + name + "'");
+    if (bytes.size() != want)
+        fail(ErrorKind::InvalidArgument, "tensor '" + name + "': " + std::to_string(bytes.size()) +
+                                             " bytes given; its type and shape " + format_shape(ne) + " take " +
+                                             std::to_string(want));
+    TensorView v;
+    v.name_ = std::move(name);
+    v.type_ = type;
+    v.n_dims_ = static_cast<std::uint32_t>(ne.size());
+    std::copy(ne.begin(), ne.end(), v.ne_.begin());
+    v.bytes_ = bytes;
+    return v;
+}
+
 TensorView TensorView::rows(std::uint64_t r0, std::uint64_t n, std::string view_name) const {
     TensorView v = *this;
     const std::uint64_t rb = row_nbytes();
+    if (r0 > n_rows() || n > n_rows() - r0)
+        fail(ErrorKind::InvalidArgument, "tensor '" + name_ + "': rows " + std::to_string(r0) + " to " +
+                                             std::to_string(r0 + n) + " of " + std::to_string(n_rows()));
     if (!plain()) {  // a slice of whole groups keeps its storage order
-        const std::uint64_t g = group_rows ? group_rows : n_rows();
+        const std::uint64_t g = group_rows_ ? group_rows_ : n_rows();
         if (r0 % g != 0 || n % g != 0)
-            fail(ErrorKind::InvalidArgument, "tensor '" + name + "': rows cut across a group of " + std::to_string(g));
-        v.group_rows = g;
+            fail(ErrorKind::InvalidArgument, "tensor '" + name_ + "': rows cut across a group of " + std::to_string(g));
+        v.group_rows_ = g;
     }
-    v.name = std::move(view_name);
-    v.n_dims = 2;
-    v.ne = {ne[0], n, 1, 1};
-    v.bytes = bytes.subspan(r0 * rb, n * rb);
-    v.file_offset = file_offset + r0 * rb;
+    v.name_ = std::move(view_name);
+    v.n_dims_ = 2;
+    v.ne_ = {ne_[0], n, 1, 1};
+    v.bytes_ = bytes_.subspan(r0 * rb, n * rb);
+    v.file_offset_ = file_offset_ + r0 * rb;
+    return v;
+}
+
+TensorView TensorView::renamed(std::string view_name) const {
+    TensorView v = *this;
+    v.name_ = std::move(view_name);
     return v;
 }
 
 namespace {
 
 TensorView view_of(const GgufFile& f, const TensorInfo& t) {
-    TensorView v;
-    v.name = t.name;
-    v.type = static_cast<DType>(t.type);
-    v.n_dims = t.n_dims;
-    v.ne = t.ne;
-    v.bytes = f.tensor_data(t);
-    v.file = f.mapping(t);  // a split set: the shard that holds t
-    v.file_offset = f.file_offset(t);
-    return v;
+    // a split set: the shard that holds t
+    return ViewAccess::in_file(t.name, static_cast<DType>(t.type), {t.ne.data(), t.n_dims}, f.tensor_data(t),
+                               f.mapping(t), f.file_offset(t));
 }
 
 bool type_allowed(TensorKind kind, std::uint32_t type) {
@@ -196,13 +228,7 @@ PerHeadModel PerHeadModel::random_init(const Config& config, std::uint64_t seed)
     for (const TensorSpec& s : layout) {
         const std::uint64_t n = elements(s.ne);
         fill_random(s, seed, 0, n, p);
-        TensorView v;
-        v.name = s.name;
-        v.type = DType::F32;
-        v.n_dims = static_cast<std::uint32_t>(s.ne.size());
-        std::copy(s.ne.begin(), s.ne.end(), v.ne.begin());
-        v.bytes = {reinterpret_cast<const std::byte*>(p), n * sizeof(float)};
-        views.push_back(std::move(v));
+        views.push_back(TensorView::of(s.name, DType::F32, s.ne, {reinterpret_cast<const std::byte*>(p), n * 4}));
         p += n;
     }
     PerHeadModel m;
@@ -248,13 +274,7 @@ PerHeadModel PerHeadModel::from_tensors(const Config& config, std::span<const Ex
         if (t.bytes.size() != nbytes)
             fail("tensor '" + s.name + "' holds " + std::to_string(t.bytes.size()) + " bytes, expected " +
                  std::to_string(nbytes));
-        TensorView v;
-        v.name = s.name;
-        v.type = t.type;
-        v.n_dims = static_cast<std::uint32_t>(s.ne.size());
-        std::copy(s.ne.begin(), s.ne.end(), v.ne.begin());
-        v.bytes = t.bytes;
-        views.push_back(std::move(v));
+        views.push_back(TensorView::of(s.name, t.type, s.ne, t.bytes));
         by_name.erase(it);
     }
     if (!by_name.empty()) fail("unexpected tensor '" + std::string(by_name.begin()->first) + "' in a per-head model");
@@ -316,15 +336,15 @@ std::function<void(ByteSink&)> copy_of(const TensorView& v) {
         if (!v.plain())  // a foreign checkpoint's order: whole rows, a window at a time
             for_each_window(v, std::uint64_t{4} << 20,
                             [&](std::span<const std::byte> rows, std::uint64_t, std::uint64_t) { sink.write(rows); });
-        else if (v.file)
-            sink.copy_from(*v.file, v.file_offset, v.bytes.size());
+        else if (v.file())
+            sink.copy_from(*v.file(), v.file_offset(), v.bytes().size());
         else
-            sink.write(v.bytes);
+            sink.write(v.bytes());
     };
 }
 
 void add_view(GgufWriter& w, const TensorView& v) {
-    w.add_tensor(v.name, static_cast<std::uint32_t>(v.type), {v.ne.data(), v.n_dims}, copy_of(v));
+    w.add_tensor(v.name(), static_cast<std::uint32_t>(v.type()), {v.ne().data(), v.n_dims()}, copy_of(v));
 }
 
 }  // namespace
@@ -341,7 +361,7 @@ std::vector<std::filesystem::path> PerHeadModel::save(const std::filesystem::pat
     std::vector<std::string> names;
     for_each_view(m, [&](const TensorView& v) {
         views.push_back(&v);
-        names.push_back(v.name);
+        names.push_back(v.name());
     });
     for (std::size_t i : source_order(file_.get(), names)) add_view(w, *views[i]);
     return w.write(path, file_ ? file_->paths() : std::vector<std::filesystem::path>{}, progress);

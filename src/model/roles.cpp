@@ -4,6 +4,7 @@
 #include <charconv>
 
 #include "headfuse/error.h"
+#include "model/view_rows.h"
 
 namespace headfuse {
 namespace {
@@ -227,18 +228,15 @@ void put(ModelViews& m, const RoleSpec& r, std::uint32_t layer, TensorView v) {
         r.slot);
 }
 
-// Head h of n heads of a fused tensor: a zero-copy slice along the outermost dimension.
+// Head h of n heads of a fused tensor: a zero-copy slice along the outermost dimension (whole groups of a
+// foreign row order).
 TensorView head_of(const TensorView& fused, std::uint32_t h, std::uint32_t n, const Shape& head_shape,
                    std::string name) {
-    TensorView v = fused;
-    const std::uint64_t nbytes = fused.bytes.size() / n;
-    v.name = std::move(name);
-    v.n_dims = static_cast<std::uint32_t>(head_shape.size());
-    v.ne = {1, 1, 1, 1};
-    std::copy(head_shape.begin(), head_shape.end(), v.ne.begin());
-    v.bytes = fused.bytes.subspan(h * nbytes, nbytes);
-    v.file_offset = fused.file_offset + h * nbytes;
-    return v;
+    if (head_shape.size() == 2) return fused.rows(std::uint64_t{h} * head_shape[1], head_shape[1], std::move(name));
+    assert(fused.plain());  // a bias: foreign ones are read into memory in llama.cpp's order
+    const std::uint64_t nbytes = fused.bytes().size() / n;
+    return ViewAccess::in_file(std::move(name), fused.type(), head_shape, fused.bytes().subspan(h * nbytes, nbytes),
+                               fused.file(), fused.file() ? fused.file_offset() + h * nbytes : 0);
 }
 
 }  // namespace
@@ -249,7 +247,7 @@ ModelViews assemble_views(const Config& c, ModelKind kind, const std::vector<Ten
     m.layers.resize(c.n_layers);
     std::size_t i = 0;
     for_each_spec(c, kind, [&](TensorSpec&& s) {
-        assert(i < views.size() && views[i].name == s.name);
+        assert(i < views.size() && views[i].name() == s.name);
         const TensorView& v = views[i++];
         const RoleSpec& r = *s.role;
         if (kind == ModelKind::Fused && is_head_role(r)) {

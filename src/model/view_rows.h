@@ -6,11 +6,24 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "headfuse/model.h"
 
 namespace headfuse {
+
+// The views only the library makes (TensorView's invariants, checked here as TensorView::of checks them).
+struct ViewAccess {
+    // A plain view of bytes that lie in `file` (null: in memory) at absolute offset `offset`. Error naming the
+    // tensor when the bytes are not the type and shape's, or not the file's bytes at that offset.
+    static TensorView in_file(std::string name, DType type, std::span<const std::uint64_t> ne,
+                              std::span<const std::byte> bytes, const MappedFile* file, std::uint64_t offset);
+    // The plain view `v`, its stored bytes read in a foreign checkpoint's order (see TensorView): groups of
+    // `group_rows` rows (0: all rows). Error naming the tensor when a group is not a whole, non-zero divisor of the
+    // rows, a rotate-half group is odd, or a transposed view's type has blocks (f32, f16 and bf16 only).
+    static TensorView in_order(TensorView v, bool rotate_half, bool transposed, std::uint64_t group_rows);
+};
 
 // The stored row (within its group of g rows) that holds logical row r of a rotate-half group: r = 2i+j is
 // stored as j*(g/2)+i. Its inverse, rotate_half_row_of, gives the logical row a stored row holds.

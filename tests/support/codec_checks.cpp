@@ -5,9 +5,30 @@
 #include <cstring>
 #include <sstream>
 
+#include "headfuse/quantize.h"
+#include "quant/kernels.h"
 #include "support/models.h"
 
 namespace headfuse::test {
+
+std::vector<std::byte> encode_reference(DType t, const std::vector<float>& x) {
+    std::vector<std::byte> out(row_bytes(t, x.size()));
+    reference::encode_row(t, x.data(), out.data(), x.size());
+    return out;
+}
+
+std::vector<std::byte> encode_fast(DType t, const std::vector<float>& x) {
+    std::vector<std::byte> out(row_bytes(t, x.size()));
+    encode_row(t, x.data(), out.data(), x.size());
+    return out;
+}
+
+std::vector<float> normal_values(std::mt19937_64& rng, std::size_t n, float scale) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> x(n);
+    for (float& v : x) v = normal(rng) * scale;
+    return x;
+}
 
 std::uint64_t salted_seed(std::uint64_t salt) {
     ::testing::Test::RecordProperty("seed", std::to_string(test_seed()));

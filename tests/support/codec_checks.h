@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,14 @@ namespace headfuse::test {
 // The seed of randomised codec tests (HEADFUSE_TEST_SEED, see models.h) mixed with a per-test salt, so tests stay
 // independent of each other's draws.
 std::uint64_t salted_seed(std::uint64_t salt);
+
+// x encoded as t by headfuse::reference::encode_row (ggml's algorithms, scalar) and by the public encode_row
+// (the fastest kernel this CPU runs).
+std::vector<std::byte> encode_reference(DType t, const std::vector<float>& x);
+std::vector<std::byte> encode_fast(DType t, const std::vector<float>& x);
+
+// n draws of N(0, scale^2) from rng.
+std::vector<float> normal_values(std::mt19937_64& rng, std::size_t n, float scale);
 
 std::string hex_bytes(const std::byte* p, std::size_t n);
 

@@ -186,9 +186,4 @@ std::int64_t GgmlLib::find_key(const std::string& path, const std::string& key) 
     return id;
 }
 
-bool running_in_ci() {
-    const char* ci = std::getenv("CI");
-    return ci != nullptr && (std::strcmp(ci, "true") == 0 || std::strcmp(ci, "1") == 0);
-}
-
 }  // namespace headfuse::test

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "headfuse/types.h"
+#include "support/required.h"
 
 #ifndef HEADFUSE_SOURCE_DIR
 #define HEADFUSE_SOURCE_DIR "/work/main"
@@ -61,19 +62,13 @@ private:
     const Api& api_;
 };
 
-// True when the environment says the tests run in CI (CI=true), where a missing judge is a failure.
-bool running_in_ci();
-
 }  // namespace headfuse::test
 
 // In a test body: binds `var` to the ggml library, or ends the test when it is missing, as a failure in CI and
 // as a skip elsewhere, saying why.
-#define HEADFUSE_REQUIRE_GGML(var)                                                                \
-    ::headfuse::test::GgmlLib* var = ::headfuse::test::GgmlLib::get();                            \
-    if (var == nullptr) {                                                                         \
-        if (::headfuse::test::running_in_ci()) FAIL() << ::headfuse::test::GgmlLib::load_error(); \
-        GTEST_SKIP() << ::headfuse::test::GgmlLib::load_error();                                  \
-    }
+#define HEADFUSE_REQUIRE_GGML(var)                                     \
+    ::headfuse::test::GgmlLib* var = ::headfuse::test::GgmlLib::get(); \
+    HEADFUSE_REQUIRE(var != nullptr, ::headfuse::test::GgmlLib::load_error())
 
 // In a test body: binds `var` to the ggml library, or to nullptr when it is missing (a failure in CI, a note
 // elsewhere). The test goes on without it and skips only its ggml assertions (`if (var) ...`).

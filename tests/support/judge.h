@@ -20,6 +20,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "support/required.h"
+
 #ifndef HEADFUSE_SOURCE_DIR
 #define HEADFUSE_SOURCE_DIR "/work/main"
 #endif
@@ -80,18 +82,11 @@ bool llama_loads(const std::string& model, std::string* why = nullptr);
 // the file does not parse (or is truncated, or has duplicate keys).
 nlohmann::json hf_parse(const std::string& path, bool full_arrays = false);
 
-// True when the environment says the tests run in CI (CI=true), where a missing judge is a failure.
-// (Defined in support/ggml_lib.cpp.)
-bool running_in_ci();
-
 }  // namespace headfuse::test
 
 // In a test body: ends the test when the judges are missing, as a failure in CI and as a skip elsewhere.
-#define HEADFUSE_REQUIRE_JUDGES()                                                  \
-    do {                                                                           \
-        std::string headfuse_judges_why_;                                          \
-        if (!::headfuse::test::judges_available(&headfuse_judges_why_)) {          \
-            if (::headfuse::test::running_in_ci()) FAIL() << headfuse_judges_why_; \
-            GTEST_SKIP() << headfuse_judges_why_;                                  \
-        }                                                                          \
+#define HEADFUSE_REQUIRE_JUDGES()                                                                          \
+    do {                                                                                                   \
+        std::string headfuse_judges_why_;                                                                  \
+        HEADFUSE_REQUIRE(::headfuse::test::judges_available(&headfuse_judges_why_), headfuse_judges_why_); \
     } while (0)

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "headfuse/types.h"
+#include "support/required.h"
 
 #ifndef HEADFUSE_SOURCE_DIR
 #define HEADFUSE_SOURCE_DIR "/work/main"
@@ -79,16 +80,10 @@ private:
     const Api& api_;
 };
 
-// True when the environment says the tests run in CI (CI=true). (Defined in support/ggml_lib.cpp.)
-bool running_in_ci();
-
 }  // namespace headfuse::test
 
 // In a test body: binds `var` to llama.cpp's quantizer, or ends the test when it is missing, as a failure in CI
 // and as a skip elsewhere, saying why.
-#define HEADFUSE_REQUIRE_LLAMA_QUANTIZE(var)                                                             \
-    ::headfuse::test::LlamaQuantizer* var = ::headfuse::test::LlamaQuantizer::get();                     \
-    if (var == nullptr) {                                                                                \
-        if (::headfuse::test::running_in_ci()) FAIL() << ::headfuse::test::LlamaQuantizer::load_error(); \
-        GTEST_SKIP() << ::headfuse::test::LlamaQuantizer::load_error();                                  \
-    }
+#define HEADFUSE_REQUIRE_LLAMA_QUANTIZE(var)                                         \
+    ::headfuse::test::LlamaQuantizer* var = ::headfuse::test::LlamaQuantizer::get(); \
+    HEADFUSE_REQUIRE(var != nullptr, ::headfuse::test::LlamaQuantizer::load_error())
