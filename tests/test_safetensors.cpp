@@ -305,11 +305,11 @@ TEST(SafetensorsScale, TensorsUpToTheCapAreRead) {
 // The fields of an entry in any order, as JSON allows.
 TEST(Safetensors, FieldsInAnyOrder) {
     const Bytes d = random_bytes(24, 6);
-    const SafetensorsFile f = SafetensorsFile::parse(
-        file_of(
-            R"({"b":{"data_offsets":[8,24],"shape":[2,2],"dtype":"F32"},"a":{"shape":[4],"data_offsets":[0,8],"dtype":"BF16"}})",
-            d),
-        "x.safetensors");
+    // The parsed file borrows these bytes: they must outlive it.
+    const Bytes bytes = file_of(
+        R"({"b":{"data_offsets":[8,24],"shape":[2,2],"dtype":"F32"},"a":{"shape":[4],"data_offsets":[0,8],"dtype":"BF16"}})",
+        d);
+    const SafetensorsFile f = SafetensorsFile::parse(bytes, "x.safetensors");
     ASSERT_EQ(f.tensors().size(), 2u);
     EXPECT_EQ(f.find("b")->shape, (std::vector<std::uint64_t>{2, 2}));
     EXPECT_EQ(Bytes(f.find("b")->bytes.begin(), f.find("b")->bytes.end()), Bytes(d.begin() + 8, d.end()));
