@@ -80,7 +80,6 @@ void check_features(const Config& c) {
                           : a.attn_scale != AttnScaleRule::InvSqrtHeadDim ? "its attention scale"
                           : a.swa_pattern || a.swa_rope                   ? "sliding-window attention"
                           : a.post_norms                                  ? "post-attention and post-FFN norms"
-                          : a.fused_qkv || a.fused_gate_up                ? "fused projections"
                                                                           : nullptr;
     if (missing)
         fail(ErrorKind::Unsupported, "forward: llama.cpp's " + std::string(a.gguf_name) + " graph has " + missing +

@@ -358,10 +358,8 @@ VerifyReport verify(const PerHeadModel& first, const PerHeadModel& second, const
     Comparer cmp(report, options, total);
     for_each_spec(a.config, ModelKind::Fused, [&](TensorSpec&& s) {
         const RoleSpec& r = *s.role;
-        if (is_head_role(r)) {
-            std::vector<const TensorView*> ha, hb;
-            for (const TensorView& h : role_heads(a, r, s.layer)) ha.push_back(&h);
-            for (const TensorView& h : role_heads(b, r, s.layer)) hb.push_back(&h);
+        if (is_head_role(r) || !s.parts.empty()) {
+            const std::vector<const TensorView*> ha = fused_parts(a, s), hb = fused_parts(b, s);
             if (!ha.empty()) cmp.compare(s.name, ha, hb);
         } else if (r.role == Role::TokenEmbd && a.lens_proj && !b.lens_proj) {
             cmp.compare_fold(s.name, a.token_embd, *a.lens_proj, b.token_embd);

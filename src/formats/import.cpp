@@ -69,6 +69,14 @@ constexpr NameMap kTl[] = {
     {Role::FfnDownBias, "blocks.{L}.mlp.b_out", Rows, false, false},
 };
 
+// Phi3ForCausalLM's stacked projections, by the first role of the fused layout's stacked tensor
+// (TensorSpec::parts): qkv_proj holds Q, K and V rows, gate_up_proj the gate's rows then the up rows, as
+// llama.cpp's attn_qkv and ffn_up hold them (NEOX RoPE: no row is permuted).
+constexpr NameMap kHfStacked[] = {
+    {Role::AttnQ, "model.layers.{L}.self_attn.qkv_proj.weight", Rows, false, false},
+    {Role::FfnGate, "model.layers.{L}.mlp.gate_up_proj.weight", Rows, false, false},
+};
+
 // The roles Hugging Face's config flags switch on.
 constexpr Role kHfAttentionBiases[] = {Role::AttnQBias, Role::AttnKBias, Role::AttnVBias, Role::AttnOutputBias};
 constexpr Role kHfMlpBiases[] = {Role::FfnGateBias, Role::FfnUpBias, Role::FfnDownBias};
@@ -140,6 +148,7 @@ json read_json(const fs::path& p) {
 
 std::span<const NameMap> hf_names() { return kHf; }
 std::span<const NameMap> tl_names() { return kTl; }
+std::span<const NameMap> hf_stacked_names() { return kHfStacked; }
 
 std::string foreign_name(const NameMap& m, std::uint32_t layer, bool gqa) {
     return replace_all(replace_all(std::string(m.name), "{L}", std::to_string(layer)), "{G}", gqa ? "_" : "");
@@ -156,11 +165,43 @@ std::vector<std::uint64_t> foreign_shape(const NameMap& m, std::span<const std::
     return {};
 }
 
+// The architecture table's row a config.json's model_type names (llama when it has none), among those whose
+// Hugging Face import headfuse has: llama and phi3.
+const ArchSpec& hf_arch(const json& j, const std::string& where) {
+    const json* t = field(j, "model_type");
+    if (!t) return *find_arch(Family::Llama, false);
+    if (!t->is_string() || (*t != "llama" && *t != "phi3"))
+        fail(ErrorKind::Unsupported,
+             where + ": key 'model_type' is " + t->dump() + "; headfuse converts \"llama\" and \"phi3\"");
+    return *find_hf_model_type(t->get<std::string>());
+}
+
+// What Phi3ForCausalLM's config says that llama.cpp's phi3 graph does not compute, refused by name.
+void check_phi3_config(const json& j, const std::string& where) {
+    if (const json* rs = field(j, "rope_scaling"); rs && !(rs->is_object() && rs->empty()))
+        fail(ErrorKind::Unsupported,
+             where + ": key 'rope_scaling' is " + rs->dump() +
+                 "; LongRoPE's long and short factors (llama.cpp's rope_factors_long/short) are not modelled by "
+                 "headfuse: it converts Phi-3 models without rope_scaling");
+    if (const json* p = field(j, "partial_rotary_factor"); p && !(p->is_number() && p->get<double>() == 1.0))
+        fail(ErrorKind::Unsupported, where + ": key 'partial_rotary_factor' is " + p->dump() +
+                                         "; headfuse converts full rotary embeddings only (rope.dimension_count "
+                                         "= head size)");
+    for (const char* flag : {"attention_bias", "mlp_bias"})
+        if (const json* v = field(j, flag); v && *v != false)
+            fail(ErrorKind::Unsupported, where + ": key '" + std::string(flag) + "' is " + v->dump() +
+                                             "; llama.cpp's phi3 loader reads no such bias");
+}
+
 Config hf_config(const json& j, const std::string& where) {
     if (!j.is_object()) fail(where + ": expected a JSON object");
-    expect_string(j, "model_type", "llama", where);
+    const ArchSpec& arch = hf_arch(j, where);
     expect_string(j, "hidden_act", "silu", where);
+    if (arch.family == Family::Phi3) check_phi3_config(j, where);
     Config c;
+    c.family = arch.family;
+    if (arch.family == Family::Phi3)
+        c.rope_original_context = get_count(j, "original_max_position_embeddings", where, 0);
     for (const char* flag : {"attention_bias", "mlp_bias"})
         if (const json* v = field(j, flag)) {
             if (!v->is_boolean())
@@ -287,25 +328,35 @@ double json_float(float x) {
     return d;
 }
 
-json hf_config_json(const Config& c, std::string_view torch_dtype, const json& rope_scaling) {
-    return {{"architectures", {"LlamaForCausalLM"}},
-            {"model_type", "llama"},
-            {"hidden_size", c.d_model},
-            {"num_attention_heads", c.n_heads},
-            {"num_key_value_heads", c.n_kv_heads},
-            {"head_dim", c.d_head},
-            {"intermediate_size", c.d_ff},
-            {"num_hidden_layers", c.n_layers},
-            {"vocab_size", c.vocab},
-            {"max_position_embeddings", c.context_length},
-            {"rms_norm_eps", json_float(c.rms_eps)},
-            {"rope_theta", json_float(c.rope_theta)},
-            {"rope_scaling", rope_scaling},
-            {"tie_word_embeddings", c.tied},
-            {"hidden_act", "silu"},
-            {"attention_bias", hf_attention_bias(c)},
-            {"mlp_bias", hf_mlp_bias(c)},
-            {"torch_dtype", torch_dtype}};
+json hf_config_json(const Config& c, std::string_view torch_dtype, const json& rope_scaling,
+                    std::uint32_t sliding_window) {
+    json j = {{"architectures", {"LlamaForCausalLM"}},
+              {"model_type", "llama"},
+              {"hidden_size", c.d_model},
+              {"num_attention_heads", c.n_heads},
+              {"num_key_value_heads", c.n_kv_heads},
+              {"head_dim", c.d_head},
+              {"intermediate_size", c.d_ff},
+              {"num_hidden_layers", c.n_layers},
+              {"vocab_size", c.vocab},
+              {"max_position_embeddings", c.context_length},
+              {"rms_norm_eps", json_float(c.rms_eps)},
+              {"rope_theta", json_float(c.rope_theta)},
+              {"rope_scaling", rope_scaling},
+              {"tie_word_embeddings", c.tied},
+              {"hidden_act", "silu"},
+              {"attention_bias", hf_attention_bias(c)},
+              {"mlp_bias", hf_mlp_bias(c)},
+              {"torch_dtype", torch_dtype}};
+    if (c.family != Family::Phi3) return j;
+    // Phi3Config: head_dim is hidden_size / heads, no bias flags; the original context and the window, as the
+    // file carries them
+    j["architectures"] = {"Phi3ForCausalLM"};
+    j["model_type"] = "phi3";
+    for (const char* key : {"head_dim", "attention_bias", "mlp_bias"}) j.erase(key);
+    j["original_max_position_embeddings"] = c.rope_original_context ? c.rope_original_context : c.context_length;
+    j["sliding_window"] = sliding_window ? json(sliding_window) : json(nullptr);
+    return j;
 }
 
 json tl_config_json(const Config& c, bool folded) {
@@ -445,7 +496,7 @@ PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::s
             continue;
         }
         const NameMap* m = nullptr;
-        for (const NameMap& row : map)
+        for (const NameMap& row : s.parts.empty() ? map : std::span<const NameMap>(kHfStacked))
             if (row.role == s.role->role) m = &row;
         if (!m) fail(where + ": the layout has no name for tensor '" + s.name + "'");
         std::string name = foreign_name(*m, s.layer, gqa_names);
@@ -585,7 +636,11 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
                          std::to_string(k->shape[0]) + " rows, not " +
                          std::to_string(std::uint64_t{c.n_heads} * c.d_head) + " (" + std::to_string(c.n_heads) +
                          " heads of head_dim " + std::to_string(c.d_head) + "): set num_key_value_heads");
-            out.model = import_mapped(owner, c, kHf, true, false, st, std::move(md));
+            if (c.family == Family::Phi3) {  // as llama.cpp's converter writes it (0: none), carried for export
+                const json* w = field(j, "sliding_window");
+                md.set(c.key("attention.sliding_window"), Value::u32(w ? get_count(j, "sliding_window", where) : 0));
+            }
+            out.model = import_mapped(owner, c, kHf, c.arch().rope == RopePairing::Adjacent, false, st, std::move(md));
             break;
         }
         case CheckpointFormat::TransformerLens: {

@@ -305,8 +305,21 @@ FusedModel FusedModel::open(const std::filesystem::path& path) {
     const std::vector<TensorView> views = check_tensors(*file, layout, ModelKind::Fused);
     FusedModel m;
     m.views_ = assemble_views(c, ModelKind::Fused, views);
-    for (std::size_t i = 0; i < layout.size(); ++i)
-        if (is_head_role(*layout[i].role)) m.fused_.emplace(std::pair{layout[i].layer, layout[i].role->role}, views[i]);
+    for (std::size_t i = 0; i < layout.size(); ++i) {
+        const TensorSpec& s = layout[i];
+        if (s.parts.empty()) {
+            if (is_head_role(*s.role)) m.fused_.emplace(std::pair{s.layer, s.role->role}, views[i]);
+            continue;
+        }
+        std::uint64_t row = 0;  // a stacked tensor (attn_qkv): each head role's rows, a slice of it
+        for (Role p : s.parts) {
+            const RoleSpec& ps = role_spec(p);
+            const std::uint64_t n = ps.shape(c, s.layer).back() * head_count(ps, c, s.layer);
+            if (is_head_role(ps))
+                m.fused_.emplace(std::pair{s.layer, p}, views[i].rows(row, n, tensor_name(ps, s.layer)));
+            row += n;
+        }
+    }
     m.metadata_ = file->metadata();
     m.views_.owner = file;
     m.file_ = std::move(file);

@@ -1,5 +1,7 @@
 #include "support/models.h"
 
+#include <gtest/gtest.h>
+
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -45,6 +47,15 @@ void write_sharp_model(const Config& c, std::uint64_t seed, const std::filesyste
         tensors.push_back({s.name, DType::F32, s.ne, {reinterpret_cast<const std::byte*>(v.data()), n * 4}});
     }
     PerHeadModel::from_tensors(c, tensors).save(path);
+}
+
+Config with_family(Config c, Family f) {
+    c.family = f;
+    if (f == Family::Qwen2)
+        for (Role r : {Role::AttnQBias, Role::AttnKBias, Role::AttnVBias}) c.optional_roles.insert(r);
+    if (f == Family::Qwen3)
+        for (Role r : {Role::AttnQNorm, Role::AttnKNorm}) c.optional_roles.insert(r);
+    return c;
 }
 
 Config make_config(std::uint32_t d_model, std::uint32_t n_heads, std::uint32_t n_kv_heads, std::uint32_t d_head,
@@ -142,6 +153,14 @@ RunResult run_program(const std::vector<std::string>& argv) {
     std::fclose(out);
     std::fclose(err);
     return r;
+}
+
+std::filesystem::path fused_sharp_model(const Config& c, const std::filesystem::path& dir) {
+    write_sharp_model(c, test_seed(), dir / "ph.gguf", 0.3f);
+    const std::filesystem::path fused = dir / "fused.gguf";
+    const auto r = run_cli({"fuse", (dir / "ph.gguf").string(), "-o", fused.string(), "-q"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    return r.status == 0 ? fused : std::filesystem::path();
 }
 
 RunResult run_cli(const std::vector<std::string>& args) {

@@ -27,12 +27,20 @@ Config make_config(std::uint32_t d_model, std::uint32_t n_heads, std::uint32_t n
                    std::uint32_t d_ff, std::uint32_t n_layers, std::uint32_t vocab, bool tied = false,
                    std::uint32_t donor_d_in = 0);
 
+// c as a model of family f, with the optional roles the family's models have: qwen2's q/k/v biases, qwen3's
+// q/k norms (the others: none added).
+Config with_family(Config c, Family f);
+
 // A model whose attention is sharp enough for RoPE to matter: weights uniform in +-2/sqrt(n_in) (the
 // N(0, 0.02) of `init` leaves attention almost uniform, and the positions almost invisible), norms 1 (or uniform
 // in 1 +- norm_spread), biases uniform in +-0.5, embeddings uniform in +-1, rope_freqs a ramp. Written as a
 // per-head checkpoint.
 void write_sharp_model(const Config& c, std::uint64_t seed, const std::filesystem::path& path,
                        float norm_spread = 0.0f);
+
+// write_sharp_model(c, test_seed(), dir/ph.gguf, 0.3) fused by the CLI into dir/fused.gguf, whose path it
+// returns (a gtest failure, and an empty path, when fuse fails).
+std::filesystem::path fused_sharp_model(const Config& c, const std::filesystem::path& dir);
 
 // MHA, GQA, MQA, d_head != d_model/n_heads, tied and untied, a lens, vocabularies below 256 and in the
 // thousands. Every 2-D weight has rows of whole 32-element blocks, so every type applies.
