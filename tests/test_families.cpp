@@ -351,3 +351,34 @@ TEST(HfFamilyTl, Qwen2RoundTrip) {
     const nlohmann::json j = nlohmann::json::parse(std::ifstream(dir / "tl" / "config.json"));
     EXPECT_EQ(j.at("original_architecture"), "Qwen2ForCausalLM");
 }
+
+// pool-kv and scan on a family with q/k/v biases and NEOX pairs (qwen2): the pooled file runs in llama.cpp as
+// headfuse's forward computes it, and the scan names every head; a transplant across families is refused.
+TEST(HfFamilyHeads, Qwen2PoolKvScanAndTransplant) {
+    TempDir dir;
+    const fs::path hf = dir / "hf";
+    test::hf_reference({"make-hf", hf.string(), "--family", "qwen2", "--d-model", "64", "--n-heads", "4",
+                        "--n-kv-heads", "2", "--d-ff", "96", "--n-layers", "2", "--vocab", "300", "--seed", "41"});
+    const std::string model = (dir / "model.gguf").string(), pooled = (dir / "pooled.gguf").string();
+    cli_ok({"fuse", "-q", hf.string(), "-o", model});
+    cli_ok({"heads", "pool-kv", model, "-o", pooled, "--kv-heads", "1", "-q"});
+    EXPECT_EQ(GgufFile::open(pooled).find_tensor("blk.0.attn_k.bias")->ne[0], 16u);
+    { std::ofstream(dir / "tokens.txt") << test::csv(prompt(300)) << "\n"; }
+    cli_ok({"heads", "scan", model, "--tokens-file", (dir / "tokens.txt").string(), "-o", (dir / "scan.json").string(),
+            "-q"});
+    const nlohmann::json scan = nlohmann::json::parse(std::ifstream(dir / "scan.json"));
+    EXPECT_NE(scan.dump().find("loss"), std::string::npos);
+
+    const fs::path llama_hf = dir / "llama_hf";
+    test::hf_reference({"make-hf", llama_hf.string(), "--d-model", "64", "--n-heads", "4", "--n-kv-heads", "2",
+                        "--d-ff", "96", "--n-layers", "2", "--vocab", "300", "--seed", "42", "--attention-bias"});
+    const std::string llama = (dir / "llama.gguf").string();
+    cli_ok({"fuse", "-q", llama_hf.string(), "-o", llama});
+    refused({"heads", "transplant", model, "--from", llama, "-o", (dir / "t.gguf").string(), "--heads", "0:1"},
+            "the donor is a llama model and the model a qwen2 one", dir / "t.gguf");
+
+    HEADFUSE_REQUIRE_JUDGES();
+    const test::Agreement a = test::agreement_with_llama(pooled, prompt(300));
+    std::printf("[headfuse] qwen2 pool-kv: llama.cpp vs headfuse max |dlogp| %.3g\n", a.max_diff);
+    EXPECT_LE(a.max_diff, kF32LogprobTolerance);
+}
