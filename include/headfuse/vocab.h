@@ -62,6 +62,14 @@ Tokenizer read_tokenizer(const std::filesystem::path& path, const WarnFn& warn =
 // llama.cpp may not reproduce exactly.
 Tokenizer read_hf_tokenizer(const std::filesystem::path& path, const WarnFn& warn = {});
 
+// Fits `t` to a model whose embedding has `vocab` rows (0: leaves it as it is), as llama.cpp's converter fits
+// a tokenizer to config.json's vocab_size: fewer tokens than rows (every Qwen checkpoint: 151669 tokens, 151936
+// rows) are padded with unused tokens [PAD<id>] (score -10000 where there are scores); more tokens than rows
+// lose their tail when it is added tokens (control or user-defined: Gemma 3's <image_soft_token> beyond the
+// text model's 262144 rows), which `warn` hears about. Error naming t.source when the tail holds another token
+// or a special token id points into it.
+void fit_tokenizer(Tokenizer& t, std::uint32_t vocab, const WarnFn& warn = {});
+
 // Every rule llama.cpp's vocabulary loader (llama_vocab::impl::load) enforces, and a few that keep it from
 // failing later: a known tokenizer.ggml.model (and tokenizer.ggml.pre for BPE), tokens an array of unique,
 // non-empty, valid UTF-8 strings (`vocab` of them unless vocab is 0), scores (f32 or i32) and token types (i32,
