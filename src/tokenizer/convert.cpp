@@ -319,6 +319,18 @@ struct Converter {
         return f;
     }
 
+    // A SentencePiece-style token's text as llama.cpp's converter writes it: a user-defined token's U+2581 become
+    // spaces. llama.cpp matches user-defined tokens in the text before it writes spaces as U+2581 and
+    // detokenizes them as they are spelled: Gemma's runs of spaces ("▁▁", ...) are then matched in text as
+    // spaces and give spaces back (kept as "▁▁", llama.cpp would print U+2581 for the spaces of its output).
+    std::string spm_text(std::uint32_t id) const {
+        std::string t = tokens[id];
+        if (types[id] == kUserDefined)
+            for (std::size_t at = 0; (at = t.find(kSpace, at)) != std::string::npos; ++at)
+                t.replace(at, kSpace.size(), " ");
+        return t;
+    }
+
     // add_bos/add_eos: tokenizer_config.json's add_bos_token/add_eos_token, else the post-processor's template
     // (a special token before or after the text). Also the template's first special token as bos when the
     // configuration names none.
@@ -581,7 +593,7 @@ struct Converter {
         md.set("tokenizer.ggml.model", Value::string("llama"));
         std::vector<Value> tv, sv, ty;
         for (std::size_t i = 0; i < tokens.size(); ++i) {
-            tv.push_back(Value::string(tokens[i]));
+            tv.push_back(Value::string(spm_text(i)));
             sv.push_back(Value::f32(scores[i]));
             ty.push_back(Value::i32(types[i]));
         }
@@ -655,7 +667,7 @@ struct Converter {
         tv.reserve(tokens.size());
         ty.reserve(tokens.size());
         for (std::uint32_t i = 0; i < tokens.size(); ++i) {
-            tv.push_back(Value::string(tokens[i]));
+            tv.push_back(Value::string(byte_level ? tokens[i] : spm_text(i)));
             ty.push_back(Value::i32(types[i]));
         }
         md.set("tokenizer.ggml.tokens", Value::array(ValueType::STRING, std::move(tv)));
@@ -697,6 +709,7 @@ Tokenizer read_hf_tokenizer(const fs::path& path, const WarnFn& warn) {
     const bool sentencepiece = file.extension() == ".model";
     Tokenizer t;
     t.source = file.string();
+    t.converted = true;
     t.inputs.push_back(file);
     // The files' exact bytes are kept (kTokenizerFiles) for `export --format hf` to write back, under their
     // standard names whatever the given file is called.

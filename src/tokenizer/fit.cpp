@@ -63,7 +63,7 @@ void drop_added_tail(const Tokenizer& t, Value& tokens, Value* types, std::uint3
 void fit_tokenizer(Tokenizer& t, std::uint32_t vocab, const WarnFn& warn) {
     Metadata& md = t.keys;
     std::optional<Value> tokens = array_of(md, "tokenizer.ggml.tokens", ValueType::STRING);
-    if (!tokens || vocab == 0 || tokens->items.size() == vocab) return;
+    if (!t.converted || !tokens || vocab == 0 || tokens->items.size() == vocab) return;
     std::optional<Value> types = array_of(md, "tokenizer.ggml.token_type", ValueType::I32);
     std::optional<Value> scores = array_of(md, "tokenizer.ggml.scores", ValueType::F32);
     const std::size_t n = tokens->items.size();
