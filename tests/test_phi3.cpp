@@ -21,6 +21,7 @@
 #include "headfuse/model.h"
 #include "headfuse/verify.h"
 #include "model/roles.h"
+#include "support/hf_checkpoints.h"
 #include "support/judge.h"
 #include "support/llama_quantize.h"
 #include "support/models.h"
@@ -36,7 +37,7 @@ namespace {
 // the bound for graphs without GELU (llama.cpp sums in another order; both measure about 1e-6).
 constexpr double kF32LogprobTolerance = 1e-4;
 
-const std::string kPython = "/usr/bin/python3";  // Debian's, with python3-numpy
+using test::kPython;  // Debian's, with python3-numpy
 const std::string kReference = std::string(HEADFUSE_SOURCE_DIR) + "/tests/support/phi3_reference.py";
 
 // A Phi-3 of small shapes: n_heads * d_head = d_model, as llama.cpp's phi3 loader requires.
@@ -56,12 +57,6 @@ std::vector<double> our_logprobs(const ModelViews& m, const std::vector<std::uin
 void cli_ok(const std::vector<std::string>& args) {
     const auto r = test::run_cli(args);
     ASSERT_EQ(r.status, 0) << r.err;
-}
-
-std::string csv(const std::vector<std::uint32_t>& t) {
-    std::string s;
-    for (auto x : t) s += (s.empty() ? "" : ",") + std::to_string(x);
-    return s;
 }
 
 const TensorSpec* find_spec(const std::vector<TensorSpec>& layout, std::string_view name) {
@@ -309,7 +304,7 @@ TEST_P(Phi3JudgeHf, LlamaCppGivesTheReferenceDistributionAndExportTheSameBytes) 
     std::vector<std::uint32_t> tokens;
     for (std::uint32_t i = 0; i < 12; ++i) tokens.push_back((i * 37 + 5) % 300);
     const auto theirs = test::llama_eval(run, tokens);
-    const auto r = test::run_program({kPython, kReference, "logprobs", hf.string(), csv(tokens)});
+    const auto r = test::run_program({kPython, kReference, "logprobs", hf.string(), test::csv(tokens)});
     ASSERT_EQ(r.status, 0) << r.err;
     const auto ref = nlohmann::json::parse(r.out).get<std::vector<std::vector<double>>>();
     std::vector<double> flat;
@@ -322,9 +317,9 @@ TEST_P(Phi3JudgeHf, LlamaCppGivesTheReferenceDistributionAndExportTheSameBytes) 
     EXPECT_LE(d_ours, kF32LogprobTolerance);
 
     cli_ok({"export", model, "-o", (dir / "back").string(), "--format", "hf", "-q"});
-    test::expect_same_safetensors(hf, dir / "back");
+    test::expect_same_tensors(hf, dir / "back");
     cli_ok({"export", hf.string(), "-o", (dir / "direct").string(), "--format", "hf", "-q"});
-    test::expect_same_safetensors(hf, dir / "direct");
+    test::expect_same_tensors(hf, dir / "direct");
     const auto v = test::run_cli({"verify", hf.string(), model});
     EXPECT_EQ(v.status, 0) << v.out << v.err;
     const auto tl = test::run_cli({"export", model, "-o", (dir / "tl").string(), "--format", "transformer-lens"});

@@ -1,13 +1,17 @@
 #!/usr/bin/python3
 """An independent reference for headfuse's safetensors import, written for the tests with numpy alone.
 
-It makes random checkpoints in Hugging Face's LLaMA layout and in TransformerLens's (writing safetensors with
-its own few lines, no torch, no safetensors package), and computes next-token log-probabilities in Hugging
-Face's own convention: rotate-half RoPE applied to the unpermuted q_proj/k_proj outputs, in float64.
+It makes random checkpoints in Hugging Face's LLaMA layout (and its Mistral, Qwen2 and Qwen3 variants) and in
+TransformerLens's (writing safetensors with its own few lines, no torch, no safetensors package), and computes
+next-token log-probabilities in Hugging Face's own convention: rotate-half RoPE applied to the unpermuted
+q_proj/k_proj outputs, in float64. The families, as transformers' modeling files define them:
+  llama, mistral  q/k/v/o biases only with attention_bias (mistral: none);
+  qwen2           q/k/v biases always (Qwen2Attention: q_proj, k_proj, v_proj with bias, o_proj without);
+  qwen3           q_norm and k_norm (an RMSNorm of head_dim over each head of q and k, before RoPE), no biases.
 
   hf_reference.py make-hf DIR --d-model 64 --n-heads 4 --n-kv-heads 2 [--head-dim 16] --d-ff 96 --n-layers 2
                   --vocab 300 [--tied] [--seed 1] [--dtype F32|F16|BF16] [--shard-bytes N] [--rope-linear F]
-                  [--rope-llama3 F] [--attention-bias] [--mlp-bias]
+                  [--rope-llama3 F] [--attention-bias] [--mlp-bias] [--family llama|mistral|qwen2|qwen3]
   hf_reference.py make-tl HF_DIR OUT_DIR [--processed] [--b-in]      TransformerLens state dict of an HF model
   hf_reference.py logprobs HF_DIR TOKENS_CSV                         JSON [[log p(t) for t in vocab] per position]
 """
@@ -136,6 +140,12 @@ def llama_checkpoint(a):
         t[p + "mlp.up_proj.weight"] = w(ff, dm)
         t[p + "mlp.down_proj.weight"] = w(dm, ff)
         bias = lambda n: rng.normal(0.0, 0.3, n)  # noqa: E731
+        if a.family == "qwen2":
+            for k, n in (("q", nh * dh), ("k", nkv * dh), ("v", nkv * dh)):
+                t[p + "self_attn.%s_proj.bias" % k] = bias(n)
+        if a.family == "qwen3":
+            t[p + "self_attn.q_norm.weight"] = 1.0 + 0.3 * rng.normal(0.0, 1.0, dh)
+            t[p + "self_attn.k_norm.weight"] = 1.0 + 0.3 * rng.normal(0.0, 1.0, dh)
         if a.attention_bias:
             for k, n in (("q", nh * dh), ("k", nkv * dh), ("v", nkv * dh), ("o", dm)):
                 t[p + "self_attn.%s_proj.bias" % k] = bias(n)
@@ -152,8 +162,16 @@ def llama_checkpoint(a):
         "max_position_embeddings": 256, "tie_word_embeddings": bool(a.tied), "hidden_act": "silu",
         "torch_dtype": {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[a.dtype],
     }
-    if a.head_dim:
+    if a.head_dim or a.family == "qwen3":
         config["head_dim"] = dh
+    if a.family == "mistral":
+        config.update({"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": None})
+    if a.family in ("qwen2", "qwen3"):  # as the published configs carry them: a window, switched off
+        arch = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[a.family]
+        config.update({"architectures": [arch], "model_type": a.family, "use_sliding_window": False,
+                       "sliding_window": 4096, "max_window_layers": nl})
+    if a.family == "qwen3":
+        config["attention_bias"] = False
     if a.rope_linear:
         config["rope_scaling"] = {"type": "linear", "factor": a.rope_linear}
     if a.rope_llama3:  # Llama 3.1's rule; an original context of 64 puts
@@ -275,8 +293,11 @@ def logprobs(a):
         p = "model.layers.%d." % l
         h = rmsnorm(x, t[p + "input_layernorm.weight"], eps)
         lin = lambda x, k: x @ t[p + k + ".weight"].T + t.get(p + k + ".bias", 0.0)  # noqa: E731
-        o = attend(lin(h, "self_attn.q_proj"), lin(h, "self_attn.k_proj"), lin(h, "self_attn.v_proj"), cos, sin, mask)
-        x = x + lin(o, "self_attn.o_proj")
+        q, k = lin(h, "self_attn.q_proj"), lin(h, "self_attn.k_proj")
+        if c["model_type"] == "qwen3":  # Qwen3Attention: q_norm, k_norm over head_dim, before RoPE
+            q = rmsnorm(q.reshape(T, nh, dh), t[p + "self_attn.q_norm.weight"], eps).reshape(T, nh * dh)
+            k = rmsnorm(k.reshape(T, nkv, dh), t[p + "self_attn.k_norm.weight"], eps).reshape(T, nkv * dh)
+        x = x + lin(attend(q, k, lin(h, "self_attn.v_proj"), cos, sin, mask), "self_attn.o_proj")
         h = rmsnorm(x, t[p + "post_attention_layernorm.weight"], eps)
         g = lin(h, "mlp.gate_proj")
         x = x + lin((g / (1 + np.exp(-g))) * lin(h, "mlp.up_proj"), "mlp.down_proj")
@@ -309,6 +330,7 @@ def main():
     m.add_argument("--rope-llama3", type=float, default=0.0)
     m.add_argument("--attention-bias", action="store_true")
     m.add_argument("--mlp-bias", action="store_true")
+    m.add_argument("--family", default="llama", choices=["llama", "mistral", "qwen2", "qwen3"])
     tl = sub.add_parser("make-tl")
     tl.add_argument("hf_dir")
     tl.add_argument("out_dir")

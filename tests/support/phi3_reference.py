@@ -27,7 +27,7 @@ import hf_reference as hf  # noqa: E402 (the safetensors reader and writer, by h
 def make(a):
     """A random LLaMA of make-hf's kind, its projections stacked as Phi3ForCausalLM stacks them."""
     llama = argparse.Namespace(**vars(a), head_dim=0, shard_bytes=0, rope_linear=0.0, rope_llama3=0.0,
-                               attention_bias=False, mlp_bias=False)
+                               attention_bias=False, mlp_bias=False, family="llama")
     t, c = hf.llama_checkpoint(llama)
     for l in range(a.n_layers):
         p = "model.layers.%d." % l

@@ -1,9 +1,6 @@
 #include "support/same_tensors.h"
 
-#include <algorithm>
 #include <cstring>
-
-#include "formats/safetensors.h"
 
 namespace headfuse::test {
 
@@ -28,19 +25,6 @@ namespace headfuse::test {
         }
     }
     return ::testing::AssertionSuccess();
-}
-
-void expect_same_safetensors(const std::filesystem::path& a, const std::filesystem::path& b) {
-    const SafetensorsSet x = SafetensorsSet::open(a), y = SafetensorsSet::open(b);
-    EXPECT_EQ(x.tensors().size(), y.tensors().size());
-    for (const StTensor* t : x.tensors()) {
-        const StTensor* u = y.find(t->name);
-        ASSERT_NE(u, nullptr) << t->name << " missing from " << b;
-        EXPECT_EQ(t->dtype, u->dtype) << t->name;
-        EXPECT_EQ(t->shape, u->shape) << t->name;
-        EXPECT_TRUE(std::equal(t->bytes.begin(), t->bytes.end(), u->bytes.begin(), u->bytes.end()))
-            << t->name << " differs";
-    }
 }
 
 }  // namespace headfuse::test
