@@ -392,3 +392,21 @@ TEST(HfFamilyHeads, Qwen2PoolKvScanAndTransplant) {
     std::printf("[headfuse] qwen2 pool-kv: llama.cpp vs headfuse max |dlogp| %.3g\n", a.max_diff);
     EXPECT_LE(a.max_diff, kF32LogprobTolerance);
 }
+
+// `init --family` writes a per-head checkpoint of the family (qwen2 with its q/k/v biases per head, qwen3 with
+// its q/k norms per layer) that fuses into a file llama.cpp runs as headfuse computes it.
+TEST(HfFamilyHeads, InitFamilyFusesAndLlamaCppAgrees) {
+    TempDir dir;
+    for (const std::string family : {"qwen2", "qwen3"}) {
+        const std::string ph = (dir / (family + ".ph.gguf")).string(), model = (dir / (family + ".gguf")).string();
+        cli_ok({"init",         "-q", "-o",     ph,   "--family",   family, "--d-model", "64",  "--n-heads", "4",
+                "--n-kv-heads", "2",  "--d-ff", "96", "--n-layers", "2",    "--vocab",   "300", "--seed",    "5"});
+        const GgufFile f = GgufFile::open(ph);
+        EXPECT_EQ(f.metadata().get_string("general.architecture", ph), family);
+        EXPECT_NE(f.find_tensor(family == "qwen2" ? "blk.0.attn_q.head_3.bias" : "blk.0.attn_k_norm.weight"), nullptr);
+        cli_ok({"fuse", "-q", ph, "-o", model});
+        if (!test::judges_available()) continue;
+        const test::Agreement a = test::agreement_with_llama(model, prompt(300));
+        EXPECT_LE(a.max_diff, kF32LogprobTolerance) << family;
+    }
+}
