@@ -228,6 +228,16 @@ TEST_P(HfFamily, JudgeAgreesAndRoundTripsBytes) {
                                                  {"verify", (dir / "back").string(), model}})
         cli_ok(args);
     EXPECT_EQ(test::read_bytes(model), test::read_bytes(again));
+    // The per-head file's names: per-head q/k/v biases, per-layer q/k norms.
+    const GgufFile per_head = GgufFile::open(ph);
+    if (family == "qwen2") {
+        EXPECT_NE(per_head.find_tensor("blk.1.attn_q.head_3.bias"), nullptr);
+        EXPECT_NE(per_head.find_tensor("blk.1.attn_k.head_0.bias"), nullptr);
+    }
+    if (family == "qwen3") {
+        EXPECT_NE(per_head.find_tensor("blk.1.attn_q_norm.weight"), nullptr);
+        EXPECT_NE(per_head.find_tensor("blk.1.attn_k_norm.weight"), nullptr);
+    }
 
     HEADFUSE_REQUIRE_JUDGES();
     const auto tokens = prompt(300);
@@ -374,4 +384,22 @@ TEST(HfFamilyHeads, Qwen2PoolKvScanAndTransplant) {
     const test::Agreement a = test::agreement_with_llama(pooled, prompt(300));
     std::printf("[headfuse] qwen2 pool-kv: llama.cpp vs headfuse max |dlogp| %.3g\n", a.max_diff);
     EXPECT_LE(a.max_diff, kF32LogprobTolerance);
+}
+
+// `init --family` writes a per-head checkpoint of the family (qwen2 with its q/k/v biases per head, qwen3 with
+// its q/k norms per layer) that fuses into a file llama.cpp runs as headfuse computes it.
+TEST(HfFamilyHeads, InitFamilyFusesAndLlamaCppAgrees) {
+    TempDir dir;
+    for (const std::string family : {"qwen2", "qwen3"}) {
+        const std::string ph = (dir / (family + ".ph.gguf")).string(), model = (dir / (family + ".gguf")).string();
+        cli_ok({"init",         "-q", "-o",     ph,   "--family",   family, "--d-model", "64",  "--n-heads", "4",
+                "--n-kv-heads", "2",  "--d-ff", "96", "--n-layers", "2",    "--vocab",   "300", "--seed",    "5"});
+        const GgufFile f = GgufFile::open(ph);
+        EXPECT_EQ(f.metadata().get_string("general.architecture", ph), family);
+        EXPECT_NE(f.find_tensor(family == "qwen2" ? "blk.0.attn_q.head_3.bias" : "blk.0.attn_k_norm.weight"), nullptr);
+        cli_ok({"fuse", "-q", ph, "-o", model});
+        if (!test::judges_available()) continue;
+        const test::Agreement a = test::agreement_with_llama(model, prompt(300));
+        EXPECT_LE(a.max_diff, kF32LogprobTolerance) << family;
+    }
 }

@@ -268,6 +268,55 @@ INSTANTIATE_TEST_SUITE_P(Phi3Judge, Phi3JudgeForward,
                                            test::Shape{"mqa", phi3_config(8, 1, false)}),
                          [](const auto& info) { return info.param.name; });
 
+// init --family phi3 writes a per-head phi3 checkpoint; a transplant between two of them (a kv group with its
+// heads, another layer's head alone) runs in llama.cpp as headfuse's forward computes it, and keeps every row
+// of attn_qkv it does not name; scan covers every head of every layer.
+TEST(Phi3JudgeEdits, InitTransplantAndScan) {
+    HEADFUSE_REQUIRE_JUDGES();
+    TempDir dir;
+    for (const char* seed : {"1", "2"})
+        cli_ok({"init",         "-o",         (dir / ("ph" + std::string(seed) + ".gguf")).string(),
+                "--family",     "phi3",       "--d-model",
+                "64",           "--n-heads",  "4",
+                "--n-kv-heads", "2",          "--d-ff",
+                "96",           "--n-layers", "2",
+                "--vocab",      "300",        "--seed",
+                seed,           "-q"});
+    const std::string src = (dir / "src.gguf").string(), donor = (dir / "donor.gguf").string();
+    cli_ok({"fuse", (dir / "ph1.gguf").string(), "-o", src, "-q"});
+    cli_ok({"fuse", (dir / "ph2.gguf").string(), "-o", donor, "-q"});
+    EXPECT_EQ(GgufFile::open(src).metadata().get_string("general.architecture", "src"), "phi3");
+    const std::string out = (dir / "transplanted.gguf").string();
+    cli_ok({"heads", "transplant", src, "--from", donor, "-o", out, "--heads", "1:2=1:0,1:3=1:1,0:0", "-q"});
+    const FusedModel a = FusedModel::open(src), d = FusedModel::open(donor), t = FusedModel::open(out);
+    auto same = [](const TensorView& x, const TensorView& y) {
+        return std::equal(x.bytes().begin(), x.bytes().end(), y.bytes().begin(), y.bytes().end());
+    };
+    const LayerViews &la = a.views().layers[1], &ld = d.views().layers[1], &lt = t.views().layers[1];
+    EXPECT_TRUE(same(lt.q[0], la.q[0]) && same(lt.q[1], la.q[1]));
+    EXPECT_TRUE(same(lt.q[2], ld.q[0]) && same(lt.q[3], ld.q[1]));
+    EXPECT_TRUE(same(lt.k[0], la.k[0]) && same(lt.v[0], la.v[0]));
+    EXPECT_TRUE(same(lt.k[1], ld.k[0]) && same(lt.v[1], ld.v[0]));
+    EXPECT_TRUE(same(lt.ffn_gate, la.ffn_gate) && same(lt.ffn_up, la.ffn_up));
+    const auto tokens = default_tokens(300, 24);
+    const double d_t = test::max_logprob_diff(our_logprobs(t.views(), tokens), test::llama_eval(out, tokens), 300);
+    std::printf("[headfuse] phi3 transplanted: llama.cpp vs headfuse max |dlogp| %.3g\n", d_t);
+    EXPECT_LE(d_t, kF32LogprobTolerance);
+
+    {
+        std::FILE* f = std::fopen((dir / "tokens.txt").c_str(), "w");
+        ASSERT_NE(f, nullptr);
+        const std::string text = test::csv(tokens);
+        std::fwrite(text.data(), 1, text.size(), f);
+        std::fclose(f);
+    }
+    cli_ok({"heads", "scan", src, "--tokens-file", (dir / "tokens.txt").string(), "-o", (dir / "scan.json").string(),
+            "-q"});
+    const auto bytes = test::read_bytes(dir / "scan.json");
+    const auto j = nlohmann::json::parse(std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+    EXPECT_EQ(j.at("heads").size(), 2u * 4u);
+}
+
 namespace {
 
 struct HfPhi3Case {
