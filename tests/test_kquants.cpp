@@ -101,6 +101,16 @@ TEST(DecodeEveryType, RandomValidBlocksMatchGgml) {
     }
 }
 
+// The probe of ggml's dequantizers answers false for ids ggml does not define (4 and 5, removed types; the type
+// count and past it) instead of reading past ggml's traits table.
+TEST(DecodeEveryType, ProbeRefusesIdsGgmlDoesNotDefine) {
+    HEADFUSE_REQUIRE_GGML(ggml);
+    for (std::uint32_t id : {4u, 5u, 43u, 1000u, 0x7fffffffu})
+        EXPECT_FALSE(ggml->has_to_float(static_cast<DType>(id))) << id;
+    EXPECT_TRUE(ggml->has_to_float(DType::IQ4_NL));
+    EXPECT_TRUE(ggml->has_to_float(DType::IQ4_XS));
+}
+
 TEST(DecodeEveryType, ExtremeScalesMatchGgml) {
     HEADFUSE_REQUIRE_GGML(ggml);
     std::mt19937_64 rng(test_seed(102));
