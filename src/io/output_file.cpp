@@ -11,6 +11,8 @@
 #include <random>
 #include <string>
 
+#include "base/fail.h"
+#include "base/text.h"
 #include "headfuse/error.h"
 #include "io/mapped_file.h"
 #include "io/open_input.h"
