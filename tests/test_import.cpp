@@ -24,10 +24,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace headfuse;
-using headfuse::test::list_dir;
-using headfuse::test::run_cli;
-using headfuse::test::run_program;
-using headfuse::test::TempDir;
+using headfuse::test::list_dir, headfuse::test::run_cli, headfuse::test::run_program, headfuse::test::TempDir;
 
 // llama.cpp (f32 weights, f32 KV cache) against a float64 reference: the bound. Measured agreement is
 // about 1e-6 (the reference pass's own llama.cpp agreement, docs/FORMATS.md).
