@@ -28,7 +28,9 @@
 #include <string>
 
 #include "base/checked.h"
+#include "base/fail.h"
 #include "base/parallel.h"
+#include "base/text.h"
 #include "headfuse/error.h"
 #include "headfuse/fold.h"
 #include "headfuse/quantize.h"

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fail.h"
 #include "base/parallel.h"
 #include "gguf/writer.h"
 #include "headfuse/error.h"

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/fail.h"
 #include "formats/import.h"
 #include "formats/safetensors.h"
 #include "headfuse/checkpoint.h"

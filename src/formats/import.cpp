@@ -11,6 +11,8 @@
 
 #include <unistd.h>
 
+#include "base/fail.h"
+#include "base/text.h"
 #include "formats/safetensors.h"
 #include "headfuse/error.h"
 #include "headfuse/quantize.h"

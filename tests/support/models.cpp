@@ -74,6 +74,13 @@ Config make_config(std::uint32_t d_model, std::uint32_t n_heads, std::uint32_t n
     return c;
 }
 
+Config make_config_ctx256(std::uint32_t d_model, std::uint32_t n_heads, std::uint32_t n_kv_heads, std::uint32_t d_head,
+                          std::uint32_t d_ff, std::uint32_t n_layers, std::uint32_t vocab) {
+    Config c = make_config(d_model, n_heads, n_kv_heads, d_head, d_ff, n_layers, vocab);
+    c.context_length = 256;
+    return c;
+}
+
 std::vector<Shape> shape_families() {
     auto make = [](std::string name, std::uint32_t dm, std::uint32_t nh, std::uint32_t nkv, std::uint32_t dh,
                    std::uint32_t ff, std::uint32_t nl, std::uint32_t vocab, bool tied, std::uint32_t donor = 0) {
@@ -214,6 +221,17 @@ void rewrite_metadata(const std::filesystem::path& in, const std::filesystem::pa
                      [&g, &t](ByteSink& sink) { sink.write(g.tensor_data(t)); });
     std::filesystem::remove(out);
     w.write(out);
+}
+
+Args concat(Args a, const Args& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+}
+
+ModelFiles::ModelFiles(const Args& init_flags) : per_head(dir / "per_head.gguf"), fused(dir / "fused.gguf") {
+    const RunResult a = run_cli(concat({"init", "-q", "-o", per_head.string()}, init_flags));
+    const RunResult b = a.status == 0 ? run_cli({"fuse", "-q", per_head.string(), "-o", fused.string()}) : RunResult{};
+    if (a.status != 0 || b.status != 0) throw std::runtime_error("cannot write the base files: " + a.err + b.err);
 }
 
 }  // namespace headfuse::test

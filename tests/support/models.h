@@ -26,6 +26,9 @@ inline void PrintTo(const Shape& s, std::ostream* os) { *os << s.name; }
 Config make_config(std::uint32_t d_model, std::uint32_t n_heads, std::uint32_t n_kv_heads, std::uint32_t d_head,
                    std::uint32_t d_ff, std::uint32_t n_layers, std::uint32_t vocab, bool tied = false,
                    std::uint32_t donor_d_in = 0);
+// make_config with a context of 256 tokens: the models tests hand to llama.cpp (a small KV cache).
+Config make_config_ctx256(std::uint32_t d_model, std::uint32_t n_heads, std::uint32_t n_kv_heads, std::uint32_t d_head,
+                          std::uint32_t d_ff, std::uint32_t n_layers, std::uint32_t vocab);
 
 // c as a model of family f, with the optional roles the family's models have: qwen2's q/k/v biases, qwen3's
 // q/k norms (the others: none added).
@@ -68,6 +71,11 @@ struct RunResult {
     std::string out, err;
 };
 
+// A command line's arguments.
+using Args = std::vector<std::string>;
+// a, then b.
+Args concat(Args a, const Args& b);
+
 // Runs the headfuse CLI built alongside the tests.
 RunResult run_cli(const std::vector<std::string>& args);
 // Starts the CLI in the background (stdin, stdout and stderr on /dev/null); -1 if it cannot start. The caller
@@ -83,5 +91,14 @@ void rewrite_metadata(const std::filesystem::path& in, const std::filesystem::pa
                       const std::function<void(Metadata&)>& edit);
 // Files in `dir` (names only), sorted.
 std::vector<std::string> list_dir(const std::filesystem::path& dir);
+
+// A model the CLI wrote, for tests that start from valid files: `headfuse init` with `init_flags` (the shape and
+// seed) into per_head, and its F32 fuse into fused, in a folder that lives as long as this. Throws
+// std::runtime_error when the CLI fails.
+struct ModelFiles {
+    explicit ModelFiles(const Args& init_flags);
+    TempDir dir;
+    std::filesystem::path per_head, fused;
+};
 
 }  // namespace headfuse::test
