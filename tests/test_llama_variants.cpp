@@ -15,42 +15,17 @@
 #include "model/roles.h"
 #include "support/judge.h"
 #include "support/models.h"
+#include "support/sharp_model.h"
 
 using namespace headfuse;
 using headfuse::test::TempDir;
+using headfuse::test::write_sharp_model;
 
 namespace {
 
 // Issue #12's bar for F32 files, the same as every other F32 comparison with llama.cpp (test_judges.cpp):
 // llama.cpp computes the same f32 function with other summation orders; observed differences are ~1e-6.
 constexpr double kF32LogprobTolerance = 1e-4;
-
-// A model whose attention is sharp enough for RoPE to matter: weights uniform in +-2/sqrt(n_in) (the
-// N(0, 0.02) of `init` leaves attention almost uniform, and the positions almost invisible), norms 1,
-// biases uniform in +-0.5, embeddings uniform in +-1, rope_freqs a ramp. Written as a per-head checkpoint.
-void write_sharp_model(const Config& c, std::uint64_t seed, const std::filesystem::path& path) {
-    std::mt19937_64 rng(seed);
-    std::vector<std::vector<float>> data;
-    std::vector<ExternalTensor> tensors;
-    const std::vector<TensorSpec> layout = tensor_layout(c, ModelKind::PerHead);
-    data.reserve(layout.size());
-    for (const TensorSpec& s : layout) {
-        std::uint64_t n = 1;
-        for (auto d : s.ne) n *= d;
-        const float a = s.kind == TensorKind::Norm      ? 0.0f
-                        : s.kind == TensorKind::Bias    ? 0.5f
-                        : s.name == "token_embd.weight" ? 1.0f
-                                                        : 2.0f / std::sqrt(float(s.ne[0]));
-        std::uniform_real_distribution<float> u(-a, a);
-        std::vector<float>& v = data.emplace_back(n, 1.0f);
-        if (a > 0)
-            for (float& x : v) x = u(rng);
-        if (s.role->role == Role::RopeFreqs)  // divisors from 0.25 (the fastest pair) to 8 (the slowest)
-            for (std::uint64_t i = 0; i < n; ++i) v[i] = 0.25f * std::pow(32.0f, float(i) / float(n - 1));
-        tensors.push_back({s.name, DType::F32, s.ne, {reinterpret_cast<const std::byte*>(v.data()), n * 4}});
-    }
-    PerHeadModel::from_tensors(c, tensors).save(path);
-}
 
 Config small_config() {
     Config c = test::make_config(64, 4, 2, 32, 128, 2, 300);
