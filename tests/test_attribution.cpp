@@ -15,6 +15,7 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -305,4 +306,84 @@ TEST(ScanMeanAblation, EqualsTheZeroedHeadWithItsMeanAsABias) {
         EXPECT_NEAR(d.at({int(layer), int(head)}), loss - j["base_loss"].get<double>(), kTolerance)
             << layer << ":" << head;
     }
+}
+
+namespace {
+
+// Spearman's rank correlation of a and b (ties share their mean rank).
+double spearman(const std::vector<double>& a, const std::vector<double>& b) {
+    auto ranks = [](const std::vector<double>& v) {
+        std::vector<std::size_t> order(v.size());
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(), [&](auto x, auto y) { return v[x] < v[y]; });
+        std::vector<double> r(v.size());
+        for (std::size_t i = 0; i < v.size();) {
+            std::size_t j = i;
+            while (j + 1 < v.size() && v[order[j + 1]] == v[order[i]]) ++j;
+            for (std::size_t k = i; k <= j; ++k) r[order[k]] = double(i + j) / 2;
+            i = j + 1;
+        }
+        return r;
+    };
+    const std::vector<double> ra = ranks(a), rb = ranks(b);
+    const double mean = double(a.size() - 1) / 2;
+    double cov = 0, va = 0, vb = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        cov += (ra[i] - mean) * (rb[i] - mean);
+        va += (ra[i] - mean) * (ra[i] - mean);
+        vb += (rb[i] - mean) * (rb[i] - mean);
+    }
+    return cov / std::sqrt(va * vb);
+}
+
+// How many of the 10 heads of largest |a| are among the 10 of largest |b|.
+int top10_overlap(const std::vector<double>& a, const std::vector<double>& b) {
+    auto top = [](const std::vector<double>& v) {
+        std::vector<std::size_t> order(v.size());
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(), [&](auto x, auto y) { return std::abs(v[x]) > std::abs(v[y]); });
+        return std::set<std::size_t>(order.begin(), order.begin() + 10);
+    };
+    const auto ta = top(a), tb = top(b);
+    return int(std::count_if(ta.begin(), ta.end(), [&](std::size_t i) { return tb.contains(i); }));
+}
+
+std::vector<double> flat_deltas(const HeadScan& s) {
+    std::vector<double> out;
+    for (const auto& row : s.loss)
+        for (const double l : row) out.push_back(l - s.base_loss);
+    return out;
+}
+
+}  // namespace
+
+// The estimate against exact ablation on every head: Spearman's rank correlation and the top-10 overlap, printed
+// (docs/SURGERY.md quotes them), on a model as `init` makes it (weights N(0, 0.02): heads that change the loss by
+// about 1e-2 nats, where the first-order term dominates) and on a sharp model (weights of +-2/sqrt(n_in): heads that
+// change it by up to nats, where it does not), with zero and mean ablation. The bounds are the measured values less a
+// margin: the init-like model's rank correlation was 0.98-0.99, the sharp model's 0.79-0.82.
+TEST(ScanAgreement, EstimateRanksTheHeadsAsExactAblationDoes) {
+    constexpr double kInitLikeRho = 0.9, kSharpRho = 0.5;
+    const Config c = with_context(test::make_config(256, 8, 8, 32, 512, 4, 1000));
+    const PerHeadModel init_like = PerHeadModel::random_init(c, 7);
+    const auto tensors = test::sharp_tensors(c, test::test_seed());
+    const PerHeadModel sharp = test::sharp_model(c, tensors);
+    std::vector<std::uint32_t> tokens(64);
+    for (std::size_t i = 0; i < tokens.size(); ++i) tokens[i] = std::uint32_t((i * 389 + 11) % c.vocab);
+    for (const auto& [name, model, bound] :
+         {std::tuple{"init-like", &init_like, kInitLikeRho}, std::tuple{"sharp", &sharp, kSharpRho}})
+        for (const Ablation ablation : {Ablation::Zero, Ablation::Mean}) {
+            ScanOptions o;
+            o.ablation = ablation;
+            const auto exact = flat_deltas(scan_heads(model->views(), tokens, o));
+            o.method = ScanMethod::Attribution;
+            const auto estimate = flat_deltas(scan_heads(model->views(), tokens, o));
+            const double rho = spearman(exact, estimate);
+            const int overlap = top10_overlap(exact, estimate);
+            std::printf(
+                "[headfuse] %s model (d_model 256, 8 heads, 4 layers, 64 tokens), %s ablation: Spearman rho "
+                "%.3f, top-10 overlap %d/10\n",
+                name, to_string(ablation), rho, overlap);
+            EXPECT_GE(rho, bound) << name << ", " << to_string(ablation);
+        }
 }

@@ -39,12 +39,7 @@ void matmul_t(float* dx, bool accumulate, const float* g, std::size_t n_tok, std
             const std::uint64_t c0 = tile * kTileColumns, c1 = std::min(n_in, c0 + kTileColumns), w = c1 - c0;
             acc.assign(n_tok * w, 0.0);
             for_each_row(parts, 0, n_out, c0, c1, [&](std::uint64_t o, const float* row) {
-                for (std::size_t t = 0; t < n_tok; ++t) {
-                    const double gd = g[t * n_out + o];
-                    if (gd == 0) continue;
-                    double* s = &acc[t * w];
-                    for (std::uint64_t i = 0; i < w; ++i) s[i] += gd * double(row[i]);
-                }
+                kernels::active().transposed(acc.data(), w, row, g + o, n_out, n_tok);  // hot loop
             });
             for (std::size_t t = 0; t < n_tok; ++t)
                 for (std::uint64_t i = 0; i < w; ++i) {
