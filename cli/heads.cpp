@@ -114,15 +114,18 @@ int run_scan(const HeadsArgs& a, const Common& c) {
     std::uint32_t widest = 0;  // a deci layer lists only the heads it has
     for (std::uint32_t l = 0; l < cfg.n_layers; ++l) widest = std::max(widest, cfg.n_heads_at(l));
     std::printf("%-6s", "layer");
-    for (std::uint32_t h = 0; h < widest; ++h) std::printf(" %10s", ("head " + std::to_string(h)).c_str());
+    // With estimates every column has one more place, for the mark.
+    const char* pad = s.method == ScanMethod::Exact ? "" : " ";
+    for (std::uint32_t h = 0; h < widest; ++h) std::printf(" %10s%s", ("head " + std::to_string(h)).c_str(), pad);
     std::printf("\n");
     for (std::uint32_t l = 0; l < cfg.n_layers; ++l) {
         std::printf("%-6u", l);
         for (std::uint32_t h = 0; h < cfg.n_heads_at(l); ++h)
-            std::printf(" %+10.6f%s", s.loss[l][h] - s.base_loss,
-                        s.exact[l][h] || s.method == ScanMethod::Exact ? "" : "~");
+            std::printf(" %+10.6f%s", s.loss[l][h] - s.base_loss, s.exact[l][h] ? pad : pad[0] ? "~" : "");
         std::printf("\n");
     }
+    if (s.method != ScanMethod::Exact)
+        std::printf("~ marks an estimate (first order, from the gradient); the others are exact ablations\n");
     if (!a.scan.empty()) std::printf("wrote %s\n", a.scan.c_str());
     if (!a.svg.empty()) std::printf("wrote %s\n", a.svg.c_str());
     return 0;

@@ -560,7 +560,8 @@ std::vector<float> forward_logits(const ModelViews& model, std::span<const std::
 
 namespace compute {
 
-Recording record_forward(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads) {
+Recording record_forward(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads,
+                         const std::function<void()>& layer_done) {
     threads = resolve_threads(threads);
     const Config& c = model.config;
     Recording rec;
@@ -570,6 +571,7 @@ Recording record_forward(const ModelViews& model, std::span<const std::uint32_t>
     for (std::uint32_t i = 0; i < c.n_layers; ++i) {
         rec.layers[i].x = s.x;
         layer_forward(s, c, model.layers[i], i, tokens.size(), threads, {});
+        if (layer_done) layer_done();
     }
     rec.x_final = s.x;
     logits_of(s, model, tokens.size(), threads);
@@ -581,7 +583,8 @@ Recording record_forward(const ModelViews& model, std::span<const std::uint32_t>
 
 std::vector<double> variant_losses(const ModelViews& model, std::span<const std::uint32_t> tokens, std::uint32_t layer,
                                    std::span<const float> entry, std::size_t variants,
-                                   std::span<const HeadPatch> patches, unsigned threads) {
+                                   std::span<const HeadPatch> patches, unsigned threads,
+                                   const std::function<void()>& layer_done) {
     threads = resolve_threads(threads);
     const Config& c = model.config;
     const std::size_t n = tokens.size(), rows = n * variants;
@@ -597,7 +600,10 @@ std::vector<double> variant_losses(const ModelViews& model, std::span<const std:
                   s.rope.begin() + std::ptrdiff_t(b * n * c.d_head));
         std::copy(entry.begin(), entry.end(), s.x.begin() + std::ptrdiff_t(b * n * c.d_model));
     }
-    for (std::uint32_t i = layer; i < c.n_layers; ++i) layer_forward(s, c, model.layers[i], i, rows, threads, {});
+    for (std::uint32_t i = layer; i < c.n_layers; ++i) {
+        layer_forward(s, c, model.layers[i], i, rows, threads, {});
+        if (layer_done) layer_done();
+    }
     logits_of(s, model, rows, threads);
     std::vector<double> out(variants);
     for (std::size_t b = 0; b < variants; ++b)

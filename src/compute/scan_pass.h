@@ -67,14 +67,18 @@ struct Recording {
 };
 
 // The clean forward pass over `tokens`, keeping every layer's activations. Bit for bit forward_logits's logits.
-Recording record_forward(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads);
+// `layer_done` is called after each layer.
+Recording record_forward(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads,
+                         const std::function<void()>& layer_done = {});
 
 // `variants` passes at once from layer `layer` up: each starts from `entry` (the residual stream entering the
 // layer, [n_tok, d_model]); variant b's rows are [b * n_tok, (b + 1) * n_tok) of the patches' row numbers. Returns
-// each variant's mean next-token loss. The layers above see every variant in one matrix product.
+// each variant's mean next-token loss. The layers above see every variant in one matrix product. `layer_done` is
+// called after each layer.
 std::vector<double> variant_losses(const ModelViews& model, std::span<const std::uint32_t> tokens, std::uint32_t layer,
                                    std::span<const float> entry, std::size_t variants,
-                                   std::span<const HeadPatch> patches, unsigned threads);
+                                   std::span<const HeadPatch> patches, unsigned threads,
+                                   const std::function<void()>& layer_done = {});
 
 // The mean of -log p(tokens[t+1]) over the positions with a next token, f64, from [n_tok, vocab] logits.
 double next_token_loss(std::span<const float> logits, std::span<const std::uint32_t> tokens, std::uint32_t vocab);

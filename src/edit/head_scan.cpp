@@ -63,13 +63,12 @@ void ablate_exactly(const ModelViews& model, std::span<const std::uint32_t> toke
                               ablation == Ablation::Mean ? means[layer].data() + std::size_t{h} * c.d_head : nullptr,
                               0};
             }
-            const std::vector<double> losses =
-                compute::variant_losses(model, tokens, layer, rec.layers[layer].x, count, patches, threads);
+            const std::vector<double> losses = compute::variant_losses(model, tokens, layer, rec.layers[layer].x, count,
+                                                                       patches, threads, [&] { progress.add(count); });
             for (std::size_t b = 0; b < count; ++b) {
                 out.loss[layer][hs[first + b]] = losses[b];
                 out.exact[layer][hs[first + b]] = true;
             }
-            progress.add(count * (c.n_layers - layer));
         }
     }
 }
@@ -107,9 +106,8 @@ HeadScan scan_heads(const ModelViews& model, std::span<const std::uint32_t> toke
         progress.total += c.n_layers;
     // One clean pass, keeping the residual stream at the entry of every layer (an ablation in layer L starts
     // there, as the layers below it do not see it) and what the backward pass reads.
-    const compute::Recording rec = compute::record_forward(model, tokens, threads);
+    const compute::Recording rec = compute::record_forward(model, tokens, threads, [&] { progress.add(1); });
     out.base_loss = rec.loss;
-    progress.add(c.n_layers);
     const std::vector<std::vector<float>> means =
         o.ablation == Ablation::Mean ? head_means(rec, c, n) : std::vector<std::vector<float>>{};
     if (o.method == ScanMethod::Exact) {
