@@ -25,13 +25,18 @@ mkdir -p "$dir"
 
 python3 -c "print(' '.join(str((i * 389 + 11) % 32000) for i in range($n_tok)))" > "$dir/tokens.txt"
 
-# timed NAME CMD...: runs CMD, prints "NAME: S s, peak RSS M MiB".
+# timed NAME CMD...: runs CMD, prints "NAME: S s wall, C s of CPU (user + system), peak RSS M MiB". On a shared
+# machine the CPU time says more than the wall time: divided by the cores, it is the wall time the scan would take
+# with the machine to itself.
 timed() {
   local name=$1; shift
-  /usr/bin/time -f "%e %M" -o "$dir/time.txt" "$@" > /dev/null
-  read -r secs kib < "$dir/time.txt"
-  echo "$name: $secs s, peak RSS $((kib / 1024)) MiB"
+  /usr/bin/time -f "%e %U %S %M" -o "$dir/time.txt" "$@" > /dev/null
+  read -r secs user sys kib < "$dir/time.txt"
+  local cpu
+  cpu=$(python3 -c "print(f'{$user + $sys:.1f}')")
+  echo "$name: $secs s wall, $cpu s of CPU, peak RSS $((kib / 1024)) MiB"
   echo "$secs" > "$dir/$name.secs"
+  echo "$cpu" > "$dir/$name.cpu"
 }
 
 # compare EXACT.json ESTIMATE.json: Spearman's rho over the heads both have exactly/estimated, top-10 overlap.
@@ -78,16 +83,19 @@ if [[ "$only" == *" 7b "* ]]; then
   timed refine64 "$hf" heads scan "$model" --tokens-file "$dir/tokens.txt" --method attribution --refine 64 \
     -o "$dir/7b-refine64.json" -q
   # The exact method: the refined heads' exact ablations took (refine64 - attribution) seconds for their layer passes.
-  python3 - "$dir/7b-refine64.json" "$(cat "$dir/attribution.secs")" "$(cat "$dir/refine64.secs")" <<'EOF'
+  # Wall and CPU time alike; the clean forward pass both methods run is counted as half of attribution's time.
+  python3 - "$dir/7b-refine64.json" "$dir" <<'EOF'
 import json, sys
 j = json.load(open(sys.argv[1]))
 layers = 1 + max(h["layer"] for h in j["heads"])
 refined = sum(layers - h["layer"] for h in j["heads"] if h["exact"])
 every = sum(layers - h["layer"] for h in j["heads"])
-attribution, refine = float(sys.argv[2]), float(sys.argv[3])
-per_pass = (refine - attribution) / refined
-print(f"exact (estimated from the {sum(h['exact'] for h in j['heads'])} refined heads' {refined} layer passes): "
-      f"{per_pass * every + attribution / 2:.0f} s, about {(per_pass * every + attribution / 2) / 3600:.1f} h")
+read = lambda name: float(open(f"{sys.argv[2]}/{name}").read())
+for kind in ("secs", "cpu"):
+    attribution, refine = read("attribution." + kind), read("refine64." + kind)
+    exact = (refine - attribution) / refined * every + attribution / 2
+    print(f"exact, estimated from the {sum(h['exact'] for h in j['heads'])} refined heads' {refined} layer passes: "
+          f"{exact:.0f} s {'wall' if kind == 'secs' else 'of CPU'} (about {exact / 3600:.1f} h)")
 EOF
   printf "refined heads, estimate vs exact: "
   compare "$dir/7b-refine64.json" "$dir/7b-attribution.json"

@@ -124,7 +124,9 @@ int run_scan(const HeadsArgs& a, const Common& c) {
             std::printf(" %+10.6f%s", s.loss[l][h] - s.base_loss, s.exact[l][h] ? pad : pad[0] ? "~" : "");
         std::printf("\n");
     }
-    if (s.method != ScanMethod::Exact)
+    bool estimated = false;
+    for (const auto& row : s.exact) estimated = estimated || std::count(row.begin(), row.end(), false) > 0;
+    if (estimated)
         std::printf("~ marks an estimate (first order, from the gradient); the others are exact ablations\n");
     if (!a.scan.empty()) std::printf("wrote %s\n", a.scan.c_str());
     if (!a.svg.empty()) std::printf("wrote %s\n", a.svg.c_str());

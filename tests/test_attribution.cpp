@@ -387,3 +387,28 @@ TEST(ScanAgreement, EstimateRanksTheHeadsAsExactAblationDoes) {
             EXPECT_GE(rho, bound) << name << ", " << to_string(ablation);
         }
 }
+
+// A Hugging Face and a TransformerLens checkpoint are read where they lie, in their own row order (rotate-half Q
+// and K rows, transposed heads): the backward pass reads their rows through the same windows as the forward pass,
+// and their estimates are, head for head, those of the GGUF file (the same numbers).
+TEST(ScanAttribution, ForeignCheckpointsGiveTheGgufFilesEstimates) {
+    TempDir dir;
+    const Config c = small_gqa();
+    test::write_sharp_model(c, test::test_seed(), dir / "a.ph.gguf");
+    const std::string tokens = (dir / "tokens.txt").string();
+    write_tokens(tokens, c.vocab, 16);
+    auto scan = [&](const std::string& in, const std::string& out) {
+        const auto r = run_cli({"heads", "scan", in, "--tokens-file", tokens, "-o", out, "--method", "attribution",
+                                "--ablation", "mean", "-q"});
+        EXPECT_EQ(r.status, 0) << r.err;
+        return deltas(nlohmann::json::parse(slurp(out)));
+    };
+    const auto want = scan((dir / "a.ph.gguf").string(), (dir / "a.json").string());
+    for (const std::string format : {"hf", "transformer-lens"}) {
+        const auto folder = dir / format;
+        const auto r =
+            run_cli({"export", (dir / "a.ph.gguf").string(), "-o", folder.string(), "--format", format, "-q"});
+        ASSERT_EQ(r.status, 0) << r.err;
+        EXPECT_EQ(scan(folder.string(), (dir / (format + ".json")).string()), want) << format;
+    }
+}

@@ -625,7 +625,8 @@ void for_each_row(std::span<const TensorView> parts, std::uint64_t lo, std::uint
     for (const TensorView& w : parts) {
         const std::uint64_t a = std::max(lo, base), b = std::min(hi, base + w.n_rows());
         const TypeTraits& tt = traits(w.type());
-        const std::uint64_t b0 = c0 - c0 % tt.block_size;  // whole blocks around the columns read
+        // The whole blocks around the columns read, [b0, e1). The forward pass has checked every weight finite.
+        const std::uint64_t b0 = c0 - c0 % tt.block_size, e1 = (c1 + tt.block_size - 1) / tt.block_size * tt.block_size;
         std::optional<ForeignRows> foreign;
         if (!w.plain() && a < b) foreign.emplace(w);
         for (std::uint64_t o = a; o < b; ++o) {
@@ -639,8 +640,7 @@ void for_each_row(std::span<const TensorView> parts, std::uint64_t lo, std::uint
                 f(o, reinterpret_cast<const float*>(p) + c0);
                 continue;
             }
-            decode_row(w.type(), p + b0 / tt.block_size * tt.type_size, scratch.data(),
-                       c1 - b0 + (tt.block_size - (c1 - b0) % tt.block_size) % tt.block_size);
+            decode_row(w.type(), p + b0 / tt.block_size * tt.type_size, scratch.data(), e1 - b0);
             f(o, scratch.data() + (c0 - b0));
         }
         base += w.n_rows();
