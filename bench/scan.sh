@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # heads scan's speed, memory and agreement (docs/SURGERY.md, "Which method"):
 #
-#   bench/scan.sh [BUILD_DIR]     env: SCAN_DIR (/tmp/headfuse-scan), TOKENS (64), ONLY ("7b agreement"; default both)
+#   bench/scan.sh [BUILD_DIR]     env: SCAN_DIR (/tmp/headfuse-scan), TOKENS (64), REFINE (64),
+#                                      ONLY ("7b agreement"; default both)
 #
 # 7b: a 7B-shaped model (32 layers, 32 heads, 8 kv heads, d_model 4096, d_ff 11008, vocab 32000), made once with
 #     `init` and `fuse --type q8_0` in SCAN_DIR (about 7.2 GB; the 27 GB per-head F32 file is removed after), scanned
-#     over TOKENS tokens with --method attribution and with --method attribution --refine 64: wall time and peak RSS
+#     over TOKENS tokens with --method attribution and with --method attribution --refine REFINE: wall time, CPU time
+#     and peak RSS
 #     (/usr/bin/time), against the model's mapped size. The exact method's time is estimated from the refined heads'
 #     exact ablations (their share of the layer passes an exact scan runs), an upper bound: an exact scan batches all
 #     32 heads of a layer where refine batches the few it picked there.
@@ -18,6 +20,7 @@ build=${1:-build}
 hf="$(realpath "$build/headfuse")"
 dir=${SCAN_DIR:-/tmp/headfuse-scan}
 n_tok=${TOKENS:-64}
+refine=${REFINE:-64}
 only=" ${ONLY:-7b agreement} "
 mkdir -p "$dir"
 [ -x "$hf" ] || { echo "bench/scan.sh: build first (make build)" >&2; exit 1; }
@@ -80,11 +83,11 @@ if [[ "$only" == *" 7b "* ]]; then
   echo "7B-shaped Q8_0 model, $(($(stat -c %s "$model") / 1048576)) MiB mapped, $n_tok tokens, $(nproc) cores"
   timed attribution "$hf" heads scan "$model" --tokens-file "$dir/tokens.txt" --method attribution \
     -o "$dir/7b-attribution.json" -q
-  timed refine64 "$hf" heads scan "$model" --tokens-file "$dir/tokens.txt" --method attribution --refine 64 \
-    -o "$dir/7b-refine64.json" -q
-  # The exact method: the refined heads' exact ablations took (refine64 - attribution) seconds for their layer passes.
+  timed refine "$hf" heads scan "$model" --tokens-file "$dir/tokens.txt" --method attribution --refine "$refine" \
+    -o "$dir/7b-refine.json" -q
+  # The exact method: the refined heads' exact ablations took (refine - attribution) seconds for their layer passes.
   # Wall and CPU time alike; the clean forward pass both methods run is counted as half of attribution's time.
-  python3 - "$dir/7b-refine64.json" "$dir" <<'EOF'
+  python3 - "$dir/7b-refine.json" "$dir" "$refine" <<'EOF'
 import json, sys
 j = json.load(open(sys.argv[1]))
 layers = 1 + max(h["layer"] for h in j["heads"])
@@ -92,13 +95,16 @@ refined = sum(layers - h["layer"] for h in j["heads"] if h["exact"])
 every = sum(layers - h["layer"] for h in j["heads"])
 read = lambda name: float(open(f"{sys.argv[2]}/{name}").read())
 for kind in ("secs", "cpu"):
-    attribution, refine = read("attribution." + kind), read("refine64." + kind)
-    exact = (refine - attribution) / refined * every + attribution / 2
+    attribution, refine = read("attribution." + kind), read("refine." + kind)
+    per_pass = (refine - attribution) / refined
+    unit = 'wall' if kind == 'secs' else 'of CPU'
     print(f"exact, estimated from the {sum(h['exact'] for h in j['heads'])} refined heads' {refined} layer passes: "
-          f"{exact:.0f} s {'wall' if kind == 'secs' else 'of CPU'} (about {exact / 3600:.1f} h)")
+          f"{per_pass * every + attribution / 2:.0f} s {unit} (about {(per_pass * every + attribution / 2) / 3600:.1f} h)")
+    if int(sys.argv[3]) != 64:  # refine 64, at this rate and these heads' mean depth
+        print(f"refine 64, estimated at the same rate: {attribution + per_pass * refined / int(sys.argv[3]) * 64:.0f} s {unit}")
 EOF
   printf "refined heads, estimate vs exact: "
-  compare "$dir/7b-refine64.json" "$dir/7b-attribution.json"
+  compare "$dir/7b-refine.json" "$dir/7b-attribution.json"
 fi
 
 if [[ "$only" == *" agreement "* ]]; then
