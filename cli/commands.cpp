@@ -238,7 +238,8 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     if (!tok && src.format != CheckpointFormat::Gguf &&
         (std::filesystem::exists(src.folder / "tokenizer.json") ||
          std::filesystem::exists(src.folder / "tokenizer.model")))
-        tok = read_tokenizer(src.folder, warn);  // a Hugging Face folder brings its own tokenizer
+        tok = read_tokenizer(src.folder, warn);                // a Hugging Face folder brings its own tokenizer
+    if (tok) fit_tokenizer(*tok, model.config().vocab, warn);  // padded to the embedding's rows
     FuseOptions opt;
     opt.type = a.type;
     opt.mix = a.mix;
