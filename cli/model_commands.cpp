@@ -45,6 +45,9 @@ public:
         f.number("--n-layers", cfg.n_layers, 1, kMaxLayers, "Layers")->required();
         f.number("--vocab", cfg.vocab, 1, kMaxVocab, "Vocabulary size")->required();
         f.number("--seed", args_.seed, 0, UINT64_MAX, "Random seed (same seed, same bytes; default: 0)");
+        f.choice("--family", family_, {"llama", "qwen2", "qwen3"},
+                 "Architecture: llama|qwen2 (with q/k/v biases)|qwen3 (with q/k norms) (default: llama)")
+            ->type_name("FAMILY");
         f.flag("--tied", cfg.tied, "Tie the output layer to token_embd (no output.weight)");
         f.number("--donor-d-in", cfg.donor_d_in, 1, kMaxDim,
                  "Train under a projection lens from a donor embedding of this width");
@@ -68,6 +71,13 @@ public:
                            : rope_scaling_ == "linear" ? RopeScaling::Linear
                                                        : RopeScaling::None;
         complete_config(cfg, d_head_->count() > 0, n_kv_->count() > 0);
+        // The family's row, with the roles its Hugging Face model always has: qwen2's q/k/v biases, qwen3's q/k
+        // norms (which its llama.cpp loader requires).
+        const ArchSpec& row = *find_arch(family_);
+        cfg.family = row.family;
+        for (const Role r : {Role::AttnQBias, Role::AttnKBias, Role::AttnVBias, Role::AttnQNorm, Role::AttnKNorm})
+            if (row.required_roles.contains(r) || (row.family == Family::Qwen2 && row.allowed_roles.contains(r)))
+                cfg.optional_roles.insert(r);
         return run_init(args_, common_);
     }
 
@@ -75,6 +85,7 @@ private:
     InitArgs args_;
     Common common_;
     std::string rope_scaling_ = "none";
+    std::string family_ = "llama";
     CLI::Option* n_kv_ = nullptr;
     CLI::Option* d_head_ = nullptr;
 };

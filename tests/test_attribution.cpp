@@ -1,9 +1,9 @@
 // heads scan's attribution method and mean ablation. The backward pass's gradients d(loss)/d(head output) are
 // judged by central finite differences of the exact forward pass on small random models of every shape the
 // forward pass reads (GQA, MQA, d_head != d_model / n_heads, tied, biases and rope_freqs, deci's per-layer head
-// counts); mean ablation by the model whose head is zeroed and whose attn_output bias carries the head's mean
-// instead; --refine, the JSON and prune --lowest through the CLI. The agreement of estimate and exact ablation
-// (Spearman's rank correlation, the overlap of the top 10) is measured and printed.
+// counts, qwen2's NEOX RoPE); mean ablation by the model whose head is zeroed and whose attn_output bias carries the
+// head's mean instead; --refine, the JSON and prune --lowest through the CLI. The agreement of estimate and exact
+// ablation (Spearman's rank correlation, the overlap of the top 10) is measured and printed.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -72,6 +72,10 @@ std::vector<Case> cases() {
     Config d = with_context(test::make_config(64, 4, 2, 16, 128, 3, 300));
     d.set_layer_counts({4, 2, 0}, {2, 1, 0}, {128, 96, 64});
     out.push_back({"deci", d, std::nullopt});
+    Config q = with_context(test::make_config(64, 4, 2, 16, 128, 2, 300));  // NEOX RoPE, q/k/v biases
+    q.family = Family::Qwen2;
+    for (Role r : {Role::AttnQBias, Role::AttnKBias, Role::AttnVBias}) q.optional_roles.insert(r);
+    out.push_back({"qwen2", q, std::nullopt});
     out.push_back({"q8_0", with_context(test::make_config(64, 4, 2, 32, 128, 2, 300)), DType::Q8_0});
     out.push_back({"q4_k", with_context(test::make_config(256, 4, 2, 64, 512, 2, 300)), DType::Q4_K});
     return out;

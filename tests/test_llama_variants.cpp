@@ -35,16 +35,6 @@ Config small_config() {
 
 std::vector<std::uint32_t> long_prompt(std::uint32_t vocab) { return default_tokens(vocab, 48); }
 
-// max |log p_ours - log p_llama.cpp| over every position and token.
-double max_diff(const std::vector<double>& ours, const test::LlamaEval& theirs, std::uint32_t vocab) {
-    double m = 0;
-    for (std::size_t p = 0; p < theirs.logprobs.size(); ++p)
-        for (std::size_t t = 0; t < vocab; ++t)
-            if (std::isfinite(theirs.logprobs[p][t]))
-                m = std::max(m, std::abs(ours[p * vocab + t] - theirs.logprobs[p][t]));
-    return m;
-}
-
 std::vector<double> our_logprobs(const ModelViews& m, const std::vector<std::uint32_t>& tokens) {
     return log_softmax(forward_logits(m, tokens), m.config.vocab);
 }
@@ -75,19 +65,19 @@ TEST_P(RopeScalingJudge, LlamaCppAgreesAndKeysSurvive) {
     c.rope_theta = rc.theta;
     c.rope_attn_factor = rc.attn_factor;
     TempDir dir;
-    write_sharp_model(c, test::test_seed(), dir / "ph.gguf");
+    test::write_sharp_model(c, test::test_seed(), dir / "ph.gguf");
     fuse(PerHeadModel::open(dir / "ph.gguf"), dir / "fused.gguf");
     const FusedModel fused = FusedModel::open(dir / "fused.gguf");
     EXPECT_EQ(fused.config(), c);
 
     const auto tokens = long_prompt(c.vocab);
     const auto theirs = test::llama_eval((dir / "fused.gguf").string(), tokens);
-    const double d = max_diff(our_logprobs(fused.views(), tokens), theirs, c.vocab);
+    const double d = test::max_logprob_diff(our_logprobs(fused.views(), tokens), theirs, c.vocab);
     ModelViews plain = fused.views();
     plain.config.rope_scaling = RopeScaling::None;
     plain.config.rope_original_context = 0;
     plain.config.rope_attn_factor = 1.0f;
-    const double d_plain = max_diff(our_logprobs(plain, tokens), theirs, c.vocab);
+    const double d_plain = test::max_logprob_diff(our_logprobs(plain, tokens), theirs, c.vocab);
     std::printf("[headfuse] rope %s: llama.cpp max |dlogp| %.3g (the same model unscaled: %.3g)\n", rc.name.c_str(), d,
                 d_plain);
     EXPECT_LE(d, kF32LogprobTolerance);
@@ -255,7 +245,7 @@ TEST_P(OptionalRolesJudge, LlamaCppAgreesAndCommandsWork) {
     Config c = small_config();
     for (Role r : GetParam().roles) c.optional_roles.insert(r);
     TempDir dir;
-    write_sharp_model(c, test::test_seed(), dir / "ph.gguf");
+    test::write_sharp_model(c, test::test_seed(), dir / "ph.gguf");
     const std::string ph = (dir / "ph.gguf").string(), fused_path = (dir / "fused.gguf").string();
     const auto fused_run = test::run_cli({"fuse", ph, "-o", fused_path, "-q"});
     ASSERT_EQ(fused_run.status, 0) << fused_run.err;
@@ -264,8 +254,9 @@ TEST_P(OptionalRolesJudge, LlamaCppAgreesAndCommandsWork) {
 
     const auto tokens = long_prompt(c.vocab);
     const auto theirs = test::llama_eval(fused_path, tokens);
-    const double d = max_diff(our_logprobs(fused.views(), tokens), theirs, c.vocab);
-    const double d_plain = max_diff(our_logprobs(without_optional_roles(fused.views()), tokens), theirs, c.vocab);
+    const double d = test::max_logprob_diff(our_logprobs(fused.views(), tokens), theirs, c.vocab);
+    const double d_plain =
+        test::max_logprob_diff(our_logprobs(without_optional_roles(fused.views()), tokens), theirs, c.vocab);
     std::printf("[headfuse] %s: llama.cpp max |dlogp| %.3g (without them: %.3g)\n", GetParam().name.c_str(), d,
                 d_plain);
     EXPECT_LE(d, kF32LogprobTolerance);
@@ -305,7 +296,7 @@ TEST(Deci, LlamaCppAgreesAndCommandsWork) {
     c.set_layer_counts({4, 0, 2, 4}, {2, 0, 1, 4}, {128, 96, 64, 160});
     ASSERT_EQ(c.architecture(), "deci");
     TempDir dir;
-    write_sharp_model(c, test::test_seed(), dir / "ph.gguf");
+    test::write_sharp_model(c, test::test_seed(), dir / "ph.gguf");
     const std::string ph = (dir / "ph.gguf").string(), fused_path = (dir / "fused.gguf").string();
     const auto fused_run = test::run_cli({"fuse", ph, "-o", fused_path, "-q"});
     ASSERT_EQ(fused_run.status, 0) << fused_run.err;
@@ -317,7 +308,7 @@ TEST(Deci, LlamaCppAgreesAndCommandsWork) {
 
     const auto tokens = long_prompt(c.vocab);
     const auto theirs = test::llama_eval(fused_path, tokens);
-    const double d = max_diff(our_logprobs(fused.views(), tokens), theirs, c.vocab);
+    const double d = test::max_logprob_diff(our_logprobs(fused.views(), tokens), theirs, c.vocab);
     std::printf("[headfuse] deci: llama.cpp max |dlogp| %.3g\n", d);
     EXPECT_LE(d, kF32LogprobTolerance);
 

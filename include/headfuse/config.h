@@ -1,4 +1,5 @@
-// headfuse: the hyperparameters of a LLaMA-family model, and their llama.* metadata form.
+// headfuse: the hyperparameters of a model of one of the families headfuse handles (headfuse/arch.h), and their
+// ARCH.* metadata form.
 #pragma once
 
 #include <cstdint>
@@ -6,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "headfuse/arch.h"
 #include "headfuse/gguf.h"
 #include "headfuse/role.h"
 
@@ -33,6 +35,8 @@ std::string_view rope_scaling_name(RopeScaling s) noexcept;  // "none", "linear"
 
 // A model's hyperparameters. Plain data: validate() checks a config built by hand; from_metadata reads one.
 struct Config {
+    // The architecture's family: with per_layer() it picks the row of the architecture table (arch()).
+    Family family = Family::Llama;
     std::uint32_t d_model = 0;
     std::uint32_t n_heads = 0;
     std::uint32_t n_kv_heads = 0;  // divides n_heads (GQA; 1 is MQA)
@@ -49,6 +53,12 @@ struct Config {
     float rope_attn_factor = 1.0f;            // rope.scaling.attn_factor: multiplies cos and sin
     bool tied = false;                        // output layer reuses token_embd.weight
     std::uint32_t donor_d_in = 0;  // > 0: a projection lens (donor embedding [donor_d_in, vocab] x lens.proj)
+    // Values of the graph features a row of the architecture table switches on (0: the feature is off). Read and
+    // written only for the rows that have the feature; validate() refuses a value the row lacks.
+    std::uint32_t sliding_window = 0;  // attention.sliding_window: a query at p sees keys p - k for k < it
+    float attn_softcap = 0.0f;         // attn_logit_softcapping
+    float final_softcap = 0.0f;        // final_logit_softcapping
+    float rope_theta_swa = 0.0f;       // rope.freq_base_swa: the RoPE base of the local layers
     // Keys present in the file that change what llama.cpp computes and that the forward pass does not model
     // ("key 'llama.attention.causal' = false"): forward_logits, and so logits and verify, refuse the model,
     // naming the first. fuse and split carry such keys over untouched.
@@ -65,7 +75,8 @@ struct Config {
     std::vector<std::uint32_t> layer_d_ff;
 
     // Throws Error with a one-line message naming the first field out of range: of kind InvalidArgument, or
-    // Unsupported for a model headfuse does not handle (deci's linear attention or layers without feed-forward).
+    // Unsupported for a model headfuse does not handle (deci's linear attention or layers without feed-forward,
+    // per-layer counts or an optional tensor the family's llama.cpp loader does not read).
     void validate() const;
 
     std::uint32_t q_dim() const noexcept { return n_heads * d_head; }      // rows of a fused attn_q
@@ -81,12 +92,15 @@ struct Config {
     }
     std::uint32_t d_ff_at(std::uint32_t layer) const noexcept { return layer_d_ff.empty() ? d_ff : layer_d_ff[layer]; }
     bool has_attention(std::uint32_t layer) const noexcept { return n_heads_at(layer) > 0; }
-    // Any per-layer list set: the model is written as general.architecture "deci".
+    // Any per-layer list set: a llama model is written as general.architecture "deci".
     bool per_layer() const noexcept { return !layer_heads.empty() || !layer_kv_heads.empty() || !layer_d_ff.empty(); }
-    // "deci" or "llama": general.architecture, and the prefix of the hyperparameter keys.
-    std::string_view architecture() const noexcept { return per_layer() ? "deci" : "llama"; }
-    // The metadata key of a hyperparameter: key("attention.head_count") is "llama.attention.head_count" or
-    // "deci.attention.head_count".
+    // The row of the architecture table: the family's per-layer-counts form when per_layer() (deci), else its
+    // plain row. A family without a per-layer form gives its plain row (validate() refuses per-layer counts).
+    const ArchSpec& arch() const noexcept;
+    // "llama", "deci", "qwen2", "qwen3": general.architecture, and the prefix of the hyperparameter keys.
+    std::string_view architecture() const noexcept { return arch().gguf_name; }
+    // The metadata key of a hyperparameter: key("attention.head_count") is "llama.attention.head_count",
+    // "deci.attention.head_count", "qwen2.attention.head_count", ...
     std::string key(std::string_view name) const;
     // Sets the three lists (an empty one: every layer has the scalar) and each scalar to its list's largest
     // entry; validate() checks the rest.
@@ -96,21 +110,22 @@ struct Config {
     // Writes general.architecture = architecture() and every ARCH.* key llama.cpp reads (counts as u32, epsilon
     // and theta as f32, key_length/value_length/rope.dimension_count = d_head always; a per-layer list as an
     // i32 array, as llama.cpp's converter writes it). The rope.scaling.* keys are written when they say
-    // something: a scaling type other than none, an original context, an attention factor other than 1.
+    // something: a scaling type other than none, an original context, an attention factor other than 1. The
+    // keys of the row's features (attention.sliding_window, attn_logit_softcapping, final_logit_softcapping,
+    // rope.freq_base_swa) are written for the rows that have them.
     void write_metadata(Metadata& md) const;
-    // Reads the ARCH.* keys back ("llama" or "deci"; a deci file's counts may each be an array of block_count
-    // u32 or i32, or a scalar, and fill all three lists), checking types, with llama.cpp's defaults for absent
-    // ones (head_count_kv is head_count, a missing
-    // rope.scaling.type is "linear", a missing factor 1, the old key rope.scale_linear stands in for the
-    // factor). `tied` and `donor_d_in` are not metadata: the caller sets them from the tensors present.
-    // `where` (a file name) prefixes errors.
+    // Reads the ARCH.* keys back (any architecture of the table; a deci file's counts may each be an array of
+    // block_count u32 or i32, or a scalar, and fill all three lists), checking types, with llama.cpp's defaults for
+    // absent ones (head_count_kv is head_count, a missing rope.scaling.type is "linear", a missing factor 1, the old
+    // key rope.scale_linear stands in for the factor). `tied` and `donor_d_in` are not metadata: the caller sets them
+    // from the tensors present. `where` (a file name) prefixes errors.
     static Config from_metadata(const Metadata& md, std::string_view where);
 
     bool operator==(const Config&) const = default;
 };
 
 // "d_model 2048, 16 heads (4 kv) x 128, d_ff 5632, 5 layers, vocab 32000, untied"; per-layer counts are
-// listed by layer: "8,0,4 heads (2,0,1 kv)".
+// listed by layer: "8,0,4 heads (2,0,1 kv)". (The family is not part of it: Config::family.)
 std::string describe(const Config& c);
 
 }  // namespace headfuse

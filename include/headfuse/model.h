@@ -141,6 +141,9 @@ struct LayerViews {
     std::optional<TensorView> ffn_gate_bias;     // [d_ff]
     std::optional<TensorView> ffn_up_bias;       // [d_ff]
     std::optional<TensorView> ffn_down_bias;     // [d_model]
+    // Optional per-layer RMS norms of each query and key head (qwen3), applied after the biases, before RoPE.
+    std::optional<TensorView> attn_q_norm;  // [d_head]
+    std::optional<TensorView> attn_k_norm;  // [d_head]
 };
 
 // The per-head interface: what the forward pass, fuse and verify see, whatever holds the bytes.

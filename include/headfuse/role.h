@@ -26,6 +26,8 @@ enum class Role : std::uint8_t {
     AttnQBias,       // blk.N.attn_q.head_H.bias [d_head] per head, optional; fused blk.N.attn_q.bias
     AttnKBias,       // blk.N.attn_k.head_H.bias, per kv head, optional
     AttnVBias,       // blk.N.attn_v.head_H.bias, per kv head, optional
+    AttnQNorm,       // blk.N.attn_q_norm.weight [d_head], optional: RMS norm of every query head before RoPE
+    AttnKNorm,       // blk.N.attn_k_norm.weight [d_head], optional: the same for every key head
     AttnOutput,      // blk.N.attn_output.weight [n_heads*d_head, d_model]
     AttnOutputBias,  // blk.N.attn_output.bias [d_model], optional
     FfnNorm,         // blk.N.ffn_norm.weight [d_model]

@@ -16,6 +16,7 @@
 #include <cmath>
 
 #include "base/parallel.h"
+#include "headfuse/error.h"
 #include "quant/kernels.h"
 
 namespace headfuse::compute {
@@ -92,12 +93,15 @@ void rmsnorm_backward_rows(float* out, std::span<const float> x, const TensorVie
     for (std::size_t t = 0; t < n_tok; ++t) rmsnorm_backward(&out[t * d], &x[t * d], w.data(), &dy[t * d], d, eps);
 }
 
-// RoPE rotates each pair by its angle: the backward rotates the gradient back (the transpose of the rotation).
-void rope_backward(float* d, const float* cs, std::uint32_t d_head) {
+// RoPE rotates each pair (adjacent in mode NORM, halves in mode NEOX, as forward.cpp's rope) by its angle: the
+// backward rotates the gradient back (the transpose of the rotation).
+void rope_backward(float* d, const float* cs, std::uint32_t d_head, RopePairing pairing) {
+    const std::uint32_t offset = pairing == RopePairing::Neox ? d_head / 2 : 1;
     for (std::uint32_t i = 0; i < d_head; i += 2) {
-        const float d0 = d[i], d1 = d[i + 1], c = cs[i], s = cs[i + 1];
-        d[i] = d0 * c + d1 * s;
-        d[i + 1] = -d0 * s + d1 * c;
+        const std::uint32_t a = pairing == RopePairing::Neox ? i / 2 : i, b = a + offset;
+        const float d0 = d[a], d1 = d[b], c = cs[i], s = cs[i + 1];
+        d[a] = d0 * c + d1 * s;
+        d[b] = -d0 * s + d1 * c;
     }
 }
 
@@ -198,9 +202,11 @@ std::vector<float> layer_backward(std::vector<float>& g, const Config& c, const 
     std::vector<float> dz(n * heads * dh), dq, dk, dv;
     matmul_t(dz.data(), false, g.data(), n, l.attn_output, threads);
     attention_backward(r, dz.data(), heads, kv_heads, dh, n, threads, dq, dk, dv);
+    const RopePairing pairing = c.arch().rope;
     for (std::size_t t = 0; t < n; ++t) {
-        for (std::uint32_t h = 0; h < heads; ++h) rope_backward(&dq[(t * heads + h) * dh], &rope[t * dh], dh);
-        for (std::uint32_t k = 0; k < kv_heads; ++k) rope_backward(&dk[(t * kv_heads + k) * dh], &rope[t * dh], dh);
+        for (std::uint32_t h = 0; h < heads; ++h) rope_backward(&dq[(t * heads + h) * dh], &rope[t * dh], dh, pairing);
+        for (std::uint32_t k = 0; k < kv_heads; ++k)
+            rope_backward(&dk[(t * kv_heads + k) * dh], &rope[t * dh], dh, pairing);
     }
     matmul_t(dxn.data(), false, dq.data(), n, l.q, threads);
     matmul_t(dxn.data(), true, dk.data(), n, l.k, threads);
@@ -216,6 +222,12 @@ std::vector<std::vector<float>> head_output_gradients(const ModelViews& model, s
                                                       const std::function<void()>& layer_done) {
     threads = resolve_threads(threads);
     const Config& c = model.config;
+    for (const LayerViews& l : model.layers)
+        if (l.attn_q_norm || l.attn_k_norm)
+            fail(ErrorKind::Unsupported,
+                 "scan --method attribution: the backward pass does not model the per-head q/k "
+                 "norms of " +
+                     std::string(c.arch().gguf_name) + " (use --method exact)");
     const std::size_t n = tokens.size(), d = c.d_model;
     // logits = output · (rmsnorm(x) * output_norm)
     const std::vector<float> dlogits = loss_backward(record.logits, tokens, c.vocab);

@@ -1,4 +1,5 @@
-// headfuse: the reference forward pass, llama.cpp's `llama` graph evaluated in f32 over per-head views.
+// headfuse: the reference forward pass, llama.cpp's graph of the model's architecture (`llama`, `deci`, `qwen2`,
+// `qwen3`: the row of headfuse/arch.h says how they differ) evaluated in f32 over per-head views.
 //
 // It reads like llama2.c's run.c: the weights are the ModelViews (shapes in model.h and beside each use
 // below), a small run state holds the activations, and one function walks the layers top to bottom. Every
@@ -6,7 +7,7 @@
 //
 // Numerics follow ggml-cpu's kernels, so that the only disagreement left with llama.cpp (F32 weights, F32
 // KV cache) is the order in which ggml sums its dot products:
-// - rms_norm, rope, soft_max and silu use ggml's f32 formulas, and its f64 sums where it has them;
+// - rms_norm, rope (NORM or NEOX pairs), soft_max and silu use ggml's f32 formulas, and its f64 sums where it has them;
 // - matmul dot products accumulate in f64 and round once to f32. ggml sums them in f32 SIMD lanes (or
 //   llamafile tiles) in an order that depends on the CPU; an f64 sum is the exactly rounded dot product to
 //   within ~1e-16, so our error adds nothing to ggml's. An f32 product is exact in f64 (24 + 24 bits < 53),
@@ -70,9 +71,27 @@ void check_norm(const TensorView& w, std::uint64_t n) {
              std::string(typed ? type_name(w.type()) : "another type") + " " + shape_of(w));
 }
 
+// The graph features of the architecture's row that this pass does not compute yet: the first, named.
+void check_features(const Config& c) {
+    const ArchSpec& a = c.arch();
+    const char* missing = a.norm_plus_one                                 ? "norm weights stored as 1 + w"
+                          : a.gate != GateActivation::Silu                ? "its GELU gate"
+                          : a.embd_scale_sqrt_d_model                     ? "its embedding scale"
+                          : a.attn_softcap || a.final_softcap             ? "soft-capping"
+                          : a.attn_scale != AttnScaleRule::InvSqrtHeadDim ? "its attention scale"
+                          : a.swa_pattern || a.swa_rope                   ? "sliding-window attention"
+                          : a.post_norms                                  ? "post-attention and post-FFN norms"
+                          : a.fused_qkv || a.fused_gate_up                ? "fused projections"
+                                                                          : nullptr;
+    if (missing)
+        fail(ErrorKind::Unsupported, "forward: llama.cpp's " + std::string(a.gguf_name) + " graph has " + missing +
+                                         ", which the reference forward pass does not model");
+}
+
 void check_model(const ModelViews& m) {
     const Config& c = m.config;
     c.validate();
+    check_features(c);
     if (!c.unmodeled.empty())
         fail(ErrorKind::Unsupported,
              "forward: the model has " + c.unmodeled.front() +
@@ -324,13 +343,26 @@ void rope_angles(float* cs, std::uint32_t pos, const RopeParams& r, const float*
     }
 }
 
-// RoPE mode NORM (llama): rotate the adjacent pairs (x[2i], x[2i+1]) of one head.
-void rope(float* x, const float* cs, std::uint32_t d_head) {
+// RoPE of one head, as ggml-cpu's rotate_pairs: pair i (angle cs[2i], cs[2i+1]) is the adjacent (x[2i], x[2i+1])
+// in mode NORM (llama, deci), the halves (x[i], x[i + d_head/2]) in mode NEOX (qwen2, qwen3).
+void rope(float* x, const float* cs, std::uint32_t d_head, RopePairing pairing) {
+    const std::uint32_t offset = pairing == RopePairing::Neox ? d_head / 2 : 1;
     for (std::uint32_t i = 0; i < d_head; i += 2) {
-        const float x0 = x[i], x1 = x[i + 1], c = cs[i], s = cs[i + 1];
-        x[i] = x0 * c - x1 * s;
-        x[i + 1] = x0 * s + x1 * c;
+        const std::uint32_t a = pairing == RopePairing::Neox ? i / 2 : i, b = a + offset;
+        const float x0 = x[a], x1 = x[b], c = cs[i], s = cs[i + 1];
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
     }
+}
+
+// Per-head RMS norms (qwen3's attn_q_norm, attn_k_norm): each of the n_tok * heads heads of d_head values in x
+// normed over its d_head values and multiplied by the weight, as ggml_rms_norm of the [d_head, heads, n_tok]
+// view then ggml_mul. No weight, no norm.
+void head_norm(float* x, std::size_t n_tok, std::uint32_t heads, const std::optional<TensorView>& w, const Config& c) {
+    if (!w) return;
+    const std::vector<float> weight = load_norm(*w);  // [d_head]
+    for (std::size_t i = 0; i < n_tok * heads; ++i)
+        rmsnorm(x + i * c.d_head, x + i * c.d_head, weight.data(), c.d_head, c.rms_eps);
 }
 
 // Causal grouped-query attention, heads split over threads. ggml's soft_max_ext(kq, mask, 1/sqrt(d_head)):
@@ -441,9 +473,12 @@ void attention_block(RunState& s, const Config& c, const LayerViews& l, std::uin
     add_bias(s.q.data(), n, l.q_bias);                 // n_heads x [d_head], before RoPE
     add_bias(s.k.data(), n, l.k_bias);
     add_bias(s.v.data(), n, l.v_bias);
+    head_norm(s.q.data(), n, heads, l.attn_q_norm, c);  // after the biases, before RoPE
+    head_norm(s.k.data(), n, kv_heads, l.attn_k_norm, c);
+    const RopePairing pairing = c.arch().rope;
     for (std::size_t t = 0; t < n; ++t) {
-        for (std::uint32_t h = 0; h < heads; ++h) rope(&s.q[(t * heads + h) * dh], &s.rope[t * dh], dh);
-        for (std::uint32_t g = 0; g < kv_heads; ++g) rope(&s.k[(t * kv_heads + g) * dh], &s.rope[t * dh], dh);
+        for (std::uint32_t h = 0; h < heads; ++h) rope(&s.q[(t * heads + h) * dh], &s.rope[t * dh], dh, pairing);
+        for (std::uint32_t g = 0; g < kv_heads; ++g) rope(&s.k[(t * kv_heads + g) * dh], &s.rope[t * dh], dh, pairing);
     }
     attention(s, c, layer, n, threads);
     if (s.record) s.record->layers[layer].keep_attention(s.q, s.k, s.v, s.att);

@@ -191,6 +191,26 @@ std::string_view torch_dtype(DType t) {
     }
 }
 
+// What the family's Hugging Face (or TransformerLens) model cannot hold, refused by name before any work.
+void check_family_exports(const Config& c, bool tl) {
+    const std::string arch(c.architecture());
+    if (tl && !tl_family(c.family))
+        fail(ErrorKind::Unsupported, "export: a " + arch +
+                                         " model has no TransformerLens layout headfuse writes (it "
+                                         "writes " +
+                                         tl_families() + "); export it as hf");
+    if (c.family == Family::Qwen2)  // Qwen2Attention: q_proj, k_proj, v_proj always with bias
+        for (Role r : {Role::AttnQBias, Role::AttnKBias, Role::AttnVBias})
+            if (!c.optional_roles.contains(r))
+                fail(ErrorKind::Unsupported, "export: the qwen2 model has no '" +
+                                                 first_tensor_name(role_spec(r), ModelKind::Fused) +
+                                                 "', which Hugging Face's Qwen2 always has");
+    if (c.family == Family::Qwen3 && hf_attention_bias(c))  // attention_bias would give o_proj a bias too
+        fail(ErrorKind::Unsupported,
+             "export: the qwen3 model has q/k/v biases: Hugging Face's Qwen3 has them only with attention_bias, which "
+             "gives o_proj a bias llama.cpp's qwen3 graph has no place for");
+}
+
 }  // namespace
 
 std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::path& folder, const ExportOptions& options,
@@ -218,6 +238,7 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
                          "head counts (deci); prune as many heads in every layer");
         }
     }
+    check_family_exports(c, tl);
     const std::span<const NameMap> map = tl ? tl_names() : hf_names();
     const bool gqa = c.n_kv_heads != c.n_heads;
     DType norm_type = DType::F32;
@@ -291,6 +312,7 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
     // attention_bias or mlp_bias flag switches on. Written as zeros, in the layout's place for them.
     auto zero_biases = [&](std::uint32_t l) {
         if (l == UINT32_MAX) return;
+        if (!tl && c.family == Family::Qwen2) return;  // Qwen2Attention's q/k/v biases are always there, o has none
         const bool attn = hf_attention_bias(c), mlp = hf_mlp_bias(c);
         for (const NameMap& row : map) {
             const RoleSpec& r = role_spec(row.role);
@@ -334,17 +356,19 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
                          std::string(type_name(heads->front().type())));
             }
             if (!dtype && small && p.type == DType::F32) p.type = norm_type;
-            if (s.kind == TensorKind::Bias && row->rope_rows)
+            // Q and K rows go back to rotate-half order for the families of adjacent pairs; NEOX's are already.
+            const bool rope_rows = row->rope_rows && c.arch().rope == RopePairing::Adjacent;
+            if (s.kind == TensorKind::Bias && rope_rows)
                 p.produce = [heads, t = p.type](ByteSink& sink) { emit_rotate_half_elements(*heads, t, sink); };
             else if (s.kind == TensorKind::Bias)
                 p.produce = [heads, t = p.type](ByteSink& sink) {
                     for (const TensorView& h : *heads) emit_rows(h, t, sink);
                 };
             else if (row->storage == HeadsT)
-                p.produce = [heads, rh = row->rope_rows, t = p.type](ByteSink& sink) {
+                p.produce = [heads, rh = rope_rows, t = p.type](ByteSink& sink) {
                     emit_heads_transposed(*heads, rh, t, sink);
                 };
-            else if (row->rope_rows)
+            else if (rope_rows)
                 p.produce = [heads, t = p.type](ByteSink& sink) { emit_rotate_half(*heads, t, sink); };
             else
                 p.produce = [heads, t = p.type](ByteSink& sink) {

@@ -8,6 +8,7 @@
 
 #include "headfuse/error.h"
 #include "model/config_read.h"
+#include "model/roles.h"
 
 namespace headfuse {
 namespace {
@@ -123,6 +124,11 @@ std::string_view rope_scaling_name(RopeScaling s) noexcept {
     return "none";
 }
 
+const ArchSpec& Config::arch() const noexcept {
+    if (const ArchSpec* a = find_arch(family, per_layer())) return *a;
+    return *find_arch(family, false);
+}
+
 std::string Config::key(std::string_view name) const { return key_of(architecture(), name); }
 
 void Config::set_layer_counts(std::vector<std::uint32_t> heads, std::vector<std::uint32_t> kv_heads,
@@ -135,7 +141,54 @@ void Config::set_layer_counts(std::vector<std::uint32_t> heads, std::vector<std:
     d_ff = largest(layer_d_ff, d_ff);
 }
 
+namespace {
+
+// What the row of the architecture table allows: per-layer counts only where its llama.cpp loader reads them,
+// the optional roles its loader reads (and those it requires), the feature values it has.
+void check_arch(const Config& c) {
+    const ArchSpec* row = find_arch(c.family, false);
+    if (!row)
+        fail(ErrorKind::InvalidArgument, "family " + std::to_string(static_cast<unsigned>(c.family)) +
+                                             " is not one of headfuse's (" + std::string(arch_names()) + ")");
+    const std::string name(row->gguf_name);
+    if (c.per_layer() && !find_arch(c.family, true))
+        fail(ErrorKind::Unsupported, "per-layer head or feed-forward counts: llama.cpp's " + name +
+                                         " loader reads one count for every layer (only deci's reads them per layer)");
+    const ArchSpec& a = c.arch();
+    for (const RoleSpec& r : role_table()) {
+        if (r.presence != Presence::Optional) continue;
+        if (c.optional_roles.contains(r.role) && !a.allowed_roles.contains(r.role))
+            fail(ErrorKind::Unsupported, "tensor '" + first_tensor_name(r, ModelKind::Fused) + "': llama.cpp's " +
+                                             std::string(a.gguf_name) + " loader does not read it");
+        if (!c.optional_roles.contains(r.role) && a.required_roles.contains(r.role))
+            fail(ErrorKind::InvalidArgument, "tensor '" + first_tensor_name(r, ModelKind::Fused) +
+                                                 "' is missing: llama.cpp's " + std::string(a.gguf_name) +
+                                                 " loader requires it");
+    }
+    if (a.q_dim_is_d_model && c.q_dim() != c.d_model)
+        fail(ErrorKind::Unsupported, "n_heads * d_head (" + std::to_string(c.q_dim()) + ") differs from d_model (" +
+                                         std::to_string(c.d_model) + "): llama.cpp's " + std::string(a.gguf_name) +
+                                         " loader sizes attn_output [d_model, d_model]");
+    auto feature = [&](std::string_view field, bool has, bool set) {
+        if (set && !has)
+            fail(ErrorKind::InvalidArgument, std::string(field) + " is set, but llama.cpp's " +
+                                                 std::string(a.gguf_name) + " graph has no such feature");
+    };
+    feature("sliding_window", a.swa_pattern > 0, c.sliding_window != 0);
+    feature("attn_softcap", a.attn_softcap, c.attn_softcap != 0.0f);
+    feature("final_softcap", a.final_softcap, c.final_softcap != 0.0f);
+    feature("rope_theta_swa", a.swa_rope, c.rope_theta_swa != 0.0f);
+    for (const auto& [field, v] :
+         {std::pair{"attn_softcap", c.attn_softcap}, std::pair{"final_softcap", c.final_softcap},
+          std::pair{"rope_theta_swa", c.rope_theta_swa}})
+        if (!(std::isfinite(v) && v >= 0))
+            fail(ErrorKind::InvalidArgument, std::string(field) + " must be a number >= 0, found " + number(v));
+}
+
+}  // namespace
+
 void Config::validate() const {
+    check_arch(*this);
     check_range("d_model", d_model, 1, kMaxDim);
     check_range("n_heads", n_heads, 1, kMaxHeads);
     check_range("n_layers", n_layers, 1, kMaxLayers);
@@ -230,19 +283,26 @@ void Config::write_metadata(Metadata& md) const {
     if (rope_original_context) md.set(key("rope.scaling.original_context_length"), Value::u32(rope_original_context));
     if (rope_attn_factor != 1.0f) md.set(key("rope.scaling.attn_factor"), Value::f32(rope_attn_factor));
     md.set(key("attention.layer_norm_rms_epsilon"), Value::f32(rms_eps));
+    const ArchSpec& a = arch();
+    if (a.swa_pattern > 0) md.set(key("attention.sliding_window"), Value::u32(sliding_window));
+    if (a.attn_softcap) md.set(key("attn_logit_softcapping"), Value::f32(attn_softcap));
+    if (a.final_softcap) md.set(key("final_logit_softcapping"), Value::f32(final_softcap));
+    if (a.swa_rope) md.set(key("rope.freq_base_swa"), Value::f32(rope_theta_swa));
 }
 
 Config Config::from_metadata(const Metadata& md, std::string_view where) {
     const std::string arch = md.get_string("general.architecture", where);
-    if (arch != "llama" && arch != "deci")
-        fail(ErrorKind::Unsupported,
-             std::string(where) + ": key 'general.architecture' must be \"llama\" or \"deci\", found \"" + arch + "\"");
+    const ArchSpec* row = find_arch(arch);
+    if (!row)
+        fail(ErrorKind::Unsupported, std::string(where) + ": key 'general.architecture' must be one of " +
+                                         std::string(arch_names()) + ", found \"" + arch + "\"");
     auto k = [&](std::string_view name) { return key_of(arch, name); };
     Config c;
+    c.family = row->family;
     c.context_length = md.get_u32(k("context_length"), where);
     c.d_model = md.get_u32(k("embedding_length"), where);
     c.n_layers = md.get_u32(k("block_count"), where);
-    if (arch == "deci") {  // every count per layer, as llama.cpp's get_key_or_arr reads them
+    if (row->per_layer_counts) {  // every count per layer, as llama.cpp's get_key_or_arr reads them
         if (c.n_layers == 0 || c.n_layers > kMaxLayers)
             fail(std::string(where) + ": key '" + k("block_count") + "' must be in 1.." + std::to_string(kMaxLayers) +
                  ", found " + std::to_string(c.n_layers));
@@ -276,6 +336,14 @@ Config Config::from_metadata(const Metadata& md, std::string_view where) {
     same_as_d_head(k("rope.dimension_count"));
     if (md.find(k("vocab_size"))) c.vocab = md.get_u32(k("vocab_size"), where);
     read_rope_scaling(md, where, arch, c);
+    auto f32_key = [&](std::string_view name, float& out) {
+        if (md.find(k(name))) out = md.get_f32(k(name), where);
+    };
+    if (row->swa_pattern > 0 && md.find(k("attention.sliding_window")))
+        c.sliding_window = md.get_u32(k("attention.sliding_window"), where);
+    if (row->attn_softcap) f32_key("attn_logit_softcapping", c.attn_softcap);
+    if (row->final_softcap) f32_key("final_logit_softcapping", c.final_softcap);
+    if (row->swa_rope) f32_key("rope.freq_base_swa", c.rope_theta_swa);
     note_unmodeled(md, where, arch, c);
     return c;
 }

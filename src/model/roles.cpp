@@ -45,6 +45,8 @@ const RoleSpec kRoles[] = {
     {Role::AttnQBias, "attn_q", "bias", HeadQ, Bias, Optional, head_vector, &LayerViews::q_bias},
     {Role::AttnKBias, "attn_k", "bias", HeadKV, Bias, Optional, head_vector, &LayerViews::k_bias},
     {Role::AttnVBias, "attn_v", "bias", HeadKV, Bias, Optional, head_vector, &LayerViews::v_bias},
+    {Role::AttnQNorm, "attn_q_norm", "weight", Layer, Norm, Optional, head_vector, &LayerViews::attn_q_norm},
+    {Role::AttnKNorm, "attn_k_norm", "weight", Layer, Norm, Optional, head_vector, &LayerViews::attn_k_norm},
     {Role::AttnOutput, "attn_output", "weight", Layer, Weight, Required, attn_output, &LayerViews::attn_output},
     {Role::AttnOutputBias, "attn_output", "bias", Layer, Bias, Optional, model_vector, &LayerViews::attn_output_bias},
     {Role::FfnNorm, "ffn_norm", "weight", Layer, Norm, Required, model_vector, &LayerViews::ffn_norm},
@@ -126,6 +128,8 @@ std::uint32_t head_count(const RoleSpec& r, const Config& c, std::uint32_t layer
 bool role_in_layer(const RoleSpec& r, const Config& c, std::uint32_t layer) {
     switch (r.role) {  // the layer roles of attention, which a layer of 0 heads lacks (head roles have 0 heads)
         case Role::AttnNorm:
+        case Role::AttnQNorm:
+        case Role::AttnKNorm:
         case Role::AttnOutput:
         case Role::AttnOutputBias: return c.has_attention(layer);
         default: return true;

@@ -263,6 +263,15 @@ nlohmann::json hf_parse(const std::string& path, bool full_arrays) {
     }
 }
 
+double max_logprob_diff(const std::vector<double>& ours, const LlamaEval& theirs, std::uint32_t vocab) {
+    double m = 0;
+    for (std::size_t p = 0; p < theirs.logprobs.size(); ++p)
+        for (std::size_t t = 0; t < vocab; ++t)
+            if (std::isfinite(theirs.logprobs[p][t]))
+                m = std::max(m, std::abs(ours[p * vocab + t] - theirs.logprobs[p][t]));
+    return m;
+}
+
 Agreement agreement_with_llama(const std::string& model, const std::vector<std::uint32_t>& tokens) {
     const PerHeadModel m = open_model(model);
     const std::uint32_t vocab = m.config().vocab;

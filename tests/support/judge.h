@@ -69,6 +69,10 @@ struct Agreement {
 };
 Agreement agreement_with_llama(const std::string& model, const std::vector<std::uint32_t>& tokens);
 
+// max |ours[p * vocab + t] - theirs.logprobs[p][t]| over every position p and token t where llama.cpp's
+// log-probability is finite.
+double max_logprob_diff(const std::vector<double>& ours, const LlamaEval& theirs, std::uint32_t vocab);
+
 // llama_eval.mjs --check: llama.cpp loads the model and evaluates three tokens. False with the judge's stderr
 // in *why (when given) otherwise; never throws for a bad model.
 bool llama_loads(const std::string& model, std::string* why = nullptr);

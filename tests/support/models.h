@@ -27,6 +27,13 @@ Config make_config(std::uint32_t d_model, std::uint32_t n_heads, std::uint32_t n
                    std::uint32_t d_ff, std::uint32_t n_layers, std::uint32_t vocab, bool tied = false,
                    std::uint32_t donor_d_in = 0);
 
+// A model whose attention is sharp enough for RoPE to matter: weights uniform in +-2/sqrt(n_in) (the
+// N(0, 0.02) of `init` leaves attention almost uniform, and the positions almost invisible), norms 1 (or uniform
+// in 1 +- norm_spread), biases uniform in +-0.5, embeddings uniform in +-1, rope_freqs a ramp. Written as a
+// per-head checkpoint.
+void write_sharp_model(const Config& c, std::uint64_t seed, const std::filesystem::path& path,
+                       float norm_spread = 0.0f);
+
 // MHA, GQA, MQA, d_head != d_model/n_heads, tied and untied, a lens, vocabularies below 256 and in the
 // thousands. Every 2-D weight has rows of whole 32-element blocks, so every type applies.
 std::vector<Shape> shape_families();

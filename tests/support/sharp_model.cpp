@@ -37,9 +37,4 @@ PerHeadModel sharp_model(const Config& c, const std::vector<SharpTensor>& tensor
     return PerHeadModel::from_tensors(c, ext);
 }
 
-void write_sharp_model(const Config& c, std::uint64_t seed, const std::filesystem::path& path) {
-    const std::vector<SharpTensor> tensors = sharp_tensors(c, seed);
-    sharp_model(c, tensors).save(path);
-}
-
 }  // namespace headfuse::test

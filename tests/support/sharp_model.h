@@ -26,7 +26,4 @@ std::vector<SharpTensor> sharp_tensors(const Config& c, std::uint64_t seed);
 // The model of those tensors, borrowing their values (keep `tensors` alive while the model is used).
 PerHeadModel sharp_model(const Config& c, const std::vector<SharpTensor>& tensors);
 
-// sharp_tensors(c, seed) written as a per-head checkpoint.
-void write_sharp_model(const Config& c, std::uint64_t seed, const std::filesystem::path& path);
-
 }  // namespace headfuse::test
