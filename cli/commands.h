@@ -68,7 +68,9 @@ struct HeadsArgs {
     std::optional<DType> type;
     std::optional<Mix> mix;
     std::uint32_t kv_heads = 0;
-    double lowest = 0;  // prune --lowest: the fraction of heads to prune, by --scan
+    double lowest = 0;                                // prune --lowest: the fraction of heads to prune, by --scan
+    std::string method = "exact", ablation = "zero";  // scan --method, --ablation
+    std::uint32_t refine = 0;                         // scan --refine
 };
 
 // A model to read, with its --config (empty: config.json beside the weights).

@@ -51,6 +51,14 @@ void write_text(const std::string& path, const std::string& text, std::span<cons
     write_file_atomically(path, {reinterpret_cast<const std::byte*>(text.data()), text.size()}, inputs);
 }
 
+// "exact", "attribution", or "attribution, 64 refined exactly".
+std::string method_text(const HeadScan& s) {
+    std::uint64_t exact = 0;
+    for (const auto& row : s.exact) exact += std::uint64_t(std::count(row.begin(), row.end(), true));
+    if (s.method == ScanMethod::Exact || exact == 0) return to_string(s.method);
+    return std::string(to_string(s.method)) + ", " + std::to_string(exact) + " refined exactly";
+}
+
 int run_scan(const HeadsArgs& a, const Common& c) {
     if (!a.scan.empty() && !a.svg.empty() && same_file(a.scan, a.svg))
         throw Error(ErrorKind::InvalidArgument,
@@ -61,7 +69,13 @@ int run_scan(const HeadsArgs& a, const Common& c) {
     const std::vector<std::uint32_t> tokens = read_tokens(a.tokens_file);
     // The digest before the scan: a libcrypto that cannot compute it fails before the work.
     const std::string digest = a.scan.empty() ? std::string() : tensors_digest(src.model.views());
-    const HeadScan s = scan_heads(src.model.views(), tokens, c.threads, make_progress("scan", c.quiet, "layers"));
+    ScanOptions so;
+    so.method = a.method == "attribution" ? ScanMethod::Attribution : ScanMethod::Exact;
+    so.ablation = a.ablation == "mean" ? Ablation::Mean : Ablation::Zero;
+    so.refine = a.refine;
+    so.threads = c.threads;
+    so.progress = make_progress("scan", c.quiet, "layers");
+    const HeadScan s = scan_heads(src.model.views(), tokens, so);
     const Config& cfg = src.model.config();
     std::vector<std::filesystem::path> inputs = src.inputs;
     inputs.emplace_back(a.tokens_file);
@@ -71,8 +85,8 @@ int run_scan(const HeadsArgs& a, const Common& c) {
         for (const auto& p : src.inputs) size += std::filesystem::file_size(p);
         nlohmann::ordered_json j = {{"model", {{"path", utf8_replaced(a.in)}, {"size", size}, {"digest", digest}}},
                                     {"tokens", tokens},
-                                    {"method", "exact"},
-                                    {"ablation", "zero"},
+                                    {"method", to_string(s.method)},
+                                    {"ablation", to_string(s.ablation)},
                                     {"base_loss", s.base_loss}};
         nlohmann::ordered_json hs = nlohmann::ordered_json::array();
         for (std::uint32_t l = 0; l < s.loss.size(); ++l)
@@ -81,7 +95,7 @@ int run_scan(const HeadsArgs& a, const Common& c) {
                               {"head", h},
                               {"loss", s.loss[l][h]},
                               {"delta", s.loss[l][h] - s.base_loss},
-                              {"exact", true}});
+                              {"exact", bool(s.exact[l][h])}});
         j["heads"] = hs;
         write_text(a.scan, j.dump(2) + "\n", inputs);
     }
@@ -90,21 +104,30 @@ int run_scan(const HeadsArgs& a, const Common& c) {
         const std::filesystem::path in = std::filesystem::path(a.in).lexically_normal();
         fig.model = (in.has_filename() ? in.filename() : in.parent_path().filename()).string();
         fig.tokens = tokens.size();
+        fig.method = method_text(s);
+        fig.ablation = to_string(s.ablation);
         fig.n_kv_heads = cfg.n_kv_heads;
         write_text(a.svg, scan_svg(s, fig), inputs);
     }
-    std::printf("mean next-token loss %.6f nats over %zu tokens; change when each head is ablated:\n", s.base_loss,
-                tokens.size());
+    std::printf("mean next-token loss %.6f nats over %zu tokens; change when each head is ablated (%s, %s ablation):\n",
+                s.base_loss, tokens.size(), method_text(s).c_str(), to_string(s.ablation));
     std::uint32_t widest = 0;  // a deci layer lists only the heads it has
     for (std::uint32_t l = 0; l < cfg.n_layers; ++l) widest = std::max(widest, cfg.n_heads_at(l));
     std::printf("%-6s", "layer");
-    for (std::uint32_t h = 0; h < widest; ++h) std::printf(" %10s", ("head " + std::to_string(h)).c_str());
+    // With estimates every column has one more place, for the mark.
+    const char* pad = s.method == ScanMethod::Exact ? "" : " ";
+    for (std::uint32_t h = 0; h < widest; ++h) std::printf(" %10s%s", ("head " + std::to_string(h)).c_str(), pad);
     std::printf("\n");
     for (std::uint32_t l = 0; l < cfg.n_layers; ++l) {
         std::printf("%-6u", l);
-        for (std::uint32_t h = 0; h < cfg.n_heads_at(l); ++h) std::printf(" %+10.6f", s.loss[l][h] - s.base_loss);
+        for (std::uint32_t h = 0; h < cfg.n_heads_at(l); ++h)
+            std::printf(" %+10.6f%s", s.loss[l][h] - s.base_loss, s.exact[l][h] ? pad : pad[0] ? "~" : "");
         std::printf("\n");
     }
+    bool estimated = false;
+    for (const auto& row : s.exact) estimated = estimated || std::count(row.begin(), row.end(), false) > 0;
+    if (estimated)
+        std::printf("~ marks an estimate (first order, from the gradient); the others are exact ablations\n");
     if (!a.scan.empty()) std::printf("wrote %s\n", a.scan.c_str());
     if (!a.svg.empty()) std::printf("wrote %s\n", a.svg.c_str());
     return 0;
@@ -148,7 +171,7 @@ std::vector<HeadRef> lowest_heads(const ModelViews& model, const std::string& in
         checked = "made on this model (tensors " + here.substr(0, 19) + "...)";
     }
     std::vector<std::vector<double>> delta(c.n_layers, std::vector<double>(c.n_heads, NAN));
-    std::uint64_t estimated = 0;
+    std::uint64_t estimated = 0, entries = 0;
     for (const auto& h : j["heads"]) {
         if (!h.is_object() || !h.contains("layer") || !h.contains("head") || !h.contains("delta") ||
             !h["layer"].is_number_unsigned() || !h["head"].is_number_unsigned() || !h["delta"].is_number())
@@ -161,6 +184,7 @@ std::vector<HeadRef> lowest_heads(const ModelViews& model, const std::string& in
                                                         std::to_string(c.n_heads) + " heads)");
         delta[l][hd] = h["delta"].get<double>();
         estimated += h.contains("exact") && h["exact"] == false;
+        ++entries;
     }
     const std::uint32_t group = c.n_heads / c.n_kv_heads;
     const std::uint32_t unit = group == 1 ? c.n_heads : group;  // heads chosen among
@@ -181,9 +205,9 @@ std::vector<HeadRef> lowest_heads(const ModelViews& model, const std::string& in
             std::stable_sort(hs.begin(), hs.end(), [&](auto x, auto y) { return delta[l][x] < delta[l][y]; });
             for (std::uint32_t i = 0; i < k; ++i) out.push_back({l, hs[i]});
         }
-    how = "ranked by " + scan_path + " (method " + method + ", ablation " + ablation +
-          (estimated ? ", " + std::to_string(estimated) + " estimated values" : "") + "; " + checked + "): the " +
-          std::to_string(k) + " of every " + std::to_string(unit) +
+    how = "ranked by " + scan_path + " (method " + method + ", ablation " + ablation + ", " +
+          std::to_string(entries - estimated) + " of " + std::to_string(entries) + " heads exact" + "; " + checked +
+          "): the " + std::to_string(k) + " of every " + std::to_string(unit) +
           (group == 1 ? " heads of a layer" : " heads of a kv group") +
           " with the lowest delta (ablation raised the loss least or lowered it most)";
     return out;

@@ -133,13 +133,26 @@ public:
         f.text("--svg", args_.svg,
                "Write the scan as an SVG figure: layers x heads, colour bar in nats, kv groups marked")
             ->type_name("FILE");
+        f.choice("--method", args_.method, {"exact", "attribution"},
+                 "exact: ablate each head in a pass (default); attribution: estimate every head from one forward and "
+                 "one backward pass");
+        f.choice("--ablation", args_.ablation, {"zero", "mean"},
+                 "What replaces a head's output: zeros (default), or its mean over the tokens");
+        refine_ = f.number("--refine", args_.refine, 1, 1u << 20,
+                           "With --method attribution: ablate exactly the K heads the estimate ranks highest (by "
+                           "|delta|)");
+        refine_->type_name("K");
     }
 
 private:
     void check() override {
         if (!args_.svg.empty() && args_.svg == "-")
             throw Error(ErrorKind::InvalidArgument, "--svg: headfuse writes files, not standard output");
+        if (refine_->count() > 0 && args_.method != "attribution")
+            throw Error(ErrorKind::InvalidArgument,
+                        "--refine: goes with --method attribution (the exact method ablates every head)");
     }
+    CLI::Option* refine_ = nullptr;
 };
 
 class Heads : public Command {

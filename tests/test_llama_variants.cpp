@@ -15,9 +15,11 @@
 #include "model/roles.h"
 #include "support/judge.h"
 #include "support/models.h"
+#include "support/sharp_model.h"
 
 using namespace headfuse;
 using headfuse::test::TempDir;
+using headfuse::test::write_sharp_model;
 
 namespace {
 

@@ -598,5 +598,33 @@ TEST(Kernels, DotIsItsDefinitionInEveryTable) {
     }
 }
 
+// The backward pass's transposed product (compute/dot.h) in every kernel table, against its definition: each
+// row's term added to each f64 sum in order, one multiply and one add, the tokens whose gradient is zero skipped.
+TEST(Kernels, TransposedIsItsDefinitionInEveryTable) {
+    std::mt19937_64 rng(test_seed(78));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (const std::size_t w : {1, 7, 8, 33, 256}) {
+        constexpr std::size_t kTokens = 5, kRows = 9, kStride = 3;
+        std::vector<float> rows(kRows * w), g(kRows * kTokens * kStride);
+        for (float& x : rows) x = normal(rng);
+        for (float& x : g) x = normal(rng) * 1e-3f;
+        g[kStride] = 0.0f;  // a token with no gradient
+        std::vector<double> want(kTokens * w, 0.0);
+        for (std::size_t r = 0; r < kRows; ++r)
+            for (std::size_t t = 0; t < kTokens; ++t)
+                for (std::size_t i = 0; i < w; ++i)
+                    want[t * w + i] += double(g[r * kTokens * kStride + t * kStride]) * double(rows[r * w + i]);
+        for (Isa isa : supported_isas()) {
+            std::vector<double> got(kTokens * w, 0.0);
+            for (std::size_t r = 0; r < kRows; ++r)
+                kernels::for_isa(isa).transposed(got.data(), w, &rows[r * w], &g[r * kTokens * kStride], kStride,
+                                                 kTokens);
+            for (std::size_t i = 0; i < got.size(); ++i)
+                ASSERT_EQ(std::memcmp(&got[i], &want[i], sizeof(double)), 0)
+                    << isa_name(isa) << ", w " << w << ", " << i;
+        }
+    }
+}
+
 }  // namespace
 }  // namespace headfuse

@@ -150,7 +150,8 @@ TEST(ScanJson, RecordsTheModelAndPruneRefusesAnotherModelsScan) {
     r = run_cli(
         {"heads", "prune", (dir / "a.ph.gguf").string(), "-o", out.string(), "--lowest", "0.5", "--scan", scan, "-q"});
     EXPECT_EQ(r.status, 0) << r.err;
-    EXPECT_NE(r.out.find("method exact, ablation zero; made on this model"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("method exact, ablation zero, 8 of 8 heads exact; made on this model"), std::string::npos)
+        << r.out;
 
     // The rule: in every kv group, the heads with the lowest signed delta go, so a head whose ablation lowers the
     // loss much (0:0, -0.5) goes before one that barely changes it (0:1, +0.001), which |delta| would pick.

@@ -24,16 +24,45 @@ namespace headfuse {
 std::vector<float> forward_logits(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads = 0,
                                   std::span<const HeadRef> ablated = {});
 
-// Which heads matter: the mean next-token loss (nats; position t predicts tokens[t+1]) of the model, and of the
-// model with each (layer, head) ablated in turn. The layers below an ablated head are computed once.
-struct HeadScan {
-    double base_loss = 0;
-    // [layer][head]: the mean loss with that head ablated. Layer L's row has the heads layer L has
-    // (Config::n_heads_at: a deci model's rows differ in length, a layer without attention has an empty row).
-    std::vector<std::vector<double>> loss;
+// Which heads matter: the mean next-token loss (nats; position t predicts tokens[t+1]) of the model, and the
+// change when each (layer, head) is ablated.
+//
+// Ablation: Zero replaces the head's attention output (what attn_output reads) by zeros, the same logits, bit for
+// bit, as zeroing its attn_output columns; Mean by its mean over the scan's tokens (per head, f64 rounded to f32).
+// Method: Exact ablates each head in a pass of its own (the layers below it are computed once; the layers above
+// see every head of a layer at once); Attribution estimates every head's change from one forward and one backward
+// pass: with g = d(loss)/d(z) and z the head's output at every position, -sum g.z for Zero and sum g.(mean - z)
+// for Mean (the first-order change, in nats). `refine` K > 0 (with Attribution) then ablates exactly the K heads
+// whose estimate is largest in magnitude.
+enum class ScanMethod { Exact, Attribution };
+enum class Ablation { Zero, Mean };
+
+struct ScanOptions {
+    ScanMethod method = ScanMethod::Exact;
+    Ablation ablation = Ablation::Zero;
+    std::uint32_t refine = 0;  // Attribution: heads ablated exactly, by |estimate|
+    unsigned threads = 0;      // 0: all cores
+    ProgressFn progress;       // counts layers evaluated (forward and backward), of all
 };
-// `progress` counts layers evaluated. Error with fewer than 2 tokens.
+
+struct HeadScan {
+    ScanMethod method = ScanMethod::Exact;
+    Ablation ablation = Ablation::Zero;
+    double base_loss = 0;
+    // [layer][head]: the mean loss with that head ablated (estimated: base_loss + the estimate). Layer L's row has
+    // the heads layer L has (Config::n_heads_at: a deci model's rows differ in length, a layer without attention
+    // has an empty row).
+    std::vector<std::vector<double>> loss;
+    // [layer][head]: true where loss is a real ablation, false where it is an estimate.
+    std::vector<std::vector<bool>> exact;
+};
+// Error with fewer than 2 tokens, or refine with the exact method.
+HeadScan scan_heads(const ModelViews& model, std::span<const std::uint32_t> tokens, const ScanOptions& options);
+// The exact scan with zero ablation.
 HeadScan scan_heads(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads = 0,
                     const ProgressFn& progress = {});
+
+const char* to_string(ScanMethod m) noexcept;  // "exact", "attribution"
+const char* to_string(Ablation a) noexcept;    // "zero", "mean"
 
 }  // namespace headfuse

@@ -20,5 +20,18 @@ inline float dot_lanes(const float* a, const float* b, std::size_t n) {
     return float(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
 }
 
+// The backward pass's transposed product (compute/backward.cpp), one weight row at a time: for t < n_tok,
+// acc[t * w + i] += g[t * g_stride] * row[i] for i < w, in f64. Each term is one multiply and one add (the library
+// is built without contraction), so every table gives the same bits.
+inline void transposed_lanes(double* acc, std::size_t w, const float* row, const float* g, std::size_t g_stride,
+                             std::size_t n_tok) {
+    for (std::size_t t = 0; t < n_tok; ++t) {
+        const double gd = g[t * g_stride];
+        if (gd == 0) continue;
+        double* s = acc + t * w;
+        for (std::size_t i = 0; i < w; ++i) s[i] += gd * double(row[i]);
+    }
+}
+
 }  // namespace
 }  // namespace headfuse::compute

@@ -31,6 +31,7 @@
 #include "base/fail.h"
 #include "base/parallel.h"
 #include "base/text.h"
+#include "compute/scan_pass.h"
 #include "headfuse/error.h"
 #include "headfuse/fold.h"
 #include "headfuse/quantize.h"
@@ -141,6 +142,12 @@ struct RunState {
     std::vector<float> y;       // [n_tok, d_model]       a projection back into the residual stream
     std::vector<float> rope;    // [n_tok, d_head]        (cos, sin) of each pair's angle at each position
     std::vector<float> logits;  // [n_tok, vocab]
+    // The scan's passes (compute/scan_pass.h): rows are `seq`-long independent sequences (0: one sequence of
+    // every row), `patches` replace heads' attention outputs, and `record`, when set, keeps what the backward
+    // pass reads.
+    std::size_t seq = 0;
+    std::span<const compute::HeadPatch> patches;
+    compute::Recording* record = nullptr;
 
     RunState(const Config& c, std::size_t n)
         : x(n * c.d_model),
@@ -374,19 +381,20 @@ void attention(RunState& s, const Config& c, std::uint32_t layer, std::size_t n_
             const std::uint64_t g = h / group;
             for (std::size_t t = 0; t < n_tok; ++t) {
                 const float* q = &s.q[t * q_dim + h * dh];
+                const std::size_t first = s.seq ? t - t % s.seq : 0;  // the first position of t's sequence
                 float max = -INFINITY;
-                for (std::size_t j = 0; j <= t; ++j) {
+                for (std::size_t j = first; j <= t; ++j) {
                     p[j] = dot(q, &s.k[j * kv_dim + g * dh], dh) * scale;
                     max = std::max(max, p[j]);
                 }
                 double sum = 0;
-                for (std::size_t j = 0; j <= t; ++j) {
+                for (std::size_t j = first; j <= t; ++j) {
                     p[j] = std::exp(p[j] - max);
                     sum += p[j];
                 }
                 const float inv = float(1.0 / sum);
                 std::fill(acc.begin(), acc.end(), 0.0);
-                for (std::size_t j = 0; j <= t; ++j) {
+                for (std::size_t j = first; j <= t; ++j) {
                     const float pj = p[j] * inv;
                     const float* v = &s.v[j * kv_dim + g * dh];
                     for (std::uint32_t d = 0; d < dh; ++d) acc[d] += double(pj) * double(v[d]);
@@ -474,8 +482,10 @@ void attention_block(RunState& s, const Config& c, const LayerViews& l, std::uin
         for (std::uint32_t g = 0; g < kv_heads; ++g) rope(&s.k[(t * kv_heads + g) * dh], &s.rope[t * dh], dh, pairing);
     }
     attention(s, c, layer, n, threads);
+    if (s.record) s.record->layers[layer].keep_attention(s.q, s.k, s.v, s.att);
     for (const std::uint32_t h : ablated)
         for (std::size_t t = 0; t < n; ++t) std::fill_n(&s.att[(t * heads + h) * dh], dh, 0.0f);
+    compute::apply_patches(s.patches, layer, s.att.data(), heads, dh);
     matmul(s.y.data(), s.att.data(), n, l.attn_output, threads);  // [n_heads*d_head, d_model]
     add_bias(s.y.data(), n, l.attn_output_bias);                  // [d_model]
     for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
@@ -487,6 +497,7 @@ void layer_forward(RunState& s, const Config& c, const LayerViews& l, std::uint3
                    unsigned threads, std::span<const std::uint32_t> ablated) {
     const std::uint32_t d = c.d_model, ff = c.d_ff_at(layer);
     if (c.has_attention(layer)) attention_block(s, c, l, layer, n, threads, ablated);
+    if (s.record) s.record->layers[layer].h = s.x;
     // FFN: x = h + ffn_down · (silu(ffn_gate · xn) * (ffn_up · xn)), xn = rmsnorm(h) * ffn_norm
     const std::vector<float> ffn_norm = load_norm(l.ffn_norm);  // [d_model]
     for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], ffn_norm.data(), d, c.rms_eps);
@@ -494,6 +505,7 @@ void layer_forward(RunState& s, const Config& c, const LayerViews& l, std::uint3
     add_bias(s.gate.data(), n, l.ffn_gate_bias);                 // [d_ff]
     matmul(s.up.data(), s.xn.data(), n, l.ffn_up, threads);      // [d_model, d_ff]
     add_bias(s.up.data(), n, l.ffn_up_bias);                     // [d_ff]
+    if (s.record) s.record->layers[layer].keep_ffn(s.gate, s.up, n * ff);
     for (std::size_t i = 0; i < n * ff; ++i) s.gate[i] = silu(s.gate[i]) * s.up[i];
     matmul(s.y.data(), s.gate.data(), n, l.ffn_down, threads);  // [d_ff, d_model]
     add_bias(s.y.data(), n, l.ffn_down_bias);                   // [d_model]
@@ -579,46 +591,98 @@ std::vector<float> forward_logits(const ModelViews& model, std::span<const std::
     return std::move(s.logits);
 }
 
-HeadScan scan_heads(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads,
-                    const ProgressFn& progress) {
-    if (tokens.size() < 2)
-        fail(ErrorKind::InvalidArgument, "scan: at least 2 tokens are needed (each position predicts the next token)");
+// ----------------------------------------------------------------------------------------------------------
+// The head scan's passes (compute/scan_pass.h).
+
+namespace compute {
+
+Recording record_forward(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads,
+                         const std::function<void()>& layer_done) {
     threads = resolve_threads(threads);
     const Config& c = model.config;
-    const std::size_t n = tokens.size();
+    Recording rec;
+    rec.layers.resize(c.n_layers);
     RunState s = start(model, tokens);
-    // One clean pass, keeping the residual stream at the entry of every layer: an ablation in layer L starts
-    // there, as the layers below it do not see it.
-    std::vector<std::vector<float>> entry(c.n_layers);
+    s.record = &rec;
     for (std::uint32_t i = 0; i < c.n_layers; ++i) {
-        entry[i] = s.x;
-        layer_forward(s, c, model.layers[i], i, n, threads, {});
+        rec.layers[i].x = s.x;
+        layer_forward(s, c, model.layers[i], i, tokens.size(), threads, {});
+        if (layer_done) layer_done();
     }
-    logits_of(s, model, n, threads);
-    HeadScan out;
-    out.base_loss = mean_loss(s.logits, tokens, c.vocab);
-    // Each layer's row has the heads that layer has (a deci model's counts differ by layer; a layer without
-    // attention has none).
-    out.loss.resize(c.n_layers);
-    // Work in units of layers run, for the progress bar: ablating in layer L runs n_layers - L layers.
-    std::uint64_t total = 0, done = 0;
-    for (std::uint32_t layer = 0; layer < c.n_layers; ++layer) {
-        out.loss[layer].assign(c.n_heads_at(layer), 0.0);
-        total += std::uint64_t{c.n_heads_at(layer)} * (c.n_layers - layer);
+    rec.x_final = s.x;
+    logits_of(s, model, tokens.size(), threads);
+    rec.loss = mean_loss(s.logits, tokens, c.vocab);
+    rec.logits = std::move(s.logits);
+    rec.rope = std::move(s.rope);
+    return rec;
+}
+
+std::vector<double> variant_losses(const ModelViews& model, std::span<const std::uint32_t> tokens, std::uint32_t layer,
+                                   std::span<const float> entry, std::size_t variants,
+                                   std::span<const HeadPatch> patches, unsigned threads,
+                                   const std::function<void()>& layer_done) {
+    threads = resolve_threads(threads);
+    const Config& c = model.config;
+    const std::size_t n = tokens.size(), rows = n * variants;
+    RunState s(c, rows);
+    s.seq = n;
+    s.patches = patches;
+    const RopeParams rope_p = rope_params(c);
+    const std::vector<float> freq_factors = model.rope_freqs ? load_norm(*model.rope_freqs) : std::vector<float>{};
+    for (std::size_t t = 0; t < n; ++t)
+        rope_angles(&s.rope[t * c.d_head], std::uint32_t(t), rope_p, model.rope_freqs ? freq_factors.data() : nullptr);
+    for (std::size_t b = 0; b < variants; ++b) {
+        std::copy(s.rope.begin(), s.rope.begin() + std::ptrdiff_t(n * c.d_head),
+                  s.rope.begin() + std::ptrdiff_t(b * n * c.d_head));
+        std::copy(entry.begin(), entry.end(), s.x.begin() + std::ptrdiff_t(b * n * c.d_model));
     }
-    for (std::uint32_t layer = 0; layer < c.n_layers; ++layer)
-        for (std::uint32_t h = 0; h < c.n_heads_at(layer); ++h) {
-            s.x = entry[layer];
-            const std::uint32_t masked[] = {h};
-            layer_forward(s, c, model.layers[layer], layer, n, threads, masked);
-            for (std::uint32_t i = layer + 1; i < c.n_layers; ++i)
-                layer_forward(s, c, model.layers[i], i, n, threads, {});
-            logits_of(s, model, n, threads);
-            out.loss[layer][h] = mean_loss(s.logits, tokens, c.vocab);
-            done += c.n_layers - layer;
-            if (progress) progress(done, total);
-        }
+    for (std::uint32_t i = layer; i < c.n_layers; ++i) {
+        layer_forward(s, c, model.layers[i], i, rows, threads, {});
+        if (layer_done) layer_done();
+    }
+    logits_of(s, model, rows, threads);
+    std::vector<double> out(variants);
+    for (std::size_t b = 0; b < variants; ++b)
+        out[b] = mean_loss(std::span(s.logits).subspan(b * n * c.vocab, n * c.vocab), tokens, c.vocab);
     return out;
 }
+
+double next_token_loss(std::span<const float> logits, std::span<const std::uint32_t> tokens, std::uint32_t vocab) {
+    return mean_loss(logits, tokens, vocab);
+}
+
+std::vector<float> vector_weights(const TensorView& w) { return load_norm(w); }
+
+void for_each_row(std::span<const TensorView> parts, std::uint64_t lo, std::uint64_t hi, std::uint64_t c0,
+                  std::uint64_t c1, const std::function<void(std::uint64_t, const float*)>& f) {
+    const std::uint64_t n_in = parts[0].ne()[0];
+    std::vector<float> scratch(n_in);
+    std::uint64_t base = 0;
+    for (const TensorView& w : parts) {
+        const std::uint64_t a = std::max(lo, base), b = std::min(hi, base + w.n_rows());
+        const TypeTraits& tt = traits(w.type());
+        // The whole blocks around the columns read, [b0, e1). The forward pass has checked every weight finite.
+        const std::uint64_t b0 = c0 - c0 % tt.block_size, e1 = (c1 + tt.block_size - 1) / tt.block_size * tt.block_size;
+        std::optional<ForeignRows> foreign;
+        if (!w.plain() && a < b) foreign.emplace(w);
+        for (std::uint64_t o = a; o < b; ++o) {
+            const std::uint64_t r = o - base;
+            if (foreign) {
+                f(o, load_row(w, foreign->row(r, b - base), r, scratch.data()) + c0);
+                continue;
+            }
+            const std::byte* p = w.row(r).data();
+            if (w.type() == DType::F32 && reinterpret_cast<std::uintptr_t>(p) % alignof(float) == 0) {
+                f(o, reinterpret_cast<const float*>(p) + c0);
+                continue;
+            }
+            decode_row(w.type(), p + b0 / tt.block_size * tt.type_size, scratch.data(), e1 - b0);
+            f(o, scratch.data() + (c0 - b0));
+        }
+        base += w.n_rows();
+    }
+}
+
+}  // namespace compute
 
 }  // namespace headfuse

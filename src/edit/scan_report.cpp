@@ -172,7 +172,9 @@ std::string scan_svg(const HeadScan& s, const ScanFigure& fig) {
             o << "<rect class=\"cell\" x=\"" << x << "\" y=\"" << y << "\" width=\"" << cell - gap << "\" height=\""
               << cell - gap << "\" fill=\"" << colour(t) << "\"><title>layer " << l << ", head " << h;
             if (grouped) o << " (kv " << h / group << ")";
-            o << ": " << fixed(d, value_dec + 2, true) << " nats</title></rect>\n";
+            const bool estimated = l < s.exact.size() && h < s.exact[l].size() && !s.exact[l][h];
+            o << ": " << fixed(d, value_dec + 2, true) << " nats" << (estimated ? " (estimated)" : "")
+              << "</title></rect>\n";
             if (values)
                 o << "<text x=\"" << x + (cell - gap) / 2 << "\" y=\"" << y + (cell - gap) / 2 + value_font * 0.36
                   << "\" font-size=\"" << std::floor(value_font * 10) / 10 << "\" text-anchor=\"middle\" fill=\""

@@ -42,6 +42,7 @@ constexpr Kernels kKernelsScalar{
     .q6_subs = 1,
     .random_chunk = random_normal_chunk_scalar,
     .dot = compute::dot_lanes,
+    .transposed = compute::transposed_lanes,
 };
 
 #if HEADFUSE_X86_KERNELS

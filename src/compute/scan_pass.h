@@ -1,0 +1,96 @@
+// headfuse: what the head scan needs from the reference forward pass (compute/forward.cpp): passes with heads'
+// attention outputs replaced, several variants of the model at once, and one clean pass that keeps the
+// activations the backward pass (compute/backward.cpp) reads. Internal to the library.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "headfuse/model.h"
+
+namespace headfuse::compute {
+
+// A replacement of query head `head`'s attention output in layer `layer` (the d_head values attn_output reads)
+// on the rows [row0, row0 + rows) of a pass: by zeros (values null), by one vector for every row (stride 0), or
+// by a vector per row (stride d_head).
+struct HeadPatch {
+    std::uint32_t layer = 0, head = 0;
+    std::size_t row0 = 0, rows = 0;
+    const float* values = nullptr;
+    std::size_t stride = 0;
+};
+
+// Applies the patches of `layer` to att ([rows, heads * d_head], heads concatenated).
+inline void apply_patches(std::span<const HeadPatch> patches, std::uint32_t layer, float* att, std::uint32_t heads,
+                          std::uint32_t d_head) {
+    for (const HeadPatch& p : patches) {
+        if (p.layer != layer) continue;
+        for (std::size_t r = 0; r < p.rows; ++r) {
+            float* out = att + ((p.row0 + r) * heads + p.head) * d_head;
+            for (std::uint32_t d = 0; d < d_head; ++d) out[d] = p.values ? p.values[r * p.stride + d] : 0.0f;
+        }
+    }
+}
+
+// What one layer of a clean pass computed, position-major, in the layer's own counts.
+struct LayerRecord {
+    std::vector<float> x;     // [n_tok, d_model]  the residual stream entering the layer
+    std::vector<float> q, k;  // [n_tok, heads*d_head], [n_tok, kv_heads*d_head]: after bias and RoPE
+    std::vector<float> v;     // [n_tok, kv_heads*d_head]
+    std::vector<float> att;   // [n_tok, heads*d_head] each head's output z, what attn_output reads
+    std::vector<float> h;     // [n_tok, d_model]  the residual stream after attention
+    std::vector<float> gate;  // [n_tok, d_ff]     ffn_gate · xn (+ bias), before SiLU
+    std::vector<float> up;    // [n_tok, d_ff]     ffn_up · xn (+ bias)
+
+    void keep_attention(std::span<const float> q_, std::span<const float> k_, std::span<const float> v_,
+                        std::span<const float> att_) {
+        q.assign(q_.begin(), q_.end());
+        k.assign(k_.begin(), k_.end());
+        v.assign(v_.begin(), v_.end());
+        att.assign(att_.begin(), att_.end());
+    }
+    void keep_ffn(std::span<const float> gate_, std::span<const float> up_, std::size_t n) {
+        gate.assign(gate_.begin(), gate_.begin() + std::ptrdiff_t(n));
+        up.assign(up_.begin(), up_.begin() + std::ptrdiff_t(n));
+    }
+};
+
+struct Recording {
+    std::vector<LayerRecord> layers;
+    std::vector<float> x_final;  // [n_tok, d_model] the residual stream entering output_norm
+    std::vector<float> logits;   // [n_tok, vocab]
+    std::vector<float> rope;     // [n_tok, d_head]  (cos, sin) per pair and position
+    double loss = 0;             // mean next-token loss
+};
+
+// The clean forward pass over `tokens`, keeping every layer's activations. Bit for bit forward_logits's logits.
+// `layer_done` is called after each layer.
+Recording record_forward(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads,
+                         const std::function<void()>& layer_done = {});
+
+// `variants` passes at once from layer `layer` up: each starts from `entry` (the residual stream entering the
+// layer, [n_tok, d_model]); variant b's rows are [b * n_tok, (b + 1) * n_tok) of the patches' row numbers. Returns
+// each variant's mean next-token loss. The layers above see every variant in one matrix product. `layer_done` is
+// called after each layer.
+std::vector<double> variant_losses(const ModelViews& model, std::span<const std::uint32_t> tokens, std::uint32_t layer,
+                                   std::span<const float> entry, std::size_t variants,
+                                   std::span<const HeadPatch> patches, unsigned threads,
+                                   const std::function<void()>& layer_done = {});
+
+// The mean of -log p(tokens[t+1]) over the positions with a next token, f64, from [n_tok, vocab] logits.
+double next_token_loss(std::span<const float> logits, std::span<const std::uint32_t> tokens, std::uint32_t vocab);
+
+// A norm's or a bias's weights as the forward pass reads them (f32, llama.cpp's order, checked finite).
+std::vector<float> vector_weights(const TensorView& w);
+
+// Rows [lo, hi) of `parts` stacked (a projection's heads in order), each decoded to f32 in llama.cpp's order as
+// the forward pass reads it: f(o, row) for every row o in order, row holding ne[0] floats. Columns [c0, c1) are
+// the ones the caller reads; whole blocks of the type around them are decoded (all of them for a view in a foreign
+// order).
+void for_each_row(std::span<const TensorView> parts, std::uint64_t lo, std::uint64_t hi, std::uint64_t c0,
+                  std::uint64_t c1, const std::function<void(std::uint64_t, const float*)>& f);
+
+}  // namespace headfuse::compute

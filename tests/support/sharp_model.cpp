@@ -1,0 +1,40 @@
+#include "support/sharp_model.h"
+
+#include <cmath>
+#include <random>
+
+#include "model/roles.h"
+
+namespace headfuse::test {
+
+std::vector<SharpTensor> sharp_tensors(const Config& c, std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::vector<SharpTensor> out;
+    for (const TensorSpec& s : tensor_layout(c, ModelKind::PerHead)) {
+        std::uint64_t n = 1;
+        for (auto d : s.ne) n *= d;
+        const float a = s.kind == TensorKind::Norm      ? 0.0f
+                        : s.kind == TensorKind::Bias    ? 0.5f
+                        : s.name == "token_embd.weight" ? 1.0f
+                                                        : 2.0f / std::sqrt(float(s.ne[0]));
+        std::uniform_real_distribution<float> u(-a, a);
+        SharpTensor& t = out.emplace_back(SharpTensor{s.name, s.ne, std::vector<float>(n, 1.0f)});
+        if (a > 0)
+            for (float& x : t.values) x = u(rng);
+        if (s.role->role == Role::RopeFreqs)
+            for (std::uint64_t i = 0; i < n; ++i) t.values[i] = 0.25f * std::pow(32.0f, float(i) / float(n - 1));
+    }
+    return out;
+}
+
+PerHeadModel sharp_model(const Config& c, const std::vector<SharpTensor>& tensors) {
+    std::vector<ExternalTensor> ext;
+    for (const SharpTensor& t : tensors)
+        ext.push_back({t.name,
+                       DType::F32,
+                       t.ne,
+                       {reinterpret_cast<const std::byte*>(t.values.data()), t.values.size() * sizeof(float)}});
+    return PerHeadModel::from_tensors(c, ext);
+}
+
+}  // namespace headfuse::test
