@@ -64,31 +64,6 @@ std::vector<FileShape> file_shapes() {
     };
 }
 
-// The tensors of `ours` and `theirs` agree by name, type and bytes (order aside), or a message on the first that
-// does not.
-::testing::AssertionResult same_tensors(const GgufFile& ours, const GgufFile& theirs) {
-    if (ours.tensors().size() != theirs.tensors().size())
-        return ::testing::AssertionFailure()
-               << ours.tensors().size() << " tensors, llama.cpp wrote " << theirs.tensors().size();
-    for (const TensorInfo& t : theirs.tensors()) {
-        const TensorInfo* o = ours.find_tensor(t.name);
-        if (o == nullptr) return ::testing::AssertionFailure() << "no tensor " << t.name;
-        if (o->type != t.type)
-            return ::testing::AssertionFailure()
-                   << t.name << ": type " << o->type << ", llama.cpp wrote type " << t.type;
-        const auto a = ours.tensor_data(*o), b = theirs.tensor_data(t);
-        if (a.size() != b.size())
-            return ::testing::AssertionFailure() << t.name << ": " << a.size() << " bytes, llama.cpp " << b.size();
-        if (std::memcmp(a.data(), b.data(), a.size()) != 0) {
-            std::size_t i = 0;
-            while (a[i] == b[i]) ++i;
-            return ::testing::AssertionFailure()
-                   << t.name << " (type " << t.type << "): bytes differ from offset " << i;
-        }
-    }
-    return ::testing::AssertionSuccess();
-}
-
 class KQuantFiles : public ::testing::TestWithParam<FileShape> {};
 
 TEST_P(KQuantFiles, EveryTypeAndMixMatchesLlamaModelQuantize) {
@@ -110,7 +85,7 @@ TEST_P(KQuantFiles, EveryTypeAndMixMatchesLlamaModelQuantize) {
         fuse(model, dir / "ours.gguf", opt);
         EXPECT_TRUE(ggml->read_gguf((dir / "ours.gguf").string()).ok);
         const GgufFile ours = GgufFile::open(dir / "ours.gguf");
-        EXPECT_TRUE(same_tensors(ours, GgufFile::open(dir / "theirs.gguf")));
+        EXPECT_TRUE(test::same_tensors(ours, GgufFile::open(dir / "theirs.gguf")));
         EXPECT_EQ(ours.metadata().get_u32("general.file_type", "ours"), static_cast<std::uint32_t>(t.ftype));
         EXPECT_EQ(ours.metadata().get_u32("general.quantization_version", "ours"), kQuantizationVersion);
     }
@@ -138,7 +113,7 @@ TEST(KQuantFiles, F16AndBf16SourcesAreWidenedExactly) {
             FuseOptions opt;
             opt.mix = m;
             fuse(per_head, dir / "ours.gguf", opt);
-            EXPECT_TRUE(same_tensors(GgufFile::open(dir / "ours.gguf"), GgufFile::open(dir / "theirs.gguf")))
+            EXPECT_TRUE(test::same_tensors(GgufFile::open(dir / "ours.gguf"), GgufFile::open(dir / "theirs.gguf")))
                 << mix_name(m);
         }
     }

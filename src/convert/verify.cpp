@@ -283,6 +283,10 @@ void for_each_slot(ModelViews& m, const std::function<void(TensorView&)>& f) {
         opt(l.ffn_gate_bias);
         opt(l.ffn_up_bias);
         opt(l.ffn_down_bias);
+        opt(l.attn_q_norm);
+        opt(l.attn_k_norm);
+        opt(l.post_attention_norm);
+        opt(l.post_ffw_norm);
     }
 }
 
