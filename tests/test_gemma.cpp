@@ -4,13 +4,18 @@
 // by llama.cpp (node-llama-cpp) running the files headfuse writes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "headfuse/arch.h"
+#include "headfuse/checkpoint.h"
 #include "headfuse/error.h"
 #include "headfuse/forward.h"
 #include "headfuse/fuse.h"
@@ -285,4 +290,158 @@ TEST(GemmaQuant, MixesMatchLlamaModelQuantize) {
             EXPECT_TRUE(test::same_tensors(GgufFile::open(dir / "ours.gguf"), GgufFile::open(dir / "theirs.gguf")));
         }
     }
+}
+
+namespace {
+
+const std::string kPython = "/usr/bin/python3";  // Debian's, with python3-numpy
+const std::string kReference = std::string(HEADFUSE_SOURCE_DIR) + "/tests/support/gemma_reference.py";
+
+// gemma_reference.py's log-probabilities (Hugging Face's Gemma forward in float64), flattened position-major as
+// max_logprob_diff compares them; with ggml_gelu its gate reads ggml-cpu's f16 GELU table, else the exact tanh GELU.
+std::vector<double> numpy_logprobs(const std::filesystem::path& hf, const std::vector<std::uint32_t>& tokens,
+                                   bool ggml_gelu) {
+    std::string csv;
+    for (std::uint32_t t : tokens) csv += (csv.empty() ? "" : ",") + std::to_string(t);
+    std::vector<std::string> argv = {kPython, kReference, "logprobs", hf.string(), csv};
+    if (ggml_gelu) argv.push_back("--ggml-gelu");
+    const auto r = test::run_program(argv);
+    EXPECT_EQ(r.status, 0) << r.err;
+    std::vector<double> flat;
+    for (const auto& row : nlohmann::json::parse(r.out).get<std::vector<std::vector<double>>>())
+        flat.insert(flat.end(), row.begin(), row.end());
+    return flat;
+}
+
+struct HfGemmaCase {
+    std::string name;
+    std::vector<std::string> args;  // gemma_reference.py make flags
+};
+void PrintTo(const HfGemmaCase& c, std::ostream* os) { *os << c.name; }
+
+class HfGemma : public ::testing::TestWithParam<HfGemmaCase> {};
+
+const std::vector<std::string> kShape = {"--d-model", "64",         "--n-heads", "4",      "--n-kv-heads",
+                                         "2",         "--head-dim", "32",        "--d-ff", "128",
+                                         "--vocab",   "300",        "--dtype",   "BF16"};
+
+std::vector<HfGemmaCase> hf_cases() {
+    auto with = [](std::vector<std::string> extra) {
+        std::vector<std::string> a = kShape;
+        a.insert(a.end(), extra.begin(), extra.end());
+        return a;
+    };
+    return {
+        {"gemma", with({"--family", "gemma", "--n-layers", "2"})},
+        {"gemma2", with({"--family", "gemma2", "--n-layers", "2", "--window", "8", "--attn-softcap", "2",
+                         "--final-softcap", "3"})},
+        {"gemma3", with({"--family", "gemma3", "--n-layers", "6", "--window", "8", "--rope-linear", "8"})},
+        {"gemma3_multimodal_old",
+         with({"--family", "gemma3", "--n-layers", "6", "--window", "8", "--multimodal", "old"})},
+        {"gemma3_multimodal_new", with({"--family", "gemma3", "--n-layers", "6", "--window", "8", "--final-softcap",
+                                        "4", "--multimodal", "new"})},
+    };
+}
+
+}  // namespace
+
+// A Hugging Face Gemma checkpoint (BF16, written by the numpy reference) becomes with one `headfuse fuse` a file
+// llama.cpp runs as Hugging Face's architecture predicts: the numpy forward (with ggml's f16 GELU table) agrees with
+// llama.cpp, and so does headfuse's forward on the folder itself; export gives back the checkpoint byte for byte
+// (the norms' 1 + w undone exactly: BF16 w, |w| >= 2^-16); a multimodal checkpoint's vision tower is named on
+// stderr and left out.
+TEST_P(HfGemma, ImportAgreesWithNumpyAndLlamaCppAndRoundTrips) {
+    HEADFUSE_REQUIRE_JUDGES();
+    TempDir dir;
+    const auto hf = dir / "hf";
+    std::vector<std::string> make = {kPython, kReference, "make", hf.string()};
+    make.insert(make.end(), GetParam().args.begin(), GetParam().args.end());
+    const auto made = test::run_program(make);
+    ASSERT_EQ(made.status, 0) << made.err;
+    // Types kept (BF16 weights, F32 norms) for the round trip; F32 for llama.cpp, whose BF16 matmuls round the
+    // activations to BF16 (~3e-2 in log p here), which no f32 forward pass reproduces.
+    const std::string gguf = (dir / "model.gguf").string(), f32 = (dir / "model-f32.gguf").string();
+    const auto fused = test::run_cli({"fuse", hf.string(), "-o", gguf});
+    ASSERT_EQ(fused.status, 0) << fused.err;
+    const bool multimodal = GetParam().name.find("multimodal") != std::string::npos;
+    EXPECT_EQ(fused.err.find("4 tensors of the vision tower and projector") != std::string::npos, multimodal)
+        << fused.err;
+    const auto widened = test::run_cli({"fuse", hf.string(), "-o", f32, "--type", "f32", "-q"});
+    ASSERT_EQ(widened.status, 0) << widened.err;
+    const std::uint32_t vocab = 300;
+    const auto tokens = default_tokens(vocab, 48);
+    const auto theirs = test::llama_eval(f32, tokens);
+    const double d_table = test::max_logprob_diff(numpy_logprobs(hf, tokens, true), theirs, vocab);
+    const double d_exact = test::max_logprob_diff(numpy_logprobs(hf, tokens, false), theirs, vocab);
+    const OpenedCheckpoint folder = open_checkpoint(hf);
+    const double d_ours = test::max_logprob_diff(test::forward_logprobs(folder.model.views(), tokens), theirs, vocab);
+    std::printf(
+        "[headfuse] %s: llama.cpp vs numpy (f16 GELU table) %.3g, vs numpy (exact GELU) %.3g, vs headfuse "
+        "on the folder %.3g\n",
+        GetParam().name.c_str(), d_table, d_exact, d_ours);
+    EXPECT_LE(d_table, kGeluLogprobTolerance);
+    EXPECT_LE(d_ours, kGeluLogprobTolerance);
+    // Back to Hugging Face: the same tensors, byte for byte (the language model's, under Gemma3ForCausalLM's names).
+    const auto back = dir / "back";
+    const auto exported = test::run_cli({"export", gguf, "-o", back.string(), "--format", "hf", "-q"});
+    ASSERT_EQ(exported.status, 0) << exported.err;
+    if (!multimodal) test::expect_same_safetensors(hf, back);
+    EXPECT_EQ(test::run_cli({"verify", hf.string(), back.string()}).status, 0);
+    const double d_back = test::max_logprob_diff(numpy_logprobs(back, tokens, true), theirs, vocab);
+    EXPECT_LE(d_back, kGeluLogprobTolerance);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, HfGemma, ::testing::ValuesIn(hf_cases()),
+                         [](const auto& info) { return info.param.name; });
+
+// Hugging Face configs llama.cpp's graphs cannot represent are refused by name, and nothing is written.
+TEST(HfGemmaRefusals, ConfigKeysLlamaCppCannotRepresent) {
+    TempDir dir;
+    const auto hf = dir / "hf";
+    std::vector<std::string> make = {kPython,      kReference, "make",     hf.string(), "--family",        "gemma2",
+                                     "--n-layers", "2",        "--window", "8",         "--final-softcap", "30"};
+    make.insert(make.end(), kShape.begin(), kShape.end());
+    ASSERT_EQ(test::run_program(make).status, 0);
+    const auto config = hf / "config.json";
+    const nlohmann::json original = nlohmann::json::parse(std::ifstream(config));
+    struct Case {
+        std::string key;
+        nlohmann::json value;
+        std::string needle;
+    };
+    for (const Case& k : {
+             Case{"query_pre_attn_scalar", 64,
+                  "key 'query_pre_attn_scalar' is 64, but llama.cpp's gemma2 loader scales attention by 1/sqrt(32)"},
+             Case{"final_logit_softcapping", nullptr,
+                  "key 'final_logit_softcapping' is absent or null; llama.cpp's gemma2 graph always soft-caps"},
+             Case{"hidden_activation", "gelu", "key 'hidden_activation' is \"gelu\"; llama.cpp's gemma2 graph"},
+             Case{"tie_word_embeddings", false, "tensor 'output.weight': llama.cpp's gemma2 loader reads no output"},
+         }) {
+        nlohmann::json j = original;
+        j[k.key] = k.value;
+        std::ofstream(config) << j.dump(2);
+        const auto r = test::run_cli({"fuse", hf.string(), "-o", (dir / "out.gguf").string()});
+        EXPECT_EQ(r.status, 1) << k.key;
+        EXPECT_NE(r.err.find(k.needle), std::string::npos) << r.err;
+        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+        EXPECT_FALSE(std::filesystem::exists(dir / "out.gguf"));
+    }
+    // Gemma 3: an attention soft-cap (its graph has none), another window pattern.
+    nlohmann::json j = original;
+    j["model_type"] = "gemma3_text";
+    j["attn_logit_softcapping"] = 50.0;
+    std::ofstream(config) << j.dump(2);
+    auto r = test::run_cli({"fuse", hf.string(), "-o", (dir / "out.gguf").string()});
+    EXPECT_NE(r.err.find("key 'attn_logit_softcapping' is 50.0; llama.cpp's gemma3 graph has no attention soft-cap"),
+              std::string::npos)
+        << r.err;
+    // TransformerLens export is llama's layout only: refused by name.
+    std::ofstream(config) << original.dump(2);
+    ASSERT_EQ(test::run_cli({"fuse", hf.string(), "-o", (dir / "ok.gguf").string(), "-q"}).status, 0);
+    r = test::run_cli(
+        {"export", (dir / "ok.gguf").string(), "-o", (dir / "tl").string(), "--format", "transformer-lens"});
+    EXPECT_EQ(r.status, 1);
+    EXPECT_NE(r.err.find("a TransformerLens checkpoint of a gemma2 model is not written by headfuse"),
+              std::string::npos)
+        << r.err;
 }

@@ -77,20 +77,6 @@ void fuse_ok(const std::vector<std::string>& args) {
     ASSERT_EQ(r.status, 0) << r.err;
 }
 
-// Same tensor names, dtypes, shapes and bytes.
-void expect_same_tensors(const fs::path& a, const fs::path& b) {
-    const SafetensorsSet x = SafetensorsSet::open(a), y = SafetensorsSet::open(b);
-    EXPECT_EQ(x.tensors().size(), y.tensors().size());
-    for (const StTensor* t : x.tensors()) {
-        const StTensor* u = y.find(t->name);
-        ASSERT_NE(u, nullptr) << t->name << " missing from " << b;
-        EXPECT_EQ(t->dtype, u->dtype) << t->name;
-        EXPECT_EQ(t->shape, u->shape) << t->name;
-        EXPECT_TRUE(std::equal(t->bytes.begin(), t->bytes.end(), u->bytes.begin(), u->bytes.end()))
-            << t->name << " differs";
-    }
-}
-
 struct HfCase {
     std::string name;
     std::vector<std::string> args;  // make-hf flags
@@ -137,10 +123,10 @@ TEST_P(HfImport, LlamaCppGivesTheReferenceDistributionAndExportGivesTheSameBytes
 
     // HF -> GGUF -> HF: the same tensors, byte for byte.
     fuse_ok({"export", "-q", (dir / "model.gguf").string(), "-o", (dir / "back").string(), "--format", "hf"});
-    expect_same_tensors(hf, dir / "back");
+    test::expect_same_safetensors(hf, dir / "back");
     // ... and straight from the checkpoint, undoing the views' own order.
     fuse_ok({"export", "-q", hf.string(), "-o", (dir / "direct").string(), "--format", "hf"});
-    expect_same_tensors(hf, dir / "direct");
+    test::expect_same_safetensors(hf, dir / "direct");
 
     HEADFUSE_REQUIRE_JUDGES();
     const auto tokens = prompt(c.vocab);
@@ -228,7 +214,7 @@ TEST(HfImport, Bf16KeepsItsTypeAndComesBackByteIdentical) {
     EXPECT_EQ(g.find_tensor("blk.0.attn_norm.weight")->type, static_cast<std::uint32_t>(DType::F32))
         << "llama.cpp wants f32 norms";
     fuse_ok({"export", "-q", (dir / "model.gguf").string(), "-o", (dir / "back").string()});
-    expect_same_tensors(hf, dir / "back");
+    test::expect_same_safetensors(hf, dir / "back");
     // --type f32 widens every weight exactly.
     fuse_ok({"fuse", "-q", hf.string(), "-o", (dir / "f32.gguf").string(), "--type", "f32"});
     fuse_ok({"export", "-q", (dir / "f32.gguf").string(), "-o", (dir / "f32").string()});
@@ -273,7 +259,7 @@ TEST_P(TlImport, FoldedAndUnprocessedGiveTheReferenceDistributionAndComeBackByte
     fuse_ok({"fuse", "-q", tl.string(), "-o", (dir / "model.gguf").string()});
     fuse_ok(
         {"export", "-q", (dir / "model.gguf").string(), "-o", (dir / "back").string(), "--format", "transformer-lens"});
-    expect_same_tensors(tl, dir / "back");
+    test::expect_same_safetensors(tl, dir / "back");
     const auto cfg = nlohmann::json::parse(std::ifstream(dir / "back" / "config.json"));
     const auto src = nlohmann::json::parse(std::ifstream(tl / "config.json"));
     EXPECT_EQ(cfg["normalization_type"], src["normalization_type"]);

@@ -22,6 +22,24 @@ using enum Storage;
 using json = nlohmann::json;
 
 constexpr std::uint64_t kWindowBytes = std::uint64_t{4} << 20;
+// A Gemma norm back in Hugging Face's convention: the GGUF holds 1 + w (f32), Hugging Face w. The f32 difference
+// (1 + w) - 1 is exact (Sterbenz: 1 + w lies in [0.5, 2] for |w| <= 1), so w comes back as it went in whenever
+// 1 + w was exact in f32 (docs/FORMATS.md says when), then narrowed to `type`.
+void emit_minus_one(const TensorView& v, DType type, ByteSink& sink) {
+    const std::uint64_t n = v.ne()[0];
+    std::vector<std::byte> in(v.row_nbytes()), scratch;
+    read_rows(v, 0, 1, in, scratch);
+    std::vector<float> x(n);
+    decode_row(v.type(), in.data(), x.data(), n);
+    for (float& w : x) w = w - 1.0f;
+    std::vector<std::byte> out(row_bytes(type, n));
+    if (type == DType::F32)
+        std::memcpy(out.data(), x.data(), out.size());
+    else
+        encode_row(type, x.data(), out.data(), n);
+    sink.write(out);
+}
+
 // A transposed matrix is written in blocks of output rows gathered from one pass over the input.
 constexpr std::uint64_t kTransposeBlockBytes = std::uint64_t{16} << 20;
 
@@ -218,7 +236,12 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
                          "head counts (deci); prune as many heads in every layer");
         }
     }
-    const std::span<const NameMap> map = tl ? tl_names() : hf_names();
+    if (tl && c.family != Family::Llama)
+        fail(ErrorKind::Unsupported, "export: a TransformerLens checkpoint of a " + std::string(c.architecture()) +
+                                         " model is not written by headfuse (its llama layout only); export it as hf");
+    const std::span<const NameMap> map = tl ? tl_names() : hf_names(c);
+    const bool minus_one = !tl && c.arch().norm_plus_one;
+    const bool adjacent = c.arch().rope == RopePairing::Adjacent;  // NEOX families keep Hugging Face's rows
     const bool gqa = c.n_kv_heads != c.n_heads;
     DType norm_type = DType::F32;
     if (const Value* v = model.metadata().find(kNormTypeKey))
@@ -334,17 +357,18 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
                          std::string(type_name(heads->front().type())));
             }
             if (!dtype && small && p.type == DType::F32) p.type = norm_type;
-            if (s.kind == TensorKind::Bias && row->rope_rows)
+            const bool rope_rows = row->rope_rows && adjacent;
+            if (s.kind == TensorKind::Bias && rope_rows)
                 p.produce = [heads, t = p.type](ByteSink& sink) { emit_rotate_half_elements(*heads, t, sink); };
             else if (s.kind == TensorKind::Bias)
                 p.produce = [heads, t = p.type](ByteSink& sink) {
                     for (const TensorView& h : *heads) emit_rows(h, t, sink);
                 };
             else if (row->storage == HeadsT)
-                p.produce = [heads, rh = row->rope_rows, t = p.type](ByteSink& sink) {
+                p.produce = [heads, rh = rope_rows, t = p.type](ByteSink& sink) {
                     emit_heads_transposed(*heads, rh, t, sink);
                 };
-            else if (row->rope_rows)
+            else if (rope_rows)
                 p.produce = [heads, t = p.type](ByteSink& sink) { emit_rotate_half(*heads, t, sink); };
             else
                 p.produce = [heads, t = p.type](ByteSink& sink) {
@@ -354,7 +378,9 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
             const TensorView* v = role_view(m, *s.role, s.layer);
             p.type = export_type(*v, dtype);
             if (!dtype && small && v->type() == DType::F32) p.type = norm_type;
-            if (row->storage == Transposed || row->storage == OutHeads)
+            if (minus_one && s.kind == TensorKind::Norm)
+                p.produce = [v, t = p.type](ByteSink& sink) { emit_minus_one(*v, t, sink); };
+            else if (row->storage == Transposed || row->storage == OutHeads)
                 p.produce = [v, t = p.type](ByteSink& sink) { emit_transposed(*v, t, sink); };
             else
                 p.produce = [v, t = p.type](ByteSink& sink) { emit_rows(*v, t, sink); };

@@ -231,6 +231,12 @@ def rotate_half(x):
     return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
 
 
+def dump_log_softmax(logits):
+    """Writes log-softmax over the last axis of [positions, vocab] logits to stdout as JSON."""
+    m = logits.max(-1, keepdims=True)
+    json.dump((logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))).tolist(), sys.stdout)
+
+
 def logprobs(a):
     c = json.load(open(os.path.join(a.dir, "config.json")))
     t = read_checkpoint(a.dir)
@@ -271,9 +277,7 @@ def logprobs(a):
         x = x + lin((g / (1 + np.exp(-g))) * lin(h, "mlp.up_proj"), "mlp.down_proj")
     h = rmsnorm(x, t["model.norm.weight"], eps)
     logits = h @ t.get("lm_head.weight", t["model.embed_tokens.weight"]).T
-    m = logits.max(-1, keepdims=True)
-    lp = logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
-    json.dump(lp.tolist(), sys.stdout)
+    dump_log_softmax(logits)
 
 
 def main():
