@@ -182,11 +182,16 @@ ojson to_json(const TokenizerSummary& t, JsonStrings& strings) {
     return j;
 }
 
-// What kind of model a file holds, if any: "per-head checkpoint", "fused llama file" or "".
+// What kind of model a file holds, if any: "per-head checkpoint", "fused llama file" (or the family its
+// general.architecture names: "fused qwen3 file") or "".
 std::string kind_name(const GgufFile& f) {
     const std::optional<ModelKind> kind = headfuse::model_kind(f);
     if (!kind) return "";
-    return *kind == ModelKind::PerHead ? "per-head checkpoint" : "fused llama file";
+    if (*kind == ModelKind::PerHead) return "per-head checkpoint";
+    const Value* arch = f.metadata().find("general.architecture");
+    const std::string* name = arch ? std::get_if<std::string>(&arch->scalar) : nullptr;
+    const ArchSpec* row = name ? find_arch(*name) : nullptr;
+    return "fused " + std::string(family_name(row ? row->family : Family::Llama)) + " file";
 }
 
 }  // namespace
@@ -238,7 +243,8 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     if (!tok && src.format != CheckpointFormat::Gguf &&
         (std::filesystem::exists(src.folder / "tokenizer.json") ||
          std::filesystem::exists(src.folder / "tokenizer.model")))
-        tok = read_tokenizer(src.folder, warn);  // a Hugging Face folder brings its own tokenizer
+        tok = read_tokenizer(src.folder, warn);                // a Hugging Face folder brings its own tokenizer
+    if (tok) fit_tokenizer(*tok, model.config().vocab, warn);  // padded to the embedding's rows
     FuseOptions opt;
     opt.type = a.type;
     opt.mix = a.mix;
@@ -254,8 +260,8 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     std::string lens;
     if (fused.has_lens())
         lens = ", lens folded (donor_d_in " + std::to_string(std::exchange(fused.donor_d_in, 0)) + ")";
-    std::printf("wrote %s: fused llama file, %s%s, %s in %.2f s\n", written(files).c_str(), describe(fused).c_str(),
-                lens.c_str(),
+    std::printf("wrote %s: fused %s file, %s%s, %s in %.2f s\n", written(files).c_str(),
+                std::string(family_name(fused.family)).c_str(), describe(fused).c_str(), lens.c_str(),
                 a.mix    ? std::string(mix_name(*a.mix)).c_str()
                 : a.type ? std::string(type_name(*a.type)).c_str()
                          : "types kept",

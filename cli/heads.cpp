@@ -243,8 +243,8 @@ int run_heads(const HeadsArgs& a, const Common& c) {
     for (const std::string& w : warnings) std::fprintf(stderr, "headfuse: warning: %s\n", w.c_str());
     if (!ranked.empty()) std::printf("prune --lowest %g: %s\n", a.lowest, ranked.c_str());
     const Value* edits = edited.metadata().find(kEditsKey);
-    std::printf("wrote %s: fused llama file, %s, %s in %.2f s\n  %s\n", written(files).c_str(),
-                describe(edited.config()).c_str(),
+    std::printf("wrote %s: fused %s file, %s, %s in %.2f s\n  %s\n", written(files).c_str(),
+                std::string(family_name(edited.config().family)).c_str(), describe(edited.config()).c_str(),
                 a.mix    ? std::string(mix_name(*a.mix)).c_str()
                 : a.type ? std::string(type_name(*a.type)).c_str()
                          : "types kept",

@@ -61,9 +61,10 @@ public:
 class Prune : public Verb {
 public:
     void add(CLI::App& parent) override {
-        Flags& f =
-            verb(parent, "prune",
-                 "Remove heads (a kv head goes with its last query head); equal counts per layer stay llama", true);
+        Flags& f = verb(parent, "prune",
+                        "Remove heads (a kv head goes with its last query head); equal counts per layer keep the "
+                        "architecture, uneven ones make a llama model deci (other families refuse them)",
+                        true);
         f.list("--heads", args_.heads, "0:1,1:2", "Query heads to remove: LAYER:HEAD[,...]")->type_name("HEADS");
         f.list("--kv-groups", args_.kv_groups, "0:1,1:0", "Whole kv groups to remove: LAYER:GROUP[,...]")
             ->type_name("GROUPS");

@@ -97,8 +97,9 @@ public:
         type_->type_name("TYPE");
         f.text("--tokenizer-from", args_.tokenizer_from,
                "Tokenizer to write: a GGUF file's, or converted from a Hugging Face folder, tokenizer.json or "
-               "SentencePiece tokenizer.model (its size must match the vocabulary; checked as llama.cpp's "
-               "loader checks it; the Hugging Face files are kept in the GGUF for export). Default: the "
+               "SentencePiece tokenizer.model (a converted one is padded to the model's vocabulary as llama.cpp's "
+               "converter pads it, a GGUF file's must match it; checked as llama.cpp's loader checks it; the Hugging "
+               "Face files are kept in the GGUF for export). Default: the "
                "input's own (a Hugging Face folder's tokenizer.json or tokenizer.model), else a "
                "SentencePiece placeholder")
             ->type_name("FILE");

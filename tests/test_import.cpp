@@ -17,6 +17,7 @@
 #include "formats/safetensors.h"
 #include "headfuse/gguf.h"
 #include "headfuse/verify.h"
+#include "support/hf_checkpoints.h"
 #include "support/judge.h"
 #include "support/models.h"
 
@@ -24,7 +25,10 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace headfuse;
+using headfuse::test::csv;
+using headfuse::test::expect_same_tensors;
 using headfuse::test::list_dir;
+using headfuse::test::max_diff;
 using headfuse::test::run_cli;
 using headfuse::test::run_program;
 using headfuse::test::TempDir;
@@ -33,43 +37,10 @@ using headfuse::test::TempDir;
 // about 1e-6 (the reference pass's own llama.cpp agreement, docs/FORMATS.md).
 constexpr double kLogprobTolerance = 1e-4;
 
-const std::string kPython = "/usr/bin/python3";  // Debian's, with python3-numpy
-const std::string kReference = std::string(HEADFUSE_SOURCE_DIR) + "/tests/support/hf_reference.py";
-
-void reference(const std::vector<std::string>& args) {
-    std::vector<std::string> argv{kPython, kReference};
-    argv.insert(argv.end(), args.begin(), args.end());
-    const auto r = run_program(argv);
-    ASSERT_EQ(r.status, 0) << r.err;
-}
-
 std::vector<std::uint32_t> prompt(std::uint32_t vocab) {
     std::vector<std::uint32_t> t;
     for (std::uint32_t i = 0; i < 8; ++i) t.push_back((i * 37 + 5) % vocab);
     return t;
-}
-
-std::string csv(const std::vector<std::uint32_t>& t) {
-    std::string s;
-    for (auto x : t) s += (s.empty() ? "" : ",") + std::to_string(x);
-    return s;
-}
-
-std::vector<std::vector<double>> reference_logprobs(const fs::path& hf, const std::vector<std::uint32_t>& tokens) {
-    const auto r = run_program({kPython, kReference, "logprobs", hf.string(), csv(tokens)});
-    if (r.status != 0) throw std::runtime_error(r.err);
-    return nlohmann::json::parse(r.out).get<std::vector<std::vector<double>>>();
-}
-
-double max_diff(const std::vector<std::vector<double>>& a, const std::vector<std::vector<double>>& b) {
-    double d = 0;
-    EXPECT_EQ(a.size(), b.size());
-    for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-        EXPECT_EQ(a[i].size(), b[i].size());
-        for (std::size_t t = 0; t < std::min(a[i].size(), b[i].size()); ++t)
-            d = std::max(d, std::abs(a[i][t] - b[i][t]));
-    }
-    return d;
 }
 
 void fuse_ok(const std::vector<std::string>& args) {
@@ -113,7 +84,7 @@ TEST_P(HfImport, LlamaCppGivesTheReferenceDistributionAndExportGivesTheSameBytes
     const fs::path hf = dir / "hf";
     std::vector<std::string> make{"make-hf", hf.string()};
     make.insert(make.end(), c.args.begin(), c.args.end());
-    reference(make);
+    test::hf_reference(make);
     if (c.name == "sharded") {
         ASSERT_TRUE(fs::exists(hf / "model.safetensors.index.json"));
     }
@@ -130,14 +101,14 @@ TEST_P(HfImport, LlamaCppGivesTheReferenceDistributionAndExportGivesTheSameBytes
 
     HEADFUSE_REQUIRE_JUDGES();
     const auto tokens = prompt(c.vocab);
-    const auto want = reference_logprobs(hf, tokens);
+    const auto want = test::hf_reference_logprobs(hf, tokens);
     const auto got = test::llama_eval((dir / "model.gguf").string(), tokens).logprobs;
     const double d = max_diff(want, got);
     std::printf("[headfuse] HF %s: llama.cpp vs numpy reference max |dlogp| %.3g\n", c.name.c_str(), d);
     EXPECT_LE(d, kLogprobTolerance);
     // The exported checkpoint is the same model to the reference (its config's epsilon and theta went through
     // GGUF's f32, hence not 0).
-    EXPECT_LE(max_diff(want, reference_logprobs(dir / "back", tokens)), 1e-9);
+    EXPECT_LE(max_diff(want, test::hf_reference_logprobs(dir / "back", tokens)), 1e-9);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, HfImport, ::testing::ValuesIn(hf_cases()),
@@ -155,12 +126,12 @@ TEST(ForeignInputs, LogitsAndScanReadEveryLayoutInPlace) {
         std::vector<std::string> a{"make-hf", (dir / name).string()};
         a.insert(a.end(), shape.begin(), shape.end());
         a.insert(a.end(), extra.begin(), extra.end());
-        reference(a);
+        test::hf_reference(a);
     };
     make("biases", {"--attention-bias", "--mlp-bias"});
     make("sharded", {"--shard-bytes", "60000"});
     make("bf16", {"--dtype", "BF16"});
-    reference({"make-tl", (dir / "sharded").string(), (dir / "tl").string()});
+    test::hf_reference({"make-tl", (dir / "sharded").string(), (dir / "tl").string()});
     const auto tokens = prompt(300);
     {
         std::ofstream f(dir / "tokens.txt");
@@ -197,7 +168,7 @@ TEST(ForeignInputs, LogitsAndScanReadEveryLayoutInPlace) {
         const std::vector<double> lp = log_softmax(f32, 300);
         std::vector<std::vector<double>> got(tokens.size());
         for (std::size_t p = 0; p < tokens.size(); ++p) got[p].assign(lp.begin() + p * 300, lp.begin() + (p + 1) * 300);
-        const double d = max_diff(reference_logprobs(s.hf, tokens), got);
+        const double d = max_diff(test::hf_reference_logprobs(s.hf, tokens), got);
         std::printf("[headfuse] %s: logits vs numpy reference max |dlogp| %.3g\n", s.name.c_str(), d);
         EXPECT_LE(d, kLogprobTolerance) << s.name;
     }
@@ -206,8 +177,8 @@ TEST(ForeignInputs, LogitsAndScanReadEveryLayoutInPlace) {
 TEST(HfImport, Bf16KeepsItsTypeAndComesBackByteIdentical) {
     TempDir dir;
     const fs::path hf = dir / "hf";
-    reference({"make-hf", hf.string(), "--d-model", "64", "--n-heads", "4", "--n-kv-heads", "2", "--d-ff", "96",
-               "--n-layers", "1", "--vocab", "300", "--dtype", "BF16"});
+    test::hf_reference({"make-hf", hf.string(), "--d-model", "64", "--n-heads", "4", "--n-kv-heads", "2", "--d-ff",
+                        "96", "--n-layers", "1", "--vocab", "300", "--dtype", "BF16"});
     fuse_ok({"fuse", "-q", hf.string(), "-o", (dir / "model.gguf").string()});
     const GgufFile g = GgufFile::open(dir / "model.gguf");
     EXPECT_EQ(g.find_tensor("blk.0.attn_q.weight")->type, static_cast<std::uint32_t>(DType::BF16));
@@ -252,10 +223,10 @@ TEST_P(TlImport, FoldedAndUnprocessedGiveTheReferenceDistributionAndComeBackByte
                                      "--n-kv-heads", c.n_kv,      "--d-ff",    "96", "--n-layers", "2",
                                      "--vocab",      "300",       "--seed",    "11"};
     make_hf.insert(make_hf.end(), c.make_hf.begin(), c.make_hf.end());
-    reference(make_hf);
+    test::hf_reference(make_hf);
     std::vector<std::string> make{"make-tl", hf.string(), tl.string()};
     make.insert(make.end(), c.make_tl.begin(), c.make_tl.end());
-    reference(make);
+    test::hf_reference(make);
     fuse_ok({"fuse", "-q", tl.string(), "-o", (dir / "model.gguf").string()});
     fuse_ok(
         {"export", "-q", (dir / "model.gguf").string(), "-o", (dir / "back").string(), "--format", "transformer-lens"});
@@ -266,8 +237,8 @@ TEST_P(TlImport, FoldedAndUnprocessedGiveTheReferenceDistributionAndComeBackByte
 
     HEADFUSE_REQUIRE_JUDGES();
     const auto tokens = prompt(300);
-    const double d =
-        max_diff(reference_logprobs(hf, tokens), test::llama_eval((dir / "model.gguf").string(), tokens).logprobs);
+    const double d = max_diff(test::hf_reference_logprobs(hf, tokens),
+                              test::llama_eval((dir / "model.gguf").string(), tokens).logprobs);
     std::printf("[headfuse] TL %s: llama.cpp vs numpy reference of the Hugging Face model max |dlogp| %.3g\n",
                 c.name.c_str(), d);
     EXPECT_LE(d, kLogprobTolerance);
@@ -284,9 +255,9 @@ INSTANTIATE_TEST_SUITE_P(Kinds, TlImport,
 // TransformerLens adds b_in after the gated MLP's product: llama.cpp's graph has no such bias.
 TEST(TlImport, RefusesANonZeroBInByName) {
     TempDir dir;
-    reference({"make-hf", (dir / "hf").string(), "--d-model", "32", "--n-heads", "2", "--n-kv-heads", "2", "--d-ff",
-               "32", "--n-layers", "1", "--vocab", "64"});
-    reference({"make-tl", (dir / "hf").string(), (dir / "tl").string(), "--b-in"});
+    test::hf_reference({"make-hf", (dir / "hf").string(), "--d-model", "32", "--n-heads", "2", "--n-kv-heads", "2",
+                        "--d-ff", "32", "--n-layers", "1", "--vocab", "64"});
+    test::hf_reference({"make-tl", (dir / "hf").string(), (dir / "tl").string(), "--b-in"});
     const auto r = run_cli({"fuse", "-q", (dir / "tl").string(), "-o", (dir / "out.gguf").string()});
     EXPECT_EQ(r.status, 1);
     EXPECT_NE(r.err.find("tensor 'blocks.0.mlp.b_in' is not zero"), std::string::npos) << r.err;
@@ -303,7 +274,7 @@ TEST(TlExport, RefusesGateAndUpBiasesAndRopeScaling) {
         std::vector<std::string> a{"make-hf", (dir / name).string()};
         a.insert(a.end(), base.begin(), base.end());
         a.insert(a.end(), extra.begin(), extra.end());
-        reference(a);
+        test::hf_reference(a);
         fuse_ok({"fuse", "-q", (dir / name).string(), "-o", (dir / (name + ".gguf")).string()});
     };
     make("mlp", {"--mlp-bias"});
@@ -503,8 +474,8 @@ class BadCheckpoint : public ::testing::TestWithParam<BadCase> {};
 TEST_P(BadCheckpoint, EndsInOneClearLineAndNoOutput) {
     TempDir dir;
     const fs::path hf = dir / "hf";
-    reference({"make-hf", hf.string(), "--d-model", "32", "--n-heads", "2", "--n-kv-heads", "1", "--d-ff", "96",
-               "--n-layers", "1", "--vocab", "64"});
+    test::hf_reference({"make-hf", hf.string(), "--d-model", "32", "--n-heads", "2", "--n-kv-heads", "1", "--d-ff",
+                        "96", "--n-layers", "1", "--vocab", "64"});
     GetParam().spoil(hf);
     const auto r = run_cli({"fuse", "-q", hf.string(), "-o", (dir / "out.gguf").string()});
     EXPECT_EQ(r.status, 1) << r.out << r.err;

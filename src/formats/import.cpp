@@ -97,9 +97,13 @@ constexpr NameMap kTl[] = {
     {Role::FfnDownBias, "blocks.{L}.mlp.b_out", Rows, false, false},
 };
 
-// The roles Hugging Face's config flags switch on.
+// The roles Hugging Face's config flags switch on (LlamaConfig's attention_bias and mlp_bias; Qwen3Config's
+// attention_bias), and those a family has whatever its config says (Qwen2Attention: q, k and v with bias;
+// Qwen3Attention: q_norm and k_norm).
 constexpr Role kHfAttentionBiases[] = {Role::AttnQBias, Role::AttnKBias, Role::AttnVBias, Role::AttnOutputBias};
 constexpr Role kHfMlpBiases[] = {Role::FfnGateBias, Role::FfnUpBias, Role::FfnDownBias};
+constexpr Role kQwen2Biases[] = {Role::AttnQBias, Role::AttnKBias, Role::AttnVBias};
+constexpr Role kQwen3Norms[] = {Role::AttnQNorm, Role::AttnKNorm};
 
 std::string replace_all(std::string s, std::string_view from, std::string_view to) {
     for (std::size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size()))
@@ -311,16 +315,84 @@ Config gemma_hf_config(const json& top, const ArchSpec& row, const std::string& 
 
 }  // namespace
 
+// Every Hugging Face model_type the architecture table imports: "llama, mistral, qwen2, qwen3".
+std::string hf_model_types() {
+    std::string s;
+    for (const ArchSpec& a : arch_table())
+        for (std::string_view t : a.hf_model_types) s += (s.empty() ? "" : ", ") + std::string(t);
+    return s;
+}
+
+// The row of the architecture table a config.json names by its model_type and its architectures (which must
+// agree); neither key: llama.
+const ArchSpec& hf_arch(const json& j, const std::string& where) {
+    const ArchSpec* row = nullptr;
+    std::string named;
+    if (const json* t = field(j, "model_type")) {
+        if (!t->is_string()) fail(where + ": key 'model_type' must be a string, found " + t->dump());
+        row = find_hf_model_type(t->get<std::string>());
+        if (!row)
+            fail(ErrorKind::Unsupported,
+                 where + ": key 'model_type' is " + t->dump() + "; headfuse converts " + hf_model_types());
+        named = "model_type " + t->dump();
+    }
+    if (const json* list = field(j, "architectures")) {
+        if (!list->is_array()) fail(where + ": key 'architectures' must be a list, found " + list->dump());
+        for (const json& e : *list) {
+            if (!e.is_string()) fail(where + ": key 'architectures' must list strings, found " + e.dump());
+            const ArchSpec* a = find_hf_architecture(e.get<std::string>());
+            if (!a)
+                fail(ErrorKind::Unsupported,
+                     where + ": key 'architectures' lists " + e.dump() + ", which headfuse does not convert");
+            if (row && a != row)
+                fail(where + ": key 'architectures' lists " + e.dump() + " (GGUF " + std::string(a->gguf_name) +
+                     "), but " + named + " is GGUF " + std::string(row->gguf_name));
+            row = a;
+            named = "architectures " + e.dump();
+        }
+    }
+    return row ? *row : *find_arch(Family::Llama, false);
+}
+
+// Sliding-window attention llama.cpp's graph for the family does not compute: refused by name. Mistral's
+// `sliding_window` (llama.cpp's llama graph ignores it) unless null; Qwen's `use_sliding_window` unless false,
+// and any layer of `layer_types` other than "full_attention".
+void refuse_sliding_window(const json& j, const ArchSpec& a, const std::string& where) {
+    const std::string arch(a.gguf_name);
+    if (a.swa_pattern > 0) return;  // the family's graph has windows (its row's pattern)
+    if (a.family == Family::Llama) {
+        if (const json* w = field(j, "sliding_window"))
+            fail(ErrorKind::Unsupported, where + ": key 'sliding_window' is " + w->dump() + "; llama.cpp's " + arch +
+                                             " graph attends to every earlier position (only null converts)");
+        return;
+    }
+    if (const json* u = field(j, "use_sliding_window"); u && *u != false)
+        fail(ErrorKind::Unsupported, where + ": key 'use_sliding_window' is " + u->dump() + "; llama.cpp's " + arch +
+                                         " graph has no sliding-window attention (only false converts)");
+    if (const json* types = field(j, "layer_types"); types && types->is_array())
+        for (std::size_t i = 0; i < types->size(); ++i)
+            if ((*types)[i] != "full_attention")
+                fail(ErrorKind::Unsupported, where + ": key 'layer_types' entry " + std::to_string(i) + " is " +
+                                                 (*types)[i].dump() + "; llama.cpp's " + arch +
+                                                 " graph has full attention in every layer");
+}
+
 Config hf_config(const json& j, const std::string& where) {
     if (!j.is_object()) fail(where + ": expected a JSON object");
-    if (const json* mt = field(j, "model_type"); mt && mt->is_string())
-        if (const ArchSpec* row = find_hf_model_type(mt->get<std::string>()); row && is_gemma(row->family))
-            return gemma_hf_config(j, *row, where);
-    expect_string(j, "model_type", "llama", where);
+    const ArchSpec& arch = hf_arch(j, where);
+    if (is_gemma(arch.family)) return gemma_hf_config(j, arch, where);
     expect_string(j, "hidden_act", "silu", where);
+    refuse_sliding_window(j, arch, where);
     Config c;
+    c.family = arch.family;
+    if (arch.family == Family::Qwen2)
+        for (Role r : kQwen2Biases) c.optional_roles.insert(r);
+    if (arch.family == Family::Qwen3)
+        for (Role r : kQwen3Norms) c.optional_roles.insert(r);
     for (const char* flag : {"attention_bias", "mlp_bias"})
         if (const json* v = field(j, flag)) {
+            if (arch.family == Family::Qwen2 || (arch.family == Family::Qwen3 && std::string_view(flag) == "mlp_bias"))
+                continue;  // keys the family's Hugging Face model does not read
             if (!v->is_boolean())
                 fail(where + ": key '" + std::string(flag) + "' must be true or false, found " + v->dump());
             if (!v->get<bool>()) continue;
@@ -354,10 +426,9 @@ Config hf_config(const json& j, const std::string& where) {
         } else if (kind == "llama3") {
             c.optional_roles.insert(Role::RopeFreqs);  // llama.cpp's converter writes the rule as rope_freqs.weight
         } else if (kind != "default") {
-            fail(ErrorKind::Unsupported,
-                 where + ": key 'rope_scaling' is " + rs->dump() +
-                     "; headfuse converts \"linear\" and \"llama3\" scaling (llama.cpp's llama graph has other rules "
-                     "for the rest)");
+            fail(ErrorKind::Unsupported, where + ": key 'rope_scaling' is " + rs->dump() +
+                                             "; headfuse converts \"linear\" and \"llama3\" scaling (llama.cpp's " +
+                                             std::string(arch.gguf_name) + " graph has other rules for the rest)");
         }
     }
     validate_read(c, where);
@@ -393,6 +464,9 @@ std::vector<float> llama3_rope_factors(const json& rs, const Config& c, const st
     return out;
 }
 
+bool tl_family(Family f) { return f == Family::Llama || f == Family::Qwen2; }
+std::string tl_families() { return "llama (LlamaForCausalLM, MistralForCausalLM) and qwen2 (Qwen2ForCausalLM)"; }
+
 TlConfig tl_config(const json& j, const std::string& where) {
     if (!j.is_object()) fail(where + ": expected a JSON object");
     expect_string(j, "positional_embedding_type", "rotary", where);
@@ -420,6 +494,17 @@ TlConfig tl_config(const json& j, const std::string& where) {
         fail(ErrorKind::Unsupported, where + ": key 'normalization_type' is " + (norm ? norm->dump() : "missing") +
                                          "; headfuse converts \"RMS\" and \"RMSPre\" (folded) only");
     t.folded = *norm == "RMSPre";
+    // The family TransformerLens converted from: llama (LlamaForCausalLM, MistralForCausalLM) or qwen2. Its qwen3
+    // keeps q/k norms under names headfuse does not map.
+    if (const json* orig = field(j, "original_architecture")) {
+        const ArchSpec* a = orig->is_string() ? find_hf_architecture(orig->get<std::string>()) : nullptr;
+        if (!a || !tl_family(a->family))
+            fail(ErrorKind::Unsupported, where + ": key 'original_architecture' is " + orig->dump() +
+                                             "; headfuse converts TransformerLens checkpoints of " + tl_families());
+        c.family = a->family;
+        if (c.family == Family::Qwen2)
+            for (Role r : kQwen2Biases) c.optional_roles.insert(r);
+    }
     if (const json* adj = field(j, "rotary_adjacent_pairs")) {
         if (!adj->is_boolean()) fail(where + ": key 'rotary_adjacent_pairs' must be true or false");
         t.rotate_half = !adj->get<bool>();
@@ -483,8 +568,10 @@ json gemma_config_json(const Config& c, json j) {
 }  // namespace
 
 json hf_config_json(const Config& c, std::string_view torch_dtype, const json& rope_scaling) {
-    json j = {{"architectures", {"LlamaForCausalLM"}},
-              {"model_type", "llama"},
+    // The family's first Hugging Face names (a Mistral checkpoint, GGUF llama, comes back as LlamaForCausalLM).
+    const ArchSpec& a = *find_arch(c.family, false);
+    json j = {{"architectures", {a.hf_architectures.front()}},
+              {"model_type", a.hf_model_types.front()},
               {"hidden_size", c.d_model},
               {"num_attention_heads", c.n_heads},
               {"num_key_value_heads", c.n_kv_heads},
@@ -501,6 +588,12 @@ json hf_config_json(const Config& c, std::string_view torch_dtype, const json& r
               {"attention_bias", hf_attention_bias(c)},
               {"mlp_bias", hf_mlp_bias(c)},
               {"torch_dtype", torch_dtype}};
+    if (c.family == Family::Qwen2 ||
+        c.family == Family::Qwen3) {  // Qwen2Config and Qwen3Config: no mlp_bias; Qwen2's q/k/v biases need no flag
+        j.erase("mlp_bias");
+        if (c.family == Family::Qwen2) j.erase("attention_bias");
+        j["use_sliding_window"] = false;
+    }
     return is_gemma(c.family) ? gemma_config_json(c, std::move(j)) : j;
 }
 
@@ -522,7 +615,7 @@ json tl_config_json(const Config& c, bool folded) {
             {"act_fn", "silu"},
             {"gated_mlp", true},
             {"final_rms", true},
-            {"original_architecture", "LlamaForCausalLM"}};
+            {"original_architecture", find_arch(c.family, false)->hf_architectures.front()}};
 }
 
 std::string_view checkpoint_format_name(CheckpointFormat l) noexcept {
@@ -822,6 +915,7 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
                          std::to_string(k->shape[0]) + " rows, not " +
                          std::to_string(std::uint64_t{c.n_heads} * c.d_head) + " (" + std::to_string(c.n_heads) +
                          " heads of head_dim " + std::to_string(c.d_head) + "): set num_key_value_heads");
+            // Rotate-half rows are permuted for the families that rotate adjacent pairs; NEOX's are Hugging Face's.
             const HfPrefix* prefix = hf_prefix(owner->set);
             if (prefix != &kHfPrefixes[0] && c.family != Family::Gemma3)
                 fail(st + ": tensors under '" + std::string(prefix->model) +
@@ -843,7 +937,12 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
                         if (const StTensor* b = owner->set.find(foreign_name(row, l, g)); b && !all_zero(*b))
                             c.optional_roles.insert(row.role);
             }
-            out.model = import_mapped(owner, c, kTl, t.rotate_half, c.n_kv_heads != c.n_heads, st);
+            // TransformerLens's rotate-half pairs are NEOX's: permuted only for a family of adjacent pairs.
+            if (c.arch().rope == RopePairing::Neox && !t.rotate_half)
+                fail(ErrorKind::Unsupported, where + ": key 'rotary_adjacent_pairs' is true, but llama.cpp's " +
+                                                 std::string(c.architecture()) + " graph rotates NEOX halves");
+            const bool permute = t.rotate_half && c.arch().rope == RopePairing::Adjacent;
+            out.model = import_mapped(owner, c, kTl, permute, c.n_kv_heads != c.n_heads, st);
             break;
         }
         default: out.model = import_own_names(owner, hf_config(j, where), st); break;

@@ -63,6 +63,10 @@ struct TlConfig {
     bool folded = false;      // normalization_type RMSPre
 };
 TlConfig tl_config(const nlohmann::json& j, const std::string& where);
+// The families TransformerLens's layout is mapped for (its Qwen3 keeps q/k norms under names headfuse does not
+// map), and their names for messages.
+bool tl_family(Family f);
+std::string tl_families();
 
 // Hugging Face's attention_bias and mlp_bias flags for a model's optional roles (any bias of the group).
 bool hf_attention_bias(const Config& c);

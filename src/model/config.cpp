@@ -342,8 +342,8 @@ Config Config::from_metadata(const Metadata& md, std::string_view where) {
     const std::string arch = md.get_string("general.architecture", where);
     const ArchSpec* row = find_arch(arch);
     if (!row)
-        fail(ErrorKind::Unsupported, std::string(where) + ": key 'general.architecture' is \"" + arch +
-                                         "\"; headfuse reads " + std::string(arch_names()));
+        fail(ErrorKind::Unsupported, std::string(where) + ": key 'general.architecture' must be one of " +
+                                         std::string(arch_names()) + ", found \"" + arch + "\"");
     auto k = [&](std::string_view name) { return key_of(arch, name); };
     Config c;
     c.family = row->family;
@@ -420,7 +420,6 @@ std::string describe(const Config& c) {
                     (c.n_layers == 1 ? " layer" : " layers") + ", vocab " + std::to_string(c.vocab) + ", " +
                     (c.tied ? "tied" : "untied");
     if (c.has_lens()) s += ", lens from donor_d_in " + std::to_string(c.donor_d_in);
-    if (c.family != Family::Llama) s = std::string(family_name(c.family)) + ": " + s;
     if (c.rope_scaling != RopeScaling::None) {
         char factor[32];
         std::snprintf(factor, sizeof factor, "%g", double(c.rope_scaling_factor));

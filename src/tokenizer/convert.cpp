@@ -48,13 +48,16 @@ constexpr KnownPre kLlama3Pre{
     "llama-bpe", true};
 // ByteLevel with use_regex: GPT-2's own regex, llama.cpp's "gpt-2".
 constexpr KnownPre kGpt2Pre{"", "gpt-2", false};
-// Qwen2's (digits one at a time), which llama.cpp implements as "qwen2" and headfuse does not convert yet: named
-// in the refusal.
-constexpr std::string_view kQwen2Regex =
+// Qwen2's (LLaMA 3's with digits one at a time; Qwen2, Qwen2.5, Qwen3): llama.cpp's "qwen2".
+constexpr KnownPre kQwen2Pre{
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
-    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    "qwen2", false};
+// The Split regexes headfuse converts.
+constexpr const KnownPre* kSplitPres[] = {&kLlama3Pre, &kQwen2Pre};
 // The pre-tokenizers headfuse converts, for its refusals.
-constexpr std::string_view kKnownPres = "headfuse converts LLaMA 3's (llama.cpp's 'llama-bpe') and GPT-2's ('gpt-2')";
+constexpr std::string_view kKnownPres =
+    "headfuse converts LLaMA 3's (llama.cpp's 'llama-bpe'), Qwen2's ('qwen2') and GPT-2's ('gpt-2')";
 
 // Deeper nesting than any tokenizer file has; refused before parsing, as printing or freeing a deeply nested
 // value recurses.
@@ -143,6 +146,17 @@ std::vector<std::int32_t> affix_parents(const std::vector<std::string>& tokens, 
     return parent;
 }
 
+// Added tokens llama.cpp's converter makes control tokens although the files do not call them special
+// (does_token_look_special): <|...|>, <｜...｜>, <unused...>, and Gemma's <mask>, <2mass>, [@BOS@]; and
+// DeepSeek's <pad>.
+bool looks_special(std::string_view t) {
+    auto wrapped = [&](std::string_view open, std::string_view close) {
+        return t.size() >= open.size() + close.size() && t.starts_with(open) && t.ends_with(close);
+    };
+    return t == "<pad>" || t == "<mask>" || t == "<2mass>" || t == "[@BOS@]" || wrapped("<|", "|>") ||
+           wrapped("<\xEF\xBD\x9C", "\xEF\xBD\x9C>") || wrapped("<unused", ">");
+}
+
 bool is_byte_token(std::string_view t) {
     auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'); };
     return t.size() == 6 && t.substr(0, 3) == "<0x" && hex(t[3]) && hex(t[4]) && t[5] == '>';
@@ -159,6 +173,7 @@ struct Converter {
     const json& tj;         // tokenizer.json
     const json& config;     // tokenizer_config.json, or null
     const json& stm;        // special_tokens_map.json, or null
+    const json& hf_config;  // the model's config.json beside them, or null: its bos_token_id, ... as a fallback
     const WarnFn& warn;
 
     std::vector<std::string> tokens;
@@ -238,7 +253,8 @@ struct Converter {
         types.assign(n, kNormal);
         for (const json& a : field(tj, "added_tokens")) {
             const std::uint32_t id = a["id"].get<std::uint32_t>();
-            types[id] = field(a, "special").is_boolean() && a["special"].get<bool>() ? kControl : kUserDefined;
+            const bool special = field(a, "special").is_boolean() && a["special"].get<bool>();
+            types[id] = special || looks_special(tokens[id]) ? kControl : kUserDefined;
             for (const char* flag : {"lstrip", "rstrip", "single_word"})
                 if (field(a, flag).is_boolean() && a[flag].get<bool>() && warn)
                     warn(src + ": added token '" + tokens[id] + "' has " + flag +
@@ -285,6 +301,34 @@ struct Converter {
             return it->second;
         }
         return -1;
+    }
+
+    // The special token ids of the model's config.json (bos_token_id, ..., at its top or in text_config), for
+    // the roles the tokenizer's own files leave unnamed, as llama.cpp's converter takes them (Qwen's
+    // tokenizer_config.json names no bos token, its config.json does). Ids that are not one integer, or not
+    // a token, are passed over, as the converter passes them over.
+    Fallback model_fallback() const {
+        Fallback f;
+        for (auto [role, id] : {std::pair{"bos", &f.bos}, {"eos", &f.eos}, {"unk", &f.unk}, {"pad", &f.pad}}) {
+            const std::string key = std::string(role) + "_token_id";
+            const json* v = &field(hf_config, key.c_str());
+            if (v->is_null()) v = &field(field(hf_config, "text_config"), key.c_str());
+            if (v->is_number_unsigned() && v->get<std::uint64_t>() < tokens.size())
+                *id = static_cast<std::int64_t>(v->get<std::uint64_t>());
+        }
+        return f;
+    }
+
+    // A SentencePiece-style token's text as llama.cpp's converter writes it: a user-defined token's U+2581 become
+    // spaces. llama.cpp matches user-defined tokens in the text before it writes spaces as U+2581 and
+    // detokenizes them as they are spelled: Gemma's runs of spaces ("▁▁", ...) are then matched in text as
+    // spaces and give spaces back (kept as "▁▁", llama.cpp would print U+2581 for the spaces of its output).
+    std::string spm_text(std::uint32_t id) const {
+        std::string t = tokens[id];
+        if (types[id] == kUserDefined)
+            for (std::size_t at = 0; (at = t.find(kSpace, at)) != std::string::npos; ++at)
+                t.replace(at, kSpace.size(), " ");
+        return t;
     }
 
     // add_bos/add_eos: tokenizer_config.json's add_bos_token/add_eos_token, else the post-processor's template
@@ -386,6 +430,9 @@ struct Converter {
             } else {
                 prefix = field(pre, "add_prefix_space") != json(false);
             }
+        } else if (type_of(pre) == "Split" && escapes && field(field(pre, "pattern"), "String") == json(" ") &&
+                   field(pre, "invert") != json(true)) {
+            // Gemma's: a split at spaces after a normalizer that left none, which splits nothing.
         } else if (!pre.is_null()) {
             unsupported("pre-tokenizer " + dump(pre) +
                         " has no llama.cpp equivalent for a SentencePiece-style tokenizer");
@@ -458,17 +505,19 @@ struct Converter {
         return out;
     }
 
-    // Byte-level: the llama.cpp pre-tokenizer whose regex is the tokenizer.json's.
+    // Byte-level: the llama.cpp pre-tokenizer whose regex is the tokenizer.json's. llama.cpp normalizes no text
+    // for a byte-level vocabulary: Qwen's NFC normalizer is converted with a warning (text already in NFC, as
+    // most text is, tokenizes the same; decomposed text does not), any other normalizer is refused.
     const KnownPre& byte_level_pre() const {
         const auto parts = flatten(field(tj, "pre_tokenizer"), "pretokenizers");
-        for (const json* p : parts)
-            if (type_of(*p) == "Split" && field(field(*p, "pattern"), "Regex") == json(kQwen2Regex))
-                unsupported("pre-tokenizer regex " + dump(field(field(*p, "pattern"), "Regex")) +
-                            " is Qwen2's, which llama.cpp implements as 'qwen2' and headfuse does not convert yet (" +
-                            std::string(kKnownPres) + ")");
-        if (!field(tj, "normalizer").is_null())
-            unsupported("normalizer " + dump(field(tj, "normalizer")) +
-                        " has no llama.cpp equivalent for a byte-level tokenizer");
+        if (const json& n = field(tj, "normalizer"); type_of(n) == "NFC") {
+            if (warn)
+                warn(src +
+                     ": normalizer NFC: llama.cpp does not normalize text, so text not in NFC (decomposed accents, "
+                     "Hangul jamo) tokenizes differently unless the caller normalizes it first");
+        } else if (!n.is_null()) {
+            unsupported("normalizer " + dump(n) + " has no llama.cpp equivalent for a byte-level tokenizer");
+        }
         auto byte_level = [&](const json& j, bool regex) {
             return type_of(j) == "ByteLevel" && field(j, "add_prefix_space") != json(true) &&
                    field(j, "use_regex") == json(regex);
@@ -479,10 +528,10 @@ struct Converter {
         } else if (parts.size() == 2 && type_of(*parts[0]) == "Split" && byte_level(*parts[1], false)) {
             const json& split = *parts[0];
             const json& regex = field(field(split, "pattern"), "Regex");
-            if (field(split, "behavior") == json("Isolated") && field(split, "invert") != json(true) &&
-                regex == json(kLlama3Pre.regex))
-                pre = &kLlama3Pre;
-            else
+            if (field(split, "behavior") == json("Isolated") && field(split, "invert") != json(true))
+                for (const KnownPre* known : kSplitPres)
+                    if (regex == json(known->regex)) pre = known;
+            if (!pre)
                 unsupported("pre-tokenizer regex " + dump(regex) + " is not one headfuse converts (" +
                             std::string(kKnownPres) + ")");
         }
@@ -536,12 +585,15 @@ struct Converter {
         auto own = [&](std::int32_t id) { return id >= 0 && std::size_t(id) < tokens.size() ? id : -1; };
         const std::int64_t bos = own(sp.bos_id);
         Metadata specials;
-        special_keys(specials, {bos, own(sp.eos_id), own(sp.unk_id), own(sp.pad_id), bos >= 0});
+        const Fallback cf = model_fallback();
+        auto either = [](std::int64_t id, std::int64_t other) { return id >= 0 ? id : other; };
+        special_keys(specials, {either(cf.bos, bos), either(cf.eos, own(sp.eos_id)), either(cf.unk, own(sp.unk_id)),
+                                either(cf.pad, own(sp.pad_id)), bos >= 0});
         Metadata md;
         md.set("tokenizer.ggml.model", Value::string("llama"));
         std::vector<Value> tv, sv, ty;
         for (std::size_t i = 0; i < tokens.size(); ++i) {
-            tv.push_back(Value::string(tokens[i]));
+            tv.push_back(Value::string(spm_text(i)));
             sv.push_back(Value::f32(scores[i]));
             ty.push_back(Value::i32(types[i]));
         }
@@ -610,12 +662,12 @@ struct Converter {
             md.set("tokenizer.ggml.add_space_prefix", Value::boolean(prefix));
         }
         Metadata specials;
-        special_keys(specials);  // settles the unknown token's type
+        special_keys(specials, model_fallback());  // settles the unknown token's type
         std::vector<Value> tv, ty;
         tv.reserve(tokens.size());
         ty.reserve(tokens.size());
         for (std::uint32_t i = 0; i < tokens.size(); ++i) {
-            tv.push_back(Value::string(tokens[i]));
+            tv.push_back(Value::string(byte_level ? tokens[i] : spm_text(i)));
             ty.push_back(Value::i32(types[i]));
         }
         md.set("tokenizer.ggml.tokens", Value::array(ValueType::STRING, std::move(tv)));
@@ -657,6 +709,7 @@ Tokenizer read_hf_tokenizer(const fs::path& path, const WarnFn& warn) {
     const bool sentencepiece = file.extension() == ".model";
     Tokenizer t;
     t.source = file.string();
+    t.converted = true;
     t.inputs.push_back(file);
     // The files' exact bytes are kept (kTokenizerFiles) for `export --format hf` to write back, under their
     // standard names whatever the given file is called.
@@ -685,7 +738,13 @@ Tokenizer read_hf_tokenizer(const fs::path& path, const WarnFn& warn) {
         t.inputs.push_back(p);
     }
     if (!sentencepiece && !tj.is_object()) fail(t.source + ": not a tokenizer (a JSON object with a model)");
-    Converter c{t.source, tj, config, stm, warn, {}, {}, {}, {}};
+    // The model's config.json, read only for its special token ids (not kept: it is the checkpoint's).
+    json model_config;
+    if (const fs::path p = dir / "config.json"; fs::is_regular_file(p, ec)) {
+        const MappedFile f = MappedFile::open(p);
+        model_config = parse_json(p, f.bytes());
+    }
+    Converter c{t.source, tj, config, stm, model_config, warn, {}, {}, {}, {}};
     t.keys = sentencepiece ? c.convert_sp(parse_sp_model(main.bytes(), t.source)) : c.convert();
     check_tokenizer(t.keys, 0, t.source);
     t.keys.merge(std::move(sources));
@@ -694,7 +753,7 @@ Tokenizer read_hf_tokenizer(const fs::path& path, const WarnFn& warn) {
 
 Metadata sp_model_keys(std::span<const std::byte> bytes, const std::string& where) {
     const json none;
-    Converter c{where, none, none, none, {}, {}, {}, {}, {}};
+    Converter c{where, none, none, none, none, {}, {}, {}, {}, {}};
     Metadata keys = c.convert_sp(parse_sp_model(bytes, where));
     check_tokenizer(keys, 0, where);
     return keys;

@@ -1,13 +1,17 @@
 #!/usr/bin/python3
 """An independent reference for headfuse's safetensors import, written for the tests with numpy alone.
 
-It makes random checkpoints in Hugging Face's LLaMA layout and in TransformerLens's (writing safetensors with
-its own few lines, no torch, no safetensors package), and computes next-token log-probabilities in Hugging
-Face's own convention: rotate-half RoPE applied to the unpermuted q_proj/k_proj outputs, in float64.
+It makes random checkpoints in Hugging Face's LLaMA layout (and its Mistral, Qwen2 and Qwen3 variants) and in
+TransformerLens's (writing safetensors with its own few lines, no torch, no safetensors package), and computes
+next-token log-probabilities in Hugging Face's own convention: rotate-half RoPE applied to the unpermuted
+q_proj/k_proj outputs, in float64. The families, as transformers' modeling files define them:
+  llama, mistral  q/k/v/o biases only with attention_bias (mistral: none);
+  qwen2           q/k/v biases always (Qwen2Attention: q_proj, k_proj, v_proj with bias, o_proj without);
+  qwen3           q_norm and k_norm (an RMSNorm of head_dim over each head of q and k, before RoPE), no biases.
 
   hf_reference.py make-hf DIR --d-model 64 --n-heads 4 --n-kv-heads 2 [--head-dim 16] --d-ff 96 --n-layers 2
                   --vocab 300 [--tied] [--seed 1] [--dtype F32|F16|BF16] [--shard-bytes N] [--rope-linear F]
-                  [--rope-llama3 F] [--attention-bias] [--mlp-bias]
+                  [--rope-llama3 F] [--attention-bias] [--mlp-bias] [--family llama|mistral|qwen2|qwen3]
   hf_reference.py make-tl HF_DIR OUT_DIR [--processed] [--b-in]      TransformerLens state dict of an HF model
   hf_reference.py logprobs HF_DIR TOKENS_CSV                         JSON [[log p(t) for t in vocab] per position]
 """
@@ -129,6 +133,12 @@ def make_hf(a):
         t[p + "mlp.up_proj.weight"] = w(ff, dm)
         t[p + "mlp.down_proj.weight"] = w(dm, ff)
         bias = lambda n: rng.normal(0.0, 0.3, n)  # noqa: E731
+        if a.family == "qwen2":
+            for k, n in (("q", nh * dh), ("k", nkv * dh), ("v", nkv * dh)):
+                t[p + "self_attn.%s_proj.bias" % k] = bias(n)
+        if a.family == "qwen3":
+            t[p + "self_attn.q_norm.weight"] = 1.0 + 0.3 * rng.normal(0.0, 1.0, dh)
+            t[p + "self_attn.k_norm.weight"] = 1.0 + 0.3 * rng.normal(0.0, 1.0, dh)
         if a.attention_bias:
             for k, n in (("q", nh * dh), ("k", nkv * dh), ("v", nkv * dh), ("o", dm)):
                 t[p + "self_attn.%s_proj.bias" % k] = bias(n)
@@ -145,8 +155,16 @@ def make_hf(a):
         "max_position_embeddings": 256, "tie_word_embeddings": bool(a.tied), "hidden_act": "silu",
         "torch_dtype": {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[a.dtype],
     }
-    if a.head_dim:
+    if a.head_dim or a.family == "qwen3":
         config["head_dim"] = dh
+    if a.family == "mistral":
+        config.update({"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": None})
+    if a.family in ("qwen2", "qwen3"):  # as the published configs carry them: a window, switched off
+        arch = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[a.family]
+        config.update({"architectures": [arch], "model_type": a.family, "use_sliding_window": False,
+                       "sliding_window": 4096, "max_window_layers": nl})
+    if a.family == "qwen3":
+        config["attention_bias"] = False
     if a.rope_linear:
         config["rope_scaling"] = {"type": "linear", "factor": a.rope_linear}
     if a.rope_llama3:  # Llama 3.1's rule; an original context of 64 puts
@@ -263,8 +281,12 @@ def logprobs(a):
         p = "model.layers.%d." % l
         h = rmsnorm(x, t[p + "input_layernorm.weight"], eps)
         lin = lambda x, k: x @ t[p + k + ".weight"].T + t.get(p + k + ".bias", 0.0)  # noqa: E731
-        q = lin(h, "self_attn.q_proj").reshape(T, nh, dh).transpose(1, 0, 2)
-        k = lin(h, "self_attn.k_proj").reshape(T, nkv, dh).transpose(1, 0, 2)
+        q = lin(h, "self_attn.q_proj").reshape(T, nh, dh)
+        k = lin(h, "self_attn.k_proj").reshape(T, nkv, dh)
+        if c["model_type"] == "qwen3":  # Qwen3Attention: q_norm, k_norm over head_dim, before RoPE
+            q = rmsnorm(q, t[p + "self_attn.q_norm.weight"], eps)
+            k = rmsnorm(k, t[p + "self_attn.k_norm.weight"], eps)
+        q, k = q.transpose(1, 0, 2), k.transpose(1, 0, 2)
         v = lin(h, "self_attn.v_proj").reshape(T, nkv, dh).transpose(1, 0, 2)
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
         k, v = np.repeat(k, nh // nkv, axis=0), np.repeat(v, nh // nkv, axis=0)
@@ -296,6 +318,7 @@ def main():
     m.add_argument("--rope-llama3", type=float, default=0.0)
     m.add_argument("--attention-bias", action="store_true")
     m.add_argument("--mlp-bias", action="store_true")
+    m.add_argument("--family", default="llama", choices=["llama", "mistral", "qwen2", "qwen3"])
     tl = sub.add_parser("make-tl")
     tl.add_argument("hf_dir")
     tl.add_argument("out_dir")
