@@ -231,6 +231,16 @@ TEST_P(HfFamily, JudgeAgreesAndRoundTripsBytes) {
                                                  {"verify", (dir / "back").string(), model}})
         cli_ok(args);
     EXPECT_EQ(test::read_bytes(model), test::read_bytes(again));
+    // The per-head file's names: per-head q/k/v biases, per-layer q/k norms.
+    const GgufFile per_head = GgufFile::open(ph);
+    if (family == "qwen2") {
+        EXPECT_NE(per_head.find_tensor("blk.1.attn_q.head_3.bias"), nullptr);
+        EXPECT_NE(per_head.find_tensor("blk.1.attn_k.head_0.bias"), nullptr);
+    }
+    if (family == "qwen3") {
+        EXPECT_NE(per_head.find_tensor("blk.1.attn_q_norm.weight"), nullptr);
+        EXPECT_NE(per_head.find_tensor("blk.1.attn_k_norm.weight"), nullptr);
+    }
 
     HEADFUSE_REQUIRE_JUDGES();
     const auto tokens = prompt(300);
