@@ -429,6 +429,7 @@ TEST(HfGemmaRefusals, ConfigKeysLlamaCppCannotRepresent) {
     // Gemma 3: an attention soft-cap (its graph has none), another window pattern.
     nlohmann::json j = original;
     j["model_type"] = "gemma3_text";
+    j["architectures"] = {"Gemma3ForCausalLM"};
     j["attn_logit_softcapping"] = 50.0;
     std::ofstream(config) << j.dump(2);
     auto r = test::run_cli({"fuse", hf.string(), "-o", (dir / "out.gguf").string()});
