@@ -22,6 +22,7 @@
 #include "headfuse/mix.h"
 #include "headfuse/model.h"
 #include "headfuse/verify.h"
+#include "support/hf_checkpoints.h"
 #include "support/judge.h"
 #include "support/llama_quantize.h"
 #include "support/models.h"
@@ -294,16 +295,14 @@ TEST(GemmaQuant, MixesMatchLlamaModelQuantize) {
 
 namespace {
 
-const std::string kPython = "/usr/bin/python3";  // Debian's, with python3-numpy
+using test::kPython;  // Debian's, with python3-numpy
 const std::string kReference = std::string(HEADFUSE_SOURCE_DIR) + "/tests/support/gemma_reference.py";
 
 // gemma_reference.py's log-probabilities (Hugging Face's Gemma forward in float64), flattened position-major as
 // max_logprob_diff compares them; with ggml_gelu its gate reads ggml-cpu's f16 GELU table, else the exact tanh GELU.
 std::vector<double> numpy_logprobs(const std::filesystem::path& hf, const std::vector<std::uint32_t>& tokens,
                                    bool ggml_gelu) {
-    std::string csv;
-    for (std::uint32_t t : tokens) csv += (csv.empty() ? "" : ",") + std::to_string(t);
-    std::vector<std::string> argv = {kPython, kReference, "logprobs", hf.string(), csv};
+    std::vector<std::string> argv = {kPython, kReference, "logprobs", hf.string(), test::csv(tokens)};
     if (ggml_gelu) argv.push_back("--ggml-gelu");
     const auto r = test::run_program(argv);
     EXPECT_EQ(r.status, 0) << r.err;
@@ -385,7 +384,7 @@ TEST_P(HfGemma, ImportAgreesWithNumpyAndLlamaCppAndRoundTrips) {
     const auto back = dir / "back";
     const auto exported = test::run_cli({"export", gguf, "-o", back.string(), "--format", "hf", "-q"});
     ASSERT_EQ(exported.status, 0) << exported.err;
-    if (!multimodal) test::expect_same_safetensors(hf, back);
+    if (!multimodal) test::expect_same_tensors(hf, back);
     EXPECT_EQ(test::run_cli({"verify", hf.string(), back.string()}).status, 0);
     const double d_back = test::max_logprob_diff(numpy_logprobs(back, tokens, true), theirs, vocab);
     EXPECT_LE(d_back, kGeluLogprobTolerance);

@@ -94,10 +94,10 @@ TEST_P(HfImport, LlamaCppGivesTheReferenceDistributionAndExportGivesTheSameBytes
 
     // HF -> GGUF -> HF: the same tensors, byte for byte.
     fuse_ok({"export", "-q", (dir / "model.gguf").string(), "-o", (dir / "back").string(), "--format", "hf"});
-    test::expect_same_safetensors(hf, dir / "back");
+    expect_same_tensors(hf, dir / "back");
     // ... and straight from the checkpoint, undoing the views' own order.
     fuse_ok({"export", "-q", hf.string(), "-o", (dir / "direct").string(), "--format", "hf"});
-    test::expect_same_safetensors(hf, dir / "direct");
+    expect_same_tensors(hf, dir / "direct");
 
     HEADFUSE_REQUIRE_JUDGES();
     const auto tokens = prompt(c.vocab);
@@ -185,7 +185,7 @@ TEST(HfImport, Bf16KeepsItsTypeAndComesBackByteIdentical) {
     EXPECT_EQ(g.find_tensor("blk.0.attn_norm.weight")->type, static_cast<std::uint32_t>(DType::F32))
         << "llama.cpp wants f32 norms";
     fuse_ok({"export", "-q", (dir / "model.gguf").string(), "-o", (dir / "back").string()});
-    test::expect_same_safetensors(hf, dir / "back");
+    expect_same_tensors(hf, dir / "back");
     // --type f32 widens every weight exactly.
     fuse_ok({"fuse", "-q", hf.string(), "-o", (dir / "f32.gguf").string(), "--type", "f32"});
     fuse_ok({"export", "-q", (dir / "f32.gguf").string(), "-o", (dir / "f32").string()});
@@ -230,7 +230,7 @@ TEST_P(TlImport, FoldedAndUnprocessedGiveTheReferenceDistributionAndComeBackByte
     fuse_ok({"fuse", "-q", tl.string(), "-o", (dir / "model.gguf").string()});
     fuse_ok(
         {"export", "-q", (dir / "model.gguf").string(), "-o", (dir / "back").string(), "--format", "transformer-lens"});
-    test::expect_same_safetensors(tl, dir / "back");
+    expect_same_tensors(tl, dir / "back");
     const auto cfg = nlohmann::json::parse(std::ifstream(dir / "back" / "config.json"));
     const auto src = nlohmann::json::parse(std::ifstream(tl / "config.json"));
     EXPECT_EQ(cfg["normalization_type"], src["normalization_type"]);

@@ -14,9 +14,6 @@
 #include <random>
 #include <stdexcept>
 
-#include <gtest/gtest.h>
-
-#include "formats/safetensors.h"
 #include "gguf/writer.h"
 #include "headfuse/model.h"
 #include "model/roles.h"
@@ -198,19 +195,6 @@ void rewrite_metadata(const std::filesystem::path& in, const std::filesystem::pa
                      [&g, &t](ByteSink& sink) { sink.write(g.tensor_data(t)); });
     std::filesystem::remove(out);
     w.write(out);
-}
-
-void expect_same_safetensors(const std::filesystem::path& a, const std::filesystem::path& b) {
-    const SafetensorsSet x = SafetensorsSet::open(a), y = SafetensorsSet::open(b);
-    EXPECT_EQ(x.tensors().size(), y.tensors().size());
-    for (const StTensor* t : x.tensors()) {
-        const StTensor* u = y.find(t->name);
-        ASSERT_NE(u, nullptr) << t->name << " missing from " << b;
-        EXPECT_EQ(t->dtype, u->dtype) << t->name;
-        EXPECT_EQ(t->shape, u->shape) << t->name;
-        EXPECT_TRUE(std::equal(t->bytes.begin(), t->bytes.end(), u->bytes.begin(), u->bytes.end()))
-            << t->name << " differs";
-    }
 }
 
 }  // namespace headfuse::test

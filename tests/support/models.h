@@ -76,7 +76,4 @@ void rewrite_metadata(const std::filesystem::path& in, const std::filesystem::pa
 // Files in `dir` (names only), sorted.
 std::vector<std::string> list_dir(const std::filesystem::path& dir);
 
-// gtest expectations: the safetensors checkpoints at a and b hold the same tensor names, dtypes, shapes and bytes.
-void expect_same_safetensors(const std::filesystem::path& a, const std::filesystem::path& b);
-
 }  // namespace headfuse::test
