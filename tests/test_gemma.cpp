@@ -444,3 +444,38 @@ TEST(HfGemmaRefusals, ConfigKeysLlamaCppCannotRepresent) {
     EXPECT_NE(r.err.find("export: a gemma2 model has no TransformerLens layout headfuse writes"), std::string::npos)
         << r.err;
 }
+
+// The other paths on a Gemma 3 model: split gives a per-head GGUF (q/k norms and post norms per layer) that verify
+// finds equal to the fused file and that fuses back to its bytes; pool-kv, transplant and scan run, and llama.cpp
+// runs the pooled and transplanted files as headfuse's forward computes them.
+TEST(GemmaHeads, SplitPoolKvTransplantScan) {
+    HEADFUSE_REQUIRE_JUDGES();
+    const Config c = gemma_config(Family::Gemma3);
+    FusedCase f;
+    make_fused(c, f);
+    if (HasFatalFailure()) return;
+    auto ok = [](const std::vector<std::string>& args) {
+        const auto r = test::run_cli(args);
+        EXPECT_EQ(r.status, 0) << r.err;
+    };
+    const std::string ph = (f.dir / "split.gguf").string(), again = (f.dir / "again.gguf").string();
+    ok({"split", f.path, "-o", ph, "-q"});
+    EXPECT_NE(GgufFile::open(ph).find_tensor("blk.0.attn_q.head_3.weight"), nullptr);
+    EXPECT_NE(GgufFile::open(ph).find_tensor("blk.5.post_ffw_norm.weight"), nullptr);
+    ok({"verify", ph, f.path});
+    ok({"fuse", ph, "-o", again, "-q"});
+    EXPECT_EQ(test::read_bytes(again), test::read_bytes(f.path));
+    const std::string pooled = (f.dir / "pooled.gguf").string(), moved = (f.dir / "transplant.gguf").string();
+    ok({"heads", "pool-kv", f.path, "-o", pooled, "--kv-heads", "1", "-q"});
+    ok({"heads", "transplant", f.path, "--from", pooled, "-o", moved, "--heads", "1:0=2:3", "-q"});
+    { std::ofstream(f.dir / "tokens.txt") << test::csv(f.tokens) << "\n"; }
+    ok({"heads", "scan", f.path, "--tokens-file", (f.dir / "tokens.txt").string(), "-o", (f.dir / "scan.json").string(),
+        "-q"});
+    EXPECT_EQ(nlohmann::json::parse(std::ifstream(f.dir / "scan.json")).at("heads").size(), c.n_layers * c.n_heads);
+    for (const std::string& file : {pooled, moved}) {
+        const test::Agreement a = test::agreement_with_llama(file, f.tokens);
+        std::printf("[headfuse] gemma3 %s: llama.cpp vs headfuse max |dlogp| %.3g\n",
+                    std::filesystem::path(file).filename().c_str(), a.max_diff);
+        EXPECT_LE(a.max_diff, kGeluLogprobTolerance);
+    }
+}
