@@ -37,13 +37,8 @@ namespace {
 constexpr double kF32LogprobTolerance = 1e-4;
 
 Config family_config(Family f, std::uint32_t d_head = 16) {
-    Config c = test::make_config(64, 4, 2, d_head, 128, 2, 300);
-    c.family = f;
+    Config c = test::with_family(test::make_config(64, 4, 2, d_head, 128, 2, 300), f);
     c.context_length = 512;
-    if (f == Family::Qwen2)
-        for (Role r : {Role::AttnQBias, Role::AttnKBias, Role::AttnVBias}) c.optional_roles.insert(r);
-    if (f == Family::Qwen3)
-        for (Role r : {Role::AttnQNorm, Role::AttnKNorm}) c.optional_roles.insert(r);
     return c;
 }
 
@@ -134,10 +129,8 @@ TEST_P(FamilyForward, LlamaCppAgrees) {
     HEADFUSE_REQUIRE_JUDGES();
     const Config c = GetParam().config;
     TempDir dir;
-    test::write_sharp_model(c, test::test_seed(), dir / "ph.gguf", 0.3f);
-    const std::string ph = (dir / "ph.gguf").string(), fused_path = (dir / "fused.gguf").string();
-    const auto fused_run = test::run_cli({"fuse", ph, "-o", fused_path, "-q"});
-    ASSERT_EQ(fused_run.status, 0) << fused_run.err;
+    const std::string fused_path = test::fused_sharp_model(c, dir.path()).string();
+    ASSERT_FALSE(fused_path.empty());
     const FusedModel fused = FusedModel::open(fused_path);
     EXPECT_EQ(fused.config(), c);
     const auto tokens = default_tokens(c.vocab, 48);
@@ -387,4 +380,22 @@ TEST(HfFamilyHeads, Qwen2PoolKvScanAndTransplant) {
     const test::Agreement a = test::agreement_with_llama(pooled, prompt(300));
     std::printf("[headfuse] qwen2 pool-kv: llama.cpp vs headfuse max |dlogp| %.3g\n", a.max_diff);
     EXPECT_LE(a.max_diff, kF32LogprobTolerance);
+}
+
+// `init --family` writes a per-head checkpoint of the family (qwen2 with its q/k/v biases per head, qwen3 with
+// its q/k norms per layer) that fuses into a file llama.cpp runs as headfuse computes it.
+TEST(HfFamilyHeads, InitFamilyFusesAndLlamaCppAgrees) {
+    TempDir dir;
+    for (const std::string family : {"qwen2", "qwen3"}) {
+        const std::string ph = (dir / (family + ".ph.gguf")).string(), model = (dir / (family + ".gguf")).string();
+        cli_ok({"init",         "-q", "-o",     ph,   "--family",   family, "--d-model", "64",  "--n-heads", "4",
+                "--n-kv-heads", "2",  "--d-ff", "96", "--n-layers", "2",    "--vocab",   "300", "--seed",    "5"});
+        const GgufFile f = GgufFile::open(ph);
+        EXPECT_EQ(f.metadata().get_string("general.architecture", ph), family);
+        EXPECT_NE(f.find_tensor(family == "qwen2" ? "blk.0.attn_q.head_3.bias" : "blk.0.attn_k_norm.weight"), nullptr);
+        cli_ok({"fuse", "-q", ph, "-o", model});
+        if (!test::judges_available()) continue;
+        const test::Agreement a = test::agreement_with_llama(model, prompt(300));
+        EXPECT_LE(a.max_diff, kF32LogprobTolerance) << family;
+    }
 }

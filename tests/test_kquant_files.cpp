@@ -18,11 +18,13 @@
 #include "support/ggml_lib.h"
 #include "support/llama_quantize.h"
 #include "support/models.h"
+#include "support/same_tensors.h"
 
 namespace headfuse {
 namespace {
 
 using test::LlamaFtype;
+using test::same_tensors;
 
 struct Target {
     std::string name;               // as --type spells it

@@ -22,6 +22,7 @@ enum class Family : std::uint8_t {
     Llama,   // llama (and deci, and Mistral, which llama.cpp's converter writes as llama)
     Qwen2,   // qwen2: q/k/v biases, NEOX RoPE
     Qwen3,   // qwen3: per-head q/k RMS norms, NEOX RoPE, head_dim free of hidden_size / heads
+    Phi3,    // phi3: Q, K, V stacked in attn_qkv, gate and up in ffn_up, NEOX RoPE
     Gemma,   // gemma: 1 + w norms, GELU gate, embedding x sqrt(d_model), tied output
     Gemma2,  // gemma2: and post norms, soft-capped scores and logits, sliding windows on even layers
     Gemma3,  // gemma3: and per-head q/k norms, windows on 5 layers of 6, their own RoPE base
@@ -92,7 +93,7 @@ struct ArchSpec {
     bool fused_gate_up = false;  // ffn_up: gate and up rows stacked (Phi-3)
 };
 
-// Every row: llama, deci, qwen2, qwen3, gemma, gemma2, gemma3.
+// Every row: llama, deci, qwen2, qwen3, phi3, gemma, gemma2, gemma3.
 std::span<const ArchSpec> arch_table();
 // The row of a family, in its per-layer-counts form when per_layer (nullptr if the family has none).
 const ArchSpec* find_arch(Family family, bool per_layer);
@@ -102,9 +103,9 @@ const ArchSpec* find_arch(std::string_view gguf_name);
 // (nullptr when none). The llama family's row is the plain one (not deci's).
 const ArchSpec* find_hf_model_type(std::string_view model_type);
 const ArchSpec* find_hf_architecture(std::string_view architecture);
-// "llama", "qwen2", "qwen3": the family's name (its row's gguf_name without per-layer counts).
+// "llama", "qwen2", "qwen3", "phi3": the family's name (its row's gguf_name without per-layer counts).
 std::string_view family_name(Family family) noexcept;
-// "llama, deci, qwen2, qwen3, gemma, gemma2, gemma3": every gguf_name, for messages.
+// "llama, deci, qwen2, qwen3, phi3, gemma, gemma2, gemma3": every gguf_name, for messages.
 std::string_view arch_names() noexcept;
 
 }  // namespace headfuse

@@ -30,7 +30,9 @@
 #include <string>
 
 #include "base/checked.h"
+#include "base/fail.h"
 #include "base/parallel.h"
+#include "base/text.h"
 #include "headfuse/error.h"
 #include "headfuse/fold.h"
 #include "headfuse/quantize.h"
@@ -75,8 +77,7 @@ void check_norm(const TensorView& w, std::uint64_t n) {
 // The graph features of the architecture's row that this pass does not compute yet: the first, named.
 void check_features(const Config& c) {
     const ArchSpec& a = c.arch();
-    const char* missing = a.fused_qkv || a.fused_gate_up ? "fused projections"
-                          : a.swa_rope && c.sliding_window != 0 && c.rope_scaling == RopeScaling::Yarn
+    const char* missing = a.swa_rope && c.sliding_window != 0 && c.rope_scaling == RopeScaling::Yarn
                               ? "YaRN scaling beside the unscaled RoPE of its local layers"
                               : nullptr;
     if (missing)

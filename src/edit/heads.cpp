@@ -10,6 +10,7 @@
 #include <optional>
 #include <utility>
 
+#include "base/fail.h"
 #include "base/float_text.h"
 #include "edit/spill.h"
 #include "headfuse/error.h"

@@ -37,6 +37,9 @@ std::span<const NameMap> hf_names();
 // The Hugging Face names of the config's family: llama's, or Gemma 2/3's (post norms; pre_feedforward_layernorm is
 // the FFN's input norm). A row's rope_rows holds for the families that rotate adjacent pairs only (ArchSpec::rope).
 std::span<const NameMap> hf_names(const Config& c);
+// Phi3ForCausalLM's stacked projections (qkv_proj, gate_up_proj), by the first role of the fused layout's
+// stacked tensor (TensorSpec::parts).
+std::span<const NameMap> hf_stacked_names();
 std::span<const NameMap> tl_names();
 
 // The tensor name of a map row in a layer.
@@ -76,8 +79,10 @@ bool hf_mlp_bias(const Config& c);
 // 1e-05, not the f32's exact 9.999999747378752e-06), which JSON prints as that decimal.
 double json_float(float x);
 
-// `rope_scaling` is the object to write (null for none); its floats and the config's are json_float's.
-nlohmann::json hf_config_json(const Config& c, std::string_view torch_dtype, const nlohmann::json& rope_scaling);
+// `rope_scaling` is the object to write (null for none); its floats and the config's are json_float's. A phi3
+// model's is Phi3ForCausalLM's, with `sliding_window` (0: null) as its file carries it.
+nlohmann::json hf_config_json(const Config& c, std::string_view torch_dtype, const nlohmann::json& rope_scaling,
+                              std::uint32_t sliding_window = 0);
 nlohmann::json tl_config_json(const Config& c, bool folded);
 
 }  // namespace headfuse
