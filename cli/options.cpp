@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <utility>
 
@@ -111,7 +112,10 @@ void parse_type(const std::string& flag, const std::string& text, std::optional<
 }
 
 OpenedCheckpoint open_source(const std::string& in, const std::string& config) {
-    return open_checkpoint(in, config.empty() ? std::nullopt : std::optional<std::filesystem::path>(config));
+    OpenedCheckpoint out =
+        open_checkpoint(in, config.empty() ? std::nullopt : std::optional<std::filesystem::path>(config));
+    for (const std::string& note : out.notes) std::fprintf(stderr, "headfuse: %s\n", note.c_str());
+    return out;
 }
 
 bool same_file(const std::filesystem::path& a, const std::filesystem::path& b) {

@@ -36,10 +36,6 @@ namespace {
 // the bound for graphs without GELU. Both measure about 1e-6 (llama.cpp sums in another order).
 constexpr double kF32LogprobTolerance = 1e-4;
 
-std::vector<double> our_logprobs(const ModelViews& m, const std::vector<std::uint32_t>& tokens) {
-    return log_softmax(forward_logits(m, tokens), m.config.vocab);
-}
-
 Config family_config(Family f, std::uint32_t d_head = 16) {
     Config c = test::with_family(test::make_config(64, 4, 2, d_head, 128, 2, 300), f);
     c.context_length = 512;
@@ -139,7 +135,7 @@ TEST_P(FamilyForward, LlamaCppAgrees) {
     EXPECT_EQ(fused.config(), c);
     const auto tokens = default_tokens(c.vocab, 48);
     const auto theirs = test::llama_eval(fused_path, tokens);
-    const double d = test::max_logprob_diff(our_logprobs(fused.views(), tokens), theirs, c.vocab);
+    const double d = test::max_logprob_diff(test::forward_logprobs(fused.views(), tokens), theirs, c.vocab);
     ModelViews as_llama = fused.views();
     as_llama.config.family = Family::Llama;
     if (c.family == Family::Qwen3) as_llama.config.optional_roles = {};  // qwen2's biases are llama's too
@@ -147,7 +143,7 @@ TEST_P(FamilyForward, LlamaCppAgrees) {
         l.attn_q_norm.reset();
         l.attn_k_norm.reset();
     }
-    const double d_llama = test::max_logprob_diff(our_logprobs(as_llama, tokens), theirs, c.vocab);
+    const double d_llama = test::max_logprob_diff(test::forward_logprobs(as_llama, tokens), theirs, c.vocab);
     std::printf("[headfuse] %s: llama.cpp vs headfuse max |dlogp| %.3g (as a llama model: %.3g)\n",
                 GetParam().name.c_str(), d, d_llama);
     EXPECT_LE(d, kF32LogprobTolerance);

@@ -87,7 +87,7 @@ TEST_P(KQuantFiles, EveryTypeAndMixMatchesLlamaModelQuantize) {
         fuse(model, dir / "ours.gguf", opt);
         EXPECT_TRUE(ggml->read_gguf((dir / "ours.gguf").string()).ok);
         const GgufFile ours = GgufFile::open(dir / "ours.gguf");
-        EXPECT_TRUE(same_tensors(ours, GgufFile::open(dir / "theirs.gguf")));
+        EXPECT_TRUE(test::same_tensors(ours, GgufFile::open(dir / "theirs.gguf")));
         EXPECT_EQ(ours.metadata().get_u32("general.file_type", "ours"), static_cast<std::uint32_t>(t.ftype));
         EXPECT_EQ(ours.metadata().get_u32("general.quantization_version", "ours"), kQuantizationVersion);
     }
@@ -115,7 +115,7 @@ TEST(KQuantFiles, F16AndBf16SourcesAreWidenedExactly) {
             FuseOptions opt;
             opt.mix = m;
             fuse(per_head, dir / "ours.gguf", opt);
-            EXPECT_TRUE(same_tensors(GgufFile::open(dir / "ours.gguf"), GgufFile::open(dir / "theirs.gguf")))
+            EXPECT_TRUE(test::same_tensors(GgufFile::open(dir / "ours.gguf"), GgufFile::open(dir / "theirs.gguf")))
                 << mix_name(m);
         }
     }

@@ -19,10 +19,13 @@ namespace headfuse {
 // A model family: what Config::family holds. `deci` is not a family of its own: it is the llama family with
 // per-layer head and feed-forward counts (Config::per_layer()).
 enum class Family : std::uint8_t {
-    Llama,  // llama (and deci, and Mistral, which llama.cpp's converter writes as llama)
-    Qwen2,  // qwen2: q/k/v biases, NEOX RoPE
-    Qwen3,  // qwen3: per-head q/k RMS norms, NEOX RoPE, head_dim free of hidden_size / heads
-    Phi3,   // phi3: Q, K, V stacked in attn_qkv, gate and up in ffn_up, NEOX RoPE
+    Llama,   // llama (and deci, and Mistral, which llama.cpp's converter writes as llama)
+    Qwen2,   // qwen2: q/k/v biases, NEOX RoPE
+    Qwen3,   // qwen3: per-head q/k RMS norms, NEOX RoPE, head_dim free of hidden_size / heads
+    Phi3,    // phi3: Q, K, V stacked in attn_qkv, gate and up in ffn_up, NEOX RoPE
+    Gemma,   // gemma: 1 + w norms, GELU gate, embedding x sqrt(d_model), tied output
+    Gemma2,  // gemma2: and post norms, soft-capped scores and logits, sliding windows on even layers
+    Gemma3,  // gemma3: and per-head q/k norms, windows on 5 layers of 6, their own RoPE base
 };
 
 // How RoPE pairs the dimensions of a head (llama.cpp's llama_model_rope_type).
@@ -39,8 +42,11 @@ enum class GateActivation : std::uint8_t {
 
 // The scale of the attention scores before the softmax.
 enum class AttnScaleRule : std::uint8_t {
-    InvSqrtHeadDim,     // 1 / sqrt(d_head)
-    InvSqrtEmbdPerHead  // 1 / sqrt(d_model / n_heads) (Gemma 2/3 at the sizes llama.cpp's loader names so)
+    InvSqrtHeadDim,       // 1 / sqrt(d_head), on the scores (llama.cpp's kq_scale)
+    QueryInvSqrtHeadDim,  // 1 / sqrt(d_head) multiplied into the roped queries (ggml_scale of Qcur: Gemma)
+    // Gemma 2/3: as QueryInvSqrtHeadDim, except that at the block_count llama.cpp's loader types as 27B
+    // (ArchSpec::embd_scale_layers) the scale is 1 / sqrt(d_model / n_heads), an integer division.
+    QueryGemma27B,
 };
 
 struct ArchSpec {
@@ -67,6 +73,15 @@ struct ArchSpec {
     bool attn_softcap = false;             // scores become c * tanh(s / c) (Gemma 2: attn_logit_softcapping)
     bool final_softcap = false;            // logits likewise (Gemma 2: final_logit_softcapping)
     AttnScaleRule attn_scale = AttnScaleRule::InvSqrtHeadDim;
+    std::uint32_t embd_scale_layers = 0;  // QueryGemma27B: the block_count of the 27B model (46, 62)
+    // llama.cpp's loader reads no output.weight and reuses token_embd (Gemma 1/2): the model must be tied.
+    bool tied_only = false;
+    // The soft-caps are always applied (Gemma 2: the keys default to 50 and 30, and must be positive); otherwise a
+    // row with final_softcap applies it when the value is not 0 (Gemma 3).
+    bool softcaps_always = false;
+    // Sliding windows are always on (Gemma 2: the key defaults to 4096); otherwise a row with swa_pattern has them
+    // when attention.sliding_window is present and not 0 (Gemma 3).
+    bool swa_always = false;
     // Sliding-window attention: 0 none; n: layer i is local (windowed) unless i % n == n - 1 (Gemma 2: 2,
     // Gemma 3: 6).
     std::uint32_t swa_pattern = 0;
@@ -78,7 +93,7 @@ struct ArchSpec {
     bool fused_gate_up = false;  // ffn_up: gate and up rows stacked (Phi-3)
 };
 
-// Every row: llama, deci, qwen2, qwen3, phi3.
+// Every row: llama, deci, qwen2, qwen3, phi3, gemma, gemma2, gemma3.
 std::span<const ArchSpec> arch_table();
 // The row of a family, in its per-layer-counts form when per_layer (nullptr if the family has none).
 const ArchSpec* find_arch(Family family, bool per_layer);
@@ -90,7 +105,7 @@ const ArchSpec* find_hf_model_type(std::string_view model_type);
 const ArchSpec* find_hf_architecture(std::string_view architecture);
 // "llama", "qwen2", "qwen3", "phi3": the family's name (its row's gguf_name without per-layer counts).
 std::string_view family_name(Family family) noexcept;
-// "llama, deci, qwen2, qwen3, phi3": every gguf_name, for messages.
+// "llama, deci, qwen2, qwen3, phi3, gemma, gemma2, gemma3": every gguf_name, for messages.
 std::string_view arch_names() noexcept;
 
 }  // namespace headfuse

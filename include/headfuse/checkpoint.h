@@ -40,6 +40,8 @@ struct OpenedCheckpoint {
     CheckpointFormat format = CheckpointFormat::Gguf;
     std::filesystem::path folder;               // where config.json (and a tokenizer) would be
     std::vector<std::filesystem::path> inputs;  // the files read, which an output must not overwrite
+    // One line each on what was read but left out (a Gemma 3 checkpoint's vision tower), for the caller to show.
+    std::vector<std::string> notes;
 };
 
 // Opens any source as a per-head model. `config` overrides the config.json next to the weights. Error naming the

@@ -82,6 +82,11 @@ struct Config {
     std::uint32_t q_dim() const noexcept { return n_heads * d_head; }      // rows of a fused attn_q
     std::uint32_t kv_dim() const noexcept { return n_kv_heads * d_head; }  // rows of a fused attn_k, attn_v
     bool has_lens() const noexcept { return donor_d_in > 0; }
+    // Whether layer `layer` attends through a sliding window (llama.cpp's set_swa_pattern: with pattern n, every
+    // layer but those with layer % n == n - 1, when the row has windows and sliding_window is not 0).
+    bool is_local_layer(std::uint32_t layer) const noexcept;
+    // The attention scale llama.cpp's loader derives for this model (its row's AttnScaleRule), as an f32.
+    float attention_scale() const noexcept;
 
     // The counts of layer `layer` (< n_layers): the per-layer entry, or the scalar when the list is empty.
     std::uint32_t n_heads_at(std::uint32_t layer) const noexcept {

@@ -144,6 +144,9 @@ struct LayerViews {
     // Optional per-layer RMS norms of each query and key head (qwen3), applied after the biases, before RoPE.
     std::optional<TensorView> attn_q_norm;  // [d_head]
     std::optional<TensorView> attn_k_norm;  // [d_head]
+    // Optional RMS norms of attention's and the FFN's outputs before each joins the residual stream (Gemma 2/3).
+    std::optional<TensorView> post_attention_norm;  // [d_model]
+    std::optional<TensorView> post_ffw_norm;        // [d_model]
 };
 
 // The per-head interface: what the forward pass, fuse and verify see, whatever holds the bytes.

@@ -1,4 +1,4 @@
-// headfuse: the role a tensor plays in a LLaMA-family model, whatever its file calls it.
+// headfuse: the role a tensor plays in a model of one of headfuse's families, whatever its file calls it.
 //
 // Every tensor headfuse reads or writes is one role at one place (global, a layer, or a head of a layer).
 // The names, shapes and presence rules of each role live in one table (src/roles.cpp); this header only names
@@ -30,6 +30,7 @@ enum class Role : std::uint8_t {
     AttnKNorm,       // blk.N.attn_k_norm.weight [d_head], optional: the same for every key head
     AttnOutput,      // blk.N.attn_output.weight [n_heads*d_head, d_model]
     AttnOutputBias,  // blk.N.attn_output.bias [d_model], optional
+    PostAttnNorm,    // blk.N.post_attention_norm.weight [d_model], optional: RMS norm of attention's output (Gemma 2/3)
     FfnNorm,         // blk.N.ffn_norm.weight [d_model]
     FfnGate,         // blk.N.ffn_gate.weight [d_model, d_ff]
     FfnGateBias,     // blk.N.ffn_gate.bias [d_ff], optional
@@ -37,6 +38,7 @@ enum class Role : std::uint8_t {
     FfnUpBias,       // blk.N.ffn_up.bias [d_ff], optional
     FfnDown,         // blk.N.ffn_down.weight [d_ff, d_model]
     FfnDownBias,     // blk.N.ffn_down.bias [d_model], optional
+    PostFfwNorm,     // blk.N.post_ffw_norm.weight [d_model], optional: RMS norm of the FFN's output (Gemma 2/3)
     Count_,          // not a role: the number of roles
 };
 

@@ -17,6 +17,7 @@
 
 #include "base/fail.h"
 #include "base/parallel.h"
+#include "headfuse/arch.h"
 #include "headfuse/error.h"
 #include "quant/kernels.h"
 
@@ -223,6 +224,12 @@ std::vector<std::vector<float>> head_output_gradients(const ModelViews& model, s
                                                       const std::function<void()>& layer_done) {
     threads = resolve_threads(threads);
     const Config& c = model.config;
+    // What Gemma's graphs add (the GELU gate, soft-caps, sliding windows, post norms) has no backward operation yet.
+    const ArchSpec& a = c.arch();
+    if (a.gate != GateActivation::Silu || a.attn_softcap || a.final_softcap || a.swa_pattern != 0 || a.swa_always ||
+        a.post_norms)
+        fail(ErrorKind::Unsupported, "scan --method attribution: the backward pass does not model the graph of " +
+                                         std::string(a.gguf_name) + " (use --method exact)");
     for (const LayerViews& l : model.layers)
         if (l.attn_q_norm || l.attn_k_norm)
             fail(ErrorKind::Unsupported,

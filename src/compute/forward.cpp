@@ -1,5 +1,6 @@
 // headfuse: the reference forward pass, llama.cpp's graph of the model's architecture (`llama`, `deci`, `qwen2`,
-// `qwen3`: the row of headfuse/arch.h says how they differ) evaluated in f32 over per-head views.
+// `qwen3`, `gemma`, `gemma2`, `gemma3`: the row of headfuse/arch.h says how they differ) evaluated in f32 over
+// per-head views.
 //
 // It reads like llama2.c's run.c: the weights are the ModelViews (shapes in model.h and beside each use
 // below), a small run state holds the activations, and one function walks the layers top to bottom. Every
@@ -7,7 +8,8 @@
 //
 // Numerics follow ggml-cpu's kernels, so that the only disagreement left with llama.cpp (F32 weights, F32
 // KV cache) is the order in which ggml sums its dot products:
-// - rms_norm, rope (NORM or NEOX pairs), soft_max and silu use ggml's f32 formulas, and its f64 sums where it has them;
+// - rms_norm, rope (NORM or NEOX pairs), soft_max, tanh (soft-caps) and silu use ggml's f32 formulas, and its f64
+//   sums where it has them; Gemma's GELU gate reads ggml-cpu's f16 table as ggml_vec_geglu_f32 does;
 // - matmul dot products accumulate in f64 and round once to f32. ggml sums them in f32 SIMD lanes (or
 //   llamafile tiles) in an order that depends on the CPU; an f64 sum is the exactly rounded dot product to
 //   within ~1e-16, so our error adds nothing to ggml's. An f32 product is exact in f64 (24 + 24 bits < 53),
@@ -76,14 +78,9 @@ void check_norm(const TensorView& w, std::uint64_t n) {
 // The graph features of the architecture's row that this pass does not compute yet: the first, named.
 void check_features(const Config& c) {
     const ArchSpec& a = c.arch();
-    const char* missing = a.norm_plus_one                                 ? "norm weights stored as 1 + w"
-                          : a.gate != GateActivation::Silu                ? "its GELU gate"
-                          : a.embd_scale_sqrt_d_model                     ? "its embedding scale"
-                          : a.attn_softcap || a.final_softcap             ? "soft-capping"
-                          : a.attn_scale != AttnScaleRule::InvSqrtHeadDim ? "its attention scale"
-                          : a.swa_pattern || a.swa_rope                   ? "sliding-window attention"
-                          : a.post_norms                                  ? "post-attention and post-FFN norms"
-                                                                          : nullptr;
+    const char* missing = a.swa_rope && c.sliding_window != 0 && c.rope_scaling == RopeScaling::Yarn
+                              ? "YaRN scaling beside the unscaled RoPE of its local layers"
+                              : nullptr;
     if (missing)
         fail(ErrorKind::Unsupported, "forward: llama.cpp's " + std::string(a.gguf_name) + " graph has " + missing +
                                          ", which the reference forward pass does not model");
@@ -131,17 +128,18 @@ void check_model(const ModelViews& m) {
 // The run state: activations of every position, position-major (row t belongs to tokens[t]).
 
 struct RunState {
-    std::vector<float> x;       // [n_tok, d_model]       the residual stream
-    std::vector<float> xn;      // [n_tok, d_model]       x normed: the input of attention or of the FFN
-    std::vector<float> q;       // [n_tok, n_heads*d_head]
-    std::vector<float> k;       // [n_tok, n_kv*d_head]   the KV cache: every position, k roped
-    std::vector<float> v;       // [n_tok, n_kv*d_head]
-    std::vector<float> att;     // [n_tok, n_heads*d_head] attention output, heads concatenated
-    std::vector<float> gate;    // [n_tok, d_ff]
-    std::vector<float> up;      // [n_tok, d_ff]
-    std::vector<float> y;       // [n_tok, d_model]       a projection back into the residual stream
-    std::vector<float> rope;    // [n_tok, d_head]        (cos, sin) of each pair's angle at each position
-    std::vector<float> logits;  // [n_tok, vocab]
+    std::vector<float> x;           // [n_tok, d_model]       the residual stream
+    std::vector<float> xn;          // [n_tok, d_model]       x normed: the input of attention or of the FFN
+    std::vector<float> q;           // [n_tok, n_heads*d_head]
+    std::vector<float> k;           // [n_tok, n_kv*d_head]   the KV cache: every position, k roped
+    std::vector<float> v;           // [n_tok, n_kv*d_head]
+    std::vector<float> att;         // [n_tok, n_heads*d_head] attention output, heads concatenated
+    std::vector<float> gate;        // [n_tok, d_ff]
+    std::vector<float> up;          // [n_tok, d_ff]
+    std::vector<float> y;           // [n_tok, d_model]       a projection back into the residual stream
+    std::vector<float> rope;        // [n_tok, d_head]        (cos, sin) of each pair's angle at each position
+    std::vector<float> rope_local;  // [n_tok, d_head]    the same for the local layers (gemma3's own base)
+    std::vector<float> logits;      // [n_tok, vocab]
     // The scan's passes (compute/scan_pass.h): rows are `seq`-long independent sequences (0: one sequence of
     // every row), `patches` replace heads' attention outputs, and `record`, when set, keeps what the backward
     // pass reads.
@@ -160,6 +158,7 @@ struct RunState {
           up(n * c.d_ff),
           y(n * c.d_model),
           rope(n * c.d_head),
+          rope_local(c.arch().swa_rope ? n * c.d_head : 0),
           logits(n * c.vocab) {}
 };
 
@@ -366,14 +365,21 @@ void head_norm(float* x, std::size_t n_tok, std::uint32_t heads, const std::opti
         rmsnorm(x + i * c.d_head, x + i * c.d_head, weight.data(), c.d_head, c.rms_eps);
 }
 
-// Causal grouped-query attention, heads split over threads. ggml's soft_max_ext(kq, mask, 1/sqrt(d_head)):
-// each score is (q·k) * scale in f32, exp(s - max) is summed in f64, and each weight is scaled by float(1/sum).
+// Causal grouped-query attention, heads split over threads. ggml's soft_max_ext(kq, mask, scale): each score is
+// (q·k) * scale in f32, exp(s - max) is summed in f64, and each weight is scaled by float(1/sum). The scale is
+// 1/sqrt(d_head) for llama's graph; Gemma's scales the roped queries instead (attention_block) and passes 1.
+// Gemma 2 soft-caps each score first, as llama.cpp's build_attn_mha: ggml_scale by 1/c, ggml_tanh, ggml_scale by
+// c, all in f32. A local layer (Config::is_local_layer) masks the keys at or beyond the window: the query at t sees
+// keys j with t - j < sliding_window (llama_hparams::is_masked_swa, LLAMA_SWA_TYPE_STANDARD).
 // Layer `layer`'s counts: q is [n_tok, n_heads*d_head], k and v [n_tok, n_kv*d_head] for its own counts.
 void attention(RunState& s, const Config& c, std::uint32_t layer, std::size_t n_tok, unsigned threads) {
     const std::uint32_t heads = c.n_heads_at(layer), kv_heads = c.n_kv_heads_at(layer);
     const std::uint32_t dh = c.d_head, q_dim = heads * dh, kv_dim = kv_heads * dh;
     const std::uint32_t group = heads / kv_heads;  // q heads per kv head
-    const float scale = 1.0f / std::sqrt(float(dh));
+    const ArchSpec& a = c.arch();
+    const float scale = a.attn_scale == AttnScaleRule::InvSqrtHeadDim ? 1.0f / std::sqrt(float(dh)) : 1.0f;
+    const float cap = a.attn_softcap ? c.attn_softcap : 0.0f, inv_cap = cap != 0.0f ? 1.0f / cap : 0.0f;
+    const std::size_t window = c.is_local_layer(layer) ? c.sliding_window : 0;
     parallel_for(heads, threads, [&](std::uint64_t h0, std::uint64_t h1) {
         std::vector<float> p(n_tok);
         std::vector<double> acc(dh);
@@ -381,10 +387,14 @@ void attention(RunState& s, const Config& c, std::uint32_t layer, std::size_t n_
             const std::uint64_t g = h / group;
             for (std::size_t t = 0; t < n_tok; ++t) {
                 const float* q = &s.q[t * q_dim + h * dh];
-                const std::size_t first = s.seq ? t - t % s.seq : 0;  // the first position of t's sequence
+                // The first key seen: the start of t's sequence (the scan's batches), or of its window.
+                const std::size_t seq_first = s.seq ? t - t % s.seq : 0;
+                const std::size_t first = window != 0 && t >= seq_first + window ? t - window + 1 : seq_first;
                 float max = -INFINITY;
                 for (std::size_t j = first; j <= t; ++j) {
-                    p[j] = dot(q, &s.k[j * kv_dim + g * dh], dh) * scale;
+                    float kq = dot(q, &s.k[j * kv_dim + g * dh], dh);
+                    if (cap != 0.0f) kq = std::tanh(kq * inv_cap) * cap;
+                    p[j] = kq * scale;
                     max = std::max(max, p[j]);
                 }
                 double sum = 0;
@@ -459,6 +469,39 @@ void add_bias(float* y, std::size_t n_tok, const std::optional<TensorView>& b) {
 
 float silu(float x) { return x / (1.0f + std::exp(-x)); }  // ggml_silu_f32
 
+// ggml_gelu_f32: GELU's tanh approximation in f32, as ggml-cpu evaluates it to fill its table.
+float gelu_f32(float x) {
+    constexpr float kCoefA = 0.044715f, kSqrt2OverPi = 0.79788456080286535587989211986876f;
+    return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * (1.0f + kCoefA * x * x)));
+}
+
+// ggml-cpu's GELU table (ggml_table_gelu_f16): for every f16 bit pattern, f16(gelu(x)).
+const std::vector<std::uint16_t>& gelu_table() {
+    static const std::vector<std::uint16_t> table = [] {
+        std::vector<std::uint16_t> t(1u << 16);
+        for (std::uint32_t i = 0; i < t.size(); ++i) t[i] = fp32_to_fp16(gelu_f32(fp16_to_fp32(std::uint16_t(i))));
+        return t;
+    }();
+    return table;
+}
+
+// ggml_vec_geglu_f32 as ggml-cpu builds it (GGML_GELU_FP16): gelu(x) * g, with gelu read from the f16 table at
+// x rounded to f16; x <= -10 gives 0, x >= 10 passes x through.
+float geglu(float x, float g, const std::vector<std::uint16_t>& table) {
+    if (x <= -10.0f) return 0.0f;
+    if (x >= 10.0f) return x * g;
+    return fp16_to_fp32(table[fp32_to_fp16(x)]) * g;
+}
+
+// A post norm (Gemma 2/3's post_attention_norm, post_ffw_norm): y = rmsnorm(y) * w for every position. No weight,
+// no norm.
+void post_norm(float* y, std::size_t n_tok, const std::optional<TensorView>& w, const Config& c) {
+    if (!w) return;
+    const std::vector<float> weight = load_norm(*w);  // [d_model]
+    for (std::size_t t = 0; t < n_tok; ++t)
+        rmsnorm(y + t * c.d_model, y + t * c.d_model, weight.data(), c.d_model, c.rms_eps);
+}
+
 // The attention half of layer `layer`, with its own counts: x += attn_output · attention(rope(q), rope(k), v),
 // all of rmsnorm(x) * attn_norm. The query heads listed in `ablated` contribute nothing: their attention outputs
 // are zeroed before attn_output, which is what zeroing their columns of attn_output does to the product.
@@ -477,9 +520,15 @@ void attention_block(RunState& s, const Config& c, const LayerViews& l, std::uin
     head_norm(s.q.data(), n, heads, l.attn_q_norm, c);  // after the biases, before RoPE
     head_norm(s.k.data(), n, kv_heads, l.attn_k_norm, c);
     const RopePairing pairing = c.arch().rope;
+    // Gemma 3's local layers rotate with their own base (get_rope_freq_base/scale).
+    const std::vector<float>& angles = c.arch().swa_rope && c.is_local_layer(layer) ? s.rope_local : s.rope;
     for (std::size_t t = 0; t < n; ++t) {
-        for (std::uint32_t h = 0; h < heads; ++h) rope(&s.q[(t * heads + h) * dh], &s.rope[t * dh], dh, pairing);
-        for (std::uint32_t g = 0; g < kv_heads; ++g) rope(&s.k[(t * kv_heads + g) * dh], &s.rope[t * dh], dh, pairing);
+        for (std::uint32_t h = 0; h < heads; ++h) rope(&s.q[(t * heads + h) * dh], &angles[t * dh], dh, pairing);
+        for (std::uint32_t g = 0; g < kv_heads; ++g) rope(&s.k[(t * kv_heads + g) * dh], &angles[t * dh], dh, pairing);
+    }
+    if (c.arch().attn_scale != AttnScaleRule::InvSqrtHeadDim) {  // Gemma: ggml_scale(Qcur, f_attention_scale)
+        const float qs = c.attention_scale();
+        for (std::size_t i = 0; i < n * std::size_t{heads} * dh; ++i) s.q[i] *= qs;
     }
     attention(s, c, layer, n, threads);
     if (s.record) s.record->layers[layer].keep_attention(s.q, s.k, s.v, s.att);
@@ -488,6 +537,7 @@ void attention_block(RunState& s, const Config& c, const LayerViews& l, std::uin
     compute::apply_patches(s.patches, layer, s.att.data(), heads, dh);
     matmul(s.y.data(), s.att.data(), n, l.attn_output, threads);  // [n_heads*d_head, d_model]
     add_bias(s.y.data(), n, l.attn_output_bias);                  // [d_model]
+    post_norm(s.y.data(), n, l.post_attention_norm, c);           // [d_model], Gemma 2/3
     for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
 }
 
@@ -506,9 +556,15 @@ void layer_forward(RunState& s, const Config& c, const LayerViews& l, std::uint3
     matmul(s.up.data(), s.xn.data(), n, l.ffn_up, threads);      // [d_model, d_ff]
     add_bias(s.up.data(), n, l.ffn_up_bias);                     // [d_ff]
     if (s.record) s.record->layers[layer].keep_ffn(s.gate, s.up, n * ff);
-    for (std::size_t i = 0; i < n * ff; ++i) s.gate[i] = silu(s.gate[i]) * s.up[i];
+    if (c.arch().gate == GateActivation::GeluTanh) {
+        const std::vector<std::uint16_t>& table = gelu_table();
+        for (std::size_t i = 0; i < n * ff; ++i) s.gate[i] = geglu(s.gate[i], s.up[i], table);
+    } else {
+        for (std::size_t i = 0; i < n * ff; ++i) s.gate[i] = silu(s.gate[i]) * s.up[i];
+    }
     matmul(s.y.data(), s.gate.data(), n, l.ffn_down, threads);  // [d_ff, d_model]
     add_bias(s.y.data(), n, l.ffn_down_bias);                   // [d_model]
+    post_norm(s.y.data(), n, l.post_ffw_norm, c);               // [d_model], Gemma 2/3
     for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
 }
 
@@ -519,6 +575,30 @@ void logits_of(RunState& s, const ModelViews& model, std::size_t n, unsigned thr
     for (std::size_t t = 0; t < n; ++t)
         rmsnorm(&s.xn[t * c.d_model], &s.x[t * c.d_model], output_norm.data(), c.d_model, c.rms_eps);
     matmul(s.logits.data(), s.xn.data(), n, model.output ? *model.output : model.token_embd, threads);
+    // Final soft-capping (Gemma 2, and Gemma 3 when set): ggml_scale by 1/c, ggml_tanh, ggml_scale by c.
+    if (c.arch().final_softcap && c.final_softcap != 0.0f) {
+        const float cap = c.final_softcap, inv = 1.0f / cap;
+        for (std::size_t i = 0; i < n * std::size_t{c.vocab}; ++i) s.logits[i] = std::tanh(s.logits[i] * inv) * cap;
+    }
+}
+
+// The (cos, sin) tables of positions 0..n-1 into the first n rows of s.rope (and of s.rope_local: Gemma 3's local
+// layers, rope.freq_base_swa, no scaling).
+void rope_tables(RunState& s, const ModelViews& model, std::size_t n) {
+    const Config& c = model.config;
+    const RopeParams rope_p = rope_params(c);
+    const std::vector<float> freq_factors = model.rope_freqs ? load_norm(*model.rope_freqs) : std::vector<float>{};
+    for (std::size_t t = 0; t < n; ++t)
+        rope_angles(&s.rope[t * c.d_head], std::uint32_t(t), rope_p, model.rope_freqs ? freq_factors.data() : nullptr);
+    if (!s.rope_local.empty()) {
+        Config local = c;
+        local.rope_theta = c.rope_theta_swa;
+        local.rope_scaling = RopeScaling::None;
+        local.rope_scaling_factor = 1.0f;
+        const RopeParams local_p = rope_params(local);
+        for (std::size_t t = 0; t < n; ++t)
+            rope_angles(&s.rope_local[t * c.d_head], std::uint32_t(t), local_p, nullptr);
+    }
 }
 
 // Checks the model and the tokens, and fills the run state's embeddings and RoPE angles.
@@ -534,10 +614,11 @@ RunState start(const ModelViews& model, std::span<const std::uint32_t> tokens) {
     const std::size_t n = tokens.size();
     RunState s(c, n);
     embed(model, tokens, s.x.data());
-    const RopeParams rope_p = rope_params(c);
-    const std::vector<float> freq_factors = model.rope_freqs ? load_norm(*model.rope_freqs) : std::vector<float>{};
-    for (std::size_t t = 0; t < n; ++t)
-        rope_angles(&s.rope[t * c.d_head], std::uint32_t(t), rope_p, model.rope_freqs ? freq_factors.data() : nullptr);
+    if (c.arch().embd_scale_sqrt_d_model) {  // Gemma: ggml_scale(inpL, sqrtf(n_embd))
+        const float scale = std::sqrt(float(c.d_model));
+        for (float& x : s.x) x *= scale;
+    }
+    rope_tables(s, model, n);
     return s;
 }
 
@@ -627,13 +708,13 @@ std::vector<double> variant_losses(const ModelViews& model, std::span<const std:
     RunState s(c, rows);
     s.seq = n;
     s.patches = patches;
-    const RopeParams rope_p = rope_params(c);
-    const std::vector<float> freq_factors = model.rope_freqs ? load_norm(*model.rope_freqs) : std::vector<float>{};
-    for (std::size_t t = 0; t < n; ++t)
-        rope_angles(&s.rope[t * c.d_head], std::uint32_t(t), rope_p, model.rope_freqs ? freq_factors.data() : nullptr);
+    rope_tables(s, model, n);
     for (std::size_t b = 0; b < variants; ++b) {
         std::copy(s.rope.begin(), s.rope.begin() + std::ptrdiff_t(n * c.d_head),
                   s.rope.begin() + std::ptrdiff_t(b * n * c.d_head));
+        if (!s.rope_local.empty())
+            std::copy(s.rope_local.begin(), s.rope_local.begin() + std::ptrdiff_t(n * c.d_head),
+                      s.rope_local.begin() + std::ptrdiff_t(b * n * c.d_head));
         std::copy(entry.begin(), entry.end(), s.x.begin() + std::ptrdiff_t(b * n * c.d_model));
     }
     for (std::uint32_t i = layer; i < c.n_layers; ++i) {

@@ -157,15 +157,18 @@ void emit_view(const TensorView& v, const std::string& source, DType type, unsig
 }
 
 // llama.cpp's LLM_TYPE_70B, which bumps attn_v in the mixes, as each family's load_arch_hparams names it: 80
-// layers for llama (with grouped-query attention), deci and qwen2; never for qwen3 and phi3 (their loaders name
-// no 70B size).
+// layers for llama (with grouped-query attention), deci and qwen2; never for qwen3, phi3 and the Gemma family
+// (their loaders name no 70B size).
 bool is_70b(const Config& c) {
     if (c.n_layers != 80) return false;
     switch (c.family) {
         case Family::Llama: return c.per_layer() || c.n_heads != c.n_kv_heads;
         case Family::Qwen2: return true;
         case Family::Qwen3:
-        case Family::Phi3: return false;
+        case Family::Phi3:
+        case Family::Gemma:
+        case Family::Gemma2:
+        case Family::Gemma3: return false;
     }
     return false;
 }

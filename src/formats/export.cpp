@@ -23,6 +23,24 @@ using enum Storage;
 using json = nlohmann::json;
 
 constexpr std::uint64_t kWindowBytes = std::uint64_t{4} << 20;
+// A Gemma norm back in Hugging Face's convention: the GGUF holds 1 + w (f32), Hugging Face w. The f32 difference
+// (1 + w) - 1 is exact (Sterbenz: 1 + w lies in [0.5, 2] for |w| <= 1), so w comes back as it went in whenever
+// 1 + w was exact in f32 (docs/FORMATS.md says when), then narrowed to `type`.
+void emit_minus_one(const TensorView& v, DType type, ByteSink& sink) {
+    const std::uint64_t n = v.ne()[0];
+    std::vector<std::byte> in(v.row_nbytes()), scratch;
+    read_rows(v, 0, 1, in, scratch);
+    std::vector<float> x(n);
+    decode_row(v.type(), in.data(), x.data(), n);
+    for (float& w : x) w = w - 1.0f;
+    std::vector<std::byte> out(row_bytes(type, n));
+    if (type == DType::F32)
+        std::memcpy(out.data(), x.data(), out.size());
+    else
+        encode_row(type, x.data(), out.data(), n);
+    sink.write(out);
+}
+
 // A transposed matrix is written in blocks of output rows gathered from one pass over the input.
 constexpr std::uint64_t kTransposeBlockBytes = std::uint64_t{16} << 20;
 
@@ -240,7 +258,8 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         }
     }
     check_family_exports(c, tl);
-    const std::span<const NameMap> map = tl ? tl_names() : hf_names();
+    const std::span<const NameMap> map = tl ? tl_names() : hf_names(c);
+    const bool minus_one = !tl && c.arch().norm_plus_one;
     const bool gqa = c.n_kv_heads != c.n_heads;
     DType norm_type = DType::F32;
     if (const Value* v = model.metadata().find(kNormTypeKey))
@@ -392,7 +411,9 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
             const TensorView* v = role_view(m, *s.role, s.layer);
             p.type = export_type(*v, dtype);
             if (!dtype && small && v->type() == DType::F32) p.type = norm_type;
-            if (row->storage == Transposed || row->storage == OutHeads)
+            if (minus_one && s.kind == TensorKind::Norm)
+                p.produce = [v, t = p.type](ByteSink& sink) { emit_minus_one(*v, t, sink); };
+            else if (row->storage == Transposed || row->storage == OutHeads)
                 p.produce = [v, t = p.type](ByteSink& sink) { emit_transposed(*v, t, sink); };
             else
                 p.produce = [v, t = p.type](ByteSink& sink) { emit_rows(*v, t, sink); };

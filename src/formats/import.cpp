@@ -2,6 +2,7 @@
 // and the per-head views over a mapped safetensors checkpoint.
 #include "formats/import.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -52,6 +53,31 @@ constexpr NameMap kHf[] = {
     {Role::AttnQNorm, "model.layers.{L}.self_attn.q_norm.weight", Rows, false, false},
     {Role::AttnKNorm, "model.layers.{L}.self_attn.k_norm.weight", Rows, false, false},
 };
+
+// Gemma 2 and 3: post_attention_layernorm is the norm of attention's output (post_attention_norm), the FFN's
+// input norm is pre_feedforward_layernorm, its output's post_feedforward_layernorm. Hugging Face's other names.
+const std::vector<NameMap>& hf_post_norm_names() {
+    static const std::vector<NameMap> map = [] {
+        std::vector<NameMap> m(std::begin(kHf), std::end(kHf));
+        for (NameMap& row : m)
+            if (row.role == Role::FfnNorm) row.name = "model.layers.{L}.pre_feedforward_layernorm.weight";
+        m.push_back({Role::PostAttnNorm, "model.layers.{L}.post_attention_layernorm.weight", Rows, false, false});
+        m.push_back({Role::PostFfwNorm, "model.layers.{L}.post_feedforward_layernorm.weight", Rows, false, false});
+        return m;
+    }();
+    return map;
+}
+
+// Gemma3ForConditionalGeneration's language model: its tensors under one of two prefixes (older and newer
+// transformers), and the vision tower and projector beside it, which headfuse leaves out.
+struct HfPrefix {
+    std::string_view model, lm_head;
+};
+constexpr HfPrefix kHfPrefixes[] = {{"model.", "lm_head.weight"},
+                                    {"language_model.model.", "language_model.lm_head.weight"},
+                                    {"model.language_model.", "lm_head.weight"}};
+constexpr std::string_view kVisionPrefixes[] = {"vision_tower.", "multi_modal_projector.", "model.vision_tower.",
+                                                "model.multi_modal_projector."};
 
 constexpr NameMap kTl[] = {
     {Role::TokenEmbd, "embed.W_E", Rows, false, false},
@@ -155,6 +181,10 @@ json read_json(const fs::path& p) {
 }  // namespace
 
 std::span<const NameMap> hf_names() { return kHf; }
+std::span<const NameMap> hf_names(const Config& c) {
+    if (c.arch().post_norms) return hf_post_norm_names();
+    return kHf;
+}
 std::span<const NameMap> tl_names() { return kTl; }
 std::span<const NameMap> hf_stacked_names() { return kHfStacked; }
 
@@ -172,6 +202,129 @@ std::vector<std::uint64_t> foreign_shape(const NameMap& m, std::span<const std::
     }
     return {};
 }
+
+namespace {
+
+bool is_gemma(Family f) { return f == Family::Gemma || f == Family::Gemma2 || f == Family::Gemma3; }
+
+void refuse_key(const json& j, std::string_view key, const std::string& where, const std::string& why) {
+    if (const json* v = field(j, key))
+        fail(ErrorKind::Unsupported, where + ": key '" + std::string(key) + "' is " + v->dump() + "; " + why);
+}
+
+// A Gemma config.json (GemmaConfig, Gemma2Config, Gemma3TextConfig, or Gemma3Config's text_config), with the
+// defaults llama.cpp's converter assumes for Gemma 3 keys left out. What llama.cpp's graph cannot represent is
+// refused by name.
+Config gemma_hf_config(const json& top, const ArchSpec& row, const std::string& top_where) {
+    std::string where = top_where;
+    const json* jp = &top;
+    if (const json* tc = field(top, "text_config")) {  // Gemma3ForConditionalGeneration
+        if (!tc->is_object()) fail(where + ": key 'text_config' must be an object, found " + tc->dump());
+        jp = tc;
+        where += ": text_config";
+    }
+    const json& j = *jp;
+    const bool g3 = row.family == Family::Gemma3, g2 = row.family == Family::Gemma2;
+    const std::string name(row.gguf_name);
+    // The activation: gelu_pytorch_tanh (Gemma 1's "gelu" is run as it by Hugging Face too).
+    for (const char* k : {"hidden_activation", "hidden_act"})
+        if (const json* v = field(j, k)) {
+            const std::string a = v->is_string() ? v->get<std::string>() : v->dump();
+            if (a != "gelu_pytorch_tanh" && a != "gelu_tanh" && !(row.family == Family::Gemma && a == "gelu"))
+                fail(ErrorKind::Unsupported, where + ": key '" + k + "' is " + v->dump() + "; llama.cpp's " + name +
+                                                 " graph computes gelu_pytorch_tanh");
+        }
+    Config c;
+    c.family = row.family;
+    c.tied = true;
+    if (const json* v = field(j, "attention_bias")) {
+        if (!v->is_boolean()) fail(where + ": key 'attention_bias' must be true or false, found " + v->dump());
+        if (v->get<bool>())
+            for (Role r : kHfAttentionBiases) c.optional_roles.insert(r);
+    }
+    c.d_model = get_count(j, "hidden_size", where, g3 ? std::optional<std::uint32_t>(2304) : std::nullopt);
+    c.n_heads = get_count(j, "num_attention_heads", where, g3 ? std::optional<std::uint32_t>(8) : std::nullopt);
+    c.n_kv_heads = get_count(j, "num_key_value_heads", where, g3 ? 4u : c.n_heads);
+    c.d_head = get_count(j, "head_dim", where, g3 ? std::optional<std::uint32_t>(256) : std::nullopt);
+    c.d_ff = get_count(j, "intermediate_size", where, g3 ? std::optional<std::uint32_t>(9216) : std::nullopt);
+    c.n_layers = get_count(j, "num_hidden_layers", where, g3 ? std::optional<std::uint32_t>(26) : std::nullopt);
+    c.vocab = get_count(j, "vocab_size", where, g3 ? std::optional<std::uint32_t>(262208) : std::nullopt);
+    c.context_length = get_count(j, "max_position_embeddings", where, g3 ? 131072u : 8192u);
+    c.rms_eps = get_float(j, "rms_norm_eps", where, 1e-6f);
+    c.rope_theta = get_float(j, "rope_theta", where, g3 ? 1000000.0f : 10000.0f);
+    if (const json* t = field(j, "tie_word_embeddings")) {
+        if (!t->is_boolean()) fail(where + ": key 'tie_word_embeddings' must be true or false, found " + t->dump());
+        c.tied = t->get<bool>();
+    }
+    if (row.post_norms) {
+        for (Role r : {Role::PostAttnNorm, Role::PostFfwNorm}) c.optional_roles.insert(r);
+    }
+    if (g3)
+        for (Role r : {Role::AttnQNorm, Role::AttnKNorm}) c.optional_roles.insert(r);
+    if (g2) {
+        for (const char* k : {"attn_logit_softcapping", "final_logit_softcapping"})
+            if (!field(j, k))
+                fail(ErrorKind::Unsupported, where + ": key '" + std::string(k) +
+                                                 "' is absent or null; llama.cpp's gemma2 graph always soft-caps "
+                                                 "(50 and 30 when its file has no value), so it cannot run this model");
+        c.attn_softcap = get_float(j, "attn_logit_softcapping", where, 0.0f);
+        c.final_softcap = get_float(j, "final_logit_softcapping", where, 0.0f);
+        c.sliding_window = get_count(j, "sliding_window", where, 4096u);
+    }
+    if (g3) {
+        refuse_key(j, "attn_logit_softcapping", where, "llama.cpp's gemma3 graph has no attention soft-cap");
+        c.final_softcap = get_float(j, "final_logit_softcapping", where, 0.0f);
+        std::uint32_t pattern = 6;
+        if (field(j, "sliding_window_pattern")) pattern = get_count(j, "sliding_window_pattern", where);
+        if (pattern != 6 && pattern != 1)
+            fail(ErrorKind::Unsupported, where + ": key 'sliding_window_pattern' is " + std::to_string(pattern) +
+                                             "; headfuse writes gemma3 files with llama.cpp's default pattern 6 "
+                                             "(or 1: no windows)");
+        if (const json* lt = field(j, "layer_types")) {  // newer transformers: the pattern spelled out
+            json want = json::array();
+            for (std::uint32_t i = 0; i < c.n_layers; ++i)
+                want.push_back(pattern != 1 && i % 6 != 5 ? "sliding_attention" : "full_attention");
+            if (*lt != want)
+                fail(ErrorKind::Unsupported, where + ": key 'layer_types' is not llama.cpp's gemma3 pattern (" +
+                                                 "every layer sliding but those with i % 6 == 5)");
+        }
+        if (pattern != 1) {
+            c.sliding_window = get_count(j, "sliding_window", where, 4096u);
+            c.rope_theta_swa = get_float(j, "rope_local_base_freq", where, 10000.0f);
+        }
+    }
+    if (row.family == Family::Gemma)
+        for (const char* k : {"attn_logit_softcapping", "final_logit_softcapping", "sliding_window"})
+            refuse_key(j, k, where, "llama.cpp's gemma graph has no such feature");
+    // The attention scale: query_pre_attn_scalar^-0.5, which llama.cpp's loader does not read: it takes head_dim,
+    // or d_model / n_heads at the block count it types as 27B.
+    if (field(j, "query_pre_attn_scalar")) {
+        const std::uint32_t q = get_count(j, "query_pre_attn_scalar", where);
+        const std::uint32_t want =
+            row.attn_scale == AttnScaleRule::QueryGemma27B && c.n_layers == row.embd_scale_layers && c.n_heads > 0
+                ? c.d_model / c.n_heads
+                : c.d_head;
+        if (q != want)
+            fail(ErrorKind::Unsupported,
+                 where + ": key 'query_pre_attn_scalar' is " + std::to_string(q) + ", but llama.cpp's " + name +
+                     " loader scales attention by 1/sqrt(" + std::to_string(want) + ") for this model (" +
+                     (want == c.d_head ? "head_dim" : "hidden_size / num_attention_heads") + ")");
+    }
+    if (const json* rs = field(j, "rope_scaling")) {
+        const std::string kind = rope_scaling_type(*rs, where);
+        if (kind == "linear" && g3) {
+            c.rope_scaling = RopeScaling::Linear;
+            c.rope_scaling_factor = get_float(*rs, "factor", where + ": rope_scaling", 1.0f);
+        } else if (kind != "default") {
+            fail(ErrorKind::Unsupported, where + ": key 'rope_scaling' is " + rs->dump() +
+                                             "; headfuse converts linear scaling of gemma3's global layers only");
+        }
+    }
+    validate_read(c, where);
+    return c;
+}
+
+}  // namespace
 
 // Every Hugging Face model_type the architecture table imports: "llama, mistral, qwen2, qwen3".
 std::string hf_model_types() {
@@ -256,6 +409,7 @@ void check_phi3_config(const json& j, const std::string& where) {
 Config hf_config(const json& j, const std::string& where) {
     if (!j.is_object()) fail(where + ": expected a JSON object");
     const ArchSpec& arch = hf_arch(j, where);
+    if (is_gemma(arch.family)) return gemma_hf_config(j, arch, where);
     expect_string(j, "hidden_act", "silu", where);
     if (arch.family == Family::Phi3) check_phi3_config(j, where);
     refuse_sliding_window(j, arch, where);
@@ -408,6 +562,43 @@ double json_float(float x) {
     return d;
 }
 
+namespace {
+
+// A Gemma config.json: the llama keys they share (`j`), changed into the keys gemma_hf_config reads, with the
+// values llama.cpp's graph uses.
+json gemma_config_json(const Config& c, json j) {
+    const ArchSpec& a = c.arch();
+    const bool g3 = c.family == Family::Gemma3;
+    const std::uint32_t query_scalar = a.attn_scale == AttnScaleRule::QueryGemma27B && c.n_layers == a.embd_scale_layers
+                                           ? c.d_model / c.n_heads
+                                           : c.d_head;
+    j["architectures"] = {c.family == Family::Gemma    ? "GemmaForCausalLM"
+                          : c.family == Family::Gemma2 ? "Gemma2ForCausalLM"
+                                                       : "Gemma3ForCausalLM"};
+    j["model_type"] = g3 ? "gemma3_text" : std::string(c.architecture());
+    j["hidden_activation"] = "gelu_pytorch_tanh";
+    for (const char* k : {"hidden_act", "mlp_bias"}) j.erase(k);
+    if (!g3) j.erase("rope_scaling");
+    if (c.family != Family::Gemma) j["query_pre_attn_scalar"] = query_scalar;
+    if (c.family == Family::Gemma2) {
+        j["attn_logit_softcapping"] = json_float(c.attn_softcap);
+        j["final_logit_softcapping"] = json_float(c.final_softcap);
+        j["sliding_window"] = c.sliding_window;
+    }
+    if (g3) {
+        j["attn_logit_softcapping"] = nullptr;
+        j["final_logit_softcapping"] = c.final_softcap != 0.0f ? json(json_float(c.final_softcap)) : json(nullptr);
+        j["sliding_window_pattern"] = c.sliding_window != 0 ? 6 : 1;
+        if (c.sliding_window != 0) {
+            j["sliding_window"] = c.sliding_window;
+            j["rope_local_base_freq"] = json_float(c.rope_theta_swa);
+        }
+    }
+    return j;
+}
+
+}  // namespace
+
 json hf_config_json(const Config& c, std::string_view torch_dtype, const json& rope_scaling,
                     std::uint32_t sliding_window) {
     // The family's first Hugging Face names (a Mistral checkpoint, GGUF llama, comes back as LlamaForCausalLM).
@@ -436,13 +627,14 @@ json hf_config_json(const Config& c, std::string_view torch_dtype, const json& r
         for (const char* key : {"head_dim", "attention_bias", "mlp_bias"}) j.erase(key);
         j["original_max_position_embeddings"] = c.rope_original_context ? c.rope_original_context : c.context_length;
         j["sliding_window"] = sliding_window ? json(sliding_window) : json(nullptr);
-    } else if (c.family !=
-               Family::Llama) {  // Qwen2Config and Qwen3Config: no mlp_bias; Qwen2's q/k/v biases need no flag
+    } else if (c.family == Family::Qwen2 ||
+               c.family ==
+                   Family::Qwen3) {  // Qwen2Config and Qwen3Config: no mlp_bias; Qwen2's q/k/v biases need no flag
         j.erase("mlp_bias");
         if (c.family == Family::Qwen2) j.erase("attention_bias");
         j["use_sliding_window"] = false;
     }
-    return j;
+    return is_gemma(c.family) ? gemma_config_json(c, std::move(j)) : j;
 }
 
 json tl_config_json(const Config& c, bool folded) {
@@ -485,8 +677,20 @@ struct Owner {
     SafetensorsSet set;
     std::vector<float> ones;
     std::vector<float> rope_freqs;               // computed from a "llama3" rope_scaling
-    std::deque<std::vector<std::byte>> vectors;  // biases in llama.cpp's element order
+    std::deque<std::vector<std::byte>> vectors;  // biases in llama.cpp's element order, Gemma's 1 + w norms
 };
+
+// Gemma's norm as llama.cpp's converter stores it: 1 + w in f32 (the sum Hugging Face's GemmaRMSNorm computes,
+// `1.0 + weight.float()`), a view of memory the owner keeps.
+TensorView plus_one(Owner& owner, const TensorView& w, const std::string& name) {
+    const std::uint64_t n = w.ne()[0];
+    std::vector<std::byte>& out = owner.vectors.emplace_back(n * 4);
+    std::vector<float> x(n);
+    decode_row(w.type(), w.row(0).data(), x.data(), n);
+    for (float& v : x) v = 1.0f + v;
+    std::memcpy(out.data(), x.data(), n * 4);
+    return TensorView::of(name, DType::F32, w.ne(), out);
+}
 
 // True for a GGUF file; false for one that cannot be opened (the safetensors reader then says why). A FIFO or a
 // device is refused here, without blocking.
@@ -500,9 +704,17 @@ bool is_gguf(const fs::path& p) {
     return gguf;
 }
 
+// The Hugging Face prefix whose embedding or first query projection the checkpoint has (nullptr when none).
+const HfPrefix* hf_prefix(const SafetensorsSet& s) {
+    for (const HfPrefix& p : kHfPrefixes)
+        if (s.find(std::string(p.model) + "embed_tokens.weight") ||
+            s.find(std::string(p.model) + "layers.0.self_attn.q_proj.weight"))
+            return &p;
+    return nullptr;
+}
+
 CheckpointFormat detect(const SafetensorsSet& s) {
-    if (s.find("model.embed_tokens.weight") || s.find("model.layers.0.self_attn.q_proj.weight"))
-        return CheckpointFormat::HuggingFace;
+    if (hf_prefix(s)) return CheckpointFormat::HuggingFace;
     if (s.find("embed.W_E") || s.find("blocks.0.attn.W_Q")) return CheckpointFormat::TransformerLens;
     if (s.find("token_embd.weight")) return CheckpointFormat::PerHeadNames;
     const auto ts = s.tensors();
@@ -568,8 +780,17 @@ bool tl_buffer(std::string_view name) {
     return false;
 }
 
+// `prefix` is the Hugging Face layout's (nullptr for TransformerLens); what it leaves out (a vision tower) goes
+// into `notes`.
 PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::span<const NameMap> map,
-                           bool rotate_half, bool gqa_names, const std::string& where, Metadata md = {}) {
+                           bool rotate_half, bool gqa_names, const std::string& where, Metadata md = {},
+                           const HfPrefix* prefix = nullptr, std::vector<std::string>* notes = nullptr) {
+    auto prefixed = [&](std::string name) {
+        if (!prefix) return name;
+        if (name == "lm_head.weight") return std::string(prefix->lm_head);
+        if (name.starts_with("model.")) return std::string(prefix->model) + name.substr(6);
+        return name;
+    };
     std::vector<TensorView> views;
     std::set<std::string, std::less<>> used;
     bool norms_non_f32 = false;
@@ -585,7 +806,7 @@ PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::s
         for (const NameMap& row : s.parts.empty() ? map : std::span<const NameMap>(kHfStacked))
             if (row.role == s.role->role) m = &row;
         if (!m) fail(where + ": the layout has no name for tensor '" + s.name + "'");
-        std::string name = foreign_name(*m, s.layer, gqa_names);
+        std::string name = prefixed(foreign_name(*m, s.layer, gqa_names));
         const StTensor* t = owner->set.find(name);
         if (!t && m->name.find("{G}") != std::string_view::npos)  // TransformerLens names GQA's W_K _W_K
             if (const StTensor* other = owner->set.find(foreign_name(*m, s.layer, !gqa_names))) {
@@ -610,6 +831,7 @@ PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::s
             norms_non_f32 = true;
             norm_type = v.type();
         }
+        if (s.kind == TensorKind::Norm && c.arch().norm_plus_one) v = plus_one(*owner, v, s.name);
         if (s.kind != TensorKind::Bias) {
             const bool rh = m->rope_rows && rotate_half;
             v = ViewAccess::in_order(std::move(v), rh, m->storage != Rows, m->storage == HeadsT || rh ? c.d_head : 0);
@@ -619,12 +841,18 @@ PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::s
     ModelViews mv = assemble_views(c, ModelKind::Fused, views);
     if (norms_non_f32) md.set(std::string(kNormTypeKey), Value::string(std::string(type_name(norm_type))));
     // Every other tensor must be one the layout knows to carry nothing.
-    const bool hf = map.data() == kHf;
+    const bool hf = prefix != nullptr;
+    std::uint64_t vision = 0;
     for (const StTensor* t : owner->set.tensors()) {
         if (used.count(t->name)) continue;
         if (hf) {
-            if (t->name == "lm_head.weight" && c.tied) continue;  // tied: Hugging Face ignores it too
+            if (t->name == prefixed("lm_head.weight") && c.tied) continue;  // tied: Hugging Face ignores it too
             if (t->name.ends_with(".self_attn.rotary_emb.inv_freq")) continue;
+            if (c.family == Family::Gemma3 && std::any_of(std::begin(kVisionPrefixes), std::end(kVisionPrefixes),
+                                                          [&](std::string_view p) { return t->name.starts_with(p); })) {
+                ++vision;
+                continue;
+            }
         } else {
             if (tl_buffer(t->name)) continue;
             bool known = false;  // a bias role the model does not have (all zero), or one llama.cpp has no place for
@@ -650,6 +878,10 @@ PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::s
         fail(where + ": unexpected tensor '" + t->name + "' in a " +
              std::string(hf ? "Hugging Face" : "TransformerLens") + " checkpoint");
     }
+    if (vision > 0 && notes)
+        notes->push_back(
+            where + ": the language model only: " + std::to_string(vision) +
+            " tensors of the vision tower and projector (vision_tower.*, multi_modal_projector.*) left out");
     return PerHeadModel::from_views(std::move(mv), std::move(md), std::move(owner));
 }
 
@@ -691,7 +923,7 @@ PerHeadModel import_own_names(std::shared_ptr<Owner> owner, Config c, const std:
 OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs::path>& config) {
     std::error_code ec;
     if (!fs::is_directory(source, ec) && source.extension() != ".json" && is_gguf(source))
-        return {open_model(source), CheckpointFormat::Gguf, source.parent_path(), {source}};
+        return {open_model(source), CheckpointFormat::Gguf, source.parent_path(), {source}, {}};
     auto owner = std::make_shared<Owner>(Owner{SafetensorsSet::open(source), {}, {}, {}});
     const CheckpointFormat layout = detect(owner->set);
     const fs::path config_path = config ? *config : owner->set.folder() / "config.json";
@@ -700,7 +932,7 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
              " checkpoint needs its config: " + config_path.string() + " does not exist (give one with --config)");
     const json j = read_json(config_path);
     const std::string where = config_path.string();
-    OpenedCheckpoint out{PerHeadModel{}, layout, owner->set.folder(), owner->set.paths()};
+    OpenedCheckpoint out{PerHeadModel{}, layout, owner->set.folder(), owner->set.paths(), {}};
     out.inputs.push_back(config_path);
     const std::string st = owner->set.name();
     switch (layout) {
@@ -714,8 +946,9 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
             }
             // Absent, num_key_value_heads is num_attention_heads (as Hugging Face's LlamaConfig has it); a GQA
             // checkpoint without it is named by its key, not by the shape that then fails.
-            if (!j.contains("num_key_value_heads"))
-                if (const StTensor* k = owner->set.find("model.layers.0.self_attn.k_proj.weight");
+            if (!is_gemma(c.family) && !j.contains("num_key_value_heads"))
+                if (const StTensor* k =
+                        owner->set.find(std::string(hf_prefix(owner->set)->model) + "layers.0.self_attn.k_proj.weight");
                     k && k->shape.size() == 2 && k->shape[0] != std::uint64_t{c.n_heads} * c.d_head)
                     fail(where + ": key 'num_key_value_heads' is absent, so it is num_attention_heads (" +
                          std::to_string(c.n_heads) + "), but tensor '" + k->name + "' has " +
@@ -727,7 +960,12 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
                 md.set(c.key("attention.sliding_window"), Value::u32(w ? get_count(j, "sliding_window", where) : 0));
             }
             // Rotate-half rows are permuted for the families that rotate adjacent pairs; NEOX's are Hugging Face's.
-            out.model = import_mapped(owner, c, kHf, c.arch().rope == RopePairing::Adjacent, false, st, std::move(md));
+            const HfPrefix* prefix = hf_prefix(owner->set);
+            if (prefix != &kHfPrefixes[0] && c.family != Family::Gemma3)
+                fail(st + ": tensors under '" + std::string(prefix->model) +
+                     "' (a multimodal checkpoint's language model), which headfuse reads for Gemma 3 only");
+            out.model = import_mapped(owner, c, hf_names(c), c.arch().rope == RopePairing::Adjacent, false, st,
+                                      std::move(md), prefix, &out.notes);
             break;
         }
         case CheckpointFormat::TransformerLens: {

@@ -34,6 +34,9 @@ struct NameMap {
 };
 
 std::span<const NameMap> hf_names();
+// The Hugging Face names of the config's family: llama's, or Gemma 2/3's (post norms; pre_feedforward_layernorm is
+// the FFN's input norm). A row's rope_rows holds for the families that rotate adjacent pairs only (ArchSpec::rope).
+std::span<const NameMap> hf_names(const Config& c);
 // Phi3ForCausalLM's stacked projections (qkv_proj, gate_up_proj), by the first role of the fused layout's
 // stacked tensor (TensorSpec::parts).
 std::span<const NameMap> hf_stacked_names();

@@ -30,6 +30,21 @@ constexpr std::string_view kLlamaArchs[] = {"LlamaForCausalLM", "MistralForCausa
 constexpr std::string_view kQwen2Types[] = {"qwen2"};
 constexpr std::string_view kQwen2Archs[] = {"Qwen2ForCausalLM"};
 constexpr std::string_view kQwen3Types[] = {"qwen3"};
+// llama.cpp's gemma, gemma2 and gemma3 loaders: q/k/v biases not required (create_tensor_qkv), post norms
+// required (Gemma 2/3), q/k norms required (Gemma 3); no rope_freqs, output bias or FFN bias.
+constexpr RoleSet kPostNorms = roles({Role::PostAttnNorm, Role::PostFfwNorm});
+constexpr RoleSet kGemma2Roles =
+    roles({Role::AttnQBias, Role::AttnKBias, Role::AttnVBias, Role::PostAttnNorm, Role::PostFfwNorm});
+constexpr RoleSet kGemma3Roles = roles({Role::AttnQBias, Role::AttnKBias, Role::AttnVBias, Role::AttnQNorm,
+                                        Role::AttnKNorm, Role::PostAttnNorm, Role::PostFfwNorm});
+constexpr RoleSet kGemma3Required = roles({Role::AttnQNorm, Role::AttnKNorm, Role::PostAttnNorm, Role::PostFfwNorm});
+constexpr std::string_view kGemmaTypes[] = {"gemma"};
+constexpr std::string_view kGemmaArchs[] = {"GemmaForCausalLM"};
+constexpr std::string_view kGemma2Types[] = {"gemma2"};
+constexpr std::string_view kGemma2Archs[] = {"Gemma2ForCausalLM"};
+// Gemma3ForConditionalGeneration: its language model (config text_config), the vision tower left out.
+constexpr std::string_view kGemma3Types[] = {"gemma3_text", "gemma3"};
+constexpr std::string_view kGemma3Archs[] = {"Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"};
 constexpr std::string_view kQwen3Archs[] = {"Qwen3ForCausalLM"};
 constexpr std::string_view kPhi3Types[] = {"phi3"};
 constexpr std::string_view kPhi3Archs[] = {"Phi3ForCausalLM"};
@@ -71,6 +86,52 @@ const ArchSpec kArchs[] = {
      .q_dim_is_d_model = true,
      .fused_qkv = true,
      .fused_gate_up = true},
+    {.family = Family::Gemma,
+     .gguf_name = "gemma",
+     .hf_model_types = kGemmaTypes,
+     .hf_architectures = kGemmaArchs,
+     .allowed_roles = kQkvBiases,
+     .rope = RopePairing::Neox,
+     .norm_plus_one = true,
+     .gate = GateActivation::GeluTanh,
+     .embd_scale_sqrt_d_model = true,
+     .attn_scale = AttnScaleRule::QueryInvSqrtHeadDim,
+     .tied_only = true},
+    {.family = Family::Gemma2,
+     .gguf_name = "gemma2",
+     .hf_model_types = kGemma2Types,
+     .hf_architectures = kGemma2Archs,
+     .allowed_roles = kGemma2Roles,
+     .required_roles = kPostNorms,
+     .rope = RopePairing::Neox,
+     .norm_plus_one = true,
+     .gate = GateActivation::GeluTanh,
+     .embd_scale_sqrt_d_model = true,
+     .attn_softcap = true,
+     .final_softcap = true,
+     .attn_scale = AttnScaleRule::QueryGemma27B,
+     .embd_scale_layers = 46,
+     .tied_only = true,
+     .softcaps_always = true,
+     .swa_always = true,
+     .swa_pattern = 2,
+     .post_norms = true},
+    {.family = Family::Gemma3,
+     .gguf_name = "gemma3",
+     .hf_model_types = kGemma3Types,
+     .hf_architectures = kGemma3Archs,
+     .allowed_roles = kGemma3Roles,
+     .required_roles = kGemma3Required,
+     .rope = RopePairing::Neox,
+     .norm_plus_one = true,
+     .gate = GateActivation::GeluTanh,
+     .embd_scale_sqrt_d_model = true,
+     .final_softcap = true,
+     .attn_scale = AttnScaleRule::QueryGemma27B,
+     .embd_scale_layers = 62,
+     .swa_pattern = 6,
+     .swa_rope = true,
+     .post_norms = true},
 };
 
 }  // namespace

@@ -72,6 +72,18 @@ void note_unmodeled(const Metadata& md, std::string_view where, std::string_view
     if (const std::string k = key_of(arch, "attention.causal"); const Value* v = md.find(k)) {
         if (v->type == ValueType::BOOL && !std::get<bool>(v->scalar)) note(k, "false (non-causal attention)");
     }
+    // The window pattern and (gemma2) a local RoPE base: llama.cpp reads them, headfuse writes its row's defaults.
+    if (const ArchSpec* row = find_arch(arch); row && row->swa_pattern > 0) {
+        if (const std::string k = key_of(arch, "attention.sliding_window_pattern"); const Value* v = md.find(k)) {
+            if (v->type != ValueType::U32 || std::get<std::uint64_t>(v->scalar) != row->swa_pattern)
+                note(k, "other than " + std::to_string(row->swa_pattern) + " (another sliding-window layer pattern)");
+        }
+        const std::string base = key_of(arch, "rope.freq_base_swa"), global = key_of(arch, "rope.freq_base");
+        if (!row->swa_rope && md.find(base)) {
+            const float g = md.find(global) ? md.get_f32(global, where) : 10000.0f;
+            if (md.get_f32(base, where) != g) note(base, "other than rope.freq_base (a RoPE base of the local layers)");
+        }
+    }
     if (const std::string k = key_of(arch, "expert_count"); md.find(k)) {
         const std::uint32_t n = md.get_u32(k, where);
         if (n > 0) note(k, std::to_string(n) + " (a mixture of experts)");
@@ -132,6 +144,19 @@ const ArchSpec& Config::arch() const noexcept {
 
 std::string Config::key(std::string_view name) const { return key_of(architecture(), name); }
 
+bool Config::is_local_layer(std::uint32_t layer) const noexcept {
+    const std::uint32_t n = arch().swa_pattern;
+    return n > 0 && sliding_window != 0 && layer % n < n - 1;
+}
+
+float Config::attention_scale() const noexcept {
+    const ArchSpec& a = arch();
+    // llama_model_gemma2/3::load_arch_hparams: n_embd / n_head(0) in integers, then a float sqrt.
+    if (a.attn_scale == AttnScaleRule::QueryGemma27B && n_layers == a.embd_scale_layers)
+        return 1.0f / std::sqrt(float(d_model / n_heads_at(0)));
+    return 1.0f / std::sqrt(float(d_head));
+}
+
 void Config::set_layer_counts(std::vector<std::uint32_t> heads, std::vector<std::uint32_t> kv_heads,
                               std::vector<std::uint32_t> ff) {
     layer_heads = std::move(heads);
@@ -179,6 +204,24 @@ void check_arch(const Config& c) {
     feature("attn_softcap", a.attn_softcap, c.attn_softcap != 0.0f);
     feature("final_softcap", a.final_softcap, c.final_softcap != 0.0f);
     feature("rope_theta_swa", a.swa_rope, c.rope_theta_swa != 0.0f);
+    if (a.tied_only && !c.tied)
+        fail(ErrorKind::Unsupported, "tensor 'output.weight': llama.cpp's " + std::string(a.gguf_name) +
+                                         " loader reads no output layer (it reuses token_embd.weight); the model "
+                                         "must be tied");
+    auto positive = [&](std::string_view field, float v, std::string_view why) {
+        if (!(v > 0))
+            fail(ErrorKind::InvalidArgument, std::string(field) + " must be positive for " + std::string(a.gguf_name) +
+                                                 " (" + std::string(why) + "), found " + number(v));
+    };
+    if (a.softcaps_always) {
+        positive("attn_softcap", c.attn_softcap, "llama.cpp's graph always soft-caps the scores");
+        positive("final_softcap", c.final_softcap, "llama.cpp's graph always soft-caps the logits");
+    }
+    if (a.swa_always && c.sliding_window == 0)
+        fail(ErrorKind::InvalidArgument, "sliding_window must be positive for " + std::string(a.gguf_name) +
+                                             " (llama.cpp's graph always windows its local layers), found 0");
+    if (a.swa_rope && c.sliding_window != 0)
+        positive("rope_theta_swa", c.rope_theta_swa, "the RoPE base of its local layers");
     for (const auto& [field, v] :
          {std::pair{"attn_softcap", c.attn_softcap}, std::pair{"final_softcap", c.final_softcap},
           std::pair{"rope_theta_swa", c.rope_theta_swa}})
@@ -285,10 +328,15 @@ void Config::write_metadata(Metadata& md) const {
     if (rope_attn_factor != 1.0f) md.set(key("rope.scaling.attn_factor"), Value::f32(rope_attn_factor));
     md.set(key("attention.layer_norm_rms_epsilon"), Value::f32(rms_eps));
     const ArchSpec& a = arch();
-    if (a.swa_pattern > 0) md.set(key("attention.sliding_window"), Value::u32(sliding_window));
-    if (a.attn_softcap) md.set(key("attn_logit_softcapping"), Value::f32(attn_softcap));
-    if (a.final_softcap) md.set(key("final_logit_softcapping"), Value::f32(final_softcap));
-    if (a.swa_rope) md.set(key("rope.freq_base_swa"), Value::f32(rope_theta_swa));
+    // The feature keys: always for a row that always has the feature (their absence means llama.cpp's defaults),
+    // else when the feature is on (their absence means off).
+    if (a.swa_pattern > 0 && (a.swa_always || sliding_window != 0))
+        md.set(key("attention.sliding_window"), Value::u32(sliding_window));
+    if (a.attn_softcap && (a.softcaps_always || attn_softcap != 0.0f))
+        md.set(key("attn_logit_softcapping"), Value::f32(attn_softcap));
+    if (a.final_softcap && (a.softcaps_always || final_softcap != 0.0f))
+        md.set(key("final_logit_softcapping"), Value::f32(final_softcap));
+    if (a.swa_rope && sliding_window != 0) md.set(key("rope.freq_base_swa"), Value::f32(rope_theta_swa));
 }
 
 Config Config::from_metadata(const Metadata& md, std::string_view where) {
@@ -340,11 +388,21 @@ Config Config::from_metadata(const Metadata& md, std::string_view where) {
     auto f32_key = [&](std::string_view name, float& out) {
         if (md.find(k(name))) out = md.get_f32(k(name), where);
     };
+    // llama.cpp's defaults where a row always has the feature (gemma2: window 4096, soft-caps 50 and 30); the
+    // RoPE base of the local layers 10000 when the model has windows (gemma3).
+    if (row->swa_always) c.sliding_window = 4096;
+    if (row->softcaps_always) {
+        c.attn_softcap = 50.0f;
+        c.final_softcap = 30.0f;
+    }
     if (row->swa_pattern > 0 && md.find(k("attention.sliding_window")))
         c.sliding_window = md.get_u32(k("attention.sliding_window"), where);
     if (row->attn_softcap) f32_key("attn_logit_softcapping", c.attn_softcap);
     if (row->final_softcap) f32_key("final_logit_softcapping", c.final_softcap);
-    if (row->swa_rope) f32_key("rope.freq_base_swa", c.rope_theta_swa);
+    if (row->swa_rope && c.sliding_window != 0) {
+        c.rope_theta_swa = 10000.0f;
+        f32_key("rope.freq_base_swa", c.rope_theta_swa);
+    }
     note_unmodeled(md, where, arch, c);
     return c;
 }

@@ -49,6 +49,8 @@ const RoleSpec kRoles[] = {
     {Role::AttnKNorm, "attn_k_norm", "weight", Layer, Norm, Optional, head_vector, &LayerViews::attn_k_norm},
     {Role::AttnOutput, "attn_output", "weight", Layer, Weight, Required, attn_output, &LayerViews::attn_output},
     {Role::AttnOutputBias, "attn_output", "bias", Layer, Bias, Optional, model_vector, &LayerViews::attn_output_bias},
+    {Role::PostAttnNorm, "post_attention_norm", "weight", Layer, Norm, Optional, model_vector,
+     &LayerViews::post_attention_norm},
     {Role::FfnNorm, "ffn_norm", "weight", Layer, Norm, Required, model_vector, &LayerViews::ffn_norm},
     {Role::FfnGate, "ffn_gate", "weight", Layer, Weight, Required, ffn_in, &LayerViews::ffn_gate},
     {Role::FfnGateBias, "ffn_gate", "bias", Layer, Bias, Optional, ffn_vector, &LayerViews::ffn_gate_bias},
@@ -56,6 +58,7 @@ const RoleSpec kRoles[] = {
     {Role::FfnUpBias, "ffn_up", "bias", Layer, Bias, Optional, ffn_vector, &LayerViews::ffn_up_bias},
     {Role::FfnDown, "ffn_down", "weight", Layer, Weight, Required, ffn_out, &LayerViews::ffn_down},
     {Role::FfnDownBias, "ffn_down", "bias", Layer, Bias, Optional, model_vector, &LayerViews::ffn_down_bias},
+    {Role::PostFfwNorm, "post_ffw_norm", "weight", Layer, Norm, Optional, model_vector, &LayerViews::post_ffw_norm},
 };
 static_assert(std::size(kRoles) == kRoleCount, "one row per role");
 
@@ -161,7 +164,8 @@ bool role_in_layer(const RoleSpec& r, const Config& c, std::uint32_t layer) {
         case Role::AttnQNorm:
         case Role::AttnKNorm:
         case Role::AttnOutput:
-        case Role::AttnOutputBias: return c.has_attention(layer);
+        case Role::AttnOutputBias:
+        case Role::PostAttnNorm: return c.has_attention(layer);
         default: return true;
     }
 }

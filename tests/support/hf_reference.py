@@ -255,6 +255,12 @@ def rotate_half(x):
     return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
 
 
+def dump_log_softmax(logits):
+    """Writes log-softmax over the last axis of [positions, vocab] logits to stdout as JSON."""
+    m = logits.max(-1, keepdims=True)
+    json.dump((logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))).tolist(), sys.stdout)
+
+
 def attend(q, k, v, cos, sin, mask):
     """Causal attention of heads [T, n*dh] as Hugging Face computes it: rotate-half RoPE on q and k, each kv head
     shared by n_heads / n_kv_heads query heads, softmax(q k^T / sqrt(dh) + mask) v; returns [T, n_heads*dh]."""
@@ -309,9 +315,7 @@ def print_logprobs(x, t, eps):
     as JSON log-softmax rows."""
     h = rmsnorm(x, t["model.norm.weight"], eps)
     logits = h @ t.get("lm_head.weight", t["model.embed_tokens.weight"]).T
-    m = logits.max(-1, keepdims=True)
-    lp = logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
-    json.dump(lp.tolist(), sys.stdout)
+    dump_log_softmax(logits)
 
 
 def main():

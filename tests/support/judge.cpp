@@ -295,4 +295,8 @@ Agreement agreement_with_llama(const std::string& model, const std::vector<std::
     return a;
 }
 
+std::vector<double> forward_logprobs(const ModelViews& m, const std::vector<std::uint32_t>& tokens) {
+    return log_softmax(forward_logits(m, tokens), m.config.vocab);
+}
+
 }  // namespace headfuse::test

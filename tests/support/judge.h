@@ -26,6 +26,10 @@
 #define HEADFUSE_SOURCE_DIR "/work/main"
 #endif
 
+namespace headfuse {
+struct ModelViews;
+}
+
 namespace headfuse::test {
 
 // The folder holding the judge scripts and their node_modules: $HEADFUSE_JUDGE_DIR, else HEADFUSE_SOURCE_DIR/judge.
@@ -72,6 +76,8 @@ Agreement agreement_with_llama(const std::string& model, const std::vector<std::
 // max |ours[p * vocab + t] - theirs.logprobs[p][t]| over every position p and token t where llama.cpp's
 // log-probability is finite.
 double max_logprob_diff(const std::vector<double>& ours, const LlamaEval& theirs, std::uint32_t vocab);
+// headfuse's forward pass on views as log-softmax rows, in the layout max_logprob_diff compares.
+std::vector<double> forward_logprobs(const ModelViews& m, const std::vector<std::uint32_t>& tokens);
 
 // llama_eval.mjs --check: llama.cpp loads the model and evaluates three tokens. False with the judge's stderr
 // in *why (when given) otherwise; never throws for a bad model.

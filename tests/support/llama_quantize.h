@@ -11,6 +11,9 @@
 #include <optional>
 #include <string>
 
+#include <gtest/gtest.h>
+
+#include "headfuse/gguf.h"
 #include "headfuse/types.h"
 #include "support/required.h"
 
@@ -79,6 +82,10 @@ private:
     explicit LlamaQuantizer(const Api& api);
     const Api& api_;
 };
+
+// The tensors of `ours` and `theirs` agree by name, type and bytes (order aside), or a message on the first that
+// does not.
+::testing::AssertionResult same_tensors(const GgufFile& ours, const GgufFile& theirs);
 
 }  // namespace headfuse::test
 
