@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/text.h"
 #include "headfuse/checkpoint.h"
 #include "headfuse/error.h"
 #include "headfuse/file_io.h"
@@ -19,7 +20,6 @@
 #include "headfuse/gguf.h"
 #include "headfuse/heads.h"
 #include "headfuse/model.h"
-#include "headfuse/text.h"
 #include "headfuse/verify.h"
 #include "headfuse/vocab.h"
 #include "progress.h"
@@ -200,7 +200,9 @@ int run_init(const InitArgs& a, const Common& c) {
     a.config.validate();
     check_output_path(a.out);
     const auto t0 = Clock::now();
-    const auto files = write_random_init(a.config, a.seed, a.out, make_progress("init", c.quiet), c.threads, c.output);
+    const auto files =
+        write_random_init(a.config, a.seed, a.out,
+                          {.threads = c.threads, .progress = make_progress("init", c.quiet), .output = c.output});
     std::printf("wrote %s: per-head checkpoint, %s, seed %llu in %.2f s\n", written(files).c_str(),
                 describe(a.config).c_str(), static_cast<unsigned long long>(a.seed), seconds_since(t0));
     return 0;
@@ -238,7 +240,7 @@ int run_fuse(const FuseArgs& a, const Common& c) {
     if (!a.tokenizer_from.empty()) tok = read_tokenizer(a.tokenizer_from, warn);
     const OpenedCheckpoint src = open_source(a.in, a.config);
     if (src.format == CheckpointFormat::Gguf && !a.config.empty())
-        fail(ErrorKind::InvalidArgument, "--config applies to safetensors inputs only");
+        throw Error(ErrorKind::InvalidArgument, "--config applies to safetensors inputs only");
     const PerHeadModel& model = src.model;
     if (!tok && src.format != CheckpointFormat::Gguf &&
         (std::filesystem::exists(src.folder / "tokenizer.json") ||
@@ -284,7 +286,7 @@ int run_export(const ExportArgs& a, const Common& c) {
     // The output is a folder: an existing one must be one we may write config.json and the shards into.
     if (std::error_code ec; std::filesystem::exists(a.out, ec)) {
         if (!std::filesystem::is_directory(a.out, ec))
-            fail(ErrorKind::InvalidArgument, "cannot write '" + a.out + "': not a folder");
+            throw Error(ErrorKind::InvalidArgument, "cannot write '" + a.out + "': not a folder");
         check_output_path(std::filesystem::path(a.out) / "config.json");
     }
     const OpenedCheckpoint src = open_source(a.in, a.config);
@@ -405,7 +407,7 @@ int run_inspect(const InspectArgs& a) {
     std::printf("\ntensors:\n");
     for (const TensorInfo& t : f.tensors()) {
         std::printf("  %-36s %-6s %-20s %12llu bytes at %llu", printable(t.name).c_str(), type_label(t.type).c_str(),
-                    format_shape(t).c_str(), static_cast<unsigned long long>(t.nbytes),
+                    format_shape({t.ne.data(), t.n_dims}).c_str(), static_cast<unsigned long long>(t.nbytes),
                     static_cast<unsigned long long>(t.offset));
         if (f.shard_count() > 1) std::printf(" in shard %u", t.shard + 1);
         std::printf("\n");

@@ -16,7 +16,7 @@ std::uint32_t parse_number(std::string_view& s, std::string_view flag, std::stri
     std::uint32_t v = 0;
     const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
     if (ec != std::errc{} || end == s.data())
-        fail(
+        throw Error(
             ErrorKind::InvalidArgument,
             std::string(flag) + ": expected LAYER:HEAD (decimal numbers, e.g. 3:1), found '" + std::string(item) + "'");
     s.remove_prefix(static_cast<std::size_t>(end - s.data()));
@@ -28,13 +28,13 @@ HeadRef parse_head(std::string_view item, std::string_view flag) {
     HeadRef h;
     h.layer = parse_number(s, flag, item);
     if (s.empty() || s.front() != ':')
-        fail(
+        throw Error(
             ErrorKind::InvalidArgument,
             std::string(flag) + ": expected LAYER:HEAD (decimal numbers, e.g. 3:1), found '" + std::string(item) + "'");
     s.remove_prefix(1);
     h.head = parse_number(s, flag, item);
     if (!s.empty())
-        fail(
+        throw Error(
             ErrorKind::InvalidArgument,
             std::string(flag) + ": expected LAYER:HEAD (decimal numbers, e.g. 3:1), found '" + std::string(item) + "'");
     return h;
@@ -74,8 +74,8 @@ std::vector<HeadMove> parse_head_moves(std::string_view text, std::string_view f
         m.to = parse_head(item.substr(0, eq), flag);
         m.from = eq == std::string_view::npos ? m.to : parse_head(item.substr(eq + 1), flag);
         if (!seen.insert(m.to).second)
-            fail(ErrorKind::InvalidArgument,
-                 std::string(flag) + ": head " + head_name(m.to) + " receives more than one head");
+            throw Error(ErrorKind::InvalidArgument,
+                        std::string(flag) + ": head " + head_name(m.to) + " receives more than one head");
         out.push_back(m);
     }
     std::sort(out.begin(), out.end(), [](const HeadMove& a, const HeadMove& b) { return a.to < b.to; });

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/text.h"
 #include "commands.h"
 #include "head_lists.h"
 #include "headfuse/checkpoint.h"
@@ -16,7 +17,6 @@
 #include "headfuse/forward.h"
 #include "headfuse/fuse.h"
 #include "headfuse/heads.h"
-#include "headfuse/text.h"
 #include "progress.h"
 
 namespace headfuse::cli {
@@ -38,12 +38,12 @@ std::vector<std::uint32_t> read_tokens(const std::string& path) {
         std::size_t j = i;
         while (j < text.size() && text[j] >= '0' && text[j] <= '9') ++j;
         if (j == i || j - i > 10 || std::stoull(text.substr(i, j - i)) > UINT32_MAX)
-            fail(path + ": expected token ids (decimal numbers separated by commas or spaces), found '" +
-                 text.substr(i, std::min<std::size_t>(16, text.size() - i)) + "' at byte " + std::to_string(i));
+            throw Error(path + ": expected token ids (decimal numbers separated by commas or spaces), found '" +
+                        text.substr(i, std::min<std::size_t>(16, text.size() - i)) + "' at byte " + std::to_string(i));
         out.push_back(static_cast<std::uint32_t>(std::stoull(text.substr(i, j - i))));
         i = j;
     }
-    if (out.size() < 2) fail(path + ": " + std::to_string(out.size()) + " token ids; scan needs at least 2");
+    if (out.size() < 2) throw Error(path + ": " + std::to_string(out.size()) + " token ids; scan needs at least 2");
     return out;
 }
 
@@ -53,8 +53,8 @@ void write_text(const std::string& path, const std::string& text, std::span<cons
 
 int run_scan(const HeadsArgs& a, const Common& c) {
     if (!a.scan.empty() && !a.svg.empty() && same_file(a.scan, a.svg))
-        fail(ErrorKind::InvalidArgument,
-             "-o '" + a.scan + "' and --svg '" + a.svg + "' are one file: the scan and its figure need two");
+        throw Error(ErrorKind::InvalidArgument,
+                    "-o '" + a.scan + "' and --svg '" + a.svg + "' are one file: the scan and its figure need two");
     if (!a.scan.empty()) check_output_path(a.scan);
     if (!a.svg.empty()) check_output_path(a.svg);
     const OpenedCheckpoint src = open_source(a.in, a.config);
@@ -122,13 +122,14 @@ std::vector<HeadRef> lowest_heads(const ModelViews& model, const std::string& in
     try {
         j = nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {
-        fail(scan_path + ": not valid JSON: " + e.what());
+        throw Error(scan_path + ": not valid JSON: " + e.what());
     }
     if (!j.is_object() || !j.contains("heads") || !j["heads"].is_array())
-        fail(scan_path + ": expected a scan with a 'heads' array");
+        throw Error(scan_path + ": expected a scan with a 'heads' array");
     auto text_of = [&](const char* key, const char* old) {
         if (!j.contains(key)) return std::string(old);  // scans before these keys were exact zero ablations
-        if (!j[key].is_string()) fail(scan_path + ": expected '" + key + "' to be a string, found " + j[key].dump());
+        if (!j[key].is_string())
+            throw Error(scan_path + ": expected '" + key + "' to be a string, found " + j[key].dump());
         return printable(j[key].get<std::string>());
     };
     const std::string method = text_of("method", "exact"), ablation = text_of("ablation", "zero");
@@ -136,14 +137,14 @@ std::vector<HeadRef> lowest_heads(const ModelViews& model, const std::string& in
     if (j.contains("model") && j["model"].is_object()) {
         const auto& m = j["model"];
         if (!m.contains("digest") || !m["digest"].is_string())
-            fail(scan_path + ": expected model.digest (a string), found " + m.dump());
+            throw Error(scan_path + ": expected model.digest (a string), found " + m.dump());
         const std::string recorded = printable(m["digest"].get<std::string>()), here = tensors_digest(model);
         const std::string made_on =
             m.contains("path") && m["path"].is_string() ? printable(m["path"].get<std::string>()) : "?";
         if (recorded != here)
-            fail(ErrorKind::InvalidArgument, scan_path + ": made on " + made_on + " (tensors " + recorded +
-                                                 "), not on " + in + " (tensors " + here +
-                                                 "); scan this model, or prune the one scanned");
+            throw Error(ErrorKind::InvalidArgument, scan_path + ": made on " + made_on + " (tensors " + recorded +
+                                                        "), not on " + in + " (tensors " + here +
+                                                        "); scan this model, or prune the one scanned");
         checked = "made on this model (tensors " + here.substr(0, 19) + "...)";
     }
     std::vector<std::vector<double>> delta(c.n_layers, std::vector<double>(c.n_heads, NAN));
@@ -151,12 +152,13 @@ std::vector<HeadRef> lowest_heads(const ModelViews& model, const std::string& in
     for (const auto& h : j["heads"]) {
         if (!h.is_object() || !h.contains("layer") || !h.contains("head") || !h.contains("delta") ||
             !h["layer"].is_number_unsigned() || !h["head"].is_number_unsigned() || !h["delta"].is_number())
-            fail(scan_path + ": expected {layer, head, delta} entries, found " + h.dump());
+            throw Error(scan_path + ": expected {layer, head, delta} entries, found " + h.dump());
         const auto l = h["layer"].get<std::uint64_t>(), hd = h["head"].get<std::uint64_t>();
         if (l >= c.n_layers || hd >= c.n_heads)
-            fail(ErrorKind::InvalidArgument, scan_path + ": head " + std::to_string(l) + ":" + std::to_string(hd) +
-                                                 " is not in the model (" + std::to_string(c.n_layers) + " layers of " +
-                                                 std::to_string(c.n_heads) + " heads)");
+            throw Error(ErrorKind::InvalidArgument, scan_path + ": head " + std::to_string(l) + ":" +
+                                                        std::to_string(hd) + " is not in the model (" +
+                                                        std::to_string(c.n_layers) + " layers of " +
+                                                        std::to_string(c.n_heads) + " heads)");
         delta[l][hd] = h["delta"].get<double>();
         estimated += h.contains("exact") && h["exact"] == false;
     }
@@ -164,8 +166,8 @@ std::vector<HeadRef> lowest_heads(const ModelViews& model, const std::string& in
     const std::uint32_t unit = group == 1 ? c.n_heads : group;  // heads chosen among
     const auto k = static_cast<std::uint32_t>(std::lround(fraction * unit));
     if (k == 0)
-        fail(ErrorKind::InvalidArgument,
-             "--lowest " + std::to_string(fraction) + ": prunes no head of " + std::to_string(unit));
+        throw Error(ErrorKind::InvalidArgument,
+                    "--lowest " + std::to_string(fraction) + ": prunes no head of " + std::to_string(unit));
     std::vector<HeadRef> out;
     for (std::uint32_t l = 0; l < c.n_layers; ++l)
         for (std::uint32_t first = 0; first < c.n_heads; first += unit) {
@@ -173,7 +175,8 @@ std::vector<HeadRef> lowest_heads(const ModelViews& model, const std::string& in
             for (std::uint32_t i = 0; i < unit; ++i) {
                 hs[i] = first + i;
                 if (std::isnan(delta[l][first + i]))
-                    fail(scan_path + ": no entry for head " + std::to_string(l) + ":" + std::to_string(first + i));
+                    throw Error(scan_path + ": no entry for head " + std::to_string(l) + ":" +
+                                std::to_string(first + i));
             }
             std::stable_sort(hs.begin(), hs.end(), [&](auto x, auto y) { return delta[l][x] < delta[l][y]; });
             for (std::uint32_t i = 0; i < k; ++i) out.push_back({l, hs[i]});
@@ -217,10 +220,10 @@ int run_heads(const HeadsArgs& a, const Common& c) {
             const std::uint32_t group = cfg.n_heads / cfg.n_kv_heads;
             for (const HeadRef& g : parse_heads(a.kv_groups, "--kv-groups")) {
                 if (g.layer >= cfg.n_layers || g.head >= cfg.n_kv_heads)
-                    fail(ErrorKind::InvalidArgument, "--kv-groups: group " + std::to_string(g.layer) + ":" +
-                                                         std::to_string(g.head) + " is out of range: the model has " +
-                                                         std::to_string(cfg.n_layers) + " layers of " +
-                                                         std::to_string(cfg.n_kv_heads) + " kv groups");
+                    throw Error(ErrorKind::InvalidArgument,
+                                "--kv-groups: group " + std::to_string(g.layer) + ":" + std::to_string(g.head) +
+                                    " is out of range: the model has " + std::to_string(cfg.n_layers) + " layers of " +
+                                    std::to_string(cfg.n_kv_heads) + " kv groups");
                 for (std::uint32_t i = 0; i < group; ++i) heads.push_back({g.layer, g.head * group + i});
             }
         }

@@ -80,16 +80,17 @@ public:
 private:
     void check() override {
         if ((lowest_->count() > 0) != (scan_->count() > 0))
-            fail(ErrorKind::InvalidArgument,
-                 "--lowest and --scan go together: --scan names the scan, --lowest the fraction to prune");
+            throw Error(ErrorKind::InvalidArgument,
+                        "--lowest and --scan go together: --scan names the scan, --lowest the fraction to prune");
         if (lowest_->count() > 0) {
             const float f = parse_positive("--lowest", lowest_text_);
             if (f >= 1.0f)
-                fail(ErrorKind::InvalidArgument, "--lowest: expected a fraction below 1, found '" + lowest_text_ + "'");
+                throw Error(ErrorKind::InvalidArgument,
+                            "--lowest: expected a fraction below 1, found '" + lowest_text_ + "'");
             args_.lowest = f;
         }
         if (args_.heads.empty() && args_.kv_groups.empty() && scan_->count() == 0)
-            fail(ErrorKind::InvalidArgument, "heads prune: give --heads, --kv-groups or --lowest with --scan");
+            throw Error(ErrorKind::InvalidArgument, "heads prune: give --heads, --kv-groups or --lowest with --scan");
     }
     std::string lowest_text_;
     CLI::Option* lowest_ = nullptr;
@@ -137,7 +138,7 @@ public:
 private:
     void check() override {
         if (!args_.svg.empty() && args_.svg == "-")
-            fail(ErrorKind::InvalidArgument, "--svg: headfuse writes files, not standard output");
+            throw Error(ErrorKind::InvalidArgument, "--svg: headfuse writes files, not standard output");
     }
 };
 
@@ -161,7 +162,7 @@ public:
     int run() override {
         for (auto& v : verbs_)
             if (v->given()) return v->execute();
-        fail(ErrorKind::InvalidArgument, "heads: a verb is required");
+        throw Error(ErrorKind::InvalidArgument, "heads: a verb is required");
     }
 
 private:

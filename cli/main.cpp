@@ -9,8 +9,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "base/text.h"
 #include "headfuse/error.h"
-#include "headfuse/text.h"
 #include "options.h"
 #include "signals.h"
 

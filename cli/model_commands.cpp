@@ -14,9 +14,9 @@ void complete_config(Config& cfg, bool d_head_given, bool n_kv_given) {
     std::string derived;
     if (!d_head_given) {
         if (cfg.d_model % cfg.n_heads != 0)
-            fail(ErrorKind::InvalidArgument, "--d-head not given, and d_model " + std::to_string(cfg.d_model) +
-                                                 " is not a multiple of n_heads " + std::to_string(cfg.n_heads) +
-                                                 " (d_head defaults to d_model / n_heads): pass --d-head");
+            throw Error(ErrorKind::InvalidArgument, "--d-head not given, and d_model " + std::to_string(cfg.d_model) +
+                                                        " is not a multiple of n_heads " + std::to_string(cfg.n_heads) +
+                                                        " (d_head defaults to d_model / n_heads): pass --d-head");
         cfg.d_head = cfg.d_model / cfg.n_heads;
         derived = " (d_head " + std::to_string(cfg.d_head) + " = d_model " + std::to_string(cfg.d_model) +
                   " / n_heads " + std::to_string(cfg.n_heads) + ", as --d-head was not given)";
@@ -25,7 +25,7 @@ void complete_config(Config& cfg, bool d_head_given, bool n_kv_given) {
         cfg.validate();
     } catch (const Error& e) {
         const std::string m = e.what();
-        fail(e.kind(), m + (m.find("d_head") != std::string::npos ? derived : ""));
+        throw Error(e.kind(), m + (m.find("d_head") != std::string::npos ? derived : ""));
     }
 }
 
@@ -45,8 +45,9 @@ public:
         f.number("--n-layers", cfg.n_layers, 1, kMaxLayers, "Layers")->required();
         f.number("--vocab", cfg.vocab, 1, kMaxVocab, "Vocabulary size")->required();
         f.number("--seed", args_.seed, 0, UINT64_MAX, "Random seed (same seed, same bytes; default: 0)");
-        f.choice("--family", family_, {"llama", "qwen2", "qwen3"},
-                 "Architecture: llama|qwen2 (with q/k/v biases)|qwen3 (with q/k norms) (default: llama)")
+        f.choice("--family", family_, {"llama", "qwen2", "qwen3", "phi3"},
+                 "Architecture: llama|qwen2 (with q/k/v biases)|qwen3 (with q/k norms)|phi3 (fused as attn_qkv and "
+                 "a gate/up ffn_up; n-heads * d-head = d-model) (default: llama)")
             ->type_name("FAMILY");
         f.flag("--tied", cfg.tied, "Tie the output layer to token_embd (no output.weight)");
         f.number("--donor-d-in", cfg.donor_d_in, 1, kMaxDim,

@@ -17,8 +17,8 @@ std::uint64_t parse_decimal(const std::string& flag, const std::string& text, st
     errno = 0;
     const unsigned long long v = digits ? std::strtoull(text.c_str(), nullptr, 10) : 0;
     if (!digits || errno == ERANGE || v < lo || v > hi)
-        fail(ErrorKind::InvalidArgument, flag + ": expected a decimal whole number from " + std::to_string(lo) +
-                                             " to " + std::to_string(hi) + ", found '" + text + "'");
+        throw Error(ErrorKind::InvalidArgument, flag + ": expected a decimal whole number from " + std::to_string(lo) +
+                                                    " to " + std::to_string(hi) + ", found '" + text + "'");
     return v;
 }
 
@@ -28,7 +28,7 @@ float parse_positive(const std::string& flag, const std::string& text) {
     errno = 0;
     const float v = plain ? std::strtof(text.c_str(), &end) : 0.0f;
     if (!plain || end != text.c_str() + text.size() || errno == ERANGE || !(v > 0) || !std::isfinite(v))
-        fail(ErrorKind::InvalidArgument, flag + ": expected a positive decimal number, found '" + text + "'");
+        throw Error(ErrorKind::InvalidArgument, flag + ": expected a positive decimal number, found '" + text + "'");
     return v;
 }
 
@@ -40,8 +40,8 @@ std::vector<std::uint32_t> parse_tokens(const std::string& flag, const std::stri
         const std::string item = text.substr(pos, comma - pos);
         const bool digits = !item.empty() && item.find_first_not_of("0123456789") == std::string::npos;
         if (!digits)
-            fail(ErrorKind::InvalidArgument,
-                 flag + ": expected comma-separated decimal token ids, found '" + item + "'");
+            throw Error(ErrorKind::InvalidArgument,
+                        flag + ": expected comma-separated decimal token ids, found '" + item + "'");
         out.push_back(static_cast<std::uint32_t>(parse_decimal(flag, item, 0, UINT32_MAX)));
         pos = comma + 1;
     }
@@ -70,8 +70,8 @@ std::uint64_t parse_size(const std::string& flag, const std::string& text) {
     const unsigned long long n =
         digits > 0 && digits <= 20 ? std::strtoull(text.substr(0, digits).c_str(), nullptr, 10) : 0;
     if (found == std::end(kUnits) || n == 0 || errno == ERANGE || n > UINT64_MAX / found->second)
-        fail(ErrorKind::InvalidArgument,
-             flag + ": expected a positive size, " + kSizeHelp + " (e.g. 500M, 2GiB), found '" + text + "'");
+        throw Error(ErrorKind::InvalidArgument,
+                    flag + ": expected a positive size, " + kSizeHelp + " (e.g. 500M, 2GiB), found '" + text + "'");
     return n * found->second;
 }
 
@@ -107,7 +107,7 @@ void parse_type(const std::string& flag, const std::string& text, std::optional<
     type = parse_dtype(text);
     mix = parse_mix(text);
     if (!type && !mix)
-        fail(ErrorKind::InvalidArgument, flag + ": expected one of " + type_list() + ", found '" + text + "'");
+        throw Error(ErrorKind::InvalidArgument, flag + ": expected one of " + type_list() + ", found '" + text + "'");
 }
 
 OpenedCheckpoint open_source(const std::string& in, const std::string& config) {
@@ -173,12 +173,12 @@ CLI::Option* Flags::tokens(const std::string& names, std::vector<std::uint32_t>&
 
 CLI::Option* Flags::output(const std::string& names, std::string& target, const std::string& help) {
     return add(names, help, "FILE", [&target](const std::string& flag, const std::string& text) {
-        if (text.empty()) fail(ErrorKind::InvalidArgument, flag + ": expected a file name, found ''");
+        if (text.empty()) throw Error(ErrorKind::InvalidArgument, flag + ": expected a file name, found ''");
         if (text == "-")
-            fail(ErrorKind::InvalidArgument,
-                 flag +
-                     ": headfuse writes files, not standard output; give a file name ('./-' for a file "
-                     "named '-')");
+            throw Error(ErrorKind::InvalidArgument,
+                        flag +
+                            ": headfuse writes files, not standard output; give a file name ('./-' for a file "
+                            "named '-')");
         target = text;
     });
 }
@@ -223,17 +223,17 @@ void Flags::apply() {
         const std::size_t n = it.opt->count();
         const std::string name = it.opt->get_name();
         if (n > 1)
-            fail(ErrorKind::InvalidArgument,
-                 name + ": given " + std::to_string(n) + " times; give it once" +
-                     (it.list_example.empty() ? std::string()
-                                              : " (several go in one list: " + name + " " + it.list_example + ")"));
+            throw Error(ErrorKind::InvalidArgument, name + ": given " + std::to_string(n) + " times; give it once" +
+                                                        (it.list_example.empty() ? std::string()
+                                                                                 : " (several go in one list: " + name +
+                                                                                       " " + it.list_example + ")"));
         if (n == 1) it.convert(name, it.text);
     }
     if (output_ != nullptr) {
         const std::uint32_t alignment = output_->output.alignment;
         if ((alignment & (alignment - 1)) != 0)
-            fail(ErrorKind::InvalidArgument,
-                 "--alignment: expected a power of two, found " + std::to_string(alignment));
+            throw Error(ErrorKind::InvalidArgument,
+                        "--alignment: expected a power of two, found " + std::to_string(alignment));
     }
 }
 

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <memory>
 
+#include "base/text.h"
+
 namespace headfuse::cli {
 
 ProgressFn make_progress(std::string label, bool quiet, std::string unit) {

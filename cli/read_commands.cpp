@@ -39,8 +39,8 @@ public:
     }
     int run() override {
         if (top_->count() > 0 && out_->count() > 0)
-            fail(ErrorKind::InvalidArgument,
-                 "--top chooses the rows of the table, and -o writes every logit instead: give one of them");
+            throw Error(ErrorKind::InvalidArgument,
+                        "--top chooses the rows of the table, and -o writes every logit instead: give one of them");
         return run_logits(args_, common_);
     }
 

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fail.h"
 #include "formats/safetensors.h"
 #include "headfuse/config.h"
 #include "headfuse/error.h"

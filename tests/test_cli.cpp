@@ -21,21 +21,11 @@
 namespace {
 
 namespace fs = std::filesystem;
-using headfuse::test::list_dir;
-using headfuse::test::read_bytes;
-using headfuse::test::run_cli;
-using headfuse::test::run_program;
-using headfuse::test::RunResult;
-using headfuse::test::TempDir;
-using Args = std::vector<std::string>;
+using headfuse::test::list_dir, headfuse::test::read_bytes, headfuse::test::run_cli, headfuse::test::run_program,
+    headfuse::test::RunResult, headfuse::test::TempDir, headfuse::test::Args, headfuse::test::concat;
 
 // A small model's flags: d_model 64, 4 heads x 16, d_ff 128, 2 layers, vocab 300.
 const Args kModel{"--d-model", "64", "--n-heads", "4", "--d-ff", "128", "--n-layers", "2", "--vocab", "300"};
-
-Args concat(Args a, const Args& b) {
-    a.insert(a.end(), b.begin(), b.end());
-    return a;
-}
 
 // `base` with `flag` set to `value` (replaced where it is already given: CLI11 refuses a flag given twice).
 Args with(Args base, const std::string& flag, const std::string& value) {

@@ -25,10 +25,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace headfuse;
-using headfuse::test::list_dir;
-using headfuse::test::read_bytes;
-using headfuse::test::run_cli;
-using headfuse::test::TempDir;
+using headfuse::test::list_dir, headfuse::test::read_bytes, headfuse::test::run_cli, headfuse::test::TempDir;
 using Bytes = std::vector<std::byte>;
 
 // ------------------------------------------------------------------------------------------------------------
@@ -209,25 +206,10 @@ enum class Base { PerHead, Fused };
 // inspect FILE | fuse FILE -o OUT | split FILE -o OUT | verify PER_HEAD FILE (or FILE FUSED) | logits FILE -o OUT
 enum class Cmd { Inspect, Fuse, Split, Verify, Logits };
 
-struct Fixture {
-    TempDir dir;
-    fs::path per_head, fused;
-    Fixture() {
-        per_head = dir / "ph.gguf";
-        fused = dir / "fu.gguf";
-        // 4 query heads sharing 2 kv heads of width 4 (q_dim 16 != d_model 8), d_ff 12, 2 layers, vocab 12.
-        const auto a = run_cli({"init",         "-q", "-o",         per_head.string(),
-                                "--d-model",    "8",  "--n-heads",  "4",
-                                "--n-kv-heads", "2",  "--d-head",   "4",
-                                "--d-ff",       "12", "--n-layers", "2",
-                                "--vocab",      "12", "--seed",     "7"});
-        const auto b = run_cli({"fuse", "-q", per_head.string(), "-o", fused.string()});
-        if (a.status != 0 || b.status != 0) throw std::runtime_error("cannot write the base files: " + a.err + b.err);
-    }
-};
-
-Fixture& fixture() {
-    static Fixture f;
+// 4 query heads sharing 2 kv heads of width 4 (q_dim 16 != d_model 8), d_ff 12, 2 layers, vocab 12.
+const test::ModelFiles& fixture() {
+    static const test::ModelFiles f({"--d-model", "8", "--n-heads", "4", "--n-kv-heads", "2", "--d-head", "4", "--d-ff",
+                                     "12", "--n-layers", "2", "--vocab", "12", "--seed", "7"});
     return f;
 }
 
@@ -623,7 +605,7 @@ TEST(CorruptBuilder, ReserialisesTheLibrarysFilesByteForByte) {
 
 TEST_P(Corrupt, EndsInOneClearLineAndNoOutput) {
     const Case& c = GetParam();
-    const Fixture& fx = fixture();
+    const test::ModelFiles& fx = fixture();
     TempDir work;
     const fs::path in_dir = work / "in", out_dir = work / "out";
     fs::create_directories(in_dir);

@@ -43,13 +43,8 @@ std::vector<double> our_logprobs(const ModelViews& m, const std::vector<std::uin
 }
 
 Config family_config(Family f, std::uint32_t d_head = 16) {
-    Config c = test::make_config(64, 4, 2, d_head, 128, 2, 300);
-    c.family = f;
+    Config c = test::with_family(test::make_config(64, 4, 2, d_head, 128, 2, 300), f);
     c.context_length = 512;
-    if (f == Family::Qwen2)
-        for (Role r : {Role::AttnQBias, Role::AttnKBias, Role::AttnVBias}) c.optional_roles.insert(r);
-    if (f == Family::Qwen3)
-        for (Role r : {Role::AttnQNorm, Role::AttnKNorm}) c.optional_roles.insert(r);
     return c;
 }
 
@@ -140,10 +135,8 @@ TEST_P(FamilyForward, LlamaCppAgrees) {
     HEADFUSE_REQUIRE_JUDGES();
     const Config c = GetParam().config;
     TempDir dir;
-    test::write_sharp_model(c, test::test_seed(), dir / "ph.gguf", 0.3f);
-    const std::string ph = (dir / "ph.gguf").string(), fused_path = (dir / "fused.gguf").string();
-    const auto fused_run = test::run_cli({"fuse", ph, "-o", fused_path, "-q"});
-    ASSERT_EQ(fused_run.status, 0) << fused_run.err;
+    const std::string fused_path = test::fused_sharp_model(c, dir.path()).string();
+    ASSERT_FALSE(fused_path.empty());
     const FusedModel fused = FusedModel::open(fused_path);
     EXPECT_EQ(fused.config(), c);
     const auto tokens = default_tokens(c.vocab, 48);

@@ -32,13 +32,10 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-using headfuse::test::list_dir;
-using headfuse::test::run_cli;
-using headfuse::test::RunResult;
-using headfuse::test::spawn_cli;
-using headfuse::test::TempDir;
+using headfuse::test::list_dir, headfuse::test::run_cli, headfuse::test::RunResult, headfuse::test::spawn_cli,
+    headfuse::test::TempDir;
 using Clock = std::chrono::steady_clock;
-using Args = std::vector<std::string>;
+using headfuse::test::Args, headfuse::test::concat;
 
 // The kill test's model: d_model 1024, 16 heads (4 kv) x 64, d_ff 2816, 2 layers, vocab 8192 = 157 MB of F32.
 const Args kLargeModel{"--d-model", "1024",       "--n-heads", "16",      "--n-kv-heads", "4",      "--d-ff",
@@ -46,11 +43,6 @@ const Args kLargeModel{"--d-model", "1024",       "--n-heads", "16",      "--n-k
 // The other tests' model: 4.4 MB, larger than the 2 MB file system and the 64 kB size limit below.
 const Args kSmallModel{"--d-model", "64",         "--n-heads", "4",       "--n-kv-heads", "2",      "--d-ff",
                        "128",       "--n-layers", "2",         "--vocab", "8192",         "--seed", "5"};
-
-Args concat(Args a, const Args& b) {
-    a.insert(a.end(), b.begin(), b.end());
-    return a;
-}
 
 void write_text(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
 
@@ -248,20 +240,8 @@ INSTANTIATE_TEST_SUITE_P(Types, KillDuringFuse, ::testing::Values("f32", "q8_0")
 // ------------------------------------------------------------------------------------------------------------
 // Shared by (b) and (c): every writing command, each on an output that cannot fit.
 
-struct Inputs {
-    TempDir dir;
-    fs::path per_head, fused;
-    Inputs() {
-        per_head = dir / "per_head.gguf";
-        fused = dir / "fused.gguf";
-        const RunResult a = run_cli(concat({"init", "-q", "-o", per_head.string()}, kSmallModel));
-        const RunResult b = run_cli({"fuse", "-q", per_head.string(), "-o", fused.string()});
-        if (a.status != 0 || b.status != 0) ADD_FAILURE() << a.err << b.err;
-    }
-};
-
-Inputs& inputs() {
-    static Inputs in;
+const headfuse::test::ModelFiles& inputs() {
+    static const headfuse::test::ModelFiles in(kSmallModel);
     return in;
 }
 
@@ -271,7 +251,7 @@ struct WriteCase {
 };
 
 std::vector<WriteCase> write_cases() {
-    const Inputs& in = inputs();
+    const headfuse::test::ModelFiles& in = inputs();
     const std::string ph = in.per_head.string(), fu = in.fused.string();
     return {
         {"init",

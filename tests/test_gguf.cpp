@@ -5,6 +5,7 @@
 #include <cstring>
 #include <random>
 
+#include "base/fail.h"
 #include "gguf/writer.h"
 #include "headfuse/error.h"
 #include "headfuse/file_io.h"

@@ -44,16 +44,8 @@ constexpr double kPrunedLogprobTolerance = 1e-5;
 const std::string kPython = "/usr/bin/python3";  // Debian's, with python3-numpy
 
 // d_head 32: every head is whole Q8_0/Q4_0 blocks. 4 query heads, 2 kv heads, 2 layers.
-Config gqa_config() {
-    Config c = test::make_config(64, 4, 2, 32, 128, 2, 260);
-    c.context_length = 256;
-    return c;
-}
-Config mha_config() {
-    Config c = test::make_config(64, 4, 4, 16, 128, 2, 260);
-    c.context_length = 256;
-    return c;
-}
+Config gqa_config() { return test::make_config_ctx256(64, 4, 2, 32, 128, 2, 260); }
+Config mha_config() { return test::make_config_ctx256(64, 4, 4, 16, 128, 2, 260); }
 
 // A fused llama file of a random model (seeded), of `type` ("" keeps F32).
 std::filesystem::path fused_model(const TempDir& dir, const Config& c, const std::string& name,
@@ -235,8 +227,7 @@ TEST(HeadsAblate, EncodedTensorsChangeOnlyTheHeadsBlocks) {
 TEST(HeadsAblate, QuantizedBlocksSharedByHeadsKeepTheOtherHeadsValues) {
     HEADFUSE_REQUIRE_GGML(ggml);
     TempDir dir;
-    Config c = test::make_config(256, 8, 4, 32, 256, 2, 260);  // attn_output rows: one 256-wide block, 8 heads
-    c.context_length = 256;
+    Config c = test::make_config_ctx256(256, 8, 4, 32, 256, 2, 260);  // attn_output rows: one 256-wide block, 8 heads
     write_random_init(c, test::test_seed(), dir / "ph.gguf");
     const auto tokens = default_tokens(c.vocab, 7);
     for (const std::string type : {"q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q4_k_m"}) {
@@ -540,8 +531,7 @@ TEST(HeadsTransplant, MovedBytesAreTheDonors) {
 TEST(HeadsSpill, TensorsLargerThanTheWindowAndTmpdir) {
     TempDir dir;
     // attn_output [256, 2560] f32: 2560 rows of 1 KiB; a key head [2560, 128]: 128 rows of 10 KiB.
-    Config c = test::make_config(2560, 2, 2, 128, 32, 1, 260);
-    c.context_length = 256;
+    Config c = test::make_config_ctx256(2560, 2, 2, 128, 32, 1, 260);
     const auto src = fused_model(dir, c, "src");
     const auto spill = dir / "tmp";
     std::filesystem::create_directory(spill);

@@ -25,13 +25,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace headfuse;
-using headfuse::test::csv;
-using headfuse::test::expect_same_tensors;
-using headfuse::test::list_dir;
-using headfuse::test::max_diff;
-using headfuse::test::run_cli;
-using headfuse::test::run_program;
-using headfuse::test::TempDir;
+using headfuse::test::csv, headfuse::test::expect_same_tensors, headfuse::test::list_dir, headfuse::test::max_diff,
+    headfuse::test::run_cli, headfuse::test::run_program, headfuse::test::TempDir;
 
 // llama.cpp (f32 weights, f32 KV cache) against a float64 reference: the bound. Measured agreement is
 // about 1e-6 (the reference pass's own llama.cpp agreement, docs/FORMATS.md).

@@ -18,11 +18,13 @@
 #include "support/ggml_lib.h"
 #include "support/llama_quantize.h"
 #include "support/models.h"
+#include "support/same_tensors.h"
 
 namespace headfuse {
 namespace {
 
 using test::LlamaFtype;
+using test::same_tensors;
 
 struct Target {
     std::string name;               // as --type spells it
@@ -62,31 +64,6 @@ std::vector<FileShape> file_shapes() {
         {"d96_tied", make_config(96, 3, 3, 32, 256, 4, 270, true)},
         {"d256_tied_ff320", make_config(256, 2, 2, 128, 320, 3, 280, true)},
     };
-}
-
-// The tensors of `ours` and `theirs` agree by name, type and bytes (order aside), or a message on the first that
-// does not.
-::testing::AssertionResult same_tensors(const GgufFile& ours, const GgufFile& theirs) {
-    if (ours.tensors().size() != theirs.tensors().size())
-        return ::testing::AssertionFailure()
-               << ours.tensors().size() << " tensors, llama.cpp wrote " << theirs.tensors().size();
-    for (const TensorInfo& t : theirs.tensors()) {
-        const TensorInfo* o = ours.find_tensor(t.name);
-        if (o == nullptr) return ::testing::AssertionFailure() << "no tensor " << t.name;
-        if (o->type != t.type)
-            return ::testing::AssertionFailure()
-                   << t.name << ": type " << o->type << ", llama.cpp wrote type " << t.type;
-        const auto a = ours.tensor_data(*o), b = theirs.tensor_data(t);
-        if (a.size() != b.size())
-            return ::testing::AssertionFailure() << t.name << ": " << a.size() << " bytes, llama.cpp " << b.size();
-        if (std::memcmp(a.data(), b.data(), a.size()) != 0) {
-            std::size_t i = 0;
-            while (a[i] == b[i]) ++i;
-            return ::testing::AssertionFailure()
-                   << t.name << " (type " << t.type << "): bytes differ from offset " << i;
-        }
-    }
-    return ::testing::AssertionSuccess();
 }
 
 class KQuantFiles : public ::testing::TestWithParam<FileShape> {};

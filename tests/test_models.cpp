@@ -64,8 +64,8 @@ TEST_P(ShapeTest, InitInMemoryAndStreamedWriteTheSameBytes) {
     const Config& c = GetParam().config;
     TempDir dir;
     PerHeadModel::random_init(c, test::test_seed()).save(dir / "memory.gguf");
-    write_random_init(c, test::test_seed(), dir / "stream1.gguf", {}, 1);
-    write_random_init(c, test::test_seed(), dir / "stream2.gguf", {}, 2);
+    write_random_init(c, test::test_seed(), dir / "stream1.gguf", {.threads = 1});
+    write_random_init(c, test::test_seed(), dir / "stream2.gguf", {.threads = 2});
     const auto a = test::read_bytes(dir / "memory.gguf");
     EXPECT_EQ(a, test::read_bytes(dir / "stream1.gguf"));
     EXPECT_EQ(a, test::read_bytes(dir / "stream2.gguf"));

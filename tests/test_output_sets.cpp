@@ -21,12 +21,8 @@
 namespace {
 
 namespace fs = std::filesystem;
-using headfuse::test::list_dir;
-using headfuse::test::read_bytes;
-using headfuse::test::run_cli;
-using headfuse::test::RunResult;
-using headfuse::test::TempDir;
-using Args = std::vector<std::string>;
+using headfuse::test::list_dir, headfuse::test::read_bytes, headfuse::test::run_cli, headfuse::test::RunResult,
+    headfuse::test::TempDir, headfuse::test::Args;
 using Clock = std::chrono::steady_clock;
 
 // A small fused model (4 heads, 2 kv, 3 layers): 1.5 MB of F32.

@@ -25,17 +25,11 @@
 namespace headfuse {
 namespace {
 
-using test::encode_fast;
-using test::encode_reference;
-using test::GgmlLib;
-using test::normal_values;
-using test::same_bits;
-using test::same_encoding;
+using test::encode_fast, test::encode_reference, test::GgmlLib, test::normal_values, test::same_bits,
+    test::same_encoding, test::salted_seed;
 
 constexpr std::size_t kBlock = 32;  // Q8_0 and Q4_0 block size
 constexpr DType kEncodedTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0};
-
-std::uint64_t test_seed(std::uint64_t salt) { return test::salted_seed(salt); }
 
 float float_of(std::uint32_t u) { return std::bit_cast<float>(u); }
 std::uint32_t bits_of(float f) { return std::bit_cast<std::uint32_t>(f); }
@@ -337,7 +331,7 @@ TEST(Fp16Conversion, TiesRoundToEven) {
 
 TEST(EncodeRow, RandomNormalRowsMatchGgml) {
     HEADFUSE_REQUIRE_GGML(ggml);
-    std::mt19937_64 rng(test_seed(1));
+    std::mt19937_64 rng(salted_seed(1));
     constexpr std::size_t kRows = 3;
     for (std::size_t n : {32u, 64u, 96u, 160u, 256u, 544u, 1024u, 2080u, 4096u}) {
         for (float scale : {1e-8f, 0.02f, 1.0f, 1e4f, 16000.0f, 2e6f, 1e30f}) {
@@ -350,7 +344,7 @@ TEST(EncodeRow, RandomNormalRowsMatchGgml) {
 
 TEST(EncodeRow, ValuesAroundFp16MaxMatchGgml) {
     HEADFUSE_REQUIRE_GGML(ggml);
-    std::mt19937_64 rng(test_seed(2));
+    std::mt19937_64 rng(salted_seed(2));
     std::uniform_real_distribution<float> near(65504.0f - 64.0f, 65504.0f + 64.0f);
     std::vector<float> x(4096);
     for (float& v : x) v = near(rng) * (rng() % 2 ? -1.0f : 1.0f);
@@ -359,7 +353,7 @@ TEST(EncodeRow, ValuesAroundFp16MaxMatchGgml) {
 
 TEST(EncodeRow, EdgeBlocksMatchGgml) {
     HEADFUSE_REQUIRE_GGML(ggml);
-    std::mt19937_64 rng(test_seed(3));
+    std::mt19937_64 rng(salted_seed(3));
     std::vector<float> all;
     for (const EdgeBlock& block : edge_blocks(rng)) {
         for (DType t : kEncodedTypes) expect_all_match_ggml(*ggml, t, block.x, 1, block.name);
@@ -408,7 +402,7 @@ std::vector<float> stress_values(std::mt19937_64& rng, std::size_t n) {
 }
 
 TEST(EncodeRow, FastKernelsMatchReferenceOnMillionsOfValues) {
-    std::mt19937_64 rng(test_seed(4));
+    std::mt19937_64 rng(salted_seed(4));
     constexpr std::size_t kValues = 1u << 22;
     const std::vector<float> x = stress_values(rng, kValues);
     for (DType t : kEncodedTypes) {
@@ -421,13 +415,13 @@ TEST(EncodeRow, FastKernelsMatchReferenceOnMillionsOfValues) {
 
 TEST(EncodeRow, StressValuesMatchGgml) {
     HEADFUSE_REQUIRE_GGML(ggml);
-    std::mt19937_64 rng(test_seed(5));
+    std::mt19937_64 rng(salted_seed(5));
     const std::vector<float> x = stress_values(rng, 1u << 20);
     for (DType t : kEncodedTypes) expect_all_match_ggml(*ggml, t, x, 1, "stress values");
 }
 
 TEST(EncodeRow, RowsOfAnyLengthForF32F16AndBf16) {
-    std::mt19937_64 rng(test_seed(6));
+    std::mt19937_64 rng(salted_seed(6));
     for (std::size_t n = 0; n < 70; ++n) {
         const std::vector<float> x = normal_values(rng, n, 3.0f);
         for (DType t : {DType::F32, DType::F16, DType::BF16}) {
@@ -441,7 +435,7 @@ TEST(EncodeRow, RowsOfAnyLengthForF32F16AndBf16) {
 // The encoders' result for non-finite input is unspecified, but they must stay inside their buffers (a
 // sanitizer build checks that) and return.
 TEST(EncodeRow, NonFiniteInputStaysInBounds) {
-    std::mt19937_64 rng(test_seed(9));
+    std::mt19937_64 rng(salted_seed(9));
     std::vector<float> x = normal_values(rng, 8 * kBlock, 1.0f);
     x[3] = NAN;
     x[kBlock + 5] = INFINITY;
@@ -516,7 +510,7 @@ TEST(DecodeRow, EveryF16AndBf16PatternMatchesGgml) {
 
 TEST(DecodeRow, QuantizedBlocksMatchGgmlAndTheFormula) {
     HEADFUSE_REQUIRE_GGML(ggml);
-    std::mt19937_64 rng(test_seed(7));
+    std::mt19937_64 rng(salted_seed(7));
     constexpr std::size_t kValues = 1u << 16;
     const std::vector<float> x = stress_values(rng, kValues);
     for (DType t : {DType::Q8_0, DType::Q4_0}) {
@@ -540,7 +534,7 @@ TEST(DecodeRow, QuantizedBlocksMatchGgmlAndTheFormula) {
 }
 
 TEST(DecodeRow, RoundTripsKeepRepresentableValues) {
-    std::mt19937_64 rng(test_seed(8));
+    std::mt19937_64 rng(salted_seed(8));
     std::vector<float> x(4096);
     for (float& v : x) {
         do v = fp16_to_fp32(static_cast<std::uint16_t>(rng()));
@@ -585,7 +579,7 @@ TEST(AllFinite, FindsEveryNonFiniteValueAtEveryPosition) {
 // The forward pass's dot product (compute/dot.h) in every kernel table, against its definition: eight f64 lanes,
 // lane j summing the terms i = j mod 8 in order, added pairwise at the end, rounded once to f32.
 TEST(Kernels, DotIsItsDefinitionInEveryTable) {
-    std::mt19937_64 rng(test_seed(77));
+    std::mt19937_64 rng(salted_seed(77));
     std::normal_distribution<float> normal(0.0f, 1.0f);
     constexpr std::size_t kLengths[] = {0, 1, 7, 8, 9, 31, 64, 127, 128, 1000, 2048, 5632};
     for (std::size_t n : kLengths) {

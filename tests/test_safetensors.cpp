@@ -17,11 +17,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace headfuse;
-using headfuse::test::list_dir;
-using headfuse::test::read_bytes;
-using headfuse::test::run_cli;
-using headfuse::test::run_program;
-using headfuse::test::TempDir;
+using headfuse::test::list_dir, headfuse::test::read_bytes, headfuse::test::run_cli, headfuse::test::run_program,
+    headfuse::test::TempDir;
 using Bytes = std::vector<std::byte>;
 
 Bytes random_bytes(std::size_t n, std::uint64_t seed) {

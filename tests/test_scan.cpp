@@ -36,11 +36,7 @@ namespace {
 // A browser's rendering of a flat fill: exact in sRGB, but allow a unit of rounding in colour conversion.
 constexpr int kColourTolerance = 2;
 
-Config small_gqa() {
-    Config c = test::make_config(64, 4, 2, 32, 128, 2, 260);
-    c.context_length = 256;
-    return c;
-}
+Config small_gqa() { return test::make_config_ctx256(64, 4, 2, 32, 128, 2, 260); }
 
 std::string slurp(const std::filesystem::path& p) {
     std::ifstream f(p, std::ios::binary);

@@ -27,11 +27,7 @@ using test::TempDir;
 
 namespace {
 
-Config small_model() {
-    Config c = test::make_config(128, 4, 2, 32, 1024, 3, 300);
-    c.context_length = 256;
-    return c;
-}
+Config small_model() { return test::make_config_ctx256(128, 4, 2, 32, 1024, 3, 300); }
 
 test::RunResult cli(std::vector<std::string> args) {
     args.push_back("-q");

@@ -42,19 +42,11 @@ const std::map<DType, double> kTolerance{
 constexpr double kMixTolerance = 6.5e-2;
 
 // d_model 256: every row is whole K-quant super-blocks, so a pure file is all of one type.
-Config kquant_model() {
-    Config c = test::make_config(256, 4, 2, 64, 512, 2, 300);
-    c.context_length = 256;
-    return c;
-}
+Config kquant_model() { return test::make_config_ctx256(256, 4, 2, 64, 512, 2, 300); }
 
 // d_model 96 and d_ff 160: rows are whole 32-blocks but not 256-blocks, so llama.cpp writes the K-quant
 // tensors in its fallback types (tensor_type_fallback) and the file mixes types.
-Config narrow_model() {
-    Config c = test::make_config(96, 3, 1, 32, 160, 2, 300);
-    c.context_length = 256;
-    return c;
-}
+Config narrow_model() { return test::make_config_ctx256(96, 3, 1, 32, 160, 2, 300); }
 
 // The F32 fused file llama.cpp's quantizer starts from.
 std::filesystem::path f32_file(const TempDir& dir, const Config& c, const std::string& name) {
@@ -201,11 +193,7 @@ TEST(WeightTypeMixes, AnUnreadTypeIsRefusedByName) {
 // naming the tensor and the type. d_head 256 makes a head whole 256-blocks of attn_output's rows.
 namespace {
 
-Config carried_model() {
-    Config c = test::make_config(256, 2, 2, 256, 512, 2, 300);
-    c.context_length = 256;
-    return c;
-}
+Config carried_model() { return test::make_config_ctx256(256, 2, 2, 256, 512, 2, 300); }
 
 void check_carried(const TempDir& dir, const std::filesystem::path& x, std::uint32_t type_id) {
     const std::string stem = x.stem().string(), name(traits(static_cast<DType>(type_id)).name);

@@ -22,6 +22,7 @@ enum class Family : std::uint8_t {
     Llama,  // llama (and deci, and Mistral, which llama.cpp's converter writes as llama)
     Qwen2,  // qwen2: q/k/v biases, NEOX RoPE
     Qwen3,  // qwen3: per-head q/k RMS norms, NEOX RoPE, head_dim free of hidden_size / heads
+    Phi3,   // phi3: Q, K, V stacked in attn_qkv, gate and up in ffn_up, NEOX RoPE
 };
 
 // How RoPE pairs the dimensions of a head (llama.cpp's llama_model_rope_type).
@@ -77,7 +78,7 @@ struct ArchSpec {
     bool fused_gate_up = false;  // ffn_up: gate and up rows stacked (Phi-3)
 };
 
-// Every row: llama, deci, qwen2, qwen3.
+// Every row: llama, deci, qwen2, qwen3, phi3.
 std::span<const ArchSpec> arch_table();
 // The row of a family, in its per-layer-counts form when per_layer (nullptr if the family has none).
 const ArchSpec* find_arch(Family family, bool per_layer);
@@ -87,9 +88,9 @@ const ArchSpec* find_arch(std::string_view gguf_name);
 // (nullptr when none). The llama family's row is the plain one (not deci's).
 const ArchSpec* find_hf_model_type(std::string_view model_type);
 const ArchSpec* find_hf_architecture(std::string_view architecture);
-// "llama", "qwen2", "qwen3": the family's name (its row's gguf_name without per-layer counts).
+// "llama", "qwen2", "qwen3", "phi3": the family's name (its row's gguf_name without per-layer counts).
 std::string_view family_name(Family family) noexcept;
-// "llama, deci, qwen2, qwen3": every gguf_name, for messages.
+// "llama, deci, qwen2, qwen3, phi3": every gguf_name, for messages.
 std::string_view arch_names() noexcept;
 
 }  // namespace headfuse

@@ -63,7 +63,7 @@ struct ExportOptions {
     // model's weights: then `warn` says the result carries the quantization error). Unset: tensors keep their
     // type, and an encoded weight is refused.
     std::optional<DType> dtype;
-    std::function<void(const std::string&)> warn;
+    WarnFn warn;
 };
 
 // Writes `model` into `folder` as config.json and model.safetensors (or shards and an index) in the chosen

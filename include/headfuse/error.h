@@ -45,9 +45,4 @@ private:
     ErrorKind kind_;
 };
 
-// Throws Error(kind, message). Out of line so that call sites stay small.
-[[noreturn]] void fail(ErrorKind kind, const std::string& message);
-// Throws Error(ErrorKind::InvalidInput, message): the common case, a file that is not what it should be.
-[[noreturn]] void fail(const std::string& message);
-
 }  // namespace headfuse

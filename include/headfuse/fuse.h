@@ -31,7 +31,7 @@ struct FuseOptions {
     OutputOptions output;  // alignment, and a split set (llama-gguf-split's layout) named after `out` when asked
     std::vector<std::filesystem::path> inputs;  // more files the output must not overwrite (a checkpoint's)
     ProgressFn progress;
-    std::function<void(const std::string&)> warn;
+    WarnFn warn;
 };
 
 // Writes the fused llama.cpp GGUF of `model` to `out`. The same input always gives the same bytes. A model read

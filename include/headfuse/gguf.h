@@ -141,15 +141,13 @@ struct TensorInfo {
     std::uint64_t n_rows() const noexcept { return ne[1] * ne[2] * ne[3]; }  // rows of ne[0] elements
 };
 
-// A shape for messages: "[2048, 32000]".
-std::string format_shape(std::span<const std::uint64_t> ne);
-inline std::string format_shape(const TensorInfo& t) { return format_shape({t.ne.data(), t.n_dims}); }
-
-// "1.43 GB" (decimal units, as disks are sold)
-std::string human_bytes(double bytes);
-
-// Progress of a long write: called with bytes done and bytes in all, from the writing thread.
+// Progress of a long write: called with bytes done and bytes in all, from the writing thread. Every function that
+// reports progress takes one `ProgressFn progress` (an option or a parameter of that name); empty: no reports.
 using ProgressFn = std::function<void(std::uint64_t done, std::uint64_t total)>;
+// Hears one line that a caller may want to show (what llama.cpp may not reproduce exactly, a fallback type, blocks
+// re-encoded, the quantization error a decoded result carries). Every function that warns takes one
+// `WarnFn warn`; empty: nothing is said.
+using WarnFn = std::function<void(const std::string&)>;
 
 // Split sets, as llama.cpp's llama-gguf-split writes them: shard i (from 0) of n is PREFIX-%05d-of-%05d.gguf
 // (numbered from 1), holding its tensors and the keys split.no = i (u16), split.count = n (u16) and

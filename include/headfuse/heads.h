@@ -35,9 +35,9 @@ struct HeadMove {
 };
 
 struct EditOptions {
-    std::string source;                            // the input's name, prefixing errors ("model.gguf")
-    std::string donor;                             // transplant: the donor's name, for errors and headfuse.edits
-    std::function<void(const std::string&)> warn;  // what an edit wants said (blocks re-encoded, ...)
+    std::string source;  // the input's name, prefixing errors ("model.gguf")
+    std::string donor;   // transplant: the donor's name, for errors and headfuse.edits
+    WarnFn warn;         // what an edit wants said (blocks re-encoded, ...)
 };
 
 // The heads' contribution removed: their columns of attn_output zeroed, shapes unchanged. In an F32, F16 or BF16

@@ -35,9 +35,6 @@ struct Tokenizer {
     bool converted = false;                     // from Hugging Face or SentencePiece files, not a GGUF file
 };
 
-// Hears one line about what llama.cpp may not reproduce exactly.
-using WarnFn = std::function<void(const std::string&)>;
-
 // The Hugging Face tokenizer files a converted tokenizer keeps, byte for byte, and the metadata key of each:
 // GGUF's standard tokenizer.huggingface.json for tokenizer.json, headfuse.source.<file name> for the others
 // (a string; tokenizer.model, which is binary, a u8 array). llama.cpp ignores these keys.

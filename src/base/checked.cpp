@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "base/fail.h"
+
 namespace headfuse {
 
 std::uint64_t checked_mul(std::uint64_t a, std::uint64_t b, std::string_view what) {

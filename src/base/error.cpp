@@ -1,4 +1,4 @@
-#include "headfuse/error.h"
+#include "base/fail.h"
 
 #include <string>
 

@@ -1,4 +1,4 @@
-#include "headfuse/text.h"
+#include "base/text.h"
 
 #include <cstdint>
 #include <cstdio>
@@ -114,6 +114,27 @@ std::string hex_bytes(std::string_view s) {
         out += digits[c & 15];
     }
     return out;
+}
+
+std::string human_bytes(double bytes) {
+    static const char* units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+    int u = 0;
+    while (bytes >= 1000 && u < 5) {
+        bytes /= 1000;
+        ++u;
+    }
+    char buf[32];
+    std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", bytes, units[u]);
+    return buf;
+}
+
+std::string format_shape(std::span<const std::uint64_t> ne) {
+    std::string s = "[";
+    for (std::size_t i = 0; i < ne.size(); ++i) {
+        if (i) s += ", ";
+        s += std::to_string(ne[i]);
+    }
+    return s + "]";
 }
 
 }  // namespace headfuse

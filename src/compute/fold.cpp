@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fail.h"
 #include "headfuse/error.h"
 
 namespace headfuse {

@@ -28,7 +28,9 @@
 #include <string>
 
 #include "base/checked.h"
+#include "base/fail.h"
 #include "base/parallel.h"
+#include "base/text.h"
 #include "headfuse/error.h"
 #include "headfuse/fold.h"
 #include "headfuse/quantize.h"
@@ -80,7 +82,6 @@ void check_features(const Config& c) {
                           : a.attn_scale != AttnScaleRule::InvSqrtHeadDim ? "its attention scale"
                           : a.swa_pattern || a.swa_rope                   ? "sliding-window attention"
                           : a.post_norms                                  ? "post-attention and post-FFN norms"
-                          : a.fused_qkv || a.fused_gate_up                ? "fused projections"
                                                                           : nullptr;
     if (missing)
         fail(ErrorKind::Unsupported, "forward: llama.cpp's " + std::string(a.gguf_name) + " graph has " + missing +

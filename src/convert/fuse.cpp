@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fail.h"
 #include "base/parallel.h"
 #include "gguf/writer.h"
 #include "headfuse/error.h"
@@ -155,6 +156,20 @@ void emit_view(const TensorView& v, const std::string& source, DType type, unsig
     }
 }
 
+// llama.cpp's LLM_TYPE_70B, which bumps attn_v in the mixes, as each family's load_arch_hparams names it: 80
+// layers for llama (with grouped-query attention), deci and qwen2; never for qwen3 and phi3 (their loaders name
+// no 70B size).
+bool is_70b(const Config& c) {
+    if (c.n_layers != 80) return false;
+    switch (c.family) {
+        case Family::Llama: return c.per_layer() || c.n_heads != c.n_kv_heads;
+        case Family::Qwen2: return true;
+        case Family::Qwen3:
+        case Family::Phi3: return false;
+    }
+    return false;
+}
+
 struct Planner {
     const ModelViews& m;
     const FuseOptions& opt;
@@ -212,11 +227,7 @@ struct Planner {
 
     MixModel mix_model() const {
         const Config& c = m.config;
-        // llama_model_llama and llama_model_deci::load_arch_hparams: 80 layers is 70B (llama: with GQA).
-        MixModel mm{.n_layers = c.n_layers,
-                    .tied = !m.output,
-                    .is_70b = c.n_layers == 80 && (c.per_layer() || c.n_heads != c.n_kv_heads),
-                    .attention_layers = {}};
+        MixModel mm{.n_layers = c.n_layers, .tied = !m.output, .is_70b = is_70b(c), .attention_layers = {}};
         if (c.per_layer())
             for (std::uint32_t l = 0; l < c.n_layers; ++l)
                 if (c.has_attention(l)) mm.attention_layers.push_back(l);
@@ -230,16 +241,17 @@ struct Planner {
                      [this, v, t](ByteSink& sink) { emit_view(v, source, t, opt.threads, scratch, sink); });
     }
 
-    // A fused projection: the heads' rows, head after head.
-    void add_heads(GgufWriter& w, const TensorSpec& s, const std::vector<TensorView>& heads) const {
-        const DType t = weight_type(s.name, heads.front(), s.ne[0]);
+    // A fused projection: the heads' rows, head after head (a stacked tensor: each part's after the other's).
+    void add_heads(GgufWriter& w, const TensorSpec& s, std::vector<TensorView> heads) const {
+        // Per-head biases (qwen2's q/k/v) stay F32, as llama_model_quantize keeps every 1-D tensor.
+        const DType t = s.kind == TensorKind::Bias ? DType::F32 : weight_type(s.name, heads.front(), s.ne[0]);
         for (const TensorView& h : heads)
             if (h.type() != heads.front().type())
                 fail(ErrorKind::Unsupported, source + "tensor '" + h.name() + "' is " +
                                                  std::string(type_name(h.type())) + ", but '" + heads.front().name() +
                                                  "' is " + std::string(type_name(heads.front().type())) +
                                                  ": the heads of a projection must share a type");
-        w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [this, &heads, t](ByteSink& sink) {
+        w.add_tensor(s.name, static_cast<std::uint32_t>(t), s.ne, [this, heads = std::move(heads), t](ByteSink& sink) {
             for (const TensorView& h : heads) emit_view(h, source, t, opt.threads, scratch, sink);
         });
     }
@@ -329,9 +341,11 @@ std::vector<std::filesystem::path> fuse(const PerHeadModel& model, const std::fi
     for (const TensorSpec& s : layout) names.push_back(s.name);
     for (std::size_t i : source_order(model.file(), names)) {
         const TensorSpec& s = layout[i];
-        if (is_head_role(*s.role))
-            plan.add_heads(w, s, role_heads(m, *s.role, s.layer));
-        else if (s.role->role == Role::TokenEmbd && m.lens_proj)
+        if (is_head_role(*s.role) || !s.parts.empty()) {
+            std::vector<TensorView> parts;
+            for (const TensorView* v : fused_parts(m, s)) parts.push_back(*v);
+            plan.add_heads(w, s, std::move(parts));
+        } else if (s.role->role == Role::TokenEmbd && m.lens_proj)
             plan.add_fold(w, s);
         else
             plan.add_copy(w, s, *role_view(m, *s.role, s.layer));

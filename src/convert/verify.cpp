@@ -6,12 +6,10 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
-#include <memory>
 #include <string>
 
+#include "base/fail.h"
 #include "base/float_text.h"
-#include "edit/spill.h"
 #include "headfuse/error.h"
 #include "headfuse/fold.h"
 #include "headfuse/forward.h"
@@ -253,63 +251,6 @@ std::vector<std::string> config_differences(const Config& a, const Config& b, co
     return out;  // donor_d_in is not compared: the fused file has the lens folded away
 }
 
-// Calls f on every view slot of m, optional ones when present.
-void for_each_slot(ModelViews& m, const std::function<void(TensorView&)>& f) {
-    auto opt = [&](std::optional<TensorView>& v) {
-        if (v) f(*v);
-    };
-    auto all = [&](std::vector<TensorView>& vs) {
-        for (TensorView& v : vs) f(v);
-    };
-    f(m.token_embd);
-    opt(m.lens_proj);
-    f(m.output_norm);
-    opt(m.output);
-    opt(m.rope_freqs);
-    for (LayerViews& l : m.layers) {
-        f(l.attn_norm);
-        all(l.q);
-        all(l.k);
-        all(l.v);
-        f(l.attn_output);
-        f(l.ffn_norm);
-        f(l.ffn_gate);
-        f(l.ffn_up);
-        f(l.ffn_down);
-        all(l.q_bias);
-        all(l.k_bias);
-        all(l.v_bias);
-        opt(l.attn_output_bias);
-        opt(l.ffn_gate_bias);
-        opt(l.ffn_up_bias);
-        opt(l.ffn_down_bias);
-    }
-}
-
-// The views of m with every tensor stored in a foreign row order (a Hugging Face or TransformerLens checkpoint's)
-// read into llama.cpp's row order, a window at a time, in an unnamed temporary file (a Spill) that the returned
-// views keep alive, for the forward pass, which reads plain views. m itself when every view is plain.
-ModelViews plain_views(const ModelViews& m) {
-    ModelViews out = m;
-    Spill spill;
-    bool any = false;
-    for_each_slot(out, [&](TensorView& slot) {
-        if (slot.plain()) return;
-        any = true;
-        const TensorView v = slot;
-        spill.add(&slot, v.name(), v.type(), std::span(v.ne().data(), v.n_dims()),
-                  [v](std::uint64_t r0, std::uint64_t n, std::span<std::byte> rows) {
-                      std::vector<std::byte> scratch;
-                      read_rows(v, r0, n, rows, scratch);
-                  });
-    });
-    if (!any) return out;
-    auto owners = std::make_shared<const std::array<std::shared_ptr<const void>, 2>>(
-        std::array<std::shared_ptr<const void>, 2>{spill.write(), m.owner});
-    out.owner = owners;
-    return out;
-}
-
 }  // namespace
 
 bool VerifyReport::ok() const noexcept {
@@ -358,10 +299,8 @@ VerifyReport verify(const PerHeadModel& first, const PerHeadModel& second, const
     Comparer cmp(report, options, total);
     for_each_spec(a.config, ModelKind::Fused, [&](TensorSpec&& s) {
         const RoleSpec& r = *s.role;
-        if (is_head_role(r)) {
-            std::vector<const TensorView*> ha, hb;
-            for (const TensorView& h : role_heads(a, r, s.layer)) ha.push_back(&h);
-            for (const TensorView& h : role_heads(b, r, s.layer)) hb.push_back(&h);
+        if (is_head_role(r) || !s.parts.empty()) {
+            const std::vector<const TensorView*> ha = fused_parts(a, s), hb = fused_parts(b, s);
             if (!ha.empty()) cmp.compare(s.name, ha, hb);
         } else if (r.role == Role::TokenEmbd && a.lens_proj && !b.lens_proj) {
             cmp.compare_fold(s.name, a.token_embd, *a.lens_proj, b.token_embd);
@@ -383,8 +322,8 @@ VerifyReport verify(const PerHeadModel& first, const PerHeadModel& second, const
         }
     }
     const std::vector<std::uint32_t> tokens = options.tokens.empty() ? default_tokens(a.config.vocab) : options.tokens;
-    const std::vector<float> la = forward_logits(plain_views(a), tokens, options.threads);
-    const std::vector<float> lb = forward_logits(plain_views(b), tokens, options.threads);
+    const std::vector<float> la = forward_logits(a, tokens, options.threads);
+    const std::vector<float> lb = forward_logits(b, tokens, options.threads);
     report.logits_identical =
         la.size() == lb.size() && std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)) == 0;
     report.logits_finite = std::all_of(lb.begin(), lb.end(), [](float x) { return std::isfinite(x); });

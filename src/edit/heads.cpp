@@ -11,6 +11,7 @@
 #include <set>
 #include <utility>
 
+#include "base/fail.h"
 #include "base/float_text.h"
 #include "edit/spill.h"
 #include "headfuse/error.h"

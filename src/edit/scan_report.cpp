@@ -5,9 +5,9 @@
 #include <cstdio>
 #include <sstream>
 
+#include "base/text.h"
 #include "edit/sha256.h"
 #include "headfuse/heads.h"
-#include "headfuse/text.h"
 #include "model/view_rows.h"
 
 namespace headfuse {

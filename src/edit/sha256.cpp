@@ -7,6 +7,7 @@
 #include <array>
 #include <cassert>
 
+#include "base/fail.h"
 #include "headfuse/error.h"
 
 namespace headfuse {

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "base/fail.h"
 #include "headfuse/error.h"
 #include "headfuse/gguf.h"
 #include "io/mapped_file.h"

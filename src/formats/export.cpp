@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/fail.h"
 #include "formats/import.h"
 #include "formats/safetensors.h"
 #include "headfuse/checkpoint.h"
@@ -280,6 +281,9 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
     if (tl && rope_scaling != nullptr)
         fail(ErrorKind::Unsupported,
              "export: the model scales RoPE, which a TransformerLens config cannot say; export it as hf");
+    std::uint32_t sliding_window = 0;  // phi3: the window its file carries (llama.cpp's phi3 graph ignores it)
+    if (c.family == Family::Phi3 && model.metadata().find(c.key("attention.sliding_window")))
+        sliding_window = model.metadata().get_u32(c.key("attention.sliding_window"), "the model");
     const std::optional<DType> dtype = options.dtype;
     if (dtype && *dtype != DType::F32 && *dtype != DType::F16 && *dtype != DType::BF16)
         fail(ErrorKind::InvalidArgument,
@@ -336,7 +340,7 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         }
         if (s.role->role == Role::RopeFreqs) continue;  // in the config's rope_scaling
         const NameMap* row = nullptr;
-        for (const NameMap& r : map)
+        for (const NameMap& r : s.parts.empty() ? map : hf_stacked_names())
             if (r.role == s.role->role) row = &r;
         if (!row)
             fail(ErrorKind::Unsupported,
@@ -346,7 +350,17 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         if (row->may_be_ones && folded) continue;
         const bool small = s.kind == TensorKind::Norm || s.kind == TensorKind::Bias;  // f32 in GGUF
         StTensorPlan p{foreign_name(*row, s.layer, gqa), DType::F32, foreign_shape(*row, s.ne, c), {}};
-        if (is_head_role(*s.role)) {
+        if (!s.parts.empty()) {  // Phi-3's qkv_proj, gate_up_proj: every part's rows, as stored
+            const std::vector<const TensorView*> parts = fused_parts(m, s);
+            p.type = export_type(*parts.front(), dtype);
+            for (const TensorView* v : parts)
+                if (export_type(*v, dtype) != p.type)
+                    fail("tensor '" + v->name() + "' is " + std::string(type_name(v->type())) + ", '" +
+                         parts.front()->name() + "' is " + std::string(type_name(parts.front()->type())));
+            p.produce = [parts, t = p.type](ByteSink& sink) {
+                for (const TensorView* v : parts) emit_rows(*v, t, sink);
+            };
+        } else if (is_head_role(*s.role)) {
             const std::vector<TensorView>* heads = &role_heads(m, *s.role, s.layer);
             p.type = export_type(heads->front(), dtype);
             for (const TensorView& h : *heads) {
@@ -431,7 +445,9 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         st.set = &set;
         written = write_safetensors(folder, plans, st, inputs);
         const std::string text =
-            (tl ? tl_config_json(c, folded) : hf_config_json(c, torch_dtype(weight_type), rope_scaling)).dump(2) + "\n";
+            (tl ? tl_config_json(c, folded) : hf_config_json(c, torch_dtype(weight_type), rope_scaling, sliding_window))
+                .dump(2) +
+            "\n";
         auto put = [&](const fs::path& path, std::string_view bytes) {
             OutputFile out(path, inputs, bytes.size(), &set);
             out.write({reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()});

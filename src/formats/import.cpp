@@ -11,6 +11,8 @@
 
 #include <unistd.h>
 
+#include "base/fail.h"
+#include "base/text.h"
 #include "formats/safetensors.h"
 #include "headfuse/error.h"
 #include "headfuse/quantize.h"
@@ -72,6 +74,14 @@ constexpr NameMap kTl[] = {
     // Qwen3's per-layer q/k RMS norms, as TransformerLens's convert_qwen3_weights names them.
     {Role::AttnQNorm, "blocks.{L}.attn.q_norm.w", Rows, false, false},
     {Role::AttnKNorm, "blocks.{L}.attn.k_norm.w", Rows, false, false},
+};
+
+// Phi3ForCausalLM's stacked projections, by the first role of the fused layout's stacked tensor
+// (TensorSpec::parts): qkv_proj holds Q, K and V rows, gate_up_proj the gate's rows then the up rows, as
+// llama.cpp's attn_qkv and ffn_up hold them (NEOX RoPE: no row is permuted).
+constexpr NameMap kHfStacked[] = {
+    {Role::AttnQ, "model.layers.{L}.self_attn.qkv_proj.weight", Rows, false, false},
+    {Role::FfnGate, "model.layers.{L}.mlp.gate_up_proj.weight", Rows, false, false},
 };
 
 // The roles Hugging Face's config flags switch on (LlamaConfig's attention_bias and mlp_bias; Qwen3Config's
@@ -149,6 +159,7 @@ json read_json(const fs::path& p) {
 
 std::span<const NameMap> hf_names() { return kHf; }
 std::span<const NameMap> tl_names() { return kTl; }
+std::span<const NameMap> hf_stacked_names() { return kHfStacked; }
 
 std::string foreign_name(const NameMap& m, std::uint32_t layer, bool gqa) {
     return replace_all(replace_all(std::string(m.name), "{L}", std::to_string(layer)), "{G}", gqa ? "_" : "");
@@ -206,7 +217,8 @@ const ArchSpec& hf_arch(const json& j, const std::string& where) {
 
 // Sliding-window attention llama.cpp's graph for the family does not compute: refused by name. Mistral's
 // `sliding_window` (llama.cpp's llama graph ignores it) unless null; Qwen's `use_sliding_window` unless false,
-// and any layer of `layer_types` other than "full_attention".
+// and any layer of `layer_types` other than "full_attention". Phi-3's `sliding_window` is carried instead
+// (phi3.attention.sliding_window, as llama.cpp's converter writes it; its phi3 loader disables the window).
 void refuse_sliding_window(const json& j, const ArchSpec& a, const std::string& where) {
     const std::string arch(a.gguf_name);
     if (a.swa_pattern > 0) return;  // the family's graph has windows (its row's pattern)
@@ -229,7 +241,8 @@ void refuse_sliding_window(const json& j, const ArchSpec& a, const std::string& 
 
 // The context length of a config.json without max_position_embeddings: its class's default in transformers,
 // which llama.cpp's converter reads (it loads the config with AutoConfig, then writes max_position_embeddings
-// as {arch}.context_length): LlamaConfig 2048, MistralConfig 4096 * 32, Qwen2Config and Qwen3Config 32768.
+// as {arch}.context_length): LlamaConfig 2048, MistralConfig 4096 * 32, Qwen2Config and Qwen3Config 32768, Phi3Config
+// 4096.
 std::uint32_t hf_default_context(const json& j) {
     std::vector<std::string> names;
     if (const json* t = field(j, "model_type"); t && t->is_string()) names.push_back(t->get<std::string>());
@@ -239,14 +252,33 @@ std::uint32_t hf_default_context(const json& j) {
     for (const std::string& n : names) {
         if (n == "mistral" || n == "MistralForCausalLM") return 4096 * 32;
         if (n == "qwen2" || n == "Qwen2ForCausalLM" || n == "qwen3" || n == "Qwen3ForCausalLM") return 32768;
+        if (n == "phi3" || n == "Phi3ForCausalLM") return 4096;
     }
     return 2048;
+}
+
+// What Phi3ForCausalLM's config says that llama.cpp's phi3 graph does not compute, refused by name.
+void check_phi3_config(const json& j, const std::string& where) {
+    if (const json* rs = field(j, "rope_scaling"); rs && !(rs->is_object() && rs->empty()))
+        fail(ErrorKind::Unsupported,
+             where + ": key 'rope_scaling' is " + rs->dump() +
+                 "; LongRoPE's long and short factors (llama.cpp's rope_factors_long/short) are not modelled by "
+                 "headfuse: it converts Phi-3 models without rope_scaling");
+    if (const json* p = field(j, "partial_rotary_factor"); p && !(p->is_number() && p->get<double>() == 1.0))
+        fail(ErrorKind::Unsupported, where + ": key 'partial_rotary_factor' is " + p->dump() +
+                                         "; headfuse converts full rotary embeddings only (rope.dimension_count "
+                                         "= head size)");
+    for (const char* flag : {"attention_bias", "mlp_bias"})
+        if (const json* v = field(j, flag); v && *v != false)
+            fail(ErrorKind::Unsupported, where + ": key '" + std::string(flag) + "' is " + v->dump() +
+                                             "; llama.cpp's phi3 loader reads no such bias");
 }
 
 Config hf_config(const json& j, const std::string& where) {
     if (!j.is_object()) fail(where + ": expected a JSON object");
     const ArchSpec& arch = hf_arch(j, where);
     expect_string(j, "hidden_act", "silu", where);
+    if (arch.family == Family::Phi3) check_phi3_config(j, where);
     refuse_sliding_window(j, arch, where);
     Config c;
     c.family = arch.family;
@@ -254,6 +286,8 @@ Config hf_config(const json& j, const std::string& where) {
         for (Role r : kQwen2Biases) c.optional_roles.insert(r);
     if (arch.family == Family::Qwen3)
         for (Role r : kQwen3Norms) c.optional_roles.insert(r);
+    if (arch.family == Family::Phi3)
+        c.rope_original_context = get_count(j, "original_max_position_embeddings", where, 0);
     for (const char* flag : {"attention_bias", "mlp_bias"})
         if (const json* v = field(j, flag)) {
             if (arch.family == Family::Qwen2 || (arch.family == Family::Qwen3 && std::string_view(flag) == "mlp_bias"))
@@ -404,7 +438,8 @@ double json_float(float x) {
     return d;
 }
 
-json hf_config_json(const Config& c, std::string_view torch_dtype, const json& rope_scaling) {
+json hf_config_json(const Config& c, std::string_view torch_dtype, const json& rope_scaling,
+                    std::uint32_t sliding_window) {
     // The family's first Hugging Face names (a Mistral checkpoint, GGUF llama, comes back as LlamaForCausalLM).
     const ArchSpec& a = *find_arch(c.family, false);
     json j = {{"architectures", {a.hf_architectures.front()}},
@@ -425,7 +460,14 @@ json hf_config_json(const Config& c, std::string_view torch_dtype, const json& r
               {"attention_bias", hf_attention_bias(c)},
               {"mlp_bias", hf_mlp_bias(c)},
               {"torch_dtype", torch_dtype}};
-    if (c.family != Family::Llama) {  // Qwen2Config and Qwen3Config: no mlp_bias; Qwen2's q/k/v biases need no flag
+    if (c.family == Family::Phi3) {
+        // Phi3Config: head_dim is hidden_size / heads, no bias flags; the original context and the window, as
+        // the file carries them
+        for (const char* key : {"head_dim", "attention_bias", "mlp_bias"}) j.erase(key);
+        j["original_max_position_embeddings"] = c.rope_original_context ? c.rope_original_context : c.context_length;
+        j["sliding_window"] = sliding_window ? json(sliding_window) : json(nullptr);
+    } else if (c.family !=
+               Family::Llama) {  // Qwen2Config and Qwen3Config: no mlp_bias; Qwen2's q/k/v biases need no flag
         j.erase("mlp_bias");
         if (c.family == Family::Qwen2) j.erase("attention_bias");
         j["use_sliding_window"] = false;
@@ -571,7 +613,7 @@ PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::s
             continue;
         }
         const NameMap* m = nullptr;
-        for (const NameMap& row : map)
+        for (const NameMap& row : s.parts.empty() ? map : std::span<const NameMap>(kHfStacked))
             if (row.role == s.role->role) m = &row;
         if (!m) fail(where + ": the layout has no name for tensor '" + s.name + "'");
         std::string name = foreign_name(*m, s.layer, gqa_names);
@@ -711,6 +753,10 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
                          std::to_string(k->shape[0]) + " rows, not " +
                          std::to_string(std::uint64_t{c.n_heads} * c.d_head) + " (" + std::to_string(c.n_heads) +
                          " heads of head_dim " + std::to_string(c.d_head) + "): set num_key_value_heads");
+            if (c.family == Family::Phi3) {  // as llama.cpp's converter writes it (0: none), carried for export
+                const json* w = field(j, "sliding_window");
+                md.set(c.key("attention.sliding_window"), Value::u32(w ? get_count(j, "sliding_window", where) : 0));
+            }
             // Rotate-half rows are permuted for the families that rotate adjacent pairs; NEOX's are Hugging Face's.
             out.model = import_mapped(owner, c, kHf, c.arch().rope == RopePairing::Adjacent, false, st, std::move(md));
             break;

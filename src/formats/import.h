@@ -34,6 +34,9 @@ struct NameMap {
 };
 
 std::span<const NameMap> hf_names();
+// Phi3ForCausalLM's stacked projections (qkv_proj, gate_up_proj), by the first role of the fused layout's
+// stacked tensor (TensorSpec::parts).
+std::span<const NameMap> hf_stacked_names();
 std::span<const NameMap> tl_names();
 
 // The tensor name of a map row in a layer.
@@ -73,8 +76,10 @@ bool hf_mlp_bias(const Config& c);
 // 1e-05, not the f32's exact 9.999999747378752e-06), which JSON prints as that decimal.
 double json_float(float x);
 
-// `rope_scaling` is the object to write (null for none); its floats and the config's are json_float's.
-nlohmann::json hf_config_json(const Config& c, std::string_view torch_dtype, const nlohmann::json& rope_scaling);
+// `rope_scaling` is the object to write (null for none); its floats and the config's are json_float's. A phi3
+// model's is Phi3ForCausalLM's, with `sliding_window` (0: null) as its file carries it.
+nlohmann::json hf_config_json(const Config& c, std::string_view torch_dtype, const nlohmann::json& rope_scaling,
+                              std::uint32_t sliding_window = 0);
 nlohmann::json tl_config_json(const Config& c, bool folded);
 
 }  // namespace headfuse

@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include "base/checked.h"
+#include "base/fail.h"
+#include "base/text.h"
 #include "headfuse/error.h"
 #include "headfuse/file_io.h"
 #include "io/mapped_file.h"

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <string>
 
+#include "base/fail.h"
 #include "headfuse/error.h"
 #include "headfuse/gguf.h"
 
@@ -113,26 +114,4 @@ float Metadata::get_f32(std::string_view key, std::string_view where) const {
 const std::string& Metadata::get_string(std::string_view key, std::string_view where) const {
     return std::get<std::string>(typed(*this, key, ValueType::STRING, where).scalar);
 }
-
-std::string human_bytes(double bytes) {
-    static const char* units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
-    int u = 0;
-    while (bytes >= 1000 && u < 5) {
-        bytes /= 1000;
-        ++u;
-    }
-    char buf[32];
-    std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", bytes, units[u]);
-    return buf;
-}
-
-std::string format_shape(std::span<const std::uint64_t> ne) {
-    std::string s = "[";
-    for (std::size_t i = 0; i < ne.size(); ++i) {
-        if (i) s += ", ";
-        s += std::to_string(ne[i]);
-    }
-    return s + "]";
-}
-
 }  // namespace headfuse

@@ -5,6 +5,8 @@
 #include <unordered_set>
 
 #include "base/checked.h"
+#include "base/fail.h"
+#include "base/text.h"
 #include "headfuse/error.h"
 #include "headfuse/gguf.h"
 #include "io/mapped_file.h"

@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "base/checked.h"
+#include "base/fail.h"
 #include "headfuse/error.h"
 #include "headfuse/gguf.h"
 

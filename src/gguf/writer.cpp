@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "base/checked.h"
+#include "base/fail.h"
 #include "gguf/writer.h"
 #include "headfuse/error.h"
 #include "headfuse/gguf.h"

@@ -9,6 +9,7 @@
 #include <string>
 #include <utility>
 
+#include "base/fail.h"
 #include "headfuse/error.h"
 #include "io/mapped_file.h"
 #include "io/open_input.h"

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 
+#include "base/fail.h"
 #include "headfuse/error.h"
 
 namespace headfuse {

@@ -6,11 +6,17 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <random>
 #include <string>
+#include <system_error>
+#include <thread>
 
+#include "base/fail.h"
+#include "base/text.h"
 #include "headfuse/error.h"
 #include "io/mapped_file.h"
 #include "io/open_input.h"
@@ -45,6 +51,60 @@ std::filesystem::path temp_name(const Destination& d, unsigned random) {
 }
 
 }  // namespace
+
+// sync_file_range(SYNC_FILE_RANGE_WRITE) only queues a range for writing, but it blocks while the device's
+// request queue is full: on a loaded machine 21 calls took 0.25 s of a 1.8 s BF16 -> F16 conversion, time in
+// which the writing thread produced nothing. This thread makes those calls instead, one range after another, and
+// the writing thread only says how far it has written. Ranges are queued, never waited for: fsync in commit()
+// still makes the file durable before it is published.
+class OutputFile::Writeback {
+public:
+    // Bytes before `from` are queued already.
+    Writeback(int fd, std::uint64_t from) : fd_(fd), from_(from), end_(from), thread_([this] { run(); }) {}
+    ~Writeback() {
+        {
+            std::lock_guard lock(mutex_);
+            stop_ = true;
+        }
+        wake_.notify_one();
+        thread_.join();
+    }
+    Writeback(const Writeback&) = delete;
+    Writeback& operator=(const Writeback&) = delete;
+
+    // Bytes [0, end) are written: queue what was not queued yet.
+    void written_up_to(std::uint64_t end) {
+        {
+            std::lock_guard lock(mutex_);
+            end_ = end;
+        }
+        wake_.notify_one();
+    }
+
+private:
+    void run() {
+        std::uint64_t from = from_;
+        std::unique_lock lock(mutex_);
+        for (;;) {
+            wake_.wait(lock, [&] { return stop_ || end_ > from; });
+            if (stop_) return;
+            const std::uint64_t to = end_;
+            lock.unlock();
+            // Failure is harmless: fsync follows.
+            ::sync_file_range(fd_, static_cast<off64_t>(from), static_cast<off64_t>(to - from), SYNC_FILE_RANGE_WRITE);
+            from = to;
+            lock.lock();
+        }
+    }
+
+    const int fd_;
+    const std::uint64_t from_;
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::uint64_t end_ = 0;
+    bool stop_ = false;
+    std::thread thread_;  // last: starts once the members it reads are initialised
+};
 
 void refuse_overwrite(const std::filesystem::path& dest, std::span<const std::filesystem::path> inputs) {
     struct stat d {};
@@ -159,6 +219,7 @@ OutputFile::OutputFile(std::filesystem::path dest, std::span<const std::filesyst
 }
 
 OutputFile::~OutputFile() {
+    writeback_.reset();
     if (fd_ >= 0) ::close(fd_);
     if (!committed_ && !temp_.empty()) ::unlink(temp_.c_str());
 }
@@ -185,9 +246,17 @@ void OutputFile::write_all(const std::byte* p, std::size_t n) {
 
 void OutputFile::start_writeback() {
     if (written_ - writeback_from_ < kWritebackBytes) return;
-    // Asynchronous: it only queues the range for writing. Failure is harmless, fsync still follows.
-    ::sync_file_range(fd_, static_cast<off64_t>(writeback_from_), static_cast<off64_t>(written_ - writeback_from_),
-                      SYNC_FILE_RANGE_WRITE);
+    if (!writeback_) {
+        try {
+            writeback_ = std::make_unique<Writeback>(fd_, writeback_from_);
+        } catch (const std::system_error&) {  // no thread to be had (a process limit): queue the range here
+            ::sync_file_range(fd_, static_cast<off64_t>(writeback_from_),
+                              static_cast<off64_t>(written_ - writeback_from_), SYNC_FILE_RANGE_WRITE);
+            writeback_from_ = written_;
+            return;
+        }
+    }
+    writeback_->written_up_to(written_);
     writeback_from_ = written_;
 }
 
@@ -275,6 +344,7 @@ void OutputFile::commit() {
             errno = 0;  // not ours to give: the file stays ours
         if (::fchmod(fd_, old->st_mode & 07777) != 0) io_error("setting the mode of", errno);
     }
+    writeback_.reset();  // its last range queued: fsync waits for every byte anyway
     if (::fsync(fd_) != 0) io_error("syncing", errno);
     // The destination may have changed since it was checked: never replace what is now a device or a folder.
     if (struct stat now{}; ::lstat(target_.path.c_str(), &now) == 0 && !S_ISREG(now.st_mode))

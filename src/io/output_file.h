@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -66,6 +67,8 @@ private:
     void report();
     void start_writeback();
 
+    class Writeback;  // hands written ranges to the disk from a thread of its own
+
     WriteInProgress in_progress_;  // first: counted before any temporary exists
     std::filesystem::path dest_;   // as given, for messages
     Destination target_;           // declared after dest_: initialised from it
@@ -74,7 +77,8 @@ private:
     int fd_ = -1;
     bool committed_ = false;
     std::uint64_t written_ = 0;
-    std::uint64_t writeback_from_ = 0;  // bytes before it have been handed to the disk
+    std::uint64_t writeback_from_ = 0;      // bytes before it have been handed to the disk
+    std::unique_ptr<Writeback> writeback_;  // started with the first range; stopped before fsync and close
     std::vector<std::byte> buffer_;
     ProgressFn progress_;
     std::uint64_t total_ = 0;

@@ -12,6 +12,7 @@
 #include <set>
 #include <string_view>
 
+#include "base/fail.h"
 #include "headfuse/error.h"
 #include "headfuse/file_io.h"
 

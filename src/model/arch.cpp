@@ -31,6 +31,8 @@ constexpr std::string_view kQwen2Types[] = {"qwen2"};
 constexpr std::string_view kQwen2Archs[] = {"Qwen2ForCausalLM"};
 constexpr std::string_view kQwen3Types[] = {"qwen3"};
 constexpr std::string_view kQwen3Archs[] = {"Qwen3ForCausalLM"};
+constexpr std::string_view kPhi3Types[] = {"phi3"};
+constexpr std::string_view kPhi3Archs[] = {"Phi3ForCausalLM"};
 
 const ArchSpec kArchs[] = {
     {.family = Family::Llama,
@@ -58,6 +60,17 @@ const ArchSpec kArchs[] = {
      .allowed_roles = kQwen3Roles,
      .required_roles = kQkNorms,
      .rope = RopePairing::Neox},
+    // phi3 (llama_model_phi3): attn_qkv and the stacked ffn_up, no bias (its loader reads attn_qkv.bias, which
+    // Phi3ForCausalLM never has, and rope_factors_long/short, LongRoPE's, which headfuse does not model);
+    // attn_output is [n_embd, n_embd].
+    {.family = Family::Phi3,
+     .gguf_name = "phi3",
+     .hf_model_types = kPhi3Types,
+     .hf_architectures = kPhi3Archs,
+     .rope = RopePairing::Neox,
+     .q_dim_is_d_model = true,
+     .fused_qkv = true,
+     .fused_gate_up = true},
 };
 
 }  // namespace

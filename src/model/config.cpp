@@ -6,6 +6,7 @@
 #include <string>
 #include <tuple>
 
+#include "base/fail.h"
 #include "headfuse/error.h"
 #include "model/config_read.h"
 #include "model/roles.h"

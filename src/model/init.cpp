@@ -153,20 +153,19 @@ private:
 }  // namespace
 
 std::vector<std::filesystem::path> write_random_init(const Config& config, std::uint64_t seed,
-                                                     const std::filesystem::path& path, const ProgressFn& progress,
-                                                     unsigned threads, const OutputOptions& output) {
+                                                     const std::filesystem::path& path, const InitOptions& options) {
     config.validate();
     const std::vector<TensorSpec> layout = tensor_layout(config, ModelKind::PerHead);
     GgufWriter w;
-    w.alignment = output.alignment;
-    w.shards = output.shards;
+    w.alignment = options.output.alignment;
+    w.shards = options.output.shards;
     w.metadata = per_head_metadata(config, {});
     // One writer takes whatever a few generators make (~2 GB/s each with AVX-512): more would only cost memory.
-    RandomPipeline pipeline(layout, seed, std::min(resolve_threads(threads), 32u));
+    RandomPipeline pipeline(layout, seed, std::min(resolve_threads(options.threads), 32u));
     for (std::size_t t = 0; t < layout.size(); ++t)
         w.add_tensor(layout[t].name, static_cast<std::uint32_t>(DType::F32), layout[t].ne,
                      [&pipeline, t](ByteSink& sink) { pipeline.write_tensor(t, sink); });
-    return w.write(path, {}, progress);
+    return w.write(path, {}, options.progress);
 }
 
 }  // namespace headfuse

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "base/checked.h"
+#include "base/fail.h"
+#include "base/text.h"
 #include "gguf/writer.h"
 #include "headfuse/error.h"
 #include "model/config_read.h"
@@ -106,7 +108,8 @@ Config config_of(const GgufFile& f, ModelKind kind) {
     const TensorInfo* embd = f.find_tensor(embd_name);
     if (!embd) fail(f.name() + ": missing tensor '" + embd_name + "'");
     if (embd->n_dims != 2)
-        fail(f.name() + ": tensor '" + embd_name + "' has shape " + format_shape(*embd) + ", expected 2 dimensions");
+        fail(f.name() + ": tensor '" + embd_name + "' has shape " + format_shape({embd->ne.data(), embd->n_dims}) +
+             ", expected 2 dimensions");
     if (embd->ne[1] > UINT32_MAX) fail(f.name() + ": tensor '" + embd_name + "' has too many rows");
     const auto vocab = static_cast<std::uint32_t>(embd->ne[1]);
     if (f.metadata().find(c.key("vocab_size")) && c.vocab != vocab)
@@ -176,7 +179,7 @@ std::vector<TensorView> check_tensors(const GgufFile& f, const std::vector<Tenso
         if (!t) fail(f.name() + ": missing tensor '" + s.name + "' (expected shape " + format_shape(s.ne) + ")");
         if (std::vector<std::uint64_t>(t->ne.begin(), t->ne.begin() + t->n_dims) != s.ne)
             fail(f.name() + ": tensor '" + s.name + "' has wrong shape; expected " + format_shape(s.ne) + ", got " +
-                 format_shape(*t));
+                 format_shape({t->ne.data(), t->n_dims}));
         if (!type_allowed(s.kind, t->type)) {
             const TypeTraits* tt = find_type(t->type);
             fail(f.name() + ": tensor '" + s.name + "' has type " + std::string(tt ? tt->name : "unknown") +
@@ -305,8 +308,21 @@ FusedModel FusedModel::open(const std::filesystem::path& path) {
     const std::vector<TensorView> views = check_tensors(*file, layout, ModelKind::Fused);
     FusedModel m;
     m.views_ = assemble_views(c, ModelKind::Fused, views);
-    for (std::size_t i = 0; i < layout.size(); ++i)
-        if (is_head_role(*layout[i].role)) m.fused_.emplace(std::pair{layout[i].layer, layout[i].role->role}, views[i]);
+    for (std::size_t i = 0; i < layout.size(); ++i) {
+        const TensorSpec& s = layout[i];
+        if (s.parts.empty()) {
+            if (is_head_role(*s.role)) m.fused_.emplace(std::pair{s.layer, s.role->role}, views[i]);
+            continue;
+        }
+        std::uint64_t row = 0;  // a stacked tensor (attn_qkv): each head role's rows, a slice of it
+        for (Role p : s.parts) {
+            const RoleSpec& ps = role_spec(p);
+            const std::uint64_t n = ps.shape(c, s.layer).back() * head_count(ps, c, s.layer);
+            if (is_head_role(ps))
+                m.fused_.emplace(std::pair{s.layer, p}, views[i].rows(row, n, tensor_name(ps, s.layer)));
+            row += n;
+        }
+    }
     m.metadata_ = file->metadata();
     m.views_.owner = file;
     m.file_ = std::move(file);

@@ -1,6 +1,6 @@
 // headfuse: the reproducible generator of random.h, the parts its scalar and SIMD implementations share (the
-// constants, the seeding) and the SIMD chunk, random_chunk_lanes, written once over a 64-bit lane type and
-// compiled by quant/kernels_avx2.cpp (HEADFUSE_LANES_AVX2: D4, two groups of four lanes) and
+// constants, the seeding) and the SIMD chunk, random_chunk_lanes, written once over a 64-bit lane type (quant/simd.h)
+// and compiled by quant/kernels_avx2.cpp (HEADFUSE_LANES_AVX2: D4, two groups of four lanes) and
 // quant/kernels_avx512.cpp (HEADFUSE_LANES_AVX512: D8, one group of eight), each whole for its target
 // (quant/kernels.h). Every implementation performs the same IEEE operations in the same order on every value,
 // and so gives the same bytes. Everything below has internal linkage; the including file includes its dependencies
@@ -12,9 +12,7 @@
 #include <cstring>
 
 #include "model/random.h"
-#if defined(HEADFUSE_LANES_AVX2) || defined(HEADFUSE_LANES_AVX512)
-#include <immintrin.h>
-#endif
+#include "quant/simd.h"
 
 namespace headfuse::random_lanes {
 namespace {
@@ -56,122 +54,6 @@ inline LaneStates seed_lanes(std::uint64_t seed, std::uint64_t hash, std::uint64
         for (std::size_t j = 0; j < 4; ++j) st.s[j][l] = splitmix64(sm);
     return st;
 }
-
-#if defined(HEADFUSE_LANES_AVX2)
-// The permutation that packs the pairs (u0 v0 u1 v1 u2 v2 u3 v3) of the accepted lanes of a 4-lane mask to the
-// front.
-struct Pack4 {
-    std::int32_t idx[16][8];
-    constexpr Pack4() : idx{} {
-        for (unsigned a = 0; a < 16; ++a) {
-            unsigned k = 0;
-            for (unsigned l = 0; l < 4; ++l)
-                if (a >> l & 1) {
-                    idx[a][k++] = static_cast<std::int32_t>(2 * l);
-                    idx[a][k++] = static_cast<std::int32_t>(2 * l + 1);
-                }
-            while (k < 8) idx[a][k++] = 0;
-        }
-    }
-};
-alignas(32) constexpr Pack4 kPack4;
-
-// Four 64-bit lanes.
-struct D4 {
-    static constexpr int W = 4;
-    using U = __m256i;
-    using D = __m256d;
-    using P = __m256;  // the 2W floats of a round's pairs
-    using M = unsigned;
-    static U load(const std::uint64_t* p) { return _mm256_load_si256(reinterpret_cast<const U*>(p)); }
-    static U setu(std::uint64_t v) { return _mm256_set1_epi64x(static_cast<long long>(v)); }
-    static U addu(U a, U b) { return _mm256_add_epi64(a, b); }
-    static U subu(U a, U b) { return _mm256_sub_epi64(a, b); }
-    static U xoru(U a, U b) { return _mm256_xor_si256(a, b); }
-    static U andu(U a, U b) { return _mm256_and_si256(a, b); }
-    static U oru(U a, U b) { return _mm256_or_si256(a, b); }
-    static U shl(U a, int k) { return _mm256_slli_epi64(a, k); }
-    static U shr(U a, int k) { return _mm256_srli_epi64(a, k); }
-    static U rotl(U x, int k) { return _mm256_or_si256(_mm256_slli_epi64(x, k), _mm256_srli_epi64(x, 64 - k)); }
-    static D asd(U v) { return _mm256_castsi256_pd(v); }
-    static U asu(D v) { return _mm256_castpd_si256(v); }
-    static D set(double v) { return _mm256_set1_pd(v); }
-    static D add(D a, D b) { return _mm256_add_pd(a, b); }
-    static D sub(D a, D b) { return _mm256_sub_pd(a, b); }
-    static D mul(D a, D b) { return _mm256_mul_pd(a, b); }
-    static D div(D a, D b) { return _mm256_div_pd(a, b); }
-    static D sqrt(D a) { return _mm256_sqrt_pd(a); }
-    static D abs(D a) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), a); }
-    // Lanes with 0 < s < 1, one bit each.
-    static M inside_unit(D s) {
-        const D ok = _mm256_and_pd(_mm256_cmp_pd(s, _mm256_set1_pd(1.0), _CMP_LT_OQ),
-                                   _mm256_cmp_pd(s, _mm256_setzero_pd(), _CMP_GT_OQ));
-        return static_cast<unsigned>(_mm256_movemask_pd(ok));
-    }
-    // (float)x and (float)y of the lanes in `ok`, interleaved x0 y0 x1 y1 ..., packed to the front.
-    static P pack_pairs(D x, D y, M ok) {
-        const __m128 fx = _mm256_cvtpd_ps(x), fy = _mm256_cvtpd_ps(y);
-        const __m256 pairs = _mm256_set_m128(_mm_unpackhi_ps(fx, fy), _mm_unpacklo_ps(fx, fy));
-        return _mm256_permutevar8x32_ps(pairs, _mm256_load_si256(reinterpret_cast<const __m256i*>(kPack4.idx[ok])));
-    }
-    static void store(float* p, P v) { _mm256_storeu_ps(p, v); }
-};
-#endif
-
-#if defined(HEADFUSE_LANES_AVX512)
-// The pair bits of an 8-lane mask (each lane bit doubled).
-struct PairMasks {
-    std::uint16_t m[256];
-    constexpr PairMasks() : m{} {
-        for (unsigned a = 0; a < 256; ++a)
-            for (unsigned l = 0; l < 8; ++l)
-                if (a >> l & 1) m[a] |= static_cast<std::uint16_t>(3u << (2 * l));
-    }
-};
-constexpr PairMasks kPairMasks;
-
-// Eight 64-bit lanes.
-struct D8 {
-    static constexpr int W = 8;
-    using U = __m512i;
-    using D = __m512d;
-    using P = __m512;
-    using M = __mmask8;
-    static U load(const std::uint64_t* p) { return _mm512_load_si512(p); }
-    static U setu(std::uint64_t v) { return _mm512_set1_epi64(static_cast<long long>(v)); }
-    static U addu(U a, U b) { return _mm512_add_epi64(a, b); }
-    static U subu(U a, U b) { return _mm512_sub_epi64(a, b); }
-    static U xoru(U a, U b) { return _mm512_xor_si512(a, b); }
-    static U andu(U a, U b) { return _mm512_and_si512(a, b); }
-    static U oru(U a, U b) { return _mm512_or_si512(a, b); }
-    static U shl(U a, int k) { return _mm512_slli_epi64(a, static_cast<unsigned>(k)); }
-    static U shr(U a, int k) { return _mm512_srli_epi64(a, static_cast<unsigned>(k)); }
-    static U rotl(U x, int k) {
-        return _mm512_or_si512(_mm512_slli_epi64(x, static_cast<unsigned>(k)),
-                               _mm512_srli_epi64(x, static_cast<unsigned>(64 - k)));
-    }
-    static D asd(U v) { return _mm512_castsi512_pd(v); }
-    static U asu(D v) { return _mm512_castpd_si512(v); }
-    static D set(double v) { return _mm512_set1_pd(v); }
-    static D add(D a, D b) { return _mm512_add_pd(a, b); }
-    static D sub(D a, D b) { return _mm512_sub_pd(a, b); }
-    static D mul(D a, D b) { return _mm512_mul_pd(a, b); }
-    static D div(D a, D b) { return _mm512_div_pd(a, b); }
-    static D sqrt(D a) { return _mm512_sqrt_pd(a); }
-    static D abs(D a) { return _mm512_abs_pd(a); }
-    static M inside_unit(D s) {
-        return _mm512_mask_cmp_pd_mask(_mm512_cmp_pd_mask(s, _mm512_set1_pd(1.0), _CMP_LT_OQ), s, _mm512_setzero_pd(),
-                                       _CMP_GT_OQ);
-    }
-    static P pack_pairs(D x, D y, M ok) {
-        const __m512i interleave = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-        const __m512 pairs = _mm512_permutex2var_ps(_mm512_castps256_ps512(_mm512_cvtpd_ps(x)), interleave,
-                                                    _mm512_castps256_ps512(_mm512_cvtpd_ps(y)));
-        return _mm512_maskz_compress_ps(kPairMasks.m[ok], pairs);
-    }
-    static void store(float* p, P v) { _mm512_storeu_ps(p, v); }
-};
-#endif
 
 #if defined(HEADFUSE_LANES_AVX2) || defined(HEADFUSE_LANES_AVX512)
 

@@ -59,6 +59,35 @@ const RoleSpec kRoles[] = {
 };
 static_assert(std::size(kRoles) == kRoleCount, "one row per role");
 
+// The tensors of the fused layout that stack several roles (llama.cpp's phi3: create_tensor_qkv's attn_qkv
+// [n_embd, n_embd_q + 2 n_embd_gqa], and ffn_up [n_embd, 2 n_ff] with the gate's rows first, which ggml_swiglu
+// splits in halves).
+constexpr Role kQkvParts[] = {Role::AttnQ, Role::AttnK, Role::AttnV};
+constexpr Role kGateUpParts[] = {Role::FfnGate, Role::FfnUp};
+constexpr std::string_view kQkvName = "attn_qkv";
+
+// Whether role r's tensors are, in the fused layout of config c, a part of another role's stacked tensor (and
+// so have no tensor of their own).
+bool stacked_away(const RoleSpec& r, const Config& c) {
+    const ArchSpec& a = c.arch();
+    return (a.fused_qkv && (r.role == Role::AttnK || r.role == Role::AttnV)) ||
+           (a.fused_gate_up && r.role == Role::FfnUp);
+}
+
+// The parts role r's fused tensor stacks in config c (empty: r's tensor alone).
+std::span<const Role> stacked_parts(const RoleSpec& r, const Config& c) {
+    const ArchSpec& a = c.arch();
+    if (a.fused_qkv && r.role == Role::AttnQ) return kQkvParts;
+    if (a.fused_gate_up && r.role == Role::FfnGate) return kGateUpParts;
+    return {};
+}
+
+// Rows of role p in layer `layer` of the fused layout: every head's, or the layer tensor's.
+std::uint64_t part_rows(const RoleSpec& p, const Config& c, std::uint32_t layer) {
+    const Shape ne = p.shape(c, layer);
+    return ne.back() * (is_head_role(p) ? head_count(p, c, layer) : 1);
+}
+
 // Parses a decimal number without leading zeros (other than "0" itself) off the front of s.
 std::optional<std::uint32_t> take_number(std::string_view& s) {
     std::uint32_t v = 0;
@@ -78,6 +107,7 @@ bool take(std::string_view& s, std::string_view prefix) {
 // blk.N.<role>.<suffix> (fused).
 bool is_head_tensor_name(std::string_view name, ModelKind kind) {
     if (!take(name, "blk.") || !take_number(name) || !take(name, ".")) return false;
+    if (kind == ModelKind::Fused && name == std::string(kQkvName) + ".weight") return true;
     for (const RoleSpec& r : kRoles) {
         if (!is_head_role(r)) continue;
         std::string_view s = name;
@@ -158,11 +188,27 @@ void for_each_spec(const Config& c, ModelKind kind, const std::function<void(Ten
             f({tensor_name(r, layer), std::move(ne), r.kind, &r, layer, 0});
         }
     };
+    auto emit_stacked = [&](const RoleSpec& r, std::uint32_t layer, std::span<const Role> parts) {
+        Shape ne = r.shape(c, layer);
+        ne.back() = 0;
+        for (Role p : parts) ne.back() += part_rows(role_spec(p), c, layer);
+        // attn_qkv is a name of its own; the stacked feed-forward keeps the name of ffn_up
+        const std::string name = r.role == Role::AttnQ ? "blk." + std::to_string(layer) + "." + std::string(kQkvName) +
+                                                             "." + std::string(r.suffix)
+                                                       : tensor_name(role_spec(Role::FfnUp), layer);
+        if (ne.back() > 0) f({name, std::move(ne), r.kind, &r, layer, 0, parts});
+    };
     for (const RoleSpec& r : kRoles)
         if (r.scope == Global && role_present(r, c, kind)) emit(r, 0);
     for (std::uint32_t l = 0; l < c.n_layers; ++l)
-        for (const RoleSpec& r : kRoles)
-            if (r.scope != Global && role_present(r, c, kind) && role_in_layer(r, c, l)) emit(r, l);
+        for (const RoleSpec& r : kRoles) {
+            if (r.scope == Global || !role_present(r, c, kind) || !role_in_layer(r, c, l)) continue;
+            if (kind == ModelKind::Fused && stacked_away(r, c)) continue;
+            if (const auto parts = stacked_parts(r, c); kind == ModelKind::Fused && !parts.empty())
+                emit_stacked(r, l, parts);
+            else
+                emit(r, l);
+        }
 }
 
 std::vector<TensorSpec> tensor_layout(const Config& c, ModelKind kind) {
@@ -174,7 +220,7 @@ std::vector<TensorSpec> tensor_layout(const Config& c, ModelKind kind) {
 std::uint64_t tensor_count(const Config& c, ModelKind kind) {
     std::uint64_t n = 0;
     for (const RoleSpec& r : kRoles) {
-        if (!role_present(r, c, kind)) continue;
+        if (!role_present(r, c, kind) || (kind == ModelKind::Fused && stacked_away(r, c))) continue;
         if (r.scope == Global) {
             ++n;
             continue;
@@ -212,6 +258,21 @@ const TensorView* role_view(const ModelViews& m, const RoleSpec& r, std::uint32_
 const std::vector<TensorView>& role_heads(const ModelViews& m, const RoleSpec& r, std::uint32_t layer) {
     assert(is_head_role(r));
     return m.layers.at(layer).*std::get<std::vector<TensorView> LayerViews::*>(r.slot);
+}
+
+std::vector<const TensorView*> fused_parts(const ModelViews& m, const TensorSpec& s) {
+    std::vector<const TensorView*> out;
+    auto add = [&](const RoleSpec& r) {
+        if (is_head_role(r))
+            for (const TensorView& h : role_heads(m, r, s.layer)) out.push_back(&h);
+        else
+            out.push_back(role_view(m, r, s.layer));
+    };
+    if (s.parts.empty())
+        add(*s.role);
+    else
+        for (Role p : s.parts) add(role_spec(p));
+    return out;
 }
 
 namespace {
@@ -254,7 +315,18 @@ ModelViews assemble_views(const Config& c, ModelKind kind, const std::vector<Ten
         assert(i < views.size() && views[i].name() == s.name);
         const TensorView& v = views[i++];
         const RoleSpec& r = *s.role;
-        if (kind == ModelKind::Fused && is_head_role(r)) {
+        if (kind == ModelKind::Fused && !s.parts.empty()) {  // row ranges of the stacked tensor, no copy
+            std::uint64_t row = 0;
+            for (Role p : s.parts) {
+                const RoleSpec& ps = role_spec(p);
+                const Shape part_shape = ps.shape(c, s.layer);
+                const std::uint32_t n = is_head_role(ps) ? head_count(ps, c, s.layer) : 1;
+                for (std::uint32_t h = 0; h < n; ++h, row += part_shape.back())
+                    put(m, ps, s.layer,
+                        v.rows(row, part_shape.back(),
+                               is_head_role(ps) ? tensor_name(ps, s.layer, h) : tensor_name(ps, s.layer)));
+            }
+        } else if (kind == ModelKind::Fused && is_head_role(r)) {
             const std::uint32_t n = head_count(r, c, s.layer);
             const Shape head_shape = r.shape(c, s.layer);
             for (std::uint32_t h = 0; h < n; ++h)

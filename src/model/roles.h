@@ -92,6 +92,9 @@ struct TensorSpec {
     const RoleSpec* role = nullptr;
     std::uint32_t layer = 0;
     std::uint32_t head = 0;  // head roles in the per-head layout
+    // A fused tensor that stacks several roles' rows (Phi-3's attn_qkv: Q, K, V; its ffn_up: gate, up), in row
+    // order; empty for a tensor of one role. `role` is then the first part.
+    std::span<const Role> parts{};
 };
 
 // Calls f for every tensor of a model of config c in layout `kind`, in file order, without building the list.
@@ -104,6 +107,9 @@ std::uint64_t tensor_count(const Config& c, ModelKind kind);
 // The view of a non-head role (nullptr when an optional slot is empty), and the heads of a head role.
 const TensorView* role_view(const ModelViews& m, const RoleSpec& r, std::uint32_t layer);
 const std::vector<TensorView>& role_heads(const ModelViews& m, const RoleSpec& r, std::uint32_t layer);
+// The per-head views a tensor of the fused layout is made of, in row order: its heads (a head role), the
+// parts' views and heads (a stacked tensor, TensorSpec::parts), or the one view (nullptr: an empty optional).
+std::vector<const TensorView*> fused_parts(const ModelViews& m, const TensorSpec& s);
 
 // Builds the per-head interface from views in the order of tensor_layout(c, kind); a fused head tensor is
 // sliced into zero-copy head views.

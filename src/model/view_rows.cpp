@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/fail.h"
 #include "headfuse/error.h"
 #include "io/mapped_file.h"
 

@@ -21,8 +21,8 @@
 #pragma GCC target("avx2,f16c,popcnt")
 #endif
 #define HEADFUSE_LANES_AVX2 1
-#define HEADFUSE_LANES_TYPE blocks::V8
-#define HEADFUSE_RANDOM_LANES_TYPE D4
+#define HEADFUSE_LANES_TYPE simd::V8
+#define HEADFUSE_RANDOM_LANES_TYPE simd::D4
 #define HEADFUSE_KERNELS_ISA Isa::Avx2
 #define HEADFUSE_KERNELS_TABLE kKernelsAvx2
 #include "quant/kernels_target.h"

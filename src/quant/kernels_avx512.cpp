@@ -21,8 +21,8 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx2,f16c,popcnt")
 #endif
 #define HEADFUSE_LANES_AVX512 1
-#define HEADFUSE_LANES_TYPE blocks::V16
-#define HEADFUSE_RANDOM_LANES_TYPE D8
+#define HEADFUSE_LANES_TYPE simd::V16
+#define HEADFUSE_RANDOM_LANES_TYPE simd::D8
 #define HEADFUSE_KERNELS_ISA Isa::Avx512
 #define HEADFUSE_KERNELS_TABLE kKernelsAvx512
 #include "quant/kernels_target.h"

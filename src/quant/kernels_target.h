@@ -1,9 +1,9 @@
 // headfuse: the body of a per-target kernel table (quant/kernels.h), included by kernels_avx2.cpp and
 // kernels_avx512.cpp once they have switched their target on. The including file defines HEADFUSE_LANES_AVX2 or
 // HEADFUSE_LANES_AVX512 (which lane headers' code to build), HEADFUSE_LANES_TYPE (the float lane type:
-// blocks::V8 or blocks::V16), HEADFUSE_RANDOM_LANES_TYPE (the 64-bit one: D4 or D8), HEADFUSE_KERNELS_ISA and
-// HEADFUSE_KERNELS_TABLE (the table's instruction set and name). Everything included here has internal linkage
-// but the table.
+// simd::V8 or simd::V16, quant/simd.h), HEADFUSE_RANDOM_LANES_TYPE (the 64-bit one: simd::D4 or simd::D8),
+// HEADFUSE_KERNELS_ISA and HEADFUSE_KERNELS_TABLE (the table's instruction set and name). Everything included here has
+// internal linkage but the table.
 #pragma once
 
 #include "compute/dot.h"
@@ -39,7 +39,7 @@ const Kernels HEADFUSE_KERNELS_TABLE{
     .k4_supers = HEADFUSE_LANES_TYPE::W / 8,  // eight sub-blocks of 32 per super-block
     .q6_search = q6_search,
     .q6_subs = HEADFUSE_LANES_TYPE::W,
-    .random_chunk = random_lanes::random_chunk_lanes<random_lanes::HEADFUSE_RANDOM_LANES_TYPE>,
+    .random_chunk = random_lanes::random_chunk_lanes<HEADFUSE_RANDOM_LANES_TYPE>,
     .dot = compute::dot_lanes,
 };
 

@@ -70,18 +70,28 @@ int q5_code(const std::byte* qh, const std::byte* qs, std::size_t j) {
     return low | static_cast<int>((high >> j) & 1u) << 4;
 }
 
+// The head of a Q4_1 or Q5_1 block, as ggml's quantize_row_q4_1_ref and quantize_row_q5_1_ref write it: the
+// scale d = (max - min) / levels and the block's min, each stored as fp16 at out. Returns 1/d (0 when d is 0)
+// and the min, from which the codes are computed.
+struct ScaleMin {
+    float id, min;
+};
+ScaleMin store_scale_min(const float* x, int levels, std::byte* out) {
+    float min, max;
+    min_max(x, min, max);
+    const float d = (max - min) / static_cast<float>(levels);
+    store_u16(out, fp32_to_fp16(d));
+    store_u16(out + 2, fp32_to_fp16(min));
+    return {d != 0.0f ? 1.0f / d : 0.0f, min};
+}
+
 }  // namespace
 
 void encode_q4_1(const float* src, std::byte* dst, std::size_t n) {
     for (std::size_t b = 0; b < n / kBlock; ++b) {
         const float* x = src + b * kBlock;
         std::byte* out = dst + b * 20;
-        float min, max;
-        min_max(x, min, max);
-        const float d = (max - min) / 15;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        store_u16(out, fp32_to_fp16(d));
-        store_u16(out + 2, fp32_to_fp16(min));
+        const auto [id, min] = store_scale_min(x, 15, out);
         for (std::size_t j = 0; j < kBlock / 2; ++j) {
             const int q0 = low_byte(truncate_like_x86((x[j] - min) * id + 0.5f));
             const int q1 = low_byte(truncate_like_x86((x[j + 16] - min) * id + 0.5f));
@@ -112,12 +122,7 @@ void encode_q5_1(const float* src, std::byte* dst, std::size_t n) {
     for (std::size_t b = 0; b < n / kBlock; ++b) {
         const float* x = src + b * kBlock;
         std::byte* out = dst + b * 24;
-        float min, max;
-        min_max(x, min, max);
-        const float d = (max - min) / 31;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        store_u16(out, fp32_to_fp16(d));
-        store_u16(out + 2, fp32_to_fp16(min));
+        const auto [id, min] = store_scale_min(x, 31, out);
         std::uint8_t q[kBlock];
         for (std::size_t j = 0; j < kBlock; ++j)
             q[j] = static_cast<std::uint8_t>(truncate_like_x86((x[j] - min) * id + 0.5f));

@@ -1,5 +1,6 @@
-// The K-quant mixes as llama.cpp's llama_tensor_get_type_impl chooses them for the llama architecture (no
-// experts, no importance matrix, no Falcon). One table of names, one function of rules.
+// The K-quant mixes as llama.cpp's llama_tensor_get_type_impl chooses them for the architectures of headfuse's
+// table (no experts, no importance matrix, no Falcon): the family enters through the tensor names (phi3's
+// attn_qkv) and MixModel (tied output, LLM_TYPE_70B). One table of names, one function of rules.
 #include "headfuse/mix.h"
 
 #include <algorithm>
@@ -108,8 +109,10 @@ DType mix_tensor_type(Mix m, std::string_view name, std::uint64_t ne0, const Mix
     if (name == "output.weight" || (model.tied && name == "token_embd.weight")) {
         // The output layer: Q8_0 when its rows are not whole blocks of the base type, else Q6_K.
         t = ne0 % traits(t).block_size != 0 ? DType::Q8_0 : DType::Q6_K;
-    } else if (contains(name, "attn_v.weight")) {
-        // llama.cpp counts attn_v tensors in file order: the layer index, unless some layers have no attention.
+    } else if (contains(name, "attn_v.weight") || contains(name, "attn_qkv.weight")) {
+        // A fused attn_qkv is attn_v-like (category_is_attn_v): its own ATTENTION_QKV rule comes after and is never
+        // reached for these mixes. llama.cpp counts attn_v tensors in file order: the layer index, unless some
+        // layers have no attention.
         int i = layer, n_v = n;
         if (!model.attention_layers.empty()) {
             const auto& a = model.attention_layers;

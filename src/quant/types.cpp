@@ -6,6 +6,7 @@
 #include <string>
 
 #include "base/checked.h"
+#include "base/fail.h"
 #include "headfuse/error.h"
 
 namespace headfuse {

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/fail.h"
 #include "headfuse/error.h"
 #include "headfuse/vocab.h"
 #include "io/mapped_file.h"

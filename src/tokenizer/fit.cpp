@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fail.h"
 #include "headfuse/error.h"
 #include "headfuse/vocab.h"
 

@@ -6,8 +6,9 @@
 #include <string_view>
 #include <unordered_set>
 
+#include "base/fail.h"
+#include "base/text.h"
 #include "headfuse/error.h"
-#include "headfuse/text.h"
 #include "headfuse/vocab.h"
 
 namespace headfuse {

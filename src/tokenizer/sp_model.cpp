@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "base/fail.h"
 #include "headfuse/error.h"
 
 namespace headfuse {

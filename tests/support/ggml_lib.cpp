@@ -20,6 +20,11 @@ struct GgufInitParams {
 
 using ToFloatFn = void (*)(const void*, float*, std::int64_t);
 
+// GGML_TYPE_COUNT in the pinned ggml.h. ggml_get_type_traits(type) returns &type_traits[type] with the bound only
+// assert()ed, and the shipped library is built with NDEBUG: an id at or past the count reads past the table (an
+// arbitrary pointer then dereferenced, SIGBUS or SIGSEGV), so ids are checked here before the call.
+constexpr std::uint32_t kGgmlTypeCount = 43;
+
 // struct ggml_type_traits, as ggml.h declares it.
 struct GgmlTypeTraits {
     const char* type_name;
@@ -146,12 +151,13 @@ std::vector<std::uint16_t> GgmlLib::bf16_row(const float* src, std::int64_t n) c
 }
 
 bool GgmlLib::has_to_float(DType t) const {
-    if (api_.get_type_traits == nullptr) return false;
-    const GgmlTypeTraits* tt = api_.get_type_traits(static_cast<int>(t));
-    const TypeTraits& want = traits(t);
+    const auto id = static_cast<std::uint32_t>(t);
+    const TypeTraits* want = find_type(id);
+    if (api_.get_type_traits == nullptr || want == nullptr || id >= kGgmlTypeCount) return false;
+    const GgmlTypeTraits* tt = api_.get_type_traits(static_cast<int>(id));
     return tt != nullptr && tt->to_float != nullptr && tt->type_name != nullptr &&
-           std::string_view(tt->type_name) == want.name && tt->blck_size == std::int64_t{want.block_size} &&
-           tt->type_size == std::size_t{want.type_size};
+           std::string_view(tt->type_name) == want->name && tt->blck_size == std::int64_t{want->block_size} &&
+           tt->type_size == std::size_t{want->type_size};
 }
 
 std::vector<float> GgmlLib::to_float(DType t, const void* src, std::int64_t n) const {

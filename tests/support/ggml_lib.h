@@ -36,6 +36,7 @@ public:
 
     // True when ggml's own dequantizer for t (ggml_get_type_traits(t)->to_float) could be resolved and its
     // traits look as expected (name, block size, block bytes), which guards the struct layout this relies on.
+    // False for an id ggml does not define (never passed to ggml, whose bound check is compiled out).
     bool has_to_float(DType t) const;
     // ggml's dequantization of n elements of type t; has_to_float(t) must hold.
     std::vector<float> to_float(DType t, const void* src, std::int64_t n) const;

@@ -115,6 +115,13 @@ def read_checkpoint(folder):
 # --- a random Hugging Face LLaMA -----------------------------------------------------------------------------
 
 def make_hf(a):
+    t, config = llama_checkpoint(a)
+    write_checkpoint(a.dir, t, {k: a.dtype for k in t}, a.shard_bytes)
+    json.dump(config, open(os.path.join(a.dir, "config.json"), "w"), indent=2)
+
+
+def llama_checkpoint(a):
+    """The tensors and config.json of a random Hugging Face LLaMA with make-hf's options."""
     rng = np.random.default_rng(a.seed)
     dm, nh, nkv, ff, nl, vocab = a.d_model, a.n_heads, a.n_kv_heads, a.d_ff, a.n_layers, a.vocab
     dh = a.head_dim or dm // nh
@@ -175,8 +182,7 @@ def make_hf(a):
         config["attention_bias"] = True
     if a.mlp_bias:
         config["mlp_bias"] = True
-    write_checkpoint(a.dir, t, {k: a.dtype for k in t}, a.shard_bytes)
-    json.dump(config, open(os.path.join(a.dir, "config.json"), "w"), indent=2)
+    return t, config
 
 
 # --- the same model in TransformerLens's layout ----------------------------------------------------------------
@@ -255,6 +261,18 @@ def rotate_half(x):
     return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
 
 
+def attend(q, k, v, cos, sin, mask):
+    """Causal attention of heads [T, n*dh] as Hugging Face computes it: rotate-half RoPE on q and k, each kv head
+    shared by n_heads / n_kv_heads query heads, softmax(q k^T / sqrt(dh) + mask) v; returns [T, n_heads*dh]."""
+    T, nh, nkv, dh = q.shape[0], q.shape[1] // cos.shape[1], k.shape[1] // cos.shape[1], cos.shape[1]
+    q, k, v = (x.reshape(T, n, dh).transpose(1, 0, 2) for x, n in ((q, nh), (k, nkv), (v, nkv)))
+    q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    k, v = np.repeat(k, nh // nkv, axis=0), np.repeat(v, nh // nkv, axis=0)
+    s = q @ k.transpose(0, 2, 1) / np.sqrt(dh) + mask
+    s = np.exp(s - s.max(-1, keepdims=True))
+    return ((s / s.sum(-1, keepdims=True)) @ v).transpose(1, 0, 2).reshape(T, nh * dh)
+
+
 def logprobs(a):
     c = json.load(open(os.path.join(a.dir, "config.json")))
     t = read_checkpoint(a.dir)
@@ -281,22 +299,20 @@ def logprobs(a):
         p = "model.layers.%d." % l
         h = rmsnorm(x, t[p + "input_layernorm.weight"], eps)
         lin = lambda x, k: x @ t[p + k + ".weight"].T + t.get(p + k + ".bias", 0.0)  # noqa: E731
-        q = lin(h, "self_attn.q_proj").reshape(T, nh, dh)
-        k = lin(h, "self_attn.k_proj").reshape(T, nkv, dh)
+        q, k = lin(h, "self_attn.q_proj"), lin(h, "self_attn.k_proj")
         if c["model_type"] == "qwen3":  # Qwen3Attention: q_norm, k_norm over head_dim, before RoPE
-            q = rmsnorm(q, t[p + "self_attn.q_norm.weight"], eps)
-            k = rmsnorm(k, t[p + "self_attn.k_norm.weight"], eps)
-        q, k = q.transpose(1, 0, 2), k.transpose(1, 0, 2)
-        v = lin(h, "self_attn.v_proj").reshape(T, nkv, dh).transpose(1, 0, 2)
-        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-        k, v = np.repeat(k, nh // nkv, axis=0), np.repeat(v, nh // nkv, axis=0)
-        s = q @ k.transpose(0, 2, 1) / np.sqrt(dh) + mask
-        s = np.exp(s - s.max(-1, keepdims=True))
-        o = (s / s.sum(-1, keepdims=True)) @ v
-        x = x + lin(o.transpose(1, 0, 2).reshape(T, nh * dh), "self_attn.o_proj")
+            q = rmsnorm(q.reshape(T, nh, dh), t[p + "self_attn.q_norm.weight"], eps).reshape(T, nh * dh)
+            k = rmsnorm(k.reshape(T, nkv, dh), t[p + "self_attn.k_norm.weight"], eps).reshape(T, nkv * dh)
+        x = x + lin(attend(q, k, lin(h, "self_attn.v_proj"), cos, sin, mask), "self_attn.o_proj")
         h = rmsnorm(x, t[p + "post_attention_layernorm.weight"], eps)
         g = lin(h, "mlp.gate_proj")
         x = x + lin((g / (1 + np.exp(-g))) * lin(h, "mlp.up_proj"), "mlp.down_proj")
+    print_logprobs(x, t, eps)
+
+
+def print_logprobs(x, t, eps):
+    """The final norm and the output layer (the embedding when tied) on the residual stream x, written to stdout
+    as JSON log-softmax rows."""
     h = rmsnorm(x, t["model.norm.weight"], eps)
     logits = h @ t.get("lm_head.weight", t["model.embed_tokens.weight"]).T
     m = logits.max(-1, keepdims=True)

@@ -1,5 +1,7 @@
 #include "support/models.h"
 
+#include <gtest/gtest.h>
+
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -47,6 +49,15 @@ void write_sharp_model(const Config& c, std::uint64_t seed, const std::filesyste
     PerHeadModel::from_tensors(c, tensors).save(path);
 }
 
+Config with_family(Config c, Family f) {
+    c.family = f;
+    if (f == Family::Qwen2)
+        for (Role r : {Role::AttnQBias, Role::AttnKBias, Role::AttnVBias}) c.optional_roles.insert(r);
+    if (f == Family::Qwen3)
+        for (Role r : {Role::AttnQNorm, Role::AttnKNorm}) c.optional_roles.insert(r);
+    return c;
+}
+
 Config make_config(std::uint32_t d_model, std::uint32_t n_heads, std::uint32_t n_kv_heads, std::uint32_t d_head,
                    std::uint32_t d_ff, std::uint32_t n_layers, std::uint32_t vocab, bool tied,
                    std::uint32_t donor_d_in) {
@@ -60,6 +71,13 @@ Config make_config(std::uint32_t d_model, std::uint32_t n_heads, std::uint32_t n
     c.vocab = vocab;
     c.tied = tied;
     c.donor_d_in = donor_d_in;
+    return c;
+}
+
+Config make_config_ctx256(std::uint32_t d_model, std::uint32_t n_heads, std::uint32_t n_kv_heads, std::uint32_t d_head,
+                          std::uint32_t d_ff, std::uint32_t n_layers, std::uint32_t vocab) {
+    Config c = make_config(d_model, n_heads, n_kv_heads, d_head, d_ff, n_layers, vocab);
+    c.context_length = 256;
     return c;
 }
 
@@ -144,6 +162,14 @@ RunResult run_program(const std::vector<std::string>& argv) {
     return r;
 }
 
+std::filesystem::path fused_sharp_model(const Config& c, const std::filesystem::path& dir) {
+    write_sharp_model(c, test_seed(), dir / "ph.gguf", 0.3f);
+    const std::filesystem::path fused = dir / "fused.gguf";
+    const auto r = run_cli({"fuse", (dir / "ph.gguf").string(), "-o", fused.string(), "-q"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    return r.status == 0 ? fused : std::filesystem::path();
+}
+
 RunResult run_cli(const std::vector<std::string>& args) {
     std::vector<std::string> argv{HEADFUSE_CLI};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -195,6 +221,17 @@ void rewrite_metadata(const std::filesystem::path& in, const std::filesystem::pa
                      [&g, &t](ByteSink& sink) { sink.write(g.tensor_data(t)); });
     std::filesystem::remove(out);
     w.write(out);
+}
+
+Args concat(Args a, const Args& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+}
+
+ModelFiles::ModelFiles(const Args& init_flags) : per_head(dir / "per_head.gguf"), fused(dir / "fused.gguf") {
+    const RunResult a = run_cli(concat({"init", "-q", "-o", per_head.string()}, init_flags));
+    const RunResult b = a.status == 0 ? run_cli({"fuse", "-q", per_head.string(), "-o", fused.string()}) : RunResult{};
+    if (a.status != 0 || b.status != 0) throw std::runtime_error("cannot write the base files: " + a.err + b.err);
 }
 
 }  // namespace headfuse::test

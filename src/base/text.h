@@ -1,7 +1,10 @@
-// Strings read from files, made safe to show: a GGUF string is any bytes (control characters, terminal escapes,
-// NUL, invalid UTF-8), and the CLI prints them to a terminal or into JSON.
+// Strings for messages and for what the CLI prints. Strings read from files, made safe to show: a GGUF string is
+// any bytes (control characters, terminal escapes, NUL, invalid UTF-8), and the CLI prints them to a terminal or
+// into JSON. Sizes and shapes as messages spell them. Internal to headfuse (the library and its command line).
 #pragma once
 
+#include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -23,5 +26,11 @@ std::string printable(std::string_view s, bool quote = false, bool backslash = t
 
 // The bytes of `s` in lowercase hexadecimal, two digits each.
 std::string hex_bytes(std::string_view s);
+
+// A shape for messages: "[2048, 32000]".
+std::string format_shape(std::span<const std::uint64_t> ne);
+
+// "1.43 GB" (decimal units, as disks are sold)
+std::string human_bytes(double bytes);
 
 }  // namespace headfuse
