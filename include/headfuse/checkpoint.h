@@ -3,8 +3,9 @@
 // A source is a per-head or fused GGUF file, a .safetensors file, a model.safetensors.index.json, or a folder
 // holding config.json and the weights. Safetensors checkpoints come in three layouts, told apart by their
 // tensor names (docs/FORMATS.md has every name map):
-//  - Hugging Face LLaMA (model.layers.N.self_attn.q_proj.weight, ...), hyperparameters from config.json; Q and
-//    K rows are in Hugging Face's rotate-half order, which the views read in llama.cpp's order;
+//  - Hugging Face (model.layers.N.self_attn.q_proj.weight, ...; LLaMA, Mistral, Qwen2, Qwen3), hyperparameters
+//    from config.json; for the families with adjacent RoPE pairs (LLaMA, Mistral) Q and K rows are in Hugging
+//    Face's rotate-half order, which the views read in llama.cpp's order;
 //  - TransformerLens (blocks.N.attn.W_Q [n_heads, d_model, d_head], ...), hyperparameters from the JSON of
 //    HookedTransformerConfig; its matrices are stored transposed, read row by row;
 //  - headfuse's own names (per-head or fused), hyperparameters from a Hugging Face config.json.
@@ -26,11 +27,11 @@ namespace headfuse {
 enum class CheckpointFormat {
     Gguf,             // a per-head or fused GGUF file
     PerHeadNames,     // headfuse's names in safetensors (per-head or fused)
-    HuggingFace,      // Hugging Face LLaMA
+    HuggingFace,      // Hugging Face (model.layers.N..., any family of the architecture table)
     TransformerLens,  // a TransformerLens state dict
 };
 
-// "GGUF", "headfuse names", "Hugging Face LLaMA", "TransformerLens": for messages.
+// "GGUF", "headfuse names", "Hugging Face", "TransformerLens": for messages.
 std::string_view checkpoint_format_name(CheckpointFormat l) noexcept;
 
 // A checkpoint opened by open_checkpoint: the model (its views borrow the mapped files, which it keeps alive),

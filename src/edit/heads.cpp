@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <set>
 #include <utility>
 
 #include "base/fail.h"
@@ -526,6 +527,39 @@ std::vector<std::string> attention_differences(const Config& c, const Config& dc
     return out;
 }
 
+// True when two per-layer norms (qwen3's attn_q_norm, attn_k_norm) hold the same type and bytes.
+bool same_norm(const std::optional<TensorView>& a, const std::optional<TensorView>& b) {
+    if (!a || !b) return !a && !b;
+    if (a->type() != b->type() || a->bytes().size() != b->bytes().size()) return false;
+    std::vector<std::byte> x(a->bytes().size()), y(b->bytes().size()), scratch;
+    read_rows(*a, 0, a->n_rows(), x, scratch);
+    read_rows(*b, 0, b->n_rows(), y, scratch);
+    return x == y;
+}
+
+// The receiving and donor layers whose per-layer q/k norms differ ("1<-0 (attn_q_norm, attn_k_norm)"): a moved
+// head is normalized with the receiving layer's norms, which are not the head's own.
+std::string norm_differences(const PerHeadModel& src, const PerHeadModel& donor,
+                             const std::map<std::uint32_t, std::vector<HeadMove>>& by_to) {
+    std::string out;
+    for (const auto& [layer, ms] : by_to) {
+        std::set<std::uint32_t> from;
+        for (const HeadMove& m : ms) from.insert(m.from.layer);
+        for (std::uint32_t dlayer : from) {
+            const LayerViews& a = src.views().layers[layer];
+            const LayerViews& b = donor.views().layers[dlayer];
+            std::string which;
+            if (!same_norm(a.attn_q_norm, b.attn_q_norm)) which = "attn_q_norm";
+            if (!same_norm(a.attn_k_norm, b.attn_k_norm))
+                which += (which.empty() ? "" : ", ") + std::string("attn_k_norm");
+            if (!which.empty())
+                out += (out.empty() ? "" : "; ") + std::string("layer ") + std::to_string(layer) + " <- donor layer " +
+                       std::to_string(dlayer) + " (" + which + ")";
+        }
+    }
+    return out;
+}
+
 PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor, std::span<const HeadMove> moves,
                               const EditOptions& options) {
     const Config& c = src.config();
@@ -564,6 +598,11 @@ PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor
         check_head(dc, m.from, where, "the donor");
         by_to[m.to.layer].push_back(m);
     }
+    // qwen3's q/k norms are per layer, not per head: a moved head keeps the receiving layer's, said in one line.
+    if (options.warn && c.optional_roles.contains(Role::AttnQNorm))
+        if (const std::string d = norm_differences(src, donor, by_to); !d.empty())
+            options.warn("transplant: the q/k norms are per layer, not per head, and the model keeps its own: " + d +
+                         " differ, so the moved heads are normalized with weights they were not trained with");
     // a: the model's tensor of `role` in `layer` (head `head`), b: the donor's (layer `dlayer`, head `dhead`).
     auto same_type = [&](const TensorView& a, const TensorView& b, Role role, std::uint32_t layer, std::uint32_t dlayer,
                          std::optional<std::uint32_t> head, std::optional<std::uint32_t> dhead) {

@@ -97,6 +97,9 @@ constexpr NameMap kTl[] = {
     {Role::AttnVBias, "blocks.{L}.attn.{G}b_V", HeadRows, false, false},
     {Role::AttnOutputBias, "blocks.{L}.attn.b_O", Rows, false, false},
     {Role::FfnDownBias, "blocks.{L}.mlp.b_out", Rows, false, false},
+    // Qwen3's per-layer q/k RMS norms, as TransformerLens's convert_qwen3_weights names them.
+    {Role::AttnQNorm, "blocks.{L}.attn.q_norm.w", Rows, false, false},
+    {Role::AttnKNorm, "blocks.{L}.attn.k_norm.w", Rows, false, false},
 };
 
 // Phi3ForCausalLM's stacked projections, by the first role of the fused layout's stacked tensor
@@ -389,6 +392,24 @@ void refuse_sliding_window(const json& j, const ArchSpec& a, const std::string& 
                                                  " graph has full attention in every layer");
 }
 
+// The context length of a config.json without max_position_embeddings: its class's default in transformers,
+// which llama.cpp's converter reads (it loads the config with AutoConfig, then writes max_position_embeddings
+// as {arch}.context_length): LlamaConfig 2048, MistralConfig 4096 * 32, Qwen2Config and Qwen3Config 32768, Phi3Config
+// 4096.
+std::uint32_t hf_default_context(const json& j) {
+    std::vector<std::string> names;
+    if (const json* t = field(j, "model_type"); t && t->is_string()) names.push_back(t->get<std::string>());
+    if (const json* list = field(j, "architectures"); list && list->is_array())
+        for (const json& e : *list)
+            if (e.is_string()) names.push_back(e.get<std::string>());
+    for (const std::string& n : names) {
+        if (n == "mistral" || n == "MistralForCausalLM") return 4096 * 32;
+        if (n == "qwen2" || n == "Qwen2ForCausalLM" || n == "qwen3" || n == "Qwen3ForCausalLM") return 32768;
+        if (n == "phi3" || n == "Phi3ForCausalLM") return 4096;
+    }
+    return 2048;
+}
+
 // What Phi3ForCausalLM's config says that llama.cpp's phi3 graph does not compute, refused by name.
 void check_phi3_config(const json& j, const std::string& where) {
     if (const json* rs = field(j, "rope_scaling"); rs && !(rs->is_object() && rs->empty()))
@@ -439,7 +460,7 @@ Config hf_config(const json& j, const std::string& where) {
     c.d_ff = get_count(j, "intermediate_size", where);
     c.n_layers = get_count(j, "num_hidden_layers", where);
     c.vocab = get_count(j, "vocab_size", where);
-    c.context_length = get_count(j, "max_position_embeddings", where, 2048);
+    c.context_length = get_count(j, "max_position_embeddings", where, hf_default_context(j));
     c.rms_eps = get_float(j, "rms_norm_eps", where, 1e-6f);  // LlamaConfig's default
     c.rope_theta = get_float(j, "rope_theta", where, 10000.0f);
     if (const json* t = field(j, "tie_word_embeddings")) {
@@ -496,8 +517,10 @@ std::vector<float> llama3_rope_factors(const json& rs, const Config& c, const st
     return out;
 }
 
-bool tl_family(Family f) { return f == Family::Llama || f == Family::Qwen2; }
-std::string tl_families() { return "llama (LlamaForCausalLM, MistralForCausalLM) and qwen2 (Qwen2ForCausalLM)"; }
+bool tl_family(Family f) { return f == Family::Llama || f == Family::Qwen2 || f == Family::Qwen3; }
+std::string tl_families() {
+    return "llama (LlamaForCausalLM, MistralForCausalLM), qwen2 (Qwen2ForCausalLM) and qwen3 (Qwen3ForCausalLM)";
+}
 
 TlConfig tl_config(const json& j, const std::string& where) {
     if (!j.is_object()) fail(where + ": expected a JSON object");
@@ -505,7 +528,7 @@ TlConfig tl_config(const json& j, const std::string& where) {
     expect_string(j, "act_fn", "silu", where);
     if (const json* g = field(j, "gated_mlp"); g && *g != true)
         fail(ErrorKind::Unsupported,
-             where + ": key 'gated_mlp' is " + g->dump() + "; headfuse converts LLaMA's gated MLP only");
+             where + ": key 'gated_mlp' is " + g->dump() + "; headfuse converts gated MLPs only");
     TlConfig t;
     Config& c = t.config;
     c.d_model = get_count(j, "d_model", where);
@@ -526,8 +549,8 @@ TlConfig tl_config(const json& j, const std::string& where) {
         fail(ErrorKind::Unsupported, where + ": key 'normalization_type' is " + (norm ? norm->dump() : "missing") +
                                          "; headfuse converts \"RMS\" and \"RMSPre\" (folded) only");
     t.folded = *norm == "RMSPre";
-    // The family TransformerLens converted from: llama (LlamaForCausalLM, MistralForCausalLM) or qwen2. Its qwen3
-    // keeps q/k norms under names headfuse does not map.
+    // The family TransformerLens converted from: llama (LlamaForCausalLM, MistralForCausalLM), qwen2 or qwen3 (its
+    // q/k norms as blocks.N.attn.q_norm.w and k_norm.w, with use_qk_norm true).
     if (const json* orig = field(j, "original_architecture")) {
         const ArchSpec* a = orig->is_string() ? find_hf_architecture(orig->get<std::string>()) : nullptr;
         if (!a || !tl_family(a->family))
@@ -536,6 +559,13 @@ TlConfig tl_config(const json& j, const std::string& where) {
         c.family = a->family;
         if (c.family == Family::Qwen2)
             for (Role r : kQwen2Biases) c.optional_roles.insert(r);
+        if (c.family == Family::Qwen3) {
+            if (const json* qk = field(j, "use_qk_norm"); !qk || *qk != true)
+                fail(ErrorKind::Unsupported, where + ": key 'use_qk_norm' is " + (qk ? qk->dump() : "missing") +
+                                                 ", but a Qwen3ForCausalLM model normalizes each query and key head "
+                                                 "(only true converts)");
+            for (Role r : kQwen3Norms) c.optional_roles.insert(r);
+        }
     }
     if (const json* adj = field(j, "rotary_adjacent_pairs")) {
         if (!adj->is_boolean()) fail(where + ": key 'rotary_adjacent_pairs' must be true or false");
@@ -655,14 +685,15 @@ json tl_config_json(const Config& c, bool folded) {
             {"act_fn", "silu"},
             {"gated_mlp", true},
             {"final_rms", true},
-            {"original_architecture", find_arch(c.family, false)->hf_architectures.front()}};
+            {"original_architecture", find_arch(c.family, false)->hf_architectures.front()},
+            {"use_qk_norm", c.family == Family::Qwen3}};
 }
 
 std::string_view checkpoint_format_name(CheckpointFormat l) noexcept {
     switch (l) {
         case CheckpointFormat::Gguf: return "GGUF";
         case CheckpointFormat::PerHeadNames: return "headfuse names";
-        case CheckpointFormat::HuggingFace: return "Hugging Face LLaMA";
+        case CheckpointFormat::HuggingFace: return "Hugging Face";
         case CheckpointFormat::TransformerLens: return "TransformerLens";
     }
     return "";

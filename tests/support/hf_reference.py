@@ -188,7 +188,8 @@ def llama_checkpoint(a):
 # --- the same model in TransformerLens's layout ----------------------------------------------------------------
 
 def make_tl(a):
-    """TransformerLens's LLaMA conversion (pretrained/weight_conversions/llama.py), optionally processed as
+    """TransformerLens's LLaMA conversion (pretrained/weight_conversions/llama.py; qwen2.py and qwen3.py, which
+    add Qwen3's q/k norms as attn.q_norm.w and attn.k_norm.w), optionally processed as
     from_pretrained processes it: RMSNorm weights folded into the next weights, W_U centred over the vocabulary."""
     c = json.load(open(os.path.join(a.hf_dir, "config.json")))
     hf = read_checkpoint(a.hf_dir)
@@ -220,6 +221,9 @@ def make_tl(a):
         t[b + "attn.%sb_K" % kv] = hb("self_attn.k_proj.bias", nkv * dh).reshape(nkv, dh)
         t[b + "attn.%sb_V" % kv] = hb("self_attn.v_proj.bias", nkv * dh).reshape(nkv, dh)
         t[b + "attn.b_O"] = hb("self_attn.o_proj.bias", dm)
+        if p + "self_attn.q_norm.weight" in hf:  # convert_qwen3_weights: the per-layer q/k norms, not folded
+            t[b + "attn.q_norm.w"] = hf[p + "self_attn.q_norm.weight"]
+            t[b + "attn.k_norm.w"] = hf[p + "self_attn.k_norm.weight"]
         t[b + "mlp.W_in"], t[b + "mlp.W_gate"], t[b + "mlp.W_out"] = w_in, w_gate, w_out
         # TransformerLens adds b_in after the gate's product, so it is not up_proj.bias; --b-in sets one anyway.
         t[b + "mlp.b_in"] = rng.normal(0, 0.1, w_in.shape[1]) if a.b_in else np.zeros(w_in.shape[1])
@@ -238,8 +242,10 @@ def make_tl(a):
         "eps": c["rms_norm_eps"], "rotary_base": c["rope_theta"], "rotary_dim": dh,
         "normalization_type": "RMSPre" if a.processed else "RMS", "rotary_adjacent_pairs": False,
         "positional_embedding_type": "rotary", "act_fn": "silu", "gated_mlp": True, "final_rms": True,
-        "original_architecture": "LlamaForCausalLM",
+        "original_architecture": c["architectures"][0],
     }
+    if c["model_type"] == "qwen3":
+        cfg["use_qk_norm"] = True
     write_checkpoint(a.out_dir, t, {k: "F32" for k in t}, 0)
     json.dump(cfg, open(os.path.join(a.out_dir, "config.json"), "w"), indent=2)
 
