@@ -456,7 +456,7 @@ TEST(HfFamilyTokenizer, Qwen3FolderWithItsRealTokenizer) {
     const test::LlamaEval llama = test::llama_eval(model, tokens);
     ASSERT_EQ(llama.vocab, 151936u);
     const PerHeadModel pm = open_model(model);
-    const std::vector<double> ours = our_logprobs(pm.views(), tokens);
+    const std::vector<double> ours = test::forward_logprobs(pm.views(), tokens);
     double d_ref = 0, d_ours = 0;
     std::size_t compared = 0, subnormal = 0;
     int top_agree = 0;

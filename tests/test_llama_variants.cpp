@@ -35,10 +35,6 @@ Config small_config() {
 
 std::vector<std::uint32_t> long_prompt(std::uint32_t vocab) { return default_tokens(vocab, 48); }
 
-std::vector<double> our_logprobs(const ModelViews& m, const std::vector<std::uint32_t>& tokens) {
-    return log_softmax(forward_logits(m, tokens), m.config.vocab);
-}
-
 struct RopeCase {
     std::string name;
     RopeScaling scaling;
@@ -72,12 +68,12 @@ TEST_P(RopeScalingJudge, LlamaCppAgreesAndKeysSurvive) {
 
     const auto tokens = long_prompt(c.vocab);
     const auto theirs = test::llama_eval((dir / "fused.gguf").string(), tokens);
-    const double d = test::max_logprob_diff(our_logprobs(fused.views(), tokens), theirs, c.vocab);
+    const double d = test::max_logprob_diff(test::forward_logprobs(fused.views(), tokens), theirs, c.vocab);
     ModelViews plain = fused.views();
     plain.config.rope_scaling = RopeScaling::None;
     plain.config.rope_original_context = 0;
     plain.config.rope_attn_factor = 1.0f;
-    const double d_plain = test::max_logprob_diff(our_logprobs(plain, tokens), theirs, c.vocab);
+    const double d_plain = test::max_logprob_diff(test::forward_logprobs(plain, tokens), theirs, c.vocab);
     std::printf("[headfuse] rope %s: llama.cpp max |dlogp| %.3g (the same model unscaled: %.3g)\n", rc.name.c_str(), d,
                 d_plain);
     EXPECT_LE(d, kF32LogprobTolerance);
@@ -254,9 +250,9 @@ TEST_P(OptionalRolesJudge, LlamaCppAgreesAndCommandsWork) {
 
     const auto tokens = long_prompt(c.vocab);
     const auto theirs = test::llama_eval(fused_path, tokens);
-    const double d = test::max_logprob_diff(our_logprobs(fused.views(), tokens), theirs, c.vocab);
+    const double d = test::max_logprob_diff(test::forward_logprobs(fused.views(), tokens), theirs, c.vocab);
     const double d_plain =
-        test::max_logprob_diff(our_logprobs(without_optional_roles(fused.views()), tokens), theirs, c.vocab);
+        test::max_logprob_diff(test::forward_logprobs(without_optional_roles(fused.views()), tokens), theirs, c.vocab);
     std::printf("[headfuse] %s: llama.cpp max |dlogp| %.3g (without them: %.3g)\n", GetParam().name.c_str(), d,
                 d_plain);
     EXPECT_LE(d, kF32LogprobTolerance);
@@ -308,7 +304,7 @@ TEST(Deci, LlamaCppAgreesAndCommandsWork) {
 
     const auto tokens = long_prompt(c.vocab);
     const auto theirs = test::llama_eval(fused_path, tokens);
-    const double d = test::max_logprob_diff(our_logprobs(fused.views(), tokens), theirs, c.vocab);
+    const double d = test::max_logprob_diff(test::forward_logprobs(fused.views(), tokens), theirs, c.vocab);
     std::printf("[headfuse] deci: llama.cpp max |dlogp| %.3g\n", d);
     EXPECT_LE(d, kF32LogprobTolerance);
 

@@ -49,11 +49,6 @@ Config phi3_config(std::uint32_t n_heads, std::uint32_t n_kv_heads, bool tied, s
     return c;
 }
 
-std::vector<double> our_logprobs(const ModelViews& m, const std::vector<std::uint32_t>& tokens,
-                                 std::span<const HeadRef> ablated = {}) {
-    return log_softmax(forward_logits(m, tokens, 0, ablated), m.config.vocab);
-}
-
 void cli_ok(const std::vector<std::string>& args) {
     const auto r = test::run_cli(args);
     ASSERT_EQ(r.status, 0) << r.err;
@@ -237,14 +232,14 @@ TEST_P(Phi3JudgeForward, LlamaCppAgrees) {
     const FusedModel fused = FusedModel::open(fused_path);
     EXPECT_EQ(fused.config(), c);
     const auto tokens = default_tokens(c.vocab, 48);
-    const double d =
-        test::max_logprob_diff(our_logprobs(fused.views(), tokens), test::llama_eval(fused_path, tokens), c.vocab);
+    const double d = test::max_logprob_diff(test::forward_logprobs(fused.views(), tokens),
+                                            test::llama_eval(fused_path, tokens), c.vocab);
 
     const std::string ablated = (dir / "ablated.gguf").string();
     cli_ok({"heads", "ablate", fused_path, "-o", ablated, "--heads", "1:2,0:0", "-q"});
     const std::vector<HeadRef> heads{{0, 0}, {1, 2}};
-    const double d_ablated =
-        test::max_logprob_diff(our_logprobs(fused.views(), tokens, heads), test::llama_eval(ablated, tokens), c.vocab);
+    const double d_ablated = test::max_logprob_diff(test::forward_logprobs(fused.views(), tokens, heads),
+                                                    test::llama_eval(ablated, tokens), c.vocab);
     std::printf("[headfuse] phi3 %s: llama.cpp vs headfuse max |dlogp| %.3g, ablated %.3g\n", GetParam().name.c_str(),
                 d, d_ablated);
     EXPECT_LE(d, kF32LogprobTolerance);
@@ -254,8 +249,8 @@ TEST_P(Phi3JudgeForward, LlamaCppAgrees) {
         cli_ok({"heads", "pool-kv", fused_path, "-o", pooled, "--kv-heads", "2", "-q"});
         const FusedModel p = FusedModel::open(pooled);
         EXPECT_EQ(p.config().n_kv_heads, 2u);
-        const double d_pooled =
-            test::max_logprob_diff(our_logprobs(p.views(), tokens), test::llama_eval(pooled, tokens), c.vocab);
+        const double d_pooled = test::max_logprob_diff(test::forward_logprobs(p.views(), tokens),
+                                                       test::llama_eval(pooled, tokens), c.vocab);
         std::printf("[headfuse] phi3 %s pooled to 2 kv heads: llama.cpp vs headfuse %.3g\n", GetParam().name.c_str(),
                     d_pooled);
         EXPECT_LE(d_pooled, kF32LogprobTolerance);
@@ -299,7 +294,8 @@ TEST(Phi3JudgeEdits, InitTransplantAndScan) {
     EXPECT_TRUE(same(lt.k[1], ld.k[0]) && same(lt.v[1], ld.v[0]));
     EXPECT_TRUE(same(lt.ffn_gate, la.ffn_gate) && same(lt.ffn_up, la.ffn_up));
     const auto tokens = default_tokens(300, 24);
-    const double d_t = test::max_logprob_diff(our_logprobs(t.views(), tokens), test::llama_eval(out, tokens), 300);
+    const double d_t =
+        test::max_logprob_diff(test::forward_logprobs(t.views(), tokens), test::llama_eval(out, tokens), 300);
     std::printf("[headfuse] phi3 transplanted: llama.cpp vs headfuse max |dlogp| %.3g\n", d_t);
     EXPECT_LE(d_t, kF32LogprobTolerance);
 
@@ -359,7 +355,7 @@ TEST_P(Phi3JudgeHf, LlamaCppGivesTheReferenceDistributionAndExportTheSameBytes) 
     std::vector<double> flat;
     for (const auto& row : ref) flat.insert(flat.end(), row.begin(), row.end());
     const double d_ref = test::max_logprob_diff(flat, theirs, 300);
-    const double d_ours = test::max_logprob_diff(our_logprobs(fused.views(), tokens), theirs, 300);
+    const double d_ours = test::max_logprob_diff(test::forward_logprobs(fused.views(), tokens), theirs, 300);
     std::printf("[headfuse] phi3 hf %s: llama.cpp vs numpy reference %.3g, vs headfuse %.3g\n", GetParam().name.c_str(),
                 d_ref, d_ours);
     EXPECT_LE(d_ref, kF32LogprobTolerance);
@@ -401,7 +397,8 @@ TEST(Phi3JudgeSlidingWindow, CarriedAndIgnoredAsLlamaCppIgnoresIt) {
     const FusedModel fused = FusedModel::open(model);
     EXPECT_EQ(fused.metadata().get_u32("phi3.attention.sliding_window", "model"), 4u);
     const auto tokens = default_tokens(300, 16);  // longer than the window
-    const double d = test::max_logprob_diff(our_logprobs(fused.views(), tokens), test::llama_eval(model, tokens), 300);
+    const double d =
+        test::max_logprob_diff(test::forward_logprobs(fused.views(), tokens), test::llama_eval(model, tokens), 300);
     EXPECT_LE(d, kF32LogprobTolerance);
     cli_ok({"export", model, "-o", (dir / "back").string(), "--format", "hf", "-q"});
     const auto cfg = test::read_bytes(dir / "back" / "config.json");

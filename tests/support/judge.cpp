@@ -295,8 +295,9 @@ Agreement agreement_with_llama(const std::string& model, const std::vector<std::
     return a;
 }
 
-std::vector<double> forward_logprobs(const ModelViews& m, const std::vector<std::uint32_t>& tokens) {
-    return log_softmax(forward_logits(m, tokens), m.config.vocab);
+std::vector<double> forward_logprobs(const ModelViews& m, const std::vector<std::uint32_t>& tokens,
+                                     std::span<const HeadRef> ablated) {
+    return log_softmax(forward_logits(m, tokens, 0, ablated), m.config.vocab);
 }
 
 }  // namespace headfuse::test

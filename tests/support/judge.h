@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -28,7 +29,8 @@
 
 namespace headfuse {
 struct ModelViews;
-}
+struct HeadRef;
+}  // namespace headfuse
 
 namespace headfuse::test {
 
@@ -77,7 +79,8 @@ Agreement agreement_with_llama(const std::string& model, const std::vector<std::
 // log-probability is finite.
 double max_logprob_diff(const std::vector<double>& ours, const LlamaEval& theirs, std::uint32_t vocab);
 // headfuse's forward pass on views as log-softmax rows, in the layout max_logprob_diff compares.
-std::vector<double> forward_logprobs(const ModelViews& m, const std::vector<std::uint32_t>& tokens);
+std::vector<double> forward_logprobs(const ModelViews& m, const std::vector<std::uint32_t>& tokens,
+                                     std::span<const HeadRef> ablated = {});
 
 // llama_eval.mjs --check: llama.cpp loads the model and evaluates three tokens. False with the judge's stderr
 // in *why (when given) otherwise; never throws for a bad model.
