@@ -278,18 +278,7 @@ TEST(GemmaQuant, MixesMatchLlamaModelQuantize) {
         c.d_head = 64;
         c.d_ff = 512;
         TempDir dir;
-        const PerHeadModel model = PerHeadModel::random_init(c, test::test_seed());
-        fuse(model, dir / "f32.gguf", FuseOptions{});
-        for (Mix m : all_mixes()) {
-            SCOPED_TRACE(std::string(mix_name(m)));
-            llama->quantize(dir / "f32.gguf", dir / "theirs.gguf",
-                            {.ftype = static_cast<test::LlamaFtype>(file_type(m)), .pure = false, .threads = 2});
-            FuseOptions opt;
-            opt.mix = m;
-            opt.threads = 2;
-            fuse(model, dir / "ours.gguf", opt);
-            EXPECT_TRUE(test::same_tensors(GgufFile::open(dir / "ours.gguf"), GgufFile::open(dir / "theirs.gguf")));
-        }
+        test::expect_mixes_match(*llama, PerHeadModel::random_init(c, test::test_seed()), dir.path());
     }
 }
 

@@ -424,18 +424,7 @@ TEST_P(Phi3JudgeMixes, EqualLlamaModelQuantize) {
     HEADFUSE_REQUIRE_LLAMA_QUANTIZE(llama);
     const Config c = GetParam().config;
     TempDir dir;
-    const PerHeadModel model = PerHeadModel::random_init(c, test::test_seed());
-    fuse(model, dir / "f32.gguf", {});
-    for (Mix m : all_mixes()) {
-        SCOPED_TRACE(std::string(mix_name(m)));
-        llama->quantize(dir / "f32.gguf", dir / "theirs.gguf",
-                        {.ftype = static_cast<test::LlamaFtype>(file_type(m)), .pure = false, .threads = 2});
-        FuseOptions opt;
-        opt.mix = m;
-        opt.threads = 2;
-        fuse(model, dir / "ours.gguf", opt);
-        EXPECT_TRUE(test::same_tensors(GgufFile::open(dir / "ours.gguf"), GgufFile::open(dir / "theirs.gguf")));
-    }
+    test::expect_mixes_match(*llama, PerHeadModel::random_init(c, test::test_seed()), dir.path());
 }
 
 INSTANTIATE_TEST_SUITE_P(Phi3Judge, Phi3JudgeMixes,

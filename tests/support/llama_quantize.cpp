@@ -7,7 +7,9 @@
 #include <mutex>
 #include <stdexcept>
 
+#include "headfuse/fuse.h"
 #include "headfuse/gguf.h"
+#include "headfuse/mix.h"
 
 namespace headfuse::test {
 
@@ -149,27 +151,18 @@ void LlamaQuantizer::quantize(const std::filesystem::path& in, const std::filesy
     }
 }
 
-::testing::AssertionResult same_tensors(const GgufFile& ours, const GgufFile& theirs) {
-    if (ours.tensors().size() != theirs.tensors().size())
-        return ::testing::AssertionFailure()
-               << ours.tensors().size() << " tensors, llama.cpp wrote " << theirs.tensors().size();
-    for (const TensorInfo& t : theirs.tensors()) {
-        const TensorInfo* o = ours.find_tensor(t.name);
-        if (o == nullptr) return ::testing::AssertionFailure() << "no tensor " << t.name;
-        if (o->type != t.type)
-            return ::testing::AssertionFailure()
-                   << t.name << ": type " << o->type << ", llama.cpp wrote type " << t.type;
-        const auto a = ours.tensor_data(*o), b = theirs.tensor_data(t);
-        if (a.size() != b.size())
-            return ::testing::AssertionFailure() << t.name << ": " << a.size() << " bytes, llama.cpp " << b.size();
-        if (std::memcmp(a.data(), b.data(), a.size()) != 0) {
-            std::size_t i = 0;
-            while (a[i] == b[i]) ++i;
-            return ::testing::AssertionFailure()
-                   << t.name << " (type " << t.type << "): bytes differ from offset " << i;
-        }
+void expect_mixes_match(const LlamaQuantizer& llama, const PerHeadModel& model, const std::filesystem::path& dir) {
+    fuse(model, dir / "f32.gguf", FuseOptions{});
+    for (Mix m : all_mixes()) {
+        SCOPED_TRACE(std::string(mix_name(m)));
+        llama.quantize(dir / "f32.gguf", dir / "theirs.gguf",
+                       {.ftype = static_cast<LlamaFtype>(file_type(m)), .pure = false, .threads = 2});
+        FuseOptions opt;
+        opt.mix = m;
+        opt.threads = 2;
+        fuse(model, dir / "ours.gguf", opt);
+        EXPECT_TRUE(same_tensors(GgufFile::open(dir / "ours.gguf"), GgufFile::open(dir / "theirs.gguf")));
     }
-    return ::testing::AssertionSuccess();
 }
 
 }  // namespace headfuse::test

@@ -14,8 +14,10 @@
 #include <gtest/gtest.h>
 
 #include "headfuse/gguf.h"
+#include "headfuse/model.h"
 #include "headfuse/types.h"
 #include "support/required.h"
+#include "support/same_tensors.h"
 
 #ifndef HEADFUSE_SOURCE_DIR
 #define HEADFUSE_SOURCE_DIR "/work/main"
@@ -83,9 +85,9 @@ private:
     const Api& api_;
 };
 
-// The tensors of `ours` and `theirs` agree by name, type and bytes (order aside), or a message on the first that
-// does not.
-::testing::AssertionResult same_tensors(const GgufFile& ours, const GgufFile& theirs);
+// Every K-quant mix of `model`, fused by headfuse, equals llama_model_quantize's file of the model fused as F32,
+// tensor for tensor (same_tensors); the files go in `dir`. One failure is reported per mix.
+void expect_mixes_match(const LlamaQuantizer& llama, const PerHeadModel& model, const std::filesystem::path& dir);
 
 }  // namespace headfuse::test
 
