@@ -19,34 +19,15 @@
 #include "gguf/writer.h"
 #include "headfuse/model.h"
 #include "model/roles.h"
+#include "support/sharp_model.h"
 
 extern char** environ;
 
 namespace headfuse::test {
 
 void write_sharp_model(const Config& c, std::uint64_t seed, const std::filesystem::path& path, float norm_spread) {
-    std::mt19937_64 rng(seed);
-    std::vector<std::vector<float>> data;
-    std::vector<ExternalTensor> tensors;
-    const std::vector<TensorSpec> layout = tensor_layout(c, ModelKind::PerHead);
-    data.reserve(layout.size());
-    for (const TensorSpec& s : layout) {
-        std::uint64_t n = 1;
-        for (auto d : s.ne) n *= d;
-        const bool rope_freqs = s.role->role == Role::RopeFreqs;
-        const float a = s.kind == TensorKind::Norm      ? (rope_freqs ? 0.0f : norm_spread)
-                        : s.kind == TensorKind::Bias    ? 0.5f
-                        : s.name == "token_embd.weight" ? 1.0f
-                                                        : 2.0f / std::sqrt(float(s.ne[0]));
-        std::uniform_real_distribution<float> u(-a, a);
-        std::vector<float>& v = data.emplace_back(n, 1.0f);
-        if (a > 0)
-            for (float& x : v) x = (s.kind == TensorKind::Norm ? 1.0f : 0.0f) + u(rng);
-        if (rope_freqs)  // divisors from 0.25 (the fastest pair) to 8 (the slowest)
-            for (std::uint64_t i = 0; i < n; ++i) v[i] = 0.25f * std::pow(32.0f, float(i) / float(n - 1));
-        tensors.push_back({s.name, DType::F32, s.ne, {reinterpret_cast<const std::byte*>(v.data()), n * 4}});
-    }
-    PerHeadModel::from_tensors(c, tensors).save(path);
+    const std::vector<SharpTensor> tensors = sharp_tensors(c, seed, norm_spread);
+    sharp_model(c, tensors).save(path);
 }
 
 Config with_family(Config c, Family f) {

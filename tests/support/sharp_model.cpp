@@ -7,21 +7,22 @@
 
 namespace headfuse::test {
 
-std::vector<SharpTensor> sharp_tensors(const Config& c, std::uint64_t seed) {
+std::vector<SharpTensor> sharp_tensors(const Config& c, std::uint64_t seed, float norm_spread) {
     std::mt19937_64 rng(seed);
     std::vector<SharpTensor> out;
     for (const TensorSpec& s : tensor_layout(c, ModelKind::PerHead)) {
         std::uint64_t n = 1;
         for (auto d : s.ne) n *= d;
-        const float a = s.kind == TensorKind::Norm      ? 0.0f
+        const bool rope_freqs = s.role->role == Role::RopeFreqs;
+        const float a = s.kind == TensorKind::Norm      ? (rope_freqs ? 0.0f : norm_spread)
                         : s.kind == TensorKind::Bias    ? 0.5f
                         : s.name == "token_embd.weight" ? 1.0f
                                                         : 2.0f / std::sqrt(float(s.ne[0]));
         std::uniform_real_distribution<float> u(-a, a);
         SharpTensor& t = out.emplace_back(SharpTensor{s.name, s.ne, std::vector<float>(n, 1.0f)});
         if (a > 0)
-            for (float& x : t.values) x = u(rng);
-        if (s.role->role == Role::RopeFreqs)
+            for (float& x : t.values) x = (s.kind == TensorKind::Norm ? 1.0f : 0.0f) + u(rng);
+        if (rope_freqs)  // divisors from 0.25 (the fastest pair) to 8 (the slowest)
             for (std::uint64_t i = 0; i < n; ++i) t.values[i] = 0.25f * std::pow(32.0f, float(i) / float(n - 1));
     }
     return out;
