@@ -44,20 +44,23 @@ namespace {
 constexpr double kStep = 1e-2;
 // |finite difference - backward| <= kRelative * |backward| + kAbsolute. The backward pass and the forward pass
 // both round to f32 between operations (relative 6e-8 each, over a few dozen operations); measured worst cases
-// on these models (every shape and type below) are below 1e-3 relative, so 1e-2 leaves a margin; the absolute term
-// covers directions along which the loss barely moves (1e-6 nats per unit of step, the rounding above divided by the
-// step).
+// on these models (every shape, type and family below but Gemma's) are below 3e-3 relative (seeds 20261128, 1, 2,
+// 3), so 1e-2 leaves a margin; the absolute term covers directions along which the loss barely moves (1e-6 nats per
+// unit of step, the rounding above divided by the step).
 constexpr double kRelative = 1e-2, kAbsolute = 2e-4;
 
 // Gemma's GELU gate. The forward pass reads GELU from ggml's table at the gate's input rounded to f16 (steps of
 // 2^-11 relative, ~5e-4): the exact forward is a staircase, the backward differentiates the smooth GELU-tanh it
 // tabulates. Each stair moves the loss by ~1e-4 nats here, so the quotient at kStep is off by up to 20% (measured),
 // all of it the table's: with the forward pass's GELU replaced by the smooth gelu_f32 (a change made for the
-// measurement only), the same check at kStep holds within 1.2e-3 relative on these three models. So the slope is
-// taken over a wide interval instead, where the stairs average out: the half differences at kGeluSteps steps up to
-// kGeluSpan fitted by least squares with a1 s + a3 s^3 (the cubic term absorbs the curvature; against the smooth
-// GELU this fit is within 5e-4 relative). What the stairs leave is measured at 1e-3..1.6e-3 nats per unit step
-// (seeds 20261128, 1, 2): the bound is kGeluRelative of the derivative plus kGeluAbsolute, twice that.
+// measurement only), the same check at kStep holds within 1.8e-3 relative on these three models (seeds 20261128,
+// 1, 2, 3). So the slope is taken over a wide interval instead, where the stairs average out: the half differences
+// at kGeluSteps steps up to kGeluSpan fitted by least squares with a1 s + a3 s^3 (the cubic term absorbs the
+// curvature; against the smooth GELU this fit is within 4.5e-3 relative). Against the table, what the stairs leave
+// is measured at up to 1.8e-3 nats per unit step, 3.8e-2 of the derivatives above 0.02 (same seeds): the bound is
+// kGeluRelative of the derivative plus kGeluAbsolute. Dropping any one Gemma operation from the backward pass (the
+// window, either soft-cap's derivative, the query scale, the local RoPE, a post norm, a q or k norm, GELU's second
+// term) fails it.
 constexpr double kGeluSpan = 0.25;
 constexpr int kGeluSteps = 8;
 constexpr double kGeluRelative = 5e-2, kGeluAbsolute = 3e-3;
