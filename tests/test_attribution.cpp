@@ -189,6 +189,13 @@ TEST_P(GradientCheck, BackwardMatchesFiniteDifferencesOfTheForwardPass) {
         if (GetParam().type) {
             ASSERT_EQ(v.layers[0].ffn_down.type(), *GetParam().type);
         }
+        if (c.arch().fused_qkv) {  // the views are row ranges of attn_qkv
+            const TensorInfo* qkv = encoded->file().find_tensor("blk.0.attn_qkv.weight");
+            ASSERT_NE(qkv, nullptr);
+            EXPECT_EQ(v.layers[0].k[1].bytes().data(),
+                      encoded->file().tensor_data(*qkv).data() +
+                          std::size_t{c.n_heads + 1} * c.d_head * c.d_model * sizeof(float));
+        }
     }
     const auto tokens = some_tokens(c.vocab, 12);
     const std::size_t n = tokens.size();
