@@ -24,9 +24,10 @@
 namespace headfuse {
 namespace {
 
-// Small enough to stay in a core's L2 cache, so that gathering small writes costs no trip to memory;
+// Small enough to stay in a core's L2 cache (1 MB) beside what is being copied into it, so that gathering small
+// writes costs no trip to memory: a write of 1 MB copies several times slower than four of 256 kB here;
 // writes of kDirectBytes or more skip the buffer.
-constexpr std::size_t kBufferBytes = std::size_t{1} << 20;
+constexpr std::size_t kBufferBytes = std::size_t{256} << 10;
 constexpr std::size_t kDirectBytes = std::size_t{256} << 10;
 constexpr std::uint64_t kReportEvery = std::uint64_t{16} << 20;
 // Writeback is started every kWritebackBytes, so that the disk works while we produce and the final fsync
