@@ -267,11 +267,11 @@ TEST(GemmaHeads, PruneEqualsTheAblationInLlamaCpp) {
     }
 }
 
-// llama-quantize's K-quant mixes of a Gemma 2 and a Gemma 3 model (rows of whole 256-blocks, tied output: the
-// token embedding takes the output layer's type) equal llama_model_quantize's files byte for byte.
+// llama-quantize's K-quant mixes of a Gemma, a Gemma 2 and a Gemma 3 model (rows of whole 256-blocks, tied output:
+// the token embedding takes the output layer's type) equal llama_model_quantize's files byte for byte.
 TEST(GemmaQuant, MixesMatchLlamaModelQuantize) {
     HEADFUSE_REQUIRE_LLAMA_QUANTIZE(llama);
-    for (Family fam : {Family::Gemma2, Family::Gemma3}) {
+    for (Family fam : {Family::Gemma, Family::Gemma2, Family::Gemma3}) {
         SCOPED_TRACE(std::string(family_name(fam)));
         Config c = gemma_config(fam);
         c.d_model = 256;
