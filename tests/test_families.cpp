@@ -436,13 +436,15 @@ TEST(HfFamilyTokenizer, Qwen3FolderWithItsRealTokenizer) {
     const std::vector<std::string> texts{"<|im_start|>user\nWhat is 7*6?<|im_end|>\n<|im_start|>assistant\n",
                                          "Hello, world! The year 2025 had 365 days; pi is 3.14159.",
                                          "  def f(x):\n\treturn x**2  # 平方\n", "Ça va? 你好，世界。Привет!"};
-    std::vector<std::uint32_t> tokens = test::expect_tokenized_as_hf(hf, model, texts);
-    // The log-probabilities on the first kRealTokenizerPositions of those tokens (the chat turn's special tokens
-    // first): every one is a row of 151936, so a few positions are the whole vocabulary compared many times over.
+    // llama.cpp's log-probabilities on the first kRealTokenizerPositions of those tokens (the chat turn's special
+    // tokens first), in the same judge run: every one is a row of 151936, so a few positions are the whole
+    // vocabulary compared many times over.
+    test::TokenizedEval run = test::expect_tokenized_as_hf(hf, model, texts, kRealTokenizerPositions);
+    std::vector<std::uint32_t> tokens = run.tokens;
     ASSERT_GT(tokens.size(), kRealTokenizerPositions);
     tokens.resize(kRealTokenizerPositions);
     const auto want = test::hf_reference_logprobs(hf, tokens);
-    const test::LlamaEval llama = test::llama_eval(model, tokens);
+    const test::LlamaEval& llama = run.eval;
     ASSERT_EQ(llama.vocab, 151936u);
     std::vector<double> ref;
     for (const auto& row : want) ref.insert(ref.end(), row.begin(), row.end());

@@ -550,12 +550,13 @@ TEST(HfGemmaTokenizer, Gemma3FolderWithItsRealTokenizer) {
     const std::vector<std::string> texts{"<start_of_turn>user\nWhat is 7*6?<end_of_turn>\n<start_of_turn>model\n",
                                          "Hello, world! The year 2025 had 365 days; pi is 3.14159.",
                                          "  def f(x):\n\treturn x**2  # 平方\n", "Ça va? 你好，世界。Привет!"};
-    std::vector<std::uint32_t> tokens = test::expect_tokenized_as_hf(hf, model, texts);
-    // Every position is a row of 262144 log-probabilities (node-llama-cpp takes ~0.5 s for each): 16 positions, the
-    // chat turn's special tokens first, compare 4 million values.
+    // Every position is a row of 262144 log-probabilities (node-llama-cpp takes ~0.3 s of CPU for each): llama.cpp's
+    // on the first 16 tokens (the chat turn's special tokens first), in the same judge run, compare 4 million values.
+    test::TokenizedEval run = test::expect_tokenized_as_hf(hf, model, texts, 16);
+    std::vector<std::uint32_t> tokens = run.tokens;
     ASSERT_GT(tokens.size(), 16u);
     tokens.resize(16);
-    const test::LlamaEval llama = test::llama_eval(model, tokens);
+    const test::LlamaEval& llama = run.eval;
     ASSERT_EQ(llama.vocab, kVocab);
     const auto logits_file = dir / "logits.f32";
     const auto l = test::run_cli({"logits", model, "--tokens", test::csv(tokens), "-o", logits_file.string(), "-q"});

@@ -156,7 +156,7 @@ bool judges_available(std::string* why) {
         namespace fs = std::filesystem;
         const fs::path dir = judge_dir();
         const std::string install_hint = " (run `npm ci --omit=optional` in " + dir.string() + ")";
-        for (const char* script : {"llama_eval.mjs", "hf_parse.mjs", "tokenize.mjs"}) {
+        for (const char* script : {"llama_eval.mjs", "logprobs.mjs", "hf_parse.mjs", "tokenize.mjs"}) {
             if (!fs::exists(dir / script)) {
                 reason = "judge script " + (dir / script).string() + " is missing";
                 return;
@@ -209,6 +209,26 @@ std::vector<double> read_raw_f64(const std::filesystem::path& path) {
     return v;
 }
 
+namespace {
+
+// Rows of `vocab` from a raw float64 file of llama.cpp's log-probabilities (llama_eval.mjs --out, tokenize.mjs --eval).
+LlamaEval read_logprobs(const std::filesystem::path& out, std::size_t vocab, std::size_t positions,
+                        const std::string& what) {
+    const std::vector<double> raw = read_raw_f64(out);
+    if (vocab == 0 || raw.size() != vocab * positions)
+        throw std::runtime_error(what + " wrote " + std::to_string(raw.size()) + " log-probabilities for " +
+                                 std::to_string(positions) + " positions of " + std::to_string(vocab));
+    LlamaEval result;
+    result.vocab = vocab;
+    result.logprobs.reserve(positions);
+    for (std::size_t p = 0; p < positions; ++p)
+        result.logprobs.emplace_back(raw.begin() + static_cast<std::ptrdiff_t>(p * vocab),
+                                     raw.begin() + static_cast<std::ptrdiff_t>((p + 1) * vocab));
+    return result;
+}
+
+}  // namespace
+
 LlamaEval llama_eval(const std::string& model, const std::vector<std::uint32_t>& tokens) {
     if (tokens.empty()) throw std::invalid_argument("llama_eval: no tokens");
     std::string list;
@@ -235,16 +255,7 @@ LlamaEval llama_eval(const std::string& model, const std::vector<std::uint32_t>&
     } catch (const nlohmann::json::exception& e) {
         throw std::runtime_error("llama_eval.mjs on " + model + " printed unexpected JSON: " + e.what());
     }
-    const std::vector<double> raw = read_raw_f64(out);
-    if (result.vocab == 0 || raw.size() != result.vocab * tokens.size())
-        throw std::runtime_error("llama_eval.mjs on " + model + " wrote " + std::to_string(raw.size()) +
-                                 " log-probabilities for " + std::to_string(tokens.size()) + " positions of " +
-                                 std::to_string(result.vocab));
-    result.logprobs.reserve(tokens.size());
-    for (std::size_t p = 0; p < tokens.size(); ++p)
-        result.logprobs.emplace_back(raw.begin() + static_cast<std::ptrdiff_t>(p * result.vocab),
-                                     raw.begin() + static_cast<std::ptrdiff_t>((p + 1) * result.vocab));
-    return result;
+    return read_logprobs(out, result.vocab, tokens.size(), "llama_eval.mjs on " + model);
 }
 
 NormalAgreement agreement_where_normal(std::span<const double> ours, const LlamaEval& theirs) {
@@ -274,28 +285,36 @@ NormalAgreement agreement_where_normal(std::span<const double> ours, const Llama
 }
 
 namespace {
+
 void tokenize_as_hf(const std::filesystem::path& hf_dir, const std::string& model,
-                    const std::vector<std::string>& texts, std::vector<std::uint32_t>& tokens) {
+                    const std::vector<std::string>& texts, std::size_t positions, TokenizedEval& out) {
     const TempDir tmp;
-    const std::filesystem::path corpus = tmp / "corpus.json";
+    const std::filesystem::path corpus = tmp / "corpus.json", logprobs = tmp / "logprobs.f64";
     { std::ofstream(corpus) << nlohmann::json(texts).dump(); }
-    const JudgeRun t = run_judge("tokenize.mjs", {hf_dir.string(), model, corpus.string()});
+    std::vector<std::string> args;
+    if (positions > 0) args = {"--eval", logprobs.string(), std::to_string(positions)};
+    args.insert(args.end(), {hf_dir.string(), model, corpus.string()});
+    const JudgeRun t = run_judge("tokenize.mjs", args);
     ASSERT_EQ(t.status, 0) << t.err;
     const nlohmann::json ids = nlohmann::json::parse(t.out);
     ASSERT_EQ(ids.size(), texts.size());
     for (std::size_t i = 0; i < texts.size(); ++i) {
         EXPECT_EQ(ids[i]["llama"], ids[i]["hf"]) << nlohmann::json(texts[i]).dump();
         EXPECT_EQ(ids[i]["detok"], texts[i]);
-        for (const auto& id : ids[i]["hf"]) tokens.push_back(id.get<std::uint32_t>());
+        for (const auto& id : ids[i]["hf"]) out.tokens.push_back(id.get<std::uint32_t>());
     }
+    if (positions == 0) return;
+    const std::size_t n = std::filesystem::file_size(logprobs) / sizeof(double);
+    out.eval = read_logprobs(logprobs, n / positions, positions, "tokenize.mjs --eval on " + model);
 }
+
 }  // namespace
 
-std::vector<std::uint32_t> expect_tokenized_as_hf(const std::filesystem::path& hf_dir, const std::string& model,
-                                                  const std::vector<std::string>& texts) {
-    std::vector<std::uint32_t> tokens;
-    tokenize_as_hf(hf_dir, model, texts, tokens);
-    return tokens;
+TokenizedEval expect_tokenized_as_hf(const std::filesystem::path& hf_dir, const std::string& model,
+                                     const std::vector<std::string>& texts, std::size_t positions) {
+    TokenizedEval out;
+    tokenize_as_hf(hf_dir, model, texts, positions, out);
+    return out;
 }
 
 bool llama_loads(const std::string& model, std::string* why) {

