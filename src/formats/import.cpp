@@ -943,27 +943,35 @@ void check_tl_gemma_embedding(const SafetensorsSet& s, const Config& c, const st
         fail(where + ": tensor 'embed.W_E' is " + std::string(type_name(e->readable_type())) + ", 'unembed.W_U' " +
              std::string(type_name(type)));
     const std::uint64_t es = traits(type).type_size;
-    float scale = std::sqrt(static_cast<float>(c.d_model)), x = 0;
-    std::byte buf[4];
-    encode_row(type, &scale, buf, 1);  // torch.tensor(d_model**0.5, dtype=cfg.dtype)
-    decode_row(type, buf, &scale, 1);
-    for (std::uint64_t v = 0; v < c.vocab; ++v)
+    float scale = std::sqrt(static_cast<float>(c.d_model));
+    std::byte one[4];
+    encode_row(type, &scale, one, 1);  // torch.tensor(d_model**0.5, dtype=cfg.dtype)
+    decode_row(type, one, &scale, 1);
+    // Blocks of kBlock tokens: W_U's rows are read in runs of kBlock elements, W_E's kBlock rows stay in cache.
+    constexpr std::uint64_t kBlock = 256;
+    std::vector<float> x(kBlock);
+    std::vector<std::byte> want(kBlock * es);
+    for (std::uint64_t v0 = 0; v0 < c.vocab; v0 += kBlock) {
+        const std::uint64_t n = std::min<std::uint64_t>(kBlock, c.vocab - v0);
         for (std::uint64_t r = 0; r < c.d_model; ++r) {
-            decode_row(type, u->bytes.data() + (r * c.vocab + v) * es, &x, 1);
-            x *= scale;
-            encode_row(type, &x, buf, 1);
-            if (std::memcmp(buf, e->bytes.data() + (v * c.d_model + r) * es, es) != 0) {
-                float got = 0;
-                decode_row(type, e->bytes.data() + (v * c.d_model + r) * es, &got, 1);
+            decode_row(type, u->bytes.data() + (r * c.vocab + v0) * es, x.data(), n);
+            for (std::uint64_t i = 0; i < n; ++i) x[i] *= scale;
+            encode_row(type, x.data(), want.data(), n);
+            for (std::uint64_t i = 0; i < n; ++i) {
+                const std::byte* got = e->bytes.data() + ((v0 + i) * c.d_model + r) * es;
+                if (std::memcmp(want.data() + i * es, got, es) == 0) continue;
+                float g = 0;
+                decode_row(type, got, &g, 1);
                 fail(ErrorKind::Unsupported,
                      where +
                          ": tensor 'embed.W_E' is not unembed.W_U transposed times sqrt(d_model), as "
                          "TransformerLens's Gemma conversion makes it (element [" +
-                         std::to_string(v) + ", " + std::to_string(r) + "] is " + json(got).dump() + ", expected " +
-                         json(x).dump() + "); llama.cpp's " + std::string(c.architecture()) +
+                         std::to_string(v0 + i) + ", " + std::to_string(r) + "] is " + json(g).dump() + ", expected " +
+                         json(x[i]).dump() + "); llama.cpp's " + std::string(c.architecture()) +
                          " graph ties the output to the embedding");
             }
         }
+    }
 }
 
 // `prefix` is the Hugging Face layout's (nullptr for TransformerLens); what it leaves out (a vision tower) goes
