@@ -20,6 +20,59 @@ inline float dot_lanes(const float* a, const float* b, std::size_t n) {
     return float(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
 }
 
+// dot_lanes over a tile: y[t * y_stride + r] = dot_lanes(row r of w, row t of x) for r < rows, t < n_tok, bit for
+// bit, with w and x already in f64 (rows of n elements, n a multiple of 8, zero past the real length: a zero term
+// leaves an f64 sum that started at +0 as it was). The forward pass's matmul calls it on a block of weight rows
+// decoded once, and every activation row converted once. Each sum is a vector of the eight lanes, so a micro-tile
+// of kTileRows weight rows by kTileTokens activation rows keeps its sums in registers and loads each operand once
+// for several products. Each term is one multiply and one add (the library is built without contraction; the
+// product of two floats is exact in f64, so a fused multiply-add would give the same bits).
+using Lanes8 = double __attribute__((vector_size(64)));
+#if defined(HEADFUSE_LANES_AVX512)
+inline constexpr std::size_t kTileRows = 4, kTileTokens = 6;  // 24 sums + 5 operands in 32 zmm registers
+#else
+inline constexpr std::size_t kTileRows = 2, kTileTokens = 3;  // 6 sums of 2 ymm (4 xmm) registers each
+#endif
+
+template <std::size_t R, std::size_t T>
+inline void dot_micro(const double* w, const double* x, std::size_t n, float* y, std::size_t y_stride) {
+    Lanes8 acc[R][T] = {};
+    for (std::size_t i = 0; i < n; i += 8) {
+        Lanes8 wv[R];
+#pragma GCC unroll 8
+        for (std::size_t r = 0; r < R; ++r) __builtin_memcpy(&wv[r], w + r * n + i, sizeof(Lanes8));
+#pragma GCC unroll 8
+        for (std::size_t t = 0; t < T; ++t) {
+            Lanes8 xv;
+            __builtin_memcpy(&xv, x + t * n + i, sizeof(Lanes8));
+#pragma GCC unroll 8
+            for (std::size_t r = 0; r < R; ++r) acc[r][t] += wv[r] * xv;
+        }
+    }
+    for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t t = 0; t < T; ++t) {
+            const Lanes8& a = acc[r][t];
+            y[t * y_stride + r] = float(((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])));
+        }
+}
+
+// Rows of kTileRows (then one at a time) against kTileTokens activation rows at a time (then one at a time).
+template <std::size_t T>
+inline void dot_tile_rows(const double* w, std::size_t rows, const double* x, std::size_t n, float* y,
+                          std::size_t y_stride) {
+    std::size_t r = 0;
+    for (; r + kTileRows <= rows; r += kTileRows) dot_micro<kTileRows, T>(w + r * n, x, n, y + r, y_stride);
+    for (; r < rows; ++r) dot_micro<1, T>(w + r * n, x, n, y + r, y_stride);
+}
+
+inline void dot_tile(const double* w, std::size_t rows, const double* x, std::size_t n_tok, std::size_t n, float* y,
+                     std::size_t y_stride) {
+    std::size_t t = 0;
+    for (; t + kTileTokens <= n_tok; t += kTileTokens)
+        dot_tile_rows<kTileTokens>(w, rows, x + t * n, n, y + t * y_stride, y_stride);
+    for (; t < n_tok; ++t) dot_tile_rows<1>(w, rows, x + t * n, n, y + t * y_stride, y_stride);
+}
+
 // The backward pass's transposed product (compute/backward.cpp), one weight row at a time: for t < n_tok,
 // acc[t * w + i] += g[t * g_stride] * row[i] for i < w, in f64. Each term is one multiply and one add (the library
 // is built without contraction), so every table gives the same bits.
