@@ -1,9 +1,11 @@
 // heads scan's attribution method and mean ablation. The backward pass's gradients d(loss)/d(head output) are
 // judged by central finite differences of the exact forward pass on small random models of every shape the
 // forward pass reads (GQA, MQA, d_head != d_model / n_heads, tied, biases and rope_freqs, deci's per-layer head
-// counts, qwen2's NEOX RoPE); mean ablation by the model whose head is zeroed and whose attn_output bias carries the
-// head's mean instead; --refine, the JSON and prune --lowest through the CLI. The agreement of estimate and exact
-// ablation (Spearman's rank correlation, the overlap of the top 10) is measured and printed.
+// counts) and of every family (qwen2's NEOX RoPE, qwen3's q/k norms, phi3's fused views, Gemma's GELU gate,
+// soft-caps, windows, post norms and per-layer RoPE), and the scan's attribution method through the CLI on each
+// family; mean ablation by the model whose head is zeroed and whose attn_output bias carries the head's mean
+// instead; --refine, the JSON and prune --lowest through the CLI. The agreement of estimate and exact ablation
+// (Spearman's rank correlation, the overlap of the top 10) is measured and printed.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -42,20 +44,62 @@ namespace {
 constexpr double kStep = 1e-2;
 // |finite difference - backward| <= kRelative * |backward| + kAbsolute. The backward pass and the forward pass
 // both round to f32 between operations (relative 6e-8 each, over a few dozen operations); measured worst cases
-// on these models (every shape and type below) are below 1e-3 relative, so 1e-2 leaves a margin; the absolute term
-// covers directions along which the loss barely moves (1e-6 nats per unit of step, the rounding above divided by the
-// step).
+// on these models (every shape, type and family below but Gemma's) are below 3e-3 relative (seeds 20261128, 1, 2,
+// 3), so 1e-2 leaves a margin; the absolute term covers directions along which the loss barely moves (1e-6 nats per
+// unit of step, the rounding above divided by the step).
 constexpr double kRelative = 1e-2, kAbsolute = 2e-4;
+
+// Gemma's GELU gate. The forward pass reads GELU from ggml's table at the gate's input rounded to f16 (steps of
+// 2^-11 relative, ~5e-4): the exact forward is a staircase, the backward differentiates the smooth GELU-tanh it
+// tabulates. Each stair moves the loss by ~1e-4 nats here, so the quotient at kStep is off by up to 20% (measured),
+// all of it the table's: with the forward pass's GELU replaced by the smooth gelu_f32 (a change made for the
+// measurement only), the same check at kStep holds within 1.8e-3 relative on these three models (seeds 20261128,
+// 1, 2, 3). So the slope is taken over a wide interval instead, where the stairs average out: the half differences
+// at kGeluSteps steps up to kGeluSpan fitted by least squares with a1 s + a3 s^3 (the cubic term absorbs the
+// curvature; against the smooth GELU this fit is within 4.5e-3 relative). Against the table, what the stairs leave
+// is measured at up to 1.8e-3 nats per unit step, 3.8e-2 of the derivatives above 0.02 (same seeds): the bound is
+// kGeluRelative of the derivative plus kGeluAbsolute. Dropping any one Gemma operation from the backward pass (the
+// window, either soft-cap's derivative, the query scale, the local RoPE, a post norm, a q or k norm, GELU's second
+// term) fails it.
+constexpr double kGeluSpan = 0.25;
+constexpr int kGeluSteps = 8;
+constexpr double kGeluRelative = 5e-2, kGeluAbsolute = 3e-3;
 
 struct Case {
     std::string name;
     Config config;
     std::optional<DType> type;  // the weights encoded to this type by fuse (the backward reads them decoded)
+    bool fused = false;         // read from the fused file (phi3: per-head views of attn_qkv and ffn_up)
+    float norm_spread = 0.0f;   // norm weights 1 +- this (sharp_tensors), so that every norm's weight matters
 };
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 Config with_context(Config c) {
     c.context_length = 512;
+    return c;
+}
+
+// A Gemma of small shapes (tied, GQA, d_head != d_model / n_heads) whose features bite on 12 tokens: windows of 5
+// keys, soft-caps of the order of the sharp model's scores and logits, gemma3's 6 layers (5 local, with their own
+// RoPE base, and 1 global, with linear scaling) and its final soft-cap. A layer's window and scores shape the
+// gradients of the layers below it only: gemma2 has a local layer (2) above a global one.
+Config gemma_family(Family f) {
+    const std::uint32_t layers = f == Family::Gemma3 ? 6 : f == Family::Gemma2 ? 3 : 2;
+    Config c = with_context(test::make_config(64, 4, 2, 32, 128, layers, 300, true));
+    c.family = f;
+    c.rms_eps = 1e-6f;
+    if (f == Family::Gemma) return c;
+    for (Role r : {Role::PostAttnNorm, Role::PostFfwNorm}) c.optional_roles.insert(r);
+    c.sliding_window = 5;
+    c.final_softcap = 3.0f;
+    if (f == Family::Gemma2) c.attn_softcap = 2.0f;
+    if (f == Family::Gemma3) {
+        for (Role r : {Role::AttnQNorm, Role::AttnKNorm}) c.optional_roles.insert(r);
+        c.rope_theta = 1000000.0f;
+        c.rope_theta_swa = 10000.0f;
+        c.rope_scaling = RopeScaling::Linear;
+        c.rope_scaling_factor = 8.0f;
+    }
     return c;
 }
 
@@ -78,6 +122,18 @@ std::vector<Case> cases() {
     out.push_back({"qwen2", q, std::nullopt});
     out.push_back({"q8_0", with_context(test::make_config(64, 4, 2, 32, 128, 2, 300)), DType::Q8_0});
     out.push_back({"q4_k", with_context(test::make_config(256, 4, 2, 64, 512, 2, 300)), DType::Q4_K});
+    // One model of each family besides llama's (deci's and qwen2's above), with every feature of its graph.
+    // qwen3: per-head q/k norms, d_head free of d_model / n_heads.
+    out.push_back({"qwen3",
+                   with_context(test::with_family(test::make_config(64, 4, 2, 32, 128, 2, 300), Family::Qwen3)),
+                   std::nullopt, false, 0.3f});
+    // phi3: the views of its fused file (Q, K, V as row ranges of attn_qkv, gate and up of ffn_up), NEOX RoPE.
+    Config p = with_context(test::make_config(64, 4, 2, 16, 128, 2, 300));
+    p.family = Family::Phi3;
+    out.push_back({"phi3", p, std::nullopt, true, 0.3f});
+    out.push_back({"gemma", gemma_family(Family::Gemma), std::nullopt, false, 0.3f});
+    out.push_back({"gemma2", gemma_family(Family::Gemma2), std::nullopt, false, 0.3f});
+    out.push_back({"gemma3", gemma_family(Family::Gemma3), std::nullopt, false, 0.3f});
     return out;
 }
 
@@ -85,6 +141,29 @@ std::vector<std::uint32_t> some_tokens(std::uint32_t vocab, std::size_t n) {
     std::vector<std::uint32_t> t(n);
     for (std::size_t i = 0; i < n; ++i) t[i] = std::uint32_t((i * 37 + 5) % vocab);
     return t;
+}
+
+std::vector<double> gelu_steps() {
+    std::vector<double> out;
+    for (int k = 1; k <= kGeluSteps; ++k) out.push_back(kGeluSpan * k / kGeluSteps);
+    return out;
+}
+
+// The derivative at 0 of a loss sampled at +-steps[k], from its half differences d[k] = (L(s) - L(-s)) / 2: d / s
+// for one step; for several, a1 of the least-squares fit d(s) = a1 s + a3 s^3 (the odd terms of the loss's
+// expansion; the even ones cancel in a central difference).
+double slope_at_zero(const std::vector<double>& steps, const std::vector<double>& d) {
+    if (steps.size() == 1) return d[0] / steps[0];
+    double s2 = 0, s4 = 0, s6 = 0, sd = 0, s3d = 0;
+    for (std::size_t k = 0; k < steps.size(); ++k) {
+        const double s = steps[k];
+        s2 += s * s;
+        s4 += s * s * s * s;
+        s6 += s * s * s * s * s * s;
+        sd += s * d[k];
+        s3d += s * s * s * d[k];
+    }
+    return (sd * s6 - s3d * s4) / (s2 * s6 - s4 * s4);
 }
 
 class GradientCheck : public ::testing::TestWithParam<Case> {};
@@ -96,34 +175,48 @@ class GradientCheck : public ::testing::TestWithParam<Case> {};
 // it) and along a random direction of the same norm.
 TEST_P(GradientCheck, BackwardMatchesFiniteDifferencesOfTheForwardPass) {
     const Config& c = GetParam().config;
-    const auto tensors = test::sharp_tensors(c, test::test_seed());
+    const auto tensors = test::sharp_tensors(c, test::test_seed(), GetParam().norm_spread);
     const PerHeadModel model = test::sharp_model(c, tensors);
     ModelViews v = model.views();
     TempDir dir;
     std::optional<FusedModel> encoded;
-    if (GetParam().type) {
+    if (GetParam().type || GetParam().fused) {
         FuseOptions fo;
         fo.type = GetParam().type;
         fuse(model, dir / "encoded.gguf", fo);
         encoded.emplace(FusedModel::open(dir / "encoded.gguf"));
         v = encoded->views();
-        ASSERT_EQ(v.layers[0].ffn_down.type(), *GetParam().type);
+        if (GetParam().type) {
+            ASSERT_EQ(v.layers[0].ffn_down.type(), *GetParam().type);
+        }
+        if (c.arch().fused_qkv) {  // the views are row ranges of attn_qkv
+            const TensorInfo* qkv = encoded->file().find_tensor("blk.0.attn_qkv.weight");
+            ASSERT_NE(qkv, nullptr);
+            EXPECT_EQ(v.layers[0].k[1].bytes().data(),
+                      encoded->file().tensor_data(*qkv).data() +
+                          std::size_t{c.n_heads + 1} * c.d_head * c.d_model * sizeof(float));
+        }
     }
     const auto tokens = some_tokens(c.vocab, 12);
     const std::size_t n = tokens.size();
+    const bool gelu = c.arch().gate == GateActivation::GeluTanh;
+    const std::vector<double> steps = gelu ? gelu_steps() : std::vector{kStep};
+    const double relative = gelu ? kGeluRelative : kRelative, absolute = gelu ? kGeluAbsolute : kAbsolute;
     const compute::Recording rec = compute::record_forward(v, tokens, 0);
     EXPECT_EQ(rec.logits, forward_logits(v, tokens)) << "the recorded pass is the forward pass";
     const auto grads = compute::head_output_gradients(v, tokens, rec, 0);
     std::mt19937_64 rng(test::test_seed());
     std::normal_distribution<double> normal;
-    double worst = 0;
+    double worst = 0, worst_abs = 0;
     std::size_t checked = 0;
     for (std::uint32_t l = 0; l < c.n_layers; ++l) {
         const std::uint32_t heads = c.n_heads_at(l), dh = c.d_head;
         ASSERT_EQ(grads[l].size(), n * heads * dh) << l;
         if (heads == 0) continue;
-        // Variants 4h..4h+3: head h along z (+, -) and along a random direction (+, -).
-        std::vector<std::vector<float>> values(4 * heads, std::vector<float>(n * dh));
+        // Variant ((2h + dir) * S + k) * 2 + sign: head h along z (dir 0) or a random direction (dir 1), moved by
+        // +steps[k] (sign 0) or -steps[k] (sign 1).
+        const std::size_t S = steps.size();
+        std::vector<std::vector<float>> values(4 * heads * S, std::vector<float>(n * dh));
         std::vector<double> analytic(2 * heads);
         std::vector<compute::HeadPatch> patches;
         for (std::uint32_t h = 0; h < heads; ++h) {
@@ -144,28 +237,35 @@ TEST_P(GradientCheck, BackwardMatchesFiniteDifferencesOfTheForwardPass) {
                     for (std::uint32_t d = 0; d < dh; ++d)
                         gu += double(grads[l][(t * heads + h) * dh + d]) * u[t * dh + d];
                 analytic[2 * h + dir] = gu;
-                for (int sign = 0; sign < 2; ++sign) {
-                    const std::size_t b = 4 * h + 2 * dir + sign;
-                    for (std::size_t i = 0; i < n * dh; ++i)
-                        values[b][i] = float(z[i] + (sign == 0 ? kStep : -kStep) * u[i]);
-                    patches.push_back({l, h, b * n, n, values[b].data(), dh});
-                }
+                for (std::size_t k = 0; k < S; ++k)
+                    for (int sign = 0; sign < 2; ++sign) {
+                        const std::size_t b = ((2 * h + dir) * S + k) * 2 + sign;
+                        for (std::size_t i = 0; i < n * dh; ++i)
+                            values[b][i] = float(z[i] + (sign == 0 ? steps[k] : -steps[k]) * u[i]);
+                        patches.push_back({l, h, b * n, n, values[b].data(), dh});
+                    }
             }
         }
-        const auto losses = compute::variant_losses(v, tokens, l, rec.layers[l].x, 4 * heads, patches, 0);
+        const auto losses = compute::variant_losses(v, tokens, l, rec.layers[l].x, 4 * heads * S, patches, 0);
         for (std::uint32_t h = 0; h < heads; ++h)
             for (int dir = 0; dir < 2; ++dir) {
-                const double fd = (losses[4 * h + 2 * dir] - losses[4 * h + 2 * dir + 1]) / (2 * kStep);
+                std::vector<double> half_differences(S);
+                for (std::size_t k = 0; k < S; ++k) {
+                    const std::size_t b = ((2 * h + dir) * S + k) * 2;
+                    half_differences[k] = (losses[b] - losses[b + 1]) / 2;
+                }
+                const double fd = slope_at_zero(steps, half_differences);
                 const double an = analytic[2 * h + dir];
-                EXPECT_LE(std::abs(fd - an), kRelative * std::abs(an) + kAbsolute)
+                EXPECT_LE(std::abs(fd - an), relative * std::abs(an) + absolute)
                     << "head " << l << ":" << h << (dir == 0 ? " along z" : " along a random direction") << ": finite "
                     << "difference " << fd << ", backward " << an;
+                worst_abs = std::max(worst_abs, std::abs(fd - an));
                 if (std::abs(an) > 100 * kAbsolute) worst = std::max(worst, std::abs(fd - an) / std::abs(an));
                 ++checked;
             }
     }
-    std::printf("[headfuse] %s: %zu directional derivatives, worst relative error %.3g\n", GetParam().name.c_str(),
-                checked, worst);
+    std::printf("[headfuse] %s: %zu directional derivatives, worst relative error %.3g, absolute %.3g\n",
+                GetParam().name.c_str(), checked, worst, worst_abs);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, GradientCheck, ::testing::ValuesIn(cases()),
@@ -248,6 +348,42 @@ TEST(ScanAttribution, RefineAblatesTheTopHeadsExactlyAndPruneSaysWhatRanked) {
     EXPECT_EQ(r.status, 1);
     EXPECT_EQ(r.err, "headfuse: --refine: goes with --method attribution (the exact method ablates every head)\n");
     EXPECT_FALSE(std::filesystem::exists(dir / "x.json"));
+}
+
+// Every family through the CLI, on the fused file llama.cpp would run: `heads scan --method attribution --refine 2`
+// succeeds (it refused qwen3's q/k norms and Gemma's graphs by name before the backward pass modelled them), every
+// head has a finite estimate, and the 2 refined heads carry the exact method's values, bit for bit.
+TEST(ScanAttribution, EveryFamilyScansThroughTheCli) {
+    for (const Case& k : cases()) {
+        if (k.config.family == Family::Llama || k.type) continue;
+        SCOPED_TRACE(k.name);
+        TempDir dir;
+        const std::filesystem::path model = test::fused_sharp_model(k.config, dir.path());
+        ASSERT_FALSE(model.empty());
+        const std::string tokens = (dir / "tokens.txt").string();
+        write_tokens(tokens, k.config.vocab, 16);
+        auto scan = [&](const std::string& out, std::vector<std::string> extra) {
+            std::vector<std::string> args = {"heads", "scan", model.string(), "--tokens-file", tokens, "-o", out, "-q"};
+            args.insert(args.end(), extra.begin(), extra.end());
+            const auto r = run_cli(args);
+            EXPECT_EQ(r.status, 0) << r.err;
+            return nlohmann::json::parse(slurp(out));
+        };
+        const auto exact = deltas(scan((dir / "e.json").string(), {}));
+        const auto refined = scan((dir / "r.json").string(), {"--method", "attribution", "--refine", "2"});
+        EXPECT_EQ(refined["method"], "attribution");
+        std::size_t heads = 0, n_exact = 0;
+        for (std::uint32_t l = 0; l < k.config.n_layers; ++l) heads += k.config.n_heads_at(l);
+        ASSERT_EQ(refined["heads"].size(), heads);
+        for (const auto& h : refined["heads"]) {
+            const std::pair<int, int> key{h["layer"].get<int>(), h["head"].get<int>()};
+            EXPECT_TRUE(std::isfinite(h["delta"].get<double>())) << key.first << ":" << key.second;
+            if (!h["exact"].get<bool>()) continue;
+            ++n_exact;
+            EXPECT_EQ(h["delta"].get<double>(), exact.at(key)) << key.first << ":" << key.second;
+        }
+        EXPECT_EQ(n_exact, 2u);
+    }
 }
 
 // Mean ablation replaces a head's output by its mean over the tokens: the same as zeroing the head's columns of

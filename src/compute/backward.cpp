@@ -1,24 +1,27 @@
 // headfuse: the backward pass through the reference forward pass, one operation at a time.
 //
 // Each operation of the forward pass (compute/forward.cpp) has its backward here, in the same order as the
-// graph: the loss's softmax, a matrix product through a weight view (its transpose, read row by row), RMSNorm,
-// SwiGLU, RoPE, causal attention's softmax, the residual adds. A new operation of the forward pass gets its
-// backward function here and one line in layer_backward. Only activation gradients are computed: no weight's
-// gradient is ever formed.
+// graph: the loss's softmax, the final soft-cap, a matrix product through a weight view (its transpose, read row
+// by row), RMSNorm (of the residual stream, of each query and key head, of a block's output), SwiGLU and GELU-tanh
+// gates, RoPE (each layer's own angles), the query scale, causal attention's softmax with its soft-cap and sliding
+// window, the residual adds. A new operation of the forward pass gets its backward function here and one line in
+// layer_backward. Only activation gradients are computed: no weight's gradient is ever formed. The embedding's
+// scale (Gemma) needs none: the gradient stops at the first layer's input.
 //
 // Numerics: activations and gradients are f32 between operations; the sums the forward pass takes in f64 (dot
 // products, RMSNorm's mean square, softmax normalisers) are f64 here too, and so are the sums of the transposed
 // products. Every output element is computed by one thread in a fixed order: the gradients do not depend on the
-// thread count.
+// thread count. One operation is not the derivative of what the forward pass computes: Gemma's GELU, which the
+// forward pass reads from ggml's table of f16 values at the input rounded to f16 (a step function, whose derivative
+// is 0 almost everywhere), is differentiated as the smooth GELU-tanh it tabulates, at the f32 input.
 #include "compute/backward.h"
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
-#include "base/fail.h"
 #include "base/parallel.h"
 #include "headfuse/arch.h"
-#include "headfuse/error.h"
 #include "quant/kernels.h"
 
 namespace headfuse::compute {
@@ -95,6 +98,15 @@ void rmsnorm_backward_rows(float* out, std::span<const float> x, const TensorVie
     for (std::size_t t = 0; t < n_tok; ++t) rmsnorm_backward(&out[t * d], &x[t * d], w.data(), &dy[t * d], d, eps);
 }
 
+// y[t] = rmsnorm(x[t]) * w for `rows` vectors of n values (a residual stream, or each head of one): dx = the
+// gradient for dy, stored (not added).
+std::vector<float> rmsnorm_backward_to(std::span<const float> x, const TensorView& norm, const float* dy,
+                                       std::size_t rows, std::size_t n, float eps) {
+    std::vector<float> dx(rows * n, 0.0f);
+    rmsnorm_backward_rows(dx.data(), x, norm, dy, rows, n, eps);
+    return dx;
+}
+
 // RoPE rotates each pair (adjacent in mode NORM, halves in mode NEOX, as forward.cpp's rope) by its angle: the
 // backward rotates the gradient back (the transpose of the rotation).
 void rope_backward(float* d, const float* cs, std::uint32_t d_head, RopePairing pairing) {
@@ -121,21 +133,54 @@ void swiglu_backward(std::span<const float> gate, std::span<const float> up, std
     }
 }
 
+// d/dx of GELU's tanh approximation 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), in f64 at the f32 x:
+// 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) sqrt(2/pi) (1 + 3 * 0.044715 x^2). Where the forward pass leaves the table
+// (x <= -10: 0; x >= 10: x itself) the derivative is that of what it computes, 0 and 1.
+double gelu_derivative(float x) {
+    if (x <= -10.0f) return 0.0;
+    if (x >= 10.0f) return 1.0;
+    constexpr double kCoefA = 0.044715, kSqrt2OverPi = 0.79788456080286535587989211986876;
+    const double v = x, th = std::tanh(kSqrt2OverPi * v * (1.0 + kCoefA * v * v));
+    return 0.5 * (1.0 + th) + 0.5 * v * (1.0 - th * th) * kSqrt2OverPi * (1.0 + 3.0 * kCoefA * v * v);
+}
+
+// a = gelu(gate) * up (Gemma's geglu), in place of da: dgate = da * up * gelu'(gate), the smooth derivative (the
+// file's comment says why), and dup = da * gelu(gate) as the forward pass computed it, from the f16 table.
+void geglu_backward(std::span<const float> gate, std::span<const float> up, std::span<const float> da,
+                    std::vector<float>& dgate, std::vector<float>& dup) {
+    dgate.resize(da.size());
+    dup.resize(da.size());
+    for (std::size_t i = 0; i < da.size(); ++i) {
+        dgate[i] = float(double(da[i]) * double(up[i]) * gelu_derivative(gate[i]));
+        dup[i] = da[i] * gelu_gate(gate[i]);
+    }
+}
+
+// The scores of forward.cpp's attention: s = cap * tanh((q.k) / cap) * scale (no soft-cap: (q.k) * scale), the
+// query at t seeing the keys j with first <= j <= t (a sliding window of `window` keys, 0 none).
+struct ScoreRule {
+    float scale = 1.0f, cap = 0.0f;
+    std::size_t window = 0;
+    std::size_t first(std::size_t t) const { return window != 0 && t >= window ? t - window + 1 : 0; }
+};
+
 // Causal grouped-query attention (forward.cpp's attention) given dz, the gradient of every head's output: the
 // weights P are recomputed as the forward pass computes them, then dv[j] += P[t,j] dz[t],
-// dS[t,j] = P[t,j] (dz[t].v[j] - sum_j' P[t,j'] dz[t].v[j']), dq[t] = scale sum_j dS[t,j] k[j],
-// dk[j] += scale dS[t,j] q[t]. Key/value heads are split over threads (each owns its dk, dv and query heads).
+// dS[t,j] = P[t,j] (dz[t].v[j] - sum_j' P[t,j'] dz[t].v[j']), and with the score's derivative
+// ds/d(q.k) = scale (1 - tanh^2((q.k) / cap)) (scale without a soft-cap): dq[t] = sum_j dS[t,j] ds/d(q.k) k[j],
+// dk[j] += dS[t,j] ds/d(q.k) q[t]. Keys outside the window have no weight, so no gradient. Key/value heads are split
+// over threads (each owns its dk, dv and query heads).
 void attention_backward(const LayerRecord& r, const float* dz, std::uint32_t heads, std::uint32_t kv_heads,
-                        std::uint32_t dh, std::size_t n_tok, unsigned threads, std::vector<float>& dq,
-                        std::vector<float>& dk, std::vector<float>& dv) {
+                        std::uint32_t dh, std::size_t n_tok, const ScoreRule& rule, unsigned threads,
+                        std::vector<float>& dq, std::vector<float>& dk, std::vector<float>& dv) {
     const std::uint32_t q_dim = heads * dh, kv_dim = kv_heads * dh, group = heads / kv_heads;
-    const float scale = 1.0f / std::sqrt(float(dh));
+    const float scale = rule.scale, cap = rule.cap, inv_cap = cap != 0.0f ? 1.0f / cap : 0.0f;
     dq.assign(n_tok * q_dim, 0.0f);
     dk.assign(n_tok * kv_dim, 0.0f);
     dv.assign(n_tok * kv_dim, 0.0f);
     parallel_for(kv_heads, threads, [&](std::uint64_t g0, std::uint64_t g1) {
         std::vector<float> p(n_tok);
-        std::vector<double> dp(n_tok), dkg(n_tok * dh), dvg(n_tok * dh), dqt(dh);
+        std::vector<double> dp(n_tok), slope(n_tok), dkg(n_tok * dh), dvg(n_tok * dh), dqt(dh);
         for (std::uint64_t g = g0; g < g1; ++g) {
             std::fill(dkg.begin(), dkg.end(), 0.0);
             std::fill(dvg.begin(), dvg.end(), 0.0);
@@ -143,19 +188,27 @@ void attention_backward(const LayerRecord& r, const float* dz, std::uint32_t hea
                 for (std::size_t t = 0; t < n_tok; ++t) {
                     const float* q = &r.q[t * q_dim + h * dh];
                     const float* dzt = &dz[t * q_dim + h * dh];
+                    const std::size_t first = rule.first(t);
                     float max = -INFINITY;
-                    for (std::size_t j = 0; j <= t; ++j) {
-                        p[j] = kernels::active().dot(q, &r.k[j * kv_dim + g * dh], dh) * scale;
+                    for (std::size_t j = first; j <= t; ++j) {
+                        float kq = kernels::active().dot(q, &r.k[j * kv_dim + g * dh], dh);
+                        slope[j] = double(scale);
+                        if (cap != 0.0f) {
+                            const float th = std::tanh(kq * inv_cap);
+                            kq = th * cap;
+                            slope[j] = double(scale) * (1.0 - double(th) * double(th));
+                        }
+                        p[j] = kq * scale;
                         max = std::max(max, p[j]);
                     }
                     double sum = 0;
-                    for (std::size_t j = 0; j <= t; ++j) {
+                    for (std::size_t j = first; j <= t; ++j) {
                         p[j] = std::exp(p[j] - max);
                         sum += p[j];
                     }
                     const float inv = float(1.0 / sum);
                     double pdp = 0;
-                    for (std::size_t j = 0; j <= t; ++j) {
+                    for (std::size_t j = first; j <= t; ++j) {
                         p[j] *= inv;
                         const float* v = &r.v[j * kv_dim + g * dh];
                         double s = 0;
@@ -167,8 +220,8 @@ void attention_backward(const LayerRecord& r, const float* dz, std::uint32_t hea
                         pdp += double(p[j]) * s;
                     }
                     std::fill(dqt.begin(), dqt.end(), 0.0);
-                    for (std::size_t j = 0; j <= t; ++j) {
-                        const double ds = double(p[j]) * (dp[j] - pdp) * double(scale);
+                    for (std::size_t j = first; j <= t; ++j) {
+                        const double ds = double(p[j]) * (dp[j] - pdp) * slope[j];
                         const float* k = &r.k[j * kv_dim + g * dh];
                         for (std::uint32_t d = 0; d < dh; ++d) {
                             dqt[d] += ds * double(k[d]);
@@ -186,30 +239,56 @@ void attention_backward(const LayerRecord& r, const float* dz, std::uint32_t hea
     });
 }
 
+// A block's output y joins the residual stream through its post norm (Gemma 2/3: rmsnorm(y) * w), or directly:
+// the gradient for y given g, the residual stream's.
+std::vector<float> post_norm_backward(const std::vector<float>& g, const std::vector<float>& y,
+                                      const std::optional<TensorView>& norm, std::size_t n, const Config& c) {
+    if (!norm) return g;
+    return rmsnorm_backward_to(y, *norm, g.data(), n, c.d_model, c.rms_eps);
+}
+
 // One layer backwards: `g` enters as d(loss)/d(the layer's output residual) and leaves as d(loss)/d(its input).
 // Returns d(loss)/d(z), the heads' outputs (empty for a layer without attention).
 std::vector<float> layer_backward(std::vector<float>& g, const Config& c, const LayerViews& l, const LayerRecord& r,
-                                  const float* rope, std::uint32_t layer, std::size_t n, unsigned threads) {
+                                  const Recording& rec, std::uint32_t layer, std::size_t n, unsigned threads) {
     const std::size_t d = c.d_model, ff = c.d_ff_at(layer);
-    // FFN: out = h + ffn_down · (silu(gate) * up), gate and up of xn = rmsnorm(h) * ffn_norm.
+    const ArchSpec& a = c.arch();
+    // FFN: out = h + post(ffn_down · (act(gate) * up)), gate and up of xn = rmsnorm(h) * ffn_norm; act SiLU or
+    // GELU-tanh, post the post-FFN norm (Gemma 2/3) or nothing.
     std::vector<float> da(n * ff), dgate, dup, dxn(n * d);
-    matmul_t(da.data(), false, g.data(), n, l.ffn_down, threads);
-    swiglu_backward(r.gate, r.up, da, dgate, dup);
+    matmul_t(da.data(), false, post_norm_backward(g, r.ffn_y, l.post_ffw_norm, n, c).data(), n, l.ffn_down, threads);
+    if (a.gate == GateActivation::GeluTanh)
+        geglu_backward(r.gate, r.up, da, dgate, dup);
+    else
+        swiglu_backward(r.gate, r.up, da, dgate, dup);
     matmul_t(dxn.data(), false, dgate.data(), n, l.ffn_gate, threads);
     matmul_t(dxn.data(), true, dup.data(), n, l.ffn_up, threads);
     rmsnorm_backward_rows(g.data(), r.h, l.ffn_norm, dxn.data(), n, d, c.rms_eps);  // g is now d/dh
     if (!c.has_attention(layer)) return {};
-    // Attention: h = x + attn_output · z, z = attention(rope(q), rope(k), v) of xn = rmsnorm(x) * attn_norm.
+    // Attention: h = x + post(attn_output · z), z = attention(s * rope(qnorm(q)), rope(knorm(k)), v) of
+    // xn = rmsnorm(x) * attn_norm; s the query scale (Gemma), qnorm and knorm the per-head norms (qwen3, gemma3).
     const std::uint32_t heads = c.n_heads_at(layer), kv_heads = c.n_kv_heads_at(layer), dh = c.d_head;
     std::vector<float> dz(n * heads * dh), dq, dk, dv;
-    matmul_t(dz.data(), false, g.data(), n, l.attn_output, threads);
-    attention_backward(r, dz.data(), heads, kv_heads, dh, n, threads, dq, dk, dv);
-    const RopePairing pairing = c.arch().rope;
+    matmul_t(dz.data(), false, post_norm_backward(g, r.attn_y, l.post_attention_norm, n, c).data(), n, l.attn_output,
+             threads);
+    ScoreRule rule;
+    rule.scale = a.attn_scale == AttnScaleRule::InvSqrtHeadDim ? 1.0f / std::sqrt(float(dh)) : 1.0f;
+    rule.cap = a.attn_softcap ? c.attn_softcap : 0.0f;
+    rule.window = c.is_local_layer(layer) ? c.sliding_window : 0;
+    attention_backward(r, dz.data(), heads, kv_heads, dh, n, rule, threads, dq, dk, dv);
+    if (a.attn_scale != AttnScaleRule::InvSqrtHeadDim) {  // the roped queries were scaled
+        const float qs = c.attention_scale();
+        for (float& x : dq) x *= qs;
+    }
+    const RopePairing pairing = a.rope;
+    const float* rope = a.swa_rope && c.is_local_layer(layer) ? rec.rope_local.data() : rec.rope.data();
     for (std::size_t t = 0; t < n; ++t) {
         for (std::uint32_t h = 0; h < heads; ++h) rope_backward(&dq[(t * heads + h) * dh], &rope[t * dh], dh, pairing);
         for (std::uint32_t k = 0; k < kv_heads; ++k)
             rope_backward(&dk[(t * kv_heads + k) * dh], &rope[t * dh], dh, pairing);
     }
+    if (l.attn_q_norm) dq = rmsnorm_backward_to(r.q_raw, *l.attn_q_norm, dq.data(), n * heads, dh, c.rms_eps);
+    if (l.attn_k_norm) dk = rmsnorm_backward_to(r.k_raw, *l.attn_k_norm, dk.data(), n * kv_heads, dh, c.rms_eps);
     matmul_t(dxn.data(), false, dq.data(), n, l.q, threads);
     matmul_t(dxn.data(), true, dk.data(), n, l.k, threads);
     matmul_t(dxn.data(), true, dv.data(), n, l.v, threads);
@@ -224,27 +303,24 @@ std::vector<std::vector<float>> head_output_gradients(const ModelViews& model, s
                                                       const std::function<void()>& layer_done) {
     threads = resolve_threads(threads);
     const Config& c = model.config;
-    // What Gemma's graphs add (the GELU gate, soft-caps, sliding windows, post norms) has no backward operation yet.
-    const ArchSpec& a = c.arch();
-    if (a.gate != GateActivation::Silu || a.attn_softcap || a.final_softcap || a.swa_pattern != 0 || a.swa_always ||
-        a.post_norms)
-        fail(ErrorKind::Unsupported, "scan --method attribution: the backward pass does not model the graph of " +
-                                         std::string(a.gguf_name) + " (use --method exact)");
-    for (const LayerViews& l : model.layers)
-        if (l.attn_q_norm || l.attn_k_norm)
-            fail(ErrorKind::Unsupported,
-                 "scan --method attribution: the backward pass does not model the per-head q/k "
-                 "norms of " +
-                     std::string(c.arch().gguf_name) + " (use --method exact)");
     const std::size_t n = tokens.size(), d = c.d_model;
     // logits = output · (rmsnorm(x) * output_norm)
-    const std::vector<float> dlogits = loss_backward(record.logits, tokens, c.vocab);
+    std::vector<float> dlogits = loss_backward(record.logits, tokens, c.vocab);
+    // The final soft-cap (Gemma 2/3): logits = cap * tanh(l / cap), dl = dlogits * (1 - tanh^2), tanh read back from
+    // the capped logits.
+    if (c.arch().final_softcap && c.final_softcap != 0.0f) {
+        const double cap = c.final_softcap;
+        for (std::size_t i = 0; i < dlogits.size(); ++i) {
+            const double th = double(record.logits[i]) / cap;
+            dlogits[i] = float(double(dlogits[i]) * (1.0 - th * th));
+        }
+    }
     std::vector<float> dxn(n * d), g(n * d, 0.0f);
     matmul_t(dxn.data(), false, dlogits.data(), n, model.output ? *model.output : model.token_embd, threads);
     rmsnorm_backward_rows(g.data(), record.x_final, model.output_norm, dxn.data(), n, d, c.rms_eps);
     std::vector<std::vector<float>> out(c.n_layers);
     for (std::uint32_t i = c.n_layers; i-- > 0;) {
-        out[i] = layer_backward(g, c, model.layers[i], record.layers[i], record.rope.data(), i, n, threads);
+        out[i] = layer_backward(g, c, model.layers[i], record.layers[i], record, i, n, threads);
         if (layer_done) layer_done();
     }
     return out;

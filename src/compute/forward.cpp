@@ -537,6 +537,8 @@ void attention_block(RunState& s, const Config& c, const LayerViews& l, std::uin
     add_bias(s.q.data(), n, l.q_bias);                 // n_heads x [d_head], before RoPE
     add_bias(s.k.data(), n, l.k_bias);
     add_bias(s.v.data(), n, l.v_bias);
+    if (s.record && l.attn_q_norm) s.record->layers[layer].q_raw = s.q;
+    if (s.record && l.attn_k_norm) s.record->layers[layer].k_raw = s.k;
     head_norm(s.q.data(), n, heads, l.attn_q_norm, c);  // after the biases, before RoPE
     head_norm(s.k.data(), n, kv_heads, l.attn_k_norm, c);
     const RopePairing pairing = c.arch().rope;
@@ -557,7 +559,8 @@ void attention_block(RunState& s, const Config& c, const LayerViews& l, std::uin
     compute::apply_patches(s.patches, layer, s.att.data(), heads, dh);
     matmul(s.y.data(), s.att.data(), n, l.attn_output, threads);  // [n_heads*d_head, d_model]
     add_bias(s.y.data(), n, l.attn_output_bias);                  // [d_model]
-    post_norm(s.y.data(), n, l.post_attention_norm, c);           // [d_model], Gemma 2/3
+    if (s.record && l.post_attention_norm) s.record->layers[layer].attn_y = s.y;
+    post_norm(s.y.data(), n, l.post_attention_norm, c);  // [d_model], Gemma 2/3
     for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
 }
 
@@ -584,7 +587,8 @@ void layer_forward(RunState& s, const Config& c, const LayerViews& l, std::uint3
     }
     matmul(s.y.data(), s.gate.data(), n, l.ffn_down, threads);  // [d_ff, d_model]
     add_bias(s.y.data(), n, l.ffn_down_bias);                   // [d_model]
-    post_norm(s.y.data(), n, l.post_ffw_norm, c);               // [d_model], Gemma 2/3
+    if (s.record && l.post_ffw_norm) s.record->layers[layer].ffn_y = s.y;
+    post_norm(s.y.data(), n, l.post_ffw_norm, c);  // [d_model], Gemma 2/3
     for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
 }
 
@@ -715,6 +719,7 @@ Recording record_forward(const ModelViews& model, std::span<const std::uint32_t>
     rec.loss = mean_loss(s.logits, tokens, c.vocab);
     rec.logits = std::move(s.logits);
     rec.rope = std::move(s.rope);
+    rec.rope_local = std::move(s.rope_local);
     return rec;
 }
 
@@ -751,6 +756,8 @@ std::vector<double> variant_losses(const ModelViews& model, std::span<const std:
 double next_token_loss(std::span<const float> logits, std::span<const std::uint32_t> tokens, std::uint32_t vocab) {
     return mean_loss(logits, tokens, vocab);
 }
+
+float gelu_gate(float x) { return geglu(x, 1.0f, gelu_table()); }
 
 std::vector<float> vector_weights(const TensorView& w) { return load_norm(w); }
 

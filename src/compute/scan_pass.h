@@ -42,8 +42,12 @@ struct LayerRecord {
     std::vector<float> v;     // [n_tok, kv_heads*d_head]
     std::vector<float> att;   // [n_tok, heads*d_head] each head's output z, what attn_output reads
     std::vector<float> h;     // [n_tok, d_model]  the residual stream after attention
-    std::vector<float> gate;  // [n_tok, d_ff]     ffn_gate · xn (+ bias), before SiLU
+    std::vector<float> gate;  // [n_tok, d_ff]     ffn_gate · xn (+ bias), before the activation (SiLU, GELU)
     std::vector<float> up;    // [n_tok, d_ff]     ffn_up · xn (+ bias)
+    // Kept only where the layer has the operation that reads them (empty otherwise):
+    std::vector<float> q_raw, k_raw;  // q, k after the biases, before the per-head q/k norms (qwen3, gemma3)
+    std::vector<float> attn_y;        // [n_tok, d_model] attn_output · z (+ bias), before post_attention_norm
+    std::vector<float> ffn_y;         // [n_tok, d_model] ffn_down · a (+ bias), before post_ffw_norm
 
     void keep_attention(std::span<const float> q_, std::span<const float> k_, std::span<const float> v_,
                         std::span<const float> att_) {
@@ -60,10 +64,11 @@ struct LayerRecord {
 
 struct Recording {
     std::vector<LayerRecord> layers;
-    std::vector<float> x_final;  // [n_tok, d_model] the residual stream entering output_norm
-    std::vector<float> logits;   // [n_tok, vocab]
-    std::vector<float> rope;     // [n_tok, d_head]  (cos, sin) per pair and position
-    double loss = 0;             // mean next-token loss
+    std::vector<float> x_final;     // [n_tok, d_model] the residual stream entering output_norm
+    std::vector<float> logits;      // [n_tok, vocab]   after the final soft-cap (gemma2, gemma3), if any
+    std::vector<float> rope;        // [n_tok, d_head]  (cos, sin) per pair and position
+    std::vector<float> rope_local;  // [n_tok, d_head]  the same for the local layers (gemma3), else empty
+    double loss = 0;                // mean next-token loss
 };
 
 // The clean forward pass over `tokens`, keeping every layer's activations. Bit for bit forward_logits's logits.
@@ -82,6 +87,10 @@ std::vector<double> variant_losses(const ModelViews& model, std::span<const std:
 
 // The mean of -log p(tokens[t+1]) over the positions with a next token, f64, from [n_tok, vocab] logits.
 double next_token_loss(std::span<const float> logits, std::span<const std::uint32_t> tokens, std::uint32_t vocab);
+
+// The factor Gemma's gate multiplies `up` by, as the forward pass computes it (ggml_vec_geglu_f32): GELU-tanh
+// read from ggml-cpu's f16 table at x rounded to f16; 0 for x <= -10, x itself for x >= 10.
+float gelu_gate(float x);
 
 // A norm's or a bias's weights as the forward pass reads them (f32, llama.cpp's order, checked finite).
 std::vector<float> vector_weights(const TensorView& w);
