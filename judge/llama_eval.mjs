@@ -8,6 +8,10 @@
 //       logits llama.cpp computes after position i. A probability of exactly 0 (a logit of -inf, or
 //       expf underflowing in float32 more than ~87 below the maximum) is written as null: -Infinity.
 //       N is the length of tokenizer.ggml.tokens (llama.cpp's n_vocab).
+//   node judge/llama_eval.mjs --out FILE MODEL.gguf 1,2,3,...
+//       The same numbers written to FILE as raw little-endian float64, position-major (positions x N, -Infinity
+//       for a probability of 0), and {"vocab": N, "positions": P} on stdout. For large vocabularies: JSON text of
+//       every log-probability costs seconds per position at 150k tokens, the raw file milliseconds.
 //   node judge/llama_eval.mjs --check MODEL.gguf
 //       Loads the model, evaluates 3 tokens (ids 0, 1, 2 clamped to the vocabulary) and prints "ok".
 //
@@ -18,22 +22,13 @@
 // "llama_eval: warning: ..." line is printed first. HEADFUSE_JUDGE_VERBOSE=1 copies llama.cpp's log (info
 // level) to stderr.
 //
-// What the numbers are: node-llama-cpp 3.21.1's controlledEvaluate with generateNext.probabilities
-// samples with its default options (temperature 0), which selects a chain holding only llama.cpp's
-// greedy sampler: the candidate array keeps every vocabulary entry with its raw logit. The addon
-// (llama/addon/AddonContext.cpp, AddonContextSampleTokenWorker) then sorts the candidates by logit and
-// computes p = expf(logit - max) / sum in float32. The Map therefore holds every token id, sorted by
-// descending probability, with no temperature, top-k, top-p or min-p applied (with temperature > 0 the
-// chain would be top-k 40, top-p 0.95, ... and the Map truncated). We pass temperature 0 explicitly so
-// that a change of defaults cannot silently truncate the distribution, check that the Map covers the
-// whole vocabulary, and renormalise in float64 (see below).
-//
-// Context settings follow the project notes: CPU only, no flash attention, F32 KV cache, 2 threads.
+// What the numbers are, and the context they are computed in: judge/logprobs.mjs (shared with tokenize.mjs --eval).
 // Measured against a float64 reference forward pass on random tiny models: max |delta log p| ~ 4e-6 at
 // vocab 300, ~2e-5 at vocab 32000.
 
 import process from "node:process";
 import fs from "node:fs";
+import { nextTokenLogprobs } from "./logprobs.mjs";
 
 function fail(message, code = 1) {
     const line = String(message).replace(/\s+/g, " ").trim();
@@ -42,12 +37,16 @@ function fail(message, code = 1) {
 }
 
 function usage() {
-    fail("usage: node llama_eval.mjs MODEL.gguf ID,ID,...  |  node llama_eval.mjs --check MODEL.gguf", 2);
+    fail("usage: node llama_eval.mjs [--out FILE] MODEL.gguf ID,ID,...  |  node llama_eval.mjs --check MODEL.gguf", 2);
 }
 
 const args = process.argv.slice(2);
 let check = false;
-if (args[0] === "--check") {
+let outPath = null;
+if (args[0] === "--out" && args.length === 4) {
+    outPath = args[1];
+    args.splice(0, 2);
+} else if (args[0] === "--check") {
     check = true;
     args.shift();
 }
@@ -94,7 +93,7 @@ try {
 }
 const { getLlama, LlamaLogLevel } = llamaCpp;
 
-let llama, model, context;
+let llama, model;
 try {
     llama = await getLlama({
         gpu: false,
@@ -151,61 +150,24 @@ if (!Number.isSafeInteger(vocab) || vocab <= 0) fail("cannot determine the vocab
 if (check) {
     ids = [0, 1, 2].map((t) => Math.min(t, vocab - 1));
 }
-const bad = ids.find((t) => t >= vocab);
-if (bad !== undefined) fail(`token id ${bad} is outside the vocabulary (size ${vocab})`, 2);
-if (ids.length === 0) fail("no tokens", 2);
-
-const trainContext = model.trainContextSize;
-if (ids.length > trainContext) fail(`${ids.length} tokens exceed the model's context length ${trainContext}`, 2);
-// A small context keeps the KV cache tiny; it must hold every token we evaluate.
-const contextSize = Math.min(trainContext, Math.max(64, 32 * Math.ceil(ids.length / 32)));
-
+let raw;
 try {
-    context = await model.createContext({
-        contextSize,
-        batchSize: contextSize,
-        sequences: 1,
-        flashAttention: false,
-        experimentalKvCacheKeyType: "F32",
-        experimentalKvCacheValueType: "F32",
-        threads: 2,
-    });
+    raw = await nextTokenLogprobs(model, ids, vocab);
 } catch (e) {
-    fail(`cannot create a context: ${e.message}${logs.length ? ` (llama.cpp: ${lastLogs()})` : ""}`);
+    fail(`${e.message}${logs.length ? ` (llama.cpp: ${lastLogs()})` : ""}`, e.usage ? 2 : 1);
 }
 
-let results;
-try {
-    const sequence = context.getSequence();
-    results = await sequence.controlledEvaluate(
-        ids.map((t) => [t, { generateNext: { probabilities: true, options: { temperature: 0 } } }]),
-    );
-} catch (e) {
-    fail(`evaluation failed: ${e.message}${logs.length ? ` (llama.cpp: ${lastLogs()})` : ""}`);
-}
-
-const positions = [];
-for (let i = 0; i < ids.length; i++) {
-    const probs = results[i]?.next?.probabilities;
-    if (!(probs instanceof Map)) fail(`no probabilities returned at position ${i}`);
-    if (probs.size !== vocab) fail(`position ${i}: ${probs.size} probabilities for a vocabulary of ${vocab} (truncated distribution)`);
-    // The addon normalises in float32 (sum += prob over the whole vocabulary), which leaves a
-    // common relative error of up to ~1e-4 at a 32k vocabulary. Renormalising in float64 removes
-    // it: log(p_t) - log(sum p) = (logit_t - max) - log(sum exp(logit - max)) up to the float32
-    // rounding of each expf.
-    let sum = 0;
-    for (const [token, p] of probs) {
-        if (!Number.isInteger(token) || token < 0 || token >= vocab) fail(`position ${i}: token id ${token} outside the vocabulary`);
-        if (!(p >= 0) || p > 1) fail(`position ${i}: probability ${p} for token ${token} is not in [0, 1]`);
-        sum += p;
+if (outPath !== null) {
+    try {
+        fs.writeFileSync(outPath, new Uint8Array(raw.buffer));
+    } catch (e) {
+        fail(`cannot write ${outPath}: ${e.message}`);
     }
-    if (!(sum > 0)) fail(`position ${i}: all probabilities are 0`);
-    const logSum = Math.log(sum);
-    const row = new Array(vocab).fill(null);
-    for (const [token, p] of probs) row[token] = p > 0 ? Math.log(p) - logSum : null;
-    positions.push(row);
 }
-
-const output = check ? "ok\n" : JSON.stringify({ vocab, positions }) + "\n";
+const positions = [];
+if (outPath === null && !check)
+    for (let i = 0; i < ids.length; i++)
+        positions.push(Array.from(raw.subarray(i * vocab, (i + 1) * vocab), (x) => (x === -Infinity ? null : x)));
+const output = check ? "ok\n" : JSON.stringify(outPath !== null ? { vocab, positions: ids.length } : { vocab, positions }) + "\n";
 // Exit without disposing: process teardown frees everything and avoids waiting on the backend.
 process.stdout.write(output, () => process.exit(0));

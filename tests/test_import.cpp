@@ -11,12 +11,15 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "formats/safetensors.h"
 #include "headfuse/gguf.h"
 #include "headfuse/verify.h"
+#include "io/mapped_file.h"
+#include "model/view_rows.h"
 #include "support/hf_checkpoints.h"
 #include "support/judge.h"
 #include "support/models.h"
@@ -195,6 +198,44 @@ TEST(HfImport, Bf16KeepsItsTypeAndComesBackByteIdentical) {
         std::memcpy(&f, q32->bytes.data() + 4 * i, 4);
         ASSERT_EQ(f, std::uint32_t{h} << 16) << "element " << i;
     }
+}
+
+// Any run of a rotate-half view's rows, whole groups or not, starting on an even or an odd row, read from the file
+// (preadv into every other row) or from memory, holds the stored rows Hugging Face's layout puts there: logical row
+// 2i+j of a group of g is stored row j*g/2+i (convert_hf_to_gguf.py's permute, undone).
+TEST(ForeignRows, AnyRunOfRotateHalfRowsHoldsItsStoredRows) {
+    TempDir dir;
+    constexpr std::uint64_t kGroup = 8, kRows = 3 * kGroup, kCols = 5;
+    std::vector<float> stored(kRows * kCols);
+    for (std::uint64_t r = 0; r < kRows; ++r)
+        for (std::uint64_t c = 0; c < kCols; ++c) stored[r * kCols + c] = static_cast<float>(100 * r + c);
+    const fs::path path = dir / "rows.bin";
+    {
+        std::ofstream out(path, std::ios::binary);
+        out.write("pad!", 4);  // the tensor at an offset that is not a row's multiple
+        out.write(reinterpret_cast<const char*>(stored.data()), static_cast<std::streamsize>(stored.size() * 4));
+    }
+    const MappedFile file = MappedFile::open(path);
+    const std::uint64_t ne[2] = {kCols, kRows};
+    const auto bytes = file.bytes().subspan(4, stored.size() * 4);
+    const TensorView in_file =
+        ViewAccess::in_order(ViewAccess::in_file("q", DType::F32, ne, bytes, &file, 4), true, false, kGroup);
+    const TensorView in_memory =
+        ViewAccess::in_order(ViewAccess::in_file("q", DType::F32, ne, bytes, nullptr, 0), true, false, kGroup);
+    std::vector<std::byte> scratch;
+    for (const TensorView* v : {&in_file, &in_memory})
+        for (std::uint64_t r0 = 0; r0 < kRows; ++r0)
+            for (std::uint64_t n = 1; r0 + n <= kRows; ++n) {
+                std::vector<float> got(n * kCols, -1.0f);
+                read_rows(*v, r0, n, std::as_writable_bytes(std::span(got)), scratch);
+                for (std::uint64_t q = r0; q < r0 + n; ++q) {
+                    const std::uint64_t g = q / kGroup, i = (q % kGroup) / 2, j = q % 2;
+                    const std::uint64_t s = g * kGroup + j * (kGroup / 2) + i;
+                    for (std::uint64_t c = 0; c < kCols; ++c)
+                        ASSERT_EQ(got[(q - r0) * kCols + c], stored[s * kCols + c])
+                            << (v->file() ? "file" : "memory") << ": rows " << r0 << "+" << n << ", row " << q;
+                }
+            }
 }
 
 // ------------------------------------------------------------------------------------------------------------

@@ -27,16 +27,29 @@ namespace headfuse {
 namespace {
 
 // Input bytes handled per step. A copy checks a window for non-finite weights and writes it while it is still
-// in the core's cache, so the bytes make one trip through memory, as a plain copy's do; an encode shares a
-// window out to the pool's threads, a half of 2 MB per core of two fitting its 1 MB L2 (BF16 -> Q8_0 of 713 MB,
-// medians of 5: 1.01 s in 256 kB windows, 1.03 s in 1 MB, 0.88-0.98 s in 2 MB, 0.95 s in 4 MB).
-constexpr std::uint64_t kCopyWindowBytes = std::uint64_t{512} << 10;
+// in the core's cache, so the bytes make one trip through memory, as a plain copy's do (pread then write of a
+// 713 MB file in 256 kB windows: 0.34-0.46 s and 0.22-0.29 s of system time; in 512 kB windows 0.86-1.26 s and
+// 0.47-0.51 s; in 1 MB windows 1.8-2.4 s; the machine's L2 is 1 MB a core); an encode shares a window out to
+// the pool's threads, a half of 2 MB per core of two fitting its 1 MB L2 (BF16 -> Q8_0 of 713 MB, medians of 5:
+// 1.01 s in 256 kB windows, 1.03 s in 1 MB, 0.88-0.98 s in 2 MB, 0.95 s in 4 MB).
+constexpr std::uint64_t kCopyWindowBytes = std::uint64_t{256} << 10;
 constexpr std::uint64_t kEncodeWindowBytes = std::uint64_t{2} << 20;
 // A conversion between F32, F16 and BF16 costs less than a trip through memory, so it runs on one thread in
 // windows that stay in the core's cache until written: the kernel copies a written window that has left the
 // cache several times slower (measured on 1.3 GB: 0.22 s of system time in 256 kB writes of cached bytes, 2.5 s
 // from a 4 MB buffer).
 constexpr std::uint64_t kConvertWindowBytes = std::uint64_t{256} << 10;
+// An F32 tensor this large or larger is copied by the kernel while another thread checks it; a smaller one (a
+// norm: 8 kB) is checked and written here, as starting and joining a thread for it costs more than the copy
+// (on a loaded machine 10-40 ms a thread, waiting to be scheduled).
+constexpr std::uint64_t kCheckBesideBytes = std::uint64_t{4} << 20;
+
+// Rows per step of `window_bytes`. Rows in a foreign order are read in any run (view_rows), so only a transposed
+// view's window is rounded as window_rows rounds it.
+std::uint64_t step_rows(const TensorView& v, std::uint64_t window_bytes) {
+    if (v.transposed()) return window_rows(v, window_bytes);
+    return std::max<std::uint64_t>(1, window_bytes / std::max<std::uint64_t>(1, v.row_nbytes()));
+}
 
 // The types whose values headfuse encodes from, and decodes an encoded type to on request.
 bool plain_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
@@ -116,14 +129,14 @@ void emit_view(const TensorView& v, const std::string& source, DType type, unsig
                                          " from f32, f16 or bf16 weights only");
     const std::uint64_t ne0 = v.ne()[0], n_rows = v.n_rows();
     const bool quantize = !copy && traits(type).block_size > 1;
-    const std::uint64_t step = window_rows(v, copy       ? kCopyWindowBytes
-                                              : quantize ? kEncodeWindowBytes
-                                                         : kConvertWindowBytes);
+    const std::uint64_t step = step_rows(v, copy       ? kCopyWindowBytes
+                                            : quantize ? kEncodeWindowBytes
+                                                       : kConvertWindowBytes);
     auto check = [&](const float* x, std::uint64_t n, std::uint64_t r) {
         for (std::uint64_t i = 0; i < n; ++i)
             if (!all_finite(x + i * ne0, ne0)) non_finite(source, v.name(), r + i);
     };
-    if (copy && v.plain() && v.file() && resolve_threads(threads) > 1) {
+    if (copy && v.plain() && v.file() && v.bytes().size() >= kCheckBesideBytes && resolve_threads(threads) > 1) {
         // The kernel copies the bytes while another core reads and checks them.
         auto checked = std::async(std::launch::async, [&] {
             for (std::uint64_t r = 0; r < n_rows; r += step) {

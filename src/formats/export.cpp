@@ -1,6 +1,7 @@
 // Foreign checkpoints out: a write plan per safetensors tensor, the inverse of the import's name map and row
 // order, streamed by the safetensors writer. Memory holds a head, or a block of a transposed matrix.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "base/fail.h"
@@ -39,6 +40,30 @@ void emit_minus_one(const TensorView& v, DType type, ByteSink& sink) {
     else
         encode_row(type, x.data(), out.data(), n);
     sink.write(out);
+}
+
+// TransformerLens's Gemma embed.W_E (convert_gemma_weights): the embedding times sqrt(d_model), the scale rounded to
+// the weights' type t (torch.tensor(d_model**0.5, dtype=cfg.dtype)) and each product rounded once to t.
+void emit_scaled_embedding(const TensorView& v, std::uint32_t d_model, DType t, ByteSink& sink) {
+    const std::uint64_t n = v.ne()[0];
+    float scale = std::sqrt(static_cast<float>(d_model));
+    std::byte buf[4];
+    encode_row(t, &scale, buf, 1);
+    decode_row(t, buf, &scale, 1);
+    std::vector<float> x(n);
+    std::vector<std::byte> out(row_bytes(t, n));
+    for_each_window(v, kWindowBytes, [&](std::span<const std::byte> rows, std::uint64_t, std::uint64_t k) {
+        const std::uint64_t rb = v.row_nbytes();
+        for (std::uint64_t i = 0; i < k; ++i) {
+            decode_row(v.type(), rows.data() + i * rb, x.data(), n);
+            for (float& e : x) e *= scale;
+            if (t == DType::F32)
+                std::memcpy(out.data(), x.data(), out.size());
+            else
+                encode_row(t, x.data(), out.data(), n);
+            sink.write(out);
+        }
+    });
 }
 
 // A transposed matrix is written in blocks of output rows gathered from one pass over the input.
@@ -258,14 +283,17 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         }
     }
     check_family_exports(c, tl);
-    const std::span<const NameMap> map = tl ? tl_names() : hf_names(c);
+    const std::span<const NameMap> map = tl ? tl_names(c) : hf_names(c);
+    // TransformerLens's Gemma: embed.W_E scaled by sqrt(d_model), the norms as the GGUF holds them (1 + w, f32).
+    const bool tl_gemma = tl && c.arch().norm_plus_one;
     const bool minus_one = !tl && c.arch().norm_plus_one;
     const bool gqa = c.n_kv_heads != c.n_heads;
     DType norm_type = DType::F32;
     if (const Value* v = model.metadata().find(kNormTypeKey))
         if (const auto* s = std::get_if<std::string>(&v->scalar))
             if (auto t = parse_dtype(*s); t && (*t == DType::F16 || *t == DType::BF16)) norm_type = *t;
-    bool folded = tl;  // TransformerLens: norms all ones are folded ones, written as RMSPre without ln weights
+    bool folded = tl && !tl_gemma;  // TransformerLens: norms all ones are folded ones, written as RMSPre without ln
+                                    // weights (Gemma's: 1 + w, never folded)
     if (tl)
         for (const TensorSpec& s : tensor_layout(c, ModelKind::Fused))
             if (s.kind == TensorKind::Norm && s.role->role != Role::RopeFreqs && folded) {
@@ -358,6 +386,12 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
             layer_done = s.layer;
         }
         if (s.role->role == Role::RopeFreqs) continue;  // in the config's rope_scaling
+        if (tl_gemma && s.role->role == Role::TokenEmbd) {
+            plans.push_back({"embed.W_E", weight_type, {c.vocab, c.d_model}, [&m, &c, weight_type](ByteSink& sink) {
+                                 emit_scaled_embedding(m.token_embd, c.d_model, weight_type, sink);
+                             }});
+            continue;
+        }
         const NameMap* row = nullptr;
         for (const NameMap& r : s.parts.empty() ? map : hf_stacked_names())
             if (r.role == s.role->role) row = &r;
@@ -411,6 +445,7 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
             const TensorView* v = role_view(m, *s.role, s.layer);
             p.type = export_type(*v, dtype);
             if (!dtype && small && v->type() == DType::F32) p.type = norm_type;
+            if (tl_gemma && s.kind == TensorKind::Norm) p.type = DType::F32;  // `w.float() + 1` in f32
             if (minus_one && s.kind == TensorKind::Norm)
                 p.produce = [v, t = p.type](ByteSink& sink) { emit_minus_one(*v, t, sink); };
             else if (row->storage == Transposed || row->storage == OutHeads)

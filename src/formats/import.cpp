@@ -30,6 +30,8 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 using enum Storage;
 
+bool is_gemma(Family f) { return f == Family::Gemma || f == Family::Gemma2 || f == Family::Gemma3; }
+
 constexpr NameMap kHf[] = {
     {Role::TokenEmbd, "model.embed_tokens.weight", Rows, false, false},
     {Role::OutputNorm, "model.norm.weight", Rows, false, false},
@@ -101,6 +103,25 @@ constexpr NameMap kTl[] = {
     {Role::AttnQNorm, "blocks.{L}.attn.q_norm.w", Rows, false, false},
     {Role::AttnKNorm, "blocks.{L}.attn.k_norm.w", Rows, false, false},
 };
+
+// TransformerLens's Gemma and Gemma 2 (convert_gemma_weights): the embedding is read from unembed.W_U (the tied
+// lm_head, transposed), because embed.W_E holds it times sqrt(d_model) (checked, not read); the norms are stored as
+// 1 + w in f32, llama.cpp's form; Gemma 2's post norms are ln1_post and ln2_post (ln2 the FFN's input norm).
+const std::vector<NameMap>& tl_gemma_names() {
+    static const std::vector<NameMap> map = [] {
+        std::vector<NameMap> m;
+        for (NameMap row : kTl) {
+            if (row.role == Role::TokenEmbd) row = {Role::TokenEmbd, "unembed.W_U", Transposed, false, false};
+            if (row.role == Role::Output || row.role == Role::AttnQNorm || row.role == Role::AttnKNorm) continue;
+            row.may_be_ones = false;
+            m.push_back(row);
+        }
+        m.push_back({Role::PostAttnNorm, "blocks.{L}.ln1_post.w", Rows, false, false});
+        m.push_back({Role::PostFfwNorm, "blocks.{L}.ln2_post.w", Rows, false, false});
+        return m;
+    }();
+    return map;
+}
 
 // Phi3ForCausalLM's stacked projections, by the first role of the fused layout's stacked tensor
 // (TensorSpec::parts): qkv_proj holds Q, K and V rows, gate_up_proj the gate's rows then the up rows, as
@@ -189,6 +210,10 @@ std::span<const NameMap> hf_names(const Config& c) {
     return kHf;
 }
 std::span<const NameMap> tl_names() { return kTl; }
+std::span<const NameMap> tl_names(const Config& c) {
+    if (is_gemma(c.family)) return tl_gemma_names();
+    return kTl;
+}
 std::span<const NameMap> hf_stacked_names() { return kHfStacked; }
 
 std::string foreign_name(const NameMap& m, std::uint32_t layer, bool gqa) {
@@ -207,8 +232,6 @@ std::vector<std::uint64_t> foreign_shape(const NameMap& m, std::span<const std::
 }
 
 namespace {
-
-bool is_gemma(Family f) { return f == Family::Gemma || f == Family::Gemma2 || f == Family::Gemma3; }
 
 void refuse_key(const json& j, std::string_view key, const std::string& where, const std::string& why) {
     if (const json* v = field(j, key))
@@ -517,15 +540,87 @@ std::vector<float> llama3_rope_factors(const json& rs, const Config& c, const st
     return out;
 }
 
-bool tl_family(Family f) { return f == Family::Llama || f == Family::Qwen2 || f == Family::Qwen3; }
-std::string tl_families() {
-    return "llama (LlamaForCausalLM, MistralForCausalLM), qwen2 (Qwen2ForCausalLM) and qwen3 (Qwen3ForCausalLM)";
+bool tl_family(Family f) {
+    return f == Family::Llama || f == Family::Qwen2 || f == Family::Qwen3 || f == Family::Gemma || f == Family::Gemma2;
 }
+std::string tl_families() {
+    return "llama (LlamaForCausalLM, MistralForCausalLM), qwen2 (Qwen2ForCausalLM), qwen3 (Qwen3ForCausalLM), gemma "
+           "(GemmaForCausalLM) and gemma2 (Gemma2ForCausalLM)";
+}
+
+namespace {
+
+// TransformerLens's Gemma and Gemma 2 configs (loading_from_pretrained.py's presets, read by the attention in
+// abstract_attention.py): what llama.cpp's gemma and gemma2 graphs compute, or refused by name.
+void tl_gemma_config(const json& j, Config& c, const std::string& where) {
+    const bool g2 = c.family == Family::Gemma2;
+    const std::string arch(c.architecture());
+    // TransformerLens's Gemma 1 presets say "gelu" (erf), where Hugging Face and llama.cpp compute the tanh form.
+    if (const json* act = field(j, "act_fn");
+        !act || !act->is_string() || (*act != "gelu_pytorch_tanh" && (g2 || *act != "gelu")))
+        fail(ErrorKind::Unsupported, where + ": key 'act_fn' is " + (act ? act->dump() : "missing") + "; llama.cpp's " +
+                                         arch + " graph gates with gelu_pytorch_tanh");
+    if (const json* n = field(j, "normalization_type"); !n || *n != "RMS")
+        fail(ErrorKind::Unsupported,
+             where + ": key 'normalization_type' is " + (n ? n->dump() : "missing") + "; a " + arch +
+                 " model converts from \"RMS\" only (from_pretrained's processing folds the norms and centres W_U, "
+                 "which llama.cpp's tied " +
+                 arch + " output cannot hold: use from_pretrained_no_processing)");
+    const json* both = field(j, "use_normalization_before_and_after");
+    if ((both && both->is_boolean() && both->get<bool>()) != g2)
+        fail(ErrorKind::Unsupported, where + ": key 'use_normalization_before_and_after' is " +
+                                         (both ? both->dump() : "missing") + ", but llama.cpp's " + arch +
+                                         " graph has " + (g2 ? "" : "no ") + "post-attention and post-FFN norms");
+    if (const json* u = field(j, "use_attn_scale"); u && *u != true)
+        fail(ErrorKind::Unsupported, where + ": key 'use_attn_scale' is " + u->dump() + "; llama.cpp's " + arch +
+                                         " graph scales the attention scores");
+    c.tied = true;
+    c.rms_eps = get_float(j, "eps", where, 1e-6f);
+    auto positive = [&](std::string_view key) {
+        const float v = get_float(j, key, where, -1.0f);
+        if (g2 && !(v > 0.0f))
+            fail(ErrorKind::Unsupported, where + ": key '" + std::string(key) +
+                                             "' is absent or not positive; llama.cpp's gemma2 graph always soft-caps");
+        if (!g2 && v > 0.0f)
+            fail(ErrorKind::Unsupported, where + ": key '" + std::string(key) + "' is " + json(v).dump() +
+                                             "; llama.cpp's gemma graph has no soft-cap");
+        return g2 ? v : 0.0f;
+    };
+    c.attn_softcap = positive("attn_scores_soft_cap");
+    c.final_softcap = positive("output_logits_soft_cap");
+    const json* local = field(j, "use_local_attn");
+    const bool windows = local && *local == true;
+    if (windows != g2)
+        fail(ErrorKind::Unsupported, where + ": key 'use_local_attn' is " + (local ? local->dump() : "missing") +
+                                         "; llama.cpp's " + arch + " graph has " +
+                                         (g2 ? "sliding windows on even layers" : "no sliding window"));
+    if (g2) {
+        c.sliding_window = get_count(j, "window_size", where);
+        // llama.cpp's (and Hugging Face's) Gemma 2 windows the even layers; TransformerLens's own presets list
+        // ["global", "local"] * n, the odd ones, which llama.cpp cannot represent.
+        const json* types = field(j, "attn_types");
+        json want = json::array();
+        for (std::uint32_t l = 0; l < c.n_layers; ++l) want.push_back(l % 2 == 0 ? "local" : "global");
+        if (!types || *types != want)
+            fail(ErrorKind::Unsupported,
+                 where + ": key 'attn_types' is " + (types ? types->dump() : "missing") +
+                     ", but llama.cpp's gemma2 graph (as Hugging Face's Gemma2) windows the even layers: "
+                     "[\"local\", \"global\", ...]");
+        for (Role r : {Role::PostAttnNorm, Role::PostFfwNorm}) c.optional_roles.insert(r);
+    }
+    // TransformerLens divides the scores by attn_scale (default sqrt(d_head)); llama.cpp multiplies the queries by
+    // Config::attention_scale().
+    const float scale = get_float(j, "attn_scale", where, std::sqrt(static_cast<float>(c.d_head)));
+    if (!(std::abs(static_cast<double>(scale) * c.attention_scale() - 1.0) < 1e-6))
+        fail(ErrorKind::Unsupported, where + ": key 'attn_scale' is " + json(scale).dump() + ", but llama.cpp's " +
+                                         arch + " loader scales by 1/" + json(1.0f / c.attention_scale()).dump());
+}
+
+}  // namespace
 
 TlConfig tl_config(const json& j, const std::string& where) {
     if (!j.is_object()) fail(where + ": expected a JSON object");
     expect_string(j, "positional_embedding_type", "rotary", where);
-    expect_string(j, "act_fn", "silu", where);
     if (const json* g = field(j, "gated_mlp"); g && *g != true)
         fail(ErrorKind::Unsupported,
              where + ": key 'gated_mlp' is " + g->dump() + "; headfuse converts gated MLPs only");
@@ -567,6 +662,10 @@ TlConfig tl_config(const json& j, const std::string& where) {
             for (Role r : kQwen3Norms) c.optional_roles.insert(r);
         }
     }
+    if (is_gemma(c.family))
+        tl_gemma_config(j, c, where);
+    else
+        expect_string(j, "act_fn", "silu", where);
     if (const json* adj = field(j, "rotary_adjacent_pairs")) {
         if (!adj->is_boolean()) fail(where + ": key 'rotary_adjacent_pairs' must be true or false");
         t.rotate_half = !adj->get<bool>();
@@ -668,25 +767,42 @@ json hf_config_json(const Config& c, std::string_view torch_dtype, const json& r
 }
 
 json tl_config_json(const Config& c, bool folded) {
-    return {{"d_model", c.d_model},
-            {"n_heads", c.n_heads},
-            {"d_head", c.d_head},
-            {"d_mlp", c.d_ff},
-            {"n_layers", c.n_layers},
-            {"d_vocab", c.vocab},
-            {"n_key_value_heads", c.n_kv_heads == c.n_heads ? json(nullptr) : json(c.n_kv_heads)},
-            {"n_ctx", c.context_length},
-            {"eps", json_float(c.rms_eps)},
-            {"rotary_base", json_float(c.rope_theta)},
-            {"rotary_dim", c.d_head},
-            {"normalization_type", folded ? "RMSPre" : "RMS"},
-            {"rotary_adjacent_pairs", false},
-            {"positional_embedding_type", "rotary"},
-            {"act_fn", "silu"},
-            {"gated_mlp", true},
-            {"final_rms", true},
-            {"original_architecture", find_arch(c.family, false)->hf_architectures.front()},
-            {"use_qk_norm", c.family == Family::Qwen3}};
+    json j = {{"d_model", c.d_model},
+              {"n_heads", c.n_heads},
+              {"d_head", c.d_head},
+              {"d_mlp", c.d_ff},
+              {"n_layers", c.n_layers},
+              {"d_vocab", c.vocab},
+              {"n_key_value_heads", c.n_kv_heads == c.n_heads ? json(nullptr) : json(c.n_kv_heads)},
+              {"n_ctx", c.context_length},
+              {"eps", json_float(c.rms_eps)},
+              {"rotary_base", json_float(c.rope_theta)},
+              {"rotary_dim", c.d_head},
+              {"normalization_type", folded ? "RMSPre" : "RMS"},
+              {"rotary_adjacent_pairs", false},
+              {"positional_embedding_type", "rotary"},
+              {"act_fn", "silu"},
+              {"gated_mlp", true},
+              {"final_rms", true},
+              {"original_architecture", find_arch(c.family, false)->hf_architectures.front()},
+              {"use_qk_norm", c.family == Family::Qwen3}};
+    if (is_gemma(c.family)) {  // as loading_from_pretrained.py's Gemma presets say it, with llama.cpp's values
+        const bool g2 = c.family == Family::Gemma2;
+        j["act_fn"] = "gelu_pytorch_tanh";
+        j["use_attn_scale"] = true;
+        j["attn_scale"] = json_float(1.0f / c.attention_scale());
+        j["use_normalization_before_and_after"] = g2;
+        if (g2) {
+            j["attn_scores_soft_cap"] = json_float(c.attn_softcap);
+            j["output_logits_soft_cap"] = json_float(c.final_softcap);
+            j["use_local_attn"] = true;
+            j["window_size"] = c.sliding_window;
+            json types = json::array();
+            for (std::uint32_t l = 0; l < c.n_layers; ++l) types.push_back(c.is_local_layer(l) ? "local" : "global");
+            j["attn_types"] = types;
+        }
+    }
+    return j;
 }
 
 std::string_view checkpoint_format_name(CheckpointFormat l) noexcept {
@@ -811,6 +927,53 @@ bool tl_buffer(std::string_view name) {
     return false;
 }
 
+// TransformerLens's Gemma embedding (convert_gemma_weights): embed.W_E is the embedding times sqrt(d_model), computed
+// in the checkpoint's dtype (the scale rounded to it, the product rounded once), and unembed.W_U is the embedding
+// (the tied lm_head) transposed. headfuse reads the embedding from W_U, exactly, and requires W_E to be what
+// TransformerLens computes from it: otherwise the two differ (a processed or edited state dict), which llama.cpp's
+// tied Gemma graph cannot hold.
+void check_tl_gemma_embedding(const SafetensorsSet& s, const Config& c, const std::string& where) {
+    const StTensor* e = s.find("embed.W_E");
+    const StTensor* u = s.find("unembed.W_U");
+    if (!e || !u) fail(where + ": a TransformerLens Gemma checkpoint needs embed.W_E and unembed.W_U");
+    check_shape(*e, {c.vocab, c.d_model}, where);
+    check_shape(*u, {c.d_model, c.vocab}, where);
+    const DType type = u->readable_type();
+    if (e->readable_type() != type)
+        fail(where + ": tensor 'embed.W_E' is " + std::string(type_name(e->readable_type())) + ", 'unembed.W_U' " +
+             std::string(type_name(type)));
+    const std::uint64_t es = traits(type).type_size;
+    float scale = std::sqrt(static_cast<float>(c.d_model));
+    std::byte one[4];
+    encode_row(type, &scale, one, 1);  // torch.tensor(d_model**0.5, dtype=cfg.dtype)
+    decode_row(type, one, &scale, 1);
+    // Blocks of kBlock tokens: W_U's rows are read in runs of kBlock elements, W_E's kBlock rows stay in cache.
+    constexpr std::uint64_t kBlock = 256;
+    std::vector<float> x(kBlock);
+    std::vector<std::byte> want(kBlock * es);
+    for (std::uint64_t v0 = 0; v0 < c.vocab; v0 += kBlock) {
+        const std::uint64_t n = std::min<std::uint64_t>(kBlock, c.vocab - v0);
+        for (std::uint64_t r = 0; r < c.d_model; ++r) {
+            decode_row(type, u->bytes.data() + (r * c.vocab + v0) * es, x.data(), n);
+            for (std::uint64_t i = 0; i < n; ++i) x[i] *= scale;
+            encode_row(type, x.data(), want.data(), n);
+            for (std::uint64_t i = 0; i < n; ++i) {
+                const std::byte* got = e->bytes.data() + ((v0 + i) * c.d_model + r) * es;
+                if (std::memcmp(want.data() + i * es, got, es) == 0) continue;
+                float g = 0;
+                decode_row(type, got, &g, 1);
+                fail(ErrorKind::Unsupported,
+                     where +
+                         ": tensor 'embed.W_E' is not unembed.W_U transposed times sqrt(d_model), as "
+                         "TransformerLens's Gemma conversion makes it (element [" +
+                         std::to_string(v0 + i) + ", " + std::to_string(r) + "] is " + json(g).dump() + ", expected " +
+                         json(x[i]).dump() + "); llama.cpp's " + std::string(c.architecture()) +
+                         " graph ties the output to the embedding");
+            }
+        }
+    }
+}
+
 // `prefix` is the Hugging Face layout's (nullptr for TransformerLens); what it leaves out (a vision tower) goes
 // into `notes`.
 PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::span<const NameMap> map,
@@ -862,7 +1025,8 @@ PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::s
             norms_non_f32 = true;
             norm_type = v.type();
         }
-        if (s.kind == TensorKind::Norm && c.arch().norm_plus_one) v = plus_one(*owner, v, s.name);
+        // Hugging Face's Gemma norms are w; TransformerLens's already 1 + w in f32 (convert_gemma_weights).
+        if (s.kind == TensorKind::Norm && c.arch().norm_plus_one && prefix) v = plus_one(*owner, v, s.name);
         if (s.kind != TensorKind::Bias) {
             const bool rh = m->rope_rows && rotate_half;
             v = ViewAccess::in_order(std::move(v), rh, m->storage != Rows, m->storage == HeadsT || rh ? c.d_head : 0);
@@ -886,6 +1050,7 @@ PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::s
             }
         } else {
             if (tl_buffer(t->name)) continue;
+            if (t->name == "embed.W_E" && is_gemma(c.family)) continue;  // checked against W_U (tl_gemma_embedding)
             bool known = false;  // a bias role the model does not have (all zero), or one llama.cpp has no place for
             for (std::uint32_t l = 0; l < c.n_layers && !known; ++l) {
                 for (const NameMap& row : map) {
@@ -1002,7 +1167,8 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
         case CheckpointFormat::TransformerLens: {
             const TlConfig t = tl_config(j, where);
             Config c = t.config;
-            c.tied = false;  // TransformerLens keeps its own W_U
+            c.tied = is_gemma(c.family);  // TransformerLens keeps its own W_U; Gemma's is the tied embedding
+            if (c.tied) check_tl_gemma_embedding(owner->set, c, where);
             owner->ones.assign(c.d_model, 1.0f);
             // A bias role is carried when some layer's bias is not all zero (TransformerLens keeps zeros).
             for (const NameMap& row : kTl) {
@@ -1017,7 +1183,7 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
                 fail(ErrorKind::Unsupported, where + ": key 'rotary_adjacent_pairs' is true, but llama.cpp's " +
                                                  std::string(c.architecture()) + " graph rotates NEOX halves");
             const bool permute = t.rotate_half && c.arch().rope == RopePairing::Adjacent;
-            out.model = import_mapped(owner, c, kTl, permute, c.n_kv_heads != c.n_heads, st);
+            out.model = import_mapped(owner, c, tl_names(c), permute, c.n_kv_heads != c.n_heads, st);
             break;
         }
         default: out.model = import_own_names(owner, hf_config(j, where), st); break;

@@ -41,6 +41,9 @@ std::span<const NameMap> hf_names(const Config& c);
 // stacked tensor (TensorSpec::parts).
 std::span<const NameMap> hf_stacked_names();
 std::span<const NameMap> tl_names();
+// The TransformerLens names of the config's family: llama's, or Gemma's (embedding read from unembed.W_U, norms
+// stored as 1 + w, Gemma 2's ln1_post and ln2_post).
+std::span<const NameMap> tl_names(const Config& c);
 
 // The tensor name of a map row in a layer.
 std::string foreign_name(const NameMap& m, std::uint32_t layer, bool gqa);
@@ -66,8 +69,8 @@ struct TlConfig {
     bool folded = false;      // normalization_type RMSPre
 };
 TlConfig tl_config(const nlohmann::json& j, const std::string& where);
-// The families TransformerLens's layout is mapped for (its Qwen3 keeps q/k norms under names headfuse does not
-// map), and their names for messages.
+// The families TransformerLens's layout is mapped for (llama, qwen2, qwen3, gemma, gemma2), and their names for
+// messages.
 bool tl_family(Family f);
 std::string tl_families();
 

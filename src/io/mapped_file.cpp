@@ -1,6 +1,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -61,6 +62,35 @@ void MappedFile::read(std::uint64_t offset, std::span<std::byte> out) const {
             fail(ErrorKind::Io,
                  path_.string() + ": cannot read: " + (n < 0 ? std::strerror(errno) : "the file shrank"));
         done += static_cast<std::size_t>(n);
+    }
+}
+
+void MappedFile::read_rows(std::uint64_t offset, std::size_t row_bytes, std::size_t n_rows, std::byte* out,
+                           std::size_t out_stride) const {
+    if (row_bytes == 0 || n_rows == 0) return;
+    if (out_stride == row_bytes) return read(offset, {out, row_bytes * n_rows});
+    if (offset > size_ || n_rows > (size_ - offset) / std::max<std::size_t>(1, row_bytes))
+        fail(path_.string() + ": read of " + std::to_string(n_rows) + " rows of " + std::to_string(row_bytes) +
+             " bytes at offset " + std::to_string(offset) + " is past the end of the file (" + std::to_string(size_) +
+             " bytes)");
+    constexpr std::size_t kBatch = 256;  // rows per preadv (IOV_MAX is 1024)
+    struct iovec iov[kBatch];
+    for (std::size_t row = 0; row < n_rows;) {
+        const std::size_t k = std::min(kBatch, n_rows - row);
+        for (std::size_t i = 0; i < k; ++i) iov[i] = {out + (row + i) * out_stride, row_bytes};
+        const ssize_t n = ::preadv(fd_, iov, static_cast<int>(k), static_cast<off_t>(offset + row * row_bytes));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0)
+            fail(ErrorKind::Io,
+                 path_.string() + ": cannot read: " + (n < 0 ? std::strerror(errno) : "the file shrank"));
+        // A short read ends inside a row: the rest of that row is read on its own.
+        const std::size_t whole = static_cast<std::size_t>(n) / row_bytes,
+                          part = static_cast<std::size_t>(n) % row_bytes;
+        row += whole;
+        if (part) {
+            read(offset + row * row_bytes + part, {out + row * out_stride + part, row_bytes - part});
+            ++row;
+        }
     }
 }
 

@@ -78,13 +78,25 @@ void read_rows(const TensorView& v, std::uint64_t r0, std::uint64_t n, std::span
         }
         return;
     }
-    // Rotate-half rows: read the stored rows of each group, then put them in llama.cpp's order.
+    // Rotate-half rows: logical rows 2i+j of a group are stored rows j*(g/2)+i, so the even (odd) rows of a window
+    // are one run of stored rows, read straight into every other row of `out`. Any range of rows costs its own
+    // bytes only, whole groups or not, and passes through memory once.
+    (void)scratch;
     for (std::uint64_t r = r0; r < r0 + n;) {
-        const std::uint64_t grp = r / g, end = std::min(r0 + n, (grp + 1) * g);
-        scratch.resize(gb);
-        stored(v, grp * gb, scratch);
-        for (; r < end; ++r)
-            std::memcpy(out.data() + (r - r0) * rb, scratch.data() + rotate_half_stored_row(r - grp * g, g) * rb, rb);
+        const std::uint64_t grp = r / g, a = r - grp * g, b = std::min(r0 + n, (grp + 1) * g) - grp * g;
+        for (std::uint64_t j = 0; j < 2; ++j) {
+            const std::uint64_t q0 = a + (a % 2 != j ? 1 : 0);  // the first logical row of parity j
+            if (q0 >= b) continue;
+            const std::uint64_t count = (b - q0 + 1) / 2, s0 = grp * g + rotate_half_stored_row(q0, g);
+            std::byte* dst = out.data() + (grp * g + q0 - r0) * rb;
+            if (v.file()) {
+                v.file()->read_rows(v.file_offset() + s0 * rb, rb, count, dst, 2 * rb);
+            } else {
+                for (std::uint64_t i = 0; i < count; ++i)
+                    std::memcpy(dst + 2 * i * rb, v.bytes().data() + (s0 + i) * rb, rb);
+            }
+        }
+        r = grp * g + b;
     }
 }
 

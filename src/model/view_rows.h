@@ -35,7 +35,8 @@ inline std::uint64_t rotate_half_row_of(std::uint64_t s, std::uint64_t g) noexce
 }
 
 // Copies logical rows [r0, r0 + n) of `v` into out (n * v.row_nbytes() bytes), in v's type. Plain views are
-// read with pread when they lie in a file (no page of the mapping becomes resident), or copied from memory.
+// read with pread when they lie in a file (no page of the mapping becomes resident), or copied from memory; a
+// rotate-half view's rows straight into their places (preadv), in any run of rows.
 void read_rows(const TensorView& v, std::uint64_t r0, std::uint64_t n, std::span<std::byte> out,
                std::vector<std::byte>& scratch);
 
@@ -43,8 +44,8 @@ void read_rows(const TensorView& v, std::uint64_t r0, std::uint64_t n, std::span
 std::span<const std::byte> rows_of(const TensorView& v, std::uint64_t r, std::uint64_t n, std::vector<std::byte>& buf,
                                    std::vector<std::byte>& scratch);
 
-// Rows per window of about `window_bytes` (at least one; whole groups for a rotate-half view, which is read a
-// group at a time).
+// Rows per window of about `window_bytes` (at least one; whole groups for a rotate-half view, although any run
+// of rows is read at its own cost).
 std::uint64_t window_rows(const TensorView& v, std::uint64_t window_bytes);
 
 // Calls f(rows, r, n) for consecutive windows [r, r + n) of v's logical rows, in v's type.

@@ -19,6 +19,9 @@ next-token log-probabilities in Hugging Face's convention, in float64:
   gemma_reference.py make DIR --family gemma|gemma2|gemma3 --d-model 64 --n-heads 4 --n-kv-heads 2 --head-dim 32
                      --d-ff 128 --n-layers 2 --vocab 300 [--window 8] [--attn-softcap C] [--final-softcap C]
                      [--rope-linear F] [--seed 1] [--dtype F32|BF16] [--multimodal old|new]
+  gemma_reference.py make-tl HF_DIR OUT_DIR [--tl-preset-windows]   TransformerLens state dict of an F32 Gemma or
+                     Gemma 2 folder, as convert_gemma_weights makes it (--tl-preset-windows: attn_types as
+                     TransformerLens's own Gemma 2 presets list them, ["global", "local"] * n)
   gemma_reference.py logprobs DIR TOKENS_CSV [--ggml-gelu]   JSON [[log p(t) for t in vocab] per position]
 """
 import argparse
@@ -94,6 +97,59 @@ def make(a):
                   "text_config": config, "vision_config": {"model_type": "siglip_vision_model"}}
     write_checkpoint(a.dir, t, {k: a.dtype for k in t}, 0)
     json.dump(config, open(os.path.join(a.dir, "config.json"), "w"), indent=2)
+
+
+def make_tl(a):
+    """TransformerLens's Gemma conversion (pretrained/weight_conversions/gemma.py, convert_gemma_weights) of an F32
+    checkpoint, with the config of its Gemma presets (loading_from_pretrained.py): embed.W_E is the embedding times
+    torch.tensor(d_model**0.5, dtype=float32), product in float32; every norm is w.float() + 1 in float32 (ln1, ln2 =
+    Gemma 1's post_attention_layernorm or Gemma 2's pre_feedforward_layernorm, ln1_post, ln2_post, ln_final);
+    W_Q "(n h) m -> n m h", _W_K and _W_V always (its Gemma configs set n_key_value_heads), W_O "m (n h) -> n h m",
+    zero biases; unembed.W_U the tied lm_head transposed."""
+    c = json.load(open(os.path.join(a.hf_dir, "config.json")))
+    hf = read_checkpoint(a.hf_dir)
+    dm, nh, nkv, nl = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"], c["num_hidden_layers"]
+    dh, g2 = c["head_dim"], c["model_type"] == "gemma2"
+    if c["model_type"] not in ("gemma", "gemma2") or c["torch_dtype"] != "float32":
+        sys.exit("make-tl: an F32 Gemma or Gemma 2 folder")
+    f32 = lambda x: np.asarray(x, dtype=np.float32)  # noqa: E731
+    plus1 = lambda w: f32(w) + np.float32(1.0)  # noqa: E731
+    t = {"embed.W_E": f32(hf["model.embed_tokens.weight"]) * np.float32(dm ** 0.5)}
+    for l in range(nl):
+        p, b = "model.layers.%d." % l, "blocks.%d." % l
+        t[b + "ln1.w"] = plus1(hf[p + "input_layernorm.weight"])
+        if g2:
+            t[b + "ln1_post.w"] = plus1(hf[p + "post_attention_layernorm.weight"])
+            t[b + "ln2.w"] = plus1(hf[p + "pre_feedforward_layernorm.weight"])
+            t[b + "ln2_post.w"] = plus1(hf[p + "post_feedforward_layernorm.weight"])
+        else:
+            t[b + "ln2.w"] = plus1(hf[p + "post_attention_layernorm.weight"])
+        t[b + "attn.W_Q"] = hf[p + "self_attn.q_proj.weight"].reshape(nh, dh, dm).transpose(0, 2, 1)
+        t[b + "attn._W_K"] = hf[p + "self_attn.k_proj.weight"].reshape(nkv, dh, dm).transpose(0, 2, 1)
+        t[b + "attn._W_V"] = hf[p + "self_attn.v_proj.weight"].reshape(nkv, dh, dm).transpose(0, 2, 1)
+        t[b + "attn.W_O"] = hf[p + "self_attn.o_proj.weight"].reshape(dm, nh, dh).transpose(1, 2, 0)
+        t[b + "attn.b_Q"], t[b + "attn._b_K"], t[b + "attn._b_V"] = np.zeros((nh, dh)), np.zeros((nkv, dh)), np.zeros((nkv, dh))
+        t[b + "attn.b_O"] = np.zeros(dm)
+        t[b + "mlp.W_in"], t[b + "mlp.W_gate"] = hf[p + "mlp.up_proj.weight"].T, hf[p + "mlp.gate_proj.weight"].T
+        t[b + "mlp.b_in"], t[b + "mlp.W_out"] = np.zeros(c["intermediate_size"]), hf[p + "mlp.down_proj.weight"].T
+        t[b + "mlp.b_out"] = np.zeros(dm)
+    t["ln_final.w"] = plus1(hf["model.norm.weight"])
+    t["unembed.W_U"], t["unembed.b_U"] = hf["model.embed_tokens.weight"].T, np.zeros(c["vocab_size"])
+    cfg = {
+        "d_model": dm, "d_head": dh, "n_heads": nh, "d_mlp": c["intermediate_size"], "n_layers": nl,
+        "n_ctx": c["max_position_embeddings"], "eps": c["rms_norm_eps"], "d_vocab": c["vocab_size"],
+        "act_fn": "gelu_pytorch_tanh", "normalization_type": "RMS", "rotary_base": c["rope_theta"],
+        "rotary_dim": dh, "positional_embedding_type": "rotary", "use_attn_scale": True,
+        "n_key_value_heads": nkv, "gated_mlp": True, "final_rms": True, "original_architecture": c["architectures"][0],
+    }
+    if g2:
+        order = ["global", "local"] if a.tl_preset_windows else ["local", "global"]  # Gemma2: sliding on even layers
+        cfg.update({"window_size": c["sliding_window"], "use_local_attn": True, "attn_types": (order * nl)[:nl],
+                    "attn_scores_soft_cap": c["attn_logit_softcapping"],
+                    "output_logits_soft_cap": c["final_logit_softcapping"],
+                    "use_normalization_before_and_after": True, "attn_scale": c["query_pre_attn_scalar"] ** 0.5})
+    write_checkpoint(a.out_dir, t, {k: "F32" for k in t}, 0)
+    json.dump(cfg, open(os.path.join(a.out_dir, "config.json"), "w"), indent=2)
 
 
 def rmsnorm(x, w, eps):
@@ -193,12 +249,16 @@ def main():
     m.add_argument("--seed", type=int, default=1)
     m.add_argument("--dtype", default="F32", choices=["F32", "BF16"])
     m.add_argument("--multimodal", choices=sorted(PREFIXES))
+    tl = sub.add_parser("make-tl")
+    tl.add_argument("hf_dir")
+    tl.add_argument("out_dir")
+    tl.add_argument("--tl-preset-windows", action="store_true")
     lp = sub.add_parser("logprobs")
     lp.add_argument("dir")
     lp.add_argument("tokens")
     lp.add_argument("--ggml-gelu", action="store_true")
     a = ap.parse_args()
-    {"make": make, "logprobs": logprobs}[a.cmd](a)
+    {"make": make, "make-tl": make_tl, "logprobs": logprobs}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "formats/safetensors.h"
+#include "support/judge.h"
 #include "support/models.h"
 
 #ifndef HEADFUSE_SOURCE_DIR
@@ -34,9 +35,21 @@ std::string csv(const std::vector<std::uint32_t>& t) {
 
 std::vector<std::vector<double>> hf_reference_logprobs(const std::filesystem::path& hf,
                                                        const std::vector<std::uint32_t>& tokens) {
-    const auto r = run_program({kPython, kHfReference, "logprobs", hf.string(), csv(tokens)});
+    // Raw float64 (--out): JSON text of every log-probability takes seconds at a vocabulary of 150k tokens.
+    const TempDir tmp;
+    const std::filesystem::path out = tmp / "logprobs.f64";
+    const auto r = run_program({kPython, kHfReference, "logprobs", hf.string(), csv(tokens), "--out", out.string()});
     if (r.status != 0) throw std::runtime_error(r.err);
-    return nlohmann::json::parse(r.out).get<std::vector<std::vector<double>>>();
+    const std::vector<double> raw = read_raw_f64(out);
+    if (tokens.empty() || raw.size() % tokens.size() != 0)
+        throw std::runtime_error("hf_reference.py logprobs wrote " + std::to_string(raw.size()) + " values for " +
+                                 std::to_string(tokens.size()) + " positions");
+    const std::size_t vocab = raw.size() / tokens.size();
+    std::vector<std::vector<double>> rows;
+    for (std::size_t p = 0; p < tokens.size(); ++p)
+        rows.emplace_back(raw.begin() + static_cast<std::ptrdiff_t>(p * vocab),
+                          raw.begin() + static_cast<std::ptrdiff_t>((p + 1) * vocab));
+    return rows;
 }
 
 double max_diff(const std::vector<std::vector<double>>& a, const std::vector<std::vector<double>>& b) {

@@ -13,7 +13,8 @@ q_proj/k_proj outputs, in float64. The families, as transformers' modeling files
                   --vocab 300 [--tied] [--seed 1] [--dtype F32|F16|BF16] [--shard-bytes N] [--rope-linear F]
                   [--rope-llama3 F] [--attention-bias] [--mlp-bias] [--family llama|mistral|qwen2|qwen3]
   hf_reference.py make-tl HF_DIR OUT_DIR [--processed] [--b-in]      TransformerLens state dict of an HF model
-  hf_reference.py logprobs HF_DIR TOKENS_CSV                         JSON [[log p(t) for t in vocab] per position]
+  hf_reference.py logprobs HF_DIR TOKENS_CSV [--out FILE]            JSON [[log p(t) for t in vocab] per position]
+                                                                      (--out: raw float64 in FILE instead)
 """
 import argparse
 import json
@@ -261,10 +262,19 @@ def rotate_half(x):
     return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
 
 
+# logprobs --out FILE: where dump_log_softmax writes raw float64 instead of JSON on stdout.
+RAW_OUT = ""
+
+
 def dump_log_softmax(logits):
-    """Writes log-softmax over the last axis of [positions, vocab] logits to stdout as JSON."""
+    """Writes log-softmax over the last axis of [positions, vocab] logits to stdout as JSON, or with --out as raw
+    little-endian float64, position-major (JSON of every log-probability takes seconds at a 150k vocabulary)."""
     m = logits.max(-1, keepdims=True)
-    json.dump((logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))).tolist(), sys.stdout)
+    lp = logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
+    if RAW_OUT:
+        lp.astype("<f8").tofile(RAW_OUT)
+    else:
+        json.dump(lp.tolist(), sys.stdout)
 
 
 def attend(q, k, v, cos, sin, mask):
@@ -349,7 +359,10 @@ def main():
     lp = sub.add_parser("logprobs")
     lp.add_argument("dir")
     lp.add_argument("tokens")
+    lp.add_argument("--out", default="")
     a = ap.parse_args()
+    global RAW_OUT
+    RAW_OUT = getattr(a, "out", "")
     {"make-hf": make_hf, "make-tl": make_tl, "logprobs": logprobs}[a.cmd](a)
 
 

