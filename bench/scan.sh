@@ -80,7 +80,7 @@ if [[ "$only" == *" 7b "* ]]; then
     "$hf" fuse -q "$dir/7b-ph.gguf" -o "$model" --type q8_0 > /dev/null
     rm -f "$dir/7b-ph.gguf"
   fi
-  echo "7B-shaped Q8_0 model, $(($(stat -c %s "$model") / 1048576)) MiB mapped, $n_tok tokens, $(nproc) cores"
+  echo "7B-shaped Q8_0 model, $(($(stat -L -c %s "$model") / 1048576)) MiB mapped, $n_tok tokens, $(nproc) cores"
   timed attribution "$hf" heads scan "$model" --tokens-file "$dir/tokens.txt" --method attribution \
     -o "$dir/7b-attribution.json" -q
   timed refine "$hf" heads scan "$model" --tokens-file "$dir/tokens.txt" --method attribution --refine "$refine" \

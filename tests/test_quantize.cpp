@@ -598,6 +598,47 @@ TEST(Kernels, DotIsItsDefinitionInEveryTable) {
     }
 }
 
+// The forward pass's matmul tile (compute/dot.h) in every kernel table: each of its products is the definition
+// above (a sum of eight f64 lanes), whatever the pair's place in the tile, for lengths that are not whole lanes
+// (the rows padded with zeros) and tiles whose rows and tokens are not whole micro-tiles.
+TEST(Kernels, DotTileIsTheDotDefinitionInEveryTable) {
+    std::mt19937_64 rng(salted_seed(79));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (const std::size_t n : {1, 7, 8, 13, 64, 1000}) {
+        const std::size_t n_pad = (n + 7) / 8 * 8;
+        for (const auto& [rows, n_tok] :
+             {std::pair<std::size_t, std::size_t>{1, 1}, {3, 2}, {4, 6}, {9, 13}, {12, 7}}) {
+            std::vector<float> w(rows * n), x(n_tok * n);
+            for (float& v : w) v = normal(rng);
+            for (float& v : x) v = normal(rng) * 1e-3f;
+            std::vector<double> wd(rows * n_pad, 0.0), xd(n_tok * n_pad, 0.0);
+            for (std::size_t r = 0; r < rows; ++r)
+                for (std::size_t i = 0; i < n; ++i) wd[r * n_pad + i] = w[r * n + i];
+            for (std::size_t t = 0; t < n_tok; ++t)
+                for (std::size_t i = 0; i < n; ++i) xd[t * n_pad + i] = x[t * n + i];
+            constexpr std::size_t kExtra = 3;  // y's rows are wider than the tile: the tile writes its own columns
+            const std::size_t stride = rows + kExtra;
+            for (Isa isa : supported_isas()) {
+                std::vector<float> y(n_tok * stride, -1.0f);
+                kernels::for_isa(isa).dot_tile(wd.data(), rows, xd.data(), n_tok, n_pad, y.data(), stride);
+                for (std::size_t t = 0; t < n_tok; ++t) {
+                    for (std::size_t r = 0; r < rows; ++r) {
+                        double acc[8] = {};
+                        for (std::size_t i = 0; i < n; ++i)
+                            acc[i % 8] += static_cast<double>(w[r * n + i]) * static_cast<double>(x[t * n + i]);
+                        const auto want = static_cast<float>(((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+                                                             ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+                        ASSERT_EQ(bits_of(y[t * stride + r]), bits_of(want))
+                            << isa_name(isa) << ", n " << n << ", " << rows << " x " << n_tok << " at " << r << ", "
+                            << t;
+                    }
+                    for (std::size_t r = rows; r < stride; ++r) ASSERT_EQ(y[t * stride + r], -1.0f) << isa_name(isa);
+                }
+            }
+        }
+    }
+}
+
 // The backward pass's transposed product (compute/dot.h) in every kernel table, against its definition: each
 // row's term added to each f64 sum in order, one multiply and one add, the tokens whose gradient is zero skipped.
 TEST(Kernels, TransposedIsItsDefinitionInEveryTable) {

@@ -42,6 +42,7 @@ constexpr Kernels kKernelsScalar{
     .q6_subs = 1,
     .random_chunk = random_normal_chunk_scalar,
     .dot = compute::dot_lanes,
+    .dot_tile = compute::dot_tile,
     .transposed = compute::transposed_lanes,
 };
 

@@ -46,6 +46,9 @@ struct Kernels {
     void (*random_chunk)(std::uint64_t seed, std::uint64_t hash, std::uint64_t chunk, float* out, std::size_t n);
     // The forward pass's dot product (compute/dot.h): the same result in every table.
     float (*dot)(const float* a, const float* b, std::size_t n);
+    // The forward pass's matmul on a tile of f64 rows (compute/dot.h): dot's result for each pair, in every table.
+    void (*dot_tile)(const double* w, std::size_t rows, const double* x, std::size_t n_tok, std::size_t n, float* y,
+                     std::size_t y_stride);
     // The backward pass's transposed product, a weight row at a time (compute/dot.h): the same result in every table.
     void (*transposed)(double* acc, std::size_t w, const float* row, const float* g, std::size_t g_stride,
                        std::size_t n_tok);

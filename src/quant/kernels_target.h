@@ -41,6 +41,7 @@ const Kernels HEADFUSE_KERNELS_TABLE{
     .q6_subs = HEADFUSE_LANES_TYPE::W,
     .random_chunk = random_lanes::random_chunk_lanes<HEADFUSE_RANDOM_LANES_TYPE>,
     .dot = compute::dot_lanes,
+    .dot_tile = compute::dot_tile,
     .transposed = compute::transposed_lanes,
 };
 
