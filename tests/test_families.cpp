@@ -88,14 +88,7 @@ TEST(ArchTable, MetadataRoundTrip) {
 
 // What a family's llama.cpp loader cannot read is refused by name.
 TEST(ArchTable, RefusesWhatTheLoaderDoesNotRead) {
-    auto refused = [](const Config& c, std::string_view needle) {
-        try {
-            c.validate();
-            ADD_FAILURE() << "accepted; expected a refusal naming " << needle;
-        } catch (const Error& e) {
-            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-        }
-    };
+    const auto refused = test::expect_config_refused;
     Config c = family_config(Family::Qwen2);
     c.set_layer_counts({4, 2}, {2, 1}, {});
     refused(c, "per-layer head or feed-forward counts: llama.cpp's qwen2 loader");

@@ -32,7 +32,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hf_reference import dump_log_softmax, read_checkpoint, rotate_half, write_checkpoint  # noqa: E402
+from hf_reference import add_shape_arguments, dump_log_softmax, read_checkpoint, rotate_half, write_checkpoint  # noqa: E402
 
 ARCHS = {"gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM", "gemma3": "Gemma3ForCausalLM"}
 # Gemma3ForConditionalGeneration's language model prefix: older transformers, newer transformers.
@@ -240,14 +240,11 @@ def main():
     m = sub.add_parser("make")
     m.add_argument("dir")
     m.add_argument("--family", required=True, choices=sorted(ARCHS))
-    for k in ("d-model", "n-heads", "n-kv-heads", "head-dim", "d-ff", "n-layers", "vocab"):
-        m.add_argument("--" + k, type=int, required=True)
+    add_shape_arguments(m, dtypes=("F32", "BF16"), extra_shape=("head-dim",))
     m.add_argument("--window", type=int, default=4096)
     m.add_argument("--attn-softcap", type=float, default=50.0)
     m.add_argument("--final-softcap", type=float, default=0.0)
     m.add_argument("--rope-linear", type=float, default=0.0)
-    m.add_argument("--seed", type=int, default=1)
-    m.add_argument("--dtype", default="F32", choices=["F32", "BF16"])
     m.add_argument("--multimodal", choices=sorted(PREFIXES))
     tl = sub.add_parser("make-tl")
     tl.add_argument("hf_dir")

@@ -334,17 +334,23 @@ def print_logprobs(x, t, eps):
     dump_log_softmax(logits)
 
 
+def add_shape_arguments(parser, dtypes=("F32", "F16", "BF16"), extra_shape=()):
+    """The options every `make` command of the references takes: the shape (required integers), the seed and the
+    stored dtype."""
+    for k in ("d-model", "n-heads", "n-kv-heads", "d-ff", "n-layers", "vocab") + tuple(extra_shape):
+        parser.add_argument("--" + k, type=int, required=True)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--dtype", default="F32", choices=list(dtypes))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("make-hf")
     m.add_argument("dir")
-    for k in ("d-model", "n-heads", "n-kv-heads", "d-ff", "n-layers", "vocab"):
-        m.add_argument("--" + k, type=int, required=True)
+    add_shape_arguments(m)
     m.add_argument("--head-dim", type=int, default=0)
     m.add_argument("--tied", action="store_true")
-    m.add_argument("--seed", type=int, default=1)
-    m.add_argument("--dtype", default="F32", choices=["F32", "F16", "BF16"])
     m.add_argument("--shard-bytes", type=int, default=0)
     m.add_argument("--rope-linear", type=float, default=0.0)
     m.add_argument("--rope-llama3", type=float, default=0.0)

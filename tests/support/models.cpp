@@ -17,6 +17,7 @@
 #include <stdexcept>
 
 #include "gguf/writer.h"
+#include "headfuse/error.h"
 #include "headfuse/model.h"
 #include "model/roles.h"
 #include "support/sharp_model.h"
@@ -213,6 +214,15 @@ ModelFiles::ModelFiles(const Args& init_flags) : per_head(dir / "per_head.gguf")
     const RunResult a = run_cli(concat({"init", "-q", "-o", per_head.string()}, init_flags));
     const RunResult b = a.status == 0 ? run_cli({"fuse", "-q", per_head.string(), "-o", fused.string()}) : RunResult{};
     if (a.status != 0 || b.status != 0) throw std::runtime_error("cannot write the base files: " + a.err + b.err);
+}
+
+void expect_config_refused(const Config& c, std::string_view needle) {
+    try {
+        c.validate();
+        ADD_FAILURE() << "accepted; expected a refusal naming " << needle;
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
 }
 
 }  // namespace headfuse::test

@@ -8,6 +8,7 @@
 #include <functional>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "headfuse/config.h"
@@ -100,5 +101,8 @@ struct ModelFiles {
     TempDir dir;
     std::filesystem::path per_head, fused;
 };
+
+// Expects c.validate() to refuse c with a message containing needle (a gtest failure otherwise).
+void expect_config_refused(const Config& c, std::string_view needle);
 
 }  // namespace headfuse::test

@@ -73,11 +73,8 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("make")
     m.add_argument("dir")
-    for k in ("d-model", "n-heads", "n-kv-heads", "d-ff", "n-layers", "vocab"):
-        m.add_argument("--" + k, type=int, required=True)
+    hf.add_shape_arguments(m)
     m.add_argument("--tied", action="store_true")
-    m.add_argument("--seed", type=int, default=1)
-    m.add_argument("--dtype", default="F32", choices=["F32", "F16", "BF16"])
     m.add_argument("--sliding-window", type=int, default=0)
     lp = sub.add_parser("logprobs")
     lp.add_argument("dir")
