@@ -246,7 +246,8 @@ TEST_P(GradientCheck, BackwardMatchesFiniteDifferencesOfTheForwardPass) {
                     }
             }
         }
-        const auto losses = compute::variant_losses(v, tokens, l, rec.layers[l].x, 4 * heads * S, patches, 0);
+        const std::vector<std::uint32_t> starts(4 * heads * S, l);
+        const auto losses = compute::variant_losses(v, tokens, starts, rec, patches, 0);
         for (std::uint32_t h = 0; h < heads; ++h)
             for (int dir = 0; dir < 2; ++dir) {
                 std::vector<double> half_differences(S);

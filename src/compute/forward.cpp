@@ -22,10 +22,12 @@
 #include "headfuse/forward.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -140,6 +142,8 @@ struct RunState {
     std::vector<float> rope;        // [n_tok, d_head]        (cos, sin) of each pair's angle at each position
     std::vector<float> rope_local;  // [n_tok, d_head]    the same for the local layers (gemma3's own base)
     std::vector<float> logits;      // [n_tok, vocab]
+    std::unique_ptr<double[]> xd;   // a matmul's input in f64 (dot_tile's rows), as large as the largest yet
+    std::size_t xd_size = 0;
     // The scan's passes (compute/scan_pass.h): rows are `seq`-long independent sequences (0: one sequence of
     // every row), `patches` replace heads' attention outputs, and `record`, when set, keeps what the backward
     // pass reads.
@@ -242,50 +246,74 @@ std::vector<float> load_norm(const TensorView& w) {
 
 // y[t, o] = W[o] · x[t] for t < n_tok, W being `parts` stacked row after row: the heads of a projection in
 // head order, which is exactly the layout of the fused tensor. Each dot product is dot's, bit for bit, computed a
-// tile at a time (dot_tile, compute/dot.h): the activations are converted to f64 once a call, and each thread
-// decodes its weight rows once, to f32 (checked finite) and on to f64, kRowBlock rows at a time.
-void matmul(float* y, const float* x, std::size_t n_tok, std::span<const TensorView> parts, unsigned threads) {
+// tile at a time (dot_tile, compute/dot.h): the activations are converted to f64 once a call, by every thread, into
+// the run state's buffer (a fresh one of a scan's thousands of rows would cost page faults and a memset on one
+// thread each call), and each thread decodes its weight rows once, to f32 (checked finite) and on to f64, kRowBlock
+// rows at a time.
+void matmul(RunState& s, float* y, const float* x, std::size_t n_tok, std::span<const TensorView> parts,
+            unsigned threads) {
     const std::uint64_t n_in = parts[0].ne()[0], n_pad = (n_in + 7) / 8 * 8;  // dot_tile's rows: whole lanes
     std::uint64_t n_out = 0;
     for (const TensorView& w : parts) n_out += w.n_rows();
-    std::vector<double> xd(n_tok * n_pad, 0.0);
-    for (std::size_t t = 0; t < n_tok; ++t)
-        for (std::uint64_t i = 0; i < n_in; ++i) xd[t * n_pad + i] = double(x[t * n_in + i]);
-    const Kernels& k = kernels::active();
-    parallel_for(n_out, threads, [&](std::uint64_t o0, std::uint64_t o1) {
-        std::vector<float> scratch(n_in);
-        std::vector<double> wd(std::min(kRowBlock, o1 - o0) * n_pad, 0.0);  // rows [first, first + filled), zero padded
-        std::uint64_t first = o0, filled = 0;
-        const auto flush = [&] {
-            if (filled) k.dot_tile(wd.data(), filled, xd.data(), n_tok, n_pad, y + first, n_out);  // hot loop
-            first += filled;
-            filled = 0;
-        };
-        std::uint64_t base = 0;  // first output row of the current part
-        for (const TensorView& w : parts) {
-            const std::uint64_t lo = std::max(o0, base), hi = std::min(o1, base + w.n_rows());
-            std::uint64_t unreleased = lo;  // first row whose pages this thread still holds
-            std::optional<ForeignRows> foreign;
-            if (!w.plain() && lo < hi) foreign.emplace(w);
-            for (std::uint64_t o = lo; o < hi; ++o) {
-                const float* row = foreign ? load_row(w, foreign->row(o - base, hi - base), o - base, scratch.data())
-                                           : load_row(w, o - base, scratch.data());
-                double* d = wd.data() + filled * n_pad;
-                for (std::uint64_t i = 0; i < n_in; ++i) d[i] = double(row[i]);
-                if (++filled * n_pad == wd.size()) flush();
-                if (w.file() && w.plain() && ((o + 1 - unreleased) * w.row_nbytes() >= kReleaseBytes || o + 1 == hi)) {
-                    w.file()->release(w.row(unreleased - base).data(), (o + 1 - unreleased) * w.row_nbytes());
-                    unreleased = o + 1;
-                }
-            }
-            base += w.n_rows();
+    if (s.xd_size < n_tok * n_pad) {
+        s.xd.reset(new double[n_tok * n_pad]);  // set below, row by row
+        s.xd_size = n_tok * n_pad;
+    }
+    double* const xd = s.xd.get();
+    parallel_for(n_tok, threads, [&](std::uint64_t t0, std::uint64_t t1) {
+        for (std::uint64_t t = t0; t < t1; ++t) {
+            for (std::uint64_t i = 0; i < n_in; ++i) xd[t * n_pad + i] = double(x[t * n_in + i]);
+            std::fill(xd + t * n_pad + n_in, xd + (t + 1) * n_pad, 0.0);
         }
-        flush();
+    });
+    const Kernels& k = kernels::active();
+    // Rows go to the threads a block at a time, taken in turn: a core slowed by other work on the machine takes
+    // fewer blocks instead of holding the others up. (Any thread may compute any row: each product is the same.) A
+    // view in a foreign order is read in windows that span many rows, so its matrix is cut in one range per thread.
+    const bool plain = std::all_of(parts.begin(), parts.end(), [](const TensorView& w) { return w.plain(); });
+    const std::uint64_t workers = std::min<std::uint64_t>(resolve_threads(threads), n_out);
+    const std::uint64_t grain = plain ? kRowBlock : (n_out + workers - 1) / workers;
+    const std::uint64_t blocks = (n_out + grain - 1) / grain;
+    std::atomic<std::uint64_t> next{0};
+    parallel_for(workers, threads, [&](std::uint64_t, std::uint64_t) {
+        std::vector<float> scratch(n_in);
+        std::vector<double> wd(std::min(kRowBlock, grain) * n_pad, 0.0);  // rows [first, first + filled), zero padded
+        for (std::uint64_t b; (b = next.fetch_add(1, std::memory_order_relaxed)) < blocks;) {
+            const std::uint64_t o0 = b * grain, o1 = std::min(n_out, o0 + grain);
+            std::uint64_t first = o0, filled = 0;
+            const auto flush = [&] {
+                if (filled) k.dot_tile(wd.data(), filled, xd, n_tok, n_pad, y + first, n_out);  // hot loop
+                first += filled;
+                filled = 0;
+            };
+            std::uint64_t base = 0;  // first output row of the current part
+            for (const TensorView& w : parts) {
+                const std::uint64_t lo = std::max(o0, base), hi = std::min(o1, base + w.n_rows());
+                std::uint64_t unreleased = lo;  // first row whose pages this thread still holds
+                std::optional<ForeignRows> foreign;
+                if (!w.plain() && lo < hi) foreign.emplace(w);
+                for (std::uint64_t o = lo; o < hi; ++o) {
+                    const float* row = foreign
+                                           ? load_row(w, foreign->row(o - base, hi - base), o - base, scratch.data())
+                                           : load_row(w, o - base, scratch.data());
+                    double* d = wd.data() + filled * n_pad;
+                    for (std::uint64_t i = 0; i < n_in; ++i) d[i] = double(row[i]);
+                    if (++filled * n_pad == wd.size()) flush();
+                    if (w.file() && w.plain() &&
+                        ((o + 1 - unreleased) * w.row_nbytes() >= kReleaseBytes || o + 1 == hi)) {
+                        w.file()->release(w.row(unreleased - base).data(), (o + 1 - unreleased) * w.row_nbytes());
+                        unreleased = o + 1;
+                    }
+                }
+                base += w.n_rows();
+            }
+            flush();
+        }
     });
 }
 
-void matmul(float* y, const float* x, std::size_t n_tok, const TensorView& w, unsigned threads) {
-    matmul(y, x, n_tok, std::span(&w, 1), threads);
+void matmul(RunState& s, float* y, const float* x, std::size_t n_tok, const TensorView& w, unsigned threads) {
+    matmul(s, y, x, n_tok, std::span(&w, 1), threads);
 }
 
 // ggml_rms_norm then ggml_mul: f32 squares summed in f64, the mean rounded to f32, x * (1/sqrtf(mean + eps)),
@@ -531,10 +559,10 @@ void attention_block(RunState& s, const Config& c, const LayerViews& l, std::uin
     const std::uint32_t heads = c.n_heads_at(layer), kv_heads = c.n_kv_heads_at(layer);
     const std::vector<float> attn_norm = load_norm(l.attn_norm);  // [d_model]
     for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], attn_norm.data(), d, c.rms_eps);
-    matmul(s.q.data(), s.xn.data(), n, l.q, threads);  // n_heads x [d_model, d_head]
-    matmul(s.k.data(), s.xn.data(), n, l.k, threads);  // n_kv    x [d_model, d_head]
-    matmul(s.v.data(), s.xn.data(), n, l.v, threads);  // n_kv    x [d_model, d_head]
-    add_bias(s.q.data(), n, l.q_bias);                 // n_heads x [d_head], before RoPE
+    matmul(s, s.q.data(), s.xn.data(), n, l.q, threads);  // n_heads x [d_model, d_head]
+    matmul(s, s.k.data(), s.xn.data(), n, l.k, threads);  // n_kv    x [d_model, d_head]
+    matmul(s, s.v.data(), s.xn.data(), n, l.v, threads);  // n_kv    x [d_model, d_head]
+    add_bias(s.q.data(), n, l.q_bias);                    // n_heads x [d_head], before RoPE
     add_bias(s.k.data(), n, l.k_bias);
     add_bias(s.v.data(), n, l.v_bias);
     if (s.record && l.attn_q_norm) s.record->layers[layer].q_raw = s.q;
@@ -557,11 +585,11 @@ void attention_block(RunState& s, const Config& c, const LayerViews& l, std::uin
     for (const std::uint32_t h : ablated)
         for (std::size_t t = 0; t < n; ++t) std::fill_n(&s.att[(t * heads + h) * dh], dh, 0.0f);
     compute::apply_patches(s.patches, layer, s.att.data(), heads, dh);
-    matmul(s.y.data(), s.att.data(), n, l.attn_output, threads);  // [n_heads*d_head, d_model]
-    add_bias(s.y.data(), n, l.attn_output_bias);                  // [d_model]
+    matmul(s, s.y.data(), s.att.data(), n, l.attn_output, threads);  // [n_heads*d_head, d_model]
+    add_bias(s.y.data(), n, l.attn_output_bias);                     // [d_model]
     if (s.record && l.post_attention_norm) s.record->layers[layer].attn_y = s.y;
     post_norm(s.y.data(), n, l.post_attention_norm, c);  // [d_model], Gemma 2/3
-    for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
+    for (std::size_t i = 0; i < n * std::size_t{d}; ++i) s.x[i] += s.y[i];
 }
 
 // One layer on the run state: the residual stream s.x goes in and comes out updated. A layer of 0 heads (deci)
@@ -574,22 +602,21 @@ void layer_forward(RunState& s, const Config& c, const LayerViews& l, std::uint3
     // FFN: x = h + ffn_down · (silu(ffn_gate · xn) * (ffn_up · xn)), xn = rmsnorm(h) * ffn_norm
     const std::vector<float> ffn_norm = load_norm(l.ffn_norm);  // [d_model]
     for (std::size_t t = 0; t < n; ++t) rmsnorm(&s.xn[t * d], &s.x[t * d], ffn_norm.data(), d, c.rms_eps);
-    matmul(s.gate.data(), s.xn.data(), n, l.ffn_gate, threads);  // [d_model, d_ff]
-    add_bias(s.gate.data(), n, l.ffn_gate_bias);                 // [d_ff]
-    matmul(s.up.data(), s.xn.data(), n, l.ffn_up, threads);      // [d_model, d_ff]
-    add_bias(s.up.data(), n, l.ffn_up_bias);                     // [d_ff]
+    matmul(s, s.gate.data(), s.xn.data(), n, l.ffn_gate, threads);  // [d_model, d_ff]
+    add_bias(s.gate.data(), n, l.ffn_gate_bias);                    // [d_ff]
+    matmul(s, s.up.data(), s.xn.data(), n, l.ffn_up, threads);      // [d_model, d_ff]
+    add_bias(s.up.data(), n, l.ffn_up_bias);                        // [d_ff]
     if (s.record) s.record->layers[layer].keep_ffn(s.gate, s.up, n * ff);
-    if (c.arch().gate == GateActivation::GeluTanh) {
-        const std::vector<std::uint16_t>& table = gelu_table();
-        for (std::size_t i = 0; i < n * ff; ++i) s.gate[i] = geglu(s.gate[i], s.up[i], table);
-    } else {
-        for (std::size_t i = 0; i < n * ff; ++i) s.gate[i] = silu(s.gate[i]) * s.up[i];
-    }
-    matmul(s.y.data(), s.gate.data(), n, l.ffn_down, threads);  // [d_ff, d_model]
-    add_bias(s.y.data(), n, l.ffn_down_bias);                   // [d_model]
+    const std::vector<std::uint16_t>* gelu = c.arch().gate == GateActivation::GeluTanh ? &gelu_table() : nullptr;
+    parallel_for(n, threads, [&](std::uint64_t t0, std::uint64_t t1) {  // elementwise: any split gives the same
+        for (std::size_t i = t0 * ff; i < t1 * ff; ++i)
+            s.gate[i] = gelu ? geglu(s.gate[i], s.up[i], *gelu) : silu(s.gate[i]) * s.up[i];
+    });
+    matmul(s, s.y.data(), s.gate.data(), n, l.ffn_down, threads);  // [d_ff, d_model]
+    add_bias(s.y.data(), n, l.ffn_down_bias);                      // [d_model]
     if (s.record && l.post_ffw_norm) s.record->layers[layer].ffn_y = s.y;
     post_norm(s.y.data(), n, l.post_ffw_norm, c);  // [d_model], Gemma 2/3
-    for (std::size_t i = 0; i < s.x.size(); ++i) s.x[i] += s.y[i];
+    for (std::size_t i = 0; i < n * std::size_t{d}; ++i) s.x[i] += s.y[i];
 }
 
 // logits = output · (rmsnorm(x) * output_norm); token_embd [d_model, vocab] when tied
@@ -598,7 +625,7 @@ void logits_of(RunState& s, const ModelViews& model, std::size_t n, unsigned thr
     const std::vector<float> output_norm = load_norm(model.output_norm);
     for (std::size_t t = 0; t < n; ++t)
         rmsnorm(&s.xn[t * c.d_model], &s.x[t * c.d_model], output_norm.data(), c.d_model, c.rms_eps);
-    matmul(s.logits.data(), s.xn.data(), n, model.output ? *model.output : model.token_embd, threads);
+    matmul(s, s.logits.data(), s.xn.data(), n, model.output ? *model.output : model.token_embd, threads);
     // Final soft-capping (Gemma 2, and Gemma 3 when set): ggml_scale by 1/c, ggml_tanh, ggml_scale by c.
     if (c.arch().final_softcap && c.final_softcap != 0.0f) {
         const float cap = c.final_softcap, inv = 1.0f / cap;
@@ -723,33 +750,40 @@ Recording record_forward(const ModelViews& model, std::span<const std::uint32_t>
     return rec;
 }
 
-std::vector<double> variant_losses(const ModelViews& model, std::span<const std::uint32_t> tokens, std::uint32_t layer,
-                                   std::span<const float> entry, std::size_t variants,
+std::vector<double> variant_losses(const ModelViews& model, std::span<const std::uint32_t> tokens,
+                                   std::span<const std::uint32_t> starts, const Recording& rec,
                                    std::span<const HeadPatch> patches, unsigned threads,
-                                   const std::function<void()>& layer_done) {
+                                   const std::function<void(std::size_t)>& layer_done) {
     threads = resolve_threads(threads);
     const Config& c = model.config;
-    const std::size_t n = tokens.size(), rows = n * variants;
-    RunState s(c, rows);
+    const std::size_t n = tokens.size(), variants = starts.size();
+    if (!variants) return {};
+    RunState s(c, n * variants);
     s.seq = n;
     s.patches = patches;
     rope_tables(s, model, n);
-    for (std::size_t b = 0; b < variants; ++b) {
+    for (std::size_t b = 1; b < variants; ++b) {
         std::copy(s.rope.begin(), s.rope.begin() + std::ptrdiff_t(n * c.d_head),
                   s.rope.begin() + std::ptrdiff_t(b * n * c.d_head));
         if (!s.rope_local.empty())
             std::copy(s.rope_local.begin(), s.rope_local.begin() + std::ptrdiff_t(n * c.d_head),
                       s.rope_local.begin() + std::ptrdiff_t(b * n * c.d_head));
-        std::copy(entry.begin(), entry.end(), s.x.begin() + std::ptrdiff_t(b * n * c.d_model));
     }
-    for (std::uint32_t i = layer; i < c.n_layers; ++i) {
-        layer_forward(s, c, model.layers[i], i, rows, threads, {});
-        if (layer_done) layer_done();
+    // Variants [0, active) run layer i: each joins at its start layer, from the clean stream entering it.
+    std::size_t active = 0;
+    for (std::uint32_t i = starts[0]; i < c.n_layers; ++i) {
+        for (; active < variants && starts[active] == i; ++active)
+            std::copy(rec.layers[i].x.begin(), rec.layers[i].x.end(),
+                      s.x.begin() + std::ptrdiff_t(active * n * c.d_model));
+        layer_forward(s, c, model.layers[i], i, active * n, threads, {});
+        if (layer_done) layer_done(active);
     }
-    logits_of(s, model, rows, threads);
+    logits_of(s, model, n * variants, threads);
     std::vector<double> out(variants);
-    for (std::size_t b = 0; b < variants; ++b)
-        out[b] = mean_loss(std::span(s.logits).subspan(b * n * c.vocab, n * c.vocab), tokens, c.vocab);
+    parallel_for(variants, threads, [&](std::uint64_t b0, std::uint64_t b1) {
+        for (std::uint64_t b = b0; b < b1; ++b)
+            out[b] = mean_loss(std::span(s.logits).subspan(b * n * c.vocab, n * c.vocab), tokens, c.vocab);
+    });
     return out;
 }
 

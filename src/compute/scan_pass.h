@@ -76,14 +76,15 @@ struct Recording {
 Recording record_forward(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads,
                          const std::function<void()>& layer_done = {});
 
-// `variants` passes at once from layer `layer` up: each starts from `entry` (the residual stream entering the
-// layer, [n_tok, d_model]); variant b's rows are [b * n_tok, (b + 1) * n_tok) of the patches' row numbers. Returns
-// each variant's mean next-token loss. The layers above see every variant in one matrix product. `layer_done` is
-// called after each layer.
-std::vector<double> variant_losses(const ModelViews& model, std::span<const std::uint32_t> tokens, std::uint32_t layer,
-                                   std::span<const float> entry, std::size_t variants,
+// Several passes at once, one per variant: variant b replaces heads from layer starts[b] up (`starts` ascending),
+// so it joins the others there, from rec's residual stream entering that layer (the layers below do not see the
+// change). Variant b's rows are [b * n_tok, (b + 1) * n_tok) of the patches' row numbers. Returns each variant's
+// mean next-token loss. The layers see every variant that has joined in one matrix product, so a batch of heads of
+// different layers decodes each weight row once. `layer_done` is called after each layer with the variants it ran.
+std::vector<double> variant_losses(const ModelViews& model, std::span<const std::uint32_t> tokens,
+                                   std::span<const std::uint32_t> starts, const Recording& rec,
                                    std::span<const HeadPatch> patches, unsigned threads,
-                                   const std::function<void()>& layer_done = {});
+                                   const std::function<void(std::size_t)>& layer_done = {});
 
 // The mean of -log p(tokens[t+1]) over the positions with a next token, f64, from [n_tok, vocab] logits.
 double next_token_loss(std::span<const float> logits, std::span<const std::uint32_t> tokens, std::uint32_t vocab);

@@ -41,35 +41,32 @@ struct Progress {
     }
 };
 
-// The loss with each of `heads` ablated, exactly: the heads of a layer go through the layers above together,
-// kMaxBatchRows rows at a time.
+// The loss with each of `heads` ablated, exactly: in layer order, kMaxBatchRows rows of variants at a time, each
+// batch one pass from its lowest layer up (a head joins the batch's pass at its own layer).
 void ablate_exactly(const ModelViews& model, std::span<const std::uint32_t> tokens, const compute::Recording& rec,
                     std::span<const HeadRef> heads, Ablation ablation, const std::vector<std::vector<float>>& means,
                     unsigned threads, Progress& progress, HeadScan& out) {
     const Config& c = model.config;
     const std::size_t n = tokens.size(), per_batch = std::max<std::size_t>(1, kMaxBatchRows / n);
-    for (std::uint32_t layer = 0; layer < c.n_layers; ++layer) {
-        std::vector<std::uint32_t> hs;
-        for (const HeadRef& h : heads)
-            if (h.layer == layer) hs.push_back(h.head);
-        for (std::size_t first = 0; first < hs.size(); first += per_batch) {
-            const std::size_t count = std::min(per_batch, hs.size() - first);
-            std::vector<compute::HeadPatch> patches(count);
-            for (std::size_t b = 0; b < count; ++b) {
-                const std::uint32_t h = hs[first + b];
-                patches[b] = {layer,
-                              h,
-                              b * n,
-                              n,
-                              ablation == Ablation::Mean ? means[layer].data() + std::size_t{h} * c.d_head : nullptr,
-                              0};
-            }
-            const std::vector<double> losses = compute::variant_losses(model, tokens, layer, rec.layers[layer].x, count,
-                                                                       patches, threads, [&] { progress.add(count); });
-            for (std::size_t b = 0; b < count; ++b) {
-                out.loss[layer][hs[first + b]] = losses[b];
-                out.exact[layer][hs[first + b]] = true;
-            }
+    std::vector<HeadRef> order(heads.begin(), heads.end());
+    std::stable_sort(order.begin(), order.end(), [](const HeadRef& a, const HeadRef& b) { return a.layer < b.layer; });
+    for (std::size_t first = 0; first < order.size(); first += per_batch) {
+        const std::span<const HeadRef> batch =
+            std::span(order).subspan(first, std::min(per_batch, order.size() - first));
+        std::vector<std::uint32_t> starts;
+        std::vector<compute::HeadPatch> patches;
+        for (std::size_t b = 0; b < batch.size(); ++b) {
+            const HeadRef& h = batch[b];
+            starts.push_back(h.layer);
+            patches.push_back(
+                {h.layer, h.head, b * n, n,
+                 ablation == Ablation::Mean ? means[h.layer].data() + std::size_t{h.head} * c.d_head : nullptr, 0});
+        }
+        const std::vector<double> losses = compute::variant_losses(model, tokens, starts, rec, patches, threads,
+                                                                   [&](std::size_t active) { progress.add(active); });
+        for (std::size_t b = 0; b < batch.size(); ++b) {
+            out.loss[batch[b].layer][batch[b].head] = losses[b];
+            out.exact[batch[b].layer][batch[b].head] = true;
         }
     }
 }
