@@ -2,7 +2,7 @@
 # heads scan's speed, memory and agreement (docs/SURGERY.md, "Which method"):
 #
 #   bench/scan.sh [BUILD_DIR]     env: SCAN_DIR (/tmp/headfuse-scan), TOKENS (64), REFINE (64),
-#                                      ONLY ("7b agreement"; default both)
+#                                      ONLY ("7b agreement families"; default all three)
 #
 # 7b: a 7B-shaped model (32 layers, 32 heads, 8 kv heads, d_model 4096, d_ff 11008, vocab 32000), made once with
 #     `init` and `fuse --type q8_0` in SCAN_DIR (about 7.2 GB; the 27 GB per-head F32 file is removed after), scanned
@@ -14,6 +14,9 @@
 # agreement: a model of the issue's example (d_model 1024, 16 heads, 8 layers, d_ff 2816, vocab 32000, Q8_0),
 #     scanned by the exact and the attribution method with zero and with mean ablation: Spearman's rank correlation
 #     of estimate and exact delta over every head, the overlap of their top 10 by |delta|, and the times.
+# families: the same agreement on a small model of each other family (d_model 256, 8 heads, 4 kv heads but phi3's 8,
+#     4 layers, vocab 1000; qwen2, qwen3 and phi3 from `init`, gemma, gemma2 and gemma3 from the numpy reference's
+#     Hugging Face checkpoints, tests/support/gemma_reference.py, window 16, Gemma 2 with soft-caps 50 and 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -21,7 +24,7 @@ hf="$(realpath "$build/headfuse")"
 dir=${SCAN_DIR:-/tmp/headfuse-scan}
 n_tok=${TOKENS:-64}
 refine=${REFINE:-64}
-only=" ${ONLY:-7b agreement} "
+only=" ${ONLY:-7b agreement families} "
 mkdir -p "$dir"
 [ -x "$hf" ] || { echo "bench/scan.sh: build first (make build)" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "bench/scan.sh: /usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
@@ -123,5 +126,40 @@ if [[ "$only" == *" agreement "* ]]; then
       --ablation "$ablation" -o "$dir/mid-attribution-$ablation.json" -q
     printf "%s ablation, estimate vs exact: " "$ablation"
     compare "$dir/mid-exact-$ablation.json" "$dir/mid-attribution-$ablation.json"
+  done
+fi
+
+if [[ "$only" == *" families "* ]]; then
+  numpy_python=/usr/bin/python3  # Debian's python3-numpy (scripts/setup.sh)
+  echo "other families: d_model 256, 8 heads, 4 layers, vocab 1000, F32, $n_tok tokens"
+  python3 -c "print(' '.join(str((i * 389 + 11) % 1000) for i in range($n_tok)))" > "$dir/tokens-1000.txt"
+  for fam in qwen2 qwen3 phi3 gemma gemma2 gemma3; do
+    model="$dir/$fam.gguf"
+    if [ ! -f "$model" ]; then
+      case $fam in
+        gemma*)
+          extra=()
+          [ $fam = gemma2 ] && extra=(--attn-softcap 50 --final-softcap 30)
+          rm -rf "$dir/$fam-hf"
+          "$numpy_python" tests/support/gemma_reference.py make --family $fam --d-model 256 --n-heads 8 --n-kv-heads 4 \
+            --head-dim 32 --d-ff 512 --n-layers 4 --vocab 1000 --window 16 "${extra[@]}" --seed 7 "$dir/$fam-hf" > /dev/null
+          "$hf" fuse -q "$dir/$fam-hf" -o "$model" > /dev/null ;;
+        *)
+          kv=4
+          [ $fam = phi3 ] && kv=8  # fused attn_qkv: headfuse's phi3 has as many kv heads as heads
+          "$hf" init -q -o "$dir/$fam-ph.gguf" --family $fam --d-model 256 --n-heads 8 --n-kv-heads $kv --d-ff 512 \
+            --n-layers 4 --vocab 1000 --seed 7 > /dev/null
+          "$hf" fuse -q "$dir/$fam-ph.gguf" -o "$model" > /dev/null
+          rm -f "$dir/$fam-ph.gguf" ;;
+      esac
+    fi
+    for ablation in zero mean; do
+      "$hf" heads scan "$model" --tokens-file "$dir/tokens-1000.txt" --ablation $ablation -o "$dir/$fam-exact.json" -q \
+        > /dev/null
+      "$hf" heads scan "$model" --tokens-file "$dir/tokens-1000.txt" --method attribution --ablation $ablation \
+        -o "$dir/$fam-attribution.json" -q > /dev/null
+      printf "%s, %s ablation, estimate vs exact: " $fam $ablation
+      compare "$dir/$fam-exact.json" "$dir/$fam-attribution.json"
+    done
   done
 fi
