@@ -27,7 +27,6 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
-#include <memory>
 #include <optional>
 #include <string>
 
@@ -142,8 +141,7 @@ struct RunState {
     std::vector<float> rope;        // [n_tok, d_head]        (cos, sin) of each pair's angle at each position
     std::vector<float> rope_local;  // [n_tok, d_head]    the same for the local layers (gemma3's own base)
     std::vector<float> logits;      // [n_tok, vocab]
-    std::unique_ptr<double[]> xd;   // a matmul's input in f64 (dot_tile's rows), as large as the largest yet
-    std::size_t xd_size = 0;
+    std::vector<double> xd;         // a matmul's input in f64 (dot_tile's rows), as large as the largest yet
     // The scan's passes (compute/scan_pass.h): rows are `seq`-long independent sequences (0: one sequence of
     // every row), `patches` replace heads' attention outputs, and `record`, when set, keeps what the backward
     // pass reads.
@@ -255,11 +253,8 @@ void matmul(RunState& s, float* y, const float* x, std::size_t n_tok, std::span<
     const std::uint64_t n_in = parts[0].ne()[0], n_pad = (n_in + 7) / 8 * 8;  // dot_tile's rows: whole lanes
     std::uint64_t n_out = 0;
     for (const TensorView& w : parts) n_out += w.n_rows();
-    if (s.xd_size < n_tok * n_pad) {
-        s.xd.reset(new double[n_tok * n_pad]);  // set below, row by row
-        s.xd_size = n_tok * n_pad;
-    }
-    double* const xd = s.xd.get();
+    if (s.xd.size() < n_tok * n_pad) s.xd.resize(n_tok * n_pad);  // to the widest input, in a pass's first layer
+    double* const xd = s.xd.data();
     parallel_for(n_tok, threads, [&](std::uint64_t t0, std::uint64_t t1) {
         for (std::uint64_t t = t0; t < t1; ++t) {
             for (std::uint64_t i = 0; i < n_in; ++i) xd[t * n_pad + i] = double(x[t * n_in + i]);
