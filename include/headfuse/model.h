@@ -210,9 +210,9 @@ public:
     // The source file's metadata, every key in its order (general.*, llama.*, tokenizer.*, any other), or the
     // keys set_metadata gave. Written files keep them in that order; headfuse sets in place only the llama.*
     // hyperparameters of config() and what writing changes (general.file_type, general.alignment, split.*).
-    const Metadata& metadata() const noexcept { return metadata_; }
+    const Metadata& metadata() const noexcept { return metadata_ ? *metadata_ : kNoMetadata; }
     // Replaces the carried metadata (keys a written file keeps, as metadata() says).
-    void set_metadata(Metadata md) { metadata_ = std::move(md); }
+    void set_metadata(Metadata md) { metadata_ = std::make_shared<const Metadata>(std::move(md)); }
 
     // Writes this model as a per-head GGUF file (streamed, atomic), with the layout's alignment, or as a split
     // set when its split limits are active. Tensors follow the source file's order. Returns the files written.
@@ -222,8 +222,12 @@ public:
 private:
     friend class FusedModel;
 
+    static const Metadata kNoMetadata;
+
     ModelViews views_;
-    Metadata metadata_;
+    // Shared, not copied: a model opened from a file points into the file's (a vocabulary of 256k tokens is
+    // half a million strings), and its per-head form or a copy shares it; set_metadata gives it its own.
+    std::shared_ptr<const Metadata> metadata_;
     std::shared_ptr<const GgufFile> file_;
     std::shared_ptr<const std::vector<std::byte>> storage_;
     std::shared_ptr<const void> owner_;
@@ -260,7 +264,7 @@ public:
     // The parsed file the views point into.
     const GgufFile& file() const noexcept { return *file_; }
     // The file's metadata, every key in its order (a split set: its first shard's, without split.*).
-    const Metadata& metadata() const noexcept { return metadata_; }
+    const Metadata& metadata() const noexcept { return file_->metadata(); }
     // The fused tensor of a head role (Role::AttnQ, AttnK, AttnV) in `layer` (blk.N.attn_q.weight ...).
     const TensorView& fused(std::uint32_t layer, Role role) const;
     // The same model as a per-head checkpoint whose head tensors are slices of this file (no copy).
@@ -269,7 +273,6 @@ public:
 private:
     ModelViews views_;
     std::map<std::pair<std::uint32_t, Role>, TensorView> fused_;  // (layer, head role) -> fused tensor
-    Metadata metadata_;
     std::shared_ptr<const GgufFile> file_;
 };
 

@@ -241,6 +241,8 @@ PerHeadModel PerHeadModel::random_init(const Config& config, std::uint64_t seed)
     return m;
 }
 
+const Metadata PerHeadModel::kNoMetadata;
+
 PerHeadModel PerHeadModel::open(const std::filesystem::path& path) {
     auto file = std::make_shared<const GgufFile>(GgufFile::open(path));
     if (const TensorInfo* t = kind_evidence(*file, ModelKind::Fused); t && !kind_evidence(*file, ModelKind::PerHead))
@@ -250,7 +252,7 @@ PerHeadModel PerHeadModel::open(const std::filesystem::path& path) {
     PerHeadModel m;
     m.views_ = assemble_views(c, ModelKind::PerHead,
                               check_tensors(*file, tensor_layout(c, ModelKind::PerHead), ModelKind::PerHead));
-    m.metadata_ = file->metadata();
+    m.metadata_ = std::shared_ptr<const Metadata>(file, &file->metadata());
     m.views_.owner = file;
     m.file_ = std::move(file);
     return m;
@@ -289,7 +291,7 @@ PerHeadModel PerHeadModel::from_tensors(const Config& config, std::span<const Ex
 PerHeadModel PerHeadModel::from_views(ModelViews views, Metadata metadata, std::shared_ptr<const void> owner) {
     PerHeadModel m;
     m.views_ = std::move(views);
-    m.metadata_ = std::move(metadata);
+    m.metadata_ = std::make_shared<const Metadata>(std::move(metadata));
     m.owner_ = std::move(owner);
     // The views' copies keep the bytes alive as the model does.
     if (m.owner_) m.views_.owner = m.owner_;
@@ -323,7 +325,6 @@ FusedModel FusedModel::open(const std::filesystem::path& path) {
             row += n;
         }
     }
-    m.metadata_ = file->metadata();
     m.views_.owner = file;
     m.file_ = std::move(file);
     return m;
@@ -332,7 +333,7 @@ FusedModel FusedModel::open(const std::filesystem::path& path) {
 PerHeadModel FusedModel::per_head() const {
     PerHeadModel m;
     m.views_ = views_;
-    m.metadata_ = metadata_;
+    m.metadata_ = std::shared_ptr<const Metadata>(file_, &file_->metadata());
     m.file_ = file_;
     return m;
 }
@@ -371,7 +372,7 @@ std::vector<std::filesystem::path> PerHeadModel::save(const std::filesystem::pat
     GgufWriter w;
     w.alignment = output.alignment;
     w.shards = output.shards;
-    w.metadata = per_head_metadata(m.config, metadata_);
+    w.metadata = per_head_metadata(m.config, metadata());
     // In the source file's order (split keeps a fused file's order, head tensors where their fused tensor was).
     std::vector<const TensorView*> views;
     std::vector<std::string> names;
