@@ -490,7 +490,7 @@ TEST(HfFamilyTokenizer, Qwen25FolderWithItsRealTokenizer) {
 // llama.cpp's regex for 'tekken' approximates tokenizer.json's, where its regex engine sees only ASCII letter case
 // and no combining marks (src/unicode.cpp gives every other letter one code, every mark another):
 //  - case: a letter outside ASCII counts as both capital and small, so llama.cpp keeps together some words
-//    Tekken splits ("éAb": Tekken "é" + "Ab"; "ПриветМир": "Привет" + "Мир"). No Tekken merge joins across such
+//    Tekken splits ("éAb": Tekken "é" + "Ab"; "ПриветМир": "Привет" + "Мир"). No Tekken token spans such
 //    a split, so the ids are the same: those texts are in the agreeing list below.
 //  - combining marks (\p{M}): Tekken's words take them in, llama.cpp's do not (a mark there starts the next
 //    piece, as the optional non-letter before a word). 3356 Tekken tokens hold a letter followed by a mark, none

@@ -1,7 +1,7 @@
-// Tokenizers: Hugging Face's real LLaMA 2 (Mistral), LLaMA 3, Qwen3 and Gemma 3 tokenizers converted to GGUF,
-// judged by llama.cpp against Hugging Face's own tokenizer code on corpora that stress each part; tokenizers
-// fitted to the model's embedding rows; and every rule of llama.cpp's vocabulary loader, checked through the CLI
-// before anything is written.
+// Tokenizers: Hugging Face's real LLaMA 2 (Mistral), LLaMA 3, Qwen3, Gemma 3 and Mistral NeMo (Tekken) tokenizers
+// converted to GGUF, judged by llama.cpp against Hugging Face's own tokenizer code on corpora that stress each part;
+// tokenizers fitted to the model's embedding rows; and every rule of llama.cpp's vocabulary loader, checked through the
+// CLI before anything is written.
 #include <algorithm>
 #include <cstring>
 #include <fstream>

@@ -59,7 +59,7 @@ constexpr KnownPre kQwen2Pre{
 // Mistral NeMo's Tekken (CamelCase words split before each capital run, digits one at a time, "/" kept after a
 // punctuation run): llama.cpp's "tekken". llama.cpp's regex engine sees letter case in ASCII only and no combining
 // marks, and its regex for "tekken" spells the cases as "a letter not in a-z" and "a letter not in A-Z", without
-// \p{M}. The first keeps together words Tekken splits where no Tekken merge joins them ("éAb": "é" + "Ab"), which
+// \p{M}. The first keeps together words Tekken splits where no Tekken token spans the cut ("éAb": "é" + "Ab"), which
 // gives the same ids; the second cuts words with marks, which Tekken's tokens hold (Indic vowel signs, Arabic
 // harakat: not Latin accents, which none of its tokens joins to a letter).
 constexpr KnownPre kTekkenPre{
