@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -528,8 +529,9 @@ TEST(HfFamilyTokenizer, MistralNemoFolderWithItsRealTokenizer) {
         texts.insert(texts.end(), pieces.begin(), pieces.end());
     }
     test::TokenizedEval judged;
-    const std::string err = test::expect_fused_with_real_tokenizer(hf, "mistral_nemo", (dir / "m.gguf").string(),
-                                                                   "llama", 131072, texts, differ, &judged);
+    const std::string model = (dir / "m.gguf").string();
+    const std::string err =
+        test::expect_fused_with_real_tokenizer(hf, "mistral_nemo", model, "llama", 131072, texts, differ, &judged);
     EXPECT_NE(err.find("llama.cpp's 'tekken' regex does not count combining marks"), std::string::npos) << err;
     EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
     ASSERT_EQ(judged.hf.size(), texts.size());
@@ -542,6 +544,21 @@ TEST(HfFamilyTokenizer, MistralNemoFolderWithItsRealTokenizer) {
             joined.insert(joined.end(), judged.hf[at(p)].begin(), judged.hf[at(p)].end());
         EXPECT_EQ(judged.llama[at(text)], joined) << nlohmann::json(text).dump();
     }
+    // inspect names the tokenizer as llama.cpp reads it; export writes the folder back (as LlamaForCausalLM, with
+    // its head_dim), the tokenizer files byte for byte and the tensors as they were.
+    const test::RunResult shown = run_cli({"inspect", model});
+    EXPECT_NE(shown.out.find("tokenizer: gpt2 (byte-level BPE, pre-tokenizer tekken), 131072 tokens, 269443 merges, "
+                             "bos 1 '<s>', eos 2 '</s>', unk 0 '<unk>', adds bos, chat template"),
+              std::string::npos)
+        << shown.out;
+    const fs::path back = dir / "back";
+    cli_ok({"export", "-q", model, "-o", back.string(), "--format", "hf"});
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+        std::ifstream a(hf / f, std::ios::binary), b(back / f, std::ios::binary);
+        EXPECT_TRUE(std::equal(std::istreambuf_iterator<char>(a), {}, std::istreambuf_iterator<char>(b), {})) << f;
+    }
+    test::expect_same_tensors(hf, back);
+    EXPECT_EQ(nlohmann::json::parse(std::ifstream(back / "config.json")).at("head_dim"), 32);
 }
 
 // Qwen3 in TransformerLens's layout (convert_qwen3_weights: q/k norms as blocks.N.attn.q_norm.w and k_norm.w,
