@@ -15,6 +15,10 @@ TEST_JOBS ?= $(shell echo $$((2 * $$(nproc))))
 CMAKE_FLAGS ?=
 # Compiler warnings are errors in CI (which sets CI=true); WERROR=ON asks for it anywhere.
 WERROR ?= $(if $(CI),ON,OFF)
+# A new build folder is configured for Ninja, which starts compiling a target's files while the targets it links
+# are still linking (the Makefile generator waits for them, one core idle at each step); a folder already
+# configured keeps its generator.
+generator = $(if $(wildcard $(1)/CMakeCache.txt),,-G Ninja)
 
 .PHONY: all setup configure build demo check test test-fast test-release test-sanitize format format-check bench fuzz \
 	install clean
@@ -25,7 +29,7 @@ setup:
 	@scripts/setup.sh
 
 configure: setup
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DHEADFUSE_WERROR=$(WERROR) $(CMAKE_FLAGS) >/dev/null
+	@cmake $(call generator,$(BUILD)) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DHEADFUSE_WERROR=$(WERROR) $(CMAKE_FLAGS) >/dev/null
 
 build: configure
 	@cmake --build $(BUILD) -j$(JOBS)
@@ -60,7 +64,8 @@ test-fast: build
 # make test's Release half: the labels the sanitizer build leaves out. The unit and robustness tests run under the
 # sanitizers instead, where a memory error in what they exercise is found (make check runs the unit tests here).
 # `all` (the library, the CLI, the benchmark and the example), then only the test programs holding tests of those
-# labels, one label at a time (the Makefile generator is not safe with several targets in one parallel build).
+# labels, one label at a time (a folder configured for the Makefile generator is not safe with several targets in
+# one parallel build).
 test-release: build
 	@for label in $(subst ;, ,$(SANITIZE_SKIP_LABELS)); do \
 	  cmake --build $(BUILD) -j$(JOBS) --target headfuse_tests_$$label || exit 1; done
@@ -79,7 +84,7 @@ SANITIZE_SKIP_LABELS ?= judge;slow;install
 # 60% more compile time for code that is not shipped (test_tokenizer.cpp: 15 s of CPU with ASan, 24.5 s with both).
 SANITIZE_FLAGS ?= "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g0 -DNDEBUG" "-DHEADFUSE_TEST_OPTIONS=-O0;-g0;-fno-sanitize=undefined"
 test-sanitize: setup
-	@cmake -S . -B $(BUILD_SAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(SANITIZE_FLAGS) -DHEADFUSE_BUILD_BENCH=OFF \
+	@cmake $(call generator,$(BUILD_SAN)) -S . -B $(BUILD_SAN) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(SANITIZE_FLAGS) -DHEADFUSE_BUILD_BENCH=OFF \
 	  -DHEADFUSE_BUILD_EXAMPLES=OFF -DHEADFUSE_SANITIZE="address;undefined" -DHEADFUSE_WERROR=$(WERROR) \
 	  "-DHEADFUSE_TEST_SKIP_LABELS=$(SANITIZE_SKIP_LABELS)" $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD_SAN) -j$(JOBS) --target headfuse_tests
@@ -91,7 +96,7 @@ bench: build
 
 fuzz:
 	@scripts/setup.sh clang
-	@CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHEADFUSE_BUILD_FUZZ=ON \
+	@CXX=clang++ cmake $(call generator,build-fuzz) -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHEADFUSE_BUILD_FUZZ=ON \
 	  -DHEADFUSE_BUILD_TESTS=OFF -DHEADFUSE_BUILD_BENCH=OFF >/dev/null
 	@cmake --build build-fuzz -j$(JOBS)
 

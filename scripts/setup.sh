@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(g++ cmake make libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
+packages=(g++ cmake make ninja-build libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
           libopenblas-dev libssl-dev time clang-format python3-numpy python3-sentencepiece libpng-dev chromium
           util-linux "$@")  # and the packages named on the command line (make fuzz: clang)
 missing=()
