@@ -423,7 +423,7 @@ int run_logits(const LogitsArgs& a, const Common& c) {
     if (!a.out.empty()) check_output_path(a.out);
     const OpenedCheckpoint src = open_source(a.model, a.config);
     const PerHeadModel& model = src.model;
-    const std::vector<float> logits = forward_logits(model.views(), a.tokens, c.threads);
+    const std::vector<float> logits = forward_logits(model.views(), a.tokens, c.threads, {}, a.n_ctx);
     const std::uint32_t vocab = model.config().vocab;
     Warnings warnings;
     warn_context(warnings, model.config(), a.tokens.size());
@@ -466,6 +466,7 @@ int run_verify(const VerifyArgs& a, const Common& c) {
     VerifyOptions opt;
     opt.tokens = a.tokens;
     opt.threads = c.threads;
+    opt.n_ctx = a.n_ctx;
     opt.progress = make_progress("verify", c.quiet);
     opt.labels = {layout_label(first), layout_label(second)};
     if (opt.labels[0] == opt.labels[1]) opt.labels = {"A", "B"};

@@ -54,11 +54,13 @@ struct LogitsArgs {
     std::string model, config, out;
     std::vector<std::uint32_t> tokens;
     unsigned top = 5;
+    std::uint32_t n_ctx = 0;  // --ctx: llama.cpp's context size (0: the model's original context)
 };
 
 struct VerifyArgs {
     std::string per_head, fused;
     std::vector<std::uint32_t> tokens;
+    std::uint32_t n_ctx = 0;  // --ctx
 };
 
 // headfuse heads VERB: head surgery (ablate, prune, pool-kv, transplant) and scan.
@@ -71,6 +73,7 @@ struct HeadsArgs {
     double lowest = 0;                                // prune --lowest: the fraction of heads to prune, by --scan
     std::string method = "exact", ablation = "zero";  // scan --method, --ablation
     std::uint32_t refine = 0;                         // scan --refine
+    std::uint32_t n_ctx = 0;                          // scan --ctx
 };
 
 // A model to read, with its --config (empty: config.json beside the weights).

@@ -74,6 +74,7 @@ int run_scan(const HeadsArgs& a, const Common& c) {
     so.ablation = a.ablation == "mean" ? Ablation::Mean : Ablation::Zero;
     so.refine = a.refine;
     so.threads = c.threads;
+    so.n_ctx = a.n_ctx;
     so.progress = make_progress("scan", c.quiet, "layers");
     const HeadScan s = scan_heads(src.model.views(), tokens, so);
     const Config& cfg = src.model.config();

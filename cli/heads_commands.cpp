@@ -142,6 +142,7 @@ public:
                            "With --method attribution: ablate exactly the K heads the estimate ranks highest (by "
                            "|delta|)");
         refine_->type_name("K");
+        f.context(args_.n_ctx);
     }
 
 private:

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <utility>
 
+#include "headfuse/config.h"
 #include "headfuse/error.h"
 
 namespace headfuse::cli {
@@ -173,6 +174,13 @@ CLI::Option* Flags::tokens(const std::string& names, std::vector<std::uint32_t>&
     });
     items_.back().list_example = "1,2,3";
     return opt;
+}
+
+CLI::Option* Flags::context(std::uint32_t& target) {
+    return number("--ctx", target, 1, kMaxContext,
+                  "The context size llama.cpp would run the model with (its -c, n_ctx; rounded up to a multiple of "
+                  "256 as llama.cpp rounds it). It picks LongRoPE's factors (phi3): the long ones when it exceeds "
+                  "the original context. Default: the original context (the short factors)");
 }
 
 CLI::Option* Flags::output(const std::string& names, std::string& target, const std::string& help) {

@@ -69,6 +69,9 @@ public:
     CLI::Option* positive(const std::string& names, float& target, const std::string& help);
     // A size in bytes, by parse_size's rule.
     CLI::Option* size(const std::string& names, std::uint64_t& target, const std::string& help);
+    // --ctx N: the context size llama.cpp would run the model with (the forward pass picks LongRoPE's factors by
+    // it); 0, the default, is the model's original context.
+    CLI::Option* context(std::uint32_t& target);
     // Comma-separated token ids.
     CLI::Option* tokens(const std::string& names, std::vector<std::uint32_t>& target, const std::string& help);
     // A file to write: a name, not empty and not "-" (headfuse writes files, not standard output).

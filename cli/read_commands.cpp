@@ -35,6 +35,7 @@ public:
         out_ = f.output("-o,--output", args_.out, "Write raw little-endian f32 logits (n_tokens x vocab) here");
         top_ =
             f.number("--top", args_.top, 1, kMaxVocab, "Without -o: show the top K tokens per position (default: 5)");
+        f.context(args_.n_ctx);
         f.common(common_);
     }
     int run() override {
@@ -61,6 +62,7 @@ public:
                      "Model A: any model headfuse reads (GGUF, split set, safetensors, folder)");
         f.positional("b", args_.fused, "MODEL", "Model B, compared with A");
         f.tokens("--tokens", args_.tokens, "Comma-separated token ids (default: 8 tokens across the vocabulary)");
+        f.context(args_.n_ctx);
         f.common(common_);
         app_->footer(
             "Tensors are compared in a common form: the logical rows, per head where the layouts differ; bytes when "

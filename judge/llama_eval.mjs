@@ -12,6 +12,11 @@
 //       The same numbers written to FILE as raw little-endian float64, position-major (positions x N, -Infinity
 //       for a probability of 0), and {"vocab": N, "positions": P} on stdout. For large vocabularies: JSON text of
 //       every log-probability costs seconds per position at 150k tokens, the raw file milliseconds.
+//   node judge/llama_eval.mjs --ctx N [--out FILE] MODEL.gguf 1,2,3,...
+//       The same, in a context of N tokens (llama.cpp's n_ctx, node-llama-cpp's contextSize; llama.cpp rounds it up
+//       to a multiple of 256). Without it the context is the smallest multiple of 32 (at least 64) that holds the
+//       tokens, at most the model's context_length. It picks LongRoPE's factors (Phi-3): the long ones when the
+//       rounded context exceeds rope.scaling.original_context_length.
 //   node judge/llama_eval.mjs --check MODEL.gguf
 //       Loads the model, evaluates 3 tokens (ids 0, 1, 2 clamped to the vocabulary) and prints "ok".
 //
@@ -37,12 +42,18 @@ function fail(message, code = 1) {
 }
 
 function usage() {
-    fail("usage: node llama_eval.mjs [--out FILE] MODEL.gguf ID,ID,...  |  node llama_eval.mjs --check MODEL.gguf", 2);
+    fail("usage: node llama_eval.mjs [--ctx N] [--out FILE] MODEL.gguf ID,ID,...  |  node llama_eval.mjs --check MODEL.gguf", 2);
 }
 
 const args = process.argv.slice(2);
 let check = false;
 let outPath = null;
+let contextSize = null;
+if (args[0] === "--ctx" && args.length >= 2) {
+    if (!/^[1-9]\d*$/.test(args[1])) fail(`--ctx must be a positive integer, got "${args[1]}"`, 2);
+    contextSize = Number(args[1]);
+    args.splice(0, 2);
+}
 if (args[0] === "--out" && args.length === 4) {
     outPath = args[1];
     args.splice(0, 2);
@@ -152,7 +163,7 @@ if (check) {
 }
 let raw;
 try {
-    raw = await nextTokenLogprobs(model, ids, vocab);
+    raw = await nextTokenLogprobs(model, ids, vocab, check ? null : contextSize);
 } catch (e) {
     fail(`${e.message}${logs.length ? ` (llama.cpp: ${lastLogs()})` : ""}`, e.usage ? 2 : 1);
 }

@@ -13,8 +13,10 @@
 
 // The log-softmax of llama.cpp's logits after each of `ids` (no BOS added) on a loaded LlamaModel, position-major
 // in one Float64Array (positions x vocab), -Infinity where the probability is 0. Throws Error; its `usage` is true
-// when the ids do not fit the model (outside the vocabulary, beyond its context).
-export async function nextTokenLogprobs(model, ids, vocab) {
+// when the ids do not fit the model (outside the vocabulary, beyond its context). `contextSize` (optional) is the
+// context llama.cpp runs with (n_ctx, which it rounds up to a multiple of 256); it must hold the ids. It matters to
+// what llama.cpp computes for LongRoPE models only (Phi-3: the long factors when it exceeds the original context).
+export async function nextTokenLogprobs(model, ids, vocab, contextSize = null) {
     const refuse = (message) => Object.assign(new Error(message), { usage: true });
     if (ids.length === 0) throw refuse("no tokens");
     const bad = ids.find((t) => t >= vocab);
@@ -22,7 +24,9 @@ export async function nextTokenLogprobs(model, ids, vocab) {
     const trainContext = model.trainContextSize;
     if (ids.length > trainContext) throw refuse(`${ids.length} tokens exceed the model's context length ${trainContext}`);
     // A small context keeps the KV cache tiny; it must hold every token we evaluate.
-    const contextSize = Math.min(trainContext, Math.max(64, 32 * Math.ceil(ids.length / 32)));
+    if (contextSize === null) contextSize = Math.min(trainContext, Math.max(64, 32 * Math.ceil(ids.length / 32)));
+    else if (!Number.isSafeInteger(contextSize) || contextSize < ids.length)
+        throw refuse(`a context of ${contextSize} cannot hold ${ids.length} tokens`);
     let context;
     try {
         context = await model.createContext({

@@ -17,12 +17,24 @@
 
 namespace headfuse {
 
+// llama.cpp rounds the context size it runs with (n_ctx) up to a multiple of this (llama_context: GGML_PAD 256).
+inline constexpr std::uint32_t kContextPadding = 256;
+
+// The context a model was trained for before any context extension: rope.scaling.original_context_length, else
+// context_length (llama.cpp's n_ctx_orig_yarn).
+std::uint32_t original_context(const Config& c) noexcept;
+// Whether llama.cpp run with context size n_ctx uses LongRoPE's long factors (rope_factors_long) rather than the
+// short ones: when n_ctx rounded up to a multiple of kContextPadding exceeds original_context(c). n_ctx 0 stands
+// for original_context(c). (Hugging Face's Phi-3 picks by the length of the sequence it runs instead.)
+bool uses_long_rope_factors(const Config& c, std::uint32_t n_ctx) noexcept;
+
 // Logits for every position: tokens.size() x vocab floats, position-major. `threads` 0 means all cores.
 // Error if a token is out of the vocabulary. The query heads in `ablated` contribute nothing (their attention
 // outputs are zeroed before attn_output): the same logits, bit for bit, as the model whose attn_output columns
-// of those heads are zero.
+// of those heads are zero. `n_ctx` is the context size llama.cpp would run the model with: it picks LongRoPE's
+// factors (uses_long_rope_factors) and changes nothing else; 0 stands for the model's original context.
 std::vector<float> forward_logits(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads = 0,
-                                  std::span<const HeadRef> ablated = {});
+                                  std::span<const HeadRef> ablated = {}, std::uint32_t n_ctx = 0);
 
 // Which heads matter: the mean next-token loss (nats; position t predicts tokens[t+1]) of the model, and the
 // change when each (layer, head) is ablated.
@@ -43,6 +55,7 @@ struct ScanOptions {
     std::uint32_t refine = 0;  // Attribution: heads ablated exactly, by |estimate|
     unsigned threads = 0;      // 0: all cores
     ProgressFn progress;       // counts layers evaluated (forward and backward), of all
+    std::uint32_t n_ctx = 0;   // llama.cpp's context size, as forward_logits takes it (0: the original context)
 };
 
 struct HeadScan {

@@ -163,6 +163,10 @@ struct ModelViews {
     TensorView output_norm;                // [d_model]
     std::optional<TensorView> output;      // [d_model, vocab]; absent when tied
     std::optional<TensorView> rope_freqs;  // [d_head/2] f32: RoPE's angle of pair i is divided by element i
+    // LongRoPE (phi3): the divisors llama.cpp uses when the context it runs with exceeds the original context (long),
+    // and otherwise (short). Both or neither.
+    std::optional<TensorView> rope_long;
+    std::optional<TensorView> rope_short;
     std::vector<LayerViews> layers;
     std::shared_ptr<const void> owner;  // keeps the bytes alive; null for caller-owned tensors
 };

@@ -19,6 +19,8 @@ enum class Role : std::uint8_t {
     OutputNorm,      // output_norm.weight [d_model]
     Output,          // output.weight [d_model, vocab], untied models only
     RopeFreqs,       // rope_freqs.weight [d_head/2], optional: Llama 3.1's per-dimension frequency divisors
+    RopeLong,        // rope_factors_long.weight [d_head/2], optional: LongRoPE's divisors beyond the original context
+    RopeShort,       // rope_factors_short.weight [d_head/2], optional: LongRoPE's divisors within it (Phi-3)
     AttnNorm,        // blk.N.attn_norm.weight [d_model]
     AttnQ,           // blk.N.attn_q.head_H.weight [d_model, d_head] per head; fused blk.N.attn_q.weight
     AttnK,           // blk.N.attn_k.head_H.weight, per kv head

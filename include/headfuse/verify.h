@@ -48,6 +48,9 @@ struct VerifyOptions {
     std::vector<std::uint32_t> tokens;  // empty: a default prompt within the vocabulary
     unsigned threads = 0;
     ProgressFn progress;  // tensors compared, in bytes of A
+    // The context size llama.cpp would run the models with: it picks LongRoPE's factors (forward_logits); 0 is each
+    // model's original context.
+    std::uint32_t n_ctx = 0;
     // What the report calls the two models, in hyperparameter and tensor lines.
     std::array<std::string, 2> labels{"A", "B"};
 };

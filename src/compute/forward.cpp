@@ -628,14 +628,22 @@ void logits_of(RunState& s, const ModelViews& model, std::size_t n, unsigned thr
     }
 }
 
+// The frequency divisors RoPE reads (llama_model::get_rope_factors): rope_freqs when the model has it, else
+// LongRoPE's long factors when llama.cpp's context exceeds the original one, else its short factors; none without.
+const std::optional<TensorView>& rope_factors(const ModelViews& model, std::uint32_t n_ctx) {
+    if (model.rope_freqs || !model.rope_long) return model.rope_freqs;
+    return uses_long_rope_factors(model.config, n_ctx) ? model.rope_long : model.rope_short;
+}
+
 // The (cos, sin) tables of positions 0..n-1 into the first n rows of s.rope (and of s.rope_local: Gemma 3's local
-// layers, rope.freq_base_swa, no scaling).
-void rope_tables(RunState& s, const ModelViews& model, std::size_t n) {
+// layers, rope.freq_base_swa, no scaling), for llama.cpp's context n_ctx (0: the model's original context).
+void rope_tables(RunState& s, const ModelViews& model, std::size_t n, std::uint32_t n_ctx) {
     const Config& c = model.config;
     const RopeParams rope_p = rope_params(c);
-    const std::vector<float> freq_factors = model.rope_freqs ? load_norm(*model.rope_freqs) : std::vector<float>{};
+    const std::optional<TensorView>& factors = rope_factors(model, n_ctx);
+    const std::vector<float> freq_factors = factors ? load_norm(*factors) : std::vector<float>{};
     for (std::size_t t = 0; t < n; ++t)
-        rope_angles(&s.rope[t * c.d_head], std::uint32_t(t), rope_p, model.rope_freqs ? freq_factors.data() : nullptr);
+        rope_angles(&s.rope[t * c.d_head], std::uint32_t(t), rope_p, factors ? freq_factors.data() : nullptr);
     if (!s.rope_local.empty()) {
         Config local = c;
         local.rope_theta = c.rope_theta_swa;
@@ -648,7 +656,7 @@ void rope_tables(RunState& s, const ModelViews& model, std::size_t n) {
 }
 
 // Checks the model and the tokens, and fills the run state's embeddings and RoPE angles.
-RunState start(const ModelViews& model, std::span<const std::uint32_t> tokens) {
+RunState start(const ModelViews& model, std::span<const std::uint32_t> tokens, std::uint32_t n_ctx) {
     check_model(model);
     const Config& c = model.config;
     for (std::size_t t = 0; t < tokens.size(); ++t)
@@ -664,7 +672,7 @@ RunState start(const ModelViews& model, std::span<const std::uint32_t> tokens) {
         const float scale = std::sqrt(float(c.d_model));
         for (float& x : s.x) x *= scale;
     }
-    rope_tables(s, model, n);
+    rope_tables(s, model, n, n_ctx);
     return s;
 }
 
@@ -703,14 +711,25 @@ double mean_loss(std::span<const float> logits, std::span<const std::uint32_t> t
 // ----------------------------------------------------------------------------------------------------------
 // The forward pass.
 
+std::uint32_t original_context(const Config& c) noexcept {
+    return c.rope_original_context ? c.rope_original_context : c.context_length;
+}
+
+bool uses_long_rope_factors(const Config& c, std::uint32_t n_ctx) noexcept {
+    // llama_context's cparams.n_ctx = GGML_PAD(n_ctx, 256), and n_ctx_seq the same for one sequence; the loader's
+    // n_ctx_orig_yarn is rope.scaling.original_context_length, else context_length.
+    const std::uint64_t ctx = n_ctx ? n_ctx : original_context(c);
+    return (ctx + kContextPadding - 1) / kContextPadding * kContextPadding > original_context(c);
+}
+
 std::vector<float> forward_logits(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads,
-                                  std::span<const HeadRef> ablated) {
+                                  std::span<const HeadRef> ablated, std::uint32_t n_ctx) {
     threads = resolve_threads(threads);
     if (tokens.empty()) {
         check_model(model);
         return {};
     }
-    RunState s = start(model, tokens);
+    RunState s = start(model, tokens, n_ctx);
     for (std::uint32_t i = 0; i < model.layers.size(); ++i)
         layer_forward(s, model.config, model.layers[i], i, tokens.size(), threads,
                       ablated_in(model.config, ablated, i));
@@ -724,12 +743,12 @@ std::vector<float> forward_logits(const ModelViews& model, std::span<const std::
 namespace compute {
 
 Recording record_forward(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads,
-                         const std::function<void()>& layer_done) {
+                         const std::function<void()>& layer_done, std::uint32_t n_ctx) {
     threads = resolve_threads(threads);
     const Config& c = model.config;
     Recording rec;
     rec.layers.resize(c.n_layers);
-    RunState s = start(model, tokens);
+    RunState s = start(model, tokens, n_ctx);
     s.record = &rec;
     for (std::uint32_t i = 0; i < c.n_layers; ++i) {
         rec.layers[i].x = s.x;
@@ -756,7 +775,8 @@ std::vector<double> variant_losses(const ModelViews& model, std::span<const std:
     RunState s(c, n * variants);
     s.seq = n;
     s.patches = patches;
-    rope_tables(s, model, n);
+    std::copy(rec.rope.begin(), rec.rope.end(), s.rope.begin());  // the clean pass's angles, its context's factors
+    std::copy(rec.rope_local.begin(), rec.rope_local.end(), s.rope_local.begin());
     for (std::size_t b = 1; b < variants; ++b) {
         std::copy(s.rope.begin(), s.rope.begin() + std::ptrdiff_t(n * c.d_head),
                   s.rope.begin() + std::ptrdiff_t(b * n * c.d_head));

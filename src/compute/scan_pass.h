@@ -71,16 +71,17 @@ struct Recording {
     double loss = 0;                // mean next-token loss
 };
 
-// The clean forward pass over `tokens`, keeping every layer's activations. Bit for bit forward_logits's logits.
-// `layer_done` is called after each layer.
+// The clean forward pass over `tokens`, keeping every layer's activations. Bit for bit forward_logits's logits
+// (for the same llama.cpp context n_ctx). `layer_done` is called after each layer.
 Recording record_forward(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads,
-                         const std::function<void()>& layer_done = {});
+                         const std::function<void()>& layer_done = {}, std::uint32_t n_ctx = 0);
 
 // Several passes at once, one per variant: variant b replaces heads from layer starts[b] up (`starts` ascending),
 // so it joins the others there, from rec's residual stream entering that layer (the layers below do not see the
 // change). Variant b's rows are [b * n_tok, (b + 1) * n_tok) of the patches' row numbers. Returns each variant's
 // mean next-token loss. The layers see every variant that has joined in one matrix product, so a batch of heads of
-// different layers decodes each weight row once. `layer_done` is called after each layer with the variants it ran.
+// different layers decodes each weight row once. The RoPE angles are rec's. `layer_done` is called after each layer
+// with the variants it ran.
 std::vector<double> variant_losses(const ModelViews& model, std::span<const std::uint32_t> tokens,
                                    std::span<const std::uint32_t> starts, const Recording& rec,
                                    std::span<const HeadPatch> patches, unsigned threads,

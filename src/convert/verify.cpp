@@ -322,8 +322,8 @@ VerifyReport verify(const PerHeadModel& first, const PerHeadModel& second, const
         }
     }
     const std::vector<std::uint32_t> tokens = options.tokens.empty() ? default_tokens(a.config.vocab) : options.tokens;
-    const std::vector<float> la = forward_logits(a, tokens, options.threads);
-    const std::vector<float> lb = forward_logits(b, tokens, options.threads);
+    const std::vector<float> la = forward_logits(a, tokens, options.threads, {}, options.n_ctx);
+    const std::vector<float> lb = forward_logits(b, tokens, options.threads, {}, options.n_ctx);
     report.logits_identical =
         la.size() == lb.size() && std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)) == 0;
     report.logits_finite = std::all_of(lb.begin(), lb.end(), [](float x) { return std::isfinite(x); });

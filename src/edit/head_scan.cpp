@@ -104,7 +104,8 @@ HeadScan scan_heads(const ModelViews& model, std::span<const std::uint32_t> toke
         progress.total += c.n_layers;
     // One clean pass, keeping the residual stream at the entry of every layer (an ablation in layer L starts
     // there, as the layers below it do not see it) and what the backward pass reads.
-    const compute::Recording rec = compute::record_forward(model, tokens, threads, [&] { progress.add(1); });
+    const compute::Recording rec = compute::record_forward(
+        model, tokens, threads, [&] { progress.add(1); }, o.n_ctx);
     out.base_loss = rec.loss;
     const std::vector<std::vector<float>> means =
         o.ablation == Ablation::Mean ? head_means(rec, c, n) : std::vector<std::vector<float>>{};

@@ -520,10 +520,11 @@ std::vector<std::string> attention_differences(const Config& c, const Config& dc
            u(dc.rope_original_context));
     differ("rope_attn_factor", "rope.scaling.attn_factor", f(c.rope_attn_factor), f(dc.rope_attn_factor));
     differ("rms_eps", "attention.layer_norm_rms_epsilon", f(c.rms_eps), f(dc.rms_eps));
-    if (c.optional_roles.contains(Role::RopeFreqs) != dc.optional_roles.contains(Role::RopeFreqs))
-        out.push_back(std::string("rope_freqs.weight: ") +
-                      (c.optional_roles.contains(Role::RopeFreqs) ? "present" : "absent") + ", the donor's " +
-                      (dc.optional_roles.contains(Role::RopeFreqs) ? "present" : "absent"));
+    for (const auto& [role, name] :
+         {std::pair{Role::RopeFreqs, "rope_freqs.weight"}, std::pair{Role::RopeLong, "rope_factors_long.weight"}})
+        if (c.optional_roles.contains(role) != dc.optional_roles.contains(role))
+            out.push_back(std::string(name) + ": " + (c.optional_roles.contains(role) ? "present" : "absent") +
+                          ", the donor's " + (dc.optional_roles.contains(role) ? "present" : "absent"));
     return out;
 }
 
@@ -583,9 +584,10 @@ PerHeadModel transplant_heads(const PerHeadModel& src, const PerHeadModel& donor
     const std::string donor_name = !options.donor.empty() ? options.donor
                                    : donor.file()         ? donor.file()->name()
                                                           : "the donor";
-    // The optional tensors but rope_freqs (named with the attention hyperparameters below) must match.
+    // The optional tensors but RoPE's factors (named with the attention hyperparameters below) must match.
     const bool same_biases = std::all_of(role_table().begin(), role_table().end(), [&](const RoleSpec& r) {
-        return r.role == Role::RopeFreqs || c.optional_roles.contains(r.role) == dc.optional_roles.contains(r.role);
+        return r.role == Role::RopeFreqs || r.role == Role::RopeLong || r.role == Role::RopeShort ||
+               c.optional_roles.contains(r.role) == dc.optional_roles.contains(r.role);
     });
     if (!same_biases)
         fail(ErrorKind::InvalidArgument, where + "transplant: the donor and the model do not have the same biases");

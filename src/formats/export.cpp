@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "base/fail.h"
+#include "base/float_text.h"
 #include "formats/import.h"
 #include "formats/safetensors.h"
 #include "headfuse/checkpoint.h"
@@ -325,6 +326,25 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
             fail("export: rope_freqs.weight is not what key " + std::string(kRopeScalingKey) +
                  " implies: the factors were changed");
     }
+    if (c.optional_roles.contains(Role::RopeLong)) {  // Phi-3's LongRoPE: the factors, as the config lists them
+        auto factors = [&](Role r) {
+            const TensorView* v = role_view(m, role_spec(r), 0);
+            json list = json::array();
+            for (std::uint32_t i = 0; i < c.d_head / 2; ++i) list.push_back(json_float(v->f32()[i]));
+            return list;
+        };
+        // Hugging Face derives the attention factor from the two context lengths; a file whose factor is another
+        // has no config that says it.
+        const float implied = longrope_attn_factor(c);
+        if (c.rope_attn_factor != implied)
+            fail(ErrorKind::Unsupported, "export: key " + c.key("rope.scaling.attn_factor") + " is " +
+                                             shortest_float(c.rope_attn_factor) +
+                                             ", but a Hugging Face LongRoPE config with these context lengths "
+                                             "implies " +
+                                             shortest_float(implied));
+        rope_scaling = {
+            {"type", "longrope"}, {"long_factor", factors(Role::RopeLong)}, {"short_factor", factors(Role::RopeShort)}};
+    }
     if (tl && rope_scaling != nullptr)
         fail(ErrorKind::Unsupported,
              "export: the model scales RoPE, which a TransformerLens config cannot say; export it as hf");
@@ -385,7 +405,8 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
             layer_biases(layer_done);
             layer_done = s.layer;
         }
-        if (s.role->role == Role::RopeFreqs) continue;  // in the config's rope_scaling
+        if (s.role->role == Role::RopeFreqs || s.role->role == Role::RopeLong || s.role->role == Role::RopeShort)
+            continue;  // in the config's rope_scaling
         if (tl_gemma && s.role->role == Role::TokenEmbd) {
             plans.push_back({"embed.W_E", weight_type, {c.vocab, c.d_model}, [&m, &c, weight_type](ByteSink& sink) {
                                  emit_scaled_embedding(m.token_embd, c.d_model, weight_type, sink);

@@ -435,11 +435,6 @@ std::uint32_t hf_default_context(const json& j) {
 
 // What Phi3ForCausalLM's config says that llama.cpp's phi3 graph does not compute, refused by name.
 void check_phi3_config(const json& j, const std::string& where) {
-    if (const json* rs = field(j, "rope_scaling"); rs && !(rs->is_object() && rs->empty()))
-        fail(ErrorKind::Unsupported,
-             where + ": key 'rope_scaling' is " + rs->dump() +
-                 "; LongRoPE's long and short factors (llama.cpp's rope_factors_long/short) are not modelled by "
-                 "headfuse: it converts Phi-3 models without rope_scaling");
     if (const json* p = field(j, "partial_rotary_factor"); p && !(p->is_number() && p->get<double>() == 1.0))
         fail(ErrorKind::Unsupported, where + ": key 'partial_rotary_factor' is " + p->dump() +
                                          "; headfuse converts full rotary embeddings only (rope.dimension_count "
@@ -448,6 +443,63 @@ void check_phi3_config(const json& j, const std::string& where) {
         if (const json* v = field(j, flag); v && *v != false)
             fail(ErrorKind::Unsupported, where + ": key '" + std::string(flag) + "' is " + v->dump() +
                                              "; llama.cpp's phi3 loader reads no such bias");
+}
+
+std::vector<float> longrope_factors(const json& rs, const Config& c, const std::string& where, bool long_factors) {
+    const char* key = long_factors ? "long_factor" : "short_factor";
+    const json* list = field(rs, key);
+    if (!list) fail(where + ": rope_scaling has no '" + std::string(key) + "', which LongRoPE scaling needs");
+    if (!list->is_array() || list->size() != c.d_head / 2)
+        fail(where + ": rope_scaling key '" + std::string(key) + "' must be a list of " + std::to_string(c.d_head / 2) +
+             " numbers (half the head size " + std::to_string(c.d_head) + "), found " +
+             (list->is_array() ? std::to_string(list->size()) + " entries" : list->dump()));
+    std::vector<float> out;
+    for (const json& v : *list) {
+        const float f = v.is_number() ? v.get<float>() : 0.0f;  // f64 rounded to f32, as torch.tensor(float32)
+        if (!(std::isfinite(f) && f > 0))
+            fail(where + ": rope_scaling key '" + std::string(key) + "' entry " + std::to_string(out.size()) +
+                 " must be a positive number, found " + v.dump());
+        out.push_back(f);
+    }
+    return out;
+}
+
+// Phi-3's rope_scaling: LongRoPE ("longrope", or "su", its first name), as llama.cpp's converter (phi.py,
+// Phi3MiniModel) converts it: the attention factor sqrt(1 + ln(s) / ln(original)) with s = max_position_embeddings /
+// original_max_position_embeddings (1 when s <= 1), computed in f64 and stored as f32, and the two factor lists as
+// rope_factors_long/short (longrope_factors). An empty object is no scaling.
+void phi3_long_rope(const json& rs, const json& j, Config& c, const std::string& where) {
+    const std::string kind = rope_scaling_type(rs, where);
+    if (kind == "default") return;
+    if (kind == "yarn")
+        fail(ErrorKind::Unsupported,
+             where + ": key 'rope_scaling' is " + rs.dump() +
+                 "; headfuse converts Phi-3's LongRoPE (\"longrope\", \"su\"), not YaRN (llama.cpp's converter "
+                 "writes its factors with an attention factor Hugging Face's Phi-3 YaRN does not use)");
+    if (kind != "longrope" && kind != "su")
+        fail(ErrorKind::Unsupported, where + ": key 'rope_scaling' is " + rs.dump() +
+                                         "; headfuse converts Phi-3's LongRoPE (\"longrope\", \"su\") only");
+    for (const auto& [k, v] : rs.items())
+        if (k != "type" && k != "rope_type" && k != "long_factor" && k != "short_factor" &&
+            !(k == "original_max_position_embeddings" && v == j.value(k, json())))
+            fail(ErrorKind::Unsupported, where + ": rope_scaling key '" + k + "' is " + v.dump() +
+                                             "; llama.cpp's converter derives LongRoPE from long_factor, short_factor, "
+                                             "max_position_embeddings and original_max_position_embeddings alone");
+    if (!field(j, "original_max_position_embeddings"))
+        fail(where + ": missing key 'original_max_position_embeddings', which LongRoPE scaling needs");
+    if (c.rope_original_context == 0)
+        fail(where + ": key 'original_max_position_embeddings' must be positive for LongRoPE, found 0");
+    longrope_factors(rs, c, where, true);  // checked here, read into the model by open_checkpoint
+    longrope_factors(rs, c, where, false);
+    c.optional_roles.insert(Role::RopeLong);
+    c.optional_roles.insert(Role::RopeShort);
+    c.rope_attn_factor = longrope_attn_factor(c);
+}
+
+float longrope_attn_factor(const Config& c) {
+    const double orig = c.rope_original_context ? c.rope_original_context : c.context_length;
+    const double scale = double(c.context_length) / orig;
+    return static_cast<float>(scale > 1.0 ? std::sqrt(1.0 + std::log(scale) / std::log(orig)) : 1.0);
 }
 
 Config hf_config(const json& j, const std::string& where) {
@@ -465,6 +517,7 @@ Config hf_config(const json& j, const std::string& where) {
         for (Role r : kQwen3Norms) c.optional_roles.insert(r);
     if (arch.family == Family::Phi3)
         c.rope_original_context = get_count(j, "original_max_position_embeddings", where, 0);
+    const json* phi3_scaling = arch.family == Family::Phi3 ? field(j, "rope_scaling") : nullptr;
     for (const char* flag : {"attention_bias", "mlp_bias"})
         if (const json* v = field(j, flag)) {
             if (arch.family == Family::Qwen2 || (arch.family == Family::Qwen3 && std::string_view(flag) == "mlp_bias"))
@@ -490,7 +543,9 @@ Config hf_config(const json& j, const std::string& where) {
         if (!t->is_boolean()) fail(where + ": key 'tie_word_embeddings' must be true or false, found " + t->dump());
         c.tied = t->get<bool>();
     }
-    if (const json* rs = field(j, "rope_scaling")) {
+    if (phi3_scaling) {
+        phi3_long_rope(*phi3_scaling, j, c, where);
+    } else if (const json* rs = field(j, "rope_scaling"); rs && arch.family != Family::Phi3) {
         const std::string kind = rope_scaling_type(*rs, where);
         if (kind == "linear") {
             c.rope_scaling = RopeScaling::Linear;
@@ -824,6 +879,7 @@ struct Owner {
     SafetensorsSet set;
     std::vector<float> ones;
     std::vector<float> rope_freqs;               // computed from a "llama3" rope_scaling
+    std::vector<float> rope_long, rope_short;    // a "longrope" rope_scaling's factors (phi3)
     std::deque<std::vector<std::byte>> vectors;  // biases in llama.cpp's element order, Gemma's 1 + w norms
 };
 
@@ -990,10 +1046,13 @@ PerHeadModel import_mapped(std::shared_ptr<Owner> owner, const Config& c, std::s
     bool norms_non_f32 = false;
     DType norm_type = DType::F32;
     for (const TensorSpec& s : tensor_layout(c, ModelKind::Fused)) {
-        if (s.role->role == Role::RopeFreqs) {  // computed from the config's rope_scaling
-            views.push_back(TensorView::of(
-                s.name, DType::F32, s.ne,
-                {reinterpret_cast<const std::byte*>(owner->rope_freqs.data()), owner->rope_freqs.size() * 4}));
+        const Role role = s.role->role;
+        if (role == Role::RopeFreqs || role == Role::RopeLong || role == Role::RopeShort) {  // from rope_scaling
+            const std::vector<float>& v = role == Role::RopeFreqs  ? owner->rope_freqs
+                                          : role == Role::RopeLong ? owner->rope_long
+                                                                   : owner->rope_short;
+            views.push_back(
+                TensorView::of(s.name, DType::F32, s.ne, {reinterpret_cast<const std::byte*>(v.data()), v.size() * 4}));
             continue;
         }
         const NameMap* m = nullptr;
@@ -1120,7 +1179,7 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
     std::error_code ec;
     if (!fs::is_directory(source, ec) && source.extension() != ".json" && is_gguf(source))
         return {open_model(source), CheckpointFormat::Gguf, source.parent_path(), {source}, {}};
-    auto owner = std::make_shared<Owner>(Owner{SafetensorsSet::open(source), {}, {}, {}});
+    auto owner = std::make_shared<Owner>(Owner{SafetensorsSet::open(source), {}, {}, {}, {}, {}});
     const CheckpointFormat layout = detect(owner->set);
     const fs::path config_path = config ? *config : owner->set.folder() / "config.json";
     if (!fs::exists(config_path, ec))
@@ -1139,6 +1198,10 @@ OpenedCheckpoint open_checkpoint(const fs::path& source, const std::optional<fs:
                 const json& rs = j.at("rope_scaling");
                 owner->rope_freqs = llama3_rope_factors(rs, c, where);
                 md.set(std::string(kRopeScalingKey), Value::string(rs.dump()));
+            }
+            if (c.optional_roles.contains(Role::RopeLong)) {
+                owner->rope_long = longrope_factors(j.at("rope_scaling"), c, where, true);
+                owner->rope_short = longrope_factors(j.at("rope_scaling"), c, where, false);
             }
             // Absent, num_key_value_heads is num_attention_heads (as Hugging Face's LlamaConfig has it); a GQA
             // checkpoint without it is named by its key, not by the shape that then fails.

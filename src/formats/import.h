@@ -58,11 +58,19 @@ inline constexpr std::string_view kTlZeroBiases[] = {"blocks.{L}.mlp.b_in", "une
 // Hyperparameters from config.json (Hugging Face) and from the JSON of HookedTransformerConfig. `where` names
 // the file in errors.
 // The optional roles a Hugging Face config implies (biases from attention_bias and mlp_bias, rope_freqs from a
-// "llama3" rope_scaling) are set in the config's optional_roles.
+// "llama3" rope_scaling, rope_factors_long/short from Phi-3's "longrope") are set in the config's optional_roles.
 Config hf_config(const nlohmann::json& j, const std::string& where);
 // Llama 3's per-dimension RoPE frequency divisors (rope_freqs.weight) for a "llama3" rope_scaling object, as
 // llama.cpp's converter computes them (in f32).
 std::vector<float> llama3_rope_factors(const nlohmann::json& rope_scaling, const Config& c, const std::string& where);
+// LongRoPE's long or short factors (rope_factors_long/short.weight) of a Phi-3 "longrope" rope_scaling object:
+// d_head / 2 positive numbers, each rounded to f32 (llama.cpp's converter: torch.tensor(..., dtype=float32)).
+std::vector<float> longrope_factors(const nlohmann::json& rope_scaling, const Config& c, const std::string& where,
+                                    bool long_factors);
+// LongRoPE's attention factor as llama.cpp's converter and Hugging Face compute it: sqrt(1 + ln(s) / ln(original))
+// with s = context_length / original context (rope_original_context, else context_length), 1 when s <= 1; in f64,
+// rounded to f32.
+float longrope_attn_factor(const Config& c);
 struct TlConfig {
     Config config;
     bool rotate_half = true;  // rotary_adjacent_pairs false

@@ -46,6 +46,9 @@ constexpr std::string_view kGemma2Archs[] = {"Gemma2ForCausalLM"};
 constexpr std::string_view kGemma3Types[] = {"gemma3_text", "gemma3"};
 constexpr std::string_view kGemma3Archs[] = {"Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"};
 constexpr std::string_view kQwen3Archs[] = {"Qwen3ForCausalLM"};
+// phi3's LongRoPE factors (created with TENSOR_NOT_REQUIRED, layer 0's and duplicated for the others: one
+// model-wide tensor each).
+constexpr RoleSet kPhi3Roles = roles({Role::RopeLong, Role::RopeShort});
 constexpr std::string_view kPhi3Types[] = {"phi3"};
 constexpr std::string_view kPhi3Archs[] = {"Phi3ForCausalLM"};
 
@@ -76,12 +79,12 @@ const ArchSpec kArchs[] = {
      .required_roles = kQkNorms,
      .rope = RopePairing::Neox},
     // phi3 (llama_model_phi3): attn_qkv and the stacked ffn_up, no bias (its loader reads attn_qkv.bias, which
-    // Phi3ForCausalLM never has, and rope_factors_long/short, LongRoPE's, which headfuse does not model);
-    // attn_output is [n_embd, n_embd].
+    // Phi3ForCausalLM never has), LongRoPE's rope_factors_long/short; attn_output is [n_embd, n_embd].
     {.family = Family::Phi3,
      .gguf_name = "phi3",
      .hf_model_types = kPhi3Types,
      .hf_architectures = kPhi3Archs,
+     .allowed_roles = kPhi3Roles,
      .rope = RopePairing::Neox,
      .q_dim_is_d_model = true,
      .fused_qkv = true,

@@ -191,6 +191,15 @@ void check_arch(const Config& c) {
                                                  "' is missing: llama.cpp's " + std::string(a.gguf_name) +
                                                  " loader requires it");
     }
+    // LongRoPE: llama.cpp picks one of the two by the context it runs with; headfuse models the pair only.
+    if (c.optional_roles.contains(Role::RopeLong) != c.optional_roles.contains(Role::RopeShort)) {
+        const bool has_long = c.optional_roles.contains(Role::RopeLong);
+        fail(ErrorKind::Unsupported,
+             "tensor '" + first_tensor_name(role_spec(has_long ? Role::RopeShort : Role::RopeLong), ModelKind::Fused) +
+                 "' is missing beside '" +
+                 first_tensor_name(role_spec(has_long ? Role::RopeLong : Role::RopeShort), ModelKind::Fused) +
+                 "': headfuse models LongRoPE with both factor sets");
+    }
     if (a.q_dim_is_d_model && c.q_dim() != c.d_model)
         fail(ErrorKind::Unsupported, "n_heads * d_head (" + std::to_string(c.q_dim()) + ") differs from d_model (" +
                                          std::to_string(c.d_model) + "): llama.cpp's " + std::string(a.gguf_name) +
@@ -325,7 +334,9 @@ void Config::write_metadata(Metadata& md) const {
         md.set(key("rope.scaling.factor"), Value::f32(rope_scaling_factor));
     }
     if (rope_original_context) md.set(key("rope.scaling.original_context_length"), Value::u32(rope_original_context));
-    if (rope_attn_factor != 1.0f) md.set(key("rope.scaling.attn_factor"), Value::f32(rope_attn_factor));
+    // LongRoPE's attention factor: llama.cpp's converter writes it with the factors, 1 included.
+    if (rope_attn_factor != 1.0f || optional_roles.contains(Role::RopeLong))
+        md.set(key("rope.scaling.attn_factor"), Value::f32(rope_attn_factor));
     md.set(key("attention.layer_norm_rms_epsilon"), Value::f32(rms_eps));
     const ArchSpec& a = arch();
     // The feature keys: always for a row that always has the feature (their absence means llama.cpp's defaults),

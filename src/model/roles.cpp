@@ -38,6 +38,8 @@ const RoleSpec kRoles[] = {
     {Role::OutputNorm, "output_norm", "weight", Global, Norm, Required, model_vector, &ModelViews::output_norm},
     {Role::Output, "output", "weight", Global, Weight, Untied, vocab_embd, &ModelViews::output},
     {Role::RopeFreqs, "rope_freqs", "weight", Global, Norm, Optional, rope_pairs, &ModelViews::rope_freqs},
+    {Role::RopeLong, "rope_factors_long", "weight", Global, Norm, Optional, rope_pairs, &ModelViews::rope_long},
+    {Role::RopeShort, "rope_factors_short", "weight", Global, Norm, Optional, rope_pairs, &ModelViews::rope_short},
     {Role::AttnNorm, "attn_norm", "weight", Layer, Norm, Required, model_vector, &LayerViews::attn_norm},
     {Role::AttnQ, "attn_q", "weight", HeadQ, Weight, Required, head_matrix, &LayerViews::q},
     {Role::AttnK, "attn_k", "weight", HeadKV, Weight, Required, head_matrix, &LayerViews::k},

@@ -230,7 +230,7 @@ LlamaEval read_logprobs(const std::filesystem::path& out, std::size_t vocab, std
 
 }  // namespace
 
-LlamaEval llama_eval(const std::string& model, const std::vector<std::uint32_t>& tokens) {
+LlamaEval llama_eval(const std::string& model, const std::vector<std::uint32_t>& tokens, std::uint32_t context) {
     if (tokens.empty()) throw std::invalid_argument("llama_eval: no tokens");
     std::string list;
     for (std::uint32_t t : tokens) {
@@ -241,7 +241,9 @@ LlamaEval llama_eval(const std::string& model, const std::vector<std::uint32_t>&
     // vocabulary of 150k tokens.
     const TempDir tmp;
     const std::filesystem::path out = tmp / "logprobs.f64";
-    const JudgeRun r = run_judge("llama_eval.mjs", {"--out", out.string(), model, list});
+    std::vector<std::string> args{"--out", out.string(), model, list};
+    if (context) args.insert(args.begin(), {"--ctx", std::to_string(context)});
+    const JudgeRun r = run_judge("llama_eval.mjs", args);
     if (r.status != 0) throw std::runtime_error(describe_failure("llama_eval.mjs on " + model, r));
 
     LlamaEval result;
@@ -428,8 +430,8 @@ Agreement agreement_with_llama(const std::string& model, const std::vector<std::
 }
 
 std::vector<double> forward_logprobs(const ModelViews& m, const std::vector<std::uint32_t>& tokens,
-                                     std::span<const HeadRef> ablated) {
-    return log_softmax(forward_logits(m, tokens, 0, ablated), m.config.vocab);
+                                     std::span<const HeadRef> ablated, std::uint32_t n_ctx) {
+    return log_softmax(forward_logits(m, tokens, 0, ablated, n_ctx), m.config.vocab);
 }
 
 }  // namespace headfuse::test

@@ -72,8 +72,10 @@ std::vector<double> read_raw_f64(const std::filesystem::path& path);
 
 // llama.cpp's next-token log-probabilities at every position of `tokens` (no BOS is added). Throws
 // std::runtime_error, carrying the judge's stderr, when the model does not load or evaluate (including a
-// llama.cpp abort), and std::invalid_argument when tokens is empty.
-LlamaEval llama_eval(const std::string& model, const std::vector<std::uint32_t>& tokens);
+// llama.cpp abort), and std::invalid_argument when tokens is empty. `context` > 0 runs llama.cpp with that context
+// size (node-llama-cpp's contextSize, llama_eval.mjs --ctx: it picks a LongRoPE model's factors); 0 lets the judge
+// choose the smallest that holds the tokens (which llama.cpp rounds up to 256).
+LlamaEval llama_eval(const std::string& model, const std::vector<std::uint32_t>& tokens, std::uint32_t context = 0);
 
 // headfuse's reference forward pass on `model` (open_model: any file or shard headfuse reads) against llama.cpp's
 // on the same file, as log-softmax at every position of `tokens`: the largest |difference| over every finite
@@ -88,8 +90,9 @@ Agreement agreement_with_llama(const std::string& model, const std::vector<std::
 // log-probability is finite.
 double max_logprob_diff(const std::vector<double>& ours, const LlamaEval& theirs, std::uint32_t vocab);
 // headfuse's forward pass on views as log-softmax rows, in the layout max_logprob_diff compares.
+// `n_ctx` is forward_logits's (llama.cpp's context size; 0: the model's original context).
 std::vector<double> forward_logprobs(const ModelViews& m, const std::vector<std::uint32_t>& tokens,
-                                     std::span<const HeadRef> ablated = {});
+                                     std::span<const HeadRef> ablated = {}, std::uint32_t n_ctx = 0);
 
 // Over a large vocabulary the least likely tokens of a random model fall below FLT_MIN in llama.cpp's float32
 // softmax (subnormal, a few significant bits left in their logarithm): this compares `ours` (position-major,

@@ -9,10 +9,19 @@ softmax(q k^T / sqrt(head_dim)) causal attention with grouped key/value heads, u
 Phi3Config's sliding_window is left out of the checkpoints it makes (llama.cpp's phi3 graph attends to every
 earlier position; Hugging Face would mask by the window).
 
+LongRoPE (rope_scaling {"type": "longrope", "long_factor", "short_factor"}), as transformers computes it
+(modeling_rope_utils.py _compute_longrope_parameters, and the dynamic update of Phi3RotaryEmbedding): the factors
+as float32 tensors, inv_freq = 1 / (factors * base^(2i/d)) with the long factors when the sequence run (the largest
+position + 1) exceeds original_max_position_embeddings and the short ones otherwise, and cos and sin multiplied by
+attention_factor = sqrt(1 + ln(s) / ln(original_max_position_embeddings)), s = max_position_embeddings /
+original_max_position_embeddings (1 when s <= 1). llama.cpp picks the factors by its context size instead.
+
   phi3_reference.py make DIR --d-model 64 --n-heads 4 --n-kv-heads 2 --d-ff 96 --n-layers 2 --vocab 300
                     [--tied] [--seed 1] [--dtype F32|F16|BF16] [--sliding-window N]
+                    [--longrope] [--original-context 256] [--max-context 256]
   phi3_reference.py logprobs DIR TOKENS_CSV        JSON [[log p(t) for t in vocab] per position]
 """
+import math
 import argparse
 import json
 import os
@@ -35,8 +44,15 @@ def make(a):
         t[p + "self_attn.qkv_proj.weight"] = np.concatenate([q, k, v])
         gate, up = t.pop(p + "mlp.gate_proj.weight"), t.pop(p + "mlp.up_proj.weight")
         t[p + "mlp.gate_up_proj.weight"] = np.concatenate([gate, up])
-    c.update({"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "original_max_position_embeddings": 256,
+    c.update({"architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
+              "original_max_position_embeddings": a.original_context, "max_position_embeddings": a.max_context,
               "rope_scaling": None, "sliding_window": a.sliding_window or None})
+    if a.longrope:  # distinct long and short factors, none 1, with more digits than a float32 holds
+        rng = np.random.default_rng(a.seed + 1000)
+        half = c["hidden_size"] // c["num_attention_heads"] // 2
+        c["rope_scaling"] = {"type": "longrope",
+                             "long_factor": [float(x) for x in np.sort(rng.uniform(1.0, 24.0, half))],
+                             "short_factor": [float(x) for x in rng.uniform(0.6, 1.8, half)]}
     hf.write_checkpoint(a.dir, t, {k: a.dtype for k in t}, 0)
     json.dump(c, open(os.path.join(a.dir, "config.json"), "w"), indent=2)
 
@@ -48,11 +64,19 @@ def logprobs(a):
     dm, nh, nkv, nl = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"], c["num_hidden_layers"]
     ff, eps, theta = c["intermediate_size"], c["rms_norm_eps"], c["rope_theta"]
     dh, T = dm // nh, len(tokens)
+    ext, attention_factor = np.ones(dh // 2), 1.0
     if c.get("rope_scaling"):
-        sys.exit("logprobs: LongRoPE scaling is not part of this reference")
-    inv_freq = 1.0 / theta ** (np.arange(0, dh, 2) / dh)
+        rs = c["rope_scaling"]
+        if rs.get("rope_type", rs.get("type")) not in ("longrope", "su"):
+            sys.exit("logprobs: rope_scaling %r is not part of this reference" % rs)
+        orig = c["original_max_position_embeddings"]
+        factor = c["max_position_embeddings"] / orig
+        attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(orig))
+        ext = np.array(rs["long_factor"] if T > orig else rs["short_factor"], np.float32).astype(np.float64)
+    inv_freq = 1.0 / (ext * theta ** (np.arange(0, dh, 2) / dh))
     ang = np.outer(np.arange(T), inv_freq)
-    cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
+    cos = np.cos(np.concatenate([ang, ang], -1)) * attention_factor
+    sin = np.sin(np.concatenate([ang, ang], -1)) * attention_factor
     x = t["model.embed_tokens.weight"][tokens]
     mask = np.triu(np.full((T, T), -np.inf), 1)
     for l in range(nl):
@@ -76,6 +100,9 @@ def main():
     hf.add_shape_arguments(m)
     m.add_argument("--tied", action="store_true")
     m.add_argument("--sliding-window", type=int, default=0)
+    m.add_argument("--longrope", action="store_true")
+    m.add_argument("--original-context", type=int, default=256)
+    m.add_argument("--max-context", type=int, default=256)
     lp = sub.add_parser("logprobs")
     lp.add_argument("dir")
     lp.add_argument("tokens")

@@ -13,7 +13,8 @@ std::vector<SharpTensor> sharp_tensors(const Config& c, std::uint64_t seed, floa
     for (const TensorSpec& s : tensor_layout(c, ModelKind::PerHead)) {
         std::uint64_t n = 1;
         for (auto d : s.ne) n *= d;
-        const bool rope_freqs = s.role->role == Role::RopeFreqs;
+        const bool rope_freqs =
+            s.role->role == Role::RopeFreqs || s.role->role == Role::RopeLong || s.role->role == Role::RopeShort;
         const float a = s.kind == TensorKind::Norm      ? (rope_freqs ? 0.0f : norm_spread)
                         : s.kind == TensorKind::Bias    ? 0.5f
                         : s.name == "token_embd.weight" ? 1.0f
@@ -22,8 +23,12 @@ std::vector<SharpTensor> sharp_tensors(const Config& c, std::uint64_t seed, floa
         SharpTensor& t = out.emplace_back(SharpTensor{s.name, s.ne, std::vector<float>(n, 1.0f)});
         if (a > 0)
             for (float& x : t.values) x = (s.kind == TensorKind::Norm ? 1.0f : 0.0f) + u(rng);
-        if (rope_freqs)  // divisors from 0.25 (the fastest pair) to 8 (the slowest)
-            for (std::uint64_t i = 0; i < n; ++i) t.values[i] = 0.25f * std::pow(32.0f, float(i) / float(n - 1));
+        // divisors from 0.25 (the fastest pair) to 8 (the slowest); LongRoPE's long ones from 1 to 16, its short
+        // ones from 0.5 to 2
+        const float lo = s.role->role == Role::RopeLong ? 1.0f : s.role->role == Role::RopeShort ? 0.5f : 0.25f;
+        const float span = s.role->role == Role::RopeLong ? 16.0f : s.role->role == Role::RopeShort ? 4.0f : 32.0f;
+        if (rope_freqs)
+            for (std::uint64_t i = 0; i < n; ++i) t.values[i] = lo * std::pow(span, float(i) / float(n - 1));
     }
     return out;
 }
