@@ -22,12 +22,14 @@
 #include "headfuse/mix.h"
 #include "headfuse/model.h"
 #include "headfuse/verify.h"
+#include "compute/scan_pass.h"
 #include "model/roles.h"
 #include "support/hf_checkpoints.h"
 #include "support/judge.h"
 #include "support/llama_quantize.h"
 #include "support/models.h"
 #include "support/same_tensors.h"
+#include "support/sharp_model.h"
 
 using namespace headfuse;
 using headfuse::test::TempDir;
@@ -500,6 +502,43 @@ TEST(Phi3JudgeSlidingWindow, CarriedAndIgnoredAsLlamaCppIgnoresIt) {
     const auto j = nlohmann::json::parse(std::string(reinterpret_cast<const char*>(cfg.data()), cfg.size()));
     EXPECT_EQ(j.at("sliding_window"), 4);
     EXPECT_EQ(j.at("architectures").at(0), "Phi3ForCausalLM");
+}
+
+// heads scan --ctx: the scan runs the forward pass in that context (LongRoPE's long factors at 512, the short ones by
+// default), its base loss the forward pass's and a head's loss the forward pass's with the head ablated.
+TEST(Phi3Files, ScanTakesTheContext) {
+    TempDir dir;
+    const Config c = phi3_longrope_config(4, 2, false);
+    const auto tensors = test::sharp_tensors(c, test::test_seed());
+    const PerHeadModel m = test::sharp_model(c, tensors);
+    m.save(dir / "ph.gguf");
+    const auto tokens = default_tokens(c.vocab, 24);
+    {
+        std::FILE* f = std::fopen((dir / "tokens.txt").c_str(), "w");
+        ASSERT_NE(f, nullptr);
+        const std::string text = test::csv(tokens);
+        std::fwrite(text.data(), 1, text.size(), f);
+        std::fclose(f);
+    }
+    auto loss = [&](std::uint32_t n_ctx, std::vector<HeadRef> ablated) {
+        return compute::next_token_loss(forward_logits(m.views(), tokens, 0, ablated, n_ctx), tokens, c.vocab);
+    };
+    for (const std::uint32_t ctx : {0u, kLongContext}) {
+        std::vector<std::string> args{"heads", "scan", (dir / "ph.gguf").string(), "--tokens-file",
+                                      (dir / "tokens.txt").string(), "-o", (dir / "scan.json").string(), "-q"};
+        if (ctx) args.insert(args.end(), {"--ctx", std::to_string(ctx)});
+        cli_ok(args);
+        const nlohmann::json j = read_json(dir / "scan.json");
+        EXPECT_NEAR(j.at("base_loss").get<double>(), loss(ctx, {}), 1e-12) << ctx;
+        EXPECT_GT(std::abs(j.at("base_loss").get<double>() - loss(ctx ? 0 : kLongContext, {})), 1e-4) << ctx;
+        bool seen = false;
+        for (const auto& h : j.at("heads")) {
+            if (h.at("layer") != 1 || h.at("head") != 2) continue;
+            seen = true;  // two ways of summing the same layers: 1e-6 nats apart at most
+            EXPECT_NEAR(h.at("loss").get<double>(), loss(ctx, {{1, 2}}), 1e-6) << ctx;
+        }
+        EXPECT_TRUE(seen);
+    }
 }
 
 namespace {
