@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "compute/scan_pass.h"
 #include "headfuse/arch.h"
 #include "headfuse/error.h"
 #include "headfuse/forward.h"
@@ -22,7 +23,6 @@
 #include "headfuse/mix.h"
 #include "headfuse/model.h"
 #include "headfuse/verify.h"
-#include "compute/scan_pass.h"
 #include "model/roles.h"
 #include "support/hf_checkpoints.h"
 #include "support/judge.h"
@@ -524,8 +524,14 @@ TEST(Phi3Files, ScanTakesTheContext) {
         return compute::next_token_loss(forward_logits(m.views(), tokens, 0, ablated, n_ctx), tokens, c.vocab);
     };
     for (const std::uint32_t ctx : {0u, kLongContext}) {
-        std::vector<std::string> args{"heads", "scan", (dir / "ph.gguf").string(), "--tokens-file",
-                                      (dir / "tokens.txt").string(), "-o", (dir / "scan.json").string(), "-q"};
+        std::vector<std::string> args{"heads",
+                                      "scan",
+                                      (dir / "ph.gguf").string(),
+                                      "--tokens-file",
+                                      (dir / "tokens.txt").string(),
+                                      "-o",
+                                      (dir / "scan.json").string(),
+                                      "-q"};
         if (ctx) args.insert(args.end(), {"--ctx", std::to_string(ctx)});
         cli_ok(args);
         const nlohmann::json j = read_json(dir / "scan.json");

@@ -327,10 +327,14 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
                  " implies: the factors were changed");
     }
     if (c.optional_roles.contains(Role::RopeLong)) {  // Phi-3's LongRoPE: the factors, as the config lists them
-        auto factors = [&](Role r) {
-            const TensorView* v = role_view(m, role_spec(r), 0);
+        auto factors = [&](Role r) {                  // decoded: a GGUF may hold them in any type
+            const TensorView& v = *role_view(m, role_spec(r), 0);
+            std::vector<std::byte> in(v.row_nbytes()), scratch;
+            read_rows(v, 0, 1, in, scratch);
+            std::vector<float> x(v.ne()[0]);
+            decode_row(v.type(), in.data(), x.data(), x.size());
             json list = json::array();
-            for (std::uint32_t i = 0; i < c.d_head / 2; ++i) list.push_back(json_float(v->f32()[i]));
+            for (float f : x) list.push_back(json_float(f));
             return list;
         };
         // Hugging Face derives the attention factor from the two context lengths; a file whose factor is another
