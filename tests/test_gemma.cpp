@@ -534,7 +534,8 @@ TEST(HfGemmaTl, ExportIsTransformerLensConversionAndRunsInLlamaCpp) {
 
 // A TransformerLens Gemma 3 config that llama.cpp's gemma3 graph cannot represent is refused through the CLI in one
 // line naming the key, and nothing is written: another window pattern, an attention soft-cap, no q/k norms, no post
-// norms, YaRN or NTK-by-parts RoPE, an attention scale other than the loader's, a window of 0. The state dict is
+// norms, YaRN or NTK-by-parts RoPE, an attention scale other than the loader's (also TransformerLens's default
+// sqrt(d_head) at the 27B block count), a window of 0, another family's rotary_scaling_factor. The state dict is
 // gemma_reference.py make-tl's conversion of a 6-layer Hugging Face Gemma 3 folder.
 TEST(HfGemmaTl, Gemma3ImportRefusesWhatLlamaCppCannotRepresent) {
     TempDir dir;
@@ -577,6 +578,14 @@ TEST(HfGemmaTl, Gemma3ImportRefusesWhatLlamaCppCannotRepresent) {
     expect_key_refused(tl, gemma2, "rotary_scaling_factor", 8.0,
                        "key 'rotary_scaling_factor' is 8.0; headfuse maps TransformerLens's linear scaling of the "
                        "global layers for Gemma3ForCausalLM only");
+    // TransformerLens's Gemma 3 27B preset gives no attn_scale (so sqrt(d_head)), where llama.cpp's loader takes
+    // sqrt(d_model / n_heads) at 62 blocks: refused (the config is read before the tensors).
+    nlohmann::json blocks62 = original;
+    blocks62["n_layers"] = 62;
+    blocks62["attn_types"] = nlohmann::json::array();
+    for (int l = 0; l < 62; ++l) blocks62["attn_types"].push_back(l % 6 == 5 ? "global" : "local");
+    expect_key_refused(tl, blocks62, "attn_scale", nullptr,
+                       "key 'attn_scale' is absent (TransformerLens then divides by sqrt(d_head) = 5.656854");
     // The unmodified config converts; every layer "global" is a gemma3 file without windows.
     std::ofstream(config) << original.dump(2);
     EXPECT_EQ(test::run_cli({"fuse", tl.string(), "-o", (dir / "out.gguf").string(), "-q"}).status, 0);
