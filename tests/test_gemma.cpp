@@ -589,6 +589,12 @@ TEST(HfGemmaTl, Gemma3ImportRefusesWhatLlamaCppCannotRepresent) {
     // The unmodified config converts; every layer "global" is a gemma3 file without windows.
     std::ofstream(config) << original.dump(2);
     EXPECT_EQ(test::run_cli({"fuse", tl.string(), "-o", (dir / "out.gguf").string(), "-q"}).status, 0);
+    // TransformerLens's 4B, 12B and 27B presets name the multimodal class; the state dict is the language model's.
+    nlohmann::json multimodal = original;
+    multimodal["original_architecture"] = "Gemma3ForConditionalGeneration";
+    std::ofstream(config) << multimodal.dump(2);
+    EXPECT_EQ(test::run_cli({"fuse", tl.string(), "-o", (dir / "mm.gguf").string(), "-q"}).status, 0);
+    EXPECT_EQ(test::run_cli({"verify", (dir / "out.gguf").string(), (dir / "mm.gguf").string()}).status, 0);
     nlohmann::json global = original;
     global["attn_types"] = std::vector<std::string>(6, "global");
     std::ofstream(config) << global.dump(2);
