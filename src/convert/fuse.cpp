@@ -21,6 +21,7 @@
 #include "model/roles.h"
 #include "model/tensor_order.h"
 #include "model/view_rows.h"
+#include "tokenizer/named_rules.h"
 #include "tokenizer/placeholder_vocab.h"
 
 namespace headfuse {
@@ -310,6 +311,15 @@ Metadata fused_metadata(const PerHeadModel& model, const FuseOptions& opt) {
         md.set("general.quantization_version", Value::u32(kQuantizationVersion));
     else if (retyped && traits(base).block_size == 1)  // decoded: no weight is quantized any more
         md.erase("general.quantization_version");
+    if (opt.tokenizer && !opt.tokenizer->general_name.empty()) {  // llama.cpp strips by the model's name
+        if (!md.find("general.name"))
+            md.set("general.name", Value::string(opt.tokenizer->general_name));
+        else if (const std::string& name = md.get_string("general.name", "the model");
+                 !named_strip_applies(name) && opt.warn)
+            opt.warn(opt.tokenizer->source + ": its added tokens strip the whitespace after them (rstrip) as " +
+                     std::string(kNamedStrip.name) + "'s do, which llama.cpp does only for a general.name naming " +
+                     std::string(kNamedStrip.name) + "; this model's is '" + name + "'");
+    }
     if (!md.find("general.name")) md.set("general.name", Value::string("headfuse"));
     if (opt.tokenizer) {  // another tokenizer replaces the model's
         check_tokenizer(opt.tokenizer->keys, c.vocab, opt.tokenizer->source);

@@ -349,9 +349,11 @@ std::vector<fs::path> export_checkpoint(const PerHeadModel& model, const fs::pat
         rope_scaling = {
             {"type", "longrope"}, {"long_factor", factors(Role::RopeLong)}, {"short_factor", factors(Role::RopeShort)}};
     }
-    if (tl && rope_scaling != nullptr)
-        fail(ErrorKind::Unsupported,
-             "export: the model scales RoPE, which a TransformerLens config cannot say; export it as hf");
+    // TransformerLens's rotary_scaling_factor is linear scaling of the global layers: Gemma 3's, and no other's.
+    if (tl && rope_scaling != nullptr && !(c.family == Family::Gemma3 && c.rope_scaling == RopeScaling::Linear))
+        fail(ErrorKind::Unsupported, "export: the model scales RoPE, which a TransformerLens config cannot say for a " +
+                                         std::string(c.architecture()) +
+                                         " model (it can for gemma3's global layers); export it as hf");
     std::uint32_t sliding_window = 0;  // phi3: the window its file carries (llama.cpp's phi3 graph ignores it)
     if (c.family == Family::Phi3 && model.metadata().find(c.key("attention.sliding_window")))
         sliding_window = model.metadata().get_u32(c.key("attention.sliding_window"), "the model");

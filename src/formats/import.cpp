@@ -104,15 +104,16 @@ constexpr NameMap kTl[] = {
     {Role::AttnKNorm, "blocks.{L}.attn.k_norm.w", Rows, false, false},
 };
 
-// TransformerLens's Gemma and Gemma 2 (convert_gemma_weights): the embedding is read from unembed.W_U (the tied
-// lm_head, transposed), because embed.W_E holds it times sqrt(d_model) (checked, not read); the norms are stored as
-// 1 + w in f32, llama.cpp's form; Gemma 2's post norms are ln1_post and ln2_post (ln2 the FFN's input norm).
+// TransformerLens's Gemma, Gemma 2 and Gemma 3 (convert_gemma_weights): the embedding is read from unembed.W_U (the
+// tied lm_head, transposed), because embed.W_E holds it times sqrt(d_model) (checked, not read); the norms are stored
+// as 1 + w in f32, llama.cpp's form; Gemma 2's and 3's post norms are ln1_post and ln2_post (ln2 the FFN's input
+// norm); Gemma 3's per-head q/k norms are attn.q_norm.w and attn.k_norm.w (1 + w in f32 too).
 const std::vector<NameMap>& tl_gemma_names() {
     static const std::vector<NameMap> map = [] {
         std::vector<NameMap> m;
         for (NameMap row : kTl) {
             if (row.role == Role::TokenEmbd) row = {Role::TokenEmbd, "unembed.W_U", Transposed, false, false};
-            if (row.role == Role::Output || row.role == Role::AttnQNorm || row.role == Role::AttnKNorm) continue;
+            if (row.role == Role::Output) continue;
             row.may_be_ones = false;
             m.push_back(row);
         }
@@ -595,24 +596,23 @@ std::vector<float> llama3_rope_factors(const json& rs, const Config& c, const st
     return out;
 }
 
-bool tl_family(Family f) {
-    return f == Family::Llama || f == Family::Qwen2 || f == Family::Qwen3 || f == Family::Gemma || f == Family::Gemma2;
-}
+bool tl_family(Family f) { return f == Family::Llama || f == Family::Qwen2 || f == Family::Qwen3 || is_gemma(f); }
 std::string tl_families() {
     return "llama (LlamaForCausalLM, MistralForCausalLM), qwen2 (Qwen2ForCausalLM), qwen3 (Qwen3ForCausalLM), gemma "
-           "(GemmaForCausalLM) and gemma2 (Gemma2ForCausalLM)";
+           "(GemmaForCausalLM), gemma2 (Gemma2ForCausalLM) and gemma3 (Gemma3ForCausalLM, "
+           "Gemma3ForConditionalGeneration's language model)";
 }
 
 namespace {
 
-// TransformerLens's Gemma and Gemma 2 configs (loading_from_pretrained.py's presets, read by the attention in
-// abstract_attention.py): what llama.cpp's gemma and gemma2 graphs compute, or refused by name.
+// TransformerLens's Gemma, Gemma 2 and Gemma 3 configs (loading_from_pretrained.py's presets, read by the attention
+// in abstract_attention.py): what llama.cpp's gemma, gemma2 and gemma3 graphs compute, or refused by name.
 void tl_gemma_config(const json& j, Config& c, const std::string& where) {
-    const bool g2 = c.family == Family::Gemma2;
+    const bool g2 = c.family == Family::Gemma2, g3 = c.family == Family::Gemma3;
     const std::string arch(c.architecture());
     // TransformerLens's Gemma 1 presets say "gelu" (erf), where Hugging Face and llama.cpp compute the tanh form.
     if (const json* act = field(j, "act_fn");
-        !act || !act->is_string() || (*act != "gelu_pytorch_tanh" && (g2 || *act != "gelu")))
+        !act || !act->is_string() || (*act != "gelu_pytorch_tanh" && (g2 || g3 || *act != "gelu")))
         fail(ErrorKind::Unsupported, where + ": key 'act_fn' is " + (act ? act->dump() : "missing") + "; llama.cpp's " +
                                          arch + " graph gates with gelu_pytorch_tanh");
     if (const json* n = field(j, "normalization_type"); !n || *n != "RMS")
@@ -621,34 +621,54 @@ void tl_gemma_config(const json& j, Config& c, const std::string& where) {
                  " model converts from \"RMS\" only (from_pretrained's processing folds the norms and centres W_U, "
                  "which llama.cpp's tied " +
                  arch + " output cannot hold: use from_pretrained_no_processing)");
+    const bool post = g2 || g3;
     const json* both = field(j, "use_normalization_before_and_after");
-    if ((both && both->is_boolean() && both->get<bool>()) != g2)
+    if ((both && both->is_boolean() && both->get<bool>()) != post)
         fail(ErrorKind::Unsupported, where + ": key 'use_normalization_before_and_after' is " +
                                          (both ? both->dump() : "missing") + ", but llama.cpp's " + arch +
-                                         " graph has " + (g2 ? "" : "no ") + "post-attention and post-FFN norms");
+                                         " graph has " + (post ? "" : "no ") + "post-attention and post-FFN norms");
+    if (post)
+        for (Role r : {Role::PostAttnNorm, Role::PostFfwNorm}) c.optional_roles.insert(r);
+    // Gemma 3 RMS-normalizes each query and key head before RoPE (attn.q_norm.w, attn.k_norm.w), as llama.cpp's
+    // gemma3 graph does (attn_q_norm, attn_k_norm); the older families have no such norm.
+    const json* qk = field(j, "use_qk_norm");
+    if ((qk && *qk == true) != g3)
+        fail(ErrorKind::Unsupported,
+             where + ": key 'use_qk_norm' is " + (qk ? qk->dump() : "missing") + ", but llama.cpp's " + arch +
+                 " graph " + (g3 ? "normalizes each query and key head (only true converts)" : "has no q/k norms"));
+    if (g3)
+        for (Role r : {Role::AttnQNorm, Role::AttnKNorm}) c.optional_roles.insert(r);
     if (const json* u = field(j, "use_attn_scale"); u && *u != true)
         fail(ErrorKind::Unsupported, where + ": key 'use_attn_scale' is " + u->dump() + "; llama.cpp's " + arch +
                                          " graph scales the attention scores");
     c.tied = true;
     c.rms_eps = get_float(j, "eps", where, 1e-6f);
-    auto positive = [&](std::string_view key) {
+    // Soft-caps (TransformerLens: off when not positive): gemma2 always caps both; gemma3 may cap the logits.
+    auto cap = [&](std::string_view key, bool final) {
         const float v = get_float(j, key, where, -1.0f);
         if (g2 && !(v > 0.0f))
             fail(ErrorKind::Unsupported, where + ": key '" + std::string(key) +
                                              "' is absent or not positive; llama.cpp's gemma2 graph always soft-caps");
-        if (!g2 && v > 0.0f)
+        if (!g2 && v > 0.0f && !(g3 && final))
             fail(ErrorKind::Unsupported, where + ": key '" + std::string(key) + "' is " + json(v).dump() +
-                                             "; llama.cpp's gemma graph has no soft-cap");
-        return g2 ? v : 0.0f;
+                                             "; llama.cpp's " + arch + " graph has no " +
+                                             (g3 ? "attention soft-cap" : "soft-cap"));
+        return v > 0.0f ? v : 0.0f;
     };
-    c.attn_softcap = positive("attn_scores_soft_cap");
-    c.final_softcap = positive("output_logits_soft_cap");
+    c.attn_softcap = cap("attn_scores_soft_cap", false);
+    c.final_softcap = cap("output_logits_soft_cap", true);
     const json* local = field(j, "use_local_attn");
     const bool windows = local && *local == true;
-    if (windows != g2)
+    if (!g3 && windows != g2)
         fail(ErrorKind::Unsupported, where + ": key 'use_local_attn' is " + (local ? local->dump() : "missing") +
                                          "; llama.cpp's " + arch + " graph has " +
                                          (g2 ? "sliding windows on even layers" : "no sliding window"));
+    // The local layers' RoPE base (TransformerLens's _rotary_base: rotary_base_local, else rotary_base).
+    const float local_base = get_float(j, "rotary_base_local", where, c.rope_theta);
+    if (g2 && local_base != c.rope_theta)
+        fail(ErrorKind::Unsupported, where + ": key 'rotary_base_local' is " + json(local_base).dump() +
+                                         ", but llama.cpp's gemma2 graph rotates every layer with rotary_base " +
+                                         json(c.rope_theta).dump());
     if (g2) {
         c.sliding_window = get_count(j, "window_size", where);
         // llama.cpp's (and Hugging Face's) Gemma 2 windows the even layers; TransformerLens's own presets list
@@ -661,14 +681,51 @@ void tl_gemma_config(const json& j, Config& c, const std::string& where) {
                  where + ": key 'attn_types' is " + (types ? types->dump() : "missing") +
                      ", but llama.cpp's gemma2 graph (as Hugging Face's Gemma2) windows the even layers: "
                      "[\"local\", \"global\", ...]");
-        for (Role r : {Role::PostAttnNorm, Role::PostFfwNorm}) c.optional_roles.insert(r);
+    }
+    if (g3 && windows) {
+        // llama.cpp's gemma3 graph (pattern 6) windows every layer but those with l % 6 == 5, as TransformerLens's
+        // Gemma 3 presets list them; every layer "global" is no window at all (llama.cpp: no sliding_window key).
+        const json* types = field(j, "attn_types");
+        json want = json::array(), none = json::array();
+        for (std::uint32_t l = 0; l < c.n_layers; ++l) {
+            want.push_back(l % 6 != 5 ? "local" : "global");
+            none.push_back("global");
+        }
+        if (!types || (*types != want && *types != none))
+            fail(ErrorKind::Unsupported,
+                 where + ": key 'attn_types' is " + (types ? types->dump() : "missing") +
+                     ", but llama.cpp's gemma3 graph windows every layer but those with l % 6 == 5: "
+                     "[\"local\" x5, \"global\", ...] (or none: every layer \"global\")");
+        if (*types == want) {
+            c.sliding_window = get_count(j, "window_size", where);
+            if (c.sliding_window == 0)
+                fail(ErrorKind::Unsupported, where +
+                                                 ": key 'window_size' is 0; a local layer then sees no key "
+                                                 "(llama.cpp's gemma3 graph needs a positive window)");
+            c.rope_theta_swa = local_base;
+        }
+    }
+    // TransformerLens multiplies the rotary wavelengths of the non-local layers by rotary_scaling_factor: linear
+    // scaling of the global layers, as llama.cpp's gemma3 graph applies the file's linear scaling.
+    if (g3 && field(j, "rotary_scaling_factor")) {
+        const float f = get_float(j, "rotary_scaling_factor", where, 1.0f);
+        if (!(f > 0.0f) || !std::isfinite(f))
+            fail(where + ": key 'rotary_scaling_factor' must be positive, found " + json(f).dump());
+        if (f != 1.0f) {
+            c.rope_scaling = RopeScaling::Linear;
+            c.rope_scaling_factor = f;
+        }
     }
     // TransformerLens divides the scores by attn_scale (default sqrt(d_head)); llama.cpp multiplies the queries by
     // Config::attention_scale().
+    const json* given = field(j, "attn_scale");
     const float scale = get_float(j, "attn_scale", where, std::sqrt(static_cast<float>(c.d_head)));
     if (!(std::abs(static_cast<double>(scale) * c.attention_scale() - 1.0) < 1e-6))
-        fail(ErrorKind::Unsupported, where + ": key 'attn_scale' is " + json(scale).dump() + ", but llama.cpp's " +
-                                         arch + " loader scales by 1/" + json(1.0f / c.attention_scale()).dump());
+        fail(ErrorKind::Unsupported,
+             where + ": key 'attn_scale' is " +
+                 (given ? json(scale).dump()
+                        : "absent (TransformerLens then divides by sqrt(d_head) = " + json(scale).dump() + ")") +
+                 ", but llama.cpp's " + arch + " loader scales by 1/" + json(1.0f / c.attention_scale()).dump());
 }
 
 }  // namespace
@@ -700,7 +757,8 @@ TlConfig tl_config(const json& j, const std::string& where) {
                                          "; headfuse converts \"RMS\" and \"RMSPre\" (folded) only");
     t.folded = *norm == "RMSPre";
     // The family TransformerLens converted from: llama (LlamaForCausalLM, MistralForCausalLM), qwen2 or qwen3 (its
-    // q/k norms as blocks.N.attn.q_norm.w and k_norm.w, with use_qk_norm true).
+    // q/k norms as blocks.N.attn.q_norm.w and k_norm.w, with use_qk_norm true), gemma, gemma2 or gemma3
+    // (tl_gemma_config).
     if (const json* orig = field(j, "original_architecture")) {
         const ArchSpec* a = orig->is_string() ? find_hf_architecture(orig->get<std::string>()) : nullptr;
         if (!a || !tl_family(a->family))
@@ -717,6 +775,17 @@ TlConfig tl_config(const json& j, const std::string& where) {
             for (Role r : kQwen3Norms) c.optional_roles.insert(r);
         }
     }
+    // RoPE variants TransformerLens computes that llama.cpp's file would not say (Gemma 3's linear scaling of its
+    // global layers is read by tl_gemma_config).
+    for (const char* k : {"use_NTK_by_parts_rope", "use_yarn_rope"})
+        if (const json* v = field(j, k); v && *v != false)
+            fail(ErrorKind::Unsupported, where + ": key '" + std::string(k) + "' is " + v->dump() +
+                                             "; headfuse converts TransformerLens's plain rotary embeddings only "
+                                             "(and Gemma 3's rotary_scaling_factor)");
+    if (const json* f = field(j, "rotary_scaling_factor"); f && *f != 1.0 && c.family != Family::Gemma3)
+        fail(ErrorKind::Unsupported, where + ": key 'rotary_scaling_factor' is " + f->dump() +
+                                         "; headfuse maps TransformerLens's linear scaling of the global layers for "
+                                         "Gemma3ForCausalLM only");
     if (is_gemma(c.family))
         tl_gemma_config(j, c, where);
     else
@@ -842,20 +911,27 @@ json tl_config_json(const Config& c, bool folded) {
               {"original_architecture", find_arch(c.family, false)->hf_architectures.front()},
               {"use_qk_norm", c.family == Family::Qwen3}};
     if (is_gemma(c.family)) {  // as loading_from_pretrained.py's Gemma presets say it, with llama.cpp's values
-        const bool g2 = c.family == Family::Gemma2;
+        const bool g2 = c.family == Family::Gemma2, g3 = c.family == Family::Gemma3;
         j["act_fn"] = "gelu_pytorch_tanh";
         j["use_attn_scale"] = true;
         j["attn_scale"] = json_float(1.0f / c.attention_scale());
-        j["use_normalization_before_and_after"] = g2;
+        j["use_normalization_before_and_after"] = g2 || g3;
+        j["use_qk_norm"] = g3;
         if (g2) {
             j["attn_scores_soft_cap"] = json_float(c.attn_softcap);
             j["output_logits_soft_cap"] = json_float(c.final_softcap);
+        }
+        if (g3 && c.final_softcap != 0.0f) j["output_logits_soft_cap"] = json_float(c.final_softcap);
+        if (c.sliding_window != 0) {
             j["use_local_attn"] = true;
             j["window_size"] = c.sliding_window;
             json types = json::array();
             for (std::uint32_t l = 0; l < c.n_layers; ++l) types.push_back(c.is_local_layer(l) ? "local" : "global");
             j["attn_types"] = types;
+            if (g3) j["rotary_base_local"] = json_float(c.rope_theta_swa);  // the local layers' base
         }
+        // Gemma 3's linear scaling of the global layers (TransformerLens scales every non-local layer by it).
+        if (g3 && c.rope_scaling == RopeScaling::Linear) j["rotary_scaling_factor"] = json_float(c.rope_scaling_factor);
     }
     return j;
 }

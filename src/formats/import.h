@@ -42,7 +42,7 @@ std::span<const NameMap> hf_names(const Config& c);
 std::span<const NameMap> hf_stacked_names();
 std::span<const NameMap> tl_names();
 // The TransformerLens names of the config's family: llama's, or Gemma's (embedding read from unembed.W_U, norms
-// stored as 1 + w, Gemma 2's ln1_post and ln2_post).
+// stored as 1 + w, Gemma 2's and 3's ln1_post and ln2_post, Gemma 3's attn.q_norm.w and attn.k_norm.w).
 std::span<const NameMap> tl_names(const Config& c);
 
 // The tensor name of a map row in a layer.

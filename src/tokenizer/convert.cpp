@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -19,6 +20,7 @@
 #include "headfuse/error.h"
 #include "headfuse/vocab.h"
 #include "io/mapped_file.h"
+#include "tokenizer/named_rules.h"
 #include "tokenizer/sp_model.h"
 
 namespace headfuse {
@@ -223,6 +225,8 @@ struct Converter {
     std::unordered_map<std::string, std::uint32_t> ids;  // every token, added tokens first
     std::vector<std::int32_t> types;
     std::vector<std::pair<std::string, std::string>> merges;
+    std::vector<std::pair<std::uint32_t, const char*>> stripped;  // tokenizer.json's added tokens' strip flags
+    std::string llama_name;                                       // see strip_flags
 
     [[noreturn]] void bad(const std::string& what) const { fail(src + ": " + what); }
     // Well-formed, but llama.cpp would not tokenize it as Hugging Face or SentencePiece does.
@@ -299,10 +303,36 @@ struct Converter {
             const bool special = field(a, "special").is_boolean() && a["special"].get<bool>();
             types[id] = special || looks_special(tokens[id]) ? kControl : kUserDefined;
             for (const char* flag : {"lstrip", "rstrip", "single_word"})
-                if (field(a, flag).is_boolean() && a[flag].get<bool>() && warn)
-                    warn(src + ": added token '" + tokens[id] + "' has " + flag +
-                         ", which llama.cpp does not apply when it matches the token in text");
+                if (field(a, flag).is_boolean() && a[flag].get<bool>()) stripped.emplace_back(id, flag);
         }
+    }
+
+    // Added tokens' lstrip, rstrip and single_word, which llama.cpp's loader never reads from the file. It sets
+    // rstrip itself, by general.name, for one family (kNamedStrip): when the tokenizer's flags are exactly that
+    // rule's, the model is to be named so (llama_name); otherwise each flag is said in a warning.
+    void strip_flags() {
+        std::set<std::uint32_t> rule, rstrip;
+        bool others = false;
+        for (std::uint32_t id = 0; id < tokens.size(); ++id)
+            if (types[id] == kControl || types[id] == kUserDefined || types[id] == kUnknown) rule.insert(id);
+        for (const std::string_view t : kNamedStrip.also)
+            if (const auto it = ids.find(std::string(t)); it != ids.end()) rule.insert(it->second);
+        for (const std::string_view t : kNamedStrip.except)
+            if (const auto it = ids.find(std::string(t)); it != ids.end()) rule.erase(it->second);
+        for (const auto& [id, flag] : stripped) {
+            if (std::string_view(flag) == "rstrip")
+                rstrip.insert(id);
+            else
+                others = true;
+        }
+        if (!others && !rstrip.empty() && rstrip == rule) {
+            llama_name = kNamedStrip.name;
+            return;
+        }
+        if (warn)
+            for (const auto& [id, flag] : stripped)
+                warn(src + ": added token '" + tokens[id] + "' has " + flag +
+                     ", which llama.cpp does not apply when it matches the token in text");
     }
 
     void read_merges() {
@@ -729,6 +759,7 @@ struct Converter {
             ty.push_back(Value::i32(types[i]));
         }
         forced_control();
+        strip_flags();
         md.set("tokenizer.ggml.tokens", Value::array(ValueType::STRING, std::move(tv)));
         if (!byte_level) md.set("tokenizer.ggml.scores", Value::array(ValueType::F32, spm_scores()));
         md.set("tokenizer.ggml.token_type", Value::array(ValueType::I32, std::move(ty)));
@@ -803,8 +834,9 @@ Tokenizer read_hf_tokenizer(const fs::path& path, const WarnFn& warn) {
         const MappedFile f = MappedFile::open(p);
         model_config = parse_json(p, f.bytes());
     }
-    Converter c{t.source, tj, config, stm, model_config, warn, {}, {}, {}, {}};
+    Converter c{t.source, tj, config, stm, model_config, warn, {}, {}, {}, {}, {}, {}};
     t.keys = sentencepiece ? c.convert_sp(parse_sp_model(main.bytes(), t.source)) : c.convert();
+    t.general_name = c.llama_name;
     check_tokenizer(t.keys, 0, t.source);
     t.keys.merge(std::move(sources));
     return t;
@@ -812,7 +844,7 @@ Tokenizer read_hf_tokenizer(const fs::path& path, const WarnFn& warn) {
 
 Metadata sp_model_keys(std::span<const std::byte> bytes, const std::string& where) {
     const json none;
-    Converter c{where, none, none, none, none, {}, {}, {}, {}, {}};
+    Converter c{where, none, none, none, none, {}, {}, {}, {}, {}, {}, {}};
     Metadata keys = c.convert_sp(parse_sp_model(bytes, where));
     check_tokenizer(keys, 0, where);
     return keys;

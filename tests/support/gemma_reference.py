@@ -19,8 +19,8 @@ next-token log-probabilities in Hugging Face's convention, in float64:
   gemma_reference.py make DIR --family gemma|gemma2|gemma3 --d-model 64 --n-heads 4 --n-kv-heads 2 --head-dim 32
                      --d-ff 128 --n-layers 2 --vocab 300 [--window 8] [--attn-softcap C] [--final-softcap C]
                      [--rope-linear F] [--seed 1] [--dtype F32|BF16] [--multimodal old|new]
-  gemma_reference.py make-tl HF_DIR OUT_DIR [--tl-preset-windows]   TransformerLens state dict of an F32 Gemma or
-                     Gemma 2 folder, as convert_gemma_weights makes it (--tl-preset-windows: attn_types as
+  gemma_reference.py make-tl HF_DIR OUT_DIR [--tl-preset-windows]   TransformerLens state dict of an F32 Gemma,
+                     Gemma 2 or Gemma 3 folder, as convert_gemma_weights makes it (--tl-preset-windows: attn_types as
                      TransformerLens's own Gemma 2 presets list them, ["global", "local"] * n)
   gemma_reference.py logprobs DIR TOKENS_CSV [--ggml-gelu]   JSON [[log p(t) for t in vocab] per position]
 """
@@ -105,13 +105,17 @@ def make_tl(a):
     torch.tensor(d_model**0.5, dtype=float32), product in float32; every norm is w.float() + 1 in float32 (ln1, ln2 =
     Gemma 1's post_attention_layernorm or Gemma 2's pre_feedforward_layernorm, ln1_post, ln2_post, ln_final);
     W_Q "(n h) m -> n m h", _W_K and _W_V always (its Gemma configs set n_key_value_heads), W_O "m (n h) -> n h m",
-    zero biases; unembed.W_U the tied lm_head transposed."""
+    zero biases; unembed.W_U the tied lm_head transposed. Gemma 3 (cfg.use_qk_norm) adds attn.q_norm.w and
+    attn.k_norm.w, q_norm.weight.float() + 1 in float32, and its presets' keys: rotary_base (the global layers'),
+    rotary_base_local, rotary_scaling_factor (the linear factor of the global layers), window_size and attn_types
+    (five "local" then one "global", repeated), use_qk_norm."""
     c = json.load(open(os.path.join(a.hf_dir, "config.json")))
     hf = read_checkpoint(a.hf_dir)
     dm, nh, nkv, nl = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"], c["num_hidden_layers"]
-    dh, g2 = c["head_dim"], c["model_type"] == "gemma2"
-    if c["model_type"] not in ("gemma", "gemma2") or c["torch_dtype"] != "float32":
-        sys.exit("make-tl: an F32 Gemma or Gemma 2 folder")
+    dh, g3 = c["head_dim"], c["model_type"] == "gemma3_text"
+    g2 = c["model_type"] == "gemma2" or g3  # post norms: Gemma 2 and 3 (use_normalization_before_and_after)
+    if c["model_type"] not in ("gemma", "gemma2", "gemma3_text") or c["torch_dtype"] != "float32":
+        sys.exit("make-tl: an F32 Gemma, Gemma 2 or Gemma 3 folder")
     f32 = lambda x: np.asarray(x, dtype=np.float32)  # noqa: E731
     plus1 = lambda w: f32(w) + np.float32(1.0)  # noqa: E731
     t = {"embed.W_E": f32(hf["model.embed_tokens.weight"]) * np.float32(dm ** 0.5)}
@@ -127,6 +131,9 @@ def make_tl(a):
         t[b + "attn.W_Q"] = hf[p + "self_attn.q_proj.weight"].reshape(nh, dh, dm).transpose(0, 2, 1)
         t[b + "attn._W_K"] = hf[p + "self_attn.k_proj.weight"].reshape(nkv, dh, dm).transpose(0, 2, 1)
         t[b + "attn._W_V"] = hf[p + "self_attn.v_proj.weight"].reshape(nkv, dh, dm).transpose(0, 2, 1)
+        if g3:
+            t[b + "attn.q_norm.w"] = plus1(hf[p + "self_attn.q_norm.weight"])
+            t[b + "attn.k_norm.w"] = plus1(hf[p + "self_attn.k_norm.weight"])
         t[b + "attn.W_O"] = hf[p + "self_attn.o_proj.weight"].reshape(dm, nh, dh).transpose(1, 2, 0)
         t[b + "attn.b_Q"], t[b + "attn._b_K"], t[b + "attn._b_V"] = np.zeros((nh, dh)), np.zeros((nkv, dh)), np.zeros((nkv, dh))
         t[b + "attn.b_O"] = np.zeros(dm)
@@ -142,7 +149,17 @@ def make_tl(a):
         "rotary_dim": dh, "positional_embedding_type": "rotary", "use_attn_scale": True,
         "n_key_value_heads": nkv, "gated_mlp": True, "final_rms": True, "original_architecture": c["architectures"][0],
     }
-    if g2:
+    if g3:
+        rs = c.get("rope_scaling") or {}
+        cfg.update({"window_size": c["sliding_window"], "use_local_attn": True,
+                    "attn_types": [("global" if l % 6 == 5 else "local") for l in range(nl)],
+                    "rotary_base_local": c["rope_local_base_freq"], "use_qk_norm": True,
+                    "use_normalization_before_and_after": True, "attn_scale": c["query_pre_attn_scalar"] ** 0.5})
+        if rs.get("rope_type") == "linear":
+            cfg["rotary_scaling_factor"] = rs["factor"]
+        if c.get("final_logit_softcapping"):
+            cfg["output_logits_soft_cap"] = c["final_logit_softcapping"]
+    elif g2:
         order = ["global", "local"] if a.tl_preset_windows else ["local", "global"]  # Gemma2: sliding on even layers
         cfg.update({"window_size": c["sliding_window"], "use_local_attn": True, "attn_types": (order * nl)[:nl],
                     "attn_scores_soft_cap": c["attn_logit_softcapping"],

