@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "compute/scan_pass.h"
+#include "gguf/writer.h"
 #include "headfuse/arch.h"
 #include "headfuse/error.h"
 #include "headfuse/forward.h"
@@ -201,6 +202,32 @@ TEST(Phi3Table, LongRopeFactorsAreModelTensors) {
     EXPECT_NE(shown.out.find("rope_factors_long.weight"), std::string::npos) << shown.out;
     const auto v = test::run_cli({"verify", (dir / "ph.gguf").string(), (dir / "fused.gguf").string()});
     EXPECT_EQ(v.status, 0) << v.out << v.err;
+
+    // A file with one factor set, or factors of another length than d_head / 2: refused by name, exit 1, no output.
+    for (const auto& [edit, needle] :
+         {std::pair{"drop", "tensor 'rope_factors_short.weight' is missing beside 'rope_factors_long.weight'"},
+          std::pair{"shorten", "tensor 'rope_factors_short.weight' has wrong shape; expected [8], got [7]"}}) {
+        GgufWriter w;
+        w.metadata = f.metadata();
+        for (const TensorInfo& t : f.tensors()) {
+            const bool factor = t.name == "rope_factors_short.weight";
+            if (factor && edit == std::string("drop")) continue;
+            const std::vector<std::uint64_t> ne{factor ? 7 : t.ne[0], t.ne[1], t.ne[2], t.ne[3]};
+            const auto bytes = f.tensor_data(t).first(factor ? 7 * 4 : t.nbytes);
+            w.add_tensor(t.name, t.type, std::span(ne).first(t.n_dims), [bytes](ByteSink& sink) { sink.write(bytes); });
+        }
+        const fs::path bad = dir / (std::string(edit) + ".gguf"), out = dir / "out.gguf";
+        w.write(bad);
+        for (const std::vector<std::string>& args :
+             {std::vector<std::string>{"logits", bad.string(), "--tokens", "1,2"},
+              std::vector<std::string>{"fuse", bad.string(), "-o", out.string()}}) {
+            const auto r = test::run_cli(args);
+            EXPECT_EQ(r.status, 1) << edit << " " << args[0];
+            EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
+            EXPECT_NE(r.err.find(bad.filename().string()), std::string::npos) << r.err;
+            EXPECT_FALSE(fs::exists(out));
+        }
+    }
 }
 
 // fuse stacks the heads into attn_qkv (Q heads, then K, then V) and gate, up into ffn_up; the fused file's
