@@ -222,11 +222,22 @@ private:
     std::vector<std::string> held_;
 };
 
-// More tokens than the model's context: llama.cpp would not evaluate them in one sequence.
-void warn_context(Warnings& w, const Config& c, std::size_t n_tokens) {
-    if (n_tokens > c.context_length)
+// More tokens than the model's context: llama.cpp would not evaluate them in one sequence. A LongRoPE model's
+// logits depend on the context llama.cpp runs with (n_ctx, --ctx): more tokens than it holds name the option.
+void warn_context(Warnings& w, const Config& c, std::size_t n_tokens, std::uint32_t n_ctx) {
+    if (n_tokens > c.context_length) {
         w.sink()(std::to_string(n_tokens) + " tokens, more than the model's context length " +
                  std::to_string(c.context_length) + " (llama.cpp evaluates at most that many in a sequence)");
+        return;
+    }
+    const std::uint64_t ctx = n_ctx ? n_ctx : original_context(c);
+    const std::uint64_t held = (ctx + kContextPadding - 1) / kContextPadding * kContextPadding;
+    if (c.optional_roles.contains(Role::RopeLong) && n_tokens > held)
+        w.sink()(std::to_string(n_tokens) + " tokens, more than llama.cpp's context of " + std::to_string(ctx) +
+                 " holds (--ctx" + (n_ctx ? "" : ", by default the original context") + "; rounded up to " +
+                 std::to_string(held) + "): give --ctx at least " + std::to_string(n_tokens) +
+                 ", which picks LongRoPE's factors (the long ones above the original context " +
+                 std::to_string(original_context(c)) + ")");
 }
 
 int run_fuse(const FuseArgs& a, const Common& c) {
@@ -426,7 +437,7 @@ int run_logits(const LogitsArgs& a, const Common& c) {
     const std::vector<float> logits = forward_logits(model.views(), a.tokens, c.threads, {}, a.n_ctx);
     const std::uint32_t vocab = model.config().vocab;
     Warnings warnings;
-    warn_context(warnings, model.config(), a.tokens.size());
+    warn_context(warnings, model.config(), a.tokens.size(), a.n_ctx);
     if (!a.out.empty()) {
         std::vector<std::filesystem::path> inputs = src.inputs;
         if (inputs.empty()) inputs.emplace_back(a.model);
@@ -502,7 +513,7 @@ int run_verify(const VerifyArgs& a, const Common& c) {
     else
         std::printf("verdict: PASS: %s is %s's values encoded at its types\n", lb.c_str(), la.c_str());
     Warnings warnings;
-    warn_context(warnings, first.model.config(), a.tokens.size());
+    warn_context(warnings, first.model.config(), a.tokens.size(), a.n_ctx);
     warnings.print();
     return r.ok() ? 0 : 1;
 }

@@ -686,6 +686,13 @@ TEST(Phi3JudgeLongRope, ShortAndLongFactorsAsLlamaCppPicksThem) {
     const auto got = test::read_bytes(raw);
     ASSERT_EQ(got.size(), want.size() * 4);
     EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size()), 0);
+    // More tokens than the context holds: a warning names --ctx (llama.cpp would need a larger context).
+    const auto warned = test::run_cli({"logits", model, "--tokens", test::csv(long_tokens), "-o", raw.string()});
+    EXPECT_EQ(warned.status, 0) << warned.err;
+    EXPECT_NE(warned.err.find("260 tokens, more than llama.cpp's context of 256 holds (--ctx, by default the original "
+                              "context; rounded up to 256): give --ctx at least 260"),
+              std::string::npos)
+        << warned.err;
     const auto bad = test::run_cli({"logits", model, "--tokens", "1,2", "--ctx", "0"});
     EXPECT_EQ(bad.status, 1);
     EXPECT_NE(bad.err.find("--ctx"), std::string::npos) << bad.err;
