@@ -616,7 +616,9 @@ TEST(Phi3JudgeLongRope, ShortAndLongFactorsAsLlamaCppPicksThem) {
     ASSERT_EQ(made.status, 0) << made.err;
     const nlohmann::json config = read_json(hf / "config.json");
     const std::string model = (dir / "model.gguf").string();
-    cli_ok({"fuse", hf.string(), "-o", model, "-q"});
+    const auto fused_hf = test::run_cli({"fuse", hf.string(), "-o", model});
+    ASSERT_EQ(fused_hf.status, 0) << fused_hf.err;
+    EXPECT_NE(fused_hf.out.find("LongRoPE from context 256 to 1024"), std::string::npos) << fused_hf.out;
 
     // What conversion/phi.py writes: the keys, and the factors as float32 tensors of rope_dims / 2.
     const nlohmann::json h = test::hf_parse(model, true);

@@ -130,7 +130,8 @@ struct Config {
 };
 
 // "d_model 2048, 16 heads (4 kv) x 128, d_ff 5632, 5 layers, vocab 32000, untied"; per-layer counts are
-// listed by layer: "8,0,4 heads (2,0,1 kv)". (The family is not part of it: Config::family.)
+// listed by layer: "8,0,4 heads (2,0,1 kv)"; RoPE scaling and LongRoPE follow ("LongRoPE from context 4096 to
+// 131072"). (The family is not part of it: Config::family.)
 std::string describe(const Config& c);
 
 }  // namespace headfuse

@@ -438,6 +438,10 @@ std::string describe(const Config& c) {
         s += ", rope " + std::string(rope_scaling_name(c.rope_scaling)) + " x" + factor;
         if (c.rope_original_context) s += " from context " + std::to_string(c.rope_original_context);
     }
+    if (c.optional_roles.contains(Role::RopeLong))
+        s += ", LongRoPE from context " +
+             std::to_string(c.rope_original_context ? c.rope_original_context : c.context_length) + " to " +
+             std::to_string(c.context_length);
     return s;
 }
 
