@@ -234,7 +234,7 @@ TEST_P(KillDuringFuse, LeavesTheDestinationAsItWasOrComplete) {
         "fused.gguf");
 }
 
-// f32: the tensors are copied by copy_file_range; q8_0: encoded in memory and written.
+// f32: the tensors are copied from the input through the write buffer; q8_0: encoded in memory and written.
 INSTANTIATE_TEST_SUITE_P(Types, KillDuringFuse, ::testing::Values("f32", "q8_0"));
 
 // ------------------------------------------------------------------------------------------------------------

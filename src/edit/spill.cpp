@@ -100,7 +100,7 @@ std::shared_ptr<const void> Spill::write() {
     if (::ftruncate(fd.fd, static_cast<off_t>(end)) != 0)  // the padding after a last tensor without rows
         fail(ErrorKind::Io, "cannot write " + spill_name(dir) + ": " + std::strerror(errno));
     // Mapped through /proc, which opens the unnamed file again; the views then lie in a MappedFile like any
-    // input's, and the writer copies them with copy_file_range.
+    // input's, and the writer copies them as it copies an input's.
     auto file = std::make_shared<const MappedFile>(MappedFile::open("/proc/self/fd/" + std::to_string(fd.fd)));
     for (std::size_t i = 0; i < planned_.size(); ++i) {
         Planned& p = planned_[i];

@@ -1,7 +1,7 @@
 // The tensors a head edit makes, computed a window of rows at a time into an unnamed temporary file (the spill)
 // and handed to the edited model as views of that file. No tensor is ever held whole, so an edit runs in memory
-// that does not grow with the model; the writer copies these views as it copies the input's (copy_file_range,
-// pread), and the forward pass reads them as any mapped tensor.
+// that does not grow with the model; the writer copies these views as it copies the input's (pread, window by
+// window), and the forward pass reads them as any mapped tensor.
 #pragma once
 
 #include <cstddef>

@@ -16,7 +16,7 @@ class ByteSink {
 public:
     virtual ~ByteSink() = default;
     virtual void write(std::span<const std::byte> bytes) = 0;
-    // Copies `len` bytes at `offset` of `file` (in the kernel where it can: copy_file_range).
+    // Copies `len` bytes at `offset` of `file` (read window by window, as they are written).
     virtual void copy_from(const MappedFile& file, std::uint64_t offset, std::uint64_t len) = 0;
 };
 

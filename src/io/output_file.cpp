@@ -30,13 +30,12 @@ namespace {
 constexpr std::size_t kBufferBytes = std::size_t{256} << 10;
 constexpr std::size_t kDirectBytes = std::size_t{256} << 10;
 constexpr std::uint64_t kReportEvery = std::uint64_t{16} << 20;
-// Writeback is started every kWritebackBytes, so that a file of many gigabytes does not leave them all to the
-// final fsync (nor fill memory with dirty pages). A smaller file is written as a durable copy writes it: the
-// kernel writes it back during fsync. Queuing every 32 MB cost more than it saved on a loaded 2-core machine:
-// BF16 checkpoint (713 MB) -> BF16 1.68 s, F16 1.59 s, Q8_0 1.15 s (medians of 5, load average 9-10) against
-// 1.51, 1.32 and 0.96 s without it in the same runs (the writeback's CPU time competes with the conversion's;
-// docs/PERFORMANCE.md).
-constexpr std::uint64_t kWritebackBytes = std::uint64_t{1} << 30;
+// Writeback is queued every kWritebackBytes (by the Writeback thread), so that the disk writes while the file is
+// still being produced and the final fsync waits only for the tail, where a durable copy (`cp` then `sync`) makes
+// its copy first and waits for the whole file after. BF16 checkpoint (713 MB) -> BF16 and F16, ratios to a durable
+// copy, medians of 11 alternating runs: every 8 MB 0.97 and 1.07, every 16 MB 0.99 and 1.07-1.14, 32 MB 1.09,
+// 64 MB 1.06-1.11, only at the final fsync (every 1 GiB) 1.43 and 1.26 (docs/PERFORMANCE.md).
+constexpr std::uint64_t kWritebackBytes = std::uint64_t{8} << 20;
 
 std::string quoted(const std::filesystem::path& p) {
     std::string s(1, '\'');  // appended, not "'" + ...: GCC 12 warns falsely (-Wrestrict) on that form here
@@ -286,33 +285,20 @@ void OutputFile::write(std::span<const std::byte> bytes) {
     }
 }
 
+// Bytes of another file go through the write buffer, read window by window with pread. The kernel's own copy
+// (copy_file_range, which on ext4 splices page by page) kept the data out of user space but made the file slower
+// to publish: a 713 MB BF16 checkpoint kept as BF16 took 1.25-1.29x a durable copy with it, 0.95-0.99x without it,
+// writeback every 4-16 MB in both (medians of 11 alternating runs; docs/PERFORMANCE.md).
 void OutputFile::copy_from(const MappedFile& file, std::uint64_t offset, std::uint64_t len) {
     flush();
-    loff_t in_off = static_cast<loff_t>(offset);
     while (len > 0) {
-        // In slices, so that progress moves and a kill lands between system calls.
-        throw_if_stopped(dest_);
-        std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(len, std::uint64_t{32} << 20));
-        ssize_t n = ::copy_file_range(file.fd(), &in_off, fd_, nullptr, chunk, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            if (n < 0 && errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP)
-                io_error("writing", errno);
-            // The kernel cannot copy here: read and write through a buffer instead.
-            std::vector<std::byte> part;
-            while (len > 0) {
-                part.resize(static_cast<std::size_t>(std::min<std::uint64_t>(len, kBufferBytes)));
-                file.read(static_cast<std::uint64_t>(in_off), part);
-                write_all(part.data(), part.size());
-                in_off += static_cast<loff_t>(part.size());
-                len -= part.size();
-                report();
-            }
-            return;
-        }
-        written_ += static_cast<std::uint64_t>(n);
-        len -= static_cast<std::uint64_t>(n);
-        start_writeback();
+        throw_if_stopped(dest_);  // a kill lands between windows
+        const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(len, kBufferBytes));
+        buffer_.resize(n);  // within the capacity reserved up front: no allocation
+        file.read(offset, buffer_);
+        flush();
+        offset += n;
+        len -= n;
         report();
     }
 }
