@@ -765,8 +765,9 @@ TEST(HfTokenizerCli, StripFlagsWarnedUnlessLlamaCppsPhi3RuleGivesThem) {
     const fs::path file = dir / "tokenizer.json", ph = dir / "ph.gguf";
     auto fused = [&](const json& tj, const std::string& name) {
         std::ofstream(file) << tj.dump();
-        if (!fs::exists(ph))
+        if (!fs::exists(ph)) {
             EXPECT_EQ(run_cli(init_args(ph, static_cast<std::uint32_t>(tj["model"]["vocab"].size()))).status, 0);
+        }
         const fs::path out = dir / (name + ".gguf");
         const RunResult r = run_cli({"fuse", "-q", ph.string(), "-o", out.string(), "--tokenizer-from", file.string()});
         EXPECT_EQ(r.status, 0) << r.err;
