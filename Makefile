@@ -76,7 +76,8 @@ test-release: build
 # instrumented), slow (measures time, which the sanitizers distort) and install (packaging, not memory safety; an
 # instrumented library needs an instrumented consumer).
 SANITIZE_SKIP_LABELS ?= judge;slow;install
-# The library and the CLI at -O1 without debug information: a report names the functions of its stack, and UBSan's
+# The library at -O1 without debug information (its parsers and converters and the CLI at -O0: CMakeLists.txt,
+# HEADFUSE_SANITIZE_O0_SOURCES): a report names the functions of its stack, and UBSan's
 # the source line (it records its own); add -g1 for ASan's lines (SANITIZE_FLAGS). -g1 costs 15-30% more compile
 # time (src/formats/import.cpp: 20-22 s of CPU at -g0, 24-29 s at -g1). The test programs' own code at -O0 -g0
 # under AddressSanitizer alone: what they read of the library's results (views, spans, buffers) is checked, while

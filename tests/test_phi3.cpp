@@ -675,10 +675,10 @@ TEST(Phi3JudgeLongRope, ShortAndLongFactorsAsLlamaCppPicksThem) {
     const auto short_tokens = judged(12, kShortContext, "short");
     const auto long_tokens = judged(260, kLongContext, "long");
     // The default context is the original one: the short factors, as llama.cpp in a context of 256.
-    EXPECT_EQ(test::max_logprob_diff(test::forward_logprobs(fused.views(), short_tokens),
-                                     test::llama_eval(model, short_tokens), 300),
-              test::max_logprob_diff(test::forward_logprobs(fused.views(), short_tokens, {}, kShortContext),
-                                     test::llama_eval(model, short_tokens), 300));
+    const auto by_default = test::llama_eval(model, short_tokens);
+    EXPECT_EQ(test::max_logprob_diff(test::forward_logprobs(fused.views(), short_tokens), by_default, 300),
+              test::max_logprob_diff(test::forward_logprobs(fused.views(), short_tokens, {}, kShortContext), by_default,
+                                     300));
 
     // logits --ctx: the forward pass in that context, bit for bit.
     const fs::path raw = dir / "logits.f32";
