@@ -230,14 +230,13 @@ void warn_context(Warnings& w, const Config& c, std::size_t n_tokens, std::uint3
                  std::to_string(c.context_length) + " (llama.cpp evaluates at most that many in a sequence)");
         return;
     }
-    const std::uint64_t ctx = n_ctx ? n_ctx : original_context(c);
-    const std::uint64_t held = (ctx + kContextPadding - 1) / kContextPadding * kContextPadding;
+    const std::uint64_t ctx = n_ctx ? n_ctx : c.original_context(), held = llama_context_size(c, n_ctx);
     if (c.optional_roles.contains(Role::RopeLong) && n_tokens > held)
         w.sink()(std::to_string(n_tokens) + " tokens, more than llama.cpp's context of " + std::to_string(ctx) +
                  " holds (--ctx" + (n_ctx ? "" : ", by default the original context") + "; rounded up to " +
                  std::to_string(held) + "): give --ctx at least " + std::to_string(n_tokens) +
                  ", which picks LongRoPE's factors (the long ones above the original context " +
-                 std::to_string(original_context(c)) + ")");
+                 std::to_string(c.original_context()) + ")");
 }
 
 int run_fuse(const FuseArgs& a, const Common& c) {

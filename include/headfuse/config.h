@@ -87,6 +87,11 @@ struct Config {
     bool is_local_layer(std::uint32_t layer) const noexcept;
     // The attention scale llama.cpp's loader derives for this model (its row's AttnScaleRule), as an f32.
     float attention_scale() const noexcept;
+    // The context the model was trained for before any extension: rope_original_context, else context_length
+    // (llama.cpp's n_ctx_orig_yarn).
+    std::uint32_t original_context() const noexcept {
+        return rope_original_context ? rope_original_context : context_length;
+    }
 
     // The counts of layer `layer` (< n_layers): the per-layer entry, or the scalar when the list is empty.
     std::uint32_t n_heads_at(std::uint32_t layer) const noexcept {

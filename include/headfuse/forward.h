@@ -20,12 +20,12 @@ namespace headfuse {
 // llama.cpp rounds the context size it runs with (n_ctx) up to a multiple of this (llama_context: GGML_PAD 256).
 inline constexpr std::uint32_t kContextPadding = 256;
 
-// The context a model was trained for before any context extension: rope.scaling.original_context_length, else
-// context_length (llama.cpp's n_ctx_orig_yarn).
-std::uint32_t original_context(const Config& c) noexcept;
+// The context llama.cpp runs with when asked for n_ctx (0: the model's original context, Config::original_context):
+// n_ctx rounded up to a multiple of kContextPadding.
+std::uint64_t llama_context_size(const Config& c, std::uint32_t n_ctx) noexcept;
 // Whether llama.cpp run with context size n_ctx uses LongRoPE's long factors (rope_factors_long) rather than the
-// short ones: when n_ctx rounded up to a multiple of kContextPadding exceeds original_context(c). n_ctx 0 stands
-// for original_context(c). (Hugging Face's Phi-3 picks by the length of the sequence it runs instead.)
+// short ones: when llama_context_size(c, n_ctx) exceeds c.original_context(). (Hugging Face's Phi-3 picks by the
+// length of the sequence it runs instead.)
 bool uses_long_rope_factors(const Config& c, std::uint32_t n_ctx) noexcept;
 
 // Logits for every position: tokens.size() x vocab floats, position-major. `threads` 0 means all cores.

@@ -345,7 +345,7 @@ RopeParams rope_params(const Config& c) {
         r.attn_factor *= 1.0f / (1.0f + 0.1f * std::log(factor));
     }
     r.attn_factor *= c.rope_attn_factor;
-    const std::uint32_t n_ctx_orig = c.rope_original_context ? c.rope_original_context : c.context_length;
+    const std::uint32_t n_ctx_orig = c.original_context();
     const float pi = 3.14159265358979323846f;
     auto corr_dim = [&](float n_rot) {
         return float(r.n_dims) * std::log(float(n_ctx_orig) / (n_rot * 2 * pi)) / (2 * std::log(r.freq_base));
@@ -711,15 +711,14 @@ double mean_loss(std::span<const float> logits, std::span<const std::uint32_t> t
 // ----------------------------------------------------------------------------------------------------------
 // The forward pass.
 
-std::uint32_t original_context(const Config& c) noexcept {
-    return c.rope_original_context ? c.rope_original_context : c.context_length;
+std::uint64_t llama_context_size(const Config& c, std::uint32_t n_ctx) noexcept {
+    // llama_context's cparams.n_ctx = GGML_PAD(n_ctx, 256), and n_ctx_seq the same for one sequence.
+    const std::uint64_t ctx = n_ctx ? n_ctx : c.original_context();
+    return (ctx + kContextPadding - 1) / kContextPadding * kContextPadding;
 }
 
 bool uses_long_rope_factors(const Config& c, std::uint32_t n_ctx) noexcept {
-    // llama_context's cparams.n_ctx = GGML_PAD(n_ctx, 256), and n_ctx_seq the same for one sequence; the loader's
-    // n_ctx_orig_yarn is rope.scaling.original_context_length, else context_length.
-    const std::uint64_t ctx = n_ctx ? n_ctx : original_context(c);
-    return (ctx + kContextPadding - 1) / kContextPadding * kContextPadding > original_context(c);
+    return llama_context_size(c, n_ctx) > c.original_context();  // the loader's n_ctx_orig_yarn
 }
 
 std::vector<float> forward_logits(const ModelViews& model, std::span<const std::uint32_t> tokens, unsigned threads,

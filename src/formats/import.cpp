@@ -498,7 +498,7 @@ void phi3_long_rope(const json& rs, const json& j, Config& c, const std::string&
 }
 
 float longrope_attn_factor(const Config& c) {
-    const double orig = c.rope_original_context ? c.rope_original_context : c.context_length;
+    const double orig = c.original_context();
     const double scale = double(c.context_length) / orig;
     return static_cast<float>(scale > 1.0 ? std::sqrt(1.0 + std::log(scale) / std::log(orig)) : 1.0);
 }
@@ -878,7 +878,7 @@ json hf_config_json(const Config& c, std::string_view torch_dtype, const json& r
         // Phi3Config: head_dim is hidden_size / heads, no bias flags; the original context and the window, as
         // the file carries them
         for (const char* key : {"head_dim", "attention_bias", "mlp_bias"}) j.erase(key);
-        j["original_max_position_embeddings"] = c.rope_original_context ? c.rope_original_context : c.context_length;
+        j["original_max_position_embeddings"] = c.original_context();
         j["sliding_window"] = sliding_window ? json(sliding_window) : json(nullptr);
     } else if (c.family == Family::Qwen2 ||
                c.family ==

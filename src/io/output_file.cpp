@@ -285,18 +285,19 @@ void OutputFile::write(std::span<const std::byte> bytes) {
     }
 }
 
-// Bytes of another file go through the write buffer, read window by window with pread. The kernel's own copy
-// (copy_file_range, which on ext4 splices page by page) kept the data out of user space but made the file slower
-// to publish: a 713 MB BF16 checkpoint kept as BF16 took 1.25-1.29x a durable copy with it, 0.95-0.99x without it,
-// writeback every 4-16 MB in both (medians of 11 alternating runs; docs/PERFORMANCE.md).
+// Bytes of another file go through a window of the write buffer's size, read with pread (into memory not zeroed
+// first) and written as they are. The kernel's own copy (copy_file_range, which on ext4 splices page by page) kept
+// the data out of user space but made the file slower to publish: a 713 MB BF16 checkpoint kept as BF16 took
+// 1.25-1.29x a durable copy with it, 0.95-0.99x without it, writeback every 4-16 MB in both (medians of 11
+// alternating runs; docs/PERFORMANCE.md).
 void OutputFile::copy_from(const MappedFile& file, std::uint64_t offset, std::uint64_t len) {
     flush();
+    if (!copy_window_) copy_window_ = std::make_unique_for_overwrite<std::byte[]>(kBufferBytes);
     while (len > 0) {
         throw_if_stopped(dest_);  // a kill lands between windows
         const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(len, kBufferBytes));
-        buffer_.resize(n);  // within the capacity reserved up front: no allocation
-        file.read(offset, buffer_);
-        flush();
+        file.read(offset, {copy_window_.get(), n});
+        write_all(copy_window_.get(), n);
         offset += n;
         len -= n;
         report();

@@ -80,6 +80,7 @@ private:
     std::uint64_t writeback_from_ = 0;      // bytes before it have been handed to the disk
     std::unique_ptr<Writeback> writeback_;  // started with the first range; stopped before fsync and close
     std::vector<std::byte> buffer_;
+    std::unique_ptr<std::byte[]> copy_window_;  // copy_from's, allocated at its first call
     ProgressFn progress_;
     std::uint64_t total_ = 0;
     std::uint64_t next_report_ = 0;

@@ -439,8 +439,7 @@ std::string describe(const Config& c) {
         if (c.rope_original_context) s += " from context " + std::to_string(c.rope_original_context);
     }
     if (c.optional_roles.contains(Role::RopeLong))
-        s += ", LongRoPE from context " +
-             std::to_string(c.rope_original_context ? c.rope_original_context : c.context_length) + " to " +
+        s += ", LongRoPE from context " + std::to_string(c.original_context()) + " to " +
              std::to_string(c.context_length);
     return s;
 }
